@@ -1,0 +1,27 @@
+/*
+ * NAME
+ *	registry 3 - the filters this build knows, by name
+ * DESCRIPTION
+ *	A listener's "filters" list names entries of this table. Adding a
+ *	filter is one extern line and one table line; nothing registers
+ *	itself at load time.
+ */
+#include <string.h>
+
+#include "filters/filter.h"
+
+extern const struct pc_filter_ops pc_filter_relay;
+
+const struct pc_filter_ops *const pc_filter_registry[] = {
+    &pc_filter_relay,
+    NULL,
+};
+
+/* pc_filter_find - registry entry by name */
+const struct pc_filter_ops *pc_filter_find(const char *name)
+{
+    for (size_t i = 0; pc_filter_registry[i]; i++)
+        if (strcmp(pc_filter_registry[i]->name, name) == 0)
+            return pc_filter_registry[i];
+    return NULL;
+}

@@ -1,0 +1,649 @@
+/*
+ * NAME
+ *	conf 3 - the configuration: one table, bounded values, file:line errors
+ * DESCRIPTION
+ *	The libconfuse option tables below are the public interface. Integer
+ *	parameters carry bounds in pc_int_bounds and durations are checked by
+ *	a validator while the file is parsed, so that an error names the line.
+ *	Each registered filter contributes its own section; the core appends
+ *	timeout and on_error to every one of them.
+ * SEE ALSO
+ *	portcullis.conf(5)
+ */
+#include "gateway/conf.h"
+
+#include <confuse.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "filters/filter.h"
+#include "lib/log.h"
+#include "lib/parse.h"
+#include "lib/pool.h"
+
+#define PC_FILTER_TIMEOUT_DEFAULT "30s"
+
+struct pc_int_bound {
+    const char *path;
+    long min, max;
+};
+
+/* Bounds for every integer parameter: the edge of what is sane, not of what is usual. */
+static const struct pc_int_bound pc_int_bounds[] = {
+    {"limits|max_message_size", 1024, 2147483647L},
+    {"limits|max_recipients", 1, 100000},
+    {"limits|max_command_length", 512, 65536},
+    {"limits|max_line_length", 1000, 1048576},
+    {"limits|max_header_size", 1024, 67108864},
+    {"limits|max_headers", 16, 100000},
+    {"limits|max_errors", 1, 1000},
+    {"limits|max_connections", 1, 1000000},
+    {"limits|max_connections_per_ip", 1, 1000000},
+    {"limits|spool_threshold", 0, 1073741824},
+};
+
+static const char *const pc_duration_opts[] = {
+    "timeouts|command",          "timeouts|data",
+    "timeouts|backend_connect",  "timeouts|backend_greeting",
+    "timeouts|backend_command",  "timeouts|backend_data_init",
+    "timeouts|backend_data_block", "timeouts|backend_data_done",
+    "dns|timeout",
+};
+
+static cfg_opt_t listener_opts[] = {
+    CFG_STR("address", "127.0.0.1:2525", CFGF_NONE),
+    CFG_STR("backend", NULL, CFGF_NODEFAULT),
+    CFG_STR_LIST("filters", "{relay}", CFGF_NONE),
+    CFG_BOOL("trusted", cfg_false, CFGF_NONE),
+    CFG_BOOL("dry_run", cfg_false, CFGF_NONE),
+    CFG_END()};
+
+static cfg_opt_t backend_opts[] = {
+    CFG_STR_LIST("address", NULL, CFGF_NODEFAULT),
+    CFG_STR("maildir", NULL, CFGF_NODEFAULT),
+    CFG_STR("identity", "xclient", CFGF_NONE),
+    CFG_BOOL("lmtp", cfg_false, CFGF_NONE),
+    CFG_STR("helo_name", NULL, CFGF_NODEFAULT),
+    CFG_END()};
+
+static cfg_opt_t limits_opts[] = {
+    CFG_INT("max_message_size", 10240000, CFGF_NONE),
+    CFG_INT("max_recipients", 1000, CFGF_NONE),
+    CFG_INT("max_command_length", 2048, CFGF_NONE),
+    CFG_INT("max_line_length", 65536, CFGF_NONE),
+    CFG_INT("max_header_size", 102400, CFGF_NONE),
+    CFG_INT("max_headers", 1000, CFGF_NONE),
+    CFG_INT("max_errors", 20, CFGF_NONE),
+    CFG_INT("max_connections", 10000, CFGF_NONE),
+    CFG_INT("max_connections_per_ip", 50, CFGF_NONE),
+    CFG_STR_LIST("connection_limit_exceptions", "{127.0.0.0/8, ::1/128}", CFGF_NONE),
+    CFG_INT("spool_threshold", 262144, CFGF_NONE),
+    CFG_END()};
+
+static cfg_opt_t timeouts_opts[] = {
+    CFG_STR("command", "5m", CFGF_NONE),
+    CFG_STR("data", "3m", CFGF_NONE),
+    CFG_STR("backend_connect", "30s", CFGF_NONE),
+    CFG_STR("backend_greeting", "5m", CFGF_NONE),
+    CFG_STR("backend_command", "5m", CFGF_NONE),
+    CFG_STR("backend_data_init", "2m", CFGF_NONE),
+    CFG_STR("backend_data_block", "3m", CFGF_NONE),
+    CFG_STR("backend_data_done", "10m", CFGF_NONE),
+    CFG_END()};
+
+static cfg_opt_t dns_opts[] = {
+    CFG_STR_LIST("nameservers", "{}", CFGF_NONE),
+    CFG_STR("timeout", "5s", CFGF_NONE),
+    CFG_END()};
+
+static const char *pc_conf_current_path;
+
+/* pc_err_set - "file:line: message" */
+void pc_err_set(struct pc_err *err, cfg_t *where, const char *fmt, ...)
+{
+    char msg[400];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    const char *file = where && where->filename ? where->filename : pc_conf_current_path;
+    if (where && file)
+        snprintf(err->msg, sizeof(err->msg), "%s:%d: %s", file, where->line, msg);
+    else
+        snprintf(err->msg, sizeof(err->msg), "%s", msg);
+}
+
+static struct pc_err *pc_parse_err;
+static const char *pc_parse_path;
+
+/* conf_errfn - libconfuse errors into our error buffer, first one wins */
+static void conf_errfn(cfg_t *cfg, const char *fmt, va_list ap)
+{
+    char msg[400];
+
+    if (pc_parse_err == NULL || pc_parse_err->msg[0])
+        return;
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    snprintf(pc_parse_err->msg, sizeof(pc_parse_err->msg), "%s:%d: %s",
+             cfg->filename ? cfg->filename : pc_parse_path ? pc_parse_path : "(config)", cfg->line,
+             msg);
+}
+
+/* validate_int - bounds from pc_int_bounds */
+static int validate_int(cfg_t *cfg, cfg_opt_t *opt)
+{
+    long v = cfg_opt_getnint(opt, cfg_opt_size(opt) - 1);
+
+    for (size_t i = 0; i < sizeof(pc_int_bounds) / sizeof(pc_int_bounds[0]); i++) {
+        const char *name = strchr(pc_int_bounds[i].path, '|') + 1;
+        if (strcmp(name, opt->name) == 0 && (v < pc_int_bounds[i].min || v > pc_int_bounds[i].max)) {
+            cfg_error(cfg, "%s = %ld is out of range [%ld, %ld]", opt->name, v,
+                      pc_int_bounds[i].min, pc_int_bounds[i].max);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* validate_duration - "5s", "2m"... */
+static int validate_duration(cfg_t *cfg, cfg_opt_t *opt)
+{
+    unsigned long long ms;
+    const char *v = cfg_opt_getnstr(opt, cfg_opt_size(opt) - 1);
+
+    if (!v || !pc_parse_duration(v, &ms) || ms > 86400000ULL) {
+        cfg_error(cfg, "%s: bad duration \"%s\" (use e.g. 30s, 5m, 250ms; at most 1d)", opt->name,
+                  v ? v : "");
+        return -1;
+    }
+    return 0;
+}
+
+/* validate_on_error - tempfail | accept | reject */
+static int validate_on_error(cfg_t *cfg, cfg_opt_t *opt)
+{
+    enum pc_on_error e;
+    const char *v = cfg_opt_getnstr(opt, 0);
+
+    if (!v || !pc_on_error_parse(v, &e)) {
+        cfg_error(cfg, "on_error must be tempfail, accept or reject, not \"%s\"", v ? v : "");
+        return -1;
+    }
+    return 0;
+}
+
+/* duration_ms - a validated duration option in milliseconds */
+static unsigned duration_ms(cfg_t *sec, const char *name)
+{
+    unsigned long long ms = 0;
+
+    pc_parse_duration(cfg_getstr(sec, name), &ms);
+    return (unsigned)ms;
+}
+
+/* filter_opts - a filter's options plus the core's timeout and on_error */
+static cfg_opt_t *filter_opts(const struct pc_filter_ops *ops)
+{
+    size_t n = 0;
+
+    while (ops->opts && ops->opts[n].name)
+        n++;
+    cfg_opt_t *v = calloc(n + 3, sizeof(*v));
+    if (v == NULL)
+        pc_fatal("out of memory");
+    if (n)
+        memcpy(v, ops->opts, n * sizeof(*v));
+    cfg_opt_t extra[] = {CFG_STR("timeout", PC_FILTER_TIMEOUT_DEFAULT, CFGF_NONE),
+                         CFG_STR("on_error", "tempfail", CFGF_NONE), CFG_END()};
+    memcpy(v + n, extra, sizeof(extra));
+    return v;
+}
+
+/* build_opts - the whole option table; the caller frees the returned arrays */
+static cfg_opt_t *build_opts(cfg_opt_t ***fopts_out)
+{
+    size_t nf = 0;
+
+    while (pc_filter_registry[nf])
+        nf++;
+    cfg_opt_t **fopts = calloc(nf + 1, sizeof(*fopts));
+    cfg_opt_t *opts = calloc(nf + 20, sizeof(*opts));
+    if (fopts == NULL || opts == NULL)
+        pc_fatal("out of memory");
+    cfg_opt_t core[] = {
+        CFG_STR("hostname", NULL, CFGF_NODEFAULT),
+        CFG_STR("banner", "ESMTP", CFGF_NONE),
+        CFG_STR("spool_dir", "/tmp", CFGF_NONE),
+        CFG_STR("log", "stderr", CFGF_NONE),
+        CFG_BOOL("delay_reject", cfg_true, CFGF_NONE),
+        CFG_BOOL("soft_bounce", cfg_false, CFGF_NONE),
+        CFG_BOOL("smtputf8", cfg_true, CFGF_NONE),
+        CFG_STR("bare_newline", "reject", CFGF_NONE),
+        CFG_SEC("listener", listener_opts, CFGF_MULTI | CFGF_TITLE | CFGF_NO_TITLE_DUPES),
+        CFG_SEC("backend", backend_opts, CFGF_MULTI | CFGF_TITLE | CFGF_NO_TITLE_DUPES),
+        CFG_SEC("limits", limits_opts, CFGF_NONE),
+        CFG_SEC("timeouts", timeouts_opts, CFGF_NONE),
+        CFG_SEC("dns", dns_opts, CFGF_NONE),
+    };
+    size_t nc = sizeof(core) / sizeof(core[0]);
+    memcpy(opts, core, sizeof(core));
+    for (size_t i = 0; i < nf; i++) {
+        fopts[i] = filter_opts(pc_filter_registry[i]);
+        cfg_opt_t sec = CFG_SEC(pc_filter_registry[i]->name, fopts[i], CFGF_NONE);
+        opts[nc + i] = sec;
+    }
+    cfg_opt_t end = CFG_END();
+    opts[nc + nf] = end;
+    *fopts_out = fopts;
+    return opts;
+}
+
+/* free_opts - release build_opts() arrays (libconfuse copied them) */
+static void free_opts(cfg_opt_t *opts, cfg_opt_t **fopts)
+{
+    for (size_t i = 0; fopts[i]; i++)
+        free(fopts[i]);
+    free(fopts);
+    free(opts);
+}
+
+/* cfg_free_cb - pool cleanup for the parsed tree */
+static void cfg_free_cb(void *arg)
+{
+    cfg_free(arg);
+}
+
+/* limits_load - the limits section */
+static int limits_load(struct pc_conf *c, cfg_t *sec, struct pc_err *err)
+{
+    struct pc_limits *l = &c->limits;
+
+    l->max_message_size = (size_t)cfg_getint(sec, "max_message_size");
+    l->max_recipients = (size_t)cfg_getint(sec, "max_recipients");
+    l->max_command_length = (size_t)cfg_getint(sec, "max_command_length");
+    l->max_line_length = (size_t)cfg_getint(sec, "max_line_length");
+    l->max_header_size = (size_t)cfg_getint(sec, "max_header_size");
+    l->max_headers = (size_t)cfg_getint(sec, "max_headers");
+    l->max_errors = (size_t)cfg_getint(sec, "max_errors");
+    l->max_connections = (size_t)cfg_getint(sec, "max_connections");
+    l->max_connections_per_ip = (size_t)cfg_getint(sec, "max_connections_per_ip");
+    l->spool_threshold = (size_t)cfg_getint(sec, "spool_threshold");
+    pc_cidr_list_init(&l->connection_limit_exceptions);
+    for (unsigned i = 0; i < cfg_size(sec, "connection_limit_exceptions"); i++) {
+        const char *n = cfg_getnstr(sec, "connection_limit_exceptions", i);
+        if (!pc_cidr_list_add(&l->connection_limit_exceptions, n)) {
+            pc_err_set(err, sec, "connection_limit_exceptions: bad network \"%s\"", n);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* cidr_free_cb - pool cleanup */
+static void cidr_free_cb(void *arg)
+{
+    pc_cidr_list_free(arg);
+}
+
+/* backends_load - backend sections, or the embedded Maildir default */
+static int backends_load(struct pc_conf *c, cfg_t *cfg, struct pc_err *err)
+{
+    size_t n = cfg_size(cfg, "backend");
+
+    c->nbackends = n ? n : 1;
+    c->backends = pc_pool_zalloc(c->pool, c->nbackends * sizeof(*c->backends));
+    if (n == 0) {
+        c->backends[0].name = "local";
+        c->backends[0].maildir = "var/Maildir";
+        return 0;
+    }
+    for (size_t i = 0; i < n; i++) {
+        cfg_t *sec = cfg_getnsec(cfg, "backend", (unsigned)i);
+        struct pc_backend_conf *b = &c->backends[i];
+        const char *id = cfg_getstr(sec, "identity");
+        b->name = cfg_title(sec);
+        b->lmtp = cfg_getbool(sec, "lmtp");
+        b->helo_name = cfg_getstr(sec, "helo_name");
+        b->maildir = cfg_getstr(sec, "maildir");
+        b->naddr = cfg_size(sec, "address");
+        if ((b->naddr == 0) == (b->maildir == NULL)) {
+            pc_err_set(err, sec, "backend \"%s\": set either address or maildir", b->name);
+            return -1;
+        }
+        b->addresses = pc_pool_zalloc(c->pool, (b->naddr + 1) * sizeof(char *));
+        for (size_t k = 0; k < b->naddr; k++) {
+            char h[256], p[16];
+            b->addresses[k] = cfg_getnstr(sec, "address", (unsigned)k);
+            if (!pc_parse_hostport(b->addresses[k], h, sizeof(h), p, sizeof(p))) {
+                pc_err_set(err, sec, "backend \"%s\": bad address \"%s\" (host:port, [v6]:port "
+                           "or unix:/path)", b->name, b->addresses[k]);
+                return -1;
+            }
+        }
+        if (strcmp(id, "xclient") == 0)
+            b->identity = PC_IDENT_XCLIENT;
+        else if (strcmp(id, "xforward") == 0)
+            b->identity = PC_IDENT_XFORWARD;
+        else if (strcmp(id, "none") == 0)
+            b->identity = PC_IDENT_NONE;
+        else {
+            pc_err_set(err, sec, "backend \"%s\": identity must be xclient, xforward or none",
+                       b->name);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* chain_build - a listener's filter list to chain links */
+static int chain_build(struct pc_conf *c, cfg_t *cfg, cfg_t *lsec, struct pc_listener_conf *l,
+                       struct pc_err *err)
+{
+    size_t n = cfg_size(lsec, "filters");
+
+    l->chain.n = n;
+    l->chain.links = pc_pool_zalloc(c->pool, (n ? n : 1) * sizeof(*l->chain.links));
+    l->chain.dry_run = cfg_getbool(lsec, "dry_run");
+    for (size_t i = 0; i < n; i++) {
+        const char *name = cfg_getnstr(lsec, "filters", (unsigned)i);
+        size_t k;
+        for (k = 0; pc_filter_registry[k]; k++)
+            if (strcmp(pc_filter_registry[k]->name, name) == 0)
+                break;
+        if (pc_filter_registry[k] == NULL) {
+            pc_err_set(err, lsec, "listener \"%s\": unknown filter \"%s\"", l->name, name);
+            return -1;
+        }
+        for (size_t j = 0; j < i; j++)
+            if (l->chain.links[j].ops == pc_filter_registry[k]) {
+                pc_err_set(err, lsec, "listener \"%s\": filter \"%s\" listed twice", l->name,
+                           name);
+                return -1;
+            }
+        cfg_t *fsec = cfg_getsec(cfg, name);
+        struct pc_chain_link *link = &l->chain.links[i];
+        link->ops = pc_filter_registry[k];
+        link->conf = c->filter_conf[k];
+        link->timeout_ms = duration_ms(fsec, "timeout");
+        pc_on_error_parse(cfg_getstr(fsec, "on_error"), &link->on_error);
+        c->filter_used[k] = true;
+    }
+    return 0;
+}
+
+/* listeners_load - listener sections, or the embedded default */
+static int listeners_load(struct pc_conf *c, cfg_t *cfg, struct pc_err *err)
+{
+    size_t n = cfg_size(cfg, "listener");
+    static const char *default_filters[] = {"relay"};
+
+    c->nlisteners = n ? n : 1;
+    c->listeners = pc_pool_zalloc(c->pool, c->nlisteners * sizeof(*c->listeners));
+    if (n == 0) {
+        /* Embedded default: one listener on loopback, relay-only chain, first backend. */
+        struct pc_listener_conf *l = &c->listeners[0];
+        l->name = "inbound";
+        l->address = "127.0.0.1:2525";
+        l->backend = &c->backends[0];
+        l->backend_name = l->backend->name;
+        l->chain.n = 1;
+        l->chain.links = pc_pool_zalloc(c->pool, sizeof(*l->chain.links));
+        size_t k;
+        for (k = 0; pc_filter_registry[k]; k++)
+            if (strcmp(pc_filter_registry[k]->name, default_filters[0]) == 0)
+                break;
+        cfg_t *fsec = cfg_getsec(cfg, default_filters[0]);
+        l->chain.links[0].ops = pc_filter_registry[k];
+        l->chain.links[0].conf = c->filter_conf[k];
+        l->chain.links[0].timeout_ms = duration_ms(fsec, "timeout");
+        c->filter_used[k] = true;
+        return 0;
+    }
+    for (size_t i = 0; i < n; i++) {
+        cfg_t *sec = cfg_getnsec(cfg, "listener", (unsigned)i);
+        struct pc_listener_conf *l = &c->listeners[i];
+        char h[256], p[16];
+        l->name = cfg_title(sec);
+        l->line = sec->line;
+        l->address = cfg_getstr(sec, "address");
+        l->trusted = cfg_getbool(sec, "trusted");
+        if (!pc_parse_hostport(l->address, h, sizeof(h), p, sizeof(p)) || !p[0]) {
+            pc_err_set(err, sec, "listener \"%s\": bad address \"%s\" (host:port or [v6]:port)",
+                       l->name, l->address);
+            return -1;
+        }
+        l->backend_name = cfg_getstr(sec, "backend");
+        if (l->backend_name == NULL) {
+            l->backend = &c->backends[0];
+        } else {
+            for (size_t k = 0; k < c->nbackends; k++)
+                if (strcmp(c->backends[k].name, l->backend_name) == 0)
+                    l->backend = &c->backends[k];
+            if (l->backend == NULL) {
+                pc_err_set(err, sec, "listener \"%s\": no backend named \"%s\"", l->name,
+                           l->backend_name);
+                return -1;
+            }
+        }
+        if (chain_build(c, cfg, sec, l, err) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* filters_configure - every registered filter builds its configuration */
+static int filters_configure(struct pc_conf *c, cfg_t *cfg, struct pc_err *err)
+{
+    size_t nf = 0;
+
+    while (pc_filter_registry[nf])
+        nf++;
+    c->filter_conf = pc_pool_zalloc(c->pool, (nf + 1) * sizeof(void *));
+    c->filter_used = pc_pool_zalloc(c->pool, (nf + 1) * sizeof(bool));
+    for (size_t i = 0; i < nf; i++) {
+        const struct pc_filter_ops *ops = pc_filter_registry[i];
+        if (ops->abi != PC_FILTER_ABI)
+            pc_fatal("filter %s: ABI %u, expected %u", ops->name, ops->abi, PC_FILTER_ABI);
+        if (ops->configure && ops->configure(cfg_getsec(cfg, ops->name), &c->filter_conf[i], err) < 0) {
+            if (!err->msg[0])
+                pc_err_set(err, cfg_getsec(cfg, ops->name), "%s: bad configuration", ops->name);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* filters_destroy - pool cleanup: release filter configurations */
+static void filters_destroy(void *arg)
+{
+    struct pc_conf *c = arg;
+
+    for (size_t i = 0; pc_filter_registry[i]; i++)
+        if (c->filter_conf[i] && pc_filter_registry[i]->destroy)
+            pc_filter_registry[i]->destroy(c->filter_conf[i]);
+}
+
+/* cfg_new - a libconfuse tree with our validators */
+static cfg_t *cfg_new(void)
+{
+    cfg_opt_t **fopts;
+    cfg_opt_t *opts = build_opts(&fopts);
+    cfg_t *cfg = cfg_init(opts, CFGF_NONE);
+
+    free_opts(opts, fopts);
+    cfg_set_error_function(cfg, conf_errfn);
+    for (size_t i = 0; i < sizeof(pc_int_bounds) / sizeof(pc_int_bounds[0]); i++)
+        cfg_set_validate_func(cfg, pc_int_bounds[i].path, validate_int);
+    for (size_t i = 0; i < sizeof(pc_duration_opts) / sizeof(pc_duration_opts[0]); i++)
+        cfg_set_validate_func(cfg, pc_duration_opts[i], validate_duration);
+    for (size_t i = 0; pc_filter_registry[i]; i++) {
+        char path[128];
+        snprintf(path, sizeof(path), "%s|timeout", pc_filter_registry[i]->name);
+        cfg_set_validate_func(cfg, path, validate_duration);
+        snprintf(path, sizeof(path), "%s|on_error", pc_filter_registry[i]->name);
+        cfg_set_validate_func(cfg, path, validate_on_error);
+    }
+    return cfg;
+}
+
+/* pc_conf_load - parse, validate, configure filters */
+struct pc_conf *pc_conf_load(const char *path, struct pc_err *err)
+{
+    struct pc_pool *pool = pc_pool_create(8192);
+    struct pc_conf *c = pc_pool_zalloc(pool, sizeof(*c));
+    cfg_t *cfg;
+    int rc;
+
+    err->msg[0] = 0;
+    c->pool = pool;
+    c->refs = 1;
+    cfg = cfg_new();
+    pc_pool_cleanup(pool, cfg_free_cb, cfg);
+    c->cfg = cfg;
+    pc_parse_err = err;
+    pc_parse_path = path;
+    rc = path ? cfg_parse(cfg, path) : cfg_parse_buf(cfg, "");
+    pc_parse_err = NULL;
+    if (rc == CFG_FILE_ERROR) {
+        snprintf(err->msg, sizeof(err->msg), "%s: cannot read: %m", path);
+        goto fail;
+    }
+    if (rc != CFG_SUCCESS) {
+        if (!err->msg[0])
+            snprintf(err->msg, sizeof(err->msg), "%s: parse error", path ? path : "(defaults)");
+        goto fail;
+    }
+    c->path = path ? pc_pool_strdup(pool, path) : "(embedded defaults)";
+    pc_conf_current_path = c->path;
+    c->hostname = cfg_getstr(cfg, "hostname");
+    if (c->hostname == NULL) {
+        char h[256] = "localhost";
+        gethostname(h, sizeof(h) - 1);
+        c->hostname = pc_pool_strdup(pool, h);
+    } else if (!pc_domain_valid(c->hostname, strlen(c->hostname), false)) {
+        snprintf(err->msg, sizeof(err->msg), "%s: hostname \"%s\" is not a valid domain name",
+                 c->path, c->hostname);
+        goto fail;
+    }
+    c->banner = cfg_getstr(cfg, "banner");
+    c->spool_dir = cfg_getstr(cfg, "spool_dir");
+    c->log = cfg_getstr(cfg, "log");
+    if (strcmp(c->log, "stderr") != 0 && strcmp(c->log, "syslog") != 0) {
+        snprintf(err->msg, sizeof(err->msg), "%s: log must be stderr or syslog", c->path);
+        goto fail;
+    }
+    c->delay_reject = cfg_getbool(cfg, "delay_reject");
+    c->soft_bounce = cfg_getbool(cfg, "soft_bounce");
+    c->smtputf8 = cfg_getbool(cfg, "smtputf8");
+    const char *bn = cfg_getstr(cfg, "bare_newline");
+    if (strcmp(bn, "reject") == 0)
+        c->bare_newline = PC_BARE_REJECT;
+    else if (strcmp(bn, "normalize") == 0)
+        c->bare_newline = PC_BARE_NORMALIZE;
+    else {
+        snprintf(err->msg, sizeof(err->msg), "%s: bare_newline must be reject or normalize",
+                 c->path);
+        goto fail;
+    }
+    if (limits_load(c, cfg_getsec(cfg, "limits"), err) < 0)
+        goto fail;
+    pc_pool_cleanup(pool, cidr_free_cb, &c->limits.connection_limit_exceptions);
+    cfg_t *t = cfg_getsec(cfg, "timeouts");
+    c->timeouts.command = duration_ms(t, "command");
+    c->timeouts.data = duration_ms(t, "data");
+    c->timeouts.backend_connect = duration_ms(t, "backend_connect");
+    c->timeouts.backend_greeting = duration_ms(t, "backend_greeting");
+    c->timeouts.backend_command = duration_ms(t, "backend_command");
+    c->timeouts.backend_data_init = duration_ms(t, "backend_data_init");
+    c->timeouts.backend_data_block = duration_ms(t, "backend_data_block");
+    c->timeouts.backend_data_done = duration_ms(t, "backend_data_done");
+    cfg_t *d = cfg_getsec(cfg, "dns");
+    c->dns_timeout = duration_ms(d, "timeout");
+    c->dns_nnameservers = cfg_size(d, "nameservers");
+    c->dns_nameservers = pc_pool_zalloc(pool, (c->dns_nnameservers + 1) * sizeof(char *));
+    for (size_t i = 0; i < c->dns_nnameservers; i++)
+        c->dns_nameservers[i] = cfg_getnstr(d, "nameservers", (unsigned)i);
+    if (filters_configure(c, cfg, err) < 0)
+        goto fail;
+    pc_pool_cleanup(pool, filters_destroy, c);
+    if (backends_load(c, cfg, err) < 0 || listeners_load(c, cfg, err) < 0)
+        goto fail;
+    return c;
+fail:
+    pc_pool_destroy(pool);
+    return NULL;
+}
+
+/* pc_conf_start - start filters used by a chain */
+int pc_conf_start(struct pc_conf *c, struct pc_services *svc, struct pc_err *err)
+{
+    for (size_t i = 0; pc_filter_registry[i]; i++) {
+        const struct pc_filter_ops *ops = pc_filter_registry[i];
+        if (c->filter_used[i] && ops->start && ops->start(c->filter_conf[i], svc) < 0) {
+            snprintf(err->msg, sizeof(err->msg), "%s: filter %s could not start", c->path,
+                     ops->name);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* pc_conf_ref - one more session uses this generation */
+void pc_conf_ref(struct pc_conf *c)
+{
+    c->refs++;
+}
+
+/* pc_conf_unref - last user frees the generation */
+void pc_conf_unref(struct pc_conf *c)
+{
+    if (--c->refs == 0)
+        pc_pool_destroy(c->pool);
+}
+
+/* print_section - one section's options with defaults */
+static void print_section(cfg_t *sec, const char *prefix)
+{
+    for (cfg_opt_t *o = sec->opts; o && o->name; o++) {
+        char name[256];
+        snprintf(name, sizeof(name), "%s%s%s", prefix, *prefix ? "." : "", o->name);
+        if (o->type == CFGT_SEC) {
+            if (o->flags & CFGF_MULTI) {
+                /* Print the option names of a multi section from a throw-away instance. */
+                for (cfg_opt_t *so = o->subopts; so && so->name; so++)
+                    printf("%s.%s\n", name, so->name);
+                continue;
+            }
+            print_section(cfg_getsec(sec, o->name), name);
+            continue;
+        }
+        char *text = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&text, &len);
+        if (cfg_size(sec, o->name) > 0)
+            cfg_opt_print_indent(o, f, 0);
+        fclose(f);
+        /* libconfuse prints "name=value" or "name = {...}": keep the value. */
+        char *eq = text ? strchr(text, '=') : NULL;
+        char *val = eq ? eq + 1 : NULL;
+        while (val && *val == ' ')
+            val++;
+        printf("%s%s%s", name, val ? " = " : "\n", val ? val : "");
+        free(text);
+    }
+}
+
+/* pc_conf_print_defaults - every parameter and its default */
+void pc_conf_print_defaults(void)
+{
+    cfg_t *cfg = cfg_new();
+
+    cfg_parse_buf(cfg, "");
+    print_section(cfg, "");
+    cfg_free(cfg);
+}

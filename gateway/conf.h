@@ -1,0 +1,93 @@
+/*
+ * NAME
+ *	conf 3h - the configuration: one table, bounded values, file:line errors
+ * DESCRIPTION
+ *	A pc_conf is one generation of the configuration: parsed, validated,
+ *	with every filter configured. Sessions hold a reference to the
+ *	generation they started under, so a reload swaps in a new one while
+ *	sessions in flight finish under the old.
+ * SEE ALSO
+ *	portcullis.conf(5)
+ */
+#ifndef PC_CONF_H
+#define PC_CONF_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/socket.h>
+
+#include "lib/cidr.h"
+#include "policy/chain.h"
+
+struct pc_err;
+
+enum pc_identity { PC_IDENT_NONE, PC_IDENT_XCLIENT, PC_IDENT_XFORWARD };
+enum pc_bare_newline { PC_BARE_REJECT, PC_BARE_NORMALIZE };
+
+struct pc_backend_conf {
+    const char *name;
+    const char **addresses; /* host:port, tried in order (fail over) */
+    size_t naddr;
+    const char *maildir; /* instead of addresses: the embedded Maildir backend */
+    enum pc_identity identity;
+    bool lmtp;
+    const char *helo_name;
+};
+
+struct pc_listener_conf {
+    const char *name;
+    const char *address;
+    const char *backend_name;
+    struct pc_backend_conf *backend;
+    struct pc_chain chain;
+    bool trusted;
+    int line;
+};
+
+struct pc_limits {
+    size_t max_message_size, max_recipients, max_command_length, max_line_length;
+    size_t max_header_size, max_headers, max_errors, max_connections, max_connections_per_ip;
+    size_t spool_threshold;
+    struct pc_cidr_list connection_limit_exceptions;
+};
+
+struct pc_timeouts { /* milliseconds; RFC 5321 4.5.3.2 defaults */
+    unsigned command, data, backend_connect, backend_greeting, backend_command;
+    unsigned backend_data_init, backend_data_block, backend_data_done;
+};
+
+struct pc_conf {
+    int refs;
+    void *cfg; /* cfg_t *, kept for filters that read their section late */
+    const char *path;
+    const char *hostname;
+    const char *banner;
+    const char *spool_dir;
+    const char *log;
+    bool delay_reject, soft_bounce, smtputf8;
+    enum pc_bare_newline bare_newline;
+    struct pc_limits limits;
+    struct pc_timeouts timeouts;
+    struct pc_listener_conf *listeners;
+    size_t nlisteners;
+    struct pc_backend_conf *backends;
+    size_t nbackends;
+    /* dns { } - the shared resolver (gateway/dns.h) */
+    const char **dns_nameservers;
+    size_t dns_nnameservers;
+    unsigned dns_timeout;
+    void **filter_conf; /* indexed like pc_filter_registry */
+    bool *filter_used;
+    struct pc_pool *pool;
+};
+
+/* pc_conf_load - parse and validate; path NULL means the embedded defaults */
+struct pc_conf *pc_conf_load(const char *path, struct pc_err *);
+/* pc_conf_start - start the filters that some chain uses */
+int pc_conf_start(struct pc_conf *, struct pc_services *, struct pc_err *);
+void pc_conf_ref(struct pc_conf *);
+void pc_conf_unref(struct pc_conf *);
+/* pc_conf_print_defaults - every parameter with its default, as "section.name = value" */
+void pc_conf_print_defaults(void);
+
+#endif

@@ -1,0 +1,73 @@
+/*
+ * NAME
+ *	msg 3h - the spooled message of a transaction
+ * DESCRIPTION
+ *	The message is kept as received after dot-unstuffing, with CRLF line
+ *	endings: the header section in memory (it is bounded), the body in
+ *	memory up to a threshold and then in an unlinked temporary file.
+ *	Filters read headers by index and the body by offset; they never see
+ *	SMTP framing. Header edits are recorded and applied when the message
+ *	is written out (to the backend, a Maildir, or a milter reply).
+ */
+#ifndef PC_MSG_H
+#define PC_MSG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "lib/buf.h"
+
+struct pc_pool;
+
+struct pc_header {
+    const char *name; /* points into the header block, not terminated */
+    size_t name_len;
+    const char *value; /* after the colon, folding kept, without the final CRLF */
+    size_t value_len;
+    size_t raw_off, raw_len; /* whole field incl. CRLF within the header block */
+    bool deleted;
+};
+
+struct pc_hdr_add {
+    struct pc_hdr_add *next;
+    const char *name, *value; /* value may contain folding "\r\n\t" */
+};
+
+struct pc_msg {
+    struct pc_buf head; /* header section, CRLF endings, separator line excluded */
+    struct pc_header *hdrs;
+    size_t nhdrs, hdr_cap, max_headers;
+    struct pc_hdr_add *added, **added_tail;
+    struct pc_buf body; /* body while in memory */
+    int body_fd;        /* >= 0 once spooled to a file */
+    size_t body_len;
+    size_t spool_threshold;
+    const char *spool_dir;
+    size_t size;        /* bytes received (unstuffed) */
+    bool in_body;       /* header section has ended */
+    bool separator;     /* header section ended with an empty line */
+    bool header_overflow;
+    bool io_error;
+};
+
+void pc_msg_init(struct pc_msg *, size_t max_header_size, size_t max_headers,
+                 size_t spool_threshold, const char *spool_dir);
+void pc_msg_free(struct pc_msg *);
+/* pc_msg_line - append one line (without its CRLF). 0, or -1 on a spool I/O error */
+int pc_msg_line(struct pc_msg *, const char *line, size_t len);
+/* pc_msg_finish - end of data: flush the spool, fix header pointers. 0 or -1 */
+int pc_msg_finish(struct pc_msg *);
+/* pc_msg_header_find - index of the nth header named name, or -1 */
+ssize_t pc_msg_header_find(const struct pc_msg *, const char *name, int nth);
+/* pc_msg_header_value - copy a header's unfolded value into the pool */
+char *pc_msg_header_value(const struct pc_msg *, size_t index, struct pc_pool *);
+/* pc_msg_add_header - prepend a header (after our Received); value is sanitised */
+void pc_msg_add_header(struct pc_msg *, struct pc_pool *, const char *name, const char *value);
+/* pc_msg_body_read - up to len body bytes from off; bytes read or -1 */
+ssize_t pc_msg_body_read(const struct pc_msg *, size_t off, void *buf, size_t len);
+/* pc_msg_write - the message as it goes out: added headers, kept headers, separator, body */
+int pc_msg_write(const struct pc_msg *, const char *prefix,
+                 int (*out)(void *arg, const char *p, size_t n), void *arg);
+
+#endif

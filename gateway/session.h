@@ -1,0 +1,150 @@
+/*
+ * NAME
+ *	session 3h - SMTP session and transaction, independent of the front door
+ * DESCRIPTION
+ *	A session is one client connection (or one milter connection, or one
+ *	policy request): the client's identity, HELO, TLS and AUTH state, and
+ *	the facts filters learnt about it. It owns at most one transaction,
+ *	created at MAIL and freed at RSET, HELO/EHLO or after the end of data.
+ *	Filters read these structures and write only through the functions
+ *	below (facts, scores, header edits), so that every front door (the
+ *	SMTP proxy, the milter, the policy server) sees the same results.
+ */
+#ifndef PC_SESSION_H
+#define PC_SESSION_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "gateway/msg.h"
+#include "lib/addr.h"
+#include "lib/cidr.h"
+#include "policy/verdict.h"
+
+struct pc_pool;
+struct pc_chain;
+struct pc_conf;
+struct pc_services;
+struct event;
+
+#define PC_HOSTNAME_MAX 255
+
+struct pc_fact {
+    struct pc_fact *next;
+    const char *name, *value;
+};
+
+struct pc_symbol {
+    struct pc_symbol *next;
+    const char *name, *filter;
+    double score;
+};
+
+#define PC_RCPT_RELAY_OK 0x1 /* some filter authorised delivery to it */
+#define PC_RCPT_ACCEPTED 0x2 /* chain and backend both said yes */
+
+struct pc_rcpt {
+    struct pc_mailbox mb;
+    const char *params; /* ESMTP parameters as received (sanitised), to pass on */
+    unsigned flags;
+};
+
+struct pc_txn {
+    struct pc_pool *pool;
+    char id[24]; /* our queue id, logged everywhere */
+    struct pc_mailbox from;
+    const char *mail_params;
+    size_t size_param; /* SIZE= or 0 */
+    bool smtputf8, body_8bit;
+    struct pc_rcpt *rcpts;
+    size_t nrcpt, rcpt_cap, naccepted;
+    struct pc_rcpt *cur_rcpt; /* during PC_STAGE_RCPT */
+    struct pc_msg msg;
+    const struct pc_header *cur_header; /* during PC_STAGE_HEADER */
+    size_t cur_header_index;
+    const char *cur_body; /* during PC_STAGE_BODY */
+    size_t cur_body_len, cur_body_off;
+    struct pc_fact *facts, **facts_tail;
+    struct pc_symbol *symbols;
+    double score;
+    bool accepted; /* a filter said ACCEPT: non-gate filters skip the rest */
+    bool discard;
+};
+
+struct pc_client {
+    struct sockaddr_storage sa;
+    socklen_t salen;
+    struct pc_ip ip;
+    char addr[64]; /* printable; IPv4-mapped shown as IPv4 */
+    unsigned port;
+    char name[PC_HOSTNAME_MAX + 1]; /* verified name or "unknown" */
+    char ptr[PC_HOSTNAME_MAX + 1];  /* unverified PTR name or "unknown" */
+};
+
+struct pc_chain_state; /* policy/chain.h */
+struct pc_session;
+
+/* What a front door must answer for the chain runner. */
+struct pc_door {
+    const char *name; /* "smtp", "milter", "policy", "test" */
+    /* A pending stage has finished; v is final or CONTINUE. */
+    void (*stage_done)(struct pc_session *, enum pc_stage, struct pc_verdict *v);
+};
+
+struct pc_session {
+    uint64_t id;
+    char sid[24];
+    struct pc_pool *pool;
+    struct pc_services *svc;
+    struct pc_conf *conf; /* the configuration generation this session started under */
+    const struct pc_chain *chain;
+    const struct pc_door *door;
+    void *door_ctx;
+    struct pc_client client;
+    char local_addr[64];
+    unsigned local_port;
+    const char *listener; /* its name */
+    const char *helo;     /* sanitised, NULL before HELO/EHLO */
+    bool esmtp;
+    bool tls;
+    const char *tls_info; /* e.g. "TLSv1.3 TLS_AES_256_GCM_SHA384" */
+    const char *auth_user;
+    bool trusted; /* listener says the clients are trusted (submission behind AUTH) */
+    struct pc_fact *facts, **facts_tail;
+    struct pc_symbol *symbols;
+    double score;
+    bool accepted;
+    struct pc_txn *txn;
+    void **fctx;                  /* per chain link filter context */
+    struct pc_chain_state *run;   /* chain runner state */
+    struct pc_verdict delayed;    /* a connect/helo/mail refusal held until RCPT */
+};
+
+struct pc_session *pc_session_new(struct pc_services *, struct pc_conf *, const char *listener,
+                                  const struct pc_chain *, const struct pc_door *, void *door_ctx);
+/* pc_session_set_client - fill client identity from a socket address */
+void pc_session_set_client(struct pc_session *, const struct sockaddr *, socklen_t);
+void pc_session_free(struct pc_session *);
+struct pc_txn *pc_txn_new(struct pc_session *);
+void pc_txn_free(struct pc_session *); /* reset filters, drop the transaction */
+struct pc_rcpt *pc_txn_add_rcpt(struct pc_txn *, const struct pc_mailbox *, const char *params);
+
+/* Facts: named findings that rules and other filters read ("spf" = "pass"). */
+void pc_fact_add(struct pc_session *, const char *name, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+const char *pc_fact_get(const struct pc_session *, const char *name);
+/* pc_fact_next - iterate values of a multi-valued fact; start with prev = NULL */
+const struct pc_fact *pc_fact_next(const struct pc_session *, const char *name,
+                                   const struct pc_fact *prev);
+
+/* Scores: named symbols with weights; policy maps the total to an action. */
+void pc_score_add(struct pc_session *, const char *filter, const char *symbol, double score);
+double pc_score_total(const struct pc_session *);
+
+/* Header edits on the current transaction's message. */
+void pc_header_add(struct pc_session *, const char *name, const char *value);
+void pc_header_remove(struct pc_session *, size_t index);
+
+#endif

@@ -1,0 +1,11 @@
+#!/bin/sh
+# run-regress.sh - replay each fuzz target's regression inputs (tests/fuzz/regress/TARGET/).
+rc=0
+here=$(dirname "$0")
+for bin in "$@"; do
+    name=$(basename "$bin" | sed 's/^regress_fuzz_//')
+    dir="$here/regress/$name"
+    mkdir -p "$dir"
+    "$bin" "$dir" || { echo "FAILED: $bin"; rc=1; }
+done
+exit $rc
