@@ -1,0 +1,20 @@
+#!/bin/sh
+# docs-check.sh - every parameter "portcullis -p" prints has a .TP entry in portcullis.conf.5.
+# Filter sections document their common "timeout" and "on_error" once, under FILTERS.
+bin=${1:-build/portcullis}
+man=$(dirname "$0")/../deploy/portcullis.conf.5
+missing=0
+for name in $("$bin" -p | sed 's/ = .*//'); do
+    case "$name" in
+        *.timeout|*.on_error) base=${name##*.}; sec=${name%%.*}
+            [ "$sec" = dns ] || name=$base ;;
+    esac
+    if ! grep -qx ".B $name" "$man"; then
+        echo "docs-check: parameter $name is not documented in deploy/portcullis.conf.5"
+        missing=$((missing + 1))
+    fi
+done
+if [ "$missing" -gt 0 ]; then
+    echo "docs-check: $missing undocumented parameters"; exit 1
+fi
+echo "docs-check: every parameter is documented"
