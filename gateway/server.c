@@ -31,6 +31,7 @@
 #include "gateway/conf.h"
 #include "gateway/smtp_server.h"
 #include "gateway/worker.h"
+#include "lib/buf.h"
 #include "lib/log.h"
 #include "lib/parse.h"
 
@@ -46,7 +47,7 @@ struct pc_ipcount {
 
 struct pc_listener {
     struct pc_server *srv;
-    const char *name;
+    char name[128]; /* copied: a reload frees the generation it came from */
     char address[300];
     struct evconnlistener *evl;
 };
@@ -185,7 +186,7 @@ static int bind_listener(struct pc_server *srv, struct pc_listener *l,
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *res;
 
     l->srv = srv;
-    l->name = lc->name;
+    pc_strlcpy(l->name, lc->name, sizeof(l->name));
     snprintf(l->address, sizeof(l->address), "%s", lc->address);
     if (!pc_parse_hostport(lc->address, host, sizeof(host), port, sizeof(port)) ||
         getaddrinfo(host, port, &hints, &res) != 0) {
