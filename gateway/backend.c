@@ -92,13 +92,33 @@ struct pc_backend {
     struct pc_backend_result synth_result;
     int depth;     /* inside one of our libevent callbacks */
     bool free_req; /* pc_backend_free() was called from inside: destroy on the way out */
+    bool reused;   /* taken from the idle pool: identify the new client first */
+    struct pc_backend *pool_next;
+    struct event *pool_timer;
 };
+
+/*
+ * Idle backend connections are kept for a short while and reused by the
+ * next session to the same backend: connecting, the greeting and EHLO cost
+ * as much as the transaction itself. Postfix accepts XCLIENT again outside
+ * a transaction, so a reused connection is re-identified before MAIL.
+ * XFORWARD backends are not pooled (their attributes are per transaction
+ * and Exim does not take them again). Pooled entries hold a reference to
+ * their configuration generation; after a reload they are not matched
+ * (their backend section is another object) and simply expire.
+ */
+#define PC_BE_POOL_MAX 64
+#define PC_BE_POOL_IDLE_MS 10000
+static struct pc_backend *pc_be_pool;
+static size_t pc_be_pool_n;
 
 static void be_fail(struct pc_backend *, const char *enh, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void be_try_next(struct pc_backend *, const char *why);
 static void be_enter(struct pc_backend *);
 static bool be_leave(struct pc_backend *);
+static struct pc_backend *pool_take(struct pc_session *, const struct pc_backend_conf *,
+                                    pc_backend_cb *, void *);
 
 /* tv_ms - milliseconds to timeval */
 static struct timeval tv_ms(unsigned ms)
@@ -145,8 +165,11 @@ static void synth(struct pc_backend *be, int code, const char *enh, const char *
 struct pc_backend *pc_backend_new(struct pc_session *s, const struct pc_backend_conf *bc,
                                   pc_backend_cb *cb, void *arg)
 {
-    struct pc_backend *be = calloc(1, sizeof(*be));
+    struct pc_backend *be = pool_take(s, bc, cb, arg);
 
+    if (be)
+        return be;
+    be = calloc(1, sizeof(*be));
     if (be == NULL)
         pc_fatal("out of memory");
     be->s = s;
@@ -195,10 +218,102 @@ static bool be_leave(struct pc_backend *be)
     return false;
 }
 
+static void on_read(struct bufferevent *, void *);
+static void on_write(struct bufferevent *, void *);
+static void on_event(struct bufferevent *, short, void *);
+
+/* pool_drop - an idle connection ends */
+static void pool_drop(struct pc_backend *be)
+{
+    for (struct pc_backend **p = &pc_be_pool; *p; p = &(*p)->pool_next)
+        if (*p == be) {
+            *p = be->pool_next;
+            pc_be_pool_n--;
+            break;
+        }
+    be_close(be);
+    event_free(be->pool_timer);
+    be->pool_timer = NULL;
+    pc_conf_unref((struct pc_conf *)be->conf);
+    be_destroy(be);
+}
+
+/* pool_on_event - an idle connection closed or failed */
+static void pool_on_event(struct bufferevent *bev, short what, void *arg)
+{
+    (void)bev, (void)what;
+    pool_drop(arg);
+}
+
+/* pool_on_read - an idle connection spoke (e.g. 421 idle timeout): drop it */
+static void pool_on_read(struct bufferevent *bev, void *arg)
+{
+    (void)bev;
+    pool_drop(arg);
+}
+
+/* pool_on_timer - idle too long: QUIT */
+static void pool_on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct pc_backend *be = arg;
+
+    (void)fd, (void)what;
+    bufferevent_write(be->bev, "QUIT\r\n", 6);
+    bufferevent_flush(be->bev, EV_WRITE, BEV_FLUSH);
+    pool_drop(be);
+}
+
+/* pool_put - keep an idle, ready connection for the next session */
+static bool pool_put(struct pc_backend *be)
+{
+    if (be->depth > 0 || be->bev == NULL || be->state != BE_READY || be->bc->maildir ||
+        be->bc->identity == PC_IDENT_XFORWARD || pc_be_pool_n >= PC_BE_POOL_MAX)
+        return false;
+    struct timeval tv = {PC_BE_POOL_IDLE_MS / 1000, 0};
+    event_del(be->synth);
+    be->s = NULL;
+    be->cb = NULL;
+    be->arg = NULL;
+    pc_conf_ref((struct pc_conf *)be->conf);
+    bufferevent_setcb(be->bev, pool_on_read, NULL, pool_on_event, be);
+    bufferevent_set_timeouts(be->bev, NULL, NULL);
+    be->pool_timer = evtimer_new(be->base, pool_on_timer, be);
+    evtimer_add(be->pool_timer, &tv);
+    be->pool_next = pc_be_pool;
+    pc_be_pool = be;
+    pc_be_pool_n++;
+    return true;
+}
+
+/* pool_take - an idle connection to this backend, adopted by a session */
+static struct pc_backend *pool_take(struct pc_session *s, const struct pc_backend_conf *bc,
+                                    pc_backend_cb *cb, void *arg)
+{
+    for (struct pc_backend **p = &pc_be_pool; *p; p = &(*p)->pool_next) {
+        struct pc_backend *be = *p;
+        if (be->bc != bc)
+            continue;
+        *p = be->pool_next;
+        pc_be_pool_n--;
+        event_free(be->pool_timer);
+        be->pool_timer = NULL;
+        pc_conf_unref((struct pc_conf *)be->conf);
+        be->s = s;
+        be->cb = cb;
+        be->arg = arg;
+        be->reused = true;
+        bufferevent_setcb(be->bev, on_read, on_write, on_event, be);
+        return be;
+    }
+    return NULL;
+}
+
 /* pc_backend_free - the session is done with us (deferred when called from our callback) */
 void pc_backend_free(struct pc_backend *be)
 {
     if (be == NULL || be->free_req)
+        return;
+    if (pool_put(be))
         return;
     if (be->bev && be->state == BE_READY) {
         /* Polite QUIT; the kernel sends it while we close. */
@@ -784,6 +899,16 @@ void pc_backend_command(struct pc_backend *be, const char *line)
         free(be->pending);
         be->pending = strdup(line);
         return;
+    }
+    if (be->reused) {
+        /* A pooled connection still speaks for the previous client: identify this one. */
+        be->reused = false;
+        if (be->bc->identity == PC_IDENT_XCLIENT && (be->ext & PC_EXT_XCLIENT)) {
+            free(be->pending);
+            be->pending = strdup(line);
+            be_after_ehlo(be, false);
+            return;
+        }
     }
     if (strncasecmp(line, "MAIL", 4) == 0)
         be->rcpt_ok = 0;

@@ -41,6 +41,9 @@
 
 enum sm_state { SM_CONNECT, SM_CMD, SM_DATA, SM_CLOSING };
 
+/* What a client may have buffered while we are busy: a few pipelined command groups. */
+#define PC_SMTP_READ_MAX 131072
+
 struct pc_smtp {
     struct pc_session *s;
     const struct pc_listener_conf *lc;
@@ -220,22 +223,23 @@ static void txn_end(struct pc_smtp *c)
     c->too_big = false;
 }
 
-/* resume - the pending step is over: read again */
+/* resume - the pending step is over: process what the client sent meanwhile */
 static void resume(struct pc_smtp *c)
 {
     c->busy = false;
     if (c->state == SM_CLOSING)
         return;
-    bufferevent_enable(c->bev, EV_READ);
     if (!c->in_input)
         process_input(c);
 }
 
-/* wait_for - a stage or the backend is pending */
+/* wait_for - a stage or the backend is pending: stop processing input. Reading stays
+ * enabled (toggling it costs two epoll_ctl calls per command); the read high watermark
+ * bounds what a client can make us buffer meanwhile, and on_event ignores the command
+ * timeout while busy, since the backend and every filter have timeouts of their own. */
 static void wait_for(struct pc_smtp *c)
 {
     c->busy = true;
-    bufferevent_disable(c->bev, EV_READ);
 }
 
 /* delayable - may this refusal wait until RCPT (Postfix's smtpd_delay_reject) */
@@ -252,7 +256,8 @@ static void greet(struct pc_smtp *c, struct pc_verdict *v)
     int fd = bufferevent_getfd(c->bev);
 
     /* A client that talks before the greeting is not an SMTP client (RFC 5321 3.1). */
-    if (recv(fd, &peek, 1, MSG_PEEK | MSG_DONTWAIT) == 1) {
+    if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0 ||
+        recv(fd, &peek, 1, MSG_PEEK | MSG_DONTWAIT) == 1) {
         pc_info("%s: improper command pipelining: client %s[%s] talked before the greeting",
                 s->sid, s->client.name, s->client.addr);
         reply(c, 554, "5.5.0", "Error: SMTP protocol synchronization");
@@ -1069,8 +1074,8 @@ static void on_read(struct bufferevent *bev, void *arg)
     struct pc_smtp *c = arg;
 
     (void)bev;
-    if (c->state == SM_CONNECT)
-        return; /* greet() looks for early talkers */
+    if (c->state == SM_CONNECT || c->busy)
+        return; /* greet() looks for early talkers; a pending step resumes input itself */
     process_input(c);
 }
 
@@ -1093,6 +1098,10 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
     (void)bev;
     if (c->closing)
         return;
+    if ((what & BEV_EVENT_TIMEOUT) && c->busy && c->state != SM_CLOSING) {
+        bufferevent_enable(c->bev, EV_READ);
+        return;
+    }
     if ((what & BEV_EVENT_TIMEOUT) && c->state != SM_CLOSING) {
         pc_info("%s: timeout after %s from %s[%s]", c->s->sid, last, c->s->client.name,
                 c->s->client.addr);
@@ -1128,6 +1137,8 @@ void pc_smtp_accept(struct pc_services *svc, struct pc_conf *conf,
     c->free_ev = event_new(svc->base, -1, 0, on_free, c);
     c->bev = bufferevent_socket_new(svc->base, fd, BEV_OPT_CLOSE_ON_FREE);
     bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
+    bufferevent_setwatermark(c->bev, EV_READ, 0, PC_SMTP_READ_MAX);
+    bufferevent_enable(c->bev, EV_READ);
     struct timeval rt = tv_ms(conf->timeouts.command);
     bufferevent_set_timeouts(c->bev, &rt, &rt);
     pc_info("%s: connect from %s[%s]:%u to %s", c->s->sid, c->s->client.name, c->s->client.addr,
