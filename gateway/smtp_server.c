@@ -287,12 +287,8 @@ static void greet(struct pc_smtp *c, struct pc_verdict *v)
 static void ehlo_reply(struct pc_smtp *c)
 {
     char text[512];
-    unsigned ext = c->lc->backend->maildir ? ~0u : 0;
+    unsigned ext = c->be ? pc_backend_ext(c->be) : pc_backend_known_ext(c->lc->backend);
 
-    if (c->be)
-        ext = pc_backend_ext(c->be);
-    else if (!c->lc->backend->maildir)
-        ext = PC_EXT_SMTPUTF8 | PC_EXT_DSN; /* unknown until we connect: offer, check at MAIL */
     snprintf(text, sizeof(text),
              "%s\nPIPELINING\nSIZE %zu\n8BITMIME\nENHANCEDSTATUSCODES%s%s", c->conf->hostname,
              c->conf->limits.max_message_size,
@@ -365,26 +361,6 @@ static void mail_backend_done(struct pc_smtp *c, struct pc_backend_result *r)
     }
 }
 
-/* forward_params - the ESMTP parameters the backend understands */
-static void forward_params(struct pc_smtp *c, const struct pc_path_args *pa, struct pc_buf *line)
-{
-    unsigned ext = c->be ? pc_backend_ext(c->be) : 0;
-
-    for (size_t i = 0; i < pa->nparams; i++) {
-        const char *k = pa->params[i].key;
-        bool dsn = !strcmp(k, "RET") || !strcmp(k, "ENVID") || !strcmp(k, "NOTIFY") ||
-                   !strcmp(k, "ORCPT");
-        if (!strcmp(k, "AUTH") || (dsn && !(ext & PC_EXT_DSN)) ||
-            (!strcmp(k, "SMTPUTF8") && !(ext & PC_EXT_SMTPUTF8)) ||
-            (!strcmp(k, "SIZE") && !(ext & PC_EXT_SIZE)) ||
-            (!strcmp(k, "BODY") && !(ext & PC_EXT_8BITMIME)))
-            continue;
-        pc_buf_printf(line, " %s%s%s", k, pa->params[i].value ? "=" : "",
-                      pa->params[i].value ? pa->params[i].value : "");
-    }
-}
-
-
 /* mail_done - after the MAIL stage */
 static void mail_done(struct pc_smtp *c, struct pc_verdict *v)
 {
@@ -428,10 +404,9 @@ static void send_mail(struct pc_smtp *c)
 
     pc_buf_init(&line, 0);
     pc_buf_printf(&line, "MAIL FROM:<%s>", t->from.addr);
-    forward_params(c, &c->pa, &line);
     c->be_wait = PC_VERB_MAIL;
     wait_for(c);
-    pc_backend_command(c->be, line.data);
+    pc_backend_command(c->be, line.data, c->pa.params, c->pa.nparams);
     pc_buf_free(&line);
 }
 
@@ -481,10 +456,9 @@ static void rcpt_done(struct pc_smtp *c, struct pc_verdict *v)
     struct pc_buf line;
     pc_buf_init(&line, 0);
     pc_buf_printf(&line, "RCPT TO:<%s>", r->mb.addr);
-    forward_params(c, &c->pa, &line);
     c->be_wait = PC_VERB_RCPT;
     wait_for(c);
-    pc_backend_command(c->be, line.data);
+    pc_backend_command(c->be, line.data, c->pa.params, c->pa.nparams);
     pc_buf_free(&line);
 }
 
