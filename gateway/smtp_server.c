@@ -140,16 +140,18 @@ static void reply_verdict(struct pc_smtp *c, const struct pc_verdict *v)
         smtp_close(c);
 }
 
-/* reply_backend - relay the backend's reply; our default enhanced code when it sent none */
+/* reply_backend - relay the backend's reply; our default enhanced code when it sent none.
+ * A backend's 421 closes the backend, not our client: it becomes 451 for this command. */
 static void reply_backend(struct pc_smtp *c, const struct pc_backend_result *r, const char *dflt)
 {
     struct pc_enh e;
+    int code = r->reply.code == 421 ? 451 : r->reply.code;
 
     if (r->reply.enh.cls)
         e = r->reply.enh;
     else
         pc_enh_parse(dflt, &e);
-    reply_text(c, r->reply.code, &e, r->reply.text);
+    reply_text(c, code, &e, r->reply.text);
 }
 
 /* on_free - free the session from the loop, outside its callbacks */
@@ -477,7 +479,7 @@ static void rcpt_backend_done(struct pc_smtp *c, struct pc_backend_result *r)
             c->s->client.name, c->s->client.addr, r->reply.code, r->reply.text, t->from.addr,
             t->cur_rcpt->mb.addr, r->relay);
     reply_backend(c, r, r->reply.code / 100 == 4 ? "4.0.0" : "5.0.0");
-    if (r->local) {
+    if (r->local || r->reply.code == 421) {
         /* The backend went away: this transaction cannot go on. */
         c->be_in_txn = false;
         pc_backend_free(c->be);
@@ -544,7 +546,7 @@ static void eom_backend_done(struct pc_smtp *c, struct pc_backend_result *r)
         reply_backend(c, r, "4.0.0");
     else
         reply(c, 451, "4.3.0", "Error: unexpected backend reply, try again later");
-    if (r->local) {
+    if (r->local || r->reply.code == 421) {
         pc_backend_free(c->be);
         c->be = NULL;
     }
