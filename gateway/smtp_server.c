@@ -75,7 +75,7 @@ static void process_input(struct pc_smtp *);
 static void smtp_close(struct pc_smtp *);
 static void eom_next(struct pc_smtp *, enum pc_stage done);
 static void stage_done(struct pc_session *, enum pc_stage, struct pc_verdict *);
-static void send_mail(struct pc_smtp *);
+static void to_backend(struct pc_smtp *, enum pc_verb, const char *addr);
 
 static const struct pc_door pc_smtp_door = {"smtp", stage_done};
 
@@ -395,21 +395,19 @@ static void mail_done(struct pc_smtp *c, struct pc_verdict *v)
         reply(c, 250, "2.1.0", "Ok");
         return;
     }
-    send_mail(c);
+    to_backend(c, PC_VERB_MAIL, t->from.addr);
 }
 
-/* send_mail - MAIL to the backend, opening it when needed */
-static void send_mail(struct pc_smtp *c)
+/* to_backend - MAIL or RCPT with the client's parameters (the backend opens when needed) */
+static void to_backend(struct pc_smtp *c, enum pc_verb verb, const char *addr)
 {
-    struct pc_txn *t = c->s->txn;
-    struct pc_buf line;
+    char line[PC_PATH_MAX + 32];
 
-    pc_buf_init(&line, 0);
-    pc_buf_printf(&line, "MAIL FROM:<%s>", t->from.addr);
-    c->be_wait = PC_VERB_MAIL;
+    snprintf(line, sizeof(line), "%s:<%s>", verb == PC_VERB_MAIL ? "MAIL FROM" : "RCPT TO",
+             addr);
+    c->be_wait = verb;
     wait_for(c);
-    pc_backend_command(c->be, line.data, c->pa.params, c->pa.nparams);
-    pc_buf_free(&line);
+    pc_backend_command(c->be, line, c->pa.params, c->pa.nparams);
 }
 
 /* rcpt_refuse_delayed - a held connect/HELO/MAIL refusal answers this RCPT */
@@ -455,13 +453,7 @@ static void rcpt_done(struct pc_smtp *c, struct pc_verdict *v)
         reply(c, 250, "2.1.5", "Ok");
         return;
     }
-    struct pc_buf line;
-    pc_buf_init(&line, 0);
-    pc_buf_printf(&line, "RCPT TO:<%s>", r->mb.addr);
-    c->be_wait = PC_VERB_RCPT;
-    wait_for(c);
-    pc_backend_command(c->be, line.data, c->pa.params, c->pa.nparams);
-    pc_buf_free(&line);
+    to_backend(c, PC_VERB_RCPT, r->mb.addr);
 }
 
 /* rcpt_backend_done - the backend answered our RCPT */
