@@ -76,6 +76,7 @@ enum spf_act { SPF_ACT_CONTINUE, SPF_ACT_REJECT, SPF_ACT_TEMPFAIL };
 #define SPF_MAX_VOID 2       /* RFC 7208 4.6.4 */
 #define SPF_MAX_DNS_MECH 10  /* RFC 7208 4.6.4 */
 #define SPF_TXT_MAX 4096
+#define SPF_ALPHA(c) ((((unsigned char)(c) | 0x20) >= 'a') && (((unsigned char)(c) | 0x20) <= 'z'))
 
 struct spf_conf {
     enum spf_act act[SPF_R_COUNT];
@@ -97,6 +98,9 @@ struct spf_job {
     /* results */
     enum spf_result result;
     unsigned voids;
+    bool bad_record; /* an SPF record failed spf_record_ok() */
+    char ptr_names[10][PC_DNS_NAME_MAX]; /* the last PTR answer: their A lookups are not voids */
+    bool mx_over;    /* an MX answer had more than 10 names (RFC 7208 4.6.4) */
     char comment[256];
     /* owner */
     struct spf_ctx *ctx; /* NULL once the session gave up on it */
@@ -108,6 +112,240 @@ struct spf_ctx {
     struct spf_job *job;
     char *header; /* Received-SPF value, for end of data */
 };
+
+/* ---------------------------------------------------------------------- */
+/* Strict record syntax (RFC 7208 section 12 ABNF). libspf2 accepts much   */
+/* that the RFC calls a permerror; a record failing this check makes the  */
+/* whole result permerror (4.6: "syntax errors anywhere in the record").  */
+
+/* spf_macro_string - RFC 7208 7.1 macro-string in s[0..n); *ends_macro: ends with an expand */
+static bool spf_macro_string(const char *s, size_t n, bool *ends_macro)
+{
+    *ends_macro = false;
+    for (size_t i = 0; i < n;) {
+        unsigned char c = (unsigned char)s[i];
+        if (c != '%') {
+            if (c < 0x21 || c > 0x7e)
+                return false;
+            *ends_macro = false;
+            i++;
+            continue;
+        }
+        if (i + 1 >= n)
+            return false;
+        char m = s[i + 1];
+        if (m == '%' || m == '_' || m == '-') {
+            *ends_macro = true;
+            i += 2;
+            continue;
+        }
+        if (m != '{' || i + 2 >= n || !strchr("slodiphvSLODIPHV", s[i + 2]) || s[i + 2] == 0)
+            return false;
+        size_t k = i + 3;
+        while (k < n && s[k] >= '0' && s[k] <= '9')
+            k++;
+        if (k < n && (s[k] == 'r' || s[k] == 'R'))
+            k++;
+        while (k < n && s[k] && strchr(".-+,/_=", s[k]))
+            k++;
+        if (k >= n || s[k] != '}')
+            return false;
+        *ends_macro = true;
+        i = k + 1;
+    }
+    return true;
+}
+
+/* spf_toplabel - RFC 7208 toplabel: alphanumerics with a letter, or with an inner "-" */
+static bool spf_toplabel(const char *s, size_t n)
+{
+    bool alpha = false;
+
+    if (n == 0 || s[0] == '-' || s[n - 1] == '-')
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (!((c >= '0' && c <= '9') || SPF_ALPHA(c) || c == '-'))
+            return false;
+        alpha |= SPF_ALPHA(c) || c == '-';
+    }
+    return alpha;
+}
+
+/* spf_domain_spec - macro-string domain-end (RFC 7208 7.1) */
+static bool spf_domain_spec(const char *s, size_t n)
+{
+    bool ends_macro;
+
+    if (n == 0 || !spf_macro_string(s, n, &ends_macro))
+        return false;
+    if (ends_macro)
+        return true;
+    if (s[n - 1] == '.')
+        n--;
+    size_t dot = n;
+    while (dot > 0 && s[dot - 1] != '.')
+        dot--;
+    if (dot == 0) /* a single label is no domain */
+        return false;
+    return spf_toplabel(s + dot, n - dot);
+}
+
+/* spf_cidr - "/N" with 0 <= N <= max, no leading zeros */
+static bool spf_cidr(const char *s, size_t n, unsigned max)
+{
+    unsigned v = 0;
+
+    if (n == 0 || n > 3 || (n > 1 && s[0] == '0'))
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+        v = v * 10 + (unsigned)(s[i] - '0');
+    }
+    return v <= max;
+}
+
+/* spf_dual_cidr - [ "/" ip4-cidr ] [ "//" ip6-cidr ] */
+static bool spf_dual_cidr(const char *s, size_t n)
+{
+    const char *dd = NULL;
+
+    for (size_t i = 0; i + 1 < n; i++)
+        if (s[i] == '/' && s[i + 1] == '/') {
+            dd = s + i;
+            break;
+        }
+    if (dd) {
+        if (!spf_cidr(dd + 2, (size_t)(s + n - dd - 2), 128))
+            return false;
+        n = (size_t)(dd - s);
+    }
+    if (n == 0)
+        return true;
+    return s[0] == '/' && spf_cidr(s + 1, n - 1, 32);
+}
+
+/* spf_find_cidr - where a trailing dual-cidr ("/N", "//N" or "/N//M") starts, or n;
+ * a '/' earlier on belongs to the domain-spec (a:foo:bar/baz.example.com) */
+static size_t spf_find_cidr(const char *s, size_t n)
+{
+    size_t i = n;
+
+    for (int part = 0; part < 2; part++) {
+        size_t d = i;
+        while (d > 0 && s[d - 1] >= '0' && s[d - 1] <= '9')
+            d--;
+        if (d == i || d == 0 || s[d - 1] != '/')
+            break;
+        i = d - 1;
+        if (i > 0 && s[i - 1] == '/') { /* "//M": the IPv6 part, only as the last part */
+            if (part != 0)
+                return n == i ? n : i + 1;
+            i--;
+        }
+    }
+    return i;
+}
+
+/* spf_term_ok - one mechanism or modifier; counts redirect/exp */
+static bool spf_term_ok(const char *t, size_t n, int *redirects, int *exps)
+{
+    static const char *const mech[] = {"all", "include", "a", "mx", "ptr", "ip4", "ip6", "exists"};
+    size_t name = 0;
+
+    while (name < n && (SPF_ALPHA(t[name]) ||
+                        (name && ((t[name] >= '0' && t[name] <= '9') || t[name] == '-' ||
+                                  t[name] == '_' || t[name] == '.'))))
+        name++;
+    if (name && name < n && t[name] == '=') { /* modifier */
+        const char *v = t + name + 1;
+        size_t vn = n - name - 1;
+        bool em;
+        if (name == 8 && strncasecmp(t, "redirect", 8) == 0)
+            return ++*redirects == 1 && spf_domain_spec(v, vn);
+        if (name == 3 && strncasecmp(t, "exp", 3) == 0)
+            return ++*exps == 1 && spf_domain_spec(v, vn);
+        return spf_macro_string(v, vn, &em);
+    }
+    if (n && strchr("+-~?", t[0]))
+        t++, n--;
+    for (size_t m = 0; m < sizeof(mech) / sizeof(mech[0]); m++) {
+        size_t ml = strlen(mech[m]);
+        if (n < ml || strncasecmp(t, mech[m], ml) != 0)
+            continue;
+        if (n > ml && t[ml] != ':' && t[ml] != '/')
+            continue;
+        const char *a = t + ml;
+        size_t an = n - ml;
+        switch (m) {
+        case 0: /* all */
+            return an == 0;
+        case 1: /* include */
+        case 7: /* exists */
+            return an > 1 && a[0] == ':' && spf_domain_spec(a + 1, an - 1);
+        case 2: /* a */
+        case 3: /* mx */ {
+            size_t c = spf_find_cidr(a, an);
+            if (c > 0 && (a[0] != ':' || !spf_domain_spec(a + 1, c - 1)))
+                return false;
+            return spf_dual_cidr(a + c, an - c);
+        }
+        case 4: /* ptr */
+            return an == 0 || (a[0] == ':' && spf_domain_spec(a + 1, an - 1));
+        case 5:   /* ip4 */
+        case 6: { /* ip6 */
+            char buf[64];
+            unsigned char bin[16];
+            size_t c;
+            if (an < 2 || a[0] != ':')
+                return false;
+            for (c = 1; c < an && a[c] != '/'; c++)
+                ;
+            if (c - 1 >= sizeof(buf))
+                return false;
+            memcpy(buf, a + 1, c - 1);
+            buf[c - 1] = 0;
+            if (inet_pton(m == 5 ? AF_INET : AF_INET6, buf, bin) != 1)
+                return false;
+            if (c == an)
+                return true;
+            return spf_cidr(a + c + 1, an - c - 1, m == 5 ? 32 : 128);
+        }
+        }
+    }
+    return false;
+}
+
+/* spf_record_ok - a TXT string that starts "v=spf1": is all of it RFC 7208 syntax */
+static bool spf_record_ok(const char *r, size_t n)
+{
+    int redirects = 0, exps = 0;
+    size_t i = 6;
+
+    if (n < 6 || strncasecmp(r, "v=spf1", 6) != 0 || (n > 6 && r[6] != ' '))
+        return false;
+    for (size_t k = 0; k < n; k++)
+        if ((unsigned char)r[k] < 0x20 || (unsigned char)r[k] > 0x7e)
+            return false; /* 3.1: 7-bit ASCII; NUL and control characters included */
+    while (i < n) {
+        while (i < n && r[i] == ' ')
+            i++;
+        size_t j = i;
+        while (j < n && r[j] != ' ')
+            j++;
+        if (j > i && !spf_term_ok(r + i, j - i, &redirects, &exps))
+            return false;
+        i = j;
+    }
+    return true;
+}
+
+/* spf_is_record - does a TXT string claim to be an SPF record (RFC 7208 4.5) */
+static bool spf_is_record(const char *r, size_t n)
+{
+    return n >= 6 && strncasecmp(r, "v=spf1", 6) == 0 && (n == 6 || r[6] == ' ');
+}
 
 /* ---------------------------------------------------------------------- */
 /* The DNS layer: libspf2 lookups through the shared resolver.            */
@@ -215,6 +453,27 @@ static struct spf_dnsreq *spf_dns_ask(struct spf_job *job, const char *name, int
     return r;
 }
 
+/* spf_dns_name_ok - could this name be asked at all: labels 1..63, total <= 253 */
+static bool spf_dns_name_ok(const char *d)
+{
+    size_t len = strlen(d), label = 0;
+
+    if (len && d[len - 1] == '.')
+        len--;
+    if (len == 0 || len > 253)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        if (d[i] == '.') {
+            if (label == 0)
+                return false;
+            label = 0;
+        } else if (++label > 63) {
+            return false;
+        }
+    }
+    return label > 0;
+}
+
 /* spf_dns_lookup - libspf2's lookup hook */
 static SPF_dns_rr_t *spf_dns_lookup(SPF_dns_server_t *srv, const char *domain, ns_type type,
                                     int should_cache)
@@ -224,12 +483,27 @@ static SPF_dns_rr_t *spf_dns_lookup(SPF_dns_server_t *srv, const char *domain, n
     struct spf_dnsreq *r;
 
     (void)should_cache;
-    if (domain == NULL || strlen(domain) > 253 || (r = spf_dns_ask(job, domain, type)) == NULL)
-        return SPF_dns_rr_new_init(srv, domain ? domain : "", type, 0, TRY_AGAIN);
+    /* RFC 7208 3.1: type SPF (99) is discontinued; libspf2 still asks it first. */
+    if (type == ns_t_spf)
+        return SPF_dns_rr_new_init(srv, domain ? domain : "", type, 0, NO_DATA);
+    /* A name that cannot exist in the DNS (empty or long labels) does not exist. */
+    if (domain == NULL || !spf_dns_name_ok(domain)) {
+        if (type != ns_t_txt)
+            job->voids++;
+        return SPF_dns_rr_new_init(srv, domain ? domain : "", type, 0, HOST_NOT_FOUND);
+    }
+    if ((r = spf_dns_ask(job, domain, type)) == NULL)
+        return SPF_dns_rr_new_init(srv, domain, type, 0, TRY_AGAIN);
+    if (type == ns_t_mx && r->st == PC_DNS_FOUND && r->n > 10)
+        job->mx_over = true;
     if (r->st == PC_DNS_TRYLATER) {
         rr = SPF_dns_rr_new_init(srv, domain, type, 0, TRY_AGAIN);
     } else if (r->st == PC_DNS_NOTFOUND || r->n == 0) {
-        if (type != ns_t_txt && type != ns_t_spf)
+        bool ptr_name = false;
+        for (size_t i = 0; i < 10; i++)
+            ptr_name |= strcasecmp(job->ptr_names[i], domain) == 0;
+        /* 4.6.4 counts the mechanisms' own lookups, not the checks of PTR names (5.5) */
+        if (type != ns_t_txt && type != ns_t_spf && !(ptr_name && type != ns_t_ptr))
             job->voids++;
         rr = SPF_dns_rr_new_init(srv, domain, type, 0, r->nxdomain ? HOST_NOT_FOUND : NO_DATA);
     } else {
@@ -255,6 +529,8 @@ static SPF_dns_rr_t *spf_dns_lookup(SPF_dns_server_t *srv, const char *domain, n
                     continue;
                 if (SPF_dns_rr_buf_realloc(rr, k, strlen(name) + 1) != SPF_E_SUCCESS)
                     goto fail;
+                if (type == ns_t_ptr && k < 10)
+                    snprintf(job->ptr_names[k], sizeof(job->ptr_names[k]), "%s", name);
                 memcpy(rr->rr[k], name, strlen(name) + 1);
                 break;
             }
@@ -262,6 +538,8 @@ static SPF_dns_rr_t *spf_dns_lookup(SPF_dns_server_t *srv, const char *domain, n
             case ns_t_spf: {
                 char *txt = malloc(SPF_TXT_MAX);
                 long n = txt ? pc_dns_rdata_txt(d, l, txt, SPF_TXT_MAX) : -1;
+                if (n >= 0 && spf_is_record(txt, (size_t)n) && !spf_record_ok(txt, (size_t)n))
+                    job->bad_record = true;
                 if (n < 0 || SPF_dns_rr_buf_realloc(rr, k, (size_t)n + 1) != SPF_E_SUCCESS) {
                     free(txt);
                     if (n < 0)
@@ -334,8 +612,10 @@ static SPF_response_t *spf_query(SPF_server_t *srv, SPF_request_t *req)
         if (rec)
             SPF_record_free(rec);
         /* RFC 7208 4.4/4.5: no record is none, DNS trouble temperror, the rest permerror */
+        /* libspf2 says SPF_E_NOT_SPF also for a record that failed to compile */
+        bool none = err == SPF_E_NOT_SPF && rec == NULL;
         SPF_i_done(resp,
-                   err == SPF_E_NOT_SPF     ? SPF_RESULT_NONE
+                   none                     ? SPF_RESULT_NONE
                    : err == SPF_E_DNS_ERROR ? SPF_RESULT_TEMPERROR
                                             : SPF_RESULT_PERMERROR,
                    SPF_REASON_NONE, err);
@@ -372,7 +652,10 @@ static void spf_run(struct spf_job *job)
     SPF_server_set_max_dns_mech(srv, SPF_MAX_DNS_MECH);
     SPF_server_set_rec_dom(srv, job->receiver);
     /* libspf2's default explanation points at a defunct web site */
-    SPF_server_set_explanation(srv, "%{i} is not allowed to send mail for %{o}", NULL);
+    SPF_response_t *scratch = NULL; /* libspf2 reports compile errors into a response */
+    SPF_server_set_explanation(srv, "%{i} is not allowed to send mail for %{o}", &scratch);
+    if (scratch)
+        SPF_response_free(scratch);
     pc_ip_format(&job->ip, ipbuf, sizeof(ipbuf));
     if (pc_ip_is_v4(&job->ip)) { /* IPv4-mapped IPv6 too: RFC 7208 section 5 */
         struct in_addr a4;
@@ -396,9 +679,13 @@ static void spf_run(struct spf_job *job)
         goto out;
     }
     job->result = spf_map(SPF_response_result(resp), SPF_response_errcode(resp));
-    if (job->voids > SPF_MAX_VOID && job->result != SPF_R_TEMPERROR) {
+    if (job->result != SPF_R_TEMPERROR && job->result != SPF_R_NONE &&
+        (job->bad_record || job->mx_over || job->voids > SPF_MAX_VOID)) {
         job->result = SPF_R_PERMERROR;
-        snprintf(job->comment, sizeof(job->comment), "too many void lookups (RFC 7208 4.6.4)");
+        snprintf(job->comment, sizeof(job->comment), "%s",
+                 job->bad_record ? "invalid SPF record (RFC 7208 4.6)"
+                 : job->mx_over  ? "more than 10 MX names (RFC 7208 4.6.4)"
+                                 : "too many void lookups (RFC 7208 4.6.4)");
     } else if (job->result == SPF_R_FAIL && SPF_response_get_explanation(resp)) {
         /* the domain's exp= text: printable only, it ends up in our reply */
         pc_printable_copy(job->comment, sizeof(job->comment), SPF_response_get_explanation(resp),
@@ -411,6 +698,31 @@ out:
         SPF_request_free(req);
     if (srv)
         SPF_server_free(srv);
+}
+
+/* spf_job_init - what to check: MAIL FROM, or HELO (as postmaster@helo) when use_helo */
+static void spf_job_init(struct spf_job *job, const struct pc_services *svc,
+                         const struct pc_ip *ip, const char *helo, const char *from_addr,
+                         const char *from_domain, bool use_helo)
+{
+    job->dns = svc->dns;
+    job->base = svc->base;
+    job->guard_ms = 30000;
+    job->ip = *ip;
+    snprintf(job->receiver, sizeof(job->receiver), "%s",
+             svc->hostname ? svc->hostname : "localhost");
+    /* The HELO name feeds %{h} as given (7.3); only a host name can be the identity. */
+    if (helo && strlen(helo) < sizeof(job->helo))
+        pc_printable_copy(job->helo, sizeof(job->helo), helo, strlen(helo));
+    if (use_helo) {
+        job->helo_identity = true;
+        if (pc_dns_hostname_ok(job->helo))
+            snprintf(job->domain, sizeof(job->domain), "%s", job->helo);
+    } else {
+        snprintf(job->sender, sizeof(job->sender), "%s", from_addr);
+        if (strlen(from_domain) < sizeof(job->domain))
+            snprintf(job->domain, sizeof(job->domain), "%s", from_domain);
+    }
 }
 
 /* ---------------------------------------------------------------------- */
@@ -545,7 +857,7 @@ static char *spf_header_value(struct pc_session *s, const struct spf_job *job)
                           : job->result == SPF_R_FAIL ? "does not designate"
                                                       : "gives result for",
                           s->client.addr, s->client.addr, job->helo_identity ? "" : who,
-                          job->helo[0] ? job->helo : "unknown", job->receiver,
+                          pc_dns_hostname_ok(job->helo) ? job->helo : "unknown", job->receiver,
                           job->helo_identity ? "helo" : "mailfrom");
 }
 
@@ -605,22 +917,8 @@ static enum pc_action spf_mail(struct pc_session *s, void *conf, void *ctx, stru
     }
     if ((job = calloc(1, sizeof(*job))) == NULL)
         return PC_ERROR;
-    job->dns = s->svc->dns;
-    job->base = s->svc->base;
-    job->guard_ms = 30000;
-    job->ip = s->client.ip;
-    snprintf(job->receiver, sizeof(job->receiver), "%s",
-             s->svc->hostname ? s->svc->hostname : "localhost");
-    if (s->helo && strlen(s->helo) < sizeof(job->helo) && pc_dns_hostname_ok(s->helo))
-        snprintf(job->helo, sizeof(job->helo), "%s", s->helo);
-    if (from->null || from->domain[0] == 0 || from->literal) {
-        job->helo_identity = true;
-        snprintf(job->domain, sizeof(job->domain), "%s", job->helo);
-    } else {
-        snprintf(job->sender, sizeof(job->sender), "%s", from->addr);
-        if (strlen(from->domain) < sizeof(job->domain))
-            snprintf(job->domain, sizeof(job->domain), "%s", from->domain);
-    }
+    spf_job_init(job, s->svc, &s->client.ip, s->helo, from->addr, from->domain,
+                 from->null || from->domain[0] == 0 || from->literal);
     job->ctx = x;
     x->job = job;
     pc_worker_submit(s->svc->workers, spf_work, spf_done, job);
