@@ -4,7 +4,8 @@
  * SYNOPSIS
  *	portcullis test -c FILE [--listener NAME] [--client-ip IP] [--client-name NAME]
  *		[--helo NAME] [--auth USER] [--from ADDR] [--rcpt ADDR]... [-q] MESSAGE.eml
- *	portcullis test -c FILE [-q] DIR|FILE.test...
+ *	portcullis test -c FILE [-v] DIR|FILE.test...
+ *	portcullis test -c FILE --bench N MESSAGE...
  * DESCRIPTION
  *	A "test" front door: it builds a session exactly as the SMTP door
  *	does (same configuration, same listener chain), runs every stage
@@ -35,6 +36,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "filters/filter.h"
 #include "gateway/conf.h"
@@ -573,13 +575,57 @@ static bool is_test_path(const char *p)
     return (stat(p, &st) == 0 && S_ISDIR(st.st_mode)) || (l > 5 && strcmp(p + l - 5, ".test") == 0);
 }
 
+/* run_bench - every message n times through the chain, quietly: messages per second */
+static int run_bench(struct pc_conf *conf, struct pc_services *svc, const struct tc_env *env,
+                     char **paths, int npaths, long n)
+{
+    char **data = calloc((size_t)npaths, sizeof(*data));
+    size_t *len = calloc((size_t)npaths, sizeof(*len));
+    long count = 0, verdicts[5] = {0};
+    struct timespec t0, t1;
+    struct tc_result r;
+    int rc = 0;
+
+    if (data == NULL || len == NULL)
+        pc_fatal("out of memory");
+    for (int i = 0; i < npaths; i++)
+        if ((data[i] = read_all(paths[i], &len[i])) == NULL) {
+            fprintf(stderr, "portcullis test: %s: %s\n", paths[i], strerror(errno));
+            rc = TC_ERROR;
+            goto out;
+        }
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (long k = 0; k < n; k++)
+        for (int i = 0; i < npaths; i++) {
+            if (run_message(conf, svc, env, data[i], len[i], &r, true) < 0) {
+                rc = TC_ERROR;
+                goto out;
+            }
+            verdicts[r.status]++;
+            count++;
+        }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    printf("%ld messages in %.3f s: %.0f messages/s (accept %ld, reject %ld, tempfail %ld, "
+           "discard %ld)\n",
+           count, secs, secs > 0 ? (double)count / secs : 0.0, verdicts[TC_ACCEPT],
+           verdicts[TC_REJECT], verdicts[TC_TEMPFAIL], verdicts[TC_DISCARD]);
+out:
+    for (int i = 0; i < npaths; i++)
+        free(data[i]);
+    free(data);
+    free(len);
+    return rc;
+}
+
 /* tc_usage - how to call us */
 static int tc_usage(void)
 {
     fprintf(stderr, "usage: portcullis test -c config [--listener NAME] [--client-ip IP] "
                     "[--client-name NAME] [--helo NAME] [--auth USER] [--from ADDR] "
                     "[--rcpt ADDR]... [-q] MESSAGE.eml\n"
-                    "       portcullis test -c config [-v] DIR|FILE.test...\n");
+                    "       portcullis test -c config [-v] DIR|FILE.test...\n"
+                    "       portcullis test -c config --bench N MESSAGE...\n");
     return TC_ERROR;
 }
 
@@ -592,10 +638,12 @@ int pc_test_main(int argc, char **argv)
         {"helo", required_argument, NULL, 'h'},      {"auth", required_argument, NULL, 'a'},
         {"from", required_argument, NULL, 'f'},      {"rcpt", required_argument, NULL, 'r'},
         {"quiet", no_argument, NULL, 'q'},           {"verbose", no_argument, NULL, 'v'},
+        {"bench", required_argument, NULL, 'b'},
         {NULL, 0, NULL, 0}};
     struct tc_env env;
     const char *path = NULL;
     bool quiet = false, verbose = false;
+    long bench = 0;
     int ch;
 
     env_defaults(&env);
@@ -616,6 +664,11 @@ int pc_test_main(int argc, char **argv)
             break;
         case 'q': quiet = true; break;
         case 'v': verbose = true; break;
+        case 'b':
+            bench = strtol(optarg, NULL, 10);
+            if (bench < 1 || bench > 1000000)
+                return tc_usage();
+            break;
         default: return tc_usage();
         }
     }
@@ -638,6 +691,8 @@ int pc_test_main(int argc, char **argv)
     if (svc.base == NULL || pc_conf_start(conf, &svc, &err) < 0) {
         fprintf(stderr, "%s\n", err.msg[0] ? err.msg : "portcullis test: cannot start");
         rc = TC_ERROR;
+    } else if (bench) {
+        rc = run_bench(conf, &svc, &env, argv + optind, argc - optind, bench);
     } else if (is_test_path(argv[optind])) {
         rc = run_tests(conf, &svc, argv + optind, argc - optind, verbose);
     } else if (optind + 1 != argc) {
