@@ -14,12 +14,14 @@ extern const struct pc_filter_ops pc_filter_relay;
 extern const struct pc_filter_ops pc_filter_rdns;
 extern const struct pc_filter_ops pc_filter_dnsbl;
 extern const struct pc_filter_ops pc_filter_spf;
+extern const struct pc_filter_ops pc_filter_rules;
 
 const struct pc_filter_ops *const pc_filter_registry[] = {
     &pc_filter_relay,
     &pc_filter_rdns,
     &pc_filter_dnsbl,
     &pc_filter_spf,
+    &pc_filter_rules,
     NULL,
 };
 
