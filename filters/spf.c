@@ -651,9 +651,9 @@ static void spf_run(struct spf_job *job)
     }
     SPF_server_set_max_dns_mech(srv, SPF_MAX_DNS_MECH);
     SPF_server_set_rec_dom(srv, job->receiver);
-    /* libspf2's default explanation points at a defunct web site */
+    /* libspf2's default explanation points at a defunct web site (a macro-string: %_ is a space) */
     SPF_response_t *scratch = NULL; /* libspf2 reports compile errors into a response */
-    SPF_server_set_explanation(srv, "%{i} is not allowed to send mail for %{o}", &scratch);
+    SPF_server_set_explanation(srv, "%{i}%_is%_not%_allowed%_to%_send%_mail%_for%_%{o}", &scratch);
     if (scratch)
         SPF_response_free(scratch);
     pc_ip_format(&job->ip, ipbuf, sizeof(ipbuf));
