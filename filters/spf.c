@@ -530,7 +530,8 @@ static SPF_dns_rr_t *spf_dns_lookup(SPF_dns_server_t *srv, const char *domain, n
                 if (SPF_dns_rr_buf_realloc(rr, k, strlen(name) + 1) != SPF_E_SUCCESS)
                     goto fail;
                 if (type == ns_t_ptr && k < 10)
-                    snprintf(job->ptr_names[k], sizeof(job->ptr_names[k]), "%s", name);
+                    snprintf(job->ptr_names[k], sizeof(job->ptr_names[k]), "%.*s",
+                             (int)sizeof(job->ptr_names[k]) - 1, name);
                 memcpy(rr->rr[k], name, strlen(name) + 1);
                 break;
             }
