@@ -47,6 +47,7 @@ const struct rl_field_info pc_rl_fields[RF_COUNT] = {
     [RF_SIZE] = {"size", RK_NUM, PC_RS_HEADER, false},
     [RF_HEADER] = {"header", RK_STR, PC_RS_HEADER, true},
     [RF_HEADER_RAW] = {"header.raw", RK_STR, PC_RS_HEADER, true},
+    [RF_HEADERS] = {"headers", RK_STR, PC_RS_HEADER, false},
     [RF_BODY] = {"body", RK_STR, PC_RS_BODY, false},
     [RF_BODY_RAW] = {"body.raw", RK_STR, PC_RS_BODY, false},
     [RF_PART_TYPE] = {"part.type", RK_STR, PC_RS_BODY, false},
@@ -101,9 +102,9 @@ struct parser {
     size_t nrules, rcap;
 };
 
-/* perr - report one error at a token position */
 static void perr(struct parser *ps, int line, int col, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+/* perr - report one error at a token position */
 static void perr(struct parser *ps, int line, int col, const char *fmt, ...)
 {
     char msg[300], out[600];

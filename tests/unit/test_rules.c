@@ -211,6 +211,8 @@ static const struct {
     {"rule r at header if not header \"Message-ID\" exists and header \"Date\" exists", "plain",
      "192.0.2.7", true},
     {"rule r at body if body ~ /\\bviagra\\b/i", "plain", "192.0.2.7", true},
+    {"rule r at header if headers ~ /^Date: x$/", "plain", "192.0.2.7", true},
+    {"rule r at header if headers ~ /^X-Mailer:/i", "plain", "192.0.2.7", false},
     {"rule r at body if body ~ /\\bviagra\\b/", "plain", "192.0.2.7", false},
     {"rule r at mime if part.filename ~ /\\.exe$/i", "exe", "192.0.2.7", true},
     {"rule r at mime if part.filename == \"rechnung märz.pdf.exe\"", "exe", "192.0.2.7", true},
