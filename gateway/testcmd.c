@@ -293,14 +293,11 @@ static int run_message(struct pc_conf *conf, struct pc_services *svc, const stru
         enum pc_action a = run_stage(s, PC_STAGE_RCPT, &v, what, quiet);
         if (a == PC_DISCARD)
             t->discard = true;
-        else if (a != PC_CONTINUE) {
-            t->nrcpt--; /* refused recipients are not part of the transaction */
-            continue;
-        }
+        else if (a != PC_CONTINUE)
+            continue; /* stays in the list unflagged, as in the SMTP door */
         if (!(t->cur_rcpt->flags & PC_RCPT_RELAY_OK)) {
             if (!quiet)
                 printf("%-8s %s reject 554 5.7.1 Relay access denied [core]\n", "rcpt", what);
-            t->nrcpt--;
             continue;
         }
         t->cur_rcpt->flags |= PC_RCPT_ACCEPTED;
