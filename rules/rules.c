@@ -30,6 +30,7 @@
 #define RL_MAX_ERRORS 100
 #define RL_MAX_FILE (16u << 20) /* rule and list files: a sanity bound */
 #define RL_MAX_NEST 64          /* parentheses and "not" */
+#define RL_MAX_TESTS 1000       /* tests in one condition: bounds the evaluator's recursion */
 
 const struct rl_field_info pc_rl_fields[RF_COUNT] = {
     [RF_CLIENT_IP] = {"client.ip", RK_IP, PC_RS_CONNECT, false},
@@ -96,7 +97,7 @@ struct parser {
     int *nerr;
     pc_rules_errfn *errfn;
     void *errarg;
-    int depth;
+    int depth, tests;
     /* growable arrays, copied into the pool at the end */
     struct rl_rule **rules;
     size_t nrules, rcap;
@@ -411,6 +412,11 @@ static struct rl_node *parse_test(struct parser *ps, enum pc_rstage stage)
     struct tok ft = ps->cur;
     int f;
 
+    if (++ps->tests > RL_MAX_TESTS) {
+        perr(ps, ft.line, ft.col, "condition too long (at most %d tests); split the rule",
+             RL_MAX_TESTS);
+        return NULL;
+    }
     if (ft.t != T_IDENT) {
         perr(ps, ft.line, ft.col, "expected a condition (e.g. header \"Subject\" ~ /.../), found %s",
              tok_desc(ps, &ft));
@@ -822,6 +828,7 @@ static void parse_rule(struct parser *ps)
     }
     if (!expect_kw(ps, "if", "and a condition"))
         goto bad;
+    ps->tests = 0;
     r->cond = parse_or(ps, r->stage);
     if (r->cond == NULL)
         goto bad;
@@ -879,6 +886,18 @@ static void load_list(struct parser *ps, struct rl_list *l, const char *path, co
     while (fgets(line, sizeof(line), f)) {
         ln++;
         char *p = line, *e;
+        if (strchr(line, '\n') == NULL && !feof(f)) { /* skip the rest of an overlong line */
+            int ch;
+            while ((ch = getc(f)) != EOF && ch != '\n')
+                ;
+            if (++*ps->nerr <= RL_MAX_ERRORS && ps->errfn) {
+                char out[1200];
+                snprintf(out, sizeof(out), "%s:%d:1: line longer than %zu bytes", full, ln,
+                         sizeof(line) - 2);
+                ps->errfn(ps->errarg, out);
+            }
+            continue;
+        }
         while (*p == ' ' || *p == '\t')
             p++;
         if ((e = strchr(p, '#')) != NULL)

@@ -134,6 +134,24 @@ START_TEST(test_bad)
 }
 END_TEST
 
+START_TEST(test_long_condition)
+{
+    size_t cap = 1100 * 20 + 100;
+    char *text = malloc(cap);
+    struct errs e;
+
+    strcpy(text, "rule x at helo if helo exists");
+    for (int i = 0; i < 1100; i++)
+        strcat(text, " and helo exists");
+    strcat(text, " then accept");
+    struct pc_rules *rs = compile(text, &e);
+    ck_assert_ptr_null(rs);
+    ck_assert_int_eq(e.n, 1);
+    ck_assert_ptr_nonnull(strstr(e.buf, "condition too long (at most 1000 tests)"));
+    free(text);
+}
+END_TEST
+
 START_TEST(test_many_errors_bounded)
 {
     char *text = malloc(200 * 40 + 1);
@@ -393,6 +411,7 @@ static Suite *suite(void)
     tcase_add_loop_test(tc, test_good, 0, sizeof(good) / sizeof(good[0]));
     tcase_add_loop_test(tc, test_bad, 0, sizeof(bad) / sizeof(bad[0]));
     tcase_add_test(tc, test_many_errors_bounded);
+    tcase_add_test(tc, test_long_condition);
     tcase_add_loop_test(tc, test_eval, 0, sizeof(evals) / sizeof(evals[0]));
     tcase_add_test(tc, test_scores_thresholds);
     tcase_add_test(tc, test_lists);
