@@ -228,7 +228,7 @@ again:
     } else if (c == '(' || c == ')' || c == ',') {
         p++;
         t->t = c == '(' ? T_LP : c == ')' ? T_RP : T_COMMA;
-    } else if (strchr("=!<>~", (int)c)) {
+    } else if (c != 0 && strchr("=!<>~", (int)c)) {
         p++;
         if (p < ps->end && (*p == '=' || (*p == '~' && c == '!')))
             p++;

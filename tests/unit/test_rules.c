@@ -120,6 +120,8 @@ static const struct {
      "t.rules:1:29: unknown regular expression flag 'q' (i, m, s, x)\n"},
     {"list l things \"x\"", "t.rules:1:8: expected the list kind (domains, addresses or cidrs), "
                             "found \"things\"\n"},
+    {"rule a at helo if helo exists then accept\n\x01",
+     "t.rules:2:1: unexpected byte 0x01\n"},
     {"rule a at connect if client.ip in \"300.1.1.1/8\" then accept",
      "t.rules:1:35: bad network \"300.1.1.1/8\"\n"},
 };
