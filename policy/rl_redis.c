@@ -131,6 +131,7 @@ struct rlr_store {
     struct event *timer, *retry;
     unsigned backoff;
     char sha[41];
+    const char *lost_why; /* why requests on a dropped connection fail */
     /* Sentinel: the query connection and the +switch-master subscription */
     redisAsyncContext *sq, *sub;
     struct event *sq_timer;
@@ -318,6 +319,7 @@ static void drop(struct rlr_store *st, const char *why)
     redisAsyncContext *ac = st->ac;
 
     down(st, why);
+    st->lost_why = why;
     st->ac = NULL;
     st->up = false;
     if (!st->closing && !evtimer_pending(st->retry, NULL)) {
@@ -329,6 +331,7 @@ static void drop(struct rlr_store *st, const char *why)
      * leaves the callback we are in). */
     if (ac)
         redisAsyncFree(ac);
+    st->lost_why = NULL;
 }
 
 /* on_timer - the oldest request is overdue: the connection is dead or frozen */
@@ -403,7 +406,7 @@ static void reply_cb(redisAsyncContext *ac, void *reply_, void *priv)
     struct pc_rl_result res;
 
     if (reply == NULL) { /* the connection is going away */
-        fail(r, "redis connection lost");
+        fail(r, st->lost_why ? st->lost_why : "redis connection lost");
         free(r);
         return;
     }
