@@ -80,6 +80,8 @@ struct pc_backend {
     char xclient_attrs[256], xforward_attrs[256];
     char relay[300];
     char *pending; /* command waiting for the connection */
+    struct pc_param pending_params[PC_MAX_PARAMS];
+    size_t pending_nparams;
     bool cmd_is_rcpt;
     size_t rcpt_ok, lmtp_left;
     struct pc_backend_result lmtp_first_fail;
@@ -93,6 +95,8 @@ struct pc_backend {
     int depth;     /* inside one of our libevent callbacks */
     bool free_req; /* pc_backend_free() was called from inside: destroy on the way out */
     bool reused;   /* taken from the idle pool: identify the new client first */
+    bool in_txn;   /* the backend holds our MAIL: never pool such a connection */
+    bool cmd_is_mail, cmd_is_rset;
     struct pc_backend *pool_next;
     struct event *pool_timer;
 };
@@ -119,6 +123,8 @@ static void be_enter(struct pc_backend *);
 static bool be_leave(struct pc_backend *);
 static struct pc_backend *pool_take(struct pc_session *, const struct pc_backend_conf *,
                                     pc_backend_cb *, void *);
+static void send_pending(struct pc_backend *);
+static void keep_pending(struct pc_backend *, const char *, const struct pc_param *, size_t);
 
 /* tv_ms - milliseconds to timeval */
 static struct timeval tv_ms(unsigned ms)
@@ -196,7 +202,7 @@ static void be_close(struct pc_backend *be)
 static void be_destroy(struct pc_backend *be)
 {
     event_free(be->synth);
-    free(be->pending);
+    keep_pending(be, NULL, NULL, 0);
     free(be->received);
     free(be->chunk);
     free(be);
@@ -266,7 +272,7 @@ static void pool_on_timer(evutil_socket_t fd, short what, void *arg)
 /* pool_put - keep an idle, ready connection for the next session */
 static bool pool_put(struct pc_backend *be)
 {
-    if (be->depth > 0 || be->bev == NULL || be->state != BE_READY || be->bc->maildir ||
+    if (be->depth > 0 || be->bev == NULL || be->state != BE_READY || be->in_txn || be->bc->maildir ||
         be->bc->identity == PC_IDENT_XFORWARD || pc_be_pool_n >= PC_BE_POOL_MAX)
         return false;
     struct timeval tv = {PC_BE_POOL_IDLE_MS / 1000, 0};
@@ -336,6 +342,44 @@ bool pc_backend_ready(const struct pc_backend *be)
     return be->bc->maildir || be->state == BE_READY;
 }
 
+/* Extensions each backend offered last time, for EHLO before we connect. */
+#define PC_BE_KNOWN_MAX 32
+static struct {
+    const struct pc_backend_conf *bc;
+    unsigned ext;
+} pc_be_known[PC_BE_KNOWN_MAX];
+
+/* known_ext_set - remember what a backend offers */
+static void known_ext_set(const struct pc_backend_conf *bc, unsigned ext)
+{
+    size_t free_slot = PC_BE_KNOWN_MAX;
+
+    for (size_t i = 0; i < PC_BE_KNOWN_MAX; i++) {
+        if (pc_be_known[i].bc == bc) {
+            pc_be_known[i].ext = ext | 0x80000000u;
+            return;
+        }
+        if (pc_be_known[i].bc == NULL && free_slot == PC_BE_KNOWN_MAX)
+            free_slot = i;
+    }
+    /* Full (many reloads): overwrite the first slot; an unknown backend is offered all. */
+    if (free_slot == PC_BE_KNOWN_MAX)
+        free_slot = 0;
+    pc_be_known[free_slot].bc = bc;
+    pc_be_known[free_slot].ext = ext | 0x80000000u;
+}
+
+/* pc_backend_known_ext - last seen extensions, or all of them when never connected */
+unsigned pc_backend_known_ext(const struct pc_backend_conf *bc)
+{
+    if (bc->maildir)
+        return PC_EXT_PIPELINING | PC_EXT_SIZE | PC_EXT_8BITMIME | PC_EXT_SMTPUTF8;
+    for (size_t i = 0; i < PC_BE_KNOWN_MAX; i++)
+        if (pc_be_known[i].bc == bc)
+            return pc_be_known[i].ext & ~0x80000000u;
+    return ~0u & ~0x80000000u;
+}
+
 /* pc_backend_ext - extensions the backend offered */
 unsigned pc_backend_ext(const struct pc_backend *be)
 {
@@ -401,6 +445,7 @@ static void parse_ehlo(struct pc_backend *be)
         }
         p = nl;
     }
+    known_ext_set(be->bc, be->ext);
 }
 
 /* attr_ok - does the backend take this XCLIENT/XFORWARD attribute */
@@ -463,6 +508,61 @@ static void identity_line(struct pc_backend *be, const char *verb, const char *a
     }
 }
 
+/* keep_pending - remember a command (and copies of its parameters) until we are ready */
+static void keep_pending(struct pc_backend *be, const char *line, const struct pc_param *params,
+                         size_t n)
+{
+    free(be->pending);
+    for (size_t i = 0; i < be->pending_nparams; i++) {
+        free((char *)be->pending_params[i].key);
+        free((char *)be->pending_params[i].value);
+    }
+    be->pending = line ? strdup(line) : NULL;
+    be->pending_nparams = line && n <= PC_MAX_PARAMS ? n : 0;
+    for (size_t i = 0; i < be->pending_nparams; i++) {
+        be->pending_params[i].key = strdup(params[i].key);
+        be->pending_params[i].value = params[i].value ? strdup(params[i].value) : NULL;
+    }
+}
+
+/* send_pending - the connection is ready: send what waited for it */
+static void send_pending(struct pc_backend *be)
+{
+    if (be->pending == NULL)
+        return;
+    char *line = be->pending;
+    struct pc_param params[PC_MAX_PARAMS];
+    size_t n = be->pending_nparams;
+    memcpy(params, be->pending_params, n * sizeof(*params));
+    be->pending = NULL;
+    be->pending_nparams = 0;
+    pc_backend_command(be, line, params, n);
+    free(line);
+    for (size_t i = 0; i < n; i++) {
+        free((char *)params[i].key);
+        free((char *)params[i].value);
+    }
+}
+
+/* param_ok - does the backend take this ESMTP parameter */
+static bool param_ok(const struct pc_backend *be, const char *k)
+{
+    unsigned ext = pc_backend_ext(be);
+
+    if (!strcasecmp(k, "AUTH"))
+        return false; /* our own AUTH identity is passed with XCLIENT LOGIN */
+    if (!strcasecmp(k, "RET") || !strcasecmp(k, "ENVID") || !strcasecmp(k, "NOTIFY") ||
+        !strcasecmp(k, "ORCPT"))
+        return ext & PC_EXT_DSN;
+    if (!strcasecmp(k, "SMTPUTF8"))
+        return ext & PC_EXT_SMTPUTF8;
+    if (!strcasecmp(k, "SIZE"))
+        return ext & PC_EXT_SIZE;
+    if (!strcasecmp(k, "BODY"))
+        return ext & PC_EXT_8BITMIME;
+    return true;
+}
+
 /* be_after_ehlo - pass identity or become ready */
 static void be_after_ehlo(struct pc_backend *be, bool second)
 {
@@ -480,12 +580,7 @@ static void be_after_ehlo(struct pc_backend *be, bool second)
         return;
     }
     be->state = BE_READY;
-    if (be->pending) {
-        char *cmd = be->pending;
-        be->pending = NULL;
-        pc_backend_command(be, cmd);
-        free(cmd);
-    }
+    send_pending(be);
 }
 
 /* be_ehlo - greet the backend */
@@ -561,6 +656,7 @@ static void lmtp_reply(struct pc_backend *be)
     if (--be->lmtp_left > 0)
         return;
     be->state = BE_READY;
+    be->in_txn = false;
     if (!be->lmtp_any_fail) {
         deliver(be, &r);
     } else if (!be->lmtp_any_ok) {
@@ -618,18 +714,16 @@ static void handle_reply(struct pc_backend *be)
             pc_warn("%s: backend %s refused XFORWARD (%d %s)", be->s->sid, be->relay, code,
                     be->reply.text);
         be->state = BE_READY;
-        /* XFORWARD is sent once; pretend we are past it. */
-        if (be->pending) {
-            char *cmd = be->pending;
-            be->pending = NULL;
-            pc_backend_command(be, cmd);
-            free(cmd);
-        }
+        send_pending(be);
         return;
     case BE_CMD:
         be->state = code == 421 ? BE_DEAD : BE_READY;
         if (be->cmd_is_rcpt && code / 100 == 2)
             be->rcpt_ok++;
+        if (be->cmd_is_mail && code / 100 == 2)
+            be->in_txn = true;
+        if (be->cmd_is_rset && code / 100 == 2)
+            be->in_txn = false;
         deliver(be, &r);
         return;
     case BE_DATA_INIT:
@@ -664,6 +758,7 @@ static void handle_reply(struct pc_backend *be)
             return;
         }
         be->state = code == 421 ? BE_DEAD : BE_READY;
+        be->in_txn = false;
         deliver(be, &r);
         return;
     default:
@@ -808,8 +903,7 @@ static void be_try_next(struct pc_backend *be, const char *why)
         if (be_connect(be))
             return;
     be->addr_idx = 0;
-    free(be->pending);
-    be->pending = NULL;
+    keep_pending(be, NULL, NULL, 0);
     be_fail(be, "4.4.1", "Backend unavailable, try again later");
 }
 
@@ -879,7 +973,8 @@ fail:
 }
 
 /* pc_backend_command - send one command (connecting first when needed) */
-void pc_backend_command(struct pc_backend *be, const char *line)
+void pc_backend_command(struct pc_backend *be, const char *line, const struct pc_param *params,
+                        size_t nparams)
 {
     if (be->bc->maildir) {
         const char *enh = strncasecmp(line, "MAIL", 4) == 0   ? "2.1.0"
@@ -889,23 +984,20 @@ void pc_backend_command(struct pc_backend *be, const char *line)
         return;
     }
     if (be->state == BE_IDLE || be->state == BE_DEAD) {
-        free(be->pending);
-        be->pending = strdup(line);
+        keep_pending(be, line, params, nparams);
         be_close(be);
         pc_backend_open(be);
         return;
     }
     if (be->state != BE_READY) {
-        free(be->pending);
-        be->pending = strdup(line);
+        keep_pending(be, line, params, nparams);
         return;
     }
     if (be->reused) {
         /* A pooled connection still speaks for the previous client: identify this one. */
         be->reused = false;
         if (be->bc->identity == PC_IDENT_XCLIENT && (be->ext & PC_EXT_XCLIENT)) {
-            free(be->pending);
-            be->pending = strdup(line);
+            keep_pending(be, line, params, nparams);
             be_after_ehlo(be, false);
             return;
         }
@@ -913,7 +1005,17 @@ void pc_backend_command(struct pc_backend *be, const char *line)
     if (strncasecmp(line, "MAIL", 4) == 0)
         be->rcpt_ok = 0;
     be->cmd_is_rcpt = strncasecmp(line, "RCPT", 4) == 0;
-    be_send(be, BE_CMD, be->conf->timeouts.backend_command, "%s", line);
+    be->cmd_is_mail = strncasecmp(line, "MAIL", 4) == 0;
+    be->cmd_is_rset = strncasecmp(line, "RSET", 4) == 0;
+    struct pc_buf b;
+    pc_buf_init(&b, 0);
+    pc_buf_puts(&b, line);
+    for (size_t i = 0; i < nparams; i++)
+        if (param_ok(be, params[i].key))
+            pc_buf_printf(&b, " %s%s%s", params[i].key, params[i].value ? "=" : "",
+                          params[i].value ? params[i].value : "");
+    be_send(be, BE_CMD, be->conf->timeouts.backend_command, "%s", b.data);
+    pc_buf_free(&b);
 }
 
 /* pc_backend_data - DATA and the message */

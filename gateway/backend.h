@@ -42,12 +42,16 @@ struct pc_backend *pc_backend_new(struct pc_session *, const struct pc_backend_c
                                   pc_backend_cb *, void *arg);
 /* pc_backend_open - connect (with fail-over), greet, pass the client identity */
 void pc_backend_open(struct pc_backend *);
-/* pc_backend_command - one command line (without CRLF) */
-void pc_backend_command(struct pc_backend *, const char *line);
+/* pc_backend_command - one command line (without CRLF); ESMTP parameters are appended when it
+ * is sent, those the backend did not offer left out (AUTH= never passes) */
+void pc_backend_command(struct pc_backend *, const char *line, const struct pc_param *params,
+                        size_t nparams);
 /* pc_backend_data - DATA, then the transaction's message with this Received header */
 void pc_backend_data(struct pc_backend *, const char *received);
 bool pc_backend_ready(const struct pc_backend *);
 unsigned pc_backend_ext(const struct pc_backend *);
+/* pc_backend_known_ext - what this backend offered last time (all, before the first contact) */
+unsigned pc_backend_known_ext(const struct pc_backend_conf *);
 void pc_backend_free(struct pc_backend *);
 
 #endif

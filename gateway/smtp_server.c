@@ -75,7 +75,7 @@ static void process_input(struct pc_smtp *);
 static void smtp_close(struct pc_smtp *);
 static void eom_next(struct pc_smtp *, enum pc_stage done);
 static void stage_done(struct pc_session *, enum pc_stage, struct pc_verdict *);
-static void send_mail(struct pc_smtp *);
+static void to_backend(struct pc_smtp *, enum pc_verb, const char *addr);
 
 static const struct pc_door pc_smtp_door = {"smtp", stage_done};
 
@@ -140,16 +140,18 @@ static void reply_verdict(struct pc_smtp *c, const struct pc_verdict *v)
         smtp_close(c);
 }
 
-/* reply_backend - relay the backend's reply; our default enhanced code when it sent none */
+/* reply_backend - relay the backend's reply; our default enhanced code when it sent none.
+ * A backend's 421 closes the backend, not our client: it becomes 451 for this command. */
 static void reply_backend(struct pc_smtp *c, const struct pc_backend_result *r, const char *dflt)
 {
     struct pc_enh e;
+    int code = r->reply.code == 421 ? 451 : r->reply.code;
 
     if (r->reply.enh.cls)
         e = r->reply.enh;
     else
         pc_enh_parse(dflt, &e);
-    reply_text(c, r->reply.code, &e, r->reply.text);
+    reply_text(c, code, &e, r->reply.text);
 }
 
 /* on_free - free the session from the loop, outside its callbacks */
@@ -287,12 +289,8 @@ static void greet(struct pc_smtp *c, struct pc_verdict *v)
 static void ehlo_reply(struct pc_smtp *c)
 {
     char text[512];
-    unsigned ext = c->lc->backend->maildir ? ~0u : 0;
+    unsigned ext = c->be ? pc_backend_ext(c->be) : pc_backend_known_ext(c->lc->backend);
 
-    if (c->be)
-        ext = pc_backend_ext(c->be);
-    else if (!c->lc->backend->maildir)
-        ext = PC_EXT_SMTPUTF8 | PC_EXT_DSN; /* unknown until we connect: offer, check at MAIL */
     snprintf(text, sizeof(text),
              "%s\nPIPELINING\nSIZE %zu\n8BITMIME\nENHANCEDSTATUSCODES%s%s", c->conf->hostname,
              c->conf->limits.max_message_size,
@@ -365,26 +363,6 @@ static void mail_backend_done(struct pc_smtp *c, struct pc_backend_result *r)
     }
 }
 
-/* forward_params - the ESMTP parameters the backend understands */
-static void forward_params(struct pc_smtp *c, const struct pc_path_args *pa, struct pc_buf *line)
-{
-    unsigned ext = c->be ? pc_backend_ext(c->be) : 0;
-
-    for (size_t i = 0; i < pa->nparams; i++) {
-        const char *k = pa->params[i].key;
-        bool dsn = !strcmp(k, "RET") || !strcmp(k, "ENVID") || !strcmp(k, "NOTIFY") ||
-                   !strcmp(k, "ORCPT");
-        if (!strcmp(k, "AUTH") || (dsn && !(ext & PC_EXT_DSN)) ||
-            (!strcmp(k, "SMTPUTF8") && !(ext & PC_EXT_SMTPUTF8)) ||
-            (!strcmp(k, "SIZE") && !(ext & PC_EXT_SIZE)) ||
-            (!strcmp(k, "BODY") && !(ext & PC_EXT_8BITMIME)))
-            continue;
-        pc_buf_printf(line, " %s%s%s", k, pa->params[i].value ? "=" : "",
-                      pa->params[i].value ? pa->params[i].value : "");
-    }
-}
-
-
 /* mail_done - after the MAIL stage */
 static void mail_done(struct pc_smtp *c, struct pc_verdict *v)
 {
@@ -417,22 +395,19 @@ static void mail_done(struct pc_smtp *c, struct pc_verdict *v)
         reply(c, 250, "2.1.0", "Ok");
         return;
     }
-    send_mail(c);
+    to_backend(c, PC_VERB_MAIL, t->from.addr);
 }
 
-/* send_mail - MAIL to the backend, opening it when needed */
-static void send_mail(struct pc_smtp *c)
+/* to_backend - MAIL or RCPT with the client's parameters (the backend opens when needed) */
+static void to_backend(struct pc_smtp *c, enum pc_verb verb, const char *addr)
 {
-    struct pc_txn *t = c->s->txn;
-    struct pc_buf line;
+    char line[PC_PATH_MAX + 32];
 
-    pc_buf_init(&line, 0);
-    pc_buf_printf(&line, "MAIL FROM:<%s>", t->from.addr);
-    forward_params(c, &c->pa, &line);
-    c->be_wait = PC_VERB_MAIL;
+    snprintf(line, sizeof(line), "%s:<%s>", verb == PC_VERB_MAIL ? "MAIL FROM" : "RCPT TO",
+             addr);
+    c->be_wait = verb;
     wait_for(c);
-    pc_backend_command(c->be, line.data);
-    pc_buf_free(&line);
+    pc_backend_command(c->be, line, c->pa.params, c->pa.nparams);
 }
 
 /* rcpt_refuse_delayed - a held connect/HELO/MAIL refusal answers this RCPT */
@@ -478,14 +453,7 @@ static void rcpt_done(struct pc_smtp *c, struct pc_verdict *v)
         reply(c, 250, "2.1.5", "Ok");
         return;
     }
-    struct pc_buf line;
-    pc_buf_init(&line, 0);
-    pc_buf_printf(&line, "RCPT TO:<%s>", r->mb.addr);
-    forward_params(c, &c->pa, &line);
-    c->be_wait = PC_VERB_RCPT;
-    wait_for(c);
-    pc_backend_command(c->be, line.data);
-    pc_buf_free(&line);
+    to_backend(c, PC_VERB_RCPT, r->mb.addr);
 }
 
 /* rcpt_backend_done - the backend answered our RCPT */
@@ -503,7 +471,7 @@ static void rcpt_backend_done(struct pc_smtp *c, struct pc_backend_result *r)
             c->s->client.name, c->s->client.addr, r->reply.code, r->reply.text, t->from.addr,
             t->cur_rcpt->mb.addr, r->relay);
     reply_backend(c, r, r->reply.code / 100 == 4 ? "4.0.0" : "5.0.0");
-    if (r->local) {
+    if (r->local || r->reply.code == 421) {
         /* The backend went away: this transaction cannot go on. */
         c->be_in_txn = false;
         pc_backend_free(c->be);
@@ -570,7 +538,7 @@ static void eom_backend_done(struct pc_smtp *c, struct pc_backend_result *r)
         reply_backend(c, r, "4.0.0");
     else
         reply(c, 451, "4.3.0", "Error: unexpected backend reply, try again later");
-    if (r->local) {
+    if (r->local || r->reply.code == 421) {
         pc_backend_free(c->be);
         c->be = NULL;
     }
