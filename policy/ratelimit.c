@@ -45,6 +45,8 @@ bool pc_rl_rate_parse(const char *s, struct pc_rl_rate *out)
     end++;
     while (*end == ' ')
         end++;
+    if (*end == 0)
+        return false;
     /* "100/h" means one hour: give the duration parser its number. */
     char period[32];
     if (snprintf(period, sizeof(period), "%s%s", isdigit((unsigned char)*end) ? "" : "1", end) >=
