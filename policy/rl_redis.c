@@ -332,6 +332,14 @@ static void drop(struct rlr_store *st, const char *why)
     if (ac)
         redisAsyncFree(ac);
     st->lost_why = NULL;
+    if (st->sq == NULL)
+        for (struct rlr_req *r = st->head, *next; r; r = next) {
+            next = r->next;
+            if (r->ac == NULL) { /* parked for a master we will not know soon */
+                fail(r, why);
+                free(r);
+            }
+        }
 }
 
 /* on_timer - the oldest request is overdue: the connection is dead or frozen */
@@ -352,8 +360,11 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     /* Requests on an older connection that hiredis has not let go of yet. */
     for (struct rlr_req *r = st->head, *next; r; r = next) {
         next = r->next;
-        if (r->deadline <= now)
-            fail(r, "redis request timed out");
+        if (r->deadline > now)
+            continue;
+        fail(r, "redis request timed out");
+        if (r->ac == NULL) /* parked, never given to hiredis: ours to free */
+            free(r);
     }
     arm(st);
 }
@@ -530,6 +541,17 @@ static void rlr_connect(struct rlr_store *st)
     if (st->nsentinels)
         redisAsyncCommand(ac, setup_cb, (void *)(intptr_t)RLR_ROLE, "ROLE");
     redisAsyncCommand(ac, setup_cb, (void *)(intptr_t)RLR_LOAD, "SCRIPT LOAD %s", rlr_script);
+    /* Checks parked while the Sentinels were asked go out now, in their order. */
+    for (struct rlr_req *r = st->head, *next; r; r = next) {
+        next = r->next;
+        if (r->ac)
+            continue;
+        r->ac = ac;
+        if (redisAsyncCommandArgv(ac, reply_cb, r, r->argc, r->argv, r->argl) != REDIS_OK) {
+            fail(r, "redis unavailable");
+            free(r);
+        }
+    }
 }
 
 /* sentinel_next - this Sentinel did not help: try the next one */
@@ -699,7 +721,10 @@ static enum pc_rl_status rlr_check(struct pc_rl_store *base, const struct pc_rl_
         base->stats.errors++;
         return PC_RL_DONE;
     }
-    if (st->ac == NULL) {
+    /* No connection: fail at once, unless the Sentinels are being asked right now (at
+     * start and after a failover), which normally takes a round trip: then park the check
+     * until the master is known; its deadline still holds. */
+    if (st->ac == NULL && st->sq == NULL) {
         res->error = true;
         res->why = "redis unavailable";
         base->stats.errors++;
@@ -735,7 +760,8 @@ static enum pc_rl_status rlr_check(struct pc_rl_store *base, const struct pc_rl_
     }
     for (int i = 0; i < r->argc; i++)
         r->argl[i] = strlen(r->argv[i]);
-    if (redisAsyncCommandArgv(st->ac, reply_cb, r, r->argc, r->argv, r->argl) != REDIS_OK) {
+    if (st->ac &&
+        redisAsyncCommandArgv(st->ac, reply_cb, r, r->argc, r->argv, r->argl) != REDIS_OK) {
         free(r);
         res->error = true;
         res->why = "redis unavailable";
@@ -756,6 +782,8 @@ static void rlr_cancel(struct pc_rl_req *req)
     r->cancelled = true;
     unqueue(r->st, r);
     arm(r->st);
+    if (r->ac == NULL) /* parked: hiredis never saw it */
+        free(r);
 }
 
 /* rlr_start - events and the first connection */
@@ -783,8 +811,14 @@ static void rlr_destroy(struct pc_rl_store *base)
     redisAsyncContext *v[3] = {st->ac, st->sq, st->sub};
 
     st->closing = true;
-    for (struct rlr_req *r = st->head; r; r = r->next)
+    for (struct rlr_req *r = st->head, *next; r; r = next) {
+        next = r->next;
         r->cancelled = true;
+        if (r->ac == NULL) {
+            unqueue(st, r);
+            free(r);
+        }
+    }
     st->ac = st->sq = st->sub = NULL;
     for (int i = 0; i < 3; i++)
         if (v[i])
