@@ -517,11 +517,11 @@ START_TEST(redis_frozen)
     mail(s2, "<c@d.example>", NULL);
     struct pc_verdict v2;
     enum pc_action a = pc_chain_run(s2, PC_STAGE_EOM, &v2);
+    ck_assert_int_eq(a, PC_PENDING);
     session_free(s2);
     tv = (struct timeval){1, 0};
     event_base_loopexit(base, &tv);
     event_base_dispatch(base);
-    (void)a;
     kill(rpid, SIGCONT);
     bool back = false;
     for (int i = 0; i < 100 && !back; i++) {
