@@ -462,9 +462,9 @@ static enum pc_action rl_decide(struct rl_ctx *x, const struct pc_rl_result *res
     uint64_t retry = 0;
     for (size_t i = 0; i < x->n; i++) {
         const struct rl_limit *l = &c->limits[x->idx[i]];
-        if (res->a[i].allowed && res->allowed) {
+        if (res->a[i].allowed) { /* within this limit (charged only when all were) */
             pc_fact_add(s, "ratelimit", "%s=ok", l->name);
-        } else if (!res->a[i].allowed) {
+        } else {
             pc_fact_add(s, "ratelimit", "%s=exceeded", l->name);
             if (worst == NULL || res->a[i].retry_after_ms > retry) {
                 worst = l;
