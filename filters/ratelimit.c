@@ -16,11 +16,12 @@
  *	each limit follows its on_error (accept or tempfail); a Redis outage
  *	never turns into a 5xx.
  *
- *	Rules choose limits through a fact: a limit with named_only applies
- *	only when the session or transaction carries the fact
- *	"ratelimit.apply" with the limit's name as value (the rule language
- *	adds facts), so operators can give different limits to different
- *	clients or users. Every check leaves the fact "ratelimit" =
+ *	Rules choose limits: a limit with rule = "R" applies only when rule R
+ *	matched earlier in the session or transaction (the rules filter
+ *	records each matching rule as the fact "rule" = its name; list
+ *	"rules" before "ratelimit"). A limit with named_only applies only
+ *	when some filter added the fact "ratelimit.apply" = the limit's name.
+ *	So operators can give different limits to different clients or users. Every check leaves the fact "ratelimit" =
  *	"name=ok|exceeded|error" for rules and filters that run later.
  * SEE ALSO
  *	RFC 5321 section 4.5.3.1 (limits), RFC 3463 (4.7.1, 4.7.0), portcullis.conf(5)
@@ -66,6 +67,7 @@ struct rl_limit {
     double interval_us, burst;
     bool tempfail_on_error;
     bool named_only;
+    char *rule; /* applies only when this rule matched (fact "rule"), or NULL */
 };
 
 struct rl_conf {
@@ -92,6 +94,7 @@ static cfg_opt_t rl_limit_opts[] = {
     CFG_INT("burst", 0, CFGF_NONE),
     CFG_STR("on_error", NULL, CFGF_NODEFAULT),
     CFG_BOOL("named_only", cfg_false, CFGF_NONE),
+    CFG_STR("rule", "", CFGF_NONE),
     CFG_END()};
 
 static cfg_opt_t rl_opts[] = {
@@ -115,8 +118,10 @@ static void rl_destroy(void *conf)
     if (c == NULL)
         return;
     pc_rl_store_free(c->store);
-    for (size_t i = 0; i < c->nlimits; i++)
+    for (size_t i = 0; i < c->nlimits; i++) {
         free(c->limits[i].name);
+        free(c->limits[i].rule);
+    }
     free(c->limits);
     free(c);
 }
@@ -187,6 +192,9 @@ static int rl_limit_load(cfg_t *sec, struct rl_limit *l, bool dflt_tempfail, str
         return -1;
     }
     l->named_only = cfg_getbool(sec, "named_only");
+    const char *rule = cfg_getstr(sec, "rule");
+    if (rule && rule[0] && (l->rule = strdup(rule)) == NULL)
+        return -1;
     l->nfields = cfg_size(sec, "key");
     if (l->nfields == 0 || l->nfields > RL_FIELDS_MAX) {
         pc_err_set(err, sec, "ratelimit: limit \"%s\": key needs 1 to %d fields", l->name,
@@ -368,12 +376,11 @@ static const char *client_net(const struct rl_conf *c, const struct pc_session *
     return dst;
 }
 
-/* rl_named - does a rule ask for this limit */
-static bool rl_named(const struct pc_session *s, const char *name)
+/* rl_has_fact - does the session or transaction carry fact = value */
+static bool rl_has_fact(const struct pc_session *s, const char *fact, const char *value)
 {
-    for (const struct pc_fact *f = pc_fact_next(s, PC_RL_FACT_APPLY, NULL); f;
-         f = pc_fact_next(s, PC_RL_FACT_APPLY, f))
-        if (strcmp(f->value, name) == 0)
+    for (const struct pc_fact *f = pc_fact_next(s, fact, NULL); f; f = pc_fact_next(s, fact, f))
+        if (strcmp(f->value, value) == 0)
             return true;
     return false;
 }
@@ -386,7 +393,10 @@ static bool rl_item(const struct rl_conf *c, const struct rl_limit *l, struct pc
     const char *val[RL_FIELDS_MAX];
     const struct pc_txn *t = s->txn;
 
-    if (l->named_only && !rl_named(s, l->name))
+    if (l->named_only && !rl_has_fact(s, PC_RL_FACT_APPLY, l->name))
+        return false;
+    /* The rules filter records every rule that matched as fact "rule" = its name. */
+    if (l->rule && !rl_has_fact(s, "rule", l->rule))
         return false;
     for (size_t i = 0; i < l->nfields; i++) {
         switch (l->fields[i]) {

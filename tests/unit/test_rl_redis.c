@@ -600,6 +600,54 @@ START_TEST(connections_and_recipients)
 }
 END_TEST
 
+START_TEST(rule_chooses_limit)
+{
+    struct event_base *base = event_base_new();
+    struct env e;
+    char rules[256], text[2048];
+
+    snprintf(rules, sizeof(rules), "%s/suspect.rules", tmpdir);
+    FILE *f = fopen(rules, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("rule suspect at connect\n"
+          "    if client.ip in \"192.0.2.0/24\"\n"
+          "    then score 0.5\n", f);
+    fclose(f);
+    snprintf(text, sizeof(text),
+             "listener \"in\" { address = \"127.0.0.1:24999\" "
+             "filters = { \"rules\", \"ratelimit\" } }\n"
+             "rules { files = { \"%s\" } }\n"
+             "ratelimit {\n%s\n"
+             "  limit \"strict\" { rule = \"suspect\" key = { \"client_ip\" } "
+             "count = \"messages\" rate = \"1/1h\" }\n"
+             "  limit \"fact\" { named_only = true key = { \"client_ip\" } "
+             "count = \"messages\" rate = \"2/1h\" }\n}\n",
+             rules, store_line);
+    env_open(&e, base, text);
+    /* 192.0.2.x matches the rule: one message an hour. */
+    struct pc_session *s = session(&e, "192.0.2.70");
+    ck_assert_int_eq(stage(&e, s, PC_STAGE_CONNECT).action, PC_CONTINUE);
+    ck_assert(has_fact(s, "rule", "suspect"));
+    ck_assert_int_eq(message(&e, s, "<a@b.example>").action, PC_CONTINUE);
+    ck_assert_int_eq(message(&e, s, "<a@b.example>").code, 450);
+    /* Others do not: no limit applies to them, until a filter names one. */
+    struct pc_session *o = session(&e, "198.51.100.70");
+    ck_assert_int_eq(stage(&e, o, PC_STAGE_CONNECT).action, PC_CONTINUE);
+    for (int i = 0; i < 4; i++)
+        ck_assert_int_eq(message(&e, o, "<a@b.example>").action, PC_CONTINUE);
+    pc_fact_add(o, "ratelimit.apply", "fact");
+    ck_assert_int_eq(message(&e, o, "<a@b.example>").action, PC_CONTINUE);
+    ck_assert_int_eq(message(&e, o, "<a@b.example>").action, PC_CONTINUE);
+    struct pc_verdict v = message(&e, o, "<a@b.example>");
+    ck_assert_int_eq(v.code, 450);
+    ck_assert_str_eq(v.rule, "fact");
+    session_free(s);
+    session_free(o);
+    env_close(&e);
+    event_base_free(base);
+}
+END_TEST
+
 /* A peer that answers anything with a huge bulk string. */
 struct liar {
     int lfd, port;
@@ -755,6 +803,7 @@ static Suite *rl_redis_suite(void)
     tcase_add_test(tc, redis_frozen);
     tcase_add_test(tc, noscript_fallback);
     tcase_add_test(tc, connections_and_recipients);
+    tcase_add_test(tc, rule_chooses_limit);
     tcase_add_test(tc, oversized_reply);
     tcase_add_test(tc, sentinel_failover);
     suite_add_tcase(s, tc);
