@@ -512,6 +512,11 @@ static void rlr_connect(struct rlr_store *st)
 {
     redisAsyncContext *ac;
 
+    if (st->ac) { /* a Sentinel answer and a +switch-master can both lead here */
+        redisAsyncContext *old = st->ac;
+        st->ac = NULL;
+        redisAsyncFree(old);
+    }
     if (st->is_unix) {
         ac = redisAsyncConnectUnix(st->host);
         snprintf(st->cur, sizeof(st->cur), "unix:%s", st->host);
