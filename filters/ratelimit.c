@@ -254,6 +254,12 @@ static int rl_configure(cfg_t *sec, void **out, struct pc_err *err)
         pc_err_set(err, sec, "ratelimit: store_timeout must be a duration from 10ms to 60s");
         goto fail;
     }
+    unsigned long long backstop;
+    if (pc_parse_duration(cfg_getstr(sec, "timeout"), &backstop) && ms >= backstop) {
+        pc_err_set(err, sec, "ratelimit: store_timeout must be shorter than timeout (the "
+                   "chain's backstop)");
+        goto fail;
+    }
     long max = cfg_getint(sec, "max_entries");
     if (max < 100 || max > 100000000) {
         pc_err_set(err, sec, "ratelimit: max_entries is 100..100000000");

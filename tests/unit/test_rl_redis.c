@@ -579,6 +579,18 @@ START_TEST(connections_and_recipients)
     ck_assert_int_eq(v.enh.detail, 0);
     ck_assert_int_eq(v.enh.subject, 7);
     ck_assert_int_eq(stage(&e, d, PC_STAGE_CONNECT).action, PC_CONTINUE); /* other /24 */
+    /* IPv6: the /64 is the network. */
+    static const char *v6[] = {"2001:db8:1:2::1", "2001:db8:1:2:ffff::9", "2001:db8:1:2::77",
+                               "2001:db8:1:3::1"};
+    static const enum pc_action want[] = {PC_CONTINUE, PC_CONTINUE, PC_DISCONNECT, PC_CONTINUE};
+    for (int i = 0; i < 4; i++) {
+        struct pc_session *s6 = session(&e, "127.0.0.1");
+        struct sockaddr_in6 sa6 = {.sin6_family = AF_INET6, .sin6_port = htons(40000)};
+        inet_pton(AF_INET6, v6[i], &sa6.sin6_addr);
+        pc_session_set_client(s6, (struct sockaddr *)&sa6, sizeof(sa6));
+        ck_assert_msg(stage(&e, s6, PC_STAGE_CONNECT).action == want[i], "%s", v6[i]);
+        session_free(s6);
+    }
     /* Recipients per domain, burst 2: case does not matter. */
     mail(a, "<x@y.example>", "<one@Dom.example>");
     ck_assert_int_eq(stage(&e, a, PC_STAGE_RCPT).action, PC_CONTINUE);
