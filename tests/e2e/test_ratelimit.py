@@ -1,209 +1,186 @@
 #!/usr/bin/env python3
 """test_ratelimit.py - the ratelimit filter end to end, through the SMTP proxy.
 
-Starts a real redis-server and one or two portcullis processes on 127.0.0.1 (ports 24100-24199),
-delivering into a temporary Maildir, and talks SMTP to them with smtplib:
+Real servers on loopback (tests/e2e/harness.py): redis-server, smtp-sink as the backend, one or
+two gateways with the chain relay + ratelimit. The client is smtplib or the harness's raw Chat.
 
-- 5 messages per minute: 5 go through, the 6th gets 450 4.7.1 with when to retry;
+- 5 messages per minute: 5 reach the backend, the 6th gets 450 4.7.1 with when to retry and
+  never reaches the backend; another client address has its own counter;
 - two gateways sharing one Redis enforce one combined limit;
-- a connection flood gets a 421 4.7.0 greeting;
-- Redis stopped: on_error = accept lets mail through, and the limit holds again once Redis is back;
-- Redis frozen (SIGSTOP): the session goes on after the store timeout.
+- a connection flood gets a 421 4.7.0 greeting and is closed;
+- Redis stopped: on_error = accept lets mail through, no crash, and the limit holds again once
+  Redis is back; Redis frozen (SIGSTOP): the store timeout answers and the session goes on;
+- the in-process store gives the same answers as Redis for one gateway.
 
-Run: python3 tests/e2e/test_ratelimit.py [--binary build/portcullis]   (or PORTCULLIS_BIN=...)
-Every process started here is stopped again, also when a test fails.
+Run alone: PORTCULLIS_BIN=build/portcullis python3 tests/e2e/test_ratelimit.py
 """
 import os
 import signal
 import smtplib
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 import unittest
 
-BIN = os.environ.get("PORTCULLIS_BIN", "build/portcullis")
-PORT_LO, PORT_HI = 24100, 24199
-_next_port = [PORT_LO + (os.getpid() % 40) * 2]
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+
+MSGS5 = 'limit "msgs" { key = { "client_ip" } count = "messages" rate = "5/1m" }'
 
 
-def free_port():
-    """A port of our range that we can bind right now."""
-    for _ in range(PORT_HI - PORT_LO):
-        p = _next_port[0]
-        _next_port[0] = PORT_LO if p >= PORT_HI else p + 1
-        s = socket.socket()
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", p))
-            return p
-        except OSError:
-            continue
-        finally:
-            s.close()
-    raise RuntimeError("no free port in %d-%d" % (PORT_LO, PORT_HI))
-
-
-def wait_port(port, proc, what, timeout=10.0):
-    """Until something accepts on port (or the process died)."""
-    until = time.time() + timeout
-    while time.time() < until:
-        if proc.poll() is not None:
-            raise RuntimeError("%s exited with %s" % (what, proc.returncode))
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("%s did not listen on %d" % (what, port))
-
-
-class Env(unittest.TestCase):
-    """One Redis, gateways on demand; everything torn down by addCleanup."""
-
+class RateLimit(unittest.TestCase):
     def setUp(self):
-        self.dir = tempfile.TemporaryDirectory(prefix="pc-rl-e2e.")
-        self.addCleanup(self.dir.cleanup)
-        self.redis_port = free_port()
+        self.tmp = harness.tempdir()
+        self.addCleanup(harness.rmtree, self.tmp)
+        self.sink = harness.Sink(self.tmp)
+        self.addCleanup(self.sink.close)
+        self.redis_port = harness.free_port()
         self.redis = None
         self.start_redis()
 
     def start_redis(self):
-        p = subprocess.Popen(
+        self.redis = harness.Proc(
             ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", self.dir.name],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.addCleanup(self.kill, p)
-        wait_port(self.redis_port, p, "redis-server")
-        self.redis = p
+             "--appendonly", "no", "--dir", self.tmp],
+            log=os.path.join(self.tmp, "redis%d.log" % time.time_ns()))
+        self.addCleanup(self.redis.stop, signal.SIGKILL)
+        harness.wait_port(self.redis_port)
 
-    def kill(self, p):
-        if p.poll() is None:
-            try:
-                p.send_signal(signal.SIGCONT)
-            except ProcessLookupError:
-                pass
-            p.kill()
-        p.wait()
+    def stop_redis(self):
+        self.redis.stop(signal.SIGKILL)
 
-    def gateway(self, limits, on_error="accept", extra=""):
-        """A portcullis with relay + ratelimit in front of a Maildir; returns (port, log path)."""
-        port = free_port()
-        n = len(os.listdir(self.dir.name))
-        conf = os.path.join(self.dir.name, "gw%d.conf" % n)
-        log = os.path.join(self.dir.name, "gw%d.log" % n)
-        with open(conf, "w") as f:
-            f.write("""hostname = "mx%(n)d.test"
-listener "in" { address = "127.0.0.1:%(port)d" filters = { "relay", "ratelimit" } }
-backend "local" { maildir = "%(dir)s/Maildir%(n)d" }
-relay { domains = { "example.com" } }
-ratelimit {
-    store = "redis://127.0.0.1:%(rport)d/0"
-    store_timeout = "300ms"
-    timeout = "20s"
-    on_error = "%(onerr)s"
-    %(extra)s
-    %(limits)s
+    def gateway(self, limits, on_error="accept", store=True):
+        store_line = 'store = "redis://127.0.0.1:%d/0"' % self.redis_port if store else ""
+        extra = """ratelimit {
+  %s
+  store_timeout = "300ms"
+  timeout = "20s"
+  on_error = "%s"
+  %s
 }
-""" % dict(n=n, port=port, dir=self.dir.name, rport=self.redis_port, onerr=on_error,
-           limits=limits, extra=extra))
-        lf = open(log, "w")
-        self.addCleanup(lf.close)
-        p = subprocess.Popen([BIN, "-c", conf], stdout=lf, stderr=subprocess.STDOUT)
-        self.addCleanup(self.kill, p)
-        wait_port(port, p, "portcullis")
-        return port, log
+""" % (store_line, on_error, limits)
+        conf = harness.gateway_conf(harness.backend_conf(self.sink.port, identity="none"),
+                                    filters='"relay", "ratelimit"', extra=extra)
+        gw = harness.Gateway(self.tmp, conf)
+        self.addCleanup(gw.close)
+        return gw
 
-    def send(self, port, sender="a@sender.example"):
-        """One message; None when accepted, else (code, text)."""
+    def send(self, gw, source="127.0.0.1", sender="a@sender.example"):
+        """One message over its own connection: None when accepted, else (code, text)."""
         try:
-            with smtplib.SMTP("127.0.0.1", port, timeout=30) as s:
+            with smtplib.SMTP("127.0.0.1", gw.port, timeout=30,
+                              source_address=(source, 0)) as s:
                 s.sendmail(sender, ["u@example.com"], "Subject: t\r\n\r\nhello\r\n")
             return None
         except smtplib.SMTPDataError as e:
             return (e.smtp_code, e.smtp_error.decode())
+        except smtplib.SMTPRecipientsRefused as e:
+            code, text = list(e.recipients.values())[0]
+            return (code, text.decode())
         except smtplib.SMTPConnectError as e:
             return (e.smtp_code, e.smtp_error.decode())
         except smtplib.SMTPServerDisconnected as e:
             return (0, str(e))
 
+    def wait_log(self, gw, text, timeout=15.0):
+        end = time.time() + timeout
+        while time.time() < end:
+            if text in gw.log():
+                return True
+            time.sleep(0.1)
+        return False
 
-MSGS5 = 'limit "msgs" { key = { "client_ip" } count = "messages" rate = "5/1m" }'
-
-
-class RateLimitE2E(Env):
     def test_sixth_message_450(self):
-        port, _ = self.gateway(MSGS5)
+        gw = self.gateway(MSGS5)
         for i in range(5):
-            self.assertIsNone(self.send(port), "message %d" % (i + 1))
-        code, text = self.send(port)
-        self.assertEqual(code, 450)
+            self.assertIsNone(self.send(gw), "message %d" % (i + 1))
+        code, text = self.send(gw)
+        self.assertEqual(code, 450, text)
         self.assertTrue(text.startswith("4.7.1 "), text)
-        self.assertIn("try again in", text)
+        self.assertRegex(text, r"try again in 1[12] seconds")
+        # The refused message never reached the backend; another client is not limited.
+        self.assertEqual(len(self.sink.messages()), 5)
+        self.assertIsNone(self.send(gw, source="127.0.0.2"))
+        self.assertEqual(len(self.sink.messages()), 6)
+        self.assertIn("filter=ratelimit rule=msgs", gw.log())
 
     def test_two_gateways_share_one_limit(self):
-        a, _ = self.gateway(MSGS5)
-        b, _ = self.gateway(MSGS5)
+        a = self.gateway(MSGS5)
+        b = self.gateway(MSGS5)
         for i in range(5):
             self.assertIsNone(self.send(a if i % 2 else b), "message %d" % (i + 1))
         self.assertEqual(self.send(a)[0], 450)
         self.assertEqual(self.send(b)[0], 450)
+        self.assertEqual(len(self.sink.messages()), 5)
 
     def test_connection_flood_421(self):
-        # 4 per minute: the readiness probe in gateway() was the first connection.
-        port, _ = self.gateway(
+        # 4 per minute per address: the harness's readiness probe is the first connection.
+        gw = self.gateway(
             'limit "conn" { key = { "client_ip" } count = "connections" rate = "4/1m" }')
         for i in range(3):
-            self.assertIsNone(self.send(port), "connection %d" % (i + 1))
-        r = self.send(port)
-        self.assertIsNotNone(r)
-        self.assertEqual(r[0], 421, r)
-        self.assertIn("4.7.0", r[1])
+            c = harness.Chat(gw.port)
+            self.assertEqual(c.reply()[0], 220, "connection %d" % (i + 1))
+            c.close()
+        c = harness.Chat(gw.port)
+        code, text = c.reply()
+        self.assertEqual(code, 421, text)
+        self.assertIn("4.7.0", text)
+        self.assertTrue(c.closed())
+        c.close()
 
     def test_redis_stopped_then_back(self):
-        port, log = self.gateway(MSGS5, on_error="accept")
+        gw = self.gateway(MSGS5, on_error="accept")
         for i in range(5):
-            self.assertIsNone(self.send(port))
-        self.kill(self.redis)
-        # Down: on_error = accept lets mail through, the gateway stays up.
+            self.assertIsNone(self.send(gw))
+        self.stop_redis()
         for i in range(3):
-            self.assertIsNone(self.send(port), "with redis down, message %d" % (i + 1))
-        with open(log) as f:
-            self.assertIn("store error", f.read())
-        # Back (empty, as after a restart without persistence): counting starts again.
+            self.assertIsNone(self.send(gw), "with redis down, message %d" % (i + 1))
+        self.assertIn("store error", gw.log())
+        self.assertTrue(gw.alive())
+        # Back, empty (no persistence): the gateway reconnects by itself and counts again.
         self.start_redis()
-        ok = False
+        back = False
         for _ in range(100):
+            if "ratelimit: redis 127.0.0.1:%d is back" % self.redis_port in gw.log():
+                back = True
+                break
+            self.send(gw, source="127.0.0.3")  # any check makes it notice
             time.sleep(0.1)
-            with open(log) as f:
-                if "is back" in f.read():
-                    ok = True
-                    break
-            self.send(port)
-        self.assertTrue(ok, "no reconnect")
-        results = [self.send(port) for _ in range(6)]
-        self.assertEqual(results[-1][0], 450, results)
+        self.assertTrue(back, "no reconnect:\n" + gw.log()[-2000:])
+        results = [self.send(gw, source="127.0.0.4") for _ in range(6)]
+        self.assertEqual(results[:5], [None] * 5)
+        self.assertEqual(results[5] and results[5][0], 450, "%r\n%s" % (results, gw.log()[-3000:]))
 
     def test_redis_frozen_session_goes_on(self):
-        port, log = self.gateway(MSGS5, on_error="tempfail")
-        self.assertIsNone(self.send(port))
-        self.redis.send_signal(signal.SIGSTOP)
+        gw = self.gateway(MSGS5, on_error="tempfail")
+        self.assertIsNone(self.send(gw))
+        os.kill(self.redis.p.pid, signal.SIGSTOP)
         try:
-            r = self.send(port)
+            r = self.send(gw)
         finally:
-            self.redis.send_signal(signal.SIGCONT)
+            os.kill(self.redis.p.pid, signal.SIGCONT)
         # The store's 300 ms timeout answered (not the chain's 20 s backstop): 451 4.3.0.
         self.assertEqual(r[0], 451, r)
-        with open(log) as f:
-            text = f.read()
-        self.assertIn("timed out", text)
-        self.assertNotIn("ratelimit check timed out", text)
+        self.assertIn("4.3.0", r[1])
+        self.assertIn("request timed out", gw.log())
+        self.assertNotIn("ratelimit check timed out", gw.log())
+        self.assertTrue(gw.alive())
+
+    def test_memory_store_same_answers(self):
+        limits = ('limit "msgs" { key = { "client_ip" } count = "messages" rate = "3/1m" }\n'
+                  'limit "rc" { key = { "sender" } count = "recipients" rate = "4/1m" }')
+        got = []
+        for store in (True, False):
+            gw = self.gateway(limits, store=store)
+            seq = []
+            for i in range(6):
+                r = self.send(gw, source="127.0.0.%d" % (10 + (i % 2) + (0 if store else 5)),
+                              sender="s%d@x.example" % (1 if store else 2))
+                seq.append(r[0] if r else 250)
+            got.append(seq)
+            gw.close()
+        self.assertEqual(got[0], got[1])
+        self.assertEqual(got[0], [250, 250, 250, 250, 450, 450])
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 2 and sys.argv[1] == "--binary":
-        BIN = sys.argv[2]
-        del sys.argv[1:3]
-    BIN = os.path.abspath(BIN)
     unittest.main(verbosity=2)
