@@ -182,6 +182,13 @@ static int rl_limit_load(cfg_t *sec, struct rl_limit *l, bool dflt_tempfail, str
     }
     l->interval_us = (double)r.period_ms * 1000.0 / r.count;
     l->burst = burst ? (double)burst : r.count;
+    /* A key lives as long as its bucket takes to drain; keep that within a year (and
+     * within what Redis takes as PX). */
+    if (l->burst * l->interval_us > 366.0 * 86400e6) {
+        pc_err_set(err, sec, "ratelimit: limit \"%s\": burst / rate drains in more than a year",
+                   l->name);
+        return -1;
+    }
     if (onerr == NULL)
         l->tempfail_on_error = dflt_tempfail;
     else if (strcmp(onerr, "accept") == 0 || strcmp(onerr, "tempfail") == 0)
