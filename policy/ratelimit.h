@@ -125,11 +125,13 @@ struct pc_rl_store *pc_rl_redis_create(const struct pc_rl_store_conf *, struct p
 bool pc_rl_redis_url_parse(const char *url, char *host, size_t hostsize, int *port, int *db,
                            bool *is_unix);
 
+/* pc_rl_start - acquire loop resources (connect) */
 static inline int pc_rl_start(struct pc_rl_store *st, struct event_base *base)
 {
     return st->ops->start ? st->ops->start(st, base) : 0;
 }
 
+/* pc_rl_check - check and charge items; PC_RL_DONE (r filled) or PC_RL_PENDING (cb later) */
 static inline enum pc_rl_status pc_rl_check(struct pc_rl_store *st, const struct pc_rl_item *v,
                                             size_t n, struct pc_rl_result *r, pc_rl_cb *cb,
                                             void *arg, struct pc_rl_req **req)
@@ -137,12 +139,14 @@ static inline enum pc_rl_status pc_rl_check(struct pc_rl_store *st, const struct
     return st->ops->check(st, v, n, r, cb, arg, req);
 }
 
+/* pc_rl_cancel - the caller no longer wants the answer: cb will not run */
 static inline void pc_rl_cancel(struct pc_rl_store *st, struct pc_rl_req *req)
 {
     if (req)
         st->ops->cancel(req);
 }
 
+/* pc_rl_store_free - close and free a store */
 static inline void pc_rl_store_free(struct pc_rl_store *st)
 {
     if (st)

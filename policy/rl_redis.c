@@ -197,10 +197,29 @@ static void ev_write(evutil_socket_t fd, short what, void *arg)
     redisAsyncHandleWrite(e->ac);
 }
 
-static void ev_add_read(void *p) { event_add(((struct rlr_ev *)p)->rev, NULL); }
-static void ev_del_read(void *p) { event_del(((struct rlr_ev *)p)->rev); }
-static void ev_add_write(void *p) { event_add(((struct rlr_ev *)p)->wev, NULL); }
-static void ev_del_write(void *p) { event_del(((struct rlr_ev *)p)->wev); }
+/* ev_add_read - hiredis wants to read */
+static void ev_add_read(void *p)
+{
+    event_add(((struct rlr_ev *)p)->rev, NULL);
+}
+
+/* ev_del_read - hiredis stops reading */
+static void ev_del_read(void *p)
+{
+    event_del(((struct rlr_ev *)p)->rev);
+}
+
+/* ev_add_write - hiredis has output */
+static void ev_add_write(void *p)
+{
+    event_add(((struct rlr_ev *)p)->wev, NULL);
+}
+
+/* ev_del_write - hiredis' output is flushed */
+static void ev_del_write(void *p)
+{
+    event_del(((struct rlr_ev *)p)->wev);
+}
 
 /* ev_cleanup - the context is going away; inside our read handler, free later */
 static void ev_cleanup(void *p)

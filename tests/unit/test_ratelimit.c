@@ -315,6 +315,7 @@ static Suite *ratelimit_suite(void)
     return s;
 }
 
+/* main - run the suite */
 int main(void)
 {
     SRunner *sr = srunner_create(ratelimit_suite());

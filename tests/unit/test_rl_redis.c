@@ -824,6 +824,7 @@ static Suite *rl_redis_suite(void)
     return s;
 }
 
+/* main - run the suite */
 int main(void)
 {
     snprintf(tmpdir, sizeof(tmpdir), "/tmp/pc-rl-test.XXXXXX");
