@@ -21,10 +21,9 @@
  *	records each matching rule as the fact "rule" = its name; list
  *	"rules" before "ratelimit"). A limit with named_only applies only
  *	when some filter added the fact "ratelimit.apply" = the limit's name.
- *	So operators can give different limits to different clients or users. Every check leaves the fact "ratelimit" =
- *	"name=ok|exceeded|error" for rules and filters that run later.
- * SEE ALSO
- *	RFC 5321 section 4.5.3.1 (limits), RFC 3463 (4.7.1, 4.7.0), portcullis.conf(5)
+ *	So operators can give different limits to different clients or users. Every check leaves the
+ *fact "ratelimit" = "name=ok|exceeded|error" for rules and filters that run later. SEE ALSO RFC
+ *5321 section 4.5.3.1 (limits), RFC 3463 (4.7.1, 4.7.0), portcullis.conf(5)
  */
 #include <ctype.h>
 #include <event2/event.h>
@@ -39,7 +38,7 @@
 #include "policy/ratelimit.h"
 
 #define RL_FIELDS_MAX 8
-#define RL_VALUE_MAX 520
+#define RL_VALUE_MAX  520
 
 enum rl_count { RL_CONNECTIONS, RL_MESSAGES, RL_RECIPIENTS, RL_BYTES };
 
@@ -54,8 +53,8 @@ enum rl_field {
     RL_RCPT_DOMAIN,
 };
 
-static const char *const rl_field_names[] = {"client_ip", "client_net", "helo", "auth_user",
-                                             "sender", "sender_domain", "rcpt", "rcpt_domain"};
+static const char *const rl_field_names[] = {"client_ip", "client_net",    "helo", "auth_user",
+                                             "sender",    "sender_domain", "rcpt", "rcpt_domain"};
 static const char *const rl_count_names[] = {"connections", "messages", "recipients", "bytes"};
 
 struct rl_limit {
@@ -87,15 +86,14 @@ struct rl_ctx {
     size_t n;
 };
 
-static cfg_opt_t rl_limit_opts[] = {
-    CFG_STR_LIST("key", "{client_ip}", CFGF_NONE),
-    CFG_STR("count", "messages", CFGF_NONE),
-    CFG_STR("rate", NULL, CFGF_NODEFAULT),
-    CFG_INT("burst", 0, CFGF_NONE),
-    CFG_STR("on_error", NULL, CFGF_NODEFAULT),
-    CFG_BOOL("named_only", cfg_false, CFGF_NONE),
-    CFG_STR("rule", "", CFGF_NONE),
-    CFG_END()};
+static cfg_opt_t rl_limit_opts[] = {CFG_STR_LIST("key", "{client_ip}", CFGF_NONE),
+                                    CFG_STR("count", "messages", CFGF_NONE),
+                                    CFG_STR("rate", NULL, CFGF_NODEFAULT),
+                                    CFG_INT("burst", 0, CFGF_NONE),
+                                    CFG_STR("on_error", NULL, CFGF_NODEFAULT),
+                                    CFG_BOOL("named_only", cfg_false, CFGF_NONE),
+                                    CFG_STR("rule", "", CFGF_NONE),
+                                    CFG_END()};
 
 static cfg_opt_t rl_opts[] = {
     CFG_STR("store", "", CFGF_NONE),
@@ -161,18 +159,21 @@ static int rl_limit_load(cfg_t *sec, struct rl_limit *l, bool dflt_tempfail, str
         if (strcmp(count, rl_count_names[k]) == 0)
             break;
     if (k == 4) {
-        pc_err_set(err, sec, "ratelimit: limit \"%s\": count must be connections, messages, "
-                   "recipients or bytes, not \"%s\"", l->name, count);
+        pc_err_set(err, sec,
+                   "ratelimit: limit \"%s\": count must be connections, messages, "
+                   "recipients or bytes, not \"%s\"",
+                   l->name, count);
         return -1;
     }
     l->count = (enum rl_count)k;
-    l->stage = l->count == RL_CONNECTIONS ? PC_STAGE_CONNECT
+    l->stage = l->count == RL_CONNECTIONS  ? PC_STAGE_CONNECT
                : l->count == RL_RECIPIENTS ? PC_STAGE_RCPT
                                            : PC_STAGE_EOM;
     if (rate == NULL || !pc_rl_rate_parse(rate, &r)) {
-        pc_err_set(err, sec, "ratelimit: limit \"%s\": rate must be like \"100/1h\" (count, "
-                   "optional K/M/G, \"/\", a period from 1s to 30d), not \"%s\"", l->name,
-                   rate ? rate : "(unset)");
+        pc_err_set(err, sec,
+                   "ratelimit: limit \"%s\": rate must be like \"100/1h\" (count, "
+                   "optional K/M/G, \"/\", a period from 1s to 30d), not \"%s\"",
+                   l->name, rate ? rate : "(unset)");
         return -1;
     }
     if (burst < 0 || burst > 1000000000000L) {
@@ -219,8 +220,10 @@ static int rl_limit_load(cfg_t *sec, struct rl_limit *l, bool dflt_tempfail, str
         }
         l->fields[i] = (enum rl_field)k;
         if (!rl_field_ok(l->fields[i], l->count)) {
-            pc_err_set(err, sec, "ratelimit: limit \"%s\": key field %s is not known when %s "
-                       "are counted", l->name, f, count);
+            pc_err_set(err, sec,
+                       "ratelimit: limit \"%s\": key field %s is not known when %s "
+                       "are counted",
+                       l->name, f, count);
             return -1;
         }
     }
@@ -240,7 +243,8 @@ static int rl_configure(cfg_t *sec, void **out, struct pc_err *err)
     if (c == NULL)
         return -1;
     if (onerr && strcmp(onerr, "reject") == 0) {
-        pc_err_set(err, sec, "ratelimit: on_error must be accept or tempfail (a store outage "
+        pc_err_set(err, sec,
+                   "ratelimit: on_error must be accept or tempfail (a store outage "
                    "is never a reason for a 5xx)");
         goto fail;
     }
@@ -263,7 +267,8 @@ static int rl_configure(cfg_t *sec, void **out, struct pc_err *err)
     }
     unsigned long long backstop;
     if (pc_parse_duration(cfg_getstr(sec, "timeout"), &backstop) && ms >= backstop) {
-        pc_err_set(err, sec, "ratelimit: store_timeout must be shorter than timeout (the "
+        pc_err_set(err, sec,
+                   "ratelimit: store_timeout must be shorter than timeout (the "
                    "chain's backstop)");
         goto fail;
     }
@@ -503,8 +508,8 @@ static enum pc_action rl_decide(struct rl_ctx *x, const struct pc_rl_result *res
     v->rule = worst->name;
     if (worst->count == RL_CONNECTIONS) {
         pc_verdict_set(v, PC_DISCONNECT, 421, "4.7.0",
-                       "Too many connections from %s, try again in %lu seconds",
-                       s->client.addr, secs);
+                       "Too many connections from %s, try again in %lu seconds", s->client.addr,
+                       secs);
         return PC_DISCONNECT;
     }
     pc_verdict_set(v, PC_TEMPFAIL, 450, "4.7.1",
@@ -580,6 +585,5 @@ const struct pc_filter_ops pc_filter_ratelimit = {
     .attach = rl_attach,
     .detach = rl_detach,
     .cancel = rl_cancel,
-    .stage = {[PC_STAGE_CONNECT] = rl_connect, [PC_STAGE_RCPT] = rl_rcpt,
-              [PC_STAGE_EOM] = rl_eom},
+    .stage = {[PC_STAGE_CONNECT] = rl_connect, [PC_STAGE_RCPT] = rl_rcpt, [PC_STAGE_EOM] = rl_eom},
 };

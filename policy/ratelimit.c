@@ -34,9 +34,19 @@ bool pc_rl_rate_parse(const char *s, struct pc_rl_rate *out)
         return false;
     unsigned long long n = strtoull(s, &end, 10);
     switch (*end) {
-    case 'K': case 'k': mul = 1024.0; end++; break;
-    case 'M': mul = 1024.0 * 1024; end++; break;
-    case 'G': mul = 1024.0 * 1024 * 1024; end++; break;
+    case 'K':
+    case 'k':
+        mul = 1024.0;
+        end++;
+        break;
+    case 'M':
+        mul = 1024.0 * 1024;
+        end++;
+        break;
+    case 'G':
+        mul = 1024.0 * 1024 * 1024;
+        end++;
+        break;
     }
     while (*end == ' ')
         end++;
@@ -82,8 +92,7 @@ void pc_rl_gcra(double now, double *tat, double interval, double burst, double c
 }
 
 /* pc_rl_key - namespaced, hashed key */
-void pc_rl_key(const char *prefix, const char *name, const char *const *values, size_t n,
-               char *out)
+void pc_rl_key(const char *prefix, const char *name, const char *const *values, size_t n, char *out)
 {
     static const char hex[] = "0123456789abcdef";
     unsigned char md[EVP_MAX_MD_SIZE];

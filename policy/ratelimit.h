@@ -34,13 +34,13 @@
 struct event_base;
 struct pc_err;
 
-#define PC_RL_KEY_MAX 128   /* prefix (<= 64) + 64 hex digits */
-#define PC_RL_BATCH_MAX 16  /* limits in one check */
+#define PC_RL_KEY_MAX    128               /* prefix (<= 64) + 64 hex digits */
+#define PC_RL_BATCH_MAX  16                /* limits in one check */
 #define PC_RL_FACT_APPLY "ratelimit.apply" /* fact naming a limit that has named_only set */
 
 /* pc_rl_rate - a parsed "100/1h" */
 struct pc_rl_rate {
-    double count;       /* units per period */
+    double count; /* units per period */
     uint64_t period_ms;
 };
 
@@ -59,9 +59,9 @@ struct pc_rl_answer {
 };
 
 struct pc_rl_result {
-    bool error; /* the store could not answer (down, timeout, bad reply) */
+    bool error;      /* the store could not answer (down, timeout, bad reply) */
     const char *why; /* static text when error */
-    bool allowed; /* every item allowed (and charged) */
+    bool allowed;    /* every item allowed (and charged) */
     struct pc_rl_answer a[PC_RL_BATCH_MAX];
 };
 
@@ -82,8 +82,7 @@ struct pc_rl_store_ops {
     const char *kind;
     int (*start)(struct pc_rl_store *, struct event_base *);
     enum pc_rl_status (*check)(struct pc_rl_store *, const struct pc_rl_item *, size_t n,
-                               struct pc_rl_result *, pc_rl_cb *, void *arg,
-                               struct pc_rl_req **);
+                               struct pc_rl_result *, pc_rl_cb *, void *arg, struct pc_rl_req **);
     void (*cancel)(struct pc_rl_req *);
     void (*destroy)(struct pc_rl_store *);
 };
@@ -98,10 +97,10 @@ struct pc_rl_store_conf {
     const char *url;              /* redis://host:port/db, unix:/path[?db=N], or NULL (memory) */
     const char *const *sentinels; /* host:port of Redis Sentinels, or NULL */
     size_t nsentinels;
-    const char *master;           /* the Sentinel master name */
-    const char *password;         /* AUTH, or NULL */
-    unsigned timeout_ms;          /* per request, connect included */
-    size_t max_entries;           /* in-process store bound */
+    const char *master;   /* the Sentinel master name */
+    const char *password; /* AUTH, or NULL */
+    unsigned timeout_ms;  /* per request, connect included */
+    size_t max_entries;   /* in-process store bound */
 };
 
 /* pc_rl_rate_parse - "100/1h", "5/m", "10M/1d" (K, M, G: powers of 1024); false on error */

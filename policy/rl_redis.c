@@ -50,7 +50,7 @@
 #include "lib/parse.h"
 #include "policy/ratelimit.h"
 
-#define PC_RLR_REPLY_MAX 65536 /* bytes a reply may hold; ours are a few hundred */
+#define PC_RLR_REPLY_MAX   65536 /* bytes a reply may hold; ours are a few hundred */
 #define PC_RLR_BACKOFF_MIN 100
 #define PC_RLR_BACKOFF_MAX 2000
 
@@ -174,8 +174,8 @@ static void ev_read(evutil_socket_t fd, short what, void *arg)
     redisReader *r = ac->c.reader;
     if (r && r->len - r->pos > PC_RLR_REPLY_MAX) {
         struct rlr_store *st = e->st;
-        pc_warn("ratelimit: redis %s: reply larger than %d bytes, dropping the connection",
-                st->cur, PC_RLR_REPLY_MAX);
+        pc_warn("ratelimit: redis %s: reply larger than %d bytes, dropping the connection", st->cur,
+                PC_RLR_REPLY_MAX);
         if (ac == st->ac) {
             drop(st, "reply too large");
             return;
@@ -460,10 +460,9 @@ static void reply_cb(redisAsyncContext *ac, void *reply_, void *priv)
         fail(r, "redis error reply");
         free(r);
         /* A demoted master, a replica, or a master without its replicas: find the master. */
-        if (ac == st->ac && (strncmp(reply->str, "READONLY", 8) == 0 ||
-                             strncmp(reply->str, "LOADING", 7) == 0 ||
-                             strncmp(reply->str, "MASTERDOWN", 10) == 0 ||
-                             strncmp(reply->str, "NOAUTH", 6) == 0))
+        if (ac == st->ac &&
+            (strncmp(reply->str, "READONLY", 8) == 0 || strncmp(reply->str, "LOADING", 7) == 0 ||
+             strncmp(reply->str, "MASTERDOWN", 10) == 0 || strncmp(reply->str, "NOAUTH", 6) == 0))
             drop(st, reply->str);
         return;
     }
@@ -510,8 +509,11 @@ static void setup_cb(redisAsyncContext *ac, void *reply_, void *priv)
         return;
     if (reply->type == REDIS_REPLY_ERROR) {
         pc_warn("ratelimit: redis %s: %s: %.200s", st->cur,
-                what == RLR_AUTH ? "AUTH" : what == RLR_SELECT ? "SELECT"
-                : what == RLR_LOAD ? "SCRIPT LOAD" : "ROLE", reply->str);
+                what == RLR_AUTH     ? "AUTH"
+                : what == RLR_SELECT ? "SELECT"
+                : what == RLR_LOAD   ? "SCRIPT LOAD"
+                                     : "ROLE",
+                reply->str);
         if (what != RLR_LOAD) /* without the script, EVAL still works */
             drop(st, "connection setup failed");
         return;
@@ -608,9 +610,10 @@ static void sentinel_cb(redisAsyncContext *ac, void *reply_, void *priv)
         return;
     if (reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
         reply->element[0]->type != REDIS_REPLY_STRING ||
-        reply->element[1]->type != REDIS_REPLY_STRING || reply->element[0]->len >= sizeof(st->host)) {
-        sentinel_next(st, reply && reply->type == REDIS_REPLY_NIL ? "master unknown"
-                                                                  : "bad answer");
+        reply->element[1]->type != REDIS_REPLY_STRING ||
+        reply->element[0]->len >= sizeof(st->host)) {
+        sentinel_next(st,
+                      reply && reply->type == REDIS_REPLY_NIL ? "master unknown" : "bad answer");
         return;
     }
     snprintf(st->host, sizeof(st->host), "%s", reply->element[0]->str);
@@ -722,15 +725,14 @@ static void rlr_resolve(struct rlr_store *st)
         return;
     }
     redisAsyncSetConnectCallback(st->sq, sq_conn);
-    redisAsyncCommand(st->sq, sentinel_cb, NULL, "SENTINEL get-master-addr-by-name %s",
-                      st->master);
+    redisAsyncCommand(st->sq, sentinel_cb, NULL, "SENTINEL get-master-addr-by-name %s", st->master);
     struct timeval tv = {st->timeout_ms / 1000, (st->timeout_ms % 1000) * 1000};
     evtimer_add(st->sq_timer, &tv);
 }
 
 /* rlr_check - one EVALSHA for all the items */
-static enum pc_rl_status rlr_check(struct pc_rl_store *base, const struct pc_rl_item *v,
-                                   size_t n, struct pc_rl_result *res, pc_rl_cb *cb, void *arg,
+static enum pc_rl_status rlr_check(struct pc_rl_store *base, const struct pc_rl_item *v, size_t n,
+                                   struct pc_rl_result *res, pc_rl_cb *cb, void *arg,
                                    struct pc_rl_req **out)
 {
     struct rlr_store *st = (struct rlr_store *)base;
@@ -855,9 +857,9 @@ static void rlr_destroy(struct pc_rl_store *base)
         event_free(st->sq_timer);
     if (base->stats.checks)
         pc_info("ratelimit: redis store: checks=%llu refused=%llu errors=%llu timeouts=%llu "
-                "reconnects=%llu noscript=%llu", (unsigned long long)base->stats.checks,
-                (unsigned long long)base->stats.refused, (unsigned long long)base->stats.errors,
-                (unsigned long long)base->stats.timeouts,
+                "reconnects=%llu noscript=%llu",
+                (unsigned long long)base->stats.checks, (unsigned long long)base->stats.refused,
+                (unsigned long long)base->stats.errors, (unsigned long long)base->stats.timeouts,
                 (unsigned long long)base->stats.reconnects,
                 (unsigned long long)base->stats.noscript);
     for (size_t i = 0; i < st->nsentinels; i++)
@@ -923,8 +925,8 @@ struct pc_rl_store *pc_rl_redis_create(const struct pc_rl_store_conf *c, struct 
         }
     } else if (!pc_rl_redis_url_parse(c->url, st->host, sizeof(st->host), &st->port, &st->db,
                                       &st->is_unix)) {
-        pc_err_set(err, NULL,
-                   "ratelimit: bad store \"%s\" (redis://host:port/db or unix:/path)", c->url);
+        pc_err_set(err, NULL, "ratelimit: bad store \"%s\" (redis://host:port/db or unix:/path)",
+                   c->url);
         goto fail;
     }
     if (c->password && c->password[0])

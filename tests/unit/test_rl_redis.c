@@ -146,9 +146,10 @@ static pid_t redis_start(int port, int master_port)
     char p[16], m[16];
     snprintf(p, sizeof(p), "%d", port);
     snprintf(m, sizeof(m), "%d", master_port);
-    const char *argv[] = {"redis-server", "--port", p, "--bind", "127.0.0.1", "--save", "",
-                          "--appendonly", "no", "--dir", tmpdir,
-                          master_port ? "--replicaof" : NULL, "127.0.0.1", m, NULL};
+    const char *argv[] = {"redis-server", "--port", p,      "--bind",
+                          "127.0.0.1",    "--save", "",     "--appendonly",
+                          "no",           "--dir",  tmpdir, master_port ? "--replicaof" : NULL,
+                          "127.0.0.1",    m,        NULL};
     pid_t pid = spawn(argv);
     for (int i = 0; i < 100 && !redis_ping(port); i++)
         usleep(50000);
@@ -235,8 +236,8 @@ static char *conf_text(const char *store_lines, const char *limits)
 static struct pc_session *session(struct env *e, const char *ip)
 {
     struct tdoor *d = calloc(1, sizeof(*d));
-    struct pc_session *s = pc_session_new(&e->svc, e->conf, "in", &e->conf->listeners[0].chain,
-                                          &test_door, d);
+    struct pc_session *s =
+        pc_session_new(&e->svc, e->conf, "in", &e->conf->listeners[0].chain, &test_door, d);
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(40000)};
 
     inet_pton(AF_INET, ip, &sa.sin_addr);
@@ -335,8 +336,8 @@ START_TEST(five_then_450)
     struct pc_session *s = session(&e, "192.0.2.10");
     for (int i = 0; i < 5; i++) {
         struct pc_verdict v = message(&e, s, "<a@sender.example>");
-        ck_assert_msg(v.action == PC_CONTINUE, "message %d: %s %d", i + 1,
-                      pc_action_name(v.action), v.code);
+        ck_assert_msg(v.action == PC_CONTINUE, "message %d: %s %d", i + 1, pc_action_name(v.action),
+                      v.code);
     }
     struct pc_verdict v = message(&e, s, "<a@sender.example>");
     ck_assert_int_eq(v.action, PC_TEMPFAIL);
@@ -346,7 +347,8 @@ START_TEST(five_then_450)
     ck_assert_int_eq(v.enh.detail, 1);
     /* 12 s (one emission interval), or 11 on a machine slow enough to take a second. */
     ck_assert_msg(strstr(v.text, "try again in 12 seconds") ||
-                  strstr(v.text, "try again in 11 seconds"), "%s", v.text);
+                      strstr(v.text, "try again in 11 seconds"),
+                  "%s", v.text);
     ck_assert_str_eq(v.rule, "msgs");
     /* Another client has its own counter. */
     struct pc_session *s2 = session(&e, "192.0.2.11");
@@ -441,8 +443,14 @@ START_TEST(memory_same_as_redis)
     /* Worked out by hand: per session a connect letter, then twice (two RCPTs, the end of
      * data). The 8th recipient of boss@ to dest.example, the 5th message from the /24 and
      * the 5th kilobyte from corp.example are refused; the 4th connection from .1 is cut. */
-    ck_assert_str_eq(with_redis, "CCCCCCC" "CCCCCTC" "CTTTTTT" "CTTTTTT" "CTTTTTT" "X"
-                                 "CTTTTTT" "X");
+    ck_assert_str_eq(with_redis, "CCCCCCC"
+                                 "CCCCCTC"
+                                 "CTTTTTT"
+                                 "CTTTTTT"
+                                 "CTTTTTT"
+                                 "X"
+                                 "CTTTTTT"
+                                 "X");
     event_base_free(base);
 }
 END_TEST
@@ -602,7 +610,7 @@ START_TEST(connections_and_recipients)
     v = stage(&e, d, PC_STAGE_RCPT);
     ck_assert_int_eq(v.code, 450);
     ck_assert_msg(strstr(v.text, "dom") &&
-                  (strstr(v.text, "in 1200 seconds") || strstr(v.text, "in 1199 seconds")),
+                      (strstr(v.text, "in 1200 seconds") || strstr(v.text, "in 1199 seconds")),
                   "%s", v.text);
     pc_txn_free(d);
     session_free(a);
@@ -625,7 +633,8 @@ START_TEST(rule_chooses_limit)
     ck_assert_ptr_nonnull(f);
     fputs("rule suspect at connect\n"
           "    if client.ip in \"192.0.2.0/24\"\n"
-          "    then score 0.5\n", f);
+          "    then score 0.5\n",
+          f);
     fclose(f);
     snprintf(text, sizeof(text),
              "listener \"in\" { address = \"127.0.0.1:24999\" "
@@ -731,11 +740,12 @@ static pid_t sentinel_start(int port, int mport, int n)
     snprintf(path, sizeof(path), "%s/sentinel%d.conf", tmpdir, n);
     FILE *f = fopen(path, "w");
     ck_assert_ptr_nonnull(f);
-    fprintf(f, "port %d\nbind 127.0.0.1\ndir %s\n"
-               "sentinel monitor pcmaster 127.0.0.1 %d 2\n"
-               "sentinel down-after-milliseconds pcmaster 1000\n"
-               "sentinel failover-timeout pcmaster 5000\n"
-               "sentinel parallel-syncs pcmaster 1\n",
+    fprintf(f,
+            "port %d\nbind 127.0.0.1\ndir %s\n"
+            "sentinel monitor pcmaster 127.0.0.1 %d 2\n"
+            "sentinel down-after-milliseconds pcmaster 1000\n"
+            "sentinel failover-timeout pcmaster 5000\n"
+            "sentinel parallel-syncs pcmaster 1\n",
             port, tmpdir, mport);
     fclose(f);
     snprintf(p, sizeof(p), "%d", port);
