@@ -165,6 +165,25 @@ class RateLimit(unittest.TestCase):
         self.assertNotIn("ratelimit check timed out", gw.log())
         self.assertTrue(gw.alive())
 
+    def test_pipelined_recipients(self):
+        # Each RCPT waits for Redis; pipelined commands are answered in order all the same.
+        gw = self.gateway('limit "rc" { key = { "sender_domain" } count = "recipients" '
+                          'rate = "3/1h" }')
+        c = harness.Chat(gw.port)
+        self.assertEqual(c.reply()[0], 220)
+        self.assertEqual(c.cmd("EHLO pipe.test")[0], 250)
+        c.send("MAIL FROM:<a@Pipe.example>\r\n" +
+               "".join("RCPT TO:<u%d@example.com>\r\n" % i for i in range(5)) + "DATA\r\n")
+        codes = [c.reply()[0] for _ in range(7)]
+        self.assertEqual(codes, [250, 250, 250, 250, 450, 450, 354])
+        c.send("Subject: p\r\n\r\nhi\r\n.\r\n")
+        self.assertEqual(c.reply()[0], 250)
+        self.assertEqual(c.cmd("QUIT")[0], 221)
+        c.close()
+        msgs = self.sink.messages()
+        self.assertEqual(len(msgs), 1)
+        self.assertEqual(msgs[0].count(b"X-Rcpt-Args:"), 3, msgs[0][:600])
+
     def test_memory_store_same_answers(self):
         limits = ('limit "msgs" { key = { "client_ip" } count = "messages" rate = "3/1m" }\n'
                   'limit "rc" { key = { "sender" } count = "recipients" rate = "4/1m" }')
