@@ -15,6 +15,7 @@ extern const struct pc_filter_ops pc_filter_rdns;
 extern const struct pc_filter_ops pc_filter_dnsbl;
 extern const struct pc_filter_ops pc_filter_spf;
 extern const struct pc_filter_ops pc_filter_rules;
+extern const struct pc_filter_ops pc_filter_ratelimit;
 
 const struct pc_filter_ops *const pc_filter_registry[] = {
     &pc_filter_relay,
@@ -22,6 +23,7 @@ const struct pc_filter_ops *const pc_filter_registry[] = {
     &pc_filter_dnsbl,
     &pc_filter_spf,
     &pc_filter_rules,
+    &pc_filter_ratelimit,
     NULL,
 };
 
