@@ -11,9 +11,11 @@
 #include "filters/filter.h"
 
 extern const struct pc_filter_ops pc_filter_relay;
+extern const struct pc_filter_ops pc_filter_dkim;
 
 const struct pc_filter_ops *const pc_filter_registry[] = {
     &pc_filter_relay,
+    &pc_filter_dkim,
     NULL,
 };
 
