@@ -12,10 +12,14 @@
 
 extern const struct pc_filter_ops pc_filter_relay;
 extern const struct pc_filter_ops pc_filter_dkim;
+extern const struct pc_filter_ops pc_filter_dmarc;
+extern const struct pc_filter_ops pc_filter_authres;
 
 const struct pc_filter_ops *const pc_filter_registry[] = {
     &pc_filter_relay,
     &pc_filter_dkim,
+    &pc_filter_dmarc,
+    &pc_filter_authres,
     NULL,
 };
 
