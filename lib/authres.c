@@ -119,6 +119,23 @@ static void add_domain(struct pc_from_domains *d, const char *p, size_t n)
         d->malformed = true;
 }
 
+/* add_addr - the domain of an addr-spec with white space removed, if it has one */
+static void add_addr(struct pc_from_domains *d, const char *p, size_t n)
+{
+    char addr[SEG_MAX];
+    size_t an = 0;
+    const char *at;
+
+    for (size_t i = 0; i < n && an < sizeof(addr); i++)
+        if (!isspace((unsigned char)p[i]))
+            addr[an++] = p[i];
+    if (an && (at = memrchr(addr, '@', an)) != NULL && at + 1 < addr + an) {
+        bool was = d->malformed;
+        add_domain(d, at + 1, an - (size_t)(at + 1 - addr));
+        d->malformed = was; /* a junk fragment does not count as a bad domain twice */
+    }
+}
+
 /* seg_end - one mailbox ("name <addr>" or "addr") is complete */
 static void seg_end(struct seg *s, struct pc_from_domains *d)
 {
@@ -147,8 +164,12 @@ static void seg_end(struct seg *s, struct pc_from_domains *d)
             goto out;
         }
         for (const char *p = gt + 1; p < s->b + s->n; p++)
-            if (!isspace((unsigned char)*p)) { /* "<a@b> c@d": two addresses glued */
+            if (!isspace((unsigned char)*p)) {
+                /* "<a@b>c@d" or "<a@b>\": count every domain a reader might see, so
+                 * that the ambiguity is detected rather than one side chosen. */
                 d->malformed = true;
+                add_addr(d, lt + 1, (size_t)(gt - lt - 1));
+                add_addr(d, gt + 1, (size_t)(s->b + s->n - gt - 1));
                 goto out;
             }
         start = (size_t)(lt + 1 - s->b);
@@ -229,6 +250,10 @@ void pc_from_parse(const char *v, size_t len, struct pc_from_domains *d)
         case ',':
         case ';':
             if (angle) {
+                /* obs-route "<@a,@b:u@d>" (RFC 5322 4.4): commas inside the route are fine */
+                const char *lt = memrchr(s.b, '<', s.n);
+                if (c == ',' && lt && lt + 1 < s.b + s.n && lt[1] == '@')
+                    break;
                 d->malformed = true;
                 seg_put(&s, c);
                 break;
