@@ -309,6 +309,25 @@ START_TEST(txt_join)
 }
 END_TEST
 
+/*
+ * __lsan_default_suppressions - libopendkim 2.11.0 leaks the parsed private key of
+ * every Ed25519 signing operation inside dkim_privkey_load() (about 1.3 KB per
+ * message); not ours to fix here, reported, and suppressed by that exact frame.
+ */
+const char *__asan_default_options(void);
+const char *__lsan_default_suppressions(void);
+
+/* __asan_default_options - full stacks (through libcrypto) so the suppression can match */
+const char *__asan_default_options(void)
+{
+    return "fast_unwind_on_malloc=0";
+}
+
+const char *__lsan_default_suppressions(void)
+{
+    return "leak:dkim_privkey_load\n";
+}
+
 /* suite - the test cases */
 static Suite *suite(void)
 {
