@@ -262,31 +262,111 @@ ssize_t pc_msg_body_read(const struct pc_msg *m, size_t off, void *buf, size_t l
     return n;
 }
 
-/* pc_msg_write - the outgoing message */
+/* pc_msg_cursor_init - at the start of the outgoing message */
+void pc_msg_cursor_init(struct pc_msg_cursor *c)
+{
+    memset(c, 0, sizeof(*c));
+}
+
+/* put - copy what fits of one piece; true when the piece is finished */
+static bool put(const char *piece, size_t plen, size_t *off, char *buf, size_t cap, size_t *n)
+{
+    size_t take = plen - *off;
+
+    if (take > cap - *n)
+        take = cap - *n;
+    memcpy(buf + *n, piece + *off, take);
+    *n += take;
+    *off += take;
+    if (*off < plen)
+        return false;
+    *off = 0;
+    return true;
+}
+
+/* pc_msg_read - stream the outgoing message: prefix, added, kept headers, separator, body */
+ssize_t pc_msg_read(const struct pc_msg *m, struct pc_msg_cursor *c, const char *prefix,
+                    char *buf, size_t cap)
+{
+    size_t n = 0;
+
+    while (n < cap) {
+        switch (c->phase) {
+        case 0:
+            if (!prefix || put(prefix, strlen(prefix), &c->off, buf, cap, &n)) {
+                c->phase = 1;
+                c->add = m->added;
+            }
+            break;
+        case 1: {
+            if (c->add == NULL) {
+                c->phase = 2;
+                c->idx = 0;
+                break;
+            }
+            /* One added header is "name: value\r\n"; built in pieces by offset. */
+            const struct pc_hdr_add *a = c->add;
+            size_t nl = strlen(a->name), vl = strlen(a->value);
+            size_t total = nl + 2 + vl + 2;
+            while (c->off < total && n < cap) {
+                size_t o = c->off;
+                char ch = o < nl ? a->name[o] : o < nl + 2 ? ": "[o - nl]
+                          : o < nl + 2 + vl ? a->value[o - nl - 2] : "\r\n"[o - nl - 2 - vl];
+                buf[n++] = ch;
+                c->off++;
+            }
+            if (c->off == total) {
+                c->off = 0;
+                c->add = a->next;
+            }
+            break;
+        }
+        case 2:
+            if (c->idx >= m->nhdrs) {
+                c->phase = 3;
+                break;
+            }
+            if (m->hdrs[c->idx].deleted ||
+                put(m->head.data + m->hdrs[c->idx].raw_off, m->hdrs[c->idx].raw_len, &c->off,
+                    buf, cap, &n))
+                c->idx++;
+            break;
+        case 3:
+            if (!(m->separator || m->body_len) || put("\r\n", 2, &c->off, buf, cap, &n)) {
+                c->phase = 4;
+                c->off = 0;
+            }
+            break;
+        case 4: {
+            if (c->off >= m->body_len) {
+                c->phase = 5;
+                break;
+            }
+            ssize_t r = pc_msg_body_read(m, c->off, buf + n, cap - n);
+            if (r <= 0)
+                return -1;
+            n += (size_t)r;
+            c->off += (size_t)r;
+            break;
+        }
+        default:
+            return (ssize_t)n;
+        }
+    }
+    return (ssize_t)n;
+}
+
+/* pc_msg_write - the outgoing message, through a callback */
 int pc_msg_write(const struct pc_msg *m, const char *prefix,
                  int (*out)(void *arg, const char *p, size_t n), void *arg)
 {
     char chunk[65536];
+    struct pc_msg_cursor c;
+    ssize_t n;
 
-    if (prefix && out(arg, prefix, strlen(prefix)) < 0)
-        return -1;
-    for (const struct pc_hdr_add *a = m->added; a; a = a->next) {
-        if (out(arg, a->name, strlen(a->name)) < 0 || out(arg, ": ", 2) < 0 ||
-            out(arg, a->value, strlen(a->value)) < 0 || out(arg, "\r\n", 2) < 0)
+    pc_msg_cursor_init(&c);
+    while ((n = pc_msg_read(m, &c, prefix, chunk, sizeof(chunk))) > 0)
+        if (out(arg, chunk, (size_t)n) < 0)
             return -1;
-    }
-    for (size_t i = 0; i < m->nhdrs; i++) {
-        const struct pc_header *h = &m->hdrs[i];
-        if (!h->deleted && out(arg, m->head.data + h->raw_off, h->raw_len) < 0)
-            return -1;
-    }
-    if ((m->separator || m->body_len) && out(arg, "\r\n", 2) < 0)
-        return -1;
-    for (size_t off = 0; off < m->body_len;) {
-        ssize_t n = pc_msg_body_read(m, off, chunk, sizeof(chunk));
-        if (n <= 0 || out(arg, chunk, (size_t)n) < 0)
-            return -1;
-        off += (size_t)n;
-    }
-    return 0;
+    return n < 0 ? -1 : 0;
 }

@@ -66,6 +66,16 @@ char *pc_msg_header_value(const struct pc_msg *, size_t index, struct pc_pool *)
 void pc_msg_add_header(struct pc_msg *, struct pc_pool *, const char *name, const char *value);
 /* pc_msg_body_read - up to len body bytes from off; bytes read or -1 */
 ssize_t pc_msg_body_read(const struct pc_msg *, size_t off, void *buf, size_t len);
+/* A position in the outgoing message, for streaming it in pieces. */
+struct pc_msg_cursor {
+    int phase; /* 0 prefix, 1 added headers, 2 headers, 3 separator, 4 body, 5 done */
+    const struct pc_hdr_add *add;
+    size_t idx, off;
+};
+void pc_msg_cursor_init(struct pc_msg_cursor *);
+/* pc_msg_read - next bytes of the outgoing message into buf; 0 at the end, -1 on I/O error */
+ssize_t pc_msg_read(const struct pc_msg *, struct pc_msg_cursor *, const char *prefix, char *buf,
+                    size_t cap);
 /* pc_msg_write - the message as it goes out: added headers, kept headers, separator, body */
 int pc_msg_write(const struct pc_msg *, const char *prefix,
                  int (*out)(void *arg, const char *p, size_t n), void *arg);

@@ -1,15 +1,349 @@
 /*
  * NAME
  *	server 3 - the process: event loop, listeners, signals, reload
+ * DESCRIPTION
+ *	One event loop serves every listener. Connection limits (in all and
+ *	per client address) are enforced at accept with a 421. SIGHUP loads
+ *	the configuration aside and swaps it in only when it is valid; new
+ *	sessions use the new generation, sessions in flight finish under the
+ *	one they started with. Listener addresses are bound at start; a
+ *	reload that changes them says that a restart is needed.
+ *	SIGTERM and SIGINT stop accepting and let sessions finish for a grace
+ *	period, so that no transaction is cut off by a routine restart.
  */
 #include "gateway/server.h"
 
-#include "gateway/conf.h"
-#include "lib/log.h"
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <event2/thread.h>
+#include <netdb.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
-/* pc_server_run - placeholder until the listener lands */
+#include "filters/filter.h"
+#include "gateway/conf.h"
+#include "gateway/smtp_server.h"
+#include "gateway/worker.h"
+#include "lib/buf.h"
+#include "lib/log.h"
+#include "lib/parse.h"
+
+#define PC_GRACE_SECONDS 30
+
+struct pc_ipcount {
+    struct pc_ipcount *next;
+    struct pc_ip ip;
+    unsigned n;
+};
+
+#define PC_IPHASH 4096
+
+struct pc_listener {
+    struct pc_server *srv;
+    char name[128]; /* copied: a reload frees the generation it came from */
+    char address[300];
+    struct evconnlistener *evl;
+};
+
+struct pc_server {
+    struct event_base *base;
+    struct pc_services svc;
+    struct pc_conf *conf;
+    struct pc_listener *listeners;
+    size_t nlisteners;
+    size_t nconn;
+    struct pc_ipcount *iphash[PC_IPHASH];
+    struct event *sigterm, *sigint, *sighup, *grace;
+    bool stopping;
+};
+
+/* ip_slot - hash bucket of an address */
+static struct pc_ipcount **ip_slot(struct pc_server *srv, const struct pc_ip *ip)
+{
+    unsigned h = 2166136261u;
+
+    for (int i = 0; i < 16; i++)
+        h = (h ^ ip->b[i]) * 16777619u;
+    return &srv->iphash[h % PC_IPHASH];
+}
+
+/* ip_count - the counter of an address, created on demand */
+static struct pc_ipcount *ip_count(struct pc_server *srv, const struct pc_ip *ip, bool create)
+{
+    struct pc_ipcount **slot = ip_slot(srv, ip);
+
+    for (struct pc_ipcount *e = *slot; e; e = e->next)
+        if (memcmp(&e->ip, ip, sizeof(*ip)) == 0)
+            return e;
+    if (!create)
+        return NULL;
+    struct pc_ipcount *e = calloc(1, sizeof(*e));
+    if (e == NULL)
+        pc_fatal("out of memory");
+    e->ip = *ip;
+    e->next = *slot;
+    *slot = e;
+    return e;
+}
+
+/* on_session_closed - counters down; exit when draining and idle */
+static void on_session_closed(void *arg, const struct pc_ip *ip)
+{
+    struct pc_server *srv = arg;
+    struct pc_ipcount **slot = ip_slot(srv, ip);
+
+    srv->nconn--;
+    for (struct pc_ipcount **pe = slot; *pe; pe = &(*pe)->next)
+        if (memcmp(&(*pe)->ip, ip, sizeof(*ip)) == 0) {
+            if (--(*pe)->n == 0) {
+                struct pc_ipcount *e = *pe;
+                *pe = e->next;
+                free(e);
+            }
+            break;
+        }
+    if (srv->stopping && srv->nconn == 0)
+        event_base_loopexit(srv->base, NULL);
+}
+
+/* refuse - say 421 on a socket we will not serve, without a session */
+static void refuse(struct pc_server *srv, evutil_socket_t fd, const char *why)
+{
+    char line[300];
+    int n = snprintf(line, sizeof(line), "421 4.7.0 %s Error: %s, try again later\r\n",
+                     srv->conf->hostname, why);
+    /* Best effort: the socket is fresh, the line is small, the buffer is empty. */
+    if (write(fd, line, (size_t)n) < 0)
+        pc_debug("refuse: %m");
+    evutil_closesocket(fd);
+}
+
+/* listener_conf - the current generation's settings for a bound listener */
+static const struct pc_listener_conf *listener_conf(struct pc_server *srv, const char *name)
+{
+    for (size_t i = 0; i < srv->conf->nlisteners; i++)
+        if (strcmp(srv->conf->listeners[i].name, name) == 0)
+            return &srv->conf->listeners[i];
+    return NULL;
+}
+
+/* on_accept - a new connection */
+static void on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa,
+                      int salen, void *arg)
+{
+    struct pc_listener *l = arg;
+    struct pc_server *srv = l->srv;
+    const struct pc_limits *lim = &srv->conf->limits;
+    const struct pc_listener_conf *lc = listener_conf(srv, l->name);
+    struct pc_ip ip;
+
+    (void)evl;
+    if (lc == NULL || srv->stopping) {
+        refuse(srv, fd, "service shutting down");
+        return;
+    }
+    pc_ip_from_sockaddr(sa, &ip);
+    if (srv->nconn >= lim->max_connections) {
+        pc_warn("connection limit %zu reached; refusing a client", lim->max_connections);
+        refuse(srv, fd, "too many connections");
+        return;
+    }
+    struct pc_ipcount *e = ip_count(srv, &ip, true);
+    if (e->n >= lim->max_connections_per_ip &&
+        !pc_cidr_list_match(&lim->connection_limit_exceptions, &ip)) {
+        char a[64];
+        pc_warn("too many connections from %s", pc_ip_format(&ip, a, sizeof(a)));
+        refuse(srv, fd, "too many connections from your address");
+        return;
+    }
+    e->n++;
+    srv->nconn++;
+    evutil_make_socket_nonblocking(fd);
+    pc_smtp_accept(&srv->svc, srv->conf, lc, fd, sa, (socklen_t)salen, on_session_closed, srv);
+}
+
+/* on_accept_error - EMFILE and friends: pause instead of spinning */
+static void on_accept_error(struct evconnlistener *evl, void *arg)
+{
+    struct pc_listener *l = arg;
+
+    pc_warn("listener %s: accept: %s", l->name, strerror(errno));
+    (void)evl;
+}
+
+/* bind_listener - one listening socket */
+static int bind_listener(struct pc_server *srv, struct pc_listener *l,
+                         const struct pc_listener_conf *lc)
+{
+    char host[256], port[16];
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *res;
+
+    l->srv = srv;
+    pc_strlcpy(l->name, lc->name, sizeof(l->name));
+    snprintf(l->address, sizeof(l->address), "%s", lc->address);
+    if (!pc_parse_hostport(lc->address, host, sizeof(host), port, sizeof(port)) ||
+        getaddrinfo(host, port, &hints, &res) != 0) {
+        pc_err("listener %s: cannot resolve %s", lc->name, lc->address);
+        return -1;
+    }
+    l->evl = evconnlistener_new_bind(srv->base, on_accept, l,
+                                     LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
+                                         LEV_OPT_CLOSE_ON_EXEC,
+                                     1024, res->ai_addr, (int)res->ai_addrlen);
+    freeaddrinfo(res);
+    if (l->evl == NULL) {
+        pc_err("listener %s: cannot listen on %s: %s", lc->name, lc->address, strerror(errno));
+        return -1;
+    }
+    evconnlistener_set_error_cb(l->evl, on_accept_error);
+    pc_info("listener %s on %s, backend %s", lc->name, lc->address, lc->backend->name);
+    return 0;
+}
+
+/* on_reload - SIGHUP: new generation, swapped in only when valid */
+static void on_reload(evutil_socket_t sig, short what, void *arg)
+{
+    struct pc_server *srv = arg;
+    struct pc_err err = {{0}};
+    const char *path = strcmp(srv->conf->path, "(embedded defaults)") ? srv->conf->path : NULL;
+
+    (void)sig, (void)what;
+    struct pc_conf *next = pc_conf_load(path, &err);
+    if (next == NULL) {
+        pc_err("reload failed, keeping the running configuration: %s", err.msg);
+        return;
+    }
+    if (pc_conf_start(next, &srv->svc, &err) < 0) {
+        pc_err("reload failed, keeping the running configuration: %s", err.msg);
+        pc_conf_unref(next);
+        return;
+    }
+    for (size_t i = 0; i < srv->nlisteners; i++) {
+        bool found = false;
+        for (size_t k = 0; k < next->nlisteners; k++)
+            if (!strcmp(next->listeners[k].name, srv->listeners[i].name)) {
+                found = true;
+                if (strcmp(next->listeners[k].address, srv->listeners[i].address))
+                    pc_warn("reload: listener %s address changed; restart to apply",
+                            srv->listeners[i].name);
+            }
+        if (!found)
+            pc_warn("reload: listener %s removed; it refuses new clients until restart",
+                    srv->listeners[i].name);
+    }
+    if (next->nlisteners > srv->nlisteners)
+        pc_warn("reload: new listeners need a restart");
+    pc_conf_unref(srv->conf);
+    srv->conf = next;
+    srv->svc.hostname = next->hostname;
+    pc_info("reloaded %s", next->path);
+}
+
+/* on_grace - sessions did not finish in time */
+static void on_grace(evutil_socket_t fd, short what, void *arg)
+{
+    struct pc_server *srv = arg;
+
+    (void)fd, (void)what;
+    pc_warn("stopping with %zu sessions still open", srv->nconn);
+    event_base_loopexit(srv->base, NULL);
+}
+
+/* on_stop - SIGTERM/SIGINT: stop accepting, drain */
+static void on_stop(evutil_socket_t sig, short what, void *arg)
+{
+    struct pc_server *srv = arg;
+    struct timeval tv = {PC_GRACE_SECONDS, 0};
+
+    (void)what;
+    if (srv->stopping) {
+        event_base_loopexit(srv->base, NULL);
+        return;
+    }
+    pc_info("signal %d: stopping; waiting up to %ds for %zu sessions", (int)sig,
+            PC_GRACE_SECONDS, srv->nconn);
+    srv->stopping = true;
+    for (size_t i = 0; i < srv->nlisteners; i++)
+        evconnlistener_disable(srv->listeners[i].evl);
+    if (srv->nconn == 0) {
+        event_base_loopexit(srv->base, NULL);
+        return;
+    }
+    srv->grace = evtimer_new(srv->base, on_grace, srv);
+    evtimer_add(srv->grace, &tv);
+}
+
+/* raise_nofile - as many descriptors as we may have: idle clients cost one each */
+static void raise_nofile(void)
+{
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+/* pc_server_run - serve until stopped */
 int pc_server_run(struct pc_conf *conf)
 {
-    pc_conf_unref(conf);
-    pc_fatal("not yet");
+    struct pc_server *srv = calloc(1, sizeof(*srv));
+    struct pc_err err = {{0}};
+    int rc = 0;
+
+    if (srv == NULL)
+        pc_fatal("out of memory");
+    pc_log_init("portcullis", strcmp(conf->log, "syslog") == 0 ? PC_LOG_SYSLOG : PC_LOG_STDERR,
+                LOG_MAIL);
+    signal(SIGPIPE, SIG_IGN);
+    raise_nofile();
+    evthread_use_pthreads();
+    srv->base = event_base_new();
+    srv->conf = conf;
+    srv->svc.base = srv->base;
+    srv->svc.hostname = conf->hostname;
+    srv->svc.workers = pc_workers_create(srv->base, 2);
+    if (pc_conf_start(conf, &srv->svc, &err) < 0) {
+        pc_err("%s", err.msg);
+        return 1;
+    }
+    srv->nlisteners = conf->nlisteners;
+    srv->listeners = calloc(conf->nlisteners, sizeof(*srv->listeners));
+    for (size_t i = 0; i < conf->nlisteners; i++)
+        if (bind_listener(srv, &srv->listeners[i], &conf->listeners[i]) < 0)
+            return 1;
+    srv->sigterm = evsignal_new(srv->base, SIGTERM, on_stop, srv);
+    srv->sigint = evsignal_new(srv->base, SIGINT, on_stop, srv);
+    srv->sighup = evsignal_new(srv->base, SIGHUP, on_reload, srv);
+    evsignal_add(srv->sigterm, NULL);
+    evsignal_add(srv->sigint, NULL);
+    evsignal_add(srv->sighup, NULL);
+    pc_info("portcullis started: %s, %zu listeners", conf->path, conf->nlisteners);
+    if (event_base_dispatch(srv->base) < 0)
+        rc = 1;
+    pc_info("portcullis stopped");
+    for (size_t i = 0; i < srv->nlisteners; i++)
+        if (srv->listeners[i].evl)
+            evconnlistener_free(srv->listeners[i].evl);
+    free(srv->listeners);
+    event_free(srv->sigterm);
+    event_free(srv->sigint);
+    event_free(srv->sighup);
+    if (srv->grace)
+        event_free(srv->grace);
+    pc_workers_destroy(srv->svc.workers);
+    /* Sessions still open at exit are abandoned with the process: clients retry. */
+    if (srv->nconn == 0) {
+        pc_conf_unref(srv->conf);
+        event_base_free(srv->base);
+    }
+    free(srv);
+    return rc;
 }

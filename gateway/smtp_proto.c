@@ -1,0 +1,390 @@
+/*
+ * NAME
+ *	smtp_proto 3 - SMTP wire parsers and writers, free of I/O
+ * DESCRIPTION
+ *	See smtp_proto.h. The DATA decoder is the heart of the smuggling
+ *	defence: only CR LF . CR LF ends the data, a CR or LF that is not
+ *	part of a CR LF pair never reaches a content line (it ends the line,
+ *	and the flag it sets lets the session refuse the message), and the
+ *	encoder re-stuffs every line start towards the backend.
+ * SEE ALSO
+ *	RFC 5321 section 2.3.8, 4.1.1, 4.5.2; RFC 2920; "SMTP Smuggling" (SEC Consult, 2023)
+ */
+#include "gateway/smtp_proto.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "lib/pool.h"
+
+static const struct {
+    const char *name;
+    enum pc_verb verb;
+} pc_verbs[] = {
+    {"HELO", PC_VERB_HELO},         {"EHLO", PC_VERB_EHLO},     {"MAIL", PC_VERB_MAIL},
+    {"RCPT", PC_VERB_RCPT},         {"DATA", PC_VERB_DATA},     {"RSET", PC_VERB_RSET},
+    {"NOOP", PC_VERB_NOOP},         {"QUIT", PC_VERB_QUIT},     {"HELP", PC_VERB_HELP},
+    {"VRFY", PC_VERB_VRFY},         {"EXPN", PC_VERB_EXPN},     {"STARTTLS", PC_VERB_STARTTLS},
+    {"AUTH", PC_VERB_AUTH},         {"BDAT", PC_VERB_BDAT},     {"ETRN", PC_VERB_ETRN},
+    {"TURN", PC_VERB_OBSOLETE},     {"SEND", PC_VERB_OBSOLETE}, {"SOML", PC_VERB_OBSOLETE},
+    {"SAML", PC_VERB_OBSOLETE},     {"GET", PC_VERB_FORBIDDEN}, {"POST", PC_VERB_FORBIDDEN},
+    {"HEAD", PC_VERB_FORBIDDEN},    {"PUT", PC_VERB_FORBIDDEN}, {"CONNECT", PC_VERB_FORBIDDEN},
+    {"USER", PC_VERB_FORBIDDEN},    {"PASS", PC_VERB_FORBIDDEN},
+};
+
+/* pc_cmd_parse - verb and argument */
+const char *pc_cmd_parse(const char *line, size_t len, struct pc_cmd *cmd)
+{
+    size_t i = 0, v;
+
+    memset(cmd, 0, sizeof(*cmd));
+    cmd->arg = "";
+    for (size_t k = 0; k < len; k++) {
+        unsigned char c = (unsigned char)line[k];
+        /* Command lines are printable; UTF-8 is allowed in arguments (RFC 6531). */
+        if (c == 0 || c == '\r' || c == '\n' || (c < 0x20 && c != '\t') || c == 0x7f)
+            return "bad character in command";
+    }
+    while (i < len && line[i] == ' ')
+        i++;
+    for (v = 0; i < len && line[i] != ' '; i++, v++)
+        if (v < sizeof(cmd->name) - 1)
+            cmd->name[v] = (char)toupper((unsigned char)line[i]);
+    if (v == 0)
+        return "empty command";
+    cmd->name[v < sizeof(cmd->name) ? v : sizeof(cmd->name) - 1] = 0;
+    while (i < len && line[i] == ' ')
+        i++;
+    cmd->arg = line + i;
+    cmd->arg_len = len - i;
+    while (cmd->arg_len && (cmd->arg[cmd->arg_len - 1] == ' ' || cmd->arg[cmd->arg_len - 1] == '\t'))
+        cmd->arg_len--;
+    if (v >= sizeof(cmd->name))
+        return NULL; /* too long for any verb we know: PC_VERB_UNKNOWN */
+    for (size_t k = 0; k < sizeof(pc_verbs) / sizeof(pc_verbs[0]); k++)
+        if (strcmp(cmd->name, pc_verbs[k].name) == 0) {
+            cmd->verb = pc_verbs[k].verb;
+            break;
+        }
+    return NULL;
+}
+
+/* pc_xtext_valid - RFC 3461 xtext: printable ASCII, '+' introduces two upper hex digits */
+bool pc_xtext_valid(const char *s)
+{
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '+') {
+            if (!isxdigit((unsigned char)s[1]) || !isxdigit((unsigned char)s[2]))
+                return false;
+            s += 2;
+        } else if (c < 33 || c > 126 || c == '=') {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* param_key_valid - esmtp-keyword = (ALPHA / DIGIT) *(ALPHA / DIGIT / "-") */
+static bool param_key_valid(const char *k)
+{
+    if (!isalnum((unsigned char)*k))
+        return false;
+    for (; *k; k++)
+        if (!isalnum((unsigned char)*k) && *k != '-')
+            return false;
+    return true;
+}
+
+/* param_value_valid - esmtp-value = 1*(%d33-60 / %d62-126), UTF-8 tolerated (RFC 6531) */
+static bool param_value_valid(const char *v)
+{
+    if (*v == 0)
+        return false;
+    for (; *v; v++) {
+        unsigned char c = (unsigned char)*v;
+        if (c < 33 || c == '=' || c == 127)
+            return false;
+    }
+    return true;
+}
+
+/* pc_path_args_parse - MAIL and RCPT arguments */
+const char *pc_path_args_parse(const char *arg, size_t len, const char *keyword,
+                               struct pc_pool *pool, struct pc_path_args *pa, const char **enh)
+{
+    size_t kl = strlen(keyword), end, i;
+    const char *why;
+
+    memset(pa, 0, sizeof(*pa));
+    pa->params_text = "";
+    *enh = "5.5.4";
+    if (len < kl || strncasecmp(arg, keyword, kl) != 0)
+        return keyword[0] == 'F' ? "Syntax: MAIL FROM:<address>" : "Syntax: RCPT TO:<address>";
+    i = kl;
+    /* RFC 5321 has no space after the colon; many clients send one, Postfix accepts it. */
+    while (i < len && arg[i] == ' ')
+        i++;
+    why = pc_path_parse(arg + i, len - i, pool, &pa->mb, &end);
+    if (why) {
+        *enh = keyword[0] == 'F' ? "5.1.7" : "5.1.3";
+        return why;
+    }
+    i += end;
+    if (i < len && arg[i] != ' ')
+        return "garbage after the address";
+    while (i < len && arg[i] == ' ')
+        i++;
+    pa->params_text = pc_pool_strndup(pool, arg + i, len - i);
+    char *work = pc_pool_strdup(pool, pa->params_text), *save = NULL;
+    for (char *tok = strtok_r(work, " ", &save); tok; tok = strtok_r(NULL, " ", &save)) {
+        if (pa->nparams == PC_MAX_PARAMS)
+            return "too many parameters";
+        char *eq = strchr(tok, '=');
+        if (eq)
+            *eq = 0;
+        if (!param_key_valid(tok) || (eq && !param_value_valid(eq + 1)))
+            return "bad parameter syntax";
+        for (char *p = tok; *p; p++)
+            *p = (char)toupper((unsigned char)*p);
+        for (size_t k = 0; k < pa->nparams; k++)
+            if (strcmp(pa->params[k].key, tok) == 0)
+                return "duplicate parameter";
+        pa->params[pa->nparams].key = tok;
+        pa->params[pa->nparams].value = eq ? eq + 1 : NULL;
+        pa->nparams++;
+    }
+    return NULL;
+}
+
+/* pc_param_get - a parameter's value; *present tells a valueless one from an absent one */
+const char *pc_param_get(const struct pc_path_args *pa, const char *key, bool *present)
+{
+    for (size_t i = 0; i < pa->nparams; i++)
+        if (strcasecmp(pa->params[i].key, key) == 0) {
+            if (present)
+                *present = true;
+            return pa->params[i].value;
+        }
+    if (present)
+        *present = false;
+    return NULL;
+}
+
+/* pc_data_init - decoder at the start of the content */
+void pc_data_init(struct pc_data *d, size_t max_line)
+{
+    memset(d, 0, sizeof(*d));
+    pc_buf_init(&d->line, 0);
+    d->max_line = max_line;
+    d->after_crlf = true; /* the DATA command's own CRLF precedes the first line */
+}
+
+/* pc_data_free - release the line buffer */
+void pc_data_free(struct pc_data *d)
+{
+    pc_buf_free(&d->line);
+}
+
+/* line_end - a line is complete; real says it ended in CR LF. 1 = end of data, -1 = emit error */
+static int line_end(struct pc_data *d, bool real, pc_data_emit *emit, void *arg)
+{
+    const char *p = d->line.data ? d->line.data : "";
+    size_t n = d->line.len;
+    int rc = 0;
+
+    if (n == 1 && p[0] == '.' && real && d->after_crlf) {
+        d->done = true;
+        rc = 1;
+    } else {
+        /* Unstuff: a leading dot with more after it is removed (RFC 5321 4.5.2). */
+        if (n > 1 && p[0] == '.') {
+            p++;
+            n--;
+        }
+        if (emit(arg, p, n) < 0)
+            rc = -1;
+    }
+    pc_buf_reset(&d->line);
+    d->after_crlf = real;
+    d->skipping = false;
+    return rc;
+}
+
+/* line_add - content bytes of the current line, bounded */
+static void line_add(struct pc_data *d, const char *p, size_t n)
+{
+    if (d->skipping)
+        return;
+    if (d->line.len + n > d->max_line) {
+        d->flags |= PC_DATA_LONG_LINE;
+        d->skipping = true;
+        return;
+    }
+    pc_buf_append(&d->line, p, n);
+}
+
+/* pc_data_feed - decode wire bytes */
+size_t pc_data_feed(struct pc_data *d, const char *p, size_t n, pc_data_emit *emit, void *arg)
+{
+    size_t i = 0;
+
+    while (i < n && !d->done) {
+        if (d->cr) {
+            d->cr = false;
+            if (p[i] == '\n') {
+                i++;
+                if (line_end(d, true, emit, arg) != 0)
+                    break;
+                continue;
+            }
+            /* A CR not followed by LF: it ends the line but is not a line ending. */
+            d->flags |= PC_DATA_BARE_CR;
+            if (line_end(d, false, emit, arg) < 0)
+                break;
+            continue;
+        }
+        /* Copy the run up to the next CR or LF in one go. */
+        size_t k = i;
+        while (k < n && p[k] != '\r' && p[k] != '\n')
+            k++;
+        if (k > i)
+            line_add(d, p + i, k - i);
+        i = k;
+        if (i == n)
+            break;
+        if (p[i] == '\r') {
+            d->cr = true;
+            i++;
+            continue;
+        }
+        /* A bare LF. */
+        d->flags |= PC_DATA_BARE_LF;
+        i++;
+        if (line_end(d, false, emit, arg) < 0)
+            break;
+    }
+    d->bytes += i;
+    return i;
+}
+
+/* pc_stuff_init - at the beginning of the message */
+void pc_stuff_init(struct pc_stuffer *st)
+{
+    st->bol = true;
+}
+
+/* pc_stuff - dot-stuff a CRLF-clean stream */
+bool pc_stuff(struct pc_stuffer *st, const char *p, size_t n, struct pc_buf *out)
+{
+    size_t start = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        if (st->bol && p[i] == '.') {
+            if (!pc_buf_append(out, p + start, i - start) || !pc_buf_putc(out, '.'))
+                return false;
+            start = i;
+        }
+        st->bol = p[i] == '\n';
+    }
+    return pc_buf_append(out, p + start, n - start);
+}
+
+/* pc_reply_format - the one reply writer */
+int pc_reply_format(struct pc_buf *out, int code, const struct pc_enh *enh, const char *text,
+                    const struct pc_reply_opts *o)
+{
+    struct pc_enh e = {0, 0, 0};
+    char es[16] = "";
+
+    if (code < 200 || code > 599)
+        code = 451; /* a bug upstream must still produce a valid, retryable reply */
+    if (o && o->soft_bounce && code / 100 == 5)
+        code = code == 554 || code == 552 || code == 553 ? 450 : code - 100;
+    if (enh) {
+        e = *enh;
+        /* RFC 3463 section 2: the class of the enhanced code equals the reply's. */
+        if (code / 100 == 3)
+            e.cls = 2;
+        else
+            e.cls = (uint8_t)(code / 100);
+        snprintf(es, sizeof(es), "%u.%u.%u ", e.cls, e.subject, e.detail);
+    }
+    const char *p = text && *text ? text : "";
+    do {
+        const char *nl = strchr(p, '\n');
+        size_t len = nl ? (size_t)(nl - p) : strlen(p);
+        pc_buf_printf(out, "%03d%c%s", code, nl ? '-' : ' ', es);
+        for (size_t i = 0; i < len && i < 500; i++) {
+            unsigned char c = (unsigned char)p[i];
+            pc_buf_putc(out, (c < 0x20 || c == 0x7f) ? ' ' : (char)c);
+        }
+        pc_buf_append(out, "\r\n", 2);
+        p = nl ? nl + 1 : NULL;
+    } while (p);
+    return code;
+}
+
+/* pc_reply_parse_line - "250-text", "250 2.0.0 text" */
+int pc_reply_parse_line(struct pc_reply *r, const char *line, size_t len)
+{
+    if (len < 3 || !isdigit((unsigned char)line[0]) || !isdigit((unsigned char)line[1]) ||
+        !isdigit((unsigned char)line[2]) || (len > 3 && line[3] != ' ' && line[3] != '-'))
+        return -1;
+    int code = (line[0] - '0') * 100 + (line[1] - '0') * 10 + (line[2] - '0');
+    if (code < 200 || code > 599 || (r->code && r->code != code))
+        return -1;
+    bool first = r->code == 0;
+    r->code = code;
+    const char *t = len > 4 ? line + 4 : "";
+    size_t tl = len > 4 ? len - 4 : 0;
+    /* Strip an enhanced code of the reply's class from the first line. */
+    if (tl >= 5 && first) {
+        char tmp[16];
+        size_t k = 0;
+        while (k < tl && k < sizeof(tmp) - 1 && t[k] != ' ')
+            tmp[k] = t[k], k++;
+        tmp[k] = 0;
+        struct pc_enh e;
+        if (pc_enh_parse(tmp, &e) && e.cls == code / 100) {
+            r->enh = e;
+            t += k;
+            tl -= k;
+            while (tl && *t == ' ')
+                t++, tl--;
+        }
+    } else if (!first && tl >= 5) {
+        /* Continuation lines repeat the enhanced code; drop it. */
+        size_t k = 0;
+        while (k < tl && t[k] != ' ')
+            k++;
+        char tmp[16];
+        if (k < sizeof(tmp)) {
+            memcpy(tmp, t, k);
+            tmp[k] = 0;
+            struct pc_enh e;
+            if (pc_enh_parse(tmp, &e)) {
+                t += k;
+                tl -= k;
+                while (tl && *t == ' ')
+                    t++, tl--;
+            }
+        }
+    }
+    size_t have = strlen(r->text);
+    if (!first && have + 1 < sizeof(r->text))
+        r->text[have++] = '\n';
+    for (size_t i = 0; i < tl && have + 1 < sizeof(r->text); i++) {
+        unsigned char c = (unsigned char)t[i];
+        r->text[have++] = (c < 0x20 || c == 0x7f) ? ' ' : (char)c;
+    }
+    r->text[have] = 0;
+    if (len == 3 || line[3] == ' ') {
+        r->complete = true;
+        return 1;
+    }
+    return 0;
+}

@@ -1,0 +1,1133 @@
+/*
+ * NAME
+ *	smtp_server 3 - the SMTP front door: one client connection
+ * DESCRIPTION
+ *	A command table drives the session: each verb is checked (syntax,
+ *	sequence, limits), then its filter stage runs, then it proceeds (to
+ *	the backend, or to a reply). Filters never see SMTP syntax errors.
+ *	While a stage or the backend is pending, reading stops; the pending
+ *	work's completion resumes the state machine and the input loop.
+ *
+ *	Before-queue promise: the client hears 250 for a message only after
+ *	the backend said 250 for it. Every failure on our side or the
+ *	backend's after MAIL is a 4xx.
+ *
+ *	A session is never freed inside one of its own callbacks: closing
+ *	marks it and a zero-timeout event frees it from the loop.
+ * SEE ALSO
+ *	RFC 5321, RFC 2920 (PIPELINING), RFC 1870 (SIZE), RFC 6531, RFC 3461
+ */
+#include "gateway/smtp_server.h"
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include "filters/filter.h"
+#include "gateway/backend.h"
+#include "gateway/conf.h"
+#include "gateway/session.h"
+#include "gateway/smtp_proto.h"
+#include "lib/log.h"
+#include "lib/pool.h"
+#include "policy/chain.h"
+
+enum sm_state { SM_CONNECT, SM_CMD, SM_DATA, SM_CLOSING };
+
+/* What a client may have buffered while we are busy: a few pipelined command groups. */
+#define PC_SMTP_READ_MAX 131072
+
+struct pc_smtp {
+    struct pc_session *s;
+    const struct pc_listener_conf *lc;
+    const struct pc_conf *conf;
+    struct bufferevent *bev;
+    struct pc_backend *be;
+    bool be_in_txn; /* the backend has our MAIL for the open transaction */
+    enum pc_verb be_wait; /* which command's backend reply we wait for */
+    enum sm_state state;
+    bool busy;    /* a stage or the backend is pending: do not read */
+    bool refused; /* greeted with 554: only QUIT is served (RFC 5321 3.1) */
+    bool closing;
+    bool too_big;
+    bool discard_all;
+    struct pc_verdict txn_delayed; /* a MAIL-stage refusal held until RCPT */
+    unsigned errors, ncmds;
+    unsigned counts[PC_VERB_FORBIDDEN + 1];
+    bool skipping_line;
+    bool in_input; /* inside process_input(): resume() must not recurse into it */
+    struct pc_data data;
+    struct pc_path_args pa;
+    struct event *free_ev;
+    pc_smtp_closed_fn *on_closed;
+    void *closed_arg;
+    struct pc_buf out;
+};
+
+static void process_input(struct pc_smtp *);
+static void smtp_close(struct pc_smtp *);
+static void eom_next(struct pc_smtp *, enum pc_stage done);
+static void stage_done(struct pc_session *, enum pc_stage, struct pc_verdict *);
+static void send_mail(struct pc_smtp *);
+
+static const struct pc_door pc_smtp_door = {"smtp", stage_done};
+
+static const char *const verb_names[] = {
+    "unknown", "helo", "ehlo", "mail",     "rcpt", "data", "rset", "noop", "quit",
+    "help",    "vrfy", "expn", "starttls", "auth", "bdat", "etrn", "obsolete", "forbidden"};
+
+/* tv_ms - milliseconds to timeval */
+static struct timeval tv_ms(unsigned ms)
+{
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    return tv;
+}
+
+/* reply - the one place that writes a reply to the client */
+static void reply(struct pc_smtp *c, int code, const char *enh, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void reply_text(struct pc_smtp *c, int code, const struct pc_enh *e, const char *text)
+{
+    struct pc_reply_opts o = {.soft_bounce = c->conf->soft_bounce};
+
+    if (c->closing || c->bev == NULL)
+        return;
+    pc_buf_reset(&c->out);
+    int sent = pc_reply_format(&c->out, code, e, text, &o);
+    bufferevent_write(c->bev, c->out.data, c->out.len);
+    if (sent >= 400)
+        c->errors++;
+    if (sent == 421) {
+        /* 421 means we are closing the transmission channel (RFC 5321 3.8). */
+        smtp_close(c);
+        return;
+    }
+    if (c->errors >= c->conf->limits.max_errors && sent >= 400) {
+        pc_info("%s: too many errors from %s[%s]", c->s->sid, c->s->client.name,
+                c->s->client.addr);
+        struct pc_enh e2 = {4, 7, 0};
+        pc_buf_reset(&c->out);
+        pc_reply_format(&c->out, 421, &e2, "Error: too many errors", &o);
+        bufferevent_write(c->bev, c->out.data, c->out.len);
+        smtp_close(c);
+    }
+}
+
+static void reply(struct pc_smtp *c, int code, const char *enh, const char *fmt, ...)
+{
+    char text[1024];
+    struct pc_enh e;
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof(text), fmt, ap);
+    va_end(ap);
+    reply_text(c, code, enh && pc_enh_parse(enh, &e) ? &e : NULL, text);
+}
+
+/* reply_verdict - a filter's decision */
+static void reply_verdict(struct pc_smtp *c, const struct pc_verdict *v)
+{
+    reply_text(c, v->code, &v->enh, v->text);
+    if (v->action == PC_DISCONNECT)
+        smtp_close(c);
+}
+
+/* reply_backend - relay the backend's reply; our default enhanced code when it sent none */
+static void reply_backend(struct pc_smtp *c, const struct pc_backend_result *r, const char *dflt)
+{
+    struct pc_enh e;
+
+    if (r->reply.enh.cls)
+        e = r->reply.enh;
+    else
+        pc_enh_parse(dflt, &e);
+    reply_text(c, r->reply.code, &e, r->reply.text);
+}
+
+/* on_free - free the session from the loop, outside its callbacks */
+static void on_free(evutil_socket_t fd, short what, void *arg)
+{
+    struct pc_smtp *c = arg;
+    struct pc_ip ip = c->s->client.ip;
+    char line[512];
+    size_t o = 0;
+
+    (void)fd, (void)what;
+    for (int v = 1; v <= PC_VERB_FORBIDDEN && o < sizeof(line) - 40; v++)
+        if (c->counts[v])
+            o += (size_t)snprintf(line + o, sizeof(line) - o, " %s=%u", verb_names[v],
+                                  c->counts[v]);
+    line[o] = 0;
+    pc_info("%s: disconnect from %s[%s]%s commands=%u", c->s->sid, c->s->client.name,
+            c->s->client.addr, line, c->ncmds);
+    pc_backend_free(c->be);
+    pc_session_free(c->s);
+    if (c->bev)
+        bufferevent_free(c->bev);
+    pc_data_free(&c->data);
+    pc_buf_free(&c->out);
+    event_free(c->free_ev);
+    pc_smtp_closed_fn *cb = c->on_closed;
+    void *arg2 = c->closed_arg;
+    free(c);
+    if (cb)
+        cb(arg2, &ip);
+}
+
+/* free_now - schedule the free */
+static void free_now(struct pc_smtp *c)
+{
+    c->state = SM_CLOSING;
+    c->closing = true;
+    if (c->bev)
+        bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+    event_active(c->free_ev, 0, 0);
+}
+
+/* smtp_close - stop reading, flush what we said, then free */
+static void smtp_close(struct pc_smtp *c)
+{
+    if (c->state == SM_CLOSING)
+        return;
+    c->state = SM_CLOSING;
+    bufferevent_disable(c->bev, EV_READ);
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    if (evbuffer_get_length(out) == 0) {
+        free_now(c);
+        return;
+    }
+    struct timeval wt = tv_ms(c->conf->timeouts.command);
+    bufferevent_set_timeouts(c->bev, NULL, &wt);
+    bufferevent_enable(c->bev, EV_WRITE);
+}
+
+/* txn_end - forget the transaction; the backend must not keep half of it */
+static void txn_end(struct pc_smtp *c)
+{
+    if (c->be_in_txn) {
+        /* Closing is simpler than a RSET round trip and can never deliver. */
+        pc_backend_free(c->be);
+        c->be = NULL;
+        c->be_in_txn = false;
+    }
+    pc_txn_free(c->s);
+    pc_verdict_clear(&c->txn_delayed);
+    c->too_big = false;
+}
+
+/* resume - the pending step is over: process what the client sent meanwhile */
+static void resume(struct pc_smtp *c)
+{
+    c->busy = false;
+    if (c->state == SM_CLOSING)
+        return;
+    if (!c->in_input)
+        process_input(c);
+}
+
+/* wait_for - a stage or the backend is pending: stop processing input. Reading stays
+ * enabled (toggling it costs two epoll_ctl calls per command); the read high watermark
+ * bounds what a client can make us buffer meanwhile, and on_event ignores the command
+ * timeout while busy, since the backend and every filter have timeouts of their own. */
+static void wait_for(struct pc_smtp *c)
+{
+    c->busy = true;
+}
+
+/* delayable - may this refusal wait until RCPT (Postfix's smtpd_delay_reject) */
+static bool delayable(const struct pc_smtp *c, const struct pc_verdict *v)
+{
+    return c->conf->delay_reject && (v->action == PC_REJECT || v->action == PC_TEMPFAIL);
+}
+
+/* greet - after the connect stage */
+static void greet(struct pc_smtp *c, struct pc_verdict *v)
+{
+    struct pc_session *s = c->s;
+    char peek;
+    int fd = bufferevent_getfd(c->bev);
+
+    /* A client that talks before the greeting is not an SMTP client (RFC 5321 3.1). */
+    if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0 ||
+        recv(fd, &peek, 1, MSG_PEEK | MSG_DONTWAIT) == 1) {
+        pc_info("%s: improper command pipelining: client %s[%s] talked before the greeting",
+                s->sid, s->client.name, s->client.addr);
+        reply(c, 554, "5.5.0", "Error: SMTP protocol synchronization");
+        smtp_close(c);
+        return;
+    }
+    c->state = SM_CMD;
+    if (v->action == PC_CONTINUE || v->action == PC_DISCARD || delayable(c, v)) {
+        if (v->action == PC_DISCARD)
+            c->discard_all = true;
+        else if (v->action != PC_CONTINUE)
+            s->delayed = *v;
+        reply(c, 220, NULL, "%s %s", c->conf->hostname, c->conf->banner);
+    } else if (v->action == PC_REJECT) {
+        reply_verdict(c, v);
+        c->refused = true;
+    } else {
+        /* Tempfail or disconnect at connect: a 421 greeting closes the channel. */
+        v->code = 421;
+        reply_verdict(c, v);
+        return;
+    }
+    resume(c);
+}
+
+/* ehlo_reply - our extensions (RFC 5321 4.1.1.1) */
+static void ehlo_reply(struct pc_smtp *c)
+{
+    char text[512];
+    unsigned ext = c->be ? pc_backend_ext(c->be) : pc_backend_known_ext(c->lc->backend);
+
+    snprintf(text, sizeof(text),
+             "%s\nPIPELINING\nSIZE %zu\n8BITMIME\nENHANCEDSTATUSCODES%s%s", c->conf->hostname,
+             c->conf->limits.max_message_size,
+             (c->conf->smtputf8 && (ext & PC_EXT_SMTPUTF8)) ? "\nSMTPUTF8" : "",
+             (ext & PC_EXT_DSN) ? "\nDSN" : "");
+    reply_text(c, 250, NULL, text);
+}
+
+/* helo_done - after the HELO stage */
+static void helo_done(struct pc_smtp *c, struct pc_verdict *v, bool ehlo)
+{
+    if (v->action == PC_CONTINUE || v->action == PC_DISCARD) {
+        if (v->action == PC_DISCARD)
+            c->discard_all = true;
+        if (ehlo)
+            ehlo_reply(c);
+        else
+            reply(c, 250, NULL, "%s", c->conf->hostname);
+    } else if (delayable(c, v)) {
+        c->s->delayed = *v;
+        if (ehlo)
+            ehlo_reply(c);
+        else
+            reply(c, 250, NULL, "%s", c->conf->hostname);
+    } else {
+        c->s->helo = NULL;
+        reply_verdict(c, v);
+    }
+}
+
+/* cmd_helo - HELO and EHLO */
+static void cmd_helo(struct pc_smtp *c, const struct pc_cmd *cmd, bool ehlo)
+{
+    struct pc_session *s = c->s;
+    struct pc_verdict v;
+
+    if (cmd->arg_len == 0) {
+        reply(c, 501, "5.5.4", "Syntax: %s hostname", ehlo ? "EHLO" : "HELO");
+        return;
+    }
+    txn_end(c);
+    /* Keep the first word, printable and bounded: it goes into logs and Received. */
+    size_t n = 0;
+    while (n < cmd->arg_len && cmd->arg[n] != ' ')
+        n++;
+    char *helo = pc_pool_alloc(s->pool, (n > PC_HOSTNAME_MAX ? PC_HOSTNAME_MAX : n) + 1);
+    pc_printable_copy(helo, (n > PC_HOSTNAME_MAX ? PC_HOSTNAME_MAX : n) + 1, cmd->arg, n);
+    s->helo = helo;
+    s->esmtp = ehlo;
+    enum pc_action a = pc_chain_run(s, PC_STAGE_HELO, &v);
+    if (a == PC_PENDING) {
+        wait_for(c);
+        return;
+    }
+    helo_done(c, &v, ehlo);
+}
+
+/* mail_backend_done - the backend answered our MAIL */
+static void mail_backend_done(struct pc_smtp *c, struct pc_backend_result *r)
+{
+    if (r->reply.code / 100 == 2) {
+        c->be_in_txn = true;
+        reply_backend(c, r, "2.1.0");
+    } else {
+        pc_info("%s: reject: MAIL from %s[%s]: %d %s; from=<%s> relay=%s", c->s->txn->id,
+                c->s->client.name, c->s->client.addr, r->reply.code, r->reply.text,
+                c->s->txn->from.addr, r->relay);
+        reply_backend(c, r, r->reply.code / 100 == 4 ? "4.0.0" : "5.0.0");
+        txn_end(c);
+    }
+}
+
+/* mail_done - after the MAIL stage */
+static void mail_done(struct pc_smtp *c, struct pc_verdict *v)
+{
+    struct pc_txn *t = c->s->txn;
+
+    switch (v->action) {
+    case PC_CONTINUE:
+        break;
+    case PC_DISCARD:
+        t->discard = true;
+        reply(c, 250, "2.1.0", "Ok");
+        return;
+    case PC_REJECT:
+    case PC_TEMPFAIL:
+        if (delayable(c, v)) {
+            c->txn_delayed = *v;
+            reply(c, 250, "2.1.0", "Ok");
+            return;
+        }
+        reply_verdict(c, v);
+        txn_end(c);
+        return;
+    default:
+        reply_verdict(c, v);
+        txn_end(c);
+        return;
+    }
+    if (c->discard_all) {
+        t->discard = true;
+        reply(c, 250, "2.1.0", "Ok");
+        return;
+    }
+    send_mail(c);
+}
+
+/* send_mail - MAIL to the backend, opening it when needed */
+static void send_mail(struct pc_smtp *c)
+{
+    struct pc_txn *t = c->s->txn;
+    struct pc_buf line;
+
+    pc_buf_init(&line, 0);
+    pc_buf_printf(&line, "MAIL FROM:<%s>", t->from.addr);
+    c->be_wait = PC_VERB_MAIL;
+    wait_for(c);
+    pc_backend_command(c->be, line.data, c->pa.params, c->pa.nparams);
+    pc_buf_free(&line);
+}
+
+/* rcpt_refuse_delayed - a held connect/HELO/MAIL refusal answers this RCPT */
+static bool rcpt_refuse_delayed(struct pc_smtp *c)
+{
+    const struct pc_verdict *v = c->txn_delayed.action ? &c->txn_delayed
+                                 : c->s->delayed.action ? &c->s->delayed
+                                                        : NULL;
+    if (v == NULL)
+        return false;
+    pc_info("%s: %s: RCPT from %s[%s]: %d %s; from=<%s> to=<%s> filter=%s (delayed)",
+            c->s->txn->id, pc_action_name(v->action), c->s->client.name, c->s->client.addr,
+            v->code, v->text, c->s->txn->from.addr, c->s->txn->cur_rcpt->mb.addr,
+            v->filter ? v->filter : "-");
+    reply_text(c, v->code, &v->enh, v->text);
+    return true;
+}
+
+/* rcpt_done - after the RCPT stage */
+static void rcpt_done(struct pc_smtp *c, struct pc_verdict *v)
+{
+    struct pc_txn *t = c->s->txn;
+    struct pc_rcpt *r = t->cur_rcpt;
+
+    if (v->action == PC_DISCARD) {
+        t->discard = true;
+    } else if (v->action != PC_CONTINUE) {
+        reply_verdict(c, v);
+        return;
+    }
+    if (!(r->flags & PC_RCPT_RELAY_OK)) {
+        /* No filter authorised this recipient: an empty chain relays nothing. */
+        pc_info("%s: reject: RCPT from %s[%s]: 554 5.7.1 <%s>: Relay access denied; from=<%s> "
+                "to=<%s> filter=core",
+                t->id, c->s->client.name, c->s->client.addr, r->mb.addr, t->from.addr,
+                r->mb.addr);
+        reply(c, 554, "5.7.1", "<%s>: Relay access denied", r->mb.addr);
+        return;
+    }
+    if (t->discard) {
+        r->flags |= PC_RCPT_ACCEPTED;
+        t->naccepted++;
+        reply(c, 250, "2.1.5", "Ok");
+        return;
+    }
+    struct pc_buf line;
+    pc_buf_init(&line, 0);
+    pc_buf_printf(&line, "RCPT TO:<%s>", r->mb.addr);
+    c->be_wait = PC_VERB_RCPT;
+    wait_for(c);
+    pc_backend_command(c->be, line.data, c->pa.params, c->pa.nparams);
+    pc_buf_free(&line);
+}
+
+/* rcpt_backend_done - the backend answered our RCPT */
+static void rcpt_backend_done(struct pc_smtp *c, struct pc_backend_result *r)
+{
+    struct pc_txn *t = c->s->txn;
+
+    if (r->reply.code / 100 == 2) {
+        t->cur_rcpt->flags |= PC_RCPT_ACCEPTED;
+        t->naccepted++;
+        reply_backend(c, r, "2.1.5");
+        return;
+    }
+    pc_info("%s: reject: RCPT from %s[%s]: %d %s; from=<%s> to=<%s> relay=%s", t->id,
+            c->s->client.name, c->s->client.addr, r->reply.code, r->reply.text, t->from.addr,
+            t->cur_rcpt->mb.addr, r->relay);
+    reply_backend(c, r, r->reply.code / 100 == 4 ? "4.0.0" : "5.0.0");
+    if (r->local) {
+        /* The backend went away: this transaction cannot go on. */
+        c->be_in_txn = false;
+        pc_backend_free(c->be);
+        c->be = NULL;
+        txn_end(c);
+    }
+}
+
+/* received_header - our trace field (RFC 5321 4.4) */
+static char *received_header(struct pc_smtp *c)
+{
+    struct pc_session *s = c->s;
+    struct pc_txn *t = s->txn;
+    char date[64], forc[PC_PATH_MAX + 16] = "";
+    time_t now = time(NULL);
+    struct tm tm;
+
+    localtime_r(&now, &tm);
+    strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S %z", &tm);
+    if (t->naccepted == 1)
+        for (size_t i = 0; i < t->nrcpt; i++)
+            if (t->rcpts[i].flags & PC_RCPT_ACCEPTED)
+                snprintf(forc, sizeof(forc), "\r\n\tfor <%s>", t->rcpts[i].mb.addr);
+    return pc_pool_printf(t->pool,
+                          "Received: from %s (%s [%s])\r\n\tby %s (portcullis) with %s%s%s id "
+                          "%s%s;\r\n\t%s\r\n",
+                          s->helo ? s->helo : "unknown", s->client.name, s->client.addr,
+                          c->conf->hostname, t->smtputf8 ? "UTF8" : "", s->esmtp ? "ESMTP" : "SMTP",
+                          s->tls ? (s->auth_user ? "SA" : "S") : (s->auth_user ? "A" : ""), t->id,
+                          forc, date);
+}
+
+/* log_delivery - one line per delivered (or refused) message */
+static void log_delivery(struct pc_smtp *c, const char *status, int code, const char *text,
+                         const char *relay)
+{
+    struct pc_txn *t = c->s->txn;
+    char to[1024];
+    size_t o = 0;
+
+    to[0] = 0;
+    for (size_t i = 0; i < t->nrcpt && o < sizeof(to) - 8; i++)
+        if (t->rcpts[i].flags & PC_RCPT_ACCEPTED)
+            o += (size_t)snprintf(to + o, sizeof(to) - o, "%s<%s>", o ? "," : "",
+                                  t->rcpts[i].mb.addr);
+    pc_info("%s: from=<%s>, to=%s, size=%zu, client=%s[%s], relay=%s, status=%s (%d %s)", t->id,
+            t->from.addr, to, t->msg.size, c->s->client.name, c->s->client.addr, relay, status,
+            code, text);
+}
+
+/* eom_backend_done - the backend's answer to the message */
+static void eom_backend_done(struct pc_smtp *c, struct pc_backend_result *r)
+{
+    int code = r->reply.code;
+
+    c->be_in_txn = false;
+    log_delivery(c, code / 100 == 2 ? "sent" : code / 100 == 4 ? "deferred" : "bounced", code,
+                 r->reply.text, r->relay);
+    if (code / 100 == 2 && !r->local)
+        reply_backend(c, r, "2.0.0");
+    else if (code / 100 == 5 && !r->local)
+        reply_backend(c, r, "5.0.0");
+    else if (code / 100 == 4)
+        reply_backend(c, r, "4.0.0");
+    else
+        reply(c, 451, "4.3.0", "Error: unexpected backend reply, try again later");
+    if (r->local) {
+        pc_backend_free(c->be);
+        c->be = NULL;
+    }
+    txn_end(c);
+}
+
+/* backend_cb - every backend answer, by the command that waits for it */
+static void backend_cb(void *arg, struct pc_backend_result *r)
+{
+    struct pc_smtp *c = arg;
+    enum pc_verb w = c->be_wait;
+
+    c->be_wait = PC_VERB_UNKNOWN;
+    if (c->closing || c->s->txn == NULL)
+        return;
+    if (w == PC_VERB_MAIL)
+        mail_backend_done(c, r);
+    else if (w == PC_VERB_RCPT)
+        rcpt_backend_done(c, r);
+    else if (w == PC_VERB_DATA)
+        eom_backend_done(c, r);
+    else
+        return;
+    resume(c);
+}
+
+/* data_done - after the DATA stage: go ahead */
+static void data_done(struct pc_smtp *c, struct pc_verdict *v)
+{
+    if (v->action == PC_DISCARD)
+        c->s->txn->discard = true;
+    else if (v->action != PC_CONTINUE) {
+        reply_verdict(c, v);
+        txn_end(c);
+        return;
+    }
+    reply(c, 354, NULL, "End data with <CR><LF>.<CR><LF>");
+    pc_data_init(&c->data, c->conf->limits.max_line_length);
+    c->state = SM_DATA;
+    struct timeval rt = tv_ms(c->conf->timeouts.data);
+    bufferevent_set_timeouts(c->bev, &rt, &rt);
+}
+
+/* data_line - a decoded content line into the spool */
+static int data_line(void *arg, const char *line, size_t len)
+{
+    struct pc_smtp *c = arg;
+    struct pc_txn *t = c->s->txn;
+
+    if (c->too_big)
+        return 0;
+    if (t->msg.size + len + 2 > c->conf->limits.max_message_size) {
+        c->too_big = true;
+        return 0;
+    }
+    return pc_msg_line(&t->msg, line, len);
+}
+
+/* end_of_data - the final dot: check, run the message stages */
+static void end_of_data(struct pc_smtp *c)
+{
+    struct pc_txn *t = c->s->txn;
+    const char *why = NULL, *enh = NULL;
+    int code = 0;
+
+    c->state = SM_CMD;
+    pc_data_free(&c->data);
+    struct timeval rt = tv_ms(c->conf->timeouts.command);
+    bufferevent_set_timeouts(c->bev, &rt, &rt);
+    if (pc_msg_finish(&t->msg) < 0 || t->msg.io_error)
+        code = 451, enh = "4.3.0", why = "Error: queue file write error";
+    else if (c->too_big)
+        code = 552, enh = "5.3.4", why = "Error: message file too big";
+    else if (t->msg.header_overflow)
+        code = 552, enh = "5.3.4", why = "Error: message header size or count exceeds limit";
+    else if (c->data.flags & PC_DATA_LONG_LINE)
+        code = 552, enh = "5.3.4", why = "Error: message line too long";
+    else if ((c->data.flags & (PC_DATA_BARE_CR | PC_DATA_BARE_LF)) &&
+             c->conf->bare_newline == PC_BARE_REJECT)
+        code = 550, enh = "5.6.0",
+        why = "Error: bare CR or LF in message; lines must end with CR LF (RFC 5321 2.3.8)";
+    if (why) {
+        pc_info("%s: reject: END-OF-MESSAGE from %s[%s]: %d %s %s; from=<%s>", t->id,
+                c->s->client.name, c->s->client.addr, code, enh, why, t->from.addr);
+        reply(c, code, enh, "%s", why);
+        txn_end(c);
+        return;
+    }
+    if (c->data.flags & (PC_DATA_BARE_CR | PC_DATA_BARE_LF))
+        pc_info("%s: bare CR or LF in message normalised to CR LF", t->id);
+    wait_for(c);
+    eom_next(c, PC_STAGE_DATA);
+}
+
+/* eom_finish - the message stages are over: deliver, discard or refuse */
+static void eom_finish(struct pc_smtp *c, struct pc_verdict *v)
+{
+    struct pc_txn *t = c->s->txn;
+
+    if (v->action == PC_DISCARD || (v->action == PC_CONTINUE && t->discard)) {
+        log_delivery(c, "discarded", 250, "Ok", "none");
+        reply(c, 250, "2.0.0", "Ok: queued as %s", t->id);
+        txn_end(c);
+        resume(c);
+        return;
+    }
+    if (v->action != PC_CONTINUE) {
+        reply_verdict(c, v);
+        txn_end(c);
+        resume(c);
+        return;
+    }
+    c->be_wait = PC_VERB_DATA;
+    pc_backend_data(c->be, received_header(c));
+}
+
+/* eom_next - run the message stages in order after "done" */
+static void eom_next(struct pc_smtp *c, enum pc_stage done)
+{
+    struct pc_verdict v;
+
+    for (enum pc_stage st = done + 1; st <= PC_STAGE_EOM; st++) {
+        if (st == PC_STAGE_DATA)
+            continue;
+        enum pc_action a = pc_chain_run(c->s, st, &v);
+        if (a == PC_PENDING)
+            return;
+        if (a != PC_CONTINUE) {
+            eom_finish(c, &v);
+            return;
+        }
+    }
+    pc_verdict_clear(&v);
+    eom_finish(c, &v);
+}
+
+/* stage_done - a pending stage finished: continue where the command left off */
+static void stage_done(struct pc_session *s, enum pc_stage stage, struct pc_verdict *v)
+{
+    struct pc_smtp *c = s->door_ctx;
+
+    if (c->closing)
+        return;
+    switch (stage) {
+    case PC_STAGE_CONNECT:
+        greet(c, v);
+        return;
+    case PC_STAGE_HELO:
+        helo_done(c, v, s->esmtp);
+        break;
+    case PC_STAGE_MAIL:
+        mail_done(c, v);
+        if (c->be_wait == PC_VERB_MAIL)
+            return;
+        break;
+    case PC_STAGE_RCPT:
+        rcpt_done(c, v);
+        if (c->be_wait == PC_VERB_RCPT)
+            return;
+        break;
+    case PC_STAGE_DATA:
+        data_done(c, v);
+        break;
+    default:
+        if (v->action != PC_CONTINUE)
+            eom_finish(c, v);
+        else
+            eom_next(c, stage);
+        return;
+    }
+    resume(c);
+}
+
+/* cmd_mail - MAIL FROM */
+static void cmd_mail(struct pc_smtp *c, const struct pc_cmd *cmd)
+{
+    struct pc_session *s = c->s;
+    const char *why, *enh;
+    bool has;
+
+    if (s->helo == NULL) {
+        reply(c, 503, "5.5.1", "Error: send HELO/EHLO first");
+        return;
+    }
+    if (s->txn) {
+        reply(c, 503, "5.5.1", "Error: nested MAIL command");
+        return;
+    }
+    struct pc_txn *t = pc_txn_new(s);
+    why = pc_path_args_parse(cmd->arg, cmd->arg_len, "FROM:", t->pool, &c->pa, &enh);
+    if (why) {
+        reply(c, 501, enh, "%s", why);
+        txn_end(c);
+        return;
+    }
+    for (size_t i = 0; i < c->pa.nparams; i++) {
+        const char *k = c->pa.params[i].key, *val = c->pa.params[i].value;
+        if (!strcmp(k, "SIZE")) {
+            char *end;
+            unsigned long long n = val ? strtoull(val, &end, 10) : 0;
+            if (val == NULL || *end || end == val) {
+                reply(c, 501, "5.5.4", "Bad SIZE parameter");
+                goto bad;
+            }
+            if (n > c->conf->limits.max_message_size) {
+                reply(c, 552, "5.3.4", "Message size exceeds fixed limit");
+                goto bad;
+            }
+            t->size_param = (size_t)n;
+        } else if (!strcmp(k, "BODY")) {
+            if (val == NULL || (strcasecmp(val, "7BIT") && strcasecmp(val, "8BITMIME"))) {
+                reply(c, 501, "5.5.4", "Unsupported BODY parameter");
+                goto bad;
+            }
+            t->body_8bit = strcasecmp(val, "8BITMIME") == 0;
+        } else if (!strcmp(k, "SMTPUTF8") && c->conf->smtputf8) {
+            if (val) {
+                reply(c, 501, "5.5.4", "SMTPUTF8 takes no value");
+                goto bad;
+            }
+            t->smtputf8 = true;
+        } else if (!strcmp(k, "RET")) {
+            if (val == NULL || (strcasecmp(val, "FULL") && strcasecmp(val, "HDRS"))) {
+                reply(c, 501, "5.5.4", "Bad RET parameter");
+                goto bad;
+            }
+        } else if (!strcmp(k, "ENVID") || !strcmp(k, "AUTH")) {
+            if (val == NULL || !pc_xtext_valid(val)) {
+                reply(c, 501, "5.5.4", "Bad %s parameter", k);
+                goto bad;
+            }
+        } else {
+            reply(c, 555, "5.5.4", "Unsupported option: %s", k);
+            goto bad;
+        }
+    }
+    (void)pc_param_get(&c->pa, "SMTPUTF8", &has);
+    if (c->pa.mb.utf8 && !t->smtputf8) {
+        reply(c, 553, "5.6.7", "Must declare SMTPUTF8 to send an UTF-8 address");
+        goto bad;
+    }
+    t->from = c->pa.mb;
+    t->mail_params = c->pa.params_text;
+    if (c->be == NULL)
+        c->be = pc_backend_new(s, c->lc->backend, backend_cb, c);
+    struct pc_verdict v;
+    enum pc_action a = pc_chain_run(s, PC_STAGE_MAIL, &v);
+    if (a == PC_PENDING) {
+        wait_for(c);
+        return;
+    }
+    mail_done(c, &v);
+    return;
+bad:
+    txn_end(c);
+}
+
+/* cmd_rcpt - RCPT TO */
+static void cmd_rcpt(struct pc_smtp *c, const struct pc_cmd *cmd)
+{
+    struct pc_session *s = c->s;
+    struct pc_txn *t = s->txn;
+    const char *why, *enh;
+
+    if (t == NULL) {
+        reply(c, 503, "5.5.1", "Error: need MAIL command");
+        return;
+    }
+    if (t->nrcpt >= c->conf->limits.max_recipients) {
+        reply(c, 452, "4.5.3", "Error: too many recipients");
+        return;
+    }
+    why = pc_path_args_parse(cmd->arg, cmd->arg_len, "TO:", t->pool, &c->pa, &enh);
+    if (why == NULL && c->pa.mb.null)
+        why = "null recipient", enh = "5.1.3";
+    if (why) {
+        reply(c, 501, enh, "%s", why);
+        return;
+    }
+    for (size_t i = 0; i < c->pa.nparams; i++) {
+        const char *k = c->pa.params[i].key, *val = c->pa.params[i].value;
+        if (!strcmp(k, "NOTIFY") || !strcmp(k, "ORCPT")) {
+            if (val == NULL) {
+                reply(c, 501, "5.5.4", "Bad %s parameter", k);
+                return;
+            }
+        } else {
+            reply(c, 555, "5.5.4", "Unsupported option: %s", k);
+            return;
+        }
+    }
+    if (c->pa.mb.utf8 && !t->smtputf8) {
+        reply(c, 553, "5.6.7", "Must declare SMTPUTF8 to send an UTF-8 address");
+        return;
+    }
+    t->cur_rcpt = pc_txn_add_rcpt(t, &c->pa.mb, c->pa.params_text);
+    if (rcpt_refuse_delayed(c))
+        return;
+    struct pc_verdict v;
+    enum pc_action a = pc_chain_run(s, PC_STAGE_RCPT, &v);
+    if (a == PC_PENDING) {
+        wait_for(c);
+        return;
+    }
+    rcpt_done(c, &v);
+}
+
+/* cmd_data - DATA */
+static void cmd_data(struct pc_smtp *c, const struct pc_cmd *cmd)
+{
+    struct pc_txn *t = c->s->txn;
+
+    if (cmd->arg_len) {
+        reply(c, 501, "5.5.4", "Syntax: DATA");
+        return;
+    }
+    if (t == NULL) {
+        reply(c, 503, "5.5.1", "Error: need MAIL command");
+        return;
+    }
+    if (t->naccepted == 0) {
+        reply(c, t->nrcpt ? 554 : 503, t->nrcpt ? "5.5.1" : "5.5.1",
+              t->nrcpt ? "Error: no valid recipients" : "Error: need RCPT command");
+        return;
+    }
+    /* RFC 2920 3.1: DATA ends a command group; content before our 354 is a violation. */
+    if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0) {
+        pc_info("%s: improper command pipelining after DATA from %s[%s]", c->s->sid,
+                c->s->client.name, c->s->client.addr);
+        reply(c, 554, "5.5.0", "Error: SMTP protocol synchronization");
+        txn_end(c);
+        smtp_close(c);
+        return;
+    }
+    struct pc_verdict v;
+    enum pc_action a = pc_chain_run(c->s, PC_STAGE_DATA, &v);
+    if (a == PC_PENDING) {
+        wait_for(c);
+        return;
+    }
+    data_done(c, &v);
+}
+
+/* handle_command - check, then dispatch through the verb table */
+static void handle_command(struct pc_smtp *c, const char *line, size_t len)
+{
+    struct pc_cmd cmd;
+    const char *why = pc_cmd_parse(line, len, &cmd);
+
+    c->ncmds++;
+    if (why) {
+        reply(c, 500, "5.5.2", "Error: %s", why);
+        return;
+    }
+    c->counts[cmd.verb]++;
+    if (c->refused && cmd.verb != PC_VERB_QUIT && cmd.verb != PC_VERB_NOOP) {
+        reply(c, 503, "5.5.1", "Error: access denied, send QUIT");
+        return;
+    }
+    switch (cmd.verb) {
+    case PC_VERB_HELO:
+    case PC_VERB_EHLO:
+        cmd_helo(c, &cmd, cmd.verb == PC_VERB_EHLO);
+        return;
+    case PC_VERB_MAIL:
+        cmd_mail(c, &cmd);
+        return;
+    case PC_VERB_RCPT:
+        cmd_rcpt(c, &cmd);
+        return;
+    case PC_VERB_DATA:
+        cmd_data(c, &cmd);
+        return;
+    case PC_VERB_RSET:
+        if (cmd.arg_len) {
+            reply(c, 501, "5.5.4", "Syntax: RSET");
+            return;
+        }
+        txn_end(c);
+        reply(c, 250, "2.0.0", "Ok");
+        return;
+    case PC_VERB_NOOP:
+        reply(c, 250, "2.0.0", "Ok");
+        return;
+    case PC_VERB_QUIT: {
+        bool more = evbuffer_get_length(bufferevent_get_input(c->bev)) > 0;
+        if (more)
+            pc_info("%s: improper command pipelining after QUIT from %s[%s]", c->s->sid,
+                    c->s->client.name, c->s->client.addr);
+        reply(c, 221, "2.0.0", "Bye");
+        txn_end(c);
+        smtp_close(c);
+        return;
+    }
+    case PC_VERB_HELP:
+        reply(c, 214, "2.0.0", "See RFC 5321 (https://www.rfc-editor.org/rfc/rfc5321)");
+        return;
+    case PC_VERB_VRFY:
+        /* RFC 5321 3.5.3: 252 when we will accept but cannot verify. */
+        reply(c, 252, "2.5.2", "Cannot VRFY user, but will accept message and attempt delivery");
+        return;
+    case PC_VERB_EXPN:
+        reply(c, 502, "5.5.1", "Error: EXPN not available");
+        return;
+    case PC_VERB_OBSOLETE:
+        reply(c, 502, "5.5.1", "Error: %s is obsolete and not implemented (RFC 5321)", cmd.name);
+        return;
+    case PC_VERB_STARTTLS:
+    case PC_VERB_AUTH:
+    case PC_VERB_BDAT:
+    case PC_VERB_ETRN:
+        reply(c, 502, "5.5.1", "Error: command not implemented");
+        return;
+    case PC_VERB_FORBIDDEN:
+        pc_info("%s: non-SMTP command from %s[%s]: %s", c->s->sid, c->s->client.name,
+                c->s->client.addr, cmd.name);
+        reply(c, 421, "4.7.0", "%s Error: non-SMTP command", c->conf->hostname);
+        return;
+    default:
+        reply(c, 500, "5.5.2", "Error: command not recognized");
+        return;
+    }
+}
+
+/* feed_data - content bytes into the decoder */
+static void feed_data(struct pc_smtp *c)
+{
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    struct evbuffer_iovec v[8];
+
+    while (c->state == SM_DATA && evbuffer_get_length(in) > 0) {
+        int n = evbuffer_peek(in, -1, NULL, v, 8);
+        size_t used = 0;
+        for (int i = 0; i < n && i < 8 && !c->data.done; i++) {
+            size_t k = pc_data_feed(&c->data, v[i].iov_base, v[i].iov_len, data_line, c);
+            used += k;
+            if (k < v[i].iov_len && !c->data.done) {
+                /* The spool refused a line: a local write error. */
+                c->s->txn->msg.io_error = true;
+                used += v[i].iov_len - k;
+                c->data.bytes += v[i].iov_len - k;
+            }
+        }
+        evbuffer_drain(in, used);
+        if (c->data.done) {
+            end_of_data(c);
+            return;
+        }
+    }
+}
+
+/* process_input - commands and content while nothing is pending */
+static void process_input(struct pc_smtp *c)
+{
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    size_t max = c->conf->limits.max_command_length;
+
+    if (c->in_input)
+        return;
+    c->in_input = true;
+    while (!c->busy && !c->closing && c->state != SM_CLOSING) {
+        if (c->state == SM_DATA) {
+            feed_data(c);
+            if (c->state == SM_DATA)
+                break;
+            continue;
+        }
+        if (c->state != SM_CMD)
+            break;
+        size_t eol_len;
+        struct evbuffer_ptr eol = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_LF);
+        if (eol.pos < 0) {
+            size_t have = evbuffer_get_length(in);
+            if (have > max) {
+                /* Drop the over-long line now, answer once its end arrives. */
+                evbuffer_drain(in, have);
+                c->skipping_line = true;
+            }
+            break;
+        }
+        size_t len = (size_t)eol.pos;
+        if (c->skipping_line || len + eol_len > max) {
+            evbuffer_drain(in, len + eol_len);
+            c->skipping_line = false;
+            reply(c, 500, "5.5.2", "Error: line too long");
+            continue;
+        }
+        char line[65536 + 2];
+        evbuffer_remove(in, line, len + eol_len);
+        if (len > 0 && line[len - 1] == '\r')
+            len--;
+        line[len] = 0;
+        handle_command(c, line, len);
+    }
+    c->in_input = false;
+}
+
+/* on_read - bytes from the client */
+static void on_read(struct bufferevent *bev, void *arg)
+{
+    struct pc_smtp *c = arg;
+
+    (void)bev;
+    if (c->state == SM_CONNECT || c->busy)
+        return; /* greet() looks for early talkers; a pending step resumes input itself */
+    process_input(c);
+}
+
+/* on_write - our output drained */
+static void on_write(struct bufferevent *bev, void *arg)
+{
+    struct pc_smtp *c = arg;
+
+    (void)bev;
+    if (c->state == SM_CLOSING && !c->closing)
+        free_now(c);
+}
+
+/* on_event - the client went away, or a timeout */
+static void on_event(struct bufferevent *bev, short what, void *arg)
+{
+    struct pc_smtp *c = arg;
+    const char *last = c->state == SM_DATA ? "DATA" : "command";
+
+    (void)bev;
+    if (c->closing)
+        return;
+    if ((what & BEV_EVENT_TIMEOUT) && c->busy && c->state != SM_CLOSING) {
+        bufferevent_enable(c->bev, EV_READ);
+        return;
+    }
+    if ((what & BEV_EVENT_TIMEOUT) && c->state != SM_CLOSING) {
+        pc_info("%s: timeout after %s from %s[%s]", c->s->sid, last, c->s->client.name,
+                c->s->client.addr);
+        bufferevent_enable(c->bev, EV_WRITE);
+        reply(c, 421, "4.4.2", "%s Error: timeout exceeded", c->conf->hostname);
+        return;
+    }
+    if (c->state != SM_CLOSING)
+        pc_info("%s: lost connection after %s from %s[%s]", c->s->sid, last, c->s->client.name,
+                c->s->client.addr);
+    free_now(c);
+}
+
+/* pc_smtp_accept - a new client */
+void pc_smtp_accept(struct pc_services *svc, struct pc_conf *conf,
+                    const struct pc_listener_conf *lc, evutil_socket_t fd,
+                    const struct sockaddr *sa, socklen_t salen, pc_smtp_closed_fn *closed,
+                    void *closed_arg)
+{
+    struct pc_smtp *c = calloc(1, sizeof(*c));
+    struct pc_verdict v;
+
+    if (c == NULL)
+        pc_fatal("out of memory");
+    c->lc = lc;
+    c->conf = conf;
+    c->on_closed = closed;
+    c->closed_arg = closed_arg;
+    pc_buf_init(&c->out, 0);
+    c->s = pc_session_new(svc, conf, lc->name, &lc->chain, &pc_smtp_door, c);
+    c->s->trusted = lc->trusted;
+    pc_session_set_client(c->s, sa, salen);
+    c->free_ev = event_new(svc->base, -1, 0, on_free, c);
+    c->bev = bufferevent_socket_new(svc->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
+    bufferevent_setwatermark(c->bev, EV_READ, 0, PC_SMTP_READ_MAX);
+    bufferevent_enable(c->bev, EV_READ);
+    struct timeval rt = tv_ms(conf->timeouts.command);
+    bufferevent_set_timeouts(c->bev, &rt, &rt);
+    pc_info("%s: connect from %s[%s]:%u to %s", c->s->sid, c->s->client.name, c->s->client.addr,
+            c->s->client.port, lc->name);
+    if (pc_chain_attach(c->s) < 0) {
+        c->state = SM_CMD;
+        reply(c, 421, "4.3.0", "%s Error: temporary failure, try again later",
+              conf->hostname);
+        return;
+    }
+    c->state = SM_CONNECT;
+    enum pc_action a = pc_chain_run(c->s, PC_STAGE_CONNECT, &v);
+    if (a == PC_PENDING) {
+        c->busy = true;
+        return;
+    }
+    greet(c, &v);
+}
