@@ -28,6 +28,7 @@
 
 #include "filters/authres.h"
 #include "filters/filter.h"
+#include "gateway/conf.h"
 #include "lib/authres.h"
 #include "lib/buf.h"
 #include "lib/log.h"
@@ -72,6 +73,8 @@ static const char *servid(const struct authres_conf *c, const struct pc_session 
 {
     if (c->servid)
         return c->servid;
+    if (s->conf && s->conf->hostname && s->conf->hostname[0])
+        return s->conf->hostname;
     if (s->svc && s->svc->hostname && s->svc->hostname[0])
         return s->svc->hostname;
     if (gethostname(buf, size) < 0 || buf[0] == 0)

@@ -503,6 +503,11 @@ struct dkim_lib *pc_dkim_sign_lib(const char *const *oversign, size_t n)
 
     if (lib == NULL)
         return NULL;
+    /* Sign RFC 6376 5.4's recommended fields only: the library's default is every
+     * field, which would cover fields a later filter removes (a forged
+     * Authentication-Results) and break the signature in transit. */
+    dkim_options(lib, DKIM_OP_SETOPT, DKIM_OPTS_SIGNHDRS, dkim_should_signhdrs,
+                 sizeof(const u_char **));
     if (n > 0) {
         hdrs = calloc(n + 1, sizeof(*hdrs));
         if (hdrs == NULL) {

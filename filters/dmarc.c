@@ -496,6 +496,10 @@ static enum pc_action dmarc_eom(struct pc_session *s, void *conf, void *ctx, str
 
     if (s->txn == NULL)
         return PC_CONTINUE;
+    /* Our own outgoing mail (signed by the dkim filter, or from an authenticated or
+     * trusted client) is not judged by its author domain's policy. */
+    if (s->trusted || s->auth_user || pc_fact_get(s, "dkim_signed"))
+        return PC_CONTINUE;
     st = pc_dmarc_from(&s->txn->msg, &fd);
     x->asking_org = false;
     if (st != PC_FROM_ONE)
