@@ -16,6 +16,11 @@
 #include <strings.h>
 #include <sys/stat.h>
 
+#include <check.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
 #include "filters/dkim.h"
 #include "gateway/msg.h"
 
@@ -116,6 +121,42 @@ static inline struct pc_dkimv *verify_msg(struct dkim_lib *lib, const struct pc_
             pc_dkimv_key(j, t[i].st, t[i].value);
     }
     return j;
+}
+
+/* b64 - base64 of bytes, malloc'd */
+static inline char *b64(const unsigned char *p, size_t n)
+{
+    char *o = malloc(4 * ((n + 2) / 3) + 1);
+    EVP_EncodeBlock((unsigned char *)o, p, (int)n);
+    return o;
+}
+
+/* keypair - generate a key, write the PEM, and its DNS record */
+static inline void keypair(const char *type, size_t bits, const char *path, char *txt, size_t size)
+{
+    EVP_PKEY *pk = bits ? EVP_PKEY_Q_keygen(NULL, NULL, type, bits)
+                        : EVP_PKEY_Q_keygen(NULL, NULL, type);
+    FILE *f = fopen(path, "w");
+    unsigned char *der = NULL, raw[32];
+    size_t rawlen = sizeof(raw);
+    char *p;
+
+    ck_assert_ptr_nonnull(pk);
+    ck_assert_ptr_nonnull(f);
+    PEM_write_PrivateKey(f, pk, NULL, NULL, 0, NULL, NULL);
+    fclose(f);
+    if (strcmp(type, "RSA") == 0) {
+        int n = i2d_PUBKEY(pk, &der);
+        p = b64(der, (size_t)n);
+        snprintf(txt, size, "v=DKIM1; k=rsa; p=%s", p);
+        OPENSSL_free(der);
+    } else {
+        EVP_PKEY_get_raw_public_key(pk, raw, &rawlen);
+        p = b64(raw, rawlen);
+        snprintf(txt, size, "v=DKIM1; k=ed25519; p=%s", p);
+    }
+    free(p);
+    EVP_PKEY_free(pk);
 }
 
 #endif

@@ -432,14 +432,15 @@ static void *link_conf(const struct pc_filter_ops *ops, const char *text)
 }
 
 /* run_chain - one message through dkim, dmarc, authres; returns the message as written */
-static char *run_chain(const char *text, size_t len, const struct fake_dns *t, size_t nt,
-                       struct pc_verdict *v, const char *client, int *queries)
+static char *run_chain_with(const char *dkim_conf, const char *text, size_t len,
+                            const struct fake_dns *t, size_t nt, struct pc_verdict *v,
+                            const char *client, int *queries)
 {
     struct event_base *base = event_base_new();
     struct fake_resolver r = {.base = base, .t = t, .n = nt};
     struct pc_services svc = {.base = base, .dns = (struct pc_dns *)&r, .hostname = "mx.test"};
     struct pc_chain_link links[3] = {
-        {pc_filter_find("dkim"), link_conf(pc_filter_find("dkim"), "mynetworks = {}"), 5000, PC_ONERR_TEMPFAIL},
+        {pc_filter_find("dkim"), link_conf(pc_filter_find("dkim"), dkim_conf), 5000, PC_ONERR_TEMPFAIL},
         {pc_filter_find("dmarc"), link_conf(pc_filter_find("dmarc"), ""), 5000, PC_ONERR_TEMPFAIL},
         {pc_filter_find("authres"), link_conf(pc_filter_find("authres"), ""), 5000, PC_ONERR_TEMPFAIL},
     };
@@ -473,6 +474,13 @@ static char *run_chain(const char *text, size_t len, const struct fake_dns *t, s
         links[i].ops->destroy(links[i].conf);
     event_base_free(base);
     return out.data;
+}
+
+/* run_chain - the chain with verification only */
+static char *run_chain(const char *text, size_t len, const struct fake_dns *t, size_t nt,
+                       struct pc_verdict *v, const char *client, int *queries)
+{
+    return run_chain_with("mynetworks = {}", text, len, t, nt, v, client, queries);
 }
 
 /* rfc6376_dns - keys and a p=reject policy for football.example.com */
@@ -576,6 +584,105 @@ START_TEST(chain_multiple_from_rejected)
 }
 END_TEST
 
+/*
+ * Outbound through one gateway (trusted client: signed with the key table's
+ * key chosen by the signing table), inbound through a second (verified,
+ * DMARC p=reject passes on the aligned signature).
+ */
+START_TEST(chain_sign_then_verify)
+{
+    static const char msg[] = "From: Ann <ann@Sales.Example.ORG>\r\nTo: b@example.net\r\n"
+                              "Subject: quarterly\r\nAuthentication-Results: mx.test; dkim=pass\r\n"
+                              "\r\nnumbers\r\n";
+    char ed[] = "/tmp/pc-dkim-ed-XXXXXX", rsa[] = "/tmp/pc-dkim-rsa-XXXXXX", conf[2048];
+    struct fake_dns t[3];
+    struct pc_verdict v;
+    int queries;
+
+    close(mkstemp(ed));
+    close(mkstemp(rsa));
+    memset(t, 0, sizeof(t));
+    keypair("ED25519", 0, ed, t[0].value, sizeof(t[0].value));
+    keypair("RSA", 2048, rsa, t[1].value, sizeof(t[1].value));
+    snprintf(t[0].name, sizeof(t[0].name), "e1._domainkey.sales.example.org");
+    snprintf(t[1].name, sizeof(t[1].name), "r1._domainkey.example.org");
+    snprintf(t[2].name, sizeof(t[2].name), "_dmarc.example.org");
+    snprintf(t[2].value, sizeof(t[2].value), "v=DMARC1; p=reject; adkim=s");
+    snprintf(conf, sizeof(conf),
+             "key_table = {\"ed sales.example.org:e1:%s\", \"rs example.org:r1:%s\"}\n"
+             "signing_table = {\"nobody@* rs\", \"*.example.org ed\", \"example.org rs\"}\n",
+             ed, rsa);
+    char *signed_msg = run_chain_with(conf, msg, sizeof(msg) - 1, t, 3, &v, "127.0.0.1", &queries);
+    ck_assert_int_eq(v.action, PC_CONTINUE);
+    ck_assert_int_eq(queries, 0);
+    ck_assert_msg(strncmp(signed_msg, "DKIM-Signature: v=1; a=ed25519-sha256; c=relaxed/relaxed;",
+                          57) == 0 && strstr(signed_msg, "d=sales.example.org; s=e1;") != NULL,
+                  "%s", signed_msg);
+    /* Our forged-looking A-R was removed by authres, after signing: still verifies. */
+    ck_assert_ptr_null(strstr(signed_msg, "mx.test; dkim=pass"));
+    /* The policy comes from the organizational domain (no _dmarc.sales record); d= equals
+     * the From domain, so even adkim=s aligns. */
+    char *out = run_chain_with("mynetworks = {}", signed_msg, strlen(signed_msg), t, 3, &v,
+                               "192.0.2.7", &queries);
+    ck_assert_int_eq(v.action, PC_CONTINUE);
+    ck_assert_int_eq(queries, 3); /* the key, _dmarc.sales.example.org, _dmarc.example.org */
+    ck_assert_msg(strstr(out, "dkim=pass header.d=sales.example.org header.s=e1 "
+                              "header.a=ed25519-sha256;\r\n\tdmarc=pass (p=reject) "
+                              "header.from=sales.example.org") != NULL, "%s", out);
+    free(out);
+    /* Altered in transit: refused by the organizational domain's p=reject. */
+    memcpy(strstr(signed_msg, "numbers"), "NUMBERS", 7);
+    out = run_chain_with("mynetworks = {}", signed_msg, strlen(signed_msg), t, 3, &v, "192.0.2.7",
+                         &queries);
+    ck_assert_int_eq(v.action, PC_REJECT);
+    free(out);
+    free(signed_msg);
+    unlink(ed);
+    unlink(rsa);
+}
+END_TEST
+
+START_TEST(key_table_errors)
+{
+    static const struct {
+        const char *conf, *err;
+    } cases[] = {
+        {"key_table = {\"k /nonexistent\"}", "bad entry"},
+        {"key_table = {\"k example.org:s:/nonexistent/key.pem\"}", "No such file"},
+        {"signing_table = {\"example.org nokey\"}", "no key named"},
+        {"canonicalization = \"loose/simple\"", "canonicalization"},
+        {"min_key_bits = 100", "out of range"},
+    };
+    const struct pc_filter_ops *ops = pc_filter_find("dkim");
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        cfg_t *cfg = cfg_init((cfg_opt_t *)ops->opts, CFGF_NONE);
+        void *conf = NULL;
+        struct pc_err err = {{0}};
+        ck_assert_int_eq(cfg_parse_buf(cfg, cases[i].conf), CFG_SUCCESS);
+        ck_assert_int_eq(ops->configure(cfg, &conf, &err), -1);
+        ck_assert_msg(strstr(err.msg, cases[i].err) != NULL, "%s: %s", cases[i].conf, err.msg);
+        ops->destroy(conf);
+        cfg_free(cfg);
+    }
+}
+END_TEST
+
+const char *__asan_default_options(void);
+const char *__lsan_default_suppressions(void);
+
+/* __asan_default_options - full stacks so that the suppression below can match */
+const char *__asan_default_options(void)
+{
+    return "fast_unwind_on_malloc=0";
+}
+
+/* __lsan_default_suppressions - libopendkim 2.11.0 leaks each Ed25519 signing key */
+const char *__lsan_default_suppressions(void)
+{
+    return "leak:dkim_privkey_load\n";
+}
+
 /* suite - the test cases */
 static Suite *suite(void)
 {
@@ -594,6 +701,8 @@ static Suite *suite(void)
     tcase_add_test(tc, chain_pass);
     tcase_add_test(tc, chain_reject);
     tcase_add_test(tc, chain_multiple_from_rejected);
+    tcase_add_test(tc, chain_sign_then_verify);
+    tcase_add_test(tc, key_table_errors);
     suite_add_tcase(s, tc);
     return s;
 }
