@@ -59,6 +59,8 @@ bool pc_authres_servid(const char *v, size_t len, char *out, size_t outsize)
         for (i++; i < len && v[i] != '"'; i++) {
             if (v[i] == '\\' && i + 1 < len)
                 i++;
+            if ((unsigned char)v[i] < ' ' || v[i] == 0x7f) /* NUL or controls: not an id */
+                return false;
             if (o + 1 >= outsize)
                 return false;
             out[o++] = v[i];
