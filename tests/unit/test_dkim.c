@@ -12,6 +12,7 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
+#include <opendkim/dkim.h>
 #include <unistd.h>
 
 #include "tests/unit/dkimtest.h"
@@ -261,6 +262,64 @@ START_TEST(key_load_errors)
 }
 END_TEST
 
+/*
+ * l= : a signature covering only the first part of the body still passes
+ * when text is appended, and the job reports the unsigned tail (fact
+ * dkim_partial) so that rules can treat the appended content as unsigned.
+ */
+START_TEST(length_tag_partial)
+{
+    static const char msg[] = "From: a@example.org\r\nSubject: l\r\n\r\nsigned part\r\n";
+    char path[] = "/tmp/pc-dkim-key-XXXXXX", txt[2048], *signed_msg;
+    struct fake_dns t[1];
+    size_t len = 0;
+    int lookups;
+    u_int flags = DKIM_LIBFLAGS_SIGNLEN;
+    DKIM_STAT st;
+    DKIM_LIB *lib = dkim_init(NULL, NULL);
+    unsigned char *hdr = NULL;
+    size_t hlen = 0;
+
+    close(mkstemp(path));
+    keypair("RSA", 2048, path, txt, sizeof(txt));
+    char *pem = slurp(path, &len);
+    dkim_options(lib, DKIM_OP_SETOPT, DKIM_OPTS_FLAGS, &flags, sizeof(flags));
+    DKIM *d = dkim_sign(lib, (u_char *)"L", NULL, (u_char *)pem, (u_char *)"l1",
+                        (u_char *)"example.org", DKIM_CANON_RELAXED, DKIM_CANON_RELAXED,
+                        DKIM_SIGN_RSASHA256, -1, &st);
+    ck_assert_ptr_nonnull(d);
+    dkim_chunk(d, (u_char *)msg, sizeof(msg) - 1);
+    dkim_chunk(d, NULL, 0);
+    ck_assert_int_eq(dkim_eom(d, NULL), DKIM_STAT_OK);
+    ck_assert_int_eq(dkim_getsighdr_d(d, 16, &hdr, &hlen), DKIM_STAT_OK);
+    ck_assert_ptr_nonnull(strstr((char *)hdr, "l="));
+    signed_msg = malloc(hlen + sizeof(msg) + 128);
+    sprintf(signed_msg, "DKIM-Signature: %s\r\n%sappended by someone else\r\n", hdr, msg);
+    dkim_free(d);
+    dkim_close(lib);
+
+    memset(t, 0, sizeof(t));
+    snprintf(t[0].name, sizeof(t[0].name), "l1._domainkey.example.org");
+    snprintf(t[0].value, sizeof(t[0].value), "%s", txt);
+    struct dkim_lib *vlib = pc_dkim_verify_lib(1024);
+    struct pc_msg m;
+    msg_from_buf(&m, signed_msg, strlen(signed_msg));
+    struct pc_dkimv *j = verify_msg(vlib, &m, t, 1, &lookups);
+    size_t n;
+    const struct pc_dkim_result *r = pc_dkimv_results(j, &n);
+    ck_assert_uint_eq(n, 1);
+    ck_assert_str_eq(r[0].result, "pass");
+    ck_assert(r[0].l > 0);
+    ck_assert(r[0].partial_body);
+    pc_dkimv_free(j);
+    pc_msg_free(&m);
+    pc_dkim_lib_free(vlib);
+    free(signed_msg);
+    free(pem);
+    unlink(path);
+}
+END_TEST
+
 START_TEST(txt_join)
 {
     char out[16];
@@ -308,6 +367,7 @@ static Suite *suite(void)
     tcase_add_test(tc, sign_ed25519);
     tcase_add_test(tc, key_load_errors);
     tcase_add_test(tc, txt_join);
+    tcase_add_test(tc, length_tag_partial);
     suite_add_tcase(s, tc);
     return s;
 }
