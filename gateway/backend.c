@@ -95,6 +95,8 @@ struct pc_backend {
     int depth;     /* inside one of our libevent callbacks */
     bool free_req; /* pc_backend_free() was called from inside: destroy on the way out */
     bool reused;   /* taken from the idle pool: identify the new client first */
+    bool in_txn;   /* the backend holds our MAIL: never pool such a connection */
+    bool cmd_is_mail, cmd_is_rset;
     struct pc_backend *pool_next;
     struct event *pool_timer;
 };
@@ -270,7 +272,7 @@ static void pool_on_timer(evutil_socket_t fd, short what, void *arg)
 /* pool_put - keep an idle, ready connection for the next session */
 static bool pool_put(struct pc_backend *be)
 {
-    if (be->depth > 0 || be->bev == NULL || be->state != BE_READY || be->bc->maildir ||
+    if (be->depth > 0 || be->bev == NULL || be->state != BE_READY || be->in_txn || be->bc->maildir ||
         be->bc->identity == PC_IDENT_XFORWARD || pc_be_pool_n >= PC_BE_POOL_MAX)
         return false;
     struct timeval tv = {PC_BE_POOL_IDLE_MS / 1000, 0};
@@ -654,6 +656,7 @@ static void lmtp_reply(struct pc_backend *be)
     if (--be->lmtp_left > 0)
         return;
     be->state = BE_READY;
+    be->in_txn = false;
     if (!be->lmtp_any_fail) {
         deliver(be, &r);
     } else if (!be->lmtp_any_ok) {
@@ -717,6 +720,10 @@ static void handle_reply(struct pc_backend *be)
         be->state = code == 421 ? BE_DEAD : BE_READY;
         if (be->cmd_is_rcpt && code / 100 == 2)
             be->rcpt_ok++;
+        if (be->cmd_is_mail && code / 100 == 2)
+            be->in_txn = true;
+        if (be->cmd_is_rset && code / 100 == 2)
+            be->in_txn = false;
         deliver(be, &r);
         return;
     case BE_DATA_INIT:
@@ -751,6 +758,7 @@ static void handle_reply(struct pc_backend *be)
             return;
         }
         be->state = code == 421 ? BE_DEAD : BE_READY;
+        be->in_txn = false;
         deliver(be, &r);
         return;
     default:
@@ -997,6 +1005,8 @@ void pc_backend_command(struct pc_backend *be, const char *line, const struct pc
     if (strncasecmp(line, "MAIL", 4) == 0)
         be->rcpt_ok = 0;
     be->cmd_is_rcpt = strncasecmp(line, "RCPT", 4) == 0;
+    be->cmd_is_mail = strncasecmp(line, "MAIL", 4) == 0;
+    be->cmd_is_rset = strncasecmp(line, "RSET", 4) == 0;
     struct pc_buf b;
     pc_buf_init(&b, 0);
     pc_buf_puts(&b, line);

@@ -75,7 +75,7 @@ static void process_input(struct pc_smtp *);
 static void smtp_close(struct pc_smtp *);
 static void eom_next(struct pc_smtp *, enum pc_stage done);
 static void stage_done(struct pc_session *, enum pc_stage, struct pc_verdict *);
-static void send_mail(struct pc_smtp *);
+static void to_backend(struct pc_smtp *, enum pc_verb, const char *addr);
 
 static const struct pc_door pc_smtp_door = {"smtp", stage_done};
 
@@ -140,16 +140,18 @@ static void reply_verdict(struct pc_smtp *c, const struct pc_verdict *v)
         smtp_close(c);
 }
 
-/* reply_backend - relay the backend's reply; our default enhanced code when it sent none */
+/* reply_backend - relay the backend's reply; our default enhanced code when it sent none.
+ * A backend's 421 closes the backend, not our client: it becomes 451 for this command. */
 static void reply_backend(struct pc_smtp *c, const struct pc_backend_result *r, const char *dflt)
 {
     struct pc_enh e;
+    int code = r->reply.code == 421 ? 451 : r->reply.code;
 
     if (r->reply.enh.cls)
         e = r->reply.enh;
     else
         pc_enh_parse(dflt, &e);
-    reply_text(c, r->reply.code, &e, r->reply.text);
+    reply_text(c, code, &e, r->reply.text);
 }
 
 /* on_free - free the session from the loop, outside its callbacks */
@@ -393,21 +395,19 @@ static void mail_done(struct pc_smtp *c, struct pc_verdict *v)
         reply(c, 250, "2.1.0", "Ok");
         return;
     }
-    send_mail(c);
+    to_backend(c, PC_VERB_MAIL, t->from.addr);
 }
 
-/* send_mail - MAIL to the backend, opening it when needed */
-static void send_mail(struct pc_smtp *c)
+/* to_backend - MAIL or RCPT with the client's parameters (the backend opens when needed) */
+static void to_backend(struct pc_smtp *c, enum pc_verb verb, const char *addr)
 {
-    struct pc_txn *t = c->s->txn;
-    struct pc_buf line;
+    char line[PC_PATH_MAX + 32];
 
-    pc_buf_init(&line, 0);
-    pc_buf_printf(&line, "MAIL FROM:<%s>", t->from.addr);
-    c->be_wait = PC_VERB_MAIL;
+    snprintf(line, sizeof(line), "%s:<%s>", verb == PC_VERB_MAIL ? "MAIL FROM" : "RCPT TO",
+             addr);
+    c->be_wait = verb;
     wait_for(c);
-    pc_backend_command(c->be, line.data, c->pa.params, c->pa.nparams);
-    pc_buf_free(&line);
+    pc_backend_command(c->be, line, c->pa.params, c->pa.nparams);
 }
 
 /* rcpt_refuse_delayed - a held connect/HELO/MAIL refusal answers this RCPT */
@@ -453,13 +453,7 @@ static void rcpt_done(struct pc_smtp *c, struct pc_verdict *v)
         reply(c, 250, "2.1.5", "Ok");
         return;
     }
-    struct pc_buf line;
-    pc_buf_init(&line, 0);
-    pc_buf_printf(&line, "RCPT TO:<%s>", r->mb.addr);
-    c->be_wait = PC_VERB_RCPT;
-    wait_for(c);
-    pc_backend_command(c->be, line.data, c->pa.params, c->pa.nparams);
-    pc_buf_free(&line);
+    to_backend(c, PC_VERB_RCPT, r->mb.addr);
 }
 
 /* rcpt_backend_done - the backend answered our RCPT */
@@ -477,7 +471,7 @@ static void rcpt_backend_done(struct pc_smtp *c, struct pc_backend_result *r)
             c->s->client.name, c->s->client.addr, r->reply.code, r->reply.text, t->from.addr,
             t->cur_rcpt->mb.addr, r->relay);
     reply_backend(c, r, r->reply.code / 100 == 4 ? "4.0.0" : "5.0.0");
-    if (r->local) {
+    if (r->local || r->reply.code == 421) {
         /* The backend went away: this transaction cannot go on. */
         c->be_in_txn = false;
         pc_backend_free(c->be);
@@ -544,7 +538,7 @@ static void eom_backend_done(struct pc_smtp *c, struct pc_backend_result *r)
         reply_backend(c, r, "4.0.0");
     else
         reply(c, 451, "4.3.0", "Error: unexpected backend reply, try again later");
-    if (r->local) {
+    if (r->local || r->reply.code == 421) {
         pc_backend_free(c->be);
         c->be = NULL;
     }

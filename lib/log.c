@@ -38,6 +38,9 @@ static void pc_vlog(int prio, const char *fmt, va_list ap)
 {
     char line[2048];
 
+    /* Verbosity below zero silences routine lines (fuzzers, benchmarks). */
+    if (pc_verbose < 0 && prio >= LOG_NOTICE)
+        return;
     vsnprintf(line, sizeof(line), fmt, ap);
     if (pc_log_target == PC_LOG_SYSLOG) {
         syslog(prio, "%s", line);
