@@ -642,6 +642,57 @@ START_TEST(chain_sign_then_verify)
 }
 END_TEST
 
+/* lua_from - the From value an OpenDMARC miltertest script sends */
+static bool lua_from(const char *script, char *out, size_t size)
+{
+    char path[512];
+    size_t len = 0;
+    snprintf(path, sizeof(path), TESTDATA "/dmarc/opendmarc/%s", script);
+    char *b = slurp(path, &len), *p, *e;
+    bool ok = false;
+
+    if (b && (p = strstr(b, "mt.header(conn, \"From\", \"")) != NULL) {
+        p += strlen("mt.header(conn, \"From\", \"");
+        if ((e = strchr(p, '"')) != NULL && (size_t)(e - p) < size) {
+            memcpy(out, p, (size_t)(e - p));
+            out[e - p] = 0;
+            ok = true;
+        }
+    }
+    free(b);
+    return ok;
+}
+
+/* OpenDMARC's multi-valued From scripts (CVE-2019-16378) through the chain. */
+START_TEST(chain_opendmarc_multi_from)
+{
+    char from[256], msg[512];
+    struct pc_verdict v;
+    int queries;
+    char *out;
+
+    if (!have_testdata())
+        return;
+    /* one domain, one broken mailbox: accepted (the script expects SMFIR_ACCEPT), evaluated */
+    ck_assert(lua_from("t-verify-multi-from-malformed.lua", from, sizeof(from)));
+    snprintf(msg, sizeof(msg), "From: %s\r\nTo: user@example.com\r\nSubject: DMARC test\r\n\r\nx\r\n",
+             from);
+    out = run_chain(msg, strlen(msg), NULL, 0, &v, "127.0.0.2", &queries);
+    ck_assert_int_eq(v.action, PC_CONTINUE);
+    ck_assert_int_eq(queries, 1); /* _dmarc.blackops.org, already the organizational domain */
+    ck_assert_ptr_nonnull(strstr(out, "dmarc=none header.from=blackops.org"));
+    free(out);
+    /* two domains: refused (the script expects SMFIR_REJECT with RejectMultiValueFrom) */
+    ck_assert(lua_from("t-verify-multi-from-reject.lua", from, sizeof(from)));
+    snprintf(msg, sizeof(msg), "From: %s\r\nTo: user@example.com\r\nSubject: DMARC test\r\n\r\nx\r\n",
+             from);
+    out = run_chain(msg, strlen(msg), NULL, 0, &v, "127.0.0.2", &queries);
+    ck_assert_int_eq(v.action, PC_REJECT);
+    ck_assert_int_eq(v.code, 550);
+    free(out);
+}
+END_TEST
+
 START_TEST(key_table_errors)
 {
     static const struct {
@@ -703,6 +754,7 @@ static Suite *suite(void)
     tcase_add_test(tc, chain_multiple_from_rejected);
     tcase_add_test(tc, chain_sign_then_verify);
     tcase_add_test(tc, key_table_errors);
+    tcase_add_test(tc, chain_opendmarc_multi_from);
     suite_add_tcase(s, tc);
     return s;
 }
