@@ -125,6 +125,30 @@ static void comment(struct pc_buf *b, const char *reason)
     pc_buf_putc(b, ')');
 }
 
+/* pvalue - a property value as a token, or else a quoted-string: a signature's
+ * d= or s= is attacker-chosen and must not be able to forge another resinfo */
+static void pvalue(struct pc_buf *b, const char *v)
+{
+    bool token = v[0] != 0;
+
+    for (const char *p = v; *p; p++)
+        if (!isalnum((unsigned char)*p) && !strchr(".-_", *p))
+            token = false;
+    if (token) {
+        pc_buf_puts(b, v);
+        return;
+    }
+    pc_buf_putc(b, '"');
+    for (const char *p = v; *p; p++) {
+        if ((unsigned char)*p < ' ' || *p == 0x7f)
+            continue;
+        if (*p == '"' || *p == '\\')
+            pc_buf_putc(b, '\\');
+        pc_buf_putc(b, *p);
+    }
+    pc_buf_putc(b, '"');
+}
+
 /* pc_authres_value - the field value from the session's facts, pool-allocated */
 char *pc_authres_value(struct pc_session *s, const char *id)
 {
@@ -139,11 +163,17 @@ char *pc_authres_value(struct pc_session *s, const char *id)
     pc_buf_puts(&b, id);
     if (spf) {
         const struct pc_txn *t = s->txn;
-        pc_buf_printf(&b, ";\r\n\tspf=%s", spf);
-        if (t && t->from.addr && t->from.addr[0])
-            pc_buf_printf(&b, " smtp.mailfrom=%s", t->from.addr);
-        else if (s->helo)
-            pc_buf_printf(&b, " smtp.helo=%s", s->helo);
+        pc_buf_puts(&b, ";\r\n\tspf=");
+        pvalue(&b, spf);
+        /* The domain only (RFC 8601 2.7.2 allows it): a quoted local part could
+         * otherwise carry text that looks like another result. */
+        if (t && t->from.domain && t->from.domain[0]) {
+            pc_buf_puts(&b, " smtp.mailfrom=");
+            pvalue(&b, t->from.domain);
+        } else if (s->helo) {
+            pc_buf_puts(&b, " smtp.helo=");
+            pvalue(&b, s->helo);
+        }
         any = true;
     }
     while ((f = pc_fact_next(s, "dkim_sig", f)) != NULL) {
@@ -153,7 +183,12 @@ char *pc_authres_value(struct pc_session *s, const char *id)
             continue;
         pc_buf_printf(&b, ";\r\n\tdkim=%s", r);
         comment(&b, reason ? reason + 8 : NULL);
-        pc_buf_printf(&b, " header.d=%s header.s=%s header.a=%s", d, sel, a);
+        pc_buf_puts(&b, " header.d=");
+        pvalue(&b, d);
+        pc_buf_puts(&b, " header.s=");
+        pvalue(&b, sel);
+        pc_buf_puts(&b, " header.a=");
+        pvalue(&b, a);
         any = true;
     }
     if (dkim && strcmp(dkim, "none") == 0) {
@@ -165,8 +200,10 @@ char *pc_authres_value(struct pc_session *s, const char *id)
         pc_buf_printf(&b, ";\r\n\tdmarc=%s", dmarc);
         if (pol)
             pc_buf_printf(&b, " (p=%s)", pol);
-        if (dom)
-            pc_buf_printf(&b, " header.from=%s", dom);
+        if (dom) {
+            pc_buf_puts(&b, " header.from=");
+            pvalue(&b, dom);
+        }
         any = true;
     }
     if (!any)

@@ -377,6 +377,7 @@ START_TEST(remove_ours_by_id)
     ck_assert_uint_eq(pc_authres_remove_ours(s, "mx.example.org"), 2);
     pc_fact_add(s, "dkim", "fail");
     pc_fact_add(s, "dkim_sig", "fail d=bank.example s=s1 a=rsa-sha256 reason=body hash (mismatch)");
+    pc_fact_add(s, "dkim_sig", "pass d=x.example;dkim=pass s=a\"b a=rsa-sha256");
     pc_fact_add(s, "dmarc", "fail");
     pc_fact_add(s, "dmarc_policy", "reject");
     pc_fact_add(s, "dmarc_domain", "bank.example");
@@ -391,6 +392,9 @@ START_TEST(remove_ours_by_id)
     ck_assert_ptr_nonnull(strstr(out.data, "dkim=fail (body hash  mismatch ) header.d=bank.example"
                                            " header.s=s1 header.a=rsa-sha256"));
     ck_assert_ptr_nonnull(strstr(out.data, "dmarc=fail (p=reject) header.from=bank.example"));
+    /* an attacker-chosen d= or s= cannot add a resinfo of its own */
+    ck_assert_ptr_nonnull(strstr(out.data, "dkim=pass header.d=\"x.example;dkim=pass\" "
+                                           "header.s=\"a\\\"b\" header.a=rsa-sha256"));
     pc_buf_free(&out);
     pc_txn_free(s);
     pc_session_free(s);
