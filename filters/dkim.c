@@ -9,8 +9,9 @@
  *	filter asks the shared resolver (gateway/dns.h) and returns
  *	PC_PENDING. When the answer arrives, dkim_eoh() is called again (it is
  *	re-entrant after CBTRYAGAIN), and once every key is known the body is
- *	hashed and the filter resumes the chain. Hashing runs on the loop:
- *	the message is bounded and SHA-256 costs far less than its I/O.
+ *	canonicalised and hashed on a worker thread (gateway/worker.h) from
+ *	the job's own copy of the body, and the filter resumes the chain.
+ *	Signing hashes on the loop (trusted, usually small, submissions).
  *
  *	RFC 8301: rsa-sha1 signatures and RSA keys shorter than min_key_bits
  *	never pass (result "policy"). Ed25519 (RFC 8463) is accepted when the
@@ -45,6 +46,7 @@
 #include <unistd.h>
 
 #include "filters/filter.h"
+#include "gateway/worker.h"
 #include "lib/authres.h"
 #include "lib/buf.h"
 #include "lib/log.h"
@@ -74,6 +76,11 @@ struct pc_dkimv {
     char want[DKIM_NAME_MAX];
     struct pc_dkim_result res[PC_DKIM_MAX_SIGS];
     size_t nres;
+    bool defer_body;
+    int body_fd;     /* snapshot: duplicated spool descriptor, or -1 */
+    char *body_mem;  /* snapshot: copy of an in-memory body */
+    size_t body_len; /* snapshot length */
+    bool snapshot;
 };
 
 /* key_name - "selector._domainkey.domain", false when it cannot be a DNS name */
@@ -160,6 +167,7 @@ struct pc_dkimv *pc_dkimv_new(struct dkim_lib *lib, const struct pc_msg *msg, co
         return NULL;
     j->lib = lib;
     j->msg = msg;
+    j->body_fd = -1;
     j->min_key_bits = 1024;
     dkim_options(lib, DKIM_OP_GETOPT, DKIM_OPTS_MINKEYBITS, &j->min_key_bits,
                  sizeof(j->min_key_bits));
@@ -172,6 +180,8 @@ struct pc_dkimv *pc_dkimv_new(struct dkim_lib *lib, const struct pc_msg *msg, co
     return j;
 }
 
+static void collect(struct pc_dkimv *);
+
 /* pc_dkimv_free - release a job */
 void pc_dkimv_free(struct pc_dkimv *j)
 {
@@ -181,7 +191,73 @@ void pc_dkimv_free(struct pc_dkimv *j)
         dkim_free(j->d);
     for (size_t i = 0; i < j->nkeys; i++)
         free(j->keys[i].txt);
+    if (j->body_fd >= 0)
+        close(j->body_fd);
+    free(j->body_mem);
     free(j);
+}
+
+/* pc_dkimv_defer_body - stop before hashing the body */
+void pc_dkimv_defer_body(struct pc_dkimv *j)
+{
+    j->defer_body = true;
+}
+
+/* pc_dkimv_snapshot - take the body out of the session's hands; 0 or -1 */
+int pc_dkimv_snapshot(struct pc_dkimv *j)
+{
+    const struct pc_msg *m = j->msg;
+
+    j->body_len = m->body_len;
+    if (m->body_fd >= 0) {
+        if ((j->body_fd = fcntl(m->body_fd, F_DUPFD_CLOEXEC, 0)) < 0)
+            return -1;
+    } else if (m->body_len > 0) {
+        if ((j->body_mem = malloc(m->body_len)) == NULL)
+            return -1;
+        memcpy(j->body_mem, m->body.data, m->body_len);
+    }
+    j->snapshot = true;
+    j->msg = NULL;
+    return 0;
+}
+
+/* body_read - from the snapshot if there is one, else from the message */
+static ssize_t body_read(const struct pc_dkimv *j, size_t off, char *buf, size_t len)
+{
+    ssize_t n;
+
+    if (!j->snapshot)
+        return pc_msg_body_read(j->msg, off, buf, len);
+    if (off >= j->body_len)
+        return 0;
+    if (len > j->body_len - off)
+        len = j->body_len - off;
+    if (j->body_fd < 0) {
+        memcpy(buf, j->body_mem + off, len);
+        return (ssize_t)len;
+    }
+    do
+        n = pread(j->body_fd, buf, len, (off_t)off);
+    while (n < 0 && errno == EINTR);
+    return n;
+}
+
+/* pc_dkimv_body - hash the body, finish, collect results */
+void pc_dkimv_body(struct pc_dkimv *j)
+{
+    size_t total = j->snapshot ? j->body_len : j->msg->body_len, off = 0;
+    char *buf = malloc(DKIM_CHUNK);
+    ssize_t n;
+
+    while (buf && off < total && (n = body_read(j, off, buf, DKIM_CHUNK)) > 0) {
+        dkim_body(j->d, (u_char *)buf, (size_t)n);
+        off += (size_t)n;
+    }
+    free(buf);
+    dkim_eom(j->d, NULL);
+    collect(j);
+    j->phase = 3;
 }
 
 /* pc_dkimv_want - the TXT name the job waits for */
@@ -361,17 +437,9 @@ enum pc_dkimv_state pc_dkimv_run(struct pc_dkimv *j)
         j->phase = 2;
     }
     if (j->phase == 2) {
-        char *buf = malloc(DKIM_CHUNK);
-        size_t off = 0;
-        ssize_t n;
-        while (buf && off < m->body_len && (n = pc_msg_body_read(m, off, buf, DKIM_CHUNK)) > 0) {
-            dkim_body(j->d, (u_char *)buf, (size_t)n);
-            off += (size_t)n;
-        }
-        free(buf);
-        dkim_eom(j->d, NULL);
-        collect(j);
-        j->phase = 3;
+        if (j->defer_body)
+            return PC_DKIMV_NEED_BODY;
+        pc_dkimv_body(j);
     }
     return PC_DKIMV_DONE;
 }
@@ -591,11 +659,20 @@ struct dkim_conf {
     bool rh, rb;
 };
 
+struct dkim_task;
+
 struct dkim_ctx {
     struct pc_session *s;
     const struct dkim_conf *c;
     struct pc_dkimv *job;
     struct pc_dns_query *q;
+    struct dkim_task *task; /* body hashing on a worker */
+};
+
+/* Owned by the worker until done() runs; x is NULL once the session gave up. */
+struct dkim_task {
+    struct pc_dkimv *job;
+    struct dkim_ctx *x;
 };
 
 static cfg_opt_t dkim_opts[] = {
@@ -767,6 +844,10 @@ static void dkim_drop(struct dkim_ctx *x)
         pc_dns_cancel(x->q);
         x->q = NULL;
     }
+    if (x->task) { /* the worker's done() frees it */
+        x->task->x = NULL;
+        x->task = NULL;
+    }
     pc_dkimv_free(x->job);
     x->job = NULL;
 }
@@ -820,12 +901,30 @@ static void dkim_facts(struct pc_session *s, const struct pc_dkimv *j)
 /* dkim_on_key - the resolver answered: continue the job, resume when done */
 static void dkim_on_key(void *arg, enum pc_dns_status st, const struct pc_dns_answer *a);
 
-/* dkim_step - run the job; PC_PENDING while a key is being looked up */
+static void dkim_work(void *arg);
+static void dkim_done(void *arg);
+
+/* dkim_step - run the job; PC_PENDING while a key is looked up or the body hashed */
 static enum pc_action dkim_step(struct dkim_ctx *x)
 {
     struct pc_session *s = x->s;
+    enum pc_dkimv_state st;
 
-    while (pc_dkimv_run(x->job) == PC_DKIMV_NEED_KEY) {
+    while ((st = pc_dkimv_run(x->job)) != PC_DKIMV_DONE) {
+        if (st == PC_DKIMV_NEED_BODY) {
+            struct dkim_task *t = malloc(sizeof(*t));
+            if (t == NULL || pc_dkimv_snapshot(x->job) < 0) {
+                free(t);
+                pc_dkimv_body(x->job); /* on the loop after all */
+                continue;
+            }
+            t->job = x->job;
+            t->x = x;
+            x->job = NULL;
+            x->task = t;
+            pc_worker_submit(s->svc->workers, dkim_work, dkim_done, t);
+            return PC_PENDING;
+        }
         if (s->svc == NULL || s->svc->dns == NULL) {
             pc_dkimv_key(x->job, PC_DNS_TRYLATER, NULL);
             continue;
@@ -839,6 +938,35 @@ static enum pc_action dkim_step(struct dkim_ctx *x)
     pc_dkimv_free(x->job);
     x->job = NULL;
     return PC_CONTINUE;
+}
+
+/* dkim_work - on a worker thread: only the job, never the session */
+static void dkim_work(void *arg)
+{
+    struct dkim_task *t = arg;
+
+    pc_dkimv_body(t->job);
+}
+
+/* dkim_done - back on the loop: publish and resume, unless the session gave up */
+static void dkim_done(void *arg)
+{
+    struct dkim_task *t = arg;
+    struct dkim_ctx *x = t->x;
+    struct pc_verdict v;
+
+    if (x == NULL) {
+        pc_dkimv_free(t->job);
+        free(t);
+        return;
+    }
+    x->task = NULL;
+    x->job = t->job;
+    free(t);
+    if (dkim_step(x) == PC_PENDING)
+        return;
+    pc_verdict_clear(&v);
+    pc_chain_resume(x->s, &v);
 }
 
 static void dkim_on_key(void *arg, enum pc_dns_status st, const struct pc_dns_answer *a)
@@ -952,6 +1080,8 @@ static enum pc_action dkim_filter_eom(struct pc_session *s, void *conf, void *ct
         pc_verdict_set(v, PC_ERROR, 0, NULL, "DKIM verification unavailable");
         return PC_ERROR;
     }
+    if (s->svc && s->svc->workers)
+        pc_dkimv_defer_body(x->job);
     return dkim_step(x);
 }
 

@@ -29,7 +29,7 @@ struct pc_dkimv;
 struct dkim_lib *pc_dkim_verify_lib(unsigned min_key_bits);
 void pc_dkim_lib_free(struct dkim_lib *);
 
-enum pc_dkimv_state { PC_DKIMV_NEED_KEY, PC_DKIMV_DONE };
+enum pc_dkimv_state { PC_DKIMV_NEED_KEY, PC_DKIMV_NEED_BODY, PC_DKIMV_DONE };
 
 #define PC_DKIM_MAX_SIGS 16
 
@@ -47,6 +47,16 @@ void pc_dkimv_free(struct pc_dkimv *);
 /* pc_dkimv_run - advance; on NEED_KEY, pc_dkimv_want() names the TXT record */
 enum pc_dkimv_state pc_dkimv_run(struct pc_dkimv *);
 const char *pc_dkimv_want(const struct pc_dkimv *);
+/*
+ * pc_dkimv_defer_body - make pc_dkimv_run() stop with NEED_BODY once the keys are
+ * known; pc_dkimv_snapshot() then gives the job its own copy of the body (a
+ * duplicated spool descriptor, or a copy of the in-memory part), and
+ * pc_dkimv_body() hashes it and finishes, touching nothing but the job, so it
+ * can run on a worker thread while the session may go away.
+ */
+void pc_dkimv_defer_body(struct pc_dkimv *);
+int pc_dkimv_snapshot(struct pc_dkimv *);
+void pc_dkimv_body(struct pc_dkimv *);
 /* pc_dkimv_key - the answer for pc_dkimv_want(): txt is the joined TXT record when FOUND */
 void pc_dkimv_key(struct pc_dkimv *, enum pc_dns_status, const char *txt);
 /* pc_dkimv_results - per-signature outcome once DONE (n = 0: no signature) */

@@ -48,12 +48,12 @@ static inline char *slurp(const char *path, size_t *len)
     return b;
 }
 
-/* msg_from_buf - spool a message given as text */
-static inline void msg_from_buf(struct pc_msg *m, const char *b, size_t len)
+/* msg_from_buf_spool - spool a message given as text; body to a file past threshold */
+static inline void msg_from_buf_spool(struct pc_msg *m, const char *b, size_t len, size_t threshold)
 {
     size_t i = 0;
 
-    pc_msg_init(m, 1 << 20, 1000, 1 << 20, "/tmp");
+    pc_msg_init(m, 1 << 20, 1000, threshold, "/tmp");
     while (i < len) {
         const char *nl = memchr(b + i, '\n', len - i);
         size_t e = nl ? (size_t)(nl - b) : len, n = e - i;
@@ -63,6 +63,12 @@ static inline void msg_from_buf(struct pc_msg *m, const char *b, size_t len)
         i = e + 1;
     }
     pc_msg_finish(m);
+}
+
+/* msg_from_buf - spool a message given as text, in memory */
+static inline void msg_from_buf(struct pc_msg *m, const char *b, size_t len)
+{
+    msg_from_buf_spool(m, b, len, 1 << 20);
 }
 
 struct fake_dns {
