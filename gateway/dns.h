@@ -41,4 +41,33 @@ struct pc_dns_query *pc_dns_lookup(struct pc_dns *, const char *name, int rrtype
                                    void *arg);
 void pc_dns_cancel(struct pc_dns_query *);
 
+/* Helpers for the filters (additive: the declarations above are fixed). */
+struct pc_ip;
+
+#define PC_DNS_NAME_MAX 254 /* presentation form of a name, without the root dot, plus NUL */
+#define PC_DNS_T_A 1
+#define PC_DNS_T_NS 2
+#define PC_DNS_T_CNAME 5
+#define PC_DNS_T_PTR 12
+#define PC_DNS_T_MX 15
+#define PC_DNS_T_TXT 16
+#define PC_DNS_T_AAAA 28
+
+/* pc_dns_reverse - "4.3.2.1.in-addr.arpa" / nibbles ".ip6.arpa", or under zone (DNSBL) */
+bool pc_dns_reverse(const struct pc_ip *, const char *zone, char *buf, size_t size);
+/* pc_dns_rdata_ip - decode A (4 bytes) or AAAA (16 bytes) RDATA; IPv4 is stored mapped */
+bool pc_dns_rdata_ip(int rrtype, const char *rd, size_t len, struct pc_ip *);
+/* pc_dns_rdata_name - uncompressed wire name (PTR, CNAME, MX+2) to text without the root
+ * dot; bytes outside printable ASCII, '.' and '\' inside labels come out as \DDD
+ * (RFC 1035 5.1), so the text is always printable. -1 on malformed or over-long data. */
+int pc_dns_rdata_name(const char *rd, size_t len, char *buf, size_t size);
+/* pc_dns_rdata_txt - concatenate a TXT record's character-strings (RFC 7208 3.3); -1 on
+ * malformed data or when it does not fit; bytes are copied as they are (NUL included) */
+long pc_dns_rdata_txt(const char *rd, size_t len, char *buf, size_t size);
+/* pc_dns_hostname_ok - LDH host name (underscore tolerated), labels 1..63, total <= 253 */
+bool pc_dns_hostname_ok(const char *name);
+/* pc_dns_hostname_clean - a name fit for logs, headers and the backend: lower case, one
+ * trailing dot dropped, must pass pc_dns_hostname_ok, else "unknown"; returns out */
+const char *pc_dns_hostname_clean(const char *in, size_t len, char *out, size_t size);
+
 #endif

@@ -17,6 +17,8 @@
 #include "gateway/server.h"
 #include "lib/log.h"
 
+int pc_test_main(int argc, char **argv); /* gateway/testcmd.c */
+
 #ifndef PC_VERSION
 #define PC_VERSION "0.1.0"
 #endif
@@ -35,6 +37,8 @@ int main(int argc, char **argv)
     int ch, test_only = 0;
     struct pc_err err = {{0}};
 
+    if (argc > 1 && strcmp(argv[1], "test") == 0)
+        return pc_test_main(argc - 1, argv + 1);
     while ((ch = getopt(argc, argv, "c:tpvV")) != -1) {
         switch (ch) {
         case 'c':

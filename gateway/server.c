@@ -29,6 +29,7 @@
 
 #include "filters/filter.h"
 #include "gateway/conf.h"
+#include "gateway/dns.h"
 #include "gateway/smtp_server.h"
 #include "gateway/worker.h"
 #include "lib/buf.h"
@@ -310,6 +311,12 @@ int pc_server_run(struct pc_conf *conf)
     srv->svc.base = srv->base;
     srv->svc.hostname = conf->hostname;
     srv->svc.workers = pc_workers_create(srv->base, 2);
+    srv->svc.dns = pc_dns_create(srv->base, conf->dns_nameservers, conf->dns_nnameservers,
+                                 conf->dns_timeout, &err);
+    if (srv->svc.dns == NULL) {
+        pc_err("%s", err.msg);
+        return 1;
+    }
     if (pc_conf_start(conf, &srv->svc, &err) < 0) {
         pc_err("%s", err.msg);
         return 1;
@@ -339,6 +346,8 @@ int pc_server_run(struct pc_conf *conf)
     if (srv->grace)
         event_free(srv->grace);
     pc_workers_destroy(srv->svc.workers);
+    if (srv->nconn == 0)
+        pc_dns_free(srv->svc.dns);
     /* Sessions still open at exit are abandoned with the process: clients retry. */
     if (srv->nconn == 0) {
         pc_conf_unref(srv->conf);
