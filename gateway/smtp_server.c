@@ -505,9 +505,10 @@ static char *received_header(struct pc_smtp *c)
 }
 
 /* log_delivery - one line per delivered (or refused) message */
-static void log_delivery(struct pc_smtp *c, const char *status, int code, const char *text,
-                         const char *relay)
+static void log_delivery(struct pc_smtp *c, const char *status, int code,
+                         const struct pc_enh *enh, const char *text, const char *relay)
 {
+    char es[20] = "";
     struct pc_txn *t = c->s->txn;
     char to[1024];
     size_t o = 0;
@@ -517,9 +518,13 @@ static void log_delivery(struct pc_smtp *c, const char *status, int code, const 
         if (t->rcpts[i].flags & PC_RCPT_ACCEPTED)
             o += (size_t)snprintf(to + o, sizeof(to) - o, "%s<%s>", o ? "," : "",
                                   t->rcpts[i].mb.addr);
-    pc_info("%s: from=<%s>, to=%s, size=%zu, client=%s[%s], relay=%s, status=%s (%d %s)", t->id,
-            t->from.addr, to, t->msg.size, c->s->client.name, c->s->client.addr, relay, status,
-            code, text);
+    if (enh && enh->cls) {
+        pc_enh_format(enh, es, sizeof(es) - 1);
+        strcat(es, " ");
+    }
+    pc_info("%s: from=<%s>, to=%s, size=%zu, client=%s[%s], relay=%s, status=%s (%d %s%s)",
+            t->id, t->from.addr, to, t->msg.size, c->s->client.name, c->s->client.addr, relay,
+            status, code, es, text);
 }
 
 /* eom_backend_done - the backend's answer to the message */
@@ -529,7 +534,7 @@ static void eom_backend_done(struct pc_smtp *c, struct pc_backend_result *r)
 
     c->be_in_txn = false;
     log_delivery(c, code / 100 == 2 ? "sent" : code / 100 == 4 ? "deferred" : "bounced", code,
-                 r->reply.text, r->relay);
+                 &r->reply.enh, r->reply.text, r->relay);
     if (code / 100 == 2 && !r->local)
         reply_backend(c, r, "2.0.0");
     else if (code / 100 == 5 && !r->local)
@@ -639,7 +644,7 @@ static void eom_finish(struct pc_smtp *c, struct pc_verdict *v)
     struct pc_txn *t = c->s->txn;
 
     if (v->action == PC_DISCARD || (v->action == PC_CONTINUE && t->discard)) {
-        log_delivery(c, "discarded", 250, "Ok", "none");
+        log_delivery(c, "discarded", 250, NULL, "Ok", "none");
         reply(c, 250, "2.0.0", "Ok: queued as %s", t->id);
         txn_end(c);
         resume(c);

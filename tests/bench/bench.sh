@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# bench.sh - portcullis against a direct baseline, side by side in the same run.
+#
+#   throughput  smtp-source -> portcullis -> smtp-sink  vs  smtp-source -> smtp-sink,
+#               20 sessions, 5 KB and 100 KB messages: msgs/s of both and their ratio
+#   latency     one sequential session: added milliseconds per message
+#   memory      RSS of portcullis holding 5,000 idle connections
+#
+# Each throughput figure is the best of ROUNDS alternating runs, because these machines are noisy.
+# Only loopback is used. Sub-benchmarks of other parts (tests/bench/*-bench.sh) run afterwards.
+set -euo pipefail
+BIN=$(readlink -f "${1:-build/portcullis}")
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROUNDS=${ROUNDS:-3}
+MSGS=${MSGS:-3000}
+TMP=$(mktemp -d /tmp/pc-bench-XXXXXX)
+chmod 755 "$TMP"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$TMP"; }
+trap cleanup EXIT
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "no listener on $1" >&2; exit 1; }
+
+SINK=$(port); GW=$(port)
+sinkuser=(); [ "$(id -u)" -eq 0 ] && sinkuser=(-u nobody)
+smtp-sink "${sinkuser[@]}" -c 127.0.0.1:"$SINK" 1000 > "$TMP/sink.log" 2>&1 & pids+=($!)
+cat > "$TMP/bench.conf" <<CONF
+hostname = "bench.test"
+log = "stderr"
+listener "in" {
+    address = "127.0.0.1:$GW"
+    backend = "sink"
+    filters = { "relay" }
+}
+backend "sink" {
+    address = { "127.0.0.1:$SINK" }
+}
+relay {
+    mynetworks = { "127.0.0.0/8" }
+}
+limits {
+    max_connections = 20000
+}
+CONF
+ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+"$BIN" -c "$TMP/bench.conf" > "$TMP/gw.log" 2>&1 & GWPID=$!; pids+=($GWPID)
+wait_port "$SINK"; wait_port "$GW"
+
+# run SESSIONS COUNT SIZE PORT -> seconds
+run() { local t0 t1; t0=$(date +%s.%N)
+        smtp-source -s "$1" -m "$2" -l "$3" -f bench@example.org -t rcpt@example.com 127.0.0.1:"$4"
+        t1=$(date +%s.%N); echo "$t1 - $t0" | bc -l; }
+best() { sort -g | head -1; }
+
+throughput() { # SIZE COUNT
+    local d=() g=()
+    for _ in $(seq "$ROUNDS"); do d+=("$(run 20 "$2" "$1" "$SINK")"); g+=("$(run 20 "$2" "$1" "$GW")"); done
+    local bd bg
+    bd=$(printf '%s\n' "${d[@]}" | best); bg=$(printf '%s\n' "${g[@]}" | best)
+    printf 'throughput %6s x20 sessions: direct %7.0f msgs/s, portcullis %7.0f msgs/s, ratio %.2f (target >= 0.45)\n' \
+        "$(( $1 / 1024 ))KB" "$(echo "$2 / $bd" | bc -l)" "$(echo "$2 / $bg" | bc -l)" "$(echo "$bd / $bg" | bc -l)"
+}
+
+echo "portcullis bench: $(nproc) cores, best of $ROUNDS alternating runs"
+throughput 5120 "$MSGS"
+throughput 102400 $(( MSGS / 3 ))
+
+N=1000
+d=(); g=()
+for _ in $(seq "$ROUNDS"); do d+=("$(run 1 $N 5120 "$SINK")"); g+=("$(run 1 $N 5120 "$GW")"); done
+bd=$(printf '%s\n' "${d[@]}" | best); bg=$(printf '%s\n' "${g[@]}" | best)
+printf 'latency one session, 5KB: direct %.3f ms/msg, portcullis %.3f ms/msg, added %.3f ms/msg (target < 1)\n' \
+    "$(echo "$bd * 1000 / $N" | bc -l)" "$(echo "$bg * 1000 / $N" | bc -l)" "$(echo "($bg - $bd) * 1000 / $N" | bc -l)"
+
+python3 - "$GWPID" "$GW" <<'PY'
+import resource, socket, sys, time
+pid, port, n = int(sys.argv[1]), int(sys.argv[2]), 5000
+resource.setrlimit(resource.RLIMIT_NOFILE, (n + 200, n + 200))
+def rss():
+    return next(int(l.split()[1]) for l in open(f"/proc/{pid}/status") if l.startswith("VmRSS"))
+before, socks = rss(), []
+for i in range(n):
+    socks.append(socket.create_connection(("127.0.0.1", port)))
+time.sleep(1.5)
+greeted = 0
+for s in socks:
+    s.settimeout(2)
+    try:
+        greeted += s.recv(64).startswith(b"220")
+    except OSError:
+        pass
+after = rss()
+print(f"memory {n} idle connections ({greeted} greeted): RSS {before / 1024:.1f} MB -> {after / 1024:.1f} MB "
+      f"({(after - before) * 1024 / n / 1024:.1f} KB each; target < 64 MB)")
+for s in socks:
+    s.close()
+PY
+
+for sub in "$HERE"/*-bench.sh; do
+    [ -x "$sub" ] && { echo "--- $(basename "$sub")"; "$sub" "$BIN" || echo "$(basename "$sub") failed"; }
+done
+exit 0
