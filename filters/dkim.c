@@ -25,7 +25,8 @@
  *	time, so a missing key is an error at portcullis -t.
  *
  *	Facts: dkim (summary), dkim_sig (one per signature), dkim_partial
- *	(l= shorter than the body), dkim_signed (what we signed).
+ *	(l= shorter than the body), dkim_signed (what we signed), dkim_mode
+ *	(sign or verify: how this filter saw the source).
  * SEE ALSO
  *	RFC 6376, RFC 8301, RFC 8463, RFC 8601, opendkim.conf(5) KeyTable and SigningTable
  */
@@ -1069,11 +1070,13 @@ static enum pc_action dkim_filter_eom(struct pc_session *s, void *conf, void *ct
     if (s->txn == NULL)
         return PC_CONTINUE;
     if (dkim_trusted(c, s)) {
+        pc_fact_add(s, "dkim_mode", "sign");
         dkim_sign_msg(s, c);
         return PC_CONTINUE;
     }
     if (!c->verify)
         return PC_CONTINUE;
+    pc_fact_add(s, "dkim_mode", "verify");
     dkim_drop(x);
     x->job = pc_dkimv_new(c->vlib, &s->txn->msg, s->txn->id);
     if (x->job == NULL) {

@@ -496,9 +496,10 @@ static enum pc_action dmarc_eom(struct pc_session *s, void *conf, void *ctx, str
 
     if (s->txn == NULL)
         return PC_CONTINUE;
-    /* Our own outgoing mail (signed by the dkim filter, or from an authenticated or
-     * trusted client) is not judged by its author domain's policy. */
-    if (s->trusted || s->auth_user || pc_fact_get(s, "dkim_signed"))
+    /* Our own outgoing mail (a source the dkim filter signs for, an authenticated
+     * or trusted client) is not judged by its author domain's policy. */
+    const char *mode = pc_fact_get(s, "dkim_mode");
+    if (s->trusted || s->auth_user || (mode && strcmp(mode, "sign") == 0))
         return PC_CONTINUE;
     st = pc_dmarc_from(&s->txn->msg, &fd);
     x->asking_org = false;
