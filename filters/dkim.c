@@ -75,6 +75,8 @@ struct pc_dkimv {
     struct dkim_key_answer keys[PC_DKIM_MAX_SIGS];
     size_t nkeys;
     char want[DKIM_NAME_MAX];
+    char prefetch[PC_DKIM_MAX_SIGS][DKIM_NAME_MAX]; /* every signature's key name */
+    size_t nprefetch;
     struct pc_dkim_result res[PC_DKIM_MAX_SIGS];
     size_t nres;
     bool defer_body;
@@ -136,6 +138,25 @@ static DKIM_CBSTAT key_lookup(DKIM *d, DKIM_SIGINFO *sig, u_char *buf, size_t bu
     return DKIM_CBSTAT_TRYAGAIN;
 }
 
+/* prescreen - libopendkim's look at all signatures before any key: note their key names */
+static DKIM_CBSTAT prescreen(DKIM *d, DKIM_SIGINFO **sigs, int nsigs)
+{
+    struct pc_dkimv *j = dkim_get_user_context(d);
+    char name[DKIM_NAME_MAX];
+
+    for (int i = 0; j && i < nsigs && j->nprefetch < PC_DKIM_MAX_SIGS; i++) {
+        bool dup = false;
+        if (!key_name((const char *)dkim_sig_getselector(sigs[i]),
+                      (const char *)dkim_sig_getdomain(sigs[i]), name, sizeof(name)))
+            continue;
+        for (size_t k = 0; k < j->nprefetch && !dup; k++)
+            dup = strcasecmp(j->prefetch[k], name) == 0;
+        if (!dup)
+            pc_strlcpy(j->prefetch[j->nprefetch++], name, DKIM_NAME_MAX);
+    }
+    return DKIM_CBSTAT_CONTINUE;
+}
+
 /* pc_dkim_verify_lib - library handle for verification */
 struct dkim_lib *pc_dkim_verify_lib(unsigned min_key_bits)
 {
@@ -148,6 +169,7 @@ struct dkim_lib *pc_dkim_verify_lib(unsigned min_key_bits)
     dkim_options(lib, DKIM_OP_SETOPT, DKIM_OPTS_MINKEYBITS, &bits, sizeof(bits));
     dkim_options(lib, DKIM_OP_SETOPT, DKIM_OPTS_FLAGS, &flags, sizeof(flags));
     dkim_set_key_lookup(lib, key_lookup);
+    dkim_set_prescreen(lib, prescreen);
     return lib;
 }
 
@@ -267,18 +289,51 @@ const char *pc_dkimv_want(const struct pc_dkimv *j)
     return j->want;
 }
 
-/* pc_dkimv_key - an answer for the wanted name */
-void pc_dkimv_key(struct pc_dkimv *j, enum pc_dns_status st, const char *txt)
+/* answered - has this name an answer already */
+static bool answered(const struct pc_dkimv *j, const char *name)
+{
+    for (size_t i = 0; i < j->nkeys; i++)
+        if (strcasecmp(j->keys[i].name, name) == 0)
+            return true;
+    return false;
+}
+
+/* pc_dkimv_answer - an answer for one key name */
+void pc_dkimv_answer(struct pc_dkimv *j, const char *name, enum pc_dns_status st, const char *txt)
 {
     struct dkim_key_answer *k;
 
-    if (j->want[0] == 0 || j->nkeys >= PC_DKIM_MAX_SIGS)
+    if (name[0] == 0 || j->nkeys >= PC_DKIM_MAX_SIGS || answered(j, name))
         return;
     k = &j->keys[j->nkeys++];
-    pc_strlcpy(k->name, j->want, sizeof(k->name));
+    pc_strlcpy(k->name, name, sizeof(k->name));
     k->st = st == PC_DNS_FOUND && txt == NULL ? PC_DNS_NOTFOUND : st;
     k->txt = st == PC_DNS_FOUND && txt ? strdup(txt) : NULL;
+    if (strcasecmp(name, j->want) == 0)
+        j->want[0] = 0;
+}
+
+/* pc_dkimv_key - an answer for the wanted name */
+void pc_dkimv_key(struct pc_dkimv *j, enum pc_dns_status st, const char *txt)
+{
+    char name[DKIM_NAME_MAX];
+
+    pc_strlcpy(name, j->want, sizeof(name));
+    pc_dkimv_answer(j, name, st, txt);
     j->want[0] = 0;
+}
+
+/* pc_dkimv_pending - names still to look up, the wanted one first */
+size_t pc_dkimv_pending(const struct pc_dkimv *j, const char **names, size_t max)
+{
+    size_t n = 0;
+
+    if (j->want[0] && n < max)
+        names[n++] = j->want;
+    for (size_t i = 0; i < j->nprefetch && n < max && j->nkeys + n < PC_DKIM_MAX_SIGS; i++)
+        if (strcasecmp(j->prefetch[i], j->want) != 0 && !answered(j, j->prefetch[i]))
+            names[n++] = j->prefetch[i];
+    return n;
 }
 
 /* alg_name - a= value for facts and Authentication-Results */
@@ -661,13 +716,22 @@ struct dkim_conf {
 };
 
 struct dkim_task;
+struct dkim_lookup;
 
 struct dkim_ctx {
     struct pc_session *s;
     const struct dkim_conf *c;
     struct pc_dkimv *job;
-    struct pc_dns_query *q;
+    struct dkim_lookup *lookups; /* key lookups in flight, all at once */
+    size_t inflight;
     struct dkim_task *task; /* body hashing on a worker */
+};
+
+/* One key lookup in flight; the answer is kept until all have arrived. */
+struct dkim_lookup {
+    struct dkim_ctx *x;
+    struct pc_dns_query *q;
+    char name[DKIM_NAME_MAX];
 };
 
 /* Owned by the worker until done() runs; x is NULL once the session gave up. */
@@ -841,10 +905,12 @@ static int dkim_attach(struct pc_session *s, void *conf, void **ctx)
 /* dkim_drop - cancel a lookup and free the job */
 static void dkim_drop(struct dkim_ctx *x)
 {
-    if (x->q) {
-        pc_dns_cancel(x->q);
-        x->q = NULL;
-    }
+    for (size_t i = 0; x->lookups && i < PC_DKIM_MAX_SIGS; i++)
+        if (x->lookups[i].q) {
+            pc_dns_cancel(x->lookups[i].q);
+            x->lookups[i].q = NULL;
+        }
+    x->inflight = 0;
     if (x->task) { /* the worker's done() frees it */
         x->task->x = NULL;
         x->task = NULL;
@@ -926,14 +992,32 @@ static enum pc_action dkim_step(struct dkim_ctx *x)
             pc_worker_submit(s->svc->workers, dkim_work, dkim_done, t);
             return PC_PENDING;
         }
-        if (s->svc == NULL || s->svc->dns == NULL) {
+        /* NEED_KEY: ask for every key the signatures need, all at once. */
+        const char *names[PC_DKIM_MAX_SIGS];
+        size_t n = pc_dkimv_pending(x->job, names, PC_DKIM_MAX_SIGS);
+        if (s->svc == NULL || s->svc->dns == NULL || n == 0) {
             pc_dkimv_key(x->job, PC_DNS_TRYLATER, NULL);
             continue;
         }
-        x->q = pc_dns_lookup(s->svc->dns, pc_dkimv_want(x->job), 16 /* TXT */, dkim_on_key, x);
-        if (x->q != NULL)
+        if (x->lookups == NULL)
+            x->lookups = pc_pool_zalloc(s->pool, PC_DKIM_MAX_SIGS * sizeof(*x->lookups));
+        for (size_t i = 0; i < n; i++) {
+            struct dkim_lookup *l = &x->lookups[i];
+            l->x = x;
+            pc_strlcpy(l->name, names[i], sizeof(l->name));
+            l->q = NULL;
+        }
+        x->inflight = n;
+        for (size_t i = 0; i < n; i++) {
+            struct dkim_lookup *l = &x->lookups[i];
+            l->q = pc_dns_lookup(s->svc->dns, l->name, PC_DNS_T_TXT, dkim_on_key, l);
+            if (l->q == NULL) {
+                pc_dkimv_answer(x->job, l->name, PC_DNS_TRYLATER, NULL);
+                x->inflight--;
+            }
+        }
+        if (x->inflight > 0)
             return PC_PENDING;
-        pc_dkimv_key(x->job, PC_DNS_TRYLATER, NULL);
     }
     dkim_facts(s, x->job);
     pc_dkimv_free(x->job);
@@ -972,11 +1056,12 @@ static void dkim_done(void *arg)
 
 static void dkim_on_key(void *arg, enum pc_dns_status st, const struct pc_dns_answer *a)
 {
-    struct dkim_ctx *x = arg;
+    struct dkim_lookup *l = arg;
+    struct dkim_ctx *x = l->x;
     char *txt = NULL;
     struct pc_verdict v;
 
-    x->q = NULL;
+    l->q = NULL;
     if (st == PC_DNS_FOUND && a && a->n > 0) {
         /* RFC 6376 3.6.2.2: several records give undefined results; use the first valid one. */
         txt = malloc(DKIM_TXT_MAX);
@@ -988,8 +1073,10 @@ static void dkim_on_key(void *arg, enum pc_dns_status st, const struct pc_dns_an
     } else if (st == PC_DNS_FOUND) {
         st = PC_DNS_NOTFOUND;
     }
-    pc_dkimv_key(x->job, st, txt);
+    pc_dkimv_answer(x->job, l->name, st, txt);
     free(txt);
+    if (--x->inflight > 0)
+        return;
     if (dkim_step(x) == PC_PENDING)
         return;
     pc_verdict_clear(&v);

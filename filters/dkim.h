@@ -59,6 +59,13 @@ int pc_dkimv_snapshot(struct pc_dkimv *);
 void pc_dkimv_body(struct pc_dkimv *);
 /* pc_dkimv_key - the answer for pc_dkimv_want(): txt is the joined TXT record when FOUND */
 void pc_dkimv_key(struct pc_dkimv *, enum pc_dns_status, const char *txt);
+/*
+ * pc_dkimv_pending - on NEED_KEY, every key name the message's signatures need
+ * that has no answer yet (the wanted one first), so that they can be looked up
+ * at once rather than one "try again" at a time; answer each with pc_dkimv_answer().
+ */
+size_t pc_dkimv_pending(const struct pc_dkimv *, const char **names, size_t max);
+void pc_dkimv_answer(struct pc_dkimv *, const char *name, enum pc_dns_status, const char *txt);
 /* pc_dkimv_results - per-signature outcome once DONE (n = 0: no signature) */
 const struct pc_dkim_result *pc_dkimv_results(const struct pc_dkimv *, size_t *n);
 
