@@ -7,7 +7,9 @@
  *	callback answers from the keys this job has been given, and otherwise
  *	says "try again", so dkim_eoh() returns DKIM_STAT_CBTRYAGAIN and the
  *	filter asks the shared resolver (gateway/dns.h) and returns
- *	PC_PENDING. When the answer arrives, dkim_eoh() is called again (it is
+ *	PC_PENDING. It asks for every signature's key at once (the names come
+ *	from libopendkim's prescreen callback), so several signatures cost one
+ *	round trip. When all have answered, dkim_eoh() is called again (it is
  *	re-entrant after CBTRYAGAIN), and once every key is known the body is
  *	canonicalised and hashed on a worker thread (gateway/worker.h) from
  *	the job's own copy of the body, and the filter resumes the chain.
