@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "filters/filter.h"
+#include "lib/addr.h"
 #include "lib/log.h"
 #include "lib/parse.h"
 #include "lib/pool.h"
@@ -172,6 +173,29 @@ static int validate_on_error(cfg_t *cfg, cfg_opt_t *opt)
 
     if (!v || !pc_on_error_parse(v, &e)) {
         cfg_error(cfg, "on_error must be tempfail, accept or reject, not \"%s\"", v ? v : "");
+        return -1;
+    }
+    return 0;
+}
+
+/* validate_top - hostname, log and bare_newline, checked while parsing so the error has a line */
+static int validate_top(cfg_t *cfg, cfg_opt_t *opt)
+{
+    const char *v = cfg_opt_getnstr(opt, 0);
+
+    if (v == NULL)
+        return 0;
+    if (strcmp(opt->name, "hostname") == 0 && !pc_domain_valid(v, strlen(v), false)) {
+        cfg_error(cfg, "hostname \"%s\" is not a valid domain name", v);
+        return -1;
+    }
+    if (strcmp(opt->name, "log") == 0 && strcmp(v, "stderr") != 0 && strcmp(v, "syslog") != 0) {
+        cfg_error(cfg, "log must be stderr or syslog, not \"%s\"", v);
+        return -1;
+    }
+    if (strcmp(opt->name, "bare_newline") == 0 && strcmp(v, "reject") != 0 &&
+        strcmp(v, "normalize") != 0) {
+        cfg_error(cfg, "bare_newline must be reject or normalize, not \"%s\"", v);
         return -1;
     }
     return 0;
@@ -484,6 +508,9 @@ static cfg_t *cfg_new(void)
         cfg_set_validate_func(cfg, pc_int_bounds[i].path, validate_int);
     for (size_t i = 0; i < sizeof(pc_duration_opts) / sizeof(pc_duration_opts[0]); i++)
         cfg_set_validate_func(cfg, pc_duration_opts[i], validate_duration);
+    cfg_set_validate_func(cfg, "hostname", validate_top);
+    cfg_set_validate_func(cfg, "log", validate_top);
+    cfg_set_validate_func(cfg, "bare_newline", validate_top);
     for (size_t i = 0; pc_filter_registry[i]; i++) {
         char path[128];
         snprintf(path, sizeof(path), "%s|timeout", pc_filter_registry[i]->name);
