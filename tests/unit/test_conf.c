@@ -1,0 +1,248 @@
+/*
+ * NAME
+ *	test_conf 1 - the configuration loader: defaults, bounds, file:line errors
+ * DESCRIPTION
+ *	Every case writes a small file to a temporary directory and loads it.
+ *	Good files are checked field by field (defaults, identity values,
+ *	durations, several backends and listeners); bad files must be refused
+ *	with a message that starts "FILE:LINE: " naming the offending line and
+ *	says what is wrong.
+ * SEE ALSO
+ *	portcullis.conf(5)
+ */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "filters/filter.h"
+#include "gateway/conf.h"
+#include "lib/log.h"
+
+static char dir[] = "/tmp/pc-test-conf-XXXXXX";
+static char path[256];
+
+/* load - write text to the test file and load it */
+static struct pc_conf *load(const char *text, struct pc_err *err)
+{
+    FILE *f = fopen(path, "w");
+
+    ck_assert_ptr_nonnull(f);
+    fputs(text, f);
+    fclose(f);
+    memset(err, 0, sizeof(*err));
+    return pc_conf_load(path, err);
+}
+
+START_TEST(defaults)
+{
+    struct pc_err err;
+    struct pc_conf *c = load("", &err);
+
+    ck_assert_msg(c != NULL, "%s", err.msg);
+    ck_assert_uint_eq(c->limits.max_message_size, 10240000);
+    ck_assert_uint_eq(c->limits.max_recipients, 1000);
+    ck_assert_uint_eq(c->limits.max_command_length, 2048);
+    ck_assert_uint_eq(c->limits.max_line_length, 65536);
+    ck_assert_uint_eq(c->limits.max_errors, 20);
+    ck_assert_uint_eq(c->limits.max_connections_per_ip, 50);
+    /* RFC 5321 4.5.3.2 timeouts. */
+    ck_assert_uint_eq(c->timeouts.command, 5 * 60 * 1000);
+    ck_assert_uint_eq(c->timeouts.data, 3 * 60 * 1000);
+    ck_assert_uint_eq(c->timeouts.backend_data_init, 2 * 60 * 1000);
+    ck_assert_uint_eq(c->timeouts.backend_data_block, 3 * 60 * 1000);
+    ck_assert_uint_eq(c->timeouts.backend_data_done, 10 * 60 * 1000);
+    ck_assert_int_eq(c->bare_newline, PC_BARE_REJECT); /* the safe default */
+    ck_assert(!c->soft_bounce);
+    /* One loopback listener, the relay filter, the embedded Maildir backend. */
+    ck_assert_uint_eq(c->nlisteners, 1);
+    ck_assert_str_eq(c->listeners[0].address, "127.0.0.1:2525");
+    ck_assert_uint_eq(c->listeners[0].chain.n, 1);
+    ck_assert_str_eq(c->listeners[0].chain.links[0].ops->name, "relay");
+    ck_assert_ptr_nonnull(c->listeners[0].backend);
+    ck_assert_ptr_nonnull(c->listeners[0].backend->maildir);
+    ck_assert_uint_eq(c->listeners[0].backend->naddr, 0);
+    ck_assert(!c->listeners[0].trusted);
+    /* The connection limit exceptions default to loopback. */
+    struct pc_ip ip;
+    ck_assert(pc_ip_parse("127.0.0.1", &ip));
+    ck_assert(pc_cidr_list_match(&c->limits.connection_limit_exceptions, &ip));
+    ck_assert(pc_ip_parse("192.0.2.1", &ip));
+    ck_assert(!pc_cidr_list_match(&c->limits.connection_limit_exceptions, &ip));
+    pc_conf_unref(c);
+}
+END_TEST
+
+START_TEST(full)
+{
+    struct pc_err err;
+    struct pc_conf *c = load(
+        "hostname = \"mx.example.net\"\n"
+        "listener \"in\" { address = \"[::1]:2525\" backend = \"b\" filters = { } trusted = true }\n"
+        "listener \"sub\" { address = \"127.0.0.1:587\" backend = \"m\" dry_run = true }\n"
+        "backend \"a\" { address = \"127.0.0.1:10025\" identity = \"none\" }\n"
+        "backend \"b\" { address = { \"127.0.0.1:10025\", \"[::1]:10026\" }\n"
+        "    identity = \"xforward\" lmtp = true helo_name = \"gw.example\" }\n"
+        "backend \"m\" { maildir = \"/tmp/md\" }\n"
+        "limits { max_message_size = 1024 max_recipients = 100000 spool_threshold = 0 }\n"
+        "timeouts { command = 250ms data = 90s backend_connect = 1d backend_command = 2h }\n"
+        "relay { timeout = 2s on_error = accept }\n"
+        "soft_bounce = true\n"
+        "bare_newline = \"normalize\"\n",
+        &err);
+
+    ck_assert_msg(c != NULL, "%s", err.msg);
+    ck_assert_str_eq(c->hostname, "mx.example.net");
+    ck_assert(c->soft_bounce);
+    ck_assert_int_eq(c->bare_newline, PC_BARE_NORMALIZE);
+    ck_assert_uint_eq(c->nbackends, 3);
+    ck_assert_int_eq(c->backends[0].identity, PC_IDENT_NONE);
+    ck_assert_int_eq(c->backends[1].identity, PC_IDENT_XFORWARD);
+    ck_assert(c->backends[1].lmtp);
+    ck_assert_str_eq(c->backends[1].helo_name, "gw.example");
+    ck_assert_uint_eq(c->backends[1].naddr, 2);
+    ck_assert_str_eq(c->backends[1].addresses[1], "[::1]:10026");
+    ck_assert_str_eq(c->backends[2].maildir, "/tmp/md");
+    ck_assert_uint_eq(c->nlisteners, 2);
+    ck_assert_ptr_eq(c->listeners[0].backend, &c->backends[1]);
+    ck_assert(c->listeners[0].trusted);
+    ck_assert_uint_eq(c->listeners[0].chain.n, 0);
+    ck_assert_ptr_eq(c->listeners[1].backend, &c->backends[2]);
+    ck_assert(c->listeners[1].chain.dry_run);
+    ck_assert_uint_eq(c->listeners[1].chain.n, 1); /* filters default to relay */
+    ck_assert_uint_eq(c->listeners[1].chain.links[0].timeout_ms, 2000);
+    ck_assert_int_eq(c->listeners[1].chain.links[0].on_error, PC_ONERR_ACCEPT);
+    ck_assert_uint_eq(c->limits.max_message_size, 1024);
+    ck_assert_uint_eq(c->limits.max_recipients, 100000);
+    ck_assert_uint_eq(c->limits.spool_threshold, 0);
+    ck_assert_uint_eq(c->timeouts.command, 250);
+    ck_assert_uint_eq(c->timeouts.data, 90000);
+    ck_assert_uint_eq(c->timeouts.backend_connect, 86400000);
+    ck_assert_uint_eq(c->timeouts.backend_command, 7200000);
+    pc_conf_unref(c);
+
+    /* The identity default is xclient. */
+    c = load("backend \"x\" { address = \"127.0.0.1:25\" }\n", &err);
+    ck_assert_msg(c != NULL, "%s", err.msg);
+    ck_assert_int_eq(c->backends[0].identity, PC_IDENT_XCLIENT);
+    ck_assert_ptr_eq(c->listeners[0].backend, &c->backends[0]);
+    pc_conf_unref(c);
+}
+END_TEST
+
+START_TEST(errors)
+{
+    static const struct {
+        const char *text;
+        int line;
+        const char *says;
+    } t[] = {
+        /* Every integer bound, just outside. */
+        {"\nlimits {\n max_message_size = 1023\n}\n", 3, "max_message_size"},
+        {"limits { max_message_size = 2147483648 }\n", 1, "out of range"},
+        {"limits { max_recipients = 0 }\n", 1, "max_recipients"},
+        {"limits { max_recipients = 100001 }\n", 1, "max_recipients"},
+        {"limits { max_command_length = 511 }\n", 1, "max_command_length"},
+        {"limits { max_command_length = 65537 }\n", 1, "max_command_length"},
+        {"limits { max_line_length = 999 }\n", 1, "max_line_length"},
+        {"limits { max_line_length = 1048577 }\n", 1, "max_line_length"},
+        {"limits { max_header_size = 1023 }\n", 1, "max_header_size"},
+        {"limits { max_headers = 15 }\n", 1, "max_headers"},
+        {"limits { max_errors = 0 }\n", 1, "max_errors"},
+        {"limits { max_errors = 1001 }\n", 1, "max_errors"},
+        {"limits { max_connections = 0 }\n", 1, "max_connections"},
+        {"limits { max_connections_per_ip = 0 }\n", 1, "max_connections_per_ip"},
+        {"limits { spool_threshold = -1 }\n", 1, "spool_threshold"},
+        {"limits { spool_threshold = 1073741825 }\n", 1, "spool_threshold"},
+        {"limits {\n connection_limit_exceptions = { \"10.0.0.0/33\" }\n}\n", 0,
+         "connection_limit_exceptions"},
+        /* Durations. */
+        {"timeouts {\n command = 5x\n}\n", 2, "bad duration"},
+        {"timeouts { data = \"\" }\n", 1, "bad duration"},
+        {"timeouts { data = 2d }\n", 1, "bad duration"},
+        {"timeouts { data = -1s }\n", 1, "bad duration"},
+        {"dns { timeout = soon }\n", 1, "bad duration"},
+        {"relay {\n\n timeout = forever\n}\n", 3, "bad duration"},
+        {"relay { on_error = ignore }\n", 1, "on_error"},
+        /* Filters. */
+        {"listener \"in\" {\n filters = { \"relay\", \"nosuch\" }\n}\n", 0, "unknown filter \"nosuch\""},
+        {"listener \"in\" { filters = { \"relay\", \"relay\" } }\n", 1, "listed twice"},
+        /* Backends. */
+        {"backend \"b\" {\n address = \"nohost\"\n}\n", 0, "bad address"},
+        {"backend \"b\" { address = \"127.0.0.1\" }\n", 1, "bad address"},
+        {"backend \"b\" { address = \"127.0.0.1:\" }\n", 1, "bad address"},
+        {"backend \"b\" { address = { \"127.0.0.1:25\", \"[::1\" } }\n", 1, "bad address"},
+        {"backend \"b\" { identity = \"xclient\" }\n", 1, "either address or maildir"},
+        {"backend \"b\" { address = \"127.0.0.1:25\" maildir = \"/tmp/x\" }\n", 1,
+         "either address or maildir"},
+        {"backend \"b\" { address = \"127.0.0.1:25\" identity = \"proxy\" }\n", 1, "identity"},
+        {"backend \"b\" { address = \"127.0.0.1:25\" }\nbackend \"b\" { maildir = \"/tmp\" }\n", 0,
+         "b"},
+        /* Listeners. */
+        {"listener \"in\" { address = \"127.0.0.1\" }\n", 1, "bad address"},
+        {"listener \"in\" { backend = \"nope\" }\n", 1, "no backend named \"nope\""},
+        /* Top level. */
+        {"hostname = \"bad host\"\n", 1, "hostname"},
+        {"\nlog = \"file\"\n", 2, "log"},
+        {"\n\nbare_newline = \"accept\"\n", 3, "bare_newline"},
+        {"nosuchoption = 1\n", 1, "nosuchoption"},
+        {"limits { max_recipients = many }\n", 1, "max_recipients"},
+        {"limits { max_recipients = 1\n}}\n", 2, ""},
+        {"listener \"in\" { address = }\n", 1, ""},
+    };
+    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+        struct pc_err err;
+        struct pc_conf *c = load(t[i].text, &err);
+        if (c)
+            pc_conf_unref(c);
+        ck_assert_msg(c == NULL, "%zu accepted: %s", i, t[i].text);
+        /* "FILE:LINE: ", with the line given when the table knows it. */
+        size_t pl = strlen(path);
+        ck_assert_msg(strncmp(err.msg, path, pl) == 0 && err.msg[pl] == ':', "%zu: %s", i,
+                      err.msg);
+        char *end;
+        long line = strtol(err.msg + pl + 1, &end, 10);
+        ck_assert_msg(end > err.msg + pl + 1 && end[0] == ':' && end[1] == ' ' && line > 0,
+                      "%zu: no line number: %s", i, err.msg);
+        if (t[i].line)
+            ck_assert_msg(line == t[i].line, "%zu: line %ld, expected %d: %s", i, line,
+                          t[i].line, err.msg);
+        ck_assert_msg(strstr(err.msg, t[i].says) != NULL, "%zu: %s", i, err.msg);
+    }
+}
+END_TEST
+
+START_TEST(missing_file)
+{
+    struct pc_err err;
+
+    memset(&err, 0, sizeof(err));
+    ck_assert_ptr_null(pc_conf_load("/nonexistent/portcullis.conf", &err));
+    ck_assert_ptr_nonnull(strstr(err.msg, "/nonexistent/portcullis.conf"));
+}
+END_TEST
+
+/* main - run the suite in a private directory */
+int main(void)
+{
+    if (mkdtemp(dir) == NULL)
+        return EXIT_FAILURE;
+    snprintf(path, sizeof(path), "%s/portcullis.conf", dir);
+    pc_log_init("test_conf", PC_LOG_STDERR, 0);
+    Suite *s = suite_create("conf");
+    TCase *tc = tcase_create("core");
+    tcase_add_test(tc, defaults);
+    tcase_add_test(tc, full);
+    tcase_add_test(tc, errors);
+    tcase_add_test(tc, missing_file);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_set_fork_status(sr, CK_NOFORK);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    unlink(path);
+    rmdir(dir);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
