@@ -215,5 +215,8 @@ bool pc_domain_match(const char *d, const char *pattern)
     size_t ld = strlen(d), lp = strlen(pattern);
     if (ld && d[ld - 1] == '.')
         ld--;
+    /* ".example.com." is the same pattern as ".example.com", as pc_domain_eq has it. */
+    if (lp > 1 && pattern[lp - 1] == '.')
+        lp--;
     return ld > lp && strncasecmp(d + ld - lp, pattern, lp) == 0;
 }
