@@ -133,6 +133,11 @@ START_TEST(domain_match)
         {"example.com.evil", ".example.com", 0},
         {"example.com.evil", "example.com", 0},
         {".example.com", ".example.com", 0},
+        /* A pattern written with the root's dot means the same. */
+        {"example.com", "example.com.", 1},
+        {"mail.example.com", ".example.com.", 1},
+        {"mail.example.com.", ".example.com.", 1},
+        {"example.com", ".example.com.", 0},
         {"", ".example.com", 0},
         {"", "example.com", 0},
     };
