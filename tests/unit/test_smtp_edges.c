@@ -414,7 +414,7 @@ START_TEST(decoder_never_ends)
     for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
         size_t len = strlen(t[i]);
         if (i == 7)
-            len = 10;
+            len = 8; /* the NUL is part of it */
         struct model m;
         real_decode(t[i], len, 1000, NULL, &m);
         ck_assert_msg(!m.done && m.used == len, "%zu ended", i);
