@@ -123,6 +123,54 @@ static long long redis_cmd(int port, const char *cmd)
     return v;
 }
 
+/* redis_str - one synchronous command; a string reply (or an array's first string) or "" */
+static void redis_str(int port, const char *cmd, char *out, size_t size)
+{
+    struct timeval tv = {1, 0};
+    redisContext *c = redisConnectWithTimeout("127.0.0.1", port, tv);
+
+    out[0] = 0;
+    if (c && !c->err) {
+        redisSetTimeout(c, tv);
+        redisReply *r = redisCommand(c, cmd);
+        if (r && (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS))
+            snprintf(out, size, "%s", r->str);
+        else if (r && r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
+                 r->element[0]->type == REDIS_REPLY_STRING)
+            snprintf(out, size, "%s", r->element[0]->str);
+        if (r)
+            freeReplyObject(r);
+    }
+    if (c)
+        redisFree(c);
+}
+
+/* replica_synced - the replica holds the master's (single) counter with the same value */
+static bool replica_synced(int mport, int rport_)
+{
+    char key[200], cmd[220], a[64], b[64];
+
+    for (int i = 0; i < 100; i++) {
+        redis_str(mport, "KEYS portcullis:rl:*", key, sizeof(key));
+        snprintf(cmd, sizeof(cmd), "GET %s", key);
+        redis_str(mport, cmd, a, sizeof(a));
+        redis_str(rport_, cmd, b, sizeof(b));
+        if (key[0] && a[0] && strcmp(a, b) == 0)
+            return true;
+        usleep(50000);
+    }
+    return false;
+}
+
+/* our_client - does the server have a connection named by the ratelimit store */
+static bool our_client(int port)
+{
+    char list[4096];
+
+    redis_str(port, "CLIENT LIST", list, sizeof(list));
+    return strstr(list, "name=portcullis-ratelimit") != NULL;
+}
+
 /* spawn - run redis-server with arguments; dies with us */
 static pid_t spawn(const char *const *argv)
 {
@@ -782,7 +830,8 @@ START_TEST(sentinel_failover)
         struct pc_verdict v = message(&e, s, "<a@b.example>");
         ck_assert_msg(v.action == PC_CONTINUE, "message %d: %s", i + 1, pc_action_name(v.action));
     }
-    ck_assert_int_ge(redis_cmd(mport, "WAIT 1 2000"), 1);
+    ck_assert_msg(replica_synced(mport, rp), "the replica did not catch up");
+    ck_assert(our_client(mport));
     /* The master dies; the Sentinels promote the replica; we follow. */
     redis_stop(rpid);
     rpid = 0;
@@ -812,6 +861,68 @@ START_TEST(sentinel_failover)
 }
 END_TEST
 
+START_TEST(sentinel_switch_master)
+{
+    struct event_base *base = event_base_new();
+    struct env e;
+    int mport = rport, rp = pick_port(), sp[3];
+    pid_t replica = redis_start(rp, mport), sent[3];
+    char lines[512], ok_text[64];
+
+    for (int i = 0; i < 3; i++) {
+        sp[i] = pick_port();
+        sent[i] = sentinel_start(sp[i], mport, i);
+    }
+    snprintf(lines, sizeof(lines),
+             "  sentinels = { \"127.0.0.1:%d\", \"127.0.0.1:%d\", \"127.0.0.1:%d\" }\n"
+             "  sentinel_master = \"pcmaster\"\n",
+             sp[0], sp[1], sp[2]);
+    env_open(&e, base, conf_text(lines, lim5));
+    struct pc_session *s = session(&e, "192.0.2.61");
+    for (int i = 0; i < 2; i++)
+        ck_assert_int_eq(message(&e, s, "<a@b.example>").action, PC_CONTINUE);
+    ck_assert(our_client(mport));
+    ck_assert_msg(replica_synced(mport, rp), "the replica did not catch up");
+    /* A manual failover: both servers stay up, the old master becomes a replica. The
+     * Sentinels announce +switch-master; we must end up writing to the new master. */
+    bool asked = false;
+    for (int i = 0; i < 100 && !asked; i++) {
+        redis_str(sp[0], "SENTINEL FAILOVER pcmaster", ok_text, sizeof(ok_text));
+        asked = strcmp(ok_text, "OK") == 0;
+        if (!asked)
+            usleep(100000); /* the Sentinels may not know the replica yet */
+    }
+    ck_assert_msg(asked, "SENTINEL FAILOVER: %s", ok_text);
+    bool moved = false;
+    for (int i = 0; i < 300 && !moved; i++) {
+        struct timeval tv = {0, 100000};
+        event_base_loopexit(base, &tv);
+        event_base_dispatch(base);
+        moved = our_client(rp) && !our_client(mport);
+    }
+    ck_assert_msg(moved, "the store did not follow the failover");
+    /* 2 before, 3 after: the 6th is refused, so the counter went across. */
+    int ok = 0;
+    for (int i = 0; i < 50 && ok < 3; i++) {
+        mail(s, "<a@b.example>", "<u@example.com>");
+        struct pc_verdict v = stage(&e, s, PC_STAGE_EOM);
+        if (!has_fact(s, "ratelimit", "msgs=error")) {
+            ck_assert_msg(v.action == PC_CONTINUE, "after failover: %d %s", v.code, v.text);
+            ok++;
+        }
+        pc_txn_free(s);
+    }
+    ck_assert_int_eq(ok, 3);
+    ck_assert_int_eq(message(&e, s, "<a@b.example>").code, 450);
+    session_free(s);
+    env_close(&e);
+    event_base_free(base);
+    for (int i = 0; i < 3; i++)
+        redis_stop(sent[i]);
+    redis_stop(replica);
+}
+END_TEST
+
 /* rl_redis_suite - every case gets a fresh server */
 static Suite *rl_redis_suite(void)
 {
@@ -830,6 +941,7 @@ static Suite *rl_redis_suite(void)
     tcase_add_test(tc, rule_chooses_limit);
     tcase_add_test(tc, oversized_reply);
     tcase_add_test(tc, sentinel_failover);
+    tcase_add_test(tc, sentinel_switch_master);
     suite_add_tcase(s, tc);
     return s;
 }
@@ -840,7 +952,7 @@ int main(void)
     snprintf(tmpdir, sizeof(tmpdir), "/tmp/pc-rl-test.XXXXXX");
     if (mkdtemp(tmpdir) == NULL)
         return EXIT_FAILURE;
-    pc_log_set_verbose(-1);
+    pc_log_set_verbose(getenv("RL_TEST_LOG") ? 0 : -1);
     SRunner *sr = srunner_create(rl_redis_suite());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
