@@ -15,7 +15,9 @@
  *	fires, the session goes on), a cancelled pending check, NOSCRIPT
  *	after SCRIPT FLUSH, connection floods (421 4.7.0), recipients keyed
  *	on the recipient domain, limits chosen by a fact, an oversized reply,
- *	and a Sentinel failover (three Sentinels, a master and a replica).
+ *	AUTH and SELECT, and Sentinel failovers (three Sentinels, a master and
+ *	a replica; the master killed, and a manual failover with both up).
+ *	RL_TEST_LOG=1 shows the gateway's log lines.
  */
 #include <arpa/inet.h>
 #include <check.h>
@@ -719,6 +721,53 @@ START_TEST(rule_chooses_limit)
 }
 END_TEST
 
+START_TEST(auth_and_refusal)
+{
+    struct event_base *base = event_base_new();
+    struct env e;
+    char p[16], lines[256];
+    int port = pick_port();
+
+    snprintf(p, sizeof(p), "%d", port);
+    const char *argv[] = {
+        "redis-server", "--port", p,       "--bind", "127.0.0.1",     "--save", "",
+        "--appendonly", "no",     "--dir", tmpdir,   "--requirepass", "s3cret", NULL};
+    pid_t pid = spawn(argv);
+    for (int i = 0; i < 100; i++) {
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+        inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+        bool up = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+        close(fd);
+        if (up)
+            break;
+        usleep(50000);
+    }
+    /* Without the password Redis refuses every command: on_error, never a crash. */
+    snprintf(lines, sizeof(lines), "  store = \"redis://127.0.0.1:%d/2\"", port);
+    env_open(&e, base, conf_text(lines, two_policies));
+    struct pc_session *s = session(&e, "192.0.2.80");
+    mail(s, "<a@b.example>", "<u@example.com>");
+    ck_assert_int_eq(stage(&e, s, PC_STAGE_EOM).action, PC_CONTINUE);
+    ck_assert(has_fact(s, "ratelimit", "soft=error"));
+    pc_txn_free(s);
+    session_free(s);
+    env_close(&e);
+    /* With it (and db 2 selected), counting works. */
+    snprintf(lines, sizeof(lines), "  store = \"redis://127.0.0.1:%d/2\"\n  password = \"s3cret\"",
+             port);
+    env_open(&e, base, conf_text(lines, lim5));
+    s = session(&e, "192.0.2.80");
+    for (int i = 0; i < 5; i++)
+        ck_assert_int_eq(message(&e, s, "<a@b.example>").action, PC_CONTINUE);
+    ck_assert_int_eq(message(&e, s, "<a@b.example>").code, 450);
+    session_free(s);
+    env_close(&e);
+    event_base_free(base);
+    redis_stop(pid);
+}
+END_TEST
+
 /* A peer that answers anything with a huge bulk string. */
 struct liar {
     int lfd, port;
@@ -939,6 +988,7 @@ static Suite *rl_redis_suite(void)
     tcase_add_test(tc, noscript_fallback);
     tcase_add_test(tc, connections_and_recipients);
     tcase_add_test(tc, rule_chooses_limit);
+    tcase_add_test(tc, auth_and_refusal);
     tcase_add_test(tc, oversized_reply);
     tcase_add_test(tc, sentinel_failover);
     tcase_add_test(tc, sentinel_switch_master);
