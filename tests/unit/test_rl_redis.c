@@ -768,6 +768,50 @@ START_TEST(auth_and_refusal)
 }
 END_TEST
 
+START_TEST(key_fields)
+{
+    struct event_base *base = event_base_new();
+    struct env e;
+    static const char limits[] =
+        "limit \"user\" { key = { \"auth_user\" } count = \"recipients\" rate = \"2/1h\" }\n"
+        "limit \"helo\" { key = { \"helo\", \"sender_domain\" } rate = \"3/1h\" }\n";
+
+    env_open(&e, base, conf_text(store_line, limits));
+    /* Not authenticated: the auth_user limit does not apply at all. */
+    struct pc_session *s = session(&e, "192.0.2.90");
+    for (int i = 0; i < 4; i++) {
+        mail(s, "<a@b.example>", "<u@example.com>");
+        ck_assert_int_eq(stage(&e, s, PC_STAGE_RCPT).action, PC_CONTINUE);
+        ck_assert(!has_fact(s, "ratelimit", "user=ok"));
+        pc_txn_free(s);
+    }
+    /* Authenticated: bob has 2 recipients an hour wherever he connects from. */
+    s->auth_user = "bob";
+    struct pc_session *s2 = session(&e, "198.51.100.90");
+    s2->auth_user = "bob";
+    struct pc_session *who[] = {s, s2, s};
+    enum pc_action want[] = {PC_CONTINUE, PC_CONTINUE, PC_TEMPFAIL};
+    for (int i = 0; i < 3; i++) {
+        mail(who[i], "<a@b.example>", "<u@example.com>");
+        struct pc_verdict v = stage(&e, who[i], PC_STAGE_RCPT);
+        ck_assert_msg(v.action == want[i], "recipient %d: %s", i + 1, v.text);
+        pc_txn_free(who[i]);
+    }
+    /* HELO and sender domain, both without case: 3 messages, then refused. */
+    s2->helo = "MX.Client.Example";
+    for (int i = 0; i < 4; i++) {
+        struct pc_session *x = i % 2 ? s : s2;
+        x->helo = i % 2 ? "mx.client.example" : "MX.Client.Example";
+        struct pc_verdict v = message(&e, x, i % 2 ? "<a@DOM.example>" : "<b@dom.example>");
+        ck_assert_msg(v.action == (i < 3 ? PC_CONTINUE : PC_TEMPFAIL), "message %d", i + 1);
+    }
+    session_free(s);
+    session_free(s2);
+    env_close(&e);
+    event_base_free(base);
+}
+END_TEST
+
 /* A peer that answers anything with a huge bulk string. */
 struct liar {
     int lfd, port;
@@ -988,6 +1032,7 @@ static Suite *rl_redis_suite(void)
     tcase_add_test(tc, noscript_fallback);
     tcase_add_test(tc, connections_and_recipients);
     tcase_add_test(tc, rule_chooses_limit);
+    tcase_add_test(tc, key_fields);
     tcase_add_test(tc, auth_and_refusal);
     tcase_add_test(tc, oversized_reply);
     tcase_add_test(tc, sentinel_failover);
