@@ -15,7 +15,7 @@
  *	fires, the session goes on), a cancelled pending check, NOSCRIPT
  *	after SCRIPT FLUSH, connection floods (421 4.7.0), recipients keyed
  *	on the recipient domain, limits chosen by a fact, an oversized reply,
- *	AUTH and SELECT, and Sentinel failovers (three Sentinels, a master and
+ *	AUTH and SELECT, a Unix socket, and Sentinel failovers (three Sentinels, a master and
  *	a replica; the master killed, and a manual failover with both up).
  *	RL_TEST_LOG=1 shows the gateway's log lines.
  */
@@ -812,6 +812,39 @@ START_TEST(key_fields)
 }
 END_TEST
 
+START_TEST(unix_socket)
+{
+    struct event_base *base = event_base_new();
+    struct env e;
+    char sock[200], lines[300];
+
+    snprintf(sock, sizeof(sock), "%s/redis.sock", tmpdir);
+    const char *argv[] = {"redis-server", "--port", "0",     "--unixsocket", sock, "--save", "",
+                          "--appendonly", "no",     "--dir", tmpdir,         NULL};
+    pid_t pid = spawn(argv);
+    struct stat sb;
+    for (int i = 0; i < 100 && stat(sock, &sb) != 0; i++)
+        usleep(50000);
+    ck_assert_msg(stat(sock, &sb) == 0, "no socket %s", sock);
+    snprintf(lines, sizeof(lines), "  store = \"unix:%s?db=1\"", sock);
+    env_open(&e, base, conf_text(lines, lim5));
+    struct pc_session *s = session(&e, "192.0.2.95");
+    for (int i = 0; i < 5; i++) {
+        mail(s, "<a@b.example>", "<u@example.com>");
+        struct pc_verdict v = stage(&e, s, PC_STAGE_EOM);
+        ck_assert_msg(v.action == PC_CONTINUE && has_fact(s, "ratelimit", "msgs=ok"), "%d: %s",
+                      i + 1, v.text);
+        pc_txn_free(s);
+    }
+    ck_assert_int_eq(message(&e, s, "<a@b.example>").code, 450);
+    session_free(s);
+    env_close(&e);
+    event_base_free(base);
+    redis_stop(pid);
+    unlink(sock);
+}
+END_TEST
+
 /* A peer that answers anything with a huge bulk string. */
 struct liar {
     int lfd, port;
@@ -1034,6 +1067,7 @@ static Suite *rl_redis_suite(void)
     tcase_add_test(tc, rule_chooses_limit);
     tcase_add_test(tc, key_fields);
     tcase_add_test(tc, auth_and_refusal);
+    tcase_add_test(tc, unix_socket);
     tcase_add_test(tc, oversized_reply);
     tcase_add_test(tc, sentinel_failover);
     tcase_add_test(tc, sentinel_switch_master);
