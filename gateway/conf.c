@@ -455,14 +455,6 @@ static int filters_configure(struct pc_conf *c, cfg_t *cfg, struct pc_err *err)
         if (ops->configure && ops->configure(cfg_getsec(cfg, ops->name), &c->filter_conf[i], err) < 0) {
             if (!err->msg[0])
                 pc_err_set(err, cfg_getsec(cfg, ops->name), "%s: bad configuration", ops->name);
-            /* No generation is built: release what the filters configured, this one's partial
-             * object included (every filter's destroy takes what its configure left behind;
-             * their cleanup is registered only on success). */
-            for (size_t k = 0; k <= i; k++)
-                if (c->filter_conf[k] && pc_filter_registry[k]->destroy) {
-                    pc_filter_registry[k]->destroy(c->filter_conf[k]);
-                    c->filter_conf[k] = NULL;
-                }
             return -1;
         }
     }
