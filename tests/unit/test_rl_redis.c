@@ -845,6 +845,105 @@ START_TEST(unix_socket)
 }
 END_TEST
 
+/* pending_all - start an end-of-data check in each session; how many went pending */
+static int pending_all(struct pc_session **v, int n)
+{
+    int pending = 0;
+
+    for (int i = 0; i < n; i++) {
+        struct tdoor *d = v[i]->door_ctx;
+        struct pc_verdict tmp;
+        d->done = false;
+        mail(v[i], "<a@b.example>", "<u@example.com>");
+        if (pc_chain_run(v[i], PC_STAGE_EOM, &tmp) == PC_PENDING)
+            pending++;
+        else
+            d->done = true, d->v = tmp;
+    }
+    return pending;
+}
+
+/* wait_all - run the loop until every live session's stage is done */
+static void wait_all(struct env *e, struct pc_session **v, int n)
+{
+    time_t until = time(NULL) + 30;
+
+    for (;;) {
+        bool all = true;
+        for (int i = 0; i < n; i++)
+            if (v[i] && !((struct tdoor *)v[i]->door_ctx)->done)
+                all = false;
+        if (all || time(NULL) > until)
+            break;
+        event_base_loop(e->base, EVLOOP_ONCE);
+    }
+}
+
+START_TEST(many_pending)
+{
+    struct event_base *base = event_base_new();
+    struct env e;
+    struct pc_session *v[60];
+    char ip[32];
+    const int n = 60;
+
+    env_open(&e, base, conf_text(store_line, two_policies));
+    for (int i = 0; i < n; i++) {
+        snprintf(ip, sizeof(ip), "10.0.%d.%d", i / 200, 1 + i % 200);
+        v[i] = session(&e, ip);
+    }
+    /* Many checks in flight on one connection, answered in order. */
+    ck_assert_int_eq(pending_all(v, n), n);
+    wait_all(&e, v, n);
+    for (int i = 0; i < n; i++) {
+        ck_assert(((struct tdoor *)v[i]->door_ctx)->done);
+        ck_assert(has_fact(v[i], "ratelimit", "soft=ok"));
+        pc_txn_free(v[i]);
+    }
+    /* Frozen Redis with checks in flight; every third session goes away meanwhile. */
+    kill(rpid, SIGSTOP);
+    ck_assert_int_eq(pending_all(v, n), n);
+    for (int i = 0; i < n; i += 3) {
+        session_free(v[i]);
+        v[i] = NULL;
+    }
+    wait_all(&e, v, n);
+    for (int i = 0; i < n; i++) {
+        if (v[i] == NULL)
+            continue;
+        ck_assert_msg(((struct tdoor *)v[i]->door_ctx)->done, "session %d still waiting", i);
+        ck_assert_msg(has_fact(v[i], "ratelimit", "soft=error"), "session %d", i);
+        pc_txn_free(v[i]);
+    }
+    kill(rpid, SIGCONT);
+    /* Back to normal: the survivors' checks pass again. */
+    bool back = false;
+    for (int round = 0; round < 100 && !back; round++) {
+        struct timeval tv = {0, 100000};
+        event_base_loopexit(base, &tv);
+        event_base_dispatch(base);
+        struct pc_session *live[60];
+        int m = 0;
+        for (int i = 0; i < n; i++)
+            if (v[i])
+                live[m++] = v[i];
+        pending_all(live, m);
+        wait_all(&e, live, m);
+        back = true;
+        for (int i = 0; i < m; i++) {
+            back &= has_fact(live[i], "ratelimit", "soft=ok");
+            pc_txn_free(live[i]);
+        }
+    }
+    ck_assert_msg(back, "no recovery");
+    for (int i = 0; i < n; i++)
+        if (v[i])
+            session_free(v[i]);
+    env_close(&e);
+    event_base_free(base);
+}
+END_TEST
+
 /* A peer that answers anything with a huge bulk string. */
 struct liar {
     int lfd, port;
@@ -1068,6 +1167,7 @@ static Suite *rl_redis_suite(void)
     tcase_add_test(tc, key_fields);
     tcase_add_test(tc, auth_and_refusal);
     tcase_add_test(tc, unix_socket);
+    tcase_add_test(tc, many_pending);
     tcase_add_test(tc, oversized_reply);
     tcase_add_test(tc, sentinel_failover);
     tcase_add_test(tc, sentinel_switch_master);
