@@ -719,6 +719,8 @@ static void rlr_resolve(struct rlr_store *st)
 {
     size_t i = st->sidx % st->nsentinels;
 
+    if (st->sq) /* already asking */
+        return;
     if (st->sub == NULL && (st->sub = sentinel_open(st, i)) != NULL) {
         redisAsyncSetConnectCallback(st->sub, sub_conn);
         redisAsyncSetDisconnectCallback(st->sub, sub_gone);
