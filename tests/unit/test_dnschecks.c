@@ -209,6 +209,46 @@ START_TEST(test_spf_syntax)
 }
 END_TEST
 
+/* CIDR length 0 said in terms libspf2 accepts, per client family */
+START_TEST(test_spf_cidr0)
+{
+    static const struct {
+        const char *rec;
+        bool v4;
+        const char *want; /* NULL: unchanged */
+    } t[] = {
+        {"v=spf1 ip4:1.2.3.4/0 -all", true, "v=spf1 ip4:0.0.0.0/1 ip4:128.0.0.0/1 -all"},
+        {"v=spf1 -ip4:1.2.3.4/0", true, "v=spf1 -ip4:0.0.0.0/1 -ip4:128.0.0.0/1"},
+        {"v=spf1 ip4:1.2.3.4/0 -all", false, "v=spf1 ip4:0.0.0.0/32 -all"},
+        {"v=spf1 ip6:::1/0", false, "v=spf1 ip6:::/1 ip6:8000::/1"},
+        {"v=spf1 ip6:::1/0", true, "v=spf1 ip6:::/128"},
+        {"v=spf1 a/0 -all", true, "v=spf1 exists:%{d} -all"},
+        {"v=spf1 ~a:e.example.com/0 -all", true, "v=spf1 ~exists:e.example.com -all"},
+        {"v=spf1 a//0 -all", true, "v=spf1 a//128 -all"},
+        {"v=spf1 mx/24//0", true, "v=spf1 mx/24//128"},
+        {"v=spf1 a/0 -all", false, "v=spf1 a/32 -all"},
+        {"v=spf1 mx/0//64", false, "v=spf1 mx/32//64"},
+        {"v=spf1 mx/0 -all", true, NULL},  /* no equivalent: libspf2 refuses it */
+        {"v=spf1 a//0 -all", false, NULL}, /* likewise */
+        {"v=spf1 ip4:10.0.0.0/8 a/24", true, NULL},
+        {"v=spf1 ip4:10.0.0.0/08", true, NULL},
+    };
+    char out[256];
+
+    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+        long n = spf_rewrite_cidr0(t[i].rec, strlen(t[i].rec), t[i].v4, out, sizeof(out));
+        if (t[i].want == NULL) {
+            ck_assert_msg(n == -1, "%s -> %s", t[i].rec, out);
+            continue;
+        }
+        ck_assert_msg(n >= 0, "%s unchanged", t[i].rec);
+        ck_assert_str_eq(out, t[i].want);
+        ck_assert_int_eq(n, (long)strlen(t[i].want));
+    }
+    ck_assert_int_eq(spf_rewrite_cidr0("v=spf1 ip4:1.2.3.4/0", 20, true, out, 16), -1);
+}
+END_TEST
+
 /* libspf2 results, INVALID included, to ours */
 START_TEST(test_spf_map)
 {
@@ -249,6 +289,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_dnsbl_sites);
     tcase_add_test(tc, test_spf_syntax);
     tcase_add_test(tc, test_spf_map);
+    tcase_add_test(tc, test_spf_cidr0);
     suite_add_tcase(s, tc);
     return s;
 }
