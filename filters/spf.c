@@ -23,7 +23,17 @@
  *	- SPF_RESULT_INVALID and errors: DNS trouble is temperror, anything
  *	  else permerror, never a pass;
  *	- IPv4-mapped IPv6 clients are checked as IPv4 (RFC 7208 5.6 / 4291);
- *	- the limit of 10 DNS mechanisms is set explicitly.
+ *	- the limit of 10 DNS mechanisms is set explicitly, more than 10 MX
+ *	  names is permerror;
+ *	- records are checked against the RFC 7208 ABNF first (libspf2 is
+ *	  lax: non-ASCII, bad domain-specs, bad macros...): permerror;
+ *	- CIDR length 0, which libspf2 refuses, is rewritten into forms it
+ *	  accepts where one exists for the client's family;
+ *	- type SPF (99) is not queried (discontinued, RFC 7208 3.1);
+ *	- SPF_request_query_mailfrom() passes every 127.0.0.0/8 client; we
+ *	  run libspf2's get_record + interpret ourselves without that.
+ *	A check holds a worker thread while its lookups run (libspf2 cannot
+ *	yield), so concurrent SPF checks are bounded by the pool size.
  *
  *	Result actions: fail refuses with 550 5.7.23, temperror 451 4.7.24
  *	(RFC 7372), the rest continue; each is configurable. Clients in
