@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "filters/dnsbl.c"
 #include "filters/spf.c"
@@ -276,6 +277,72 @@ START_TEST(test_spf_map)
 }
 END_TEST
 
+struct calls {
+    int n;
+    enum pc_dns_status st;
+};
+
+/* count_cb - remember how often and how a query answered */
+static void count_cb(void *arg, enum pc_dns_status st, const struct pc_dns_answer *a)
+{
+    struct calls *c = arg;
+
+    (void)a;
+    c->n++;
+    c->st = st;
+}
+
+/* run_for - run the loop for ms milliseconds */
+static void run_for(struct event_base *b, int ms)
+{
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+
+    event_base_loopexit(b, &tv);
+    event_base_dispatch(b);
+}
+
+/* The resolver: our timeout answers "try later"; a cancelled query never calls back. */
+START_TEST(test_resolver_timeout_and_cancel)
+{
+    struct event_base *b = event_base_new();
+    struct pc_err err = {{0}};
+    struct sockaddr_in sin = {.sin_family = AF_INET};
+    socklen_t len = sizeof(sin);
+    char ns[64];
+    int fd = socket(AF_INET, SOCK_DGRAM, 0); /* a nameserver that never answers */
+
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert(bind(fd, (struct sockaddr *)&sin, sizeof(sin)) == 0);
+    ck_assert(getsockname(fd, (struct sockaddr *)&sin, &len) == 0);
+    snprintf(ns, sizeof(ns), "127.0.0.1:%u", ntohs(sin.sin_port));
+    const char *nss[] = {ns};
+    struct pc_dns *d = pc_dns_create(b, nss, 1, 300, &err);
+    ck_assert_msg(d != NULL, "%s", err.msg);
+
+    struct calls kept = {0}, cancelled = {0};
+    struct pc_dns_query *q1 = pc_dns_lookup(d, "host.test", PC_DNS_T_A, count_cb, &kept);
+    struct pc_dns_query *q2 = pc_dns_lookup(d, "other.test", PC_DNS_T_A, count_cb, &cancelled);
+    ck_assert(q1 && q2);
+    ck_assert_int_eq(kept.n, 0); /* never from inside pc_dns_lookup() */
+    pc_dns_cancel(q2);
+    run_for(b, 1200);
+    ck_assert_int_eq(kept.n, 1);
+    ck_assert_int_eq(kept.st, PC_DNS_TRYLATER);
+    ck_assert_int_eq(cancelled.n, 0);
+    /* freeing with a query outstanding: no callback either */
+    pc_dns_lookup(d, "third.test", PC_DNS_T_A, count_cb, &cancelled);
+    pc_dns_free(d);
+    run_for(b, 50);
+    ck_assert_int_eq(cancelled.n, 0);
+    /* bad nameserver syntax is a configuration error */
+    const char *bad[] = {"127.0.0.1:99999"};
+    ck_assert(pc_dns_create(b, bad, 1, 300, &err) == NULL);
+    ck_assert(strstr(err.msg, "99999") != NULL);
+    close(fd);
+    event_base_free(b);
+}
+END_TEST
+
 /* suite - every case */
 static Suite *suite(void)
 {
@@ -290,6 +357,8 @@ static Suite *suite(void)
     tcase_add_test(tc, test_spf_syntax);
     tcase_add_test(tc, test_spf_map);
     tcase_add_test(tc, test_spf_cidr0);
+    tcase_add_test(tc, test_resolver_timeout_and_cancel);
+    tcase_set_timeout(tc, 20);
     suite_add_tcase(s, tc);
     return s;
 }
