@@ -30,6 +30,8 @@
  *	- CIDR length 0, which libspf2 refuses, is rewritten into forms it
  *	  accepts where one exists for the client's family;
  *	- type SPF (99) is not queried (discontinued, RFC 7208 3.1);
+ *	- only the first 10 PTR names reach libspf2 (it errs on more);
+ *	- an abandoned or overlong check fails its remaining lookups at once;
  *	- SPF_request_query_mailfrom() passes every 127.0.0.0/8 client; we
  *	  run libspf2's get_record + interpret ourselves without that.
  *	A check holds a worker thread while its lookups run (libspf2 cannot
@@ -53,6 +55,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <spf2/spf.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -110,11 +113,16 @@ struct spf_job {
     enum spf_result result;
     unsigned voids;
     bool bad_record; /* an SPF record failed spf_record_ok() */
-    char ptr_names[10][PC_DNS_NAME_MAX]; /* the last PTR answer: their A lookups are not voids */
+    char ptr_names[32][PC_DNS_NAME_MAX]; /* PTR answers so far: their A lookups are not voids */
+    unsigned nptr_names;
     bool mx_over;    /* an MX answer had more than 10 names (RFC 7208 4.6.4) */
     char comment[256];
     /* owner */
     struct spf_ctx *ctx; /* NULL once the session gave up on it */
+    /* Read by the worker: once set, or past the deadline, lookups fail at once, so an
+     * abandoned or endless check (a record with many slow names) frees its worker soon. */
+    _Atomic bool abandoned;
+    struct timespec deadline; /* CLOCK_MONOTONIC */
 };
 
 struct spf_ctx {
@@ -590,6 +598,11 @@ static SPF_dns_rr_t *spf_dns_lookup(SPF_dns_server_t *srv, const char *domain, n
             job->voids++;
         return SPF_dns_rr_new_init(srv, domain ? domain : "", type, 0, HOST_NOT_FOUND);
     }
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    if (atomic_load(&job->abandoned) || now.tv_sec > job->deadline.tv_sec ||
+        (now.tv_sec == job->deadline.tv_sec && now.tv_nsec >= job->deadline.tv_nsec))
+        return SPF_dns_rr_new_init(srv, domain, type, 0, TRY_AGAIN);
     if ((r = spf_dns_ask(job, domain, type)) == NULL)
         return SPF_dns_rr_new_init(srv, domain, type, 0, TRY_AGAIN);
     if (type == ns_t_mx && r->st == PC_DNS_FOUND && r->n > 10)
@@ -598,7 +611,7 @@ static SPF_dns_rr_t *spf_dns_lookup(SPF_dns_server_t *srv, const char *domain, n
         rr = SPF_dns_rr_new_init(srv, domain, type, 0, TRY_AGAIN);
     } else if (r->st == PC_DNS_NOTFOUND || r->n == 0) {
         bool ptr_name = false;
-        for (size_t i = 0; i < 10; i++)
+        for (size_t i = 0; i < job->nptr_names; i++)
             ptr_name |= strcasecmp(job->ptr_names[i], domain) == 0;
         /* 4.6.4 counts the mechanisms' own lookups, not the checks of PTR names (5.5) */
         if (type != ns_t_txt && type != ns_t_spf && !(ptr_name && type != ns_t_ptr))
@@ -623,13 +636,19 @@ static SPF_dns_rr_t *spf_dns_lookup(SPF_dns_server_t *srv, const char *domain, n
             case ns_t_mx:
             case ns_t_ptr: {
                 size_t skip = type == ns_t_mx ? 2 : 0;
+                /* 4.6.4: only the first 10 PTR names are checked, the rest ignored, not an
+                 * error (libspf2 fails on more, depending on the order libunbound rotates) */
+                if (type == ns_t_ptr && k >= 10)
+                    continue;
                 if (l < skip || pc_dns_rdata_name(d + skip, l - skip, name, sizeof(name)) < 0)
                     continue;
                 if (SPF_dns_rr_buf_realloc(rr, k, strlen(name) + 1) != SPF_E_SUCCESS)
                     goto fail;
-                if (type == ns_t_ptr && k < 10)
-                    snprintf(job->ptr_names[k], sizeof(job->ptr_names[k]), "%.*s",
-                             (int)sizeof(job->ptr_names[k]) - 1, name);
+                /* every PTR answer counts: libunbound rotates RRsets, libspf2 may ask twice */
+                if (type == ns_t_ptr && job->nptr_names < 32) {
+                    char *slot = job->ptr_names[job->nptr_names++];
+                    snprintf(slot, PC_DNS_NAME_MAX, "%.*s", PC_DNS_NAME_MAX - 1, name);
+                }
                 memcpy(rr->rr[k], name, strlen(name) + 1);
                 break;
             }
@@ -749,6 +768,7 @@ static void spf_run(struct spf_job *job)
 
     job->result = SPF_R_NONE;
     job->voids = 0;
+    job->nptr_names = 0;
     job->comment[0] = 0;
     if (job->domain[0] == 0 || !pc_dns_hostname_ok(job->domain)) {
         snprintf(job->comment, sizeof(job->comment), "no usable domain to check");
@@ -818,6 +838,9 @@ static void spf_job_init(struct spf_job *job, const struct pc_services *svc,
     job->dns = svc->dns;
     job->base = svc->base;
     job->guard_ms = 30000;
+    atomic_init(&job->abandoned, false);
+    clock_gettime(CLOCK_MONOTONIC, &job->deadline);
+    job->deadline.tv_sec += 30; /* the filter's own timeout, normally, is shorter */
     job->ip = *ip;
     snprintf(job->receiver, sizeof(job->receiver), "%s",
              svc->hostname ? svc->hostname : "localhost");
@@ -928,6 +951,7 @@ static void spf_abandon(struct spf_ctx *x)
 {
     if (x->job) {
         x->job->ctx = NULL;
+        atomic_store(&x->job->abandoned, true);
         x->job = NULL;
     }
 }
