@@ -957,6 +957,8 @@ static void liar_start(struct liar *l)
 
     l->port = pick_port();
     l->lfd = socket(AF_INET, SOCK_STREAM, 0);
+    int one = 1; /* as port_free() probed it: a port in TIME_WAIT must not fail the bind */
+    setsockopt(l->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     sa.sin_port = htons((uint16_t)l->port);
     inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
     ck_assert_int_eq(bind(l->lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
