@@ -6,6 +6,7 @@ for bin in "$@"; do
     name=$(basename "$bin" | sed 's/^regress_fuzz_//')
     dir="$here/regress/$name"
     mkdir -p "$dir"
-    "$bin" "$dir" || { echo "FAILED: $bin"; rc=1; }
+    # The seed corpus (tests/fuzz/seeds/NAME/) is replayed too: known-good inputs must stay so.
+    "$bin" "$dir" "$here/seeds/$name" || { echo "FAILED: $bin"; rc=1; }
 done
 exit $rc
