@@ -521,6 +521,73 @@ static cfg_t *cfg_new(void)
     return cfg;
 }
 
+/* unclosed_section - line of the first '{' never closed, or 0. libconfuse 3.3 accepts a file
+ * that ends inside a section (its own check was reverted upstream, libconfuse PR #106), so a
+ * truncated file would pass "portcullis -t"; this scan follows its lexer: quoted strings with
+ * backslash escapes, '#', '//' and C comments. */
+static int unclosed_section(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    int c, line = 1, depth = 0, first = 0;
+    enum { CODE, DQ, SQ, LINE_COMMENT, BLOCK_COMMENT } st = CODE;
+
+    if (f == NULL)
+        return 0;
+    while ((c = getc(f)) != EOF) {
+        if (c == '\n')
+            line++;
+        switch (st) {
+        case CODE:
+            if (c == '"')
+                st = DQ;
+            else if (c == '\'')
+                st = SQ;
+            else if (c == '#')
+                st = LINE_COMMENT;
+            else if (c == '/') {
+                int n = getc(f);
+                if (n == '/')
+                    st = LINE_COMMENT;
+                else if (n == '*')
+                    st = BLOCK_COMMENT;
+                else if (n != EOF)
+                    ungetc(n, f);
+            } else if (c == '{') {
+                if (depth++ == 0)
+                    first = line;
+            } else if (c == '}' && depth > 0) {
+                depth--;
+            }
+            break;
+        case DQ:
+        case SQ:
+            if (c == '\\') {
+                int n = getc(f);
+                if (n == '\n')
+                    line++;
+            } else if (c == (st == DQ ? '"' : '\'')) {
+                st = CODE;
+            }
+            break;
+        case LINE_COMMENT:
+            if (c == '\n')
+                st = CODE;
+            break;
+        case BLOCK_COMMENT:
+            if (c == '*') {
+                int n = getc(f);
+                if (n == '/')
+                    st = CODE;
+                else if (n != EOF)
+                    ungetc(n, f);
+            }
+            break;
+        }
+    }
+    fclose(f);
+    return depth > 0 ? first : 0;
+}
+
 /* pc_conf_load - parse, validate, configure filters */
 struct pc_conf *pc_conf_load(const char *path, struct pc_err *err)
 {
@@ -546,6 +613,12 @@ struct pc_conf *pc_conf_load(const char *path, struct pc_err *err)
     if (rc != CFG_SUCCESS) {
         if (!err->msg[0])
             snprintf(err->msg, sizeof(err->msg), "%s: parse error", path ? path : "(defaults)");
+        goto fail;
+    }
+    int open_line = path ? unclosed_section(path) : 0;
+    if (open_line) {
+        snprintf(err->msg, sizeof(err->msg), "%s:%d: section not closed before the end of the file",
+                 path, open_line);
         goto fail;
     }
     c->path = path ? pc_pool_strdup(pool, path) : "(embedded defaults)";
