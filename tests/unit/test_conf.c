@@ -122,6 +122,12 @@ START_TEST(full)
     ck_assert_uint_eq(c->timeouts.backend_command, 7200000);
     pc_conf_unref(c);
 
+    /* Braces inside strings and comments are not structure. */
+    c = load("# a comment with {\nbanner = \"ESMTP {}\\\" }\" // }\n/* { */ relay { }\n", &err);
+    ck_assert_msg(c != NULL, "%s", err.msg);
+    ck_assert_str_eq(c->banner, "ESMTP {}\" }");
+    pc_conf_unref(c);
+
     /* The identity default is xclient. */
     c = load("backend \"x\" { address = \"127.0.0.1:25\" }\n", &err);
     ck_assert_msg(c != NULL, "%s", err.msg);
@@ -190,6 +196,10 @@ START_TEST(errors)
         {"limits { max_recipients = many }\n", 1, "max_recipients"},
         {"limits { max_recipients = 1\n}}\n", 2, ""},
         {"listener \"in\" { address = }\n", 1, ""},
+        /* A file that ends inside a section (a truncated copy) is refused, not half-read. */
+        {"limits { max_recipients = 5 }\nlistener \"in\" {\n address = \"127.0.0.1:2525\"\n", 2,
+         "not closed"},
+        {"# {\nrelay { domains = { \"a}.example\" } // }\n /* } */\n", 2, "not closed"},
     };
     for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
         struct pc_err err;
