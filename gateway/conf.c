@@ -529,6 +529,7 @@ static int unclosed_section(const char *path)
 {
     FILE *f = fopen(path, "r");
     int c, line = 1, depth = 0, first = 0;
+    bool tok = true; /* at a token start: inside an unquoted word, '#' and '/' are plain bytes */
     enum { CODE, DQ, SQ, LINE_COMMENT, BLOCK_COMMENT } st = CODE;
 
     if (f == NULL)
@@ -538,6 +539,10 @@ static int unclosed_section(const char *path)
             line++;
         switch (st) {
         case CODE:
+            bool delim = c == '{' || c == '}' || (c && strchr(" \t\r\n=,+(", c));
+            if (!tok && !delim)
+                break; /* inside an unquoted word */
+            tok = delim;
             if (c == '"')
                 st = DQ;
             else if (c == '\'')
@@ -566,18 +571,18 @@ static int unclosed_section(const char *path)
                 if (n == '\n')
                     line++;
             } else if (c == (st == DQ ? '"' : '\'')) {
-                st = CODE;
+                st = CODE, tok = true;
             }
             break;
         case LINE_COMMENT:
             if (c == '\n')
-                st = CODE;
+                st = CODE, tok = true;
             break;
         case BLOCK_COMMENT:
             if (c == '*') {
                 int n = getc(f);
                 if (n == '/')
-                    st = CODE;
+                    st = CODE, tok = true;
                 else if (n != EOF)
                     ungetc(n, f);
             }
