@@ -123,9 +123,11 @@ START_TEST(full)
     pc_conf_unref(c);
 
     /* Braces inside strings and comments are not structure. */
-    c = load("# a comment with {\nbanner = \"ESMTP {}\\\" }\" // }\n/* { */ relay { }\n", &err);
+    c = load("# a comment with {\nbanner = \"ESMTP {}\\\" }\" // }\n/* { */ relay { }\n"
+             "spool_dir = /tmp//x\n", &err);
     ck_assert_msg(c != NULL, "%s", err.msg);
     ck_assert_str_eq(c->banner, "ESMTP {}\" }");
+    ck_assert_str_eq(c->spool_dir, "/tmp//x"); /* "//" inside a word is no comment */
     pc_conf_unref(c);
 
     /* The identity default is xclient. */
