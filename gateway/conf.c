@@ -539,10 +539,9 @@ static int unclosed_section(const char *path)
             line++;
         switch (st) {
         case CODE:
-            bool delim = c == '{' || c == '}' || (c && strchr(" \t\r\n=,+(", c));
-            if (!tok && !delim)
+            if (!tok && !(c == '{' || c == '}' || (c && strchr(" \t\r\n=,+(", c))))
                 break; /* inside an unquoted word */
-            tok = delim;
+            tok = c == '{' || c == '}' || (c && strchr(" \t\r\n=,+(", c));
             if (c == '"')
                 st = DQ;
             else if (c == '\'')
