@@ -3,7 +3,8 @@
 
 Each script is a self-contained unittest program that starts the real servers it needs on
 loopback and stops them again. It finds the gateway binary in $PORTCULLIS_BIN. The last line
-printed is the one CI reads: "N passed, N failed, N skipped". Exit status 1 if anything failed.
+printed is the one CI reads, exactly "N passed, N failed, N skipped" (nothing else on it).
+Exit status 1 if anything failed.
 """
 import argparse
 import glob
@@ -50,7 +51,7 @@ def main():
         if rc != 0:
             print("\n".join("    " + line for line in out.splitlines()[-60:]))
         sys.stdout.flush()
-    print(f"e2e: {passed} passed, {failed} failed, {skipped} skipped")
+    print(f"{passed} passed, {failed} failed, {skipped} skipped")
     return 1 if failed else 0
 
 

@@ -1,0 +1,416 @@
+#!/usr/bin/env python3
+"""test_backend.py - what reaches the backend, byte for byte, and every way the backend can fail.
+
+The backend is harness.FakeMTA, a scripted SMTP server that records the exact bytes it receives
+(smtp-sink unstuffs and rewrites line endings in its dumps, so it cannot show the wire). Asserts:
+the message on the wire is dot-stuffed, CRLF only, ends in CRLF.CRLF and carries our Received
+header on top; the client's identity goes in XCLIENT/XFORWARD before each transaction, also on
+pooled connections; a backend that drops, stalls or refuses gives the client a 4xx (or its own
+5xx at MAIL/RCPT) and never a 250 it did not give; an accepted message reaches it exactly once.
+Reply codes and enhanced codes are asserted, never texts.
+"""
+import os
+import re
+import sys
+import threading
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness as h  # noqa: E402
+
+FAST = """timeouts {
+  command = 10s
+  data = 10s
+  backend_connect = 2s
+  backend_greeting = 2s
+  backend_command = 1s
+  backend_data_init = 1s
+  backend_data_block = 2s
+  backend_data_done = 1s
+}
+"""
+
+
+def fast_conf(backend, extra=""):
+    """gateway_conf with one-second backend timeouts (the harness default has 5 s)."""
+    conf = h.gateway_conf(backend, extra=extra)
+    return re.sub(r"timeouts \{.*?\n\}\n", FAST, conf, flags=re.S)
+
+
+def no_bare(data):
+    """True when every CR is followed by LF and every LF preceded by CR."""
+    return re.search(rb"\r(?!\n)|(?<!\r)\n", data) is None
+
+
+class Transaction:
+    """One raw transaction; content is sent exactly as given (already dot-stuffed)."""
+
+    def __init__(self, port, content, source="127.0.0.1", rcpts=("u@example.com",),
+                 mail="MAIL FROM:<a@b.example>"):
+        self.c = h.Chat(port, source=source)
+        self.codes = []
+        self.final = None
+        try:
+            self.greeting = self.c.reply()
+            self.ehlo = self.c.cmd("EHLO client.test")
+            r = self.c.cmd(mail)
+            self.codes.append(r)
+            if r[0] != 250:
+                self.final = r
+                return
+            ok = 0
+            for rc in rcpts:
+                r = self.c.cmd(f"RCPT TO:<{rc}>")
+                self.codes.append(r)
+                ok += r[0] == 250
+            if not ok:
+                self.final = r
+                return
+            r = self.c.cmd("DATA")
+            self.codes.append(r)
+            if r[0] != 354:
+                self.final = r
+                return
+            self.c.send(content)
+            self.final = self.c.reply()
+            self.c.cmd("QUIT")
+        finally:
+            self.c.close()
+
+
+def ecode(reply):
+    """The enhanced status code of a reply's last line ("" if none)."""
+    last = reply[1].splitlines()[-1] if reply[1] else ""
+    m = re.match(r"^\d{3}[ -](\d\.\d{1,3}\.\d{1,3})\b", last)
+    return m.group(1) if m else ""
+
+
+BODY = (b"Subject: wire\r\nFrom: a@b.example\r\nTo: u@example.com\r\n\r\n"
+        b"..leading dot\r\n...two dots\r\n..\r\n8bit \xc3\xa9\xff\r\nlast\r\n.\r\n")
+
+
+class WireTests(unittest.TestCase):
+    """Exactly what the backend receives."""
+
+    def setUp(self):
+        self.tmp = h.tempdir()
+        self.addCleanup(h.rmtree, self.tmp)
+
+    def gateway(self, mta, identity="xclient", extra=""):
+        gw = h.Gateway(self.tmp, fast_conf(h.backend_conf(mta.port, identity), extra))
+        self.addCleanup(gw.close)
+        return gw
+
+    def mta(self, **kw):
+        m = h.FakeMTA(**kw)
+        self.addCleanup(m.close)
+        return m
+
+    def test_dot_stuffing_crlf_and_received_on_the_wire(self):
+        mta = self.mta()
+        gw = self.gateway(mta)
+        t = Transaction(gw.port, BODY)
+        self.assertEqual((t.final[0], ecode(t.final)), (250, "2.0.0"), t.final)
+        self.assertRegex(t.final[1], r"FAKE1")  # the backend's queue id is relayed
+        self.assertEqual(len(mta.accepted), 1)
+        data = mta.accepted[0]
+        self.assertTrue(data.startswith(b"Received: "), data[:200])
+        self.assertTrue(data.endswith(b"\r\nlast\r\n.\r\n"), data[-40:])
+        self.assertTrue(no_bare(data), data)
+        # The client's stuffing is undone and re-applied: the lines arrive exactly as sent.
+        self.assertTrue(data.endswith(BODY[BODY.index(b"Subject: wire"):]), data)
+        self.assertEqual(data.count(b"\r\n.\r\n"), 1)
+
+    def test_received_header_names_client(self):
+        mta = self.mta()
+        gw = self.gateway(mta)
+        t = Transaction(gw.port, BODY, source="127.0.0.2", rcpts=("u@example.com",))
+        self.assertEqual(t.final[0], 250, t.final)
+        top = mta.accepted[0].split(b"\r\nSubject: wire", 1)[0]
+        self.assertIn(b"127.0.0.2", top)
+        self.assertIn(b"client.test", top)
+        self.assertIn(b"gw.test", top)
+
+    def test_large_message_spooled_to_file_arrives_intact(self):
+        mta = self.mta()
+        gw = self.gateway(mta, extra=f'spool_dir = "{self.tmp}"\nlimits {{\n'
+                                     ' spool_threshold = 4096\n}\n')
+        lines = [(b"." if i % 7 == 0 else b"") + (b"%06d " % i) + bytes(range(33, 127)) * 3
+                 for i in range(6000)]
+        stuffed = b"".join((b"." + ln if ln.startswith(b".") else ln) + b"\r\n" for ln in lines)
+        body = b"Subject: big\r\n\r\n" + stuffed + b".\r\n"
+        t = Transaction(gw.port, body)
+        self.assertEqual(t.final[0], 250, t.final)
+        self.assertEqual(len(mta.accepted), 1)
+        self.assertTrue(mta.accepted[0].endswith(body), "content changed on the way")
+        # Spool files are unlinked at once: nothing left behind.
+        left = [f for f in os.listdir(self.tmp) if not f.startswith(("portcullis", "pc-"))]
+        self.assertEqual(left, [])
+
+    def test_normalize_turns_bare_newlines_into_crlf(self):
+        mta = self.mta()
+        gw = self.gateway(mta, extra='bare_newline = "normalize"\n')
+        t = Transaction(gw.port, b"Subject: n\r\n\r\none\ntwo\rthree\r\n.\r\n")
+        self.assertEqual(t.final[0], 250, t.final)
+        data = mta.accepted[0]
+        self.assertTrue(no_bare(data), data)
+        self.assertTrue(data.endswith(b"\r\n.\r\n"))
+        self.assertIn(b"one", data)
+        self.assertIn(b"three", data)
+
+    def test_bare_newline_rejected_reaches_nothing(self):
+        mta = self.mta()
+        gw = self.gateway(mta)
+        t = Transaction(gw.port, b"Subject: n\r\n\r\none\ntwo\r\n.\r\n")
+        self.assertEqual((t.final[0], ecode(t.final)), (550, "5.6.0"), t.final)
+        self.assertEqual(mta.accepted, [])
+
+    def test_xclient_before_each_transaction_with_real_address(self):
+        mta = self.mta()
+        gw = self.gateway(mta)
+        sources = ("127.0.0.2", "127.0.0.3", "127.0.0.2", "127.0.0.4")
+        for src in sources:
+            t = Transaction(gw.port, BODY, source=src)
+            self.assertEqual(t.final[0], 250, t.final)
+        self.assertEqual(len(mta.accepted), len(sources))
+        # Per backend connection: every MAIL follows an XCLIENT naming that transaction's client.
+        seen = []
+        for sess in mta.sessions:
+            addr = None
+            for line in sess["commands"]:
+                if line.upper().startswith("XCLIENT "):
+                    m = re.search(r"\bADDR=(\S+)", line)
+                    addr = m and m.group(1)
+                elif line.upper().startswith("MAIL "):
+                    seen.append(addr)
+                    addr = None  # a pooled connection must be identified again
+        self.assertEqual(seen, list(sources), [s["commands"] for s in mta.sessions])
+
+    def test_xforward(self):
+        mta = self.mta()
+        gw = self.gateway(mta, identity="xforward")
+        t = Transaction(gw.port, BODY, source="127.0.0.5")
+        self.assertEqual(t.final[0], 250, t.final)
+        cmds = mta.commands()
+        xf = [c for c in cmds if c.upper().startswith("XFORWARD ")]
+        self.assertTrue(any("ADDR=127.0.0.5" in c for c in xf), cmds)
+        first_mail = next(i for i, c in enumerate(cmds) if c.upper().startswith("MAIL "))
+        self.assertTrue(any(c.upper().startswith("XFORWARD ") for c in cmds[:first_mail]), cmds)
+        self.assertFalse(any(c.upper().startswith("XCLIENT") for c in cmds), cmds)
+
+    def test_identity_none_and_unadvertised_xclient(self):
+        for identity, ext in (("none", h.FakeMTA.EXT), ("xclient", ("PIPELINING", "8BITMIME"))):
+            with self.subTest(identity=identity):
+                mta = h.FakeMTA(ext=ext)
+                gw = h.Gateway(self.tmp, fast_conf(h.backend_conf(mta.port, identity)))
+                try:
+                    t = Transaction(gw.port, BODY)
+                    self.assertEqual(t.final[0], 250, t.final)
+                    cmds = mta.commands()
+                    self.assertFalse(any(c.upper().startswith(("XCLIENT", "XFORWARD"))
+                                         for c in cmds), cmds)
+                    self.assertEqual(len(mta.accepted), 1)
+                finally:
+                    gw.close()
+                    mta.close()
+
+    def test_several_recipients_one_copy(self):
+        mta = self.mta()
+        gw = self.gateway(mta)
+        rcpts = ("a@example.com", "b@example.com", "c@example.com")
+        t = Transaction(gw.port, BODY, rcpts=rcpts)
+        self.assertEqual(t.final[0], 250, t.final)
+        self.assertEqual(len(mta.accepted), 1)
+        got = [c for c in mta.commands() if c.upper().startswith("RCPT ")]
+        self.assertEqual([re.search(r"<(.*?)>", c).group(1) for c in got], list(rcpts))
+
+    def test_concurrent_sessions_each_delivered_once(self):
+        mta = self.mta()
+        gw = self.gateway(mta)
+        n, results = 20, []
+
+        def one(i):
+            body = b"Subject: c%d\r\n\r\nmessage %d\r\n.\r\n" % (i, i)
+            results.append((i, Transaction(gw.port, body).final[0]))
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        self.assertEqual(sorted(results), [(i, 250) for i in range(n)])
+        got = sorted(int(re.search(rb"message (\d+)", m).group(1)) for m in mta.accepted)
+        self.assertEqual(got, list(range(n)))
+
+    def test_several_transactions_in_one_session(self):
+        mta = self.mta()
+        gw = self.gateway(mta)
+        c = h.Chat(gw.port)
+        self.addCleanup(c.close)
+        c.reply()
+        c.cmd("EHLO x")
+        for i in range(3):
+            self.assertEqual(c.cmd(f"MAIL FROM:<s{i}@b.example>")[0], 250)
+            self.assertEqual(c.cmd(f"RCPT TO:<r{i}@example.com>")[0], 250)
+            self.assertEqual(c.cmd("DATA")[0], 354)
+            c.send(b"Subject: %d\r\n\r\nm%d\r\n.\r\n" % (i, i))
+            self.assertEqual(c.reply()[0], 250)
+        # An abandoned fourth transaction delivers nothing.
+        self.assertEqual(c.cmd("MAIL FROM:<s9@b.example>")[0], 250)
+        self.assertEqual(c.cmd("RCPT TO:<r9@example.com>")[0], 250)
+        self.assertEqual(c.cmd("RSET")[0], 250)
+        self.assertEqual(c.cmd("QUIT")[0], 221)
+        self.assertEqual(len(mta.accepted), 3)
+        mails = [c for c in mta.commands() if c.upper().startswith("MAIL ")]
+        self.assertEqual([re.search(r"<(.*?)>", m).group(1) for m in mails][:3],
+                         ["s0@b.example", "s1@b.example", "s2@b.example"])
+
+    def test_client_drops_mid_data_nothing_delivered(self):
+        mta = self.mta()
+        gw = self.gateway(mta)
+        c = h.Chat(gw.port)
+        c.reply()
+        c.cmd("EHLO x")
+        c.cmd("MAIL FROM:<a@b.example>")
+        c.cmd("RCPT TO:<u@example.com>")
+        self.assertEqual(c.cmd("DATA")[0], 354)
+        c.send(b"Subject: cut\r\n\r\nhalf a message\r\n")
+        c.close()
+        time.sleep(1.0)
+        self.assertEqual(mta.accepted, [])
+        self.assertTrue(gw.alive())
+
+    def test_esmtp_parameters_passed(self):
+        mta = self.mta()
+        gw = self.gateway(mta)
+        t = Transaction(gw.port, BODY, mail="MAIL FROM:<a@b.example> BODY=8BITMIME RET=HDRS "
+                                            "ENVID=abc123")
+        self.assertEqual(t.final[0], 250, t.final)
+        mail = next(c for c in mta.commands() if c.upper().startswith("MAIL "))
+        for p in ("BODY=8BITMIME", "RET=HDRS", "ENVID=abc123"):
+            self.assertIn(p, mail)
+
+
+class FaultTests(unittest.TestCase):
+    """A backend that refuses, drops or stalls: 4xx (or its own 5xx), never an unearned 250."""
+
+    def setUp(self):
+        self.tmp = h.tempdir()
+        self.addCleanup(h.rmtree, self.tmp)
+
+    def run_fault(self, **kw):
+        with h.FakeMTA(**kw) as mta, \
+                h.Gateway(self.tmp, fast_conf(h.backend_conf(mta.port))) as gw:
+            t = Transaction(gw.port, b"Subject: f\r\n\r\n" + (b"x" * 98 + b"\r\n") * 2000
+                            + b".\r\n")
+            self.assertTrue(gw.alive(), gw.log())
+            return t, mta
+
+    def check(self, t, mta, code, enh=None, where=None):
+        reply = t.final
+        self.assertEqual(reply[0] // 100 if code < 10 else reply[0], code, reply)
+        if enh:
+            self.assertTrue(ecode(reply).startswith(enh), reply)
+        if reply[0] != 250:
+            self.assertEqual(mta.accepted, [])
+
+    def test_refusals_relayed_at_mail_and_rcpt(self):
+        for verb in ("MAIL", "RCPT"):
+            for reply, code in ((f"550 5.7.1 no {verb}", 550), (f"450 4.2.0 later {verb}", 450)):
+                with self.subTest(verb=verb, reply=reply):
+                    t, mta = self.run_fault(replies={verb: reply})
+                    self.check(t, mta, code, reply[4:9])
+
+    def test_refusal_at_data_and_after_dot(self):
+        for verb, reply, cls in (("DATA", "554 5.5.1 no", 5), ("DATA", "451 4.3.0 no", 4),
+                                 (".", "554 5.6.0 no", 5), (".", "452 4.3.1 full", 4)):
+            with self.subTest(verb=verb, reply=reply):
+                t, mta = self.run_fault(replies={verb: reply})
+                self.check(t, mta, cls)
+                self.assertEqual(mta.accepted, [])
+
+    def test_drop_anywhere_gives_4xx(self):
+        for verb in ("CONNECT", "EHLO", "XCLIENT", "MAIL", "RCPT", "DATA", "."):
+            with self.subTest(drop_at=verb):
+                t, mta = self.run_fault(replies={verb: "DROP"})
+                self.assertEqual(t.final[0] // 100, 4, t.final)
+
+    def test_drop_mid_data_gives_451_442(self):
+        t, mta = self.run_fault(drop_in_data=1000)
+        self.check(t, mta, 451, "4.4.2")
+
+    def test_backend_421_gives_4xx(self):
+        for verb in ("CONNECT", "MAIL", "RCPT", "DATA", "."):
+            with self.subTest(at=verb):
+                t, mta = self.run_fault(replies={verb: "421 4.3.2 shutting down"})
+                self.check(t, mta, 4)
+
+    def test_stalled_backend_gives_4xx(self):
+        # Each stalls past its one-second timeout; the client hears 4xx, never 250.
+        for verb in ("CONNECT", "EHLO", "MAIL", "RCPT", "DATA", "."):
+            with self.subTest(stall_at=verb):
+                default = {"CONNECT": "220 fake.test", "EHLO": "250 fake.test",
+                           "MAIL": "250 2.1.0 Ok", "RCPT": "250 2.1.5 Ok",
+                           "DATA": "354 go", ".": "250 2.0.0 late"}[verb]
+                t, mta = self.run_fault(replies={verb: ("DELAY", 2.5, default)})
+                self.assertEqual(t.final[0] // 100, 4, t.final)
+
+    def test_failover_when_first_backend_refuses_greeting(self):
+        with h.FakeMTA(replies={"CONNECT": "421 4.3.2 busy"}) as bad, h.FakeMTA() as good:
+            conf = fast_conf(h.backend_conf(good.port,
+                                            extra_addresses=(f"127.0.0.1:{bad.port}",)))
+            with h.Gateway(self.tmp, conf) as gw:
+                t = Transaction(gw.port, BODY)
+                self.assertEqual(t.final[0], 250, t.final)
+                self.assertEqual(len(good.accepted), 1)
+                self.assertEqual(bad.accepted, [])
+
+
+class ListenerTests(unittest.TestCase):
+    def setUp(self):
+        self.tmp = h.tempdir()
+        self.addCleanup(h.rmtree, self.tmp)
+
+    def test_connections_per_ip_limit(self):
+        with h.FakeMTA() as mta:
+            extra = ('limits {\n max_connections_per_ip = 2\n'
+                     ' connection_limit_exceptions = { "192.0.2.0/24" }\n}\n')
+            with h.Gateway(self.tmp, fast_conf(h.backend_conf(mta.port), extra)) as gw:
+                a, b = h.Chat(gw.port, source="127.0.0.2"), h.Chat(gw.port, source="127.0.0.2")
+                self.assertEqual(a.reply()[0], 220)
+                self.assertEqual(b.reply()[0], 220)
+                c = h.Chat(gw.port, source="127.0.0.2")
+                r = c.reply()
+                self.assertEqual((r[0], ecode(r)), (421, "4.7.0"), r)
+                self.assertTrue(c.closed())
+                d = h.Chat(gw.port, source="127.0.0.3")  # another client is not affected
+                self.assertEqual(d.reply()[0], 220)
+                for x in (a, b, c, d):
+                    x.close()
+
+    def test_ipv6_listener(self):
+        try:
+            s = h.socket.socket(h.socket.AF_INET6)
+            s.bind(("::1", 0))
+            port = s.getsockname()[1]
+            s.close()
+        except OSError:
+            self.skipTest("no ::1 on this machine")
+        with h.FakeMTA() as mta:
+            conf = (f'hostname = "gw.test"\nlistener "v6" {{\n address = "[::1]:{port}"\n'
+                    f' backend = "mta"\n}}\n{h.backend_conf(mta.port)}'
+                    'relay {\n mynetworks = { "::1/128" }\n domains = { "example.com" }\n}\n')
+            with h.Gateway(self.tmp, conf, port=port, host="::1") as gw:
+                import smtplib
+                s = smtplib.SMTP("::1", gw.port, timeout=10)
+                s.ehlo("v6.test")
+                s.sendmail("a@b.example", ["x@foreign.example"], b"Subject: 6\r\n\r\nx\r\n")
+                s.quit()
+                self.assertEqual(len(mta.accepted), 1)
+                xc = [c for c in mta.commands() if c.upper().startswith("XCLIENT")]
+                self.assertTrue(any("ADDR=IPV6:::1" in c.upper() for c in xc), xc)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=1)
