@@ -505,6 +505,8 @@ class Chat(_Closing):
                     chunk = self.s.recv(65536)
                 except socket.timeout:
                     return (-1, "timeout")
+                except ConnectionResetError:
+                    chunk = b""  # closed while our unread data was in flight: EOF
                 if not chunk:
                     return (0, "\n".join(lines))
                 self.buf += chunk
