@@ -167,6 +167,34 @@ class WireTests(unittest.TestCase):
         self.assertEqual((t.final[0], ecode(t.final)), (550, "5.6.0"), t.final)
         self.assertEqual(mta.accepted, [])
 
+    def test_smuggling_sequences_on_the_wire(self):
+        # Whatever fake end of data a client sends, what reaches the backend holds exactly one
+        # CR LF . CR LF (its end) and no bare CR or LF, so no backend can see two messages.
+        import json
+        path = os.path.join(h.SHARED, "testdata", "smuggling", "eod_sequences.json")
+        if not os.path.exists(path):
+            self.skipTest("../shared/testdata/smuggling is not there")
+        with open(path) as f:
+            d = json.load(f)
+        seqs = {bytes.fromhex(v["hex"]) for v in d["smtpsmug_tests"].values()}
+        for k in ("sec_consult_inbound", "sec_consult_outbound"):
+            seqs |= {bytes.fromhex(v["hex"]) for v in d.get(k, [])}
+        mta = self.mta()
+        gw = self.gateway(mta, extra='bare_newline = "normalize"\n')
+        for seq in sorted(seqs):
+            with self.subTest(seq=seq):
+                before = len(mta.accepted)
+                t = Transaction(gw.port, b"Subject: s\r\n\r\nfirst" + seq +
+                                b"MAIL FROM:<evil@evil.example>\r\nRCPT TO:<v@example.com>\r\n"
+                                b"DATA\r\nsmuggled\r\n.\r\n")
+                self.assertEqual(t.final[0], 250, t.final)
+                self.assertEqual(len(mta.accepted), before + 1)
+                data = mta.accepted[-1]
+                self.assertTrue(no_bare(data), data)
+                self.assertEqual(data.count(b"\r\n.\r\n"), 1, data)
+                self.assertTrue(data.endswith(b"smuggled\r\n.\r\n"), data)
+        self.assertFalse(any("evil@evil.example" in c for c in mta.commands()))
+
     def test_xclient_before_each_transaction_with_real_address(self):
         mta = self.mta()
         gw = self.gateway(mta)

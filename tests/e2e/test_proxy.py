@@ -160,6 +160,8 @@ class SinkTests(unittest.TestCase):
         seqs = {bytes.fromhex(v["hex"]) for v in d["smtpsmug_tests"].values()}
         for k in ("sec_consult_inbound", "sec_consult_outbound"):
             seqs |= {bytes.fromhex(v["hex"]) for v in d.get(k, [])}
+        if "postfix_20240106_note" in d:  # CRLF . CR CRLF is not an end of data either
+            seqs.add(bytes.fromhex(d["postfix_20240106_note"]["hex"]))
         self.assertGreater(len(seqs), 8)
         for seq in sorted(seqs):
             for normalize in (False, True):
@@ -178,6 +180,30 @@ class SinkTests(unittest.TestCase):
                     else:
                         self.assertEqual(code, 250, text)
                         self.assertEqual(len(msgs), 1)
+
+    def test_smtpsmug_pipelining(self):
+        # smtpsmug's pipelining test: mail 1 ends with CRLF.CRLF and mail 2's MAIL, RCPT, DATA,
+        # content and CRLF.CRLF follow in the same write. Mail 1 is delivered once, alone;
+        # mail 2's content came before its 354, so it is refused and never delivered.
+        sink, gw = self.start()
+        c = h.Chat(gw.port)
+        c.reply()
+        c.cmd("EHLO x")
+        self.assertEqual(c.cmd("MAIL FROM:<a@b.example>")[0], 250)
+        self.assertEqual(c.cmd("RCPT TO:<u@example.com>")[0], 250)
+        self.assertEqual(c.cmd("DATA")[0], 354)
+        c.send(b"Subject: one\r\n\r\nfirst\r\n.\r\nMAIL FROM:<evil@evil.example>\r\n"
+               b"RCPT TO:<victim@example.com>\r\nDATA\r\nSubject: two\r\n\r\nsmuggled\r\n"
+               b".\r\n")
+        replies = [c.reply() for _ in range(4)]
+        self.assertEqual([r[0] for r in replies[:3]], [250, 250, 250], replies)
+        self.assertEqual((replies[3][0], replies[3][1][4:9]), (554, "5.5.0"), replies)
+        self.assertTrue(c.closed())
+        msgs = sink.messages()
+        self.assertEqual(len(msgs), 1, msgs)
+        self.assertIn(b"first", msgs[0])
+        self.assertNotIn(b"smuggled", msgs[0])
+        self.assertNotIn(b"evil@evil.example", msgs[0])
 
     def test_bounds(self):
         sink, gw = self.start(extra="limits {\n max_message_size = 20000\n max_recipients = 3\n"
