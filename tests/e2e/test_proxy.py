@@ -326,8 +326,9 @@ class PostfixTests(unittest.TestCase):
         # Several sessions from different addresses: pooled backend connections are
         # re-identified, so each shows its own client address in Postfix's log.
         ids = []
-        for src in ("127.0.0.2", "127.0.0.3", "127.0.0.2"):
-            code, text = send(self.gw.port, source=src)
+        for n, src in enumerate(("127.0.0.2", "127.0.0.3", "127.0.0.2")):
+            code, text = send(self.gw.port, source=src,
+                              msg=MSG.replace("Subject: hello", f"Subject: ip-token-{n}"))
             self.assertEqual(code, 250, text)
             self.assertIn(b"queued as", text)  # Postfix's own queue id, relayed
             ids.append((src, text.split()[-1].decode()))
@@ -339,7 +340,21 @@ class PostfixTests(unittest.TestCase):
             time.sleep(0.2)
         for src, qid in ids:
             self.assertIn(f"{qid}: client=unknown[{src}]", self.pf.log())
-        self.assertGreaterEqual(len(self.pf.delivered()), 1)
+        # Exactly one copy of each landed in the Maildir, with the content intact.
+        deadline = time.time() + 15
+        while time.time() < deadline:
+            got = [m for m in self.pf.delivered() if b"ip-token-" in m]
+            if len(got) >= 3:
+                break
+            time.sleep(0.2)
+        for n in range(3):
+            copies = [m for m in got if f"Subject: ip-token-{n}\n".encode() in m]
+            self.assertEqual(len(copies), 1, f"ip-token-{n}: {len(copies)} copies")
+            self.assertIn(b"\n.leading dot\n", copies[0])
+            self.assertIn(b"by gw.test (portcullis)", copies[0])
+            # Postfix's own Received header names the real client too (XCLIENT ADDR).
+            pf_received = copies[0].split(b"by backend.test", 1)[0]
+            self.assertIn(f"[{ids[n][0]}]".encode(), pf_received)
 
     def test_unknown_user_refused_in_session(self):
         c = h.Chat(self.gw.port)
