@@ -77,7 +77,7 @@ class Proc:
     """A child process in its own process group."""
 
     def __init__(self, argv, log=None, **kw):
-        self.logf = open(log, "wb") if log else subprocess.DEVNULL
+        self.logf = open(log, "ab") if log else subprocess.DEVNULL  # O_APPEND
         self.p = subprocess.Popen(argv, stdout=self.logf, stderr=subprocess.STDOUT,
                                   start_new_session=True, **kw)
         _procs.append(self)
@@ -298,8 +298,17 @@ class Gateway(_Closing):
     def pid(self):
         return self.proc.p.pid
 
+    SANITIZER = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+
     def close(self):
+        """Stop the gateway; a sanitizer report in its log (an ASan build) fails the test."""
         self.proc.stop()
+        log = self.log() if os.path.exists(self.logpath) else ""
+        hits = [m for m in self.SANITIZER if m in log]
+        if hits and not getattr(self, "_reported", False):
+            self._reported = True
+            at = log.index(hits[0])
+            raise AssertionError(f"sanitizer report in {self.logpath}:\n{log[max(0, at - 200):at + 3000]}")
 
 
 def backend_conf(sink_port, identity="xclient", lmtp=False, extra_addresses=()):
