@@ -51,9 +51,12 @@ def free_port():
     return port
 
 
-def wait_port(port, timeout=10.0, host="127.0.0.1"):
+def wait_port(port, timeout=10.0, host="127.0.0.1", proc=None):
+    """Wait until something accepts on host:port; give up at once if proc has exited."""
     end = time.time() + timeout
     while time.time() < end:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"exited with status {proc.returncode} before listening")
         try:
             socket.create_connection((host, port), timeout=0.5).close()
             return True
@@ -281,7 +284,7 @@ class Gateway(_Closing):
             f.write(config.replace("@PORT@", str(self.port)).replace("@TMP@", tmp))
         self.proc = Proc([BIN, "-c", self.path], log=self.logpath, cwd=tmp)
         try:
-            wait_port(self.port, host=host)
+            wait_port(self.port, host=host, proc=self.proc.p)
         except RuntimeError:
             self.proc.stop()
             log = self.log()
