@@ -356,6 +356,19 @@ class PostfixTests(unittest.TestCase):
             pf_received = copies[0].split(b"by backend.test", 1)[0]
             self.assertIn(f"[{ids[n][0]}]".encode(), pf_received)
 
+    def test_xforward_reaches_postfix(self):
+        # identity = "xforward": Postfix logs the forwarded client as orig_client.
+        with h.Gateway(self.tmp, h.gateway_conf(h.backend_conf(self.pf.port,
+                                                                identity="xforward"))) as gw:
+            code, text = send(gw.port, source="127.0.0.6",
+                              msg=MSG.replace("Subject: hello", "Subject: xforward-token"))
+            self.assertEqual(code, 250, text)
+            qid = text.split()[-1].decode()
+            deadline = time.time() + 10
+            while time.time() < deadline and f"{qid}: client=" not in self.pf.log():
+                time.sleep(0.2)
+            self.assertRegex(self.pf.log(), rf"{qid}: client=\S+, orig_client=unknown\[127\.0\.0\.6\]")
+
     def test_unknown_user_refused_in_session(self):
         c = h.Chat(self.gw.port)
         c.reply()
