@@ -498,6 +498,34 @@ class SessionTests(unittest.TestCase):
         self.assertTrue(data.startswith(b"Received: ") and data.endswith(b"\r\n.\r\n"), data)
         self.assertTrue(no_bare(data))
 
+    # Known gateway bug (reported): a client that pipelines commands and never reads the
+    # replies makes the gateway buffer every reply: about 180 MB of RSS after 5 s of NOOPs.
+    # Reading from the client should pause while our output to it is backed up (a write
+    # watermark), as it does towards a slow backend. Remove expectedFailure once fixed.
+    @unittest.expectedFailure
+    def test_unread_replies_do_not_grow_memory(self):
+        gw = self.gateway(extra="limits {\n max_errors = 1000\n}\n")
+        c = h.Chat(gw.port)
+        self.addCleanup(c.close)
+        c.reply()
+        c.cmd("EHLO x")
+
+        def rss():
+            with open(f"/proc/{gw.pid()}/status") as f:
+                return next(int(ln.split()[1]) for ln in f if ln.startswith("VmRSS"))
+
+        before = rss()
+        c.s.setblocking(False)
+        chunk, sent, end = b"NOOP\r\n" * 10000, 0, time.time() + 3
+        while time.time() < end and sent < 200 * 1000 * 1000:
+            try:
+                sent += c.s.send(chunk)
+            except BlockingIOError:
+                time.sleep(0.05)
+        grown = rss() - before
+        self.assertTrue(gw.alive())
+        self.assertLess(grown, 32 * 1024, f"RSS grew by {grown} KB after {sent} bytes of NOOPs")
+
     # EHLO offers SMTPUTF8 before the backend was ever seen; a UTF-8 envelope must then not be
     # passed to a backend that does not offer SMTPUTF8 (RFC 6531 3.4): 451 4.6.7 instead.
     def test_utf8_envelope_never_reaches_backend_without_smtputf8(self):
