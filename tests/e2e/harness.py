@@ -477,6 +477,18 @@ class FakeMTA(_Closing):
         finally:
             conn.close()
 
+    def hang_up_all(self, reply=None):
+        """Close every open connection (optionally saying reply first), as an MTA does to
+        idle clients; the listener stays."""
+        with self.lock:
+            for c in self.conns:
+                try:
+                    if reply:
+                        c.sendall(reply.encode() + b"\r\n")
+                    c.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
     def commands(self):
         """Every command line received, over all connections, in order of connection."""
         with self.lock:

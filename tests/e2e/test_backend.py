@@ -272,6 +272,21 @@ class WireTests(unittest.TestCase):
         got = sorted(int(re.search(rb"message (\d+)", m).group(1)) for m in mta.accepted)
         self.assertEqual(got, list(range(n)))
 
+    def test_pooled_connection_closed_by_backend(self):
+        # The gateway keeps idle backend connections for the next client; when the backend
+        # has hung up on them meanwhile (idle timeout, restart), the next transaction still
+        # goes through, once.
+        mta = self.mta()
+        gw = self.gateway(mta)
+        for how in ("421 4.4.2 idle timeout", None):
+            self.assertEqual(Transaction(gw.port, BODY).final[0], 250)
+            time.sleep(0.3)
+            mta.hang_up_all(how)
+            time.sleep(0.3)
+        t = Transaction(gw.port, BODY)
+        self.assertEqual(t.final[0], 250, (how, t.codes, t.final))
+        self.assertEqual(len(mta.accepted), 3)
+
     def test_several_transactions_in_one_session(self):
         mta = self.mta()
         gw = self.gateway(mta)
