@@ -229,17 +229,23 @@ class WireTests(unittest.TestCase):
         self.assertFalse(any(c.upper().startswith("XCLIENT") for c in cmds), cmds)
 
     def test_identity_none_and_unadvertised_xclient(self):
-        for identity, ext in (("none", h.FakeMTA.EXT), ("xclient", ("PIPELINING", "8BITMIME"))):
-            with self.subTest(identity=identity):
-                mta = h.FakeMTA(ext=ext)
+        # identity = none: nothing but the transaction. identity = xclient with a backend that
+        # does not offer it (or refuses it): 4xx, never a delivery that makes the client look
+        # like the gateway to the backend.
+        for identity, ext, xc_reply, want in (
+                ("none", h.FakeMTA.EXT, None, 250),
+                ("xclient", ("PIPELINING", "8BITMIME"), None, 451),
+                ("xclient", h.FakeMTA.EXT, "550 5.7.0 not authorized", 451)):
+            with self.subTest(identity=identity, ext=ext, xclient=xc_reply):
+                mta = h.FakeMTA(ext=ext, replies={"XCLIENT": xc_reply} if xc_reply else None)
                 gw = h.Gateway(self.tmp, fast_conf(h.backend_conf(mta.port, identity)))
                 try:
                     t = Transaction(gw.port, BODY)
-                    self.assertEqual(t.final[0], 250, t.final)
+                    self.assertEqual(t.final[0], want, t.final)
                     cmds = mta.commands()
-                    self.assertFalse(any(c.upper().startswith(("XCLIENT", "XFORWARD"))
-                                         for c in cmds), cmds)
-                    self.assertEqual(len(mta.accepted), 1)
+                    self.assertFalse(any(c.upper().startswith("MAIL") for c in cmds)
+                                     and want != 250, cmds)
+                    self.assertEqual(len(mta.accepted), 1 if want == 250 else 0)
                 finally:
                     gw.close()
                     mta.close()
@@ -544,7 +550,7 @@ class SessionTests(unittest.TestCase):
     # EHLO offers SMTPUTF8 before the backend was ever seen; a UTF-8 envelope must then not be
     # passed to a backend that does not offer SMTPUTF8 (RFC 6531 3.4): 451 4.6.7 instead.
     def test_utf8_envelope_never_reaches_backend_without_smtputf8(self):
-        mta = h.FakeMTA(ext=("PIPELINING", "8BITMIME", "ENHANCEDSTATUSCODES"))
+        mta = h.FakeMTA(ext=tuple(e for e in h.FakeMTA.EXT if e != "SMTPUTF8"))
         self.addCleanup(mta.close)
         gw = self.gateway(mta=mta)
         t = Transaction(gw.port, b"Subject: u\r\n\r\n\xc3\xbc\r\n.\r\n",
