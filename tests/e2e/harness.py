@@ -131,16 +131,19 @@ class Sink(_Closing):
 
     def messages(self):
         """Contents of every message smtp-sink accepted, oldest first."""
-        # smtp-sink opens the dump file at MAIL; it stays empty when the transaction is
-        # abandoned, so only non-empty files are messages.
-        files = sorted(glob.glob(os.path.join(self.dir, "*")), key=os.path.getmtime)
-        out = []
-        for f in files:
-            with open(f, "rb") as fh:
-                data = fh.read()
+        # smtp-sink opens the dump file at MAIL and removes it again when the transaction is
+        # abandoned (it may vanish while we look): only files still there and non-empty count.
+        found = []
+        for f in glob.glob(os.path.join(self.dir, "*")):
+            try:
+                with open(f, "rb") as fh:
+                    data = fh.read()
+                mtime = os.path.getmtime(f)
+            except FileNotFoundError:
+                continue
             if data:
-                out.append(data)
-        return out
+                found.append((mtime, f, data))
+        return [data for _, _, data in sorted(found)]
 
     def close(self):
         self.proc.stop()
