@@ -32,7 +32,7 @@ FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
 REGR_BINS := $(FUZZ_SRCS:tests/fuzz/%.c=$(B)/tests/regress_%)
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps run check unit unit-asan e2e fuzz-regress docs-check bench fuzz conformance format clean
+.PHONY: all deps run check unit unit-asan e2e e2e-asan fuzz-regress docs-check bench fuzz conformance format clean
 
 all: $(B)/portcullis
 
@@ -81,6 +81,11 @@ fuzz-regress: $(REGR_BINS)
 e2e: all
 	@python3 tests/e2e/run.py --binary $(B)/portcullis
 
+# The same end-to-end tests against the ASan+UBSan gateway: a sanitizer report in its log fails.
+e2e-asan:
+	@$(MAKE) --no-print-directory B=build-asan SAN=1 all
+	@python3 tests/e2e/run.py --binary build-asan/portcullis
+
 docs-check: all
 	@tests/docs-check.sh $(B)/portcullis
 
@@ -89,6 +94,7 @@ check: deps
 	@$(MAKE) --no-print-directory unit fuzz-regress docs-check
 	@$(MAKE) --no-print-directory unit-asan
 	@$(MAKE) --no-print-directory e2e
+	@$(MAKE) --no-print-directory e2e-asan
 
 bench: deps all
 	@tests/bench/bench.sh $(B)/portcullis

@@ -569,7 +569,16 @@ static void be_after_ehlo(struct pc_backend *be, bool second)
     char line[1024];
     const struct pc_timeouts *t = &be->conf->timeouts;
 
-    if (!second && be->bc->identity == PC_IDENT_XCLIENT && (be->ext & PC_EXT_XCLIENT)) {
+    if (!second && be->bc->identity == PC_IDENT_XCLIENT) {
+        if (!(be->ext & PC_EXT_XCLIENT)) {
+            /* Delivering anyway would make every client look like us (often "mynetworks" to
+             * the backend) and skip the backend's own client checks. */
+            pc_err("%s: backend %s does not offer XCLIENT although identity = xclient: allow "
+                   "our address in smtpd_authorized_xclient_hosts, or set identity = \"none\"",
+                   be->s->sid, be->relay);
+            be_try_next(be, "no XCLIENT");
+            return;
+        }
         identity_line(be, "XCLIENT", be->xclient_attrs, line, sizeof(line));
         be_send(be, BE_XCLIENT, t->backend_command, "%s", line);
         return;
@@ -700,11 +709,10 @@ static void handle_reply(struct pc_backend *be)
     case BE_XCLIENT:
         /* Postfix answers 220 (a new greeting); smtp-sink 250. Either way, EHLO again. */
         if (code / 100 != 2) {
-            pc_warn("%s: backend %s refused XCLIENT (%d %s): allow our address in "
-                    "smtpd_authorized_xclient_hosts; going on without the client's identity",
-                    be->s->sid, be->relay, code, be->reply.text);
-            be->state = BE_READY;
-            be_after_ehlo(be, true);
+            pc_err("%s: backend %s refused XCLIENT (%d %s): allow our address in "
+                   "smtpd_authorized_xclient_hosts, or set identity = \"none\"",
+                   be->s->sid, be->relay, code, be->reply.text);
+            be_try_next(be, "XCLIENT refused");
             return;
         }
         be_ehlo(be, BE_EHLO2);

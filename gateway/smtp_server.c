@@ -43,6 +43,9 @@ enum sm_state { SM_CONNECT, SM_CMD, SM_DATA, SM_CLOSING };
 
 /* What a client may have buffered while we are busy: a few pipelined command groups. */
 #define PC_SMTP_READ_MAX 131072
+/* Replies not yet taken by the client: past this we stop reading commands, so a client that
+ * pipelines and never reads cannot make us buffer without bound. */
+#define PC_SMTP_OUT_MAX 65536
 
 struct pc_smtp {
     struct pc_session *s;
@@ -63,6 +66,7 @@ struct pc_smtp {
     unsigned counts[PC_VERB_FORBIDDEN + 1];
     bool skipping_line;
     bool in_input; /* inside process_input(): resume() must not recurse into it */
+    bool out_full; /* our replies are backed up: input waits for on_write */
     struct pc_data data;
     struct pc_path_args pa;
     struct event *free_ev;
@@ -1008,6 +1012,10 @@ static void process_input(struct pc_smtp *c)
         return;
     c->in_input = true;
     while (!c->busy && !c->closing && c->state != SM_CLOSING) {
+        if (evbuffer_get_length(bufferevent_get_output(c->bev)) > PC_SMTP_OUT_MAX) {
+            c->out_full = true;
+            break;
+        }
         if (c->state == SM_DATA) {
             feed_data(c);
             if (c->state == SM_DATA)
@@ -1055,14 +1063,22 @@ static void on_read(struct bufferevent *bev, void *arg)
     process_input(c);
 }
 
-/* on_write - our output drained */
+/* on_write - our output drained (to the low watermark, or empty) */
 static void on_write(struct bufferevent *bev, void *arg)
 {
     struct pc_smtp *c = arg;
+    size_t left = evbuffer_get_length(bufferevent_get_output(bev));
 
-    (void)bev;
-    if (c->state == SM_CLOSING && !c->closing)
-        free_now(c);
+    if (c->state == SM_CLOSING) {
+        if (!c->closing && left == 0)
+            free_now(c);
+        return;
+    }
+    if (c->out_full && left <= PC_SMTP_OUT_MAX / 2) {
+        c->out_full = false;
+        if (!c->busy)
+            process_input(c);
+    }
 }
 
 /* on_event - the client went away, or a timeout */
@@ -1114,6 +1130,7 @@ void pc_smtp_accept(struct pc_services *svc, struct pc_conf *conf,
     c->bev = bufferevent_socket_new(svc->base, fd, BEV_OPT_CLOSE_ON_FREE);
     bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
     bufferevent_setwatermark(c->bev, EV_READ, 0, PC_SMTP_READ_MAX);
+    bufferevent_setwatermark(c->bev, EV_WRITE, PC_SMTP_OUT_MAX / 2, 0);
     bufferevent_enable(c->bev, EV_READ);
     struct timeval rt = tv_ms(conf->timeouts.command);
     bufferevent_set_timeouts(c->bev, &rt, &rt);

@@ -6,7 +6,13 @@ Postfix     a real Postfix instance in a temporary directory: its own main.cf/ma
             XCLIENT and XFORWARD allowed from loopback, example.com delivered to a Maildir,
             its log in a file (maillog_file) so tests can read the client address it saw.
 Gateway     portcullis with a configuration written by the test, in the foreground.
-smtp_chat   a raw SMTP client: exact bytes out, replies in.
+FakeMTA     an in-process scripted SMTP server: records the exact bytes it receives (dot-stuffing,
+            line endings, XCLIENT/XFORWARD lines) and fails where told (reply, drop, delay, or
+            drop in the middle of the message content).
+Chat        a raw SMTP client: exact bytes out, replies in.
+
+Every helper is a context manager; close() is idempotent. If the gateway binary cannot serve yet
+(it exits saying "not yet"), Gateway raises unittest.SkipTest so proxy tests skip instead of fail.
 
 Every process is started in its own process group and stopped again by close() or at exit.
 Only loopback addresses are used.
@@ -20,12 +26,20 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
+import unittest
 
-BIN = os.environ.get("PORTCULLIS_BIN", os.path.abspath("build/portcullis"))
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BIN = os.environ.get("PORTCULLIS_BIN", os.path.join(ROOT, "build", "portcullis"))
 SHARED = os.path.join(os.path.dirname(ROOT), "shared")
 _procs = []
+
+
+def read(path, binary=False):
+    """A whole file, closed again (text with undecodable bytes replaced)."""
+    with open(path, "rb" if binary else "r", **({} if binary else {"errors": "replace"})) as f:
+        return f.read()
 
 
 def free_port():
@@ -37,9 +51,12 @@ def free_port():
     return port
 
 
-def wait_port(port, timeout=10.0, host="127.0.0.1"):
+def wait_port(port, timeout=10.0, host="127.0.0.1", proc=None):
+    """Wait until something accepts on host:port; give up at once if proc has exited."""
     end = time.time() + timeout
     while time.time() < end:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"exited with status {proc.returncode} before listening")
         try:
             socket.create_connection((host, port), timeout=0.5).close()
             return True
@@ -48,11 +65,22 @@ def wait_port(port, timeout=10.0, host="127.0.0.1"):
     raise RuntimeError(f"nothing listens on {host}:{port}")
 
 
+class _Closing:
+    """with-statement support for every helper: close() on the way out."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+
 class Proc:
     """A child process in its own process group."""
 
     def __init__(self, argv, log=None, **kw):
-        self.logf = open(log, "wb") if log else subprocess.DEVNULL
+        self.logf = open(log, "ab") if log else subprocess.DEVNULL  # O_APPEND
         self.p = subprocess.Popen(argv, stdout=self.logf, stderr=subprocess.STDOUT,
                                   start_new_session=True, **kw)
         _procs.append(self)
@@ -80,8 +108,10 @@ def _cleanup():
         p.stop(signal.SIGKILL)
 
 
-class Sink:
-    """smtp-sink on a free port; fail = {"f": "MAIL"} etc. (smtp-sink options)."""
+class Sink(_Closing):
+    """smtp-sink on a free port; fail = {"f": "MAIL"} etc. (smtp-sink options): f = 5xx at,
+    r = 4xx at, q = drop at, Q = 421 and drop at, W = "command:delay", w = delay before DATA's
+    354, A = 550 abort after DATA, t = command timeout."""
 
     def __init__(self, tmp, fail=None, lmtp=False):
         self.port = free_port()
@@ -101,22 +131,34 @@ class Sink:
 
     def messages(self):
         """Contents of every message smtp-sink accepted, oldest first."""
-        # smtp-sink opens the dump file at MAIL; it stays empty when the transaction is
-        # abandoned, so only non-empty files are messages.
-        files = sorted(glob.glob(os.path.join(self.dir, "*")), key=os.path.getmtime)
-        out = []
-        for f in files:
-            with open(f, "rb") as fh:
-                data = fh.read()
+        # smtp-sink opens the dump file at MAIL and removes it again when the transaction is
+        # abandoned (it may vanish while we look): only files still there and non-empty count.
+        found = []
+        for f in glob.glob(os.path.join(self.dir, "*")):
+            try:
+                with open(f, "rb") as fh:
+                    data = fh.read()
+                mtime = os.path.getmtime(f)
+            except FileNotFoundError:
+                continue
             if data:
-                out.append(data)
-        return out
+                found.append((mtime, f, data))
+        return [data for _, _, data in sorted(found)]
 
     def close(self):
         self.proc.stop()
 
 
-class Postfix:
+_postfixes = []
+
+
+@atexit.register
+def _stop_postfixes():
+    for p in list(_postfixes):
+        p.close()
+
+
+class Postfix(_Closing):
     """A real Postfix instance with its own configuration directory (needs root)."""
 
     MASTER = """\
@@ -178,21 +220,23 @@ smtpd_recipient_restrictions = check_recipient_access inline:{{{{ nosuchuser@exa
 maillog_file_prefixes = {tmp}
 maillog_file = {self.maillog}
 """
-        open(os.path.join(self.conf, "main.cf"), "w").write(main_cf)
-        open(os.path.join(self.conf, "master.cf"), "w").write(
-            self.MASTER.format(addr=f"127.0.0.1:{self.port}"))
+        with open(os.path.join(self.conf, "main.cf"), "w") as f:
+            f.write(main_cf)
+        with open(os.path.join(self.conf, "master.cf"), "w") as f:
+            f.write(self.MASTER.format(addr=f"127.0.0.1:{self.port}"))
         self._postfix("check")
         self._postfix("start")
+        _postfixes.append(self)
         wait_port(self.port, timeout=20)
 
     def _postfix(self, what):
         r = subprocess.run(["postfix", "-c", self.conf, what], capture_output=True, text=True)
         if r.returncode != 0 and what != "stop":
-            log = open(self.maillog).read() if os.path.exists(self.maillog) else ""
+            log = read(self.maillog) if os.path.exists(self.maillog) else ""
             raise RuntimeError(f"postfix {what} failed: {r.stdout}{r.stderr}{log[-2000:]}")
 
     def log(self):
-        return open(self.maillog).read() if os.path.exists(self.maillog) else ""
+        return read(self.maillog) if os.path.exists(self.maillog) else ""
 
     def delivered(self, timeout=10.0):
         """Messages in the Maildir, waiting until the queue manager is done."""
@@ -200,36 +244,77 @@ maillog_file = {self.maillog}
         while True:
             files = glob.glob(os.path.join(self.maildir, "inbox", "new", "*"))
             if files or time.time() > end:
-                return [open(f, "rb").read() for f in files]
+                return [read(f, binary=True) for f in files]
             time.sleep(0.1)
 
+    def master_pid(self):
+        try:
+            return int(read(os.path.join(self.dir, "queue", "pid", "master.pid")).split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
     def close(self):
+        if self not in _postfixes:
+            return
+        _postfixes.remove(self)
+        pid = self.master_pid()
         self._postfix("stop")
+        # "postfix stop" only signals the master; wait until it and its children are gone so
+        # that nothing outlives the test (and the temp dir can be removed).
+        end = time.time() + 10
+        while pid and time.time() < end:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
+        if pid:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
-class Gateway:
+class Gateway(_Closing):
     """portcullis running on a configuration the test writes."""
 
-    def __init__(self, tmp, config, port=None):
+    def __init__(self, tmp, config, port=None, host="127.0.0.1"):
         self.port = port or free_port()
         self.tmp = tmp
         self.path = os.path.join(tmp, f"portcullis{self.port}.conf")
         self.logpath = os.path.join(tmp, f"portcullis{self.port}.log")
-        open(self.path, "w").write(config.replace("@PORT@", str(self.port)).replace("@TMP@", tmp))
+        with open(self.path, "w") as f:
+            f.write(config.replace("@PORT@", str(self.port)).replace("@TMP@", tmp))
         self.proc = Proc([BIN, "-c", self.path], log=self.logpath, cwd=tmp)
         try:
-            wait_port(self.port)
+            wait_port(self.port, host=host, proc=self.proc.p)
         except RuntimeError:
-            raise RuntimeError("portcullis did not start:\n" + self.log())
+            self.proc.stop()
+            log = self.log()
+            if "not yet" in log:
+                raise unittest.SkipTest("the gateway cannot serve yet (" + log.strip() + ")")
+            raise RuntimeError("portcullis did not start:\n" + log)
 
     def log(self):
-        return open(self.logpath, errors="replace").read()
+        return read(self.logpath)
 
     def alive(self):
         return self.proc.p.poll() is None
 
+    def pid(self):
+        return self.proc.p.pid
+
+    SANITIZER = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+
     def close(self):
+        """Stop the gateway; a sanitizer report in its log (an ASan build) fails the test."""
         self.proc.stop()
+        log = self.log() if os.path.exists(self.logpath) else ""
+        hits = [m for m in self.SANITIZER if m in log]
+        if hits and not getattr(self, "_reported", False):
+            self._reported = True
+            at = log.index(hits[0])
+            raise AssertionError(f"sanitizer report in {self.logpath}:\n{log[max(0, at - 200):at + 3000]}")
 
 
 def backend_conf(sink_port, identity="xclient", lmtp=False, extra_addresses=()):
@@ -263,7 +348,171 @@ timeouts {{
 """
 
 
-class Chat:
+class FakeMTA(_Closing):
+    """A scripted SMTP backend in this process that records exactly what it receives.
+
+    replies maps a verb ("EHLO", "XCLIENT", "MAIL", "RCPT", "DATA", ".", ...) to what to do:
+      "250 2.1.0 Ok"           reply this (multi-line: lines joined with "\r\n", "250-" style)
+      "DROP"                   close the connection without replying
+      ("DELAY", secs, reply)   wait, then reply (or "DROP")
+    drop_in_data=N closes the connection after N bytes of message content.
+    Per connection, sessions[i] = {"commands": [lines], "data": [raw content], "raw": bytes}.
+    accepted holds the raw content (up to and including CRLF.CRLF) of every message that got a
+    2xx to its final dot; those are the messages the backend "queued".
+    """
+
+    EXT = ("PIPELINING", "SIZE 50000000", "8BITMIME", "ENHANCEDSTATUSCODES", "DSN", "SMTPUTF8",
+           "XCLIENT NAME ADDR PORT PROTO HELO LOGIN DESTADDR DESTPORT",
+           "XFORWARD NAME ADDR PORT PROTO HELO IDENT SOURCE")
+
+    def __init__(self, replies=None, ext=EXT, drop_in_data=None, greeting="220 fake.test ESMTP"):
+        self.replies = dict(replies or {})
+        self.ext = ext
+        self.drop_in_data = drop_in_data
+        self.greeting = greeting
+        self.sessions = []
+        self.accepted = []
+        self.lock = threading.Lock()
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(128)
+        self.port = self.sock.getsockname()[1]
+        self.conns = []
+        self.closing = False
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self):
+        while not self.closing:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.conns.append(conn)
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn, verb, default):
+        what = self.replies.get(verb, default)
+        if isinstance(what, tuple) and what[0] == "DELAY":
+            time.sleep(what[1])
+            what = what[2]
+        if what == "DROP":
+            conn.close()
+            return False
+        conn.sendall(what.encode() + b"\r\n")
+        return not what.startswith("421")
+
+    def _serve(self, conn):
+        sess = {"commands": [], "data": [], "raw": b""}
+        with self.lock:
+            self.sessions.append(sess)
+        buf = b""
+        conn.settimeout(30)
+
+        def fill():
+            nonlocal buf
+            chunk = conn.recv(65536)
+            if not chunk:
+                raise EOFError
+            sess["raw"] += chunk
+            buf += chunk
+
+        try:
+            if not self._answer(conn, "CONNECT", self.greeting):
+                return
+            while True:
+                while b"\r\n" not in buf:
+                    fill()
+                line, buf = buf.split(b"\r\n", 1)
+                text = line.decode(errors="replace")
+                sess["commands"].append(text)
+                verb = text.split(" ", 1)[0].upper()
+                if verb in ("EHLO", "LHLO"):
+                    lines = ["fake.test"] + list(self.ext)
+                    default = "\r\n".join(f"250{'-' if i < len(lines) - 1 else ' '}{x}"
+                                          for i, x in enumerate(lines))
+                elif verb == "XCLIENT":
+                    default = self.greeting
+                elif verb == "MAIL":
+                    default = "250 2.1.0 Ok"
+                elif verb == "RCPT":
+                    default = "250 2.1.5 Ok"
+                elif verb == "DATA":
+                    default = "354 End data with <CR><LF>.<CR><LF>"
+                elif verb == "QUIT":
+                    default = "221 2.0.0 Bye"
+                else:
+                    default = "250 2.0.0 Ok"
+                if not self._answer(conn, verb, default) or verb == "QUIT":
+                    return
+                if verb != "DATA" or not self.replies.get("DATA", "354").startswith("354"):
+                    continue
+                # Message content: up to the first CRLF.CRLF (the DATA line's own CRLF counts
+                # as the first CRLF, so an empty message is just ".\r\n").
+                content = b""
+                while True:
+                    if (self.drop_in_data is not None
+                            and len(content) + len(buf) >= self.drop_in_data):
+                        sess["data"].append(content + buf)
+                        conn.close()
+                        return
+                    end = (b"\r\n" + content + buf).find(b"\r\n.\r\n")
+                    if end >= 0:
+                        take = end + 5 - 2
+                        content, buf = (content + buf)[:take], (content + buf)[take:]
+                        break
+                    content, buf = content + buf, b""
+                    fill()
+                sess["data"].append(content)
+                what = self.replies.get(".", "250 2.0.0 Ok: queued as FAKE%d")
+                final = what[2] if isinstance(what, tuple) else what
+                with self.lock:
+                    if final.startswith("2"):
+                        self.accepted.append(content)
+                    final = final.replace("%d", str(len(self.accepted)))
+                if not self._answer(conn, ".", what[:2] + (final,) if isinstance(what, tuple)
+                                    else final):
+                    return
+        except (EOFError, OSError):
+            pass
+        finally:
+            conn.close()
+
+    def hang_up_all(self, reply=None):
+        """Close every open connection (optionally saying reply first), as an MTA does to
+        idle clients; the listener stays."""
+        with self.lock:
+            for c in self.conns:
+                try:
+                    if reply:
+                        c.sendall(reply.encode() + b"\r\n")
+                    c.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def commands(self):
+        """Every command line received, over all connections, in order of connection."""
+        with self.lock:
+            return [c for s in self.sessions for c in s["commands"]]
+
+    def close(self):
+        self.closing = True
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        with self.lock:
+            for c in self.conns:
+                try:
+                    c.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                c.close()
+
+
+class Chat(_Closing):
     """A raw SMTP client: send exact bytes, read whole (multi-line) replies."""
 
     def __init__(self, port, source="127.0.0.1", timeout=10.0):
@@ -283,6 +532,8 @@ class Chat:
                     chunk = self.s.recv(65536)
                 except socket.timeout:
                     return (-1, "timeout")
+                except ConnectionResetError:
+                    chunk = b""  # closed while our unread data was in flight: EOF
                 if not chunk:
                     return (0, "\n".join(lines))
                 self.buf += chunk
@@ -301,7 +552,9 @@ class Chat:
         self.s.settimeout(timeout)
         try:
             return self.s.recv(1) == b""
-        except (socket.timeout, ConnectionResetError):
+        except ConnectionResetError:
+            return True  # closed with our unread bytes still in its buffer: a reset
+        except socket.timeout:
             return False
 
     def close(self):

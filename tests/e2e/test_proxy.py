@@ -160,6 +160,8 @@ class SinkTests(unittest.TestCase):
         seqs = {bytes.fromhex(v["hex"]) for v in d["smtpsmug_tests"].values()}
         for k in ("sec_consult_inbound", "sec_consult_outbound"):
             seqs |= {bytes.fromhex(v["hex"]) for v in d.get(k, [])}
+        if "postfix_20240106_note" in d:  # CRLF . CR CRLF is not an end of data either
+            seqs.add(bytes.fromhex(d["postfix_20240106_note"]["hex"]))
         self.assertGreater(len(seqs), 8)
         for seq in sorted(seqs):
             for normalize in (False, True):
@@ -178,6 +180,30 @@ class SinkTests(unittest.TestCase):
                     else:
                         self.assertEqual(code, 250, text)
                         self.assertEqual(len(msgs), 1)
+
+    def test_smtpsmug_pipelining(self):
+        # smtpsmug's pipelining test: mail 1 ends with CRLF.CRLF and mail 2's MAIL, RCPT, DATA,
+        # content and CRLF.CRLF follow in the same write. Mail 1 is delivered once, alone;
+        # mail 2's content came before its 354, so it is refused and never delivered.
+        sink, gw = self.start()
+        c = h.Chat(gw.port)
+        c.reply()
+        c.cmd("EHLO x")
+        self.assertEqual(c.cmd("MAIL FROM:<a@b.example>")[0], 250)
+        self.assertEqual(c.cmd("RCPT TO:<u@example.com>")[0], 250)
+        self.assertEqual(c.cmd("DATA")[0], 354)
+        c.send(b"Subject: one\r\n\r\nfirst\r\n.\r\nMAIL FROM:<evil@evil.example>\r\n"
+               b"RCPT TO:<victim@example.com>\r\nDATA\r\nSubject: two\r\n\r\nsmuggled\r\n"
+               b".\r\n")
+        replies = [c.reply() for _ in range(4)]
+        self.assertEqual([r[0] for r in replies[:3]], [250, 250, 250], replies)
+        self.assertEqual((replies[3][0], replies[3][1][4:9]), (554, "5.5.0"), replies)
+        self.assertTrue(c.closed())
+        msgs = sink.messages()
+        self.assertEqual(len(msgs), 1, msgs)
+        self.assertIn(b"first", msgs[0])
+        self.assertNotIn(b"smuggled", msgs[0])
+        self.assertNotIn(b"evil@evil.example", msgs[0])
 
     def test_bounds(self):
         sink, gw = self.start(extra="limits {\n max_message_size = 20000\n max_recipients = 3\n"
@@ -300,8 +326,9 @@ class PostfixTests(unittest.TestCase):
         # Several sessions from different addresses: pooled backend connections are
         # re-identified, so each shows its own client address in Postfix's log.
         ids = []
-        for src in ("127.0.0.2", "127.0.0.3", "127.0.0.2"):
-            code, text = send(self.gw.port, source=src)
+        for n, src in enumerate(("127.0.0.2", "127.0.0.3", "127.0.0.2")):
+            code, text = send(self.gw.port, source=src,
+                              msg=MSG.replace("Subject: hello", f"Subject: ip-token-{n}"))
             self.assertEqual(code, 250, text)
             self.assertIn(b"queued as", text)  # Postfix's own queue id, relayed
             ids.append((src, text.split()[-1].decode()))
@@ -313,7 +340,34 @@ class PostfixTests(unittest.TestCase):
             time.sleep(0.2)
         for src, qid in ids:
             self.assertIn(f"{qid}: client=unknown[{src}]", self.pf.log())
-        self.assertGreaterEqual(len(self.pf.delivered()), 1)
+        # Exactly one copy of each landed in the Maildir, with the content intact.
+        deadline = time.time() + 15
+        while time.time() < deadline:
+            got = [m for m in self.pf.delivered() if b"ip-token-" in m]
+            if len(got) >= 3:
+                break
+            time.sleep(0.2)
+        for n in range(3):
+            copies = [m for m in got if f"Subject: ip-token-{n}\n".encode() in m]
+            self.assertEqual(len(copies), 1, f"ip-token-{n}: {len(copies)} copies")
+            self.assertIn(b"\n.leading dot\n", copies[0])
+            self.assertIn(b"by gw.test (portcullis)", copies[0])
+            # Postfix's own Received header names the real client too (XCLIENT ADDR).
+            pf_received = copies[0].split(b"by backend.test", 1)[0]
+            self.assertIn(f"[{ids[n][0]}]".encode(), pf_received)
+
+    def test_xforward_reaches_postfix(self):
+        # identity = "xforward": Postfix logs the forwarded client as orig_client.
+        with h.Gateway(self.tmp, h.gateway_conf(h.backend_conf(self.pf.port,
+                                                                identity="xforward"))) as gw:
+            code, text = send(gw.port, source="127.0.0.6",
+                              msg=MSG.replace("Subject: hello", "Subject: xforward-token"))
+            self.assertEqual(code, 250, text)
+            qid = text.split()[-1].decode()
+            deadline = time.time() + 10
+            while time.time() < deadline and f"{qid}: client=" not in self.pf.log():
+                time.sleep(0.2)
+            self.assertRegex(self.pf.log(), rf"{qid}: client=\S+, orig_client=unknown\[127\.0\.0\.6\]")
 
     def test_unknown_user_refused_in_session(self):
         c = h.Chat(self.gw.port)
