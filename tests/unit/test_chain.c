@@ -6,18 +6,14 @@
  *	first final verdict wins, ACCEPT skips non-gate filters only, PC_ERROR
  *	through on_error, dry-run, PENDING resumed from a timer, a pending
  *	filter that never answers (timeout: cancel, then on_error), HEADER
- *	per header. The relay filter runs through the same runner.
+ *	per header. The relay filter has its own table in test_relay.c.
  */
 #include <check.h>
-#include <arpa/inet.h>
 #include <event2/event.h>
-#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "filters/filter.h"
-#include "gateway/conf.h"
-#include "gateway/smtp_proto.h"
 #include "lib/log.h"
 #include "lib/pool.h"
 #include "policy/chain.h"
@@ -253,76 +249,6 @@ START_TEST(verdict_defaults)
 }
 END_TEST
 
-/* relay_verdict - run the relay filter on one recipient from a client address */
-static enum pc_action relay_verdict(struct pc_conf *conf, const char *client, const char *rcpt,
-                                    bool trusted, unsigned *flags)
-{
-    struct sockaddr_in sin = {.sin_family = AF_INET};
-    struct pc_verdict v;
-    const char *enh;
-    struct pc_path_args pa;
-
-    inet_pton(AF_INET, client, &sin.sin_addr);
-    struct pc_session *s = pc_session_new(&svc, conf, "t", &conf->listeners[0].chain, &door, NULL);
-    pc_session_set_client(s, (struct sockaddr *)&sin, sizeof(sin));
-    s->trusted = trusted;
-    ck_assert_int_eq(pc_chain_attach(s), 0);
-    struct pc_txn *t = pc_txn_new(s);
-    ck_assert_msg(pc_path_args_parse(rcpt, strlen(rcpt), "TO:", t->pool, &pa, &enh) == NULL, "%s",
-                  rcpt);
-    t->cur_rcpt = pc_txn_add_rcpt(t, &pa.mb, "");
-    enum pc_action a = pc_chain_run(s, PC_STAGE_RCPT, &v);
-    *flags = t->cur_rcpt->flags;
-    if (a == PC_REJECT)
-        ck_assert(v.code == 554 && v.enh.cls == 5 && v.enh.subject == 7 && v.enh.detail == 1);
-    pc_session_free(s);
-    return a;
-}
-
-START_TEST(relay_filter)
-{
-    char path[] = "/tmp/pc-test-relay-XXXXXX";
-    int fd = mkstemp(path);
-    const char *cfg = "listener \"in\" { address = \"127.0.0.1:1\" }\n"
-                      "relay { mynetworks = { \"192.0.2.0/24\", \"2001:db8::/32\" }\n"
-                      "        domains = { \"example.com\", \".sub.example.net\" } }\n";
-    struct pc_err err = {{0}};
-    ck_assert(write(fd, cfg, strlen(cfg)) == (ssize_t)strlen(cfg));
-    close(fd);
-    struct pc_conf *conf = pc_conf_load(path, &err);
-    unlink(path);
-    ck_assert_msg(conf != NULL, "%s", err.msg);
-    static const struct {
-        const char *client, *rcpt;
-        bool trusted;
-        enum pc_action want;
-    } t[] = {
-        {"192.0.2.9", "TO:<u@anywhere.example>", false, PC_CONTINUE},
-        {"198.51.100.1", "TO:<u@anywhere.example>", false, PC_REJECT},
-        {"198.51.100.1", "TO:<u@anywhere.example>", true, PC_CONTINUE},
-        {"198.51.100.1", "TO:<u@EXAMPLE.COM>", false, PC_CONTINUE},
-        {"198.51.100.1", "TO:<u@example.com.>", false, PC_CONTINUE},
-        {"198.51.100.1", "TO:<u@a.sub.example.net>", false, PC_CONTINUE},
-        {"198.51.100.1", "TO:<u@sub.example.net>", false, PC_REJECT},
-        {"198.51.100.1", "TO:<u@notexample.com>", false, PC_REJECT},
-        {"198.51.100.1", "TO:<Postmaster>", false, PC_CONTINUE},
-        {"198.51.100.1", "TO:<u@[192.0.2.1]>", false, PC_REJECT},
-        {"198.51.100.1", "TO:<u%other.example@example.com>", false, PC_REJECT},
-        {"198.51.100.1", "TO:<other.example!u@example.com>", false, PC_REJECT},
-        {"198.51.100.1", "TO:<\"u@other.example\"@example.com>", false, PC_REJECT},
-        {"198.51.100.1", "TO:<@example.com:u@example.com>", false, PC_REJECT},
-        {"192.0.2.9", "TO:<u%other.example@example.com>", false, PC_CONTINUE},
-    };
-    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
-        unsigned flags;
-        enum pc_action a = relay_verdict(conf, t[i].client, t[i].rcpt, t[i].trusted, &flags);
-        ck_assert_msg(a == t[i].want, "%s %s: %s", t[i].client, t[i].rcpt, pc_action_name(a));
-        ck_assert_int_eq((flags & PC_RCPT_RELAY_OK) != 0, a == PC_CONTINUE);
-    }
-    pc_conf_unref(conf);
-}
-END_TEST
-
 /* main - run the suite */
 int main(void)
 {
@@ -340,7 +266,6 @@ int main(void)
     tcase_add_test(tc, pending_times_out);
     tcase_add_test(tc, header_stage_per_header);
     tcase_add_test(tc, verdict_defaults);
-    tcase_add_test(tc, relay_filter);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
