@@ -57,6 +57,11 @@ $(B)/tests/regress_%: tests/fuzz/%.c tests/fuzz/replay.c $(B)/libportcullis.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< tests/fuzz/replay.c $(B)/libportcullis.a $(LDLIBS)
 
+# Conformance checkers (tests/conformance/*.c), built on demand by their suites.
+$(B)/tests/conf_%: tests/conformance/%.c $(B)/libportcullis.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(B)/libportcullis.a $(LDLIBS)
+
 deps:
 	@deploy/install-deps.sh
 

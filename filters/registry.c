@@ -13,18 +13,22 @@
 extern const struct pc_filter_ops pc_filter_relay;
 extern const struct pc_filter_ops pc_filter_rdns;
 extern const struct pc_filter_ops pc_filter_dnsbl;
-extern const struct pc_filter_ops pc_filter_rules;
+extern const struct pc_filter_ops pc_filter_spf;
+extern const struct pc_filter_ops pc_filter_ratelimit;
 extern const struct pc_filter_ops pc_filter_dkim;
 extern const struct pc_filter_ops pc_filter_dmarc;
+extern const struct pc_filter_ops pc_filter_rules;
 extern const struct pc_filter_ops pc_filter_authres;
 
 const struct pc_filter_ops *const pc_filter_registry[] = {
     &pc_filter_relay,
     &pc_filter_rdns,
     &pc_filter_dnsbl,
-    &pc_filter_rules,
+    &pc_filter_spf,
+    &pc_filter_ratelimit,
     &pc_filter_dkim,
     &pc_filter_dmarc,
+    &pc_filter_rules,
     &pc_filter_authres,
     NULL,
 };

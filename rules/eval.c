@@ -269,6 +269,17 @@ static bool test_field(const struct pc_rules *rs, struct pc_rules_run *run, stru
     case RF_HEADER:
     case RF_HEADER_RAW:
         return t && test_headers(rs, run, s, n);
+    case RF_HEADERS:
+        for (size_t i = 0; t && i < t->msg.nhdrs; i++) {
+            const struct pc_header *h = &t->msg.hdrs[i];
+            if (h->deleted)
+                continue;
+            char *v = pc_pool_printf(t->pool, "%.*s: %s", (int)h->name_len, h->name,
+                                     pc_msg_header_value(&t->msg, i, t->pool));
+            if (STR(v))
+                return true;
+        }
+        return false;
     case RF_BODY:
         m = pc_rules_mime(rs, run, s);
         return m && test_str(rs, run, s, n, m->text, m->text_len);

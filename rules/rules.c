@@ -30,6 +30,7 @@
 #define RL_MAX_ERRORS 100
 #define RL_MAX_FILE (16u << 20) /* rule and list files: a sanity bound */
 #define RL_MAX_NEST 64          /* parentheses and "not" */
+#define RL_MAX_TESTS 1000       /* tests in one condition: bounds the evaluator's recursion */
 
 const struct rl_field_info pc_rl_fields[RF_COUNT] = {
     [RF_CLIENT_IP] = {"client.ip", RK_IP, PC_RS_CONNECT, false},
@@ -47,6 +48,7 @@ const struct rl_field_info pc_rl_fields[RF_COUNT] = {
     [RF_SIZE] = {"size", RK_NUM, PC_RS_HEADER, false},
     [RF_HEADER] = {"header", RK_STR, PC_RS_HEADER, true},
     [RF_HEADER_RAW] = {"header.raw", RK_STR, PC_RS_HEADER, true},
+    [RF_HEADERS] = {"headers", RK_STR, PC_RS_HEADER, false},
     [RF_BODY] = {"body", RK_STR, PC_RS_BODY, false},
     [RF_BODY_RAW] = {"body.raw", RK_STR, PC_RS_BODY, false},
     [RF_PART_TYPE] = {"part.type", RK_STR, PC_RS_BODY, false},
@@ -95,15 +97,15 @@ struct parser {
     int *nerr;
     pc_rules_errfn *errfn;
     void *errarg;
-    int depth;
+    int depth, tests;
     /* growable arrays, copied into the pool at the end */
     struct rl_rule **rules;
     size_t nrules, rcap;
 };
 
-/* perr - report one error at a token position */
 static void perr(struct parser *ps, int line, int col, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+/* perr - report one error at a token position */
 static void perr(struct parser *ps, int line, int col, const char *fmt, ...)
 {
     char msg[300], out[600];
@@ -226,7 +228,7 @@ again:
     } else if (c == '(' || c == ')' || c == ',') {
         p++;
         t->t = c == '(' ? T_LP : c == ')' ? T_RP : T_COMMA;
-    } else if (strchr("=!<>~", (int)c)) {
+    } else if (c != 0 && strchr("=!<>~", (int)c)) {
         p++;
         if (p < ps->end && (*p == '=' || (*p == '~' && c == '!')))
             p++;
@@ -410,6 +412,11 @@ static struct rl_node *parse_test(struct parser *ps, enum pc_rstage stage)
     struct tok ft = ps->cur;
     int f;
 
+    if (++ps->tests > RL_MAX_TESTS) {
+        perr(ps, ft.line, ft.col, "condition too long (at most %d tests); split the rule",
+             RL_MAX_TESTS);
+        return NULL;
+    }
     if (ft.t != T_IDENT) {
         perr(ps, ft.line, ft.col, "expected a condition (e.g. header \"Subject\" ~ /.../), found %s",
              tok_desc(ps, &ft));
@@ -821,6 +828,7 @@ static void parse_rule(struct parser *ps)
     }
     if (!expect_kw(ps, "if", "and a condition"))
         goto bad;
+    ps->tests = 0;
     r->cond = parse_or(ps, r->stage);
     if (r->cond == NULL)
         goto bad;
@@ -878,6 +886,18 @@ static void load_list(struct parser *ps, struct rl_list *l, const char *path, co
     while (fgets(line, sizeof(line), f)) {
         ln++;
         char *p = line, *e;
+        if (strchr(line, '\n') == NULL && !feof(f)) { /* skip the rest of an overlong line */
+            int ch;
+            while ((ch = getc(f)) != EOF && ch != '\n')
+                ;
+            if (++*ps->nerr <= RL_MAX_ERRORS && ps->errfn) {
+                char out[1200];
+                snprintf(out, sizeof(out), "%s:%d:1: line longer than %zu bytes", full, ln,
+                         sizeof(line) - 2);
+                ps->errfn(ps->errarg, out);
+            }
+            continue;
+        }
         while (*p == ' ' || *p == '\t')
             p++;
         if ((e = strchr(p, '#')) != NULL)

@@ -69,7 +69,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (!quiet) {
         pc_log_init("fuzz", PC_LOG_STDERR, 0);
         if (getenv("PC_FUZZ_VERBOSE") == NULL)
-            freopen("/dev/null", "w", stderr);
+            pc_log_set_verbose(-1); /* errors and warnings only: keep libFuzzer's output */
         quiet = true;
     }
     struct pc_rules *rs = pc_rules_compile_buf("fuzz.rules", (const char *)data, size, &lim,

@@ -120,6 +120,8 @@ static const struct {
      "t.rules:1:29: unknown regular expression flag 'q' (i, m, s, x)\n"},
     {"list l things \"x\"", "t.rules:1:8: expected the list kind (domains, addresses or cidrs), "
                             "found \"things\"\n"},
+    {"rule a at helo if helo exists then accept\n\x01",
+     "t.rules:2:1: unexpected byte 0x01\n"},
     {"rule a at connect if client.ip in \"300.1.1.1/8\" then accept",
      "t.rules:1:35: bad network \"300.1.1.1/8\"\n"},
 };
@@ -131,6 +133,24 @@ START_TEST(test_bad)
 
     ck_assert_msg(rs == NULL, "case %d compiled", _i);
     ck_assert_str_eq(e.buf, bad[_i].errors);
+}
+END_TEST
+
+START_TEST(test_long_condition)
+{
+    size_t cap = 1100 * 20 + 100;
+    char *text = malloc(cap);
+    struct errs e;
+
+    strcpy(text, "rule x at helo if helo exists");
+    for (int i = 0; i < 1100; i++)
+        strcat(text, " and helo exists");
+    strcat(text, " then accept");
+    struct pc_rules *rs = compile(text, &e);
+    ck_assert_ptr_null(rs);
+    ck_assert_int_eq(e.n, 1);
+    ck_assert_ptr_nonnull(strstr(e.buf, "condition too long (at most 1000 tests)"));
+    free(text);
 }
 END_TEST
 
@@ -211,6 +231,8 @@ static const struct {
     {"rule r at header if not header \"Message-ID\" exists and header \"Date\" exists", "plain",
      "192.0.2.7", true},
     {"rule r at body if body ~ /\\bviagra\\b/i", "plain", "192.0.2.7", true},
+    {"rule r at header if headers ~ /^Date: x$/", "plain", "192.0.2.7", true},
+    {"rule r at header if headers ~ /^X-Mailer:/i", "plain", "192.0.2.7", false},
     {"rule r at body if body ~ /\\bviagra\\b/", "plain", "192.0.2.7", false},
     {"rule r at mime if part.filename ~ /\\.exe$/i", "exe", "192.0.2.7", true},
     {"rule r at mime if part.filename == \"rechnung märz.pdf.exe\"", "exe", "192.0.2.7", true},
@@ -391,6 +413,7 @@ static Suite *suite(void)
     tcase_add_loop_test(tc, test_good, 0, sizeof(good) / sizeof(good[0]));
     tcase_add_loop_test(tc, test_bad, 0, sizeof(bad) / sizeof(bad[0]));
     tcase_add_test(tc, test_many_errors_bounded);
+    tcase_add_test(tc, test_long_condition);
     tcase_add_loop_test(tc, test_eval, 0, sizeof(evals) / sizeof(evals[0]));
     tcase_add_test(tc, test_scores_thresholds);
     tcase_add_test(tc, test_lists);

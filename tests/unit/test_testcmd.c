@@ -11,12 +11,15 @@
  */
 #include <check.h>
 #include <dirent.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "filters/filter.h"
+#include "gateway/conf.h"
 #include "gateway/msg.h"
 #include "lib/log.h"
 #include "rules/mime.h"
@@ -83,6 +86,52 @@ START_TEST(test_rule_tests)
     char *argv[] = {"test", "-c", "deploy/portcullis.conf", "tests/rules", NULL};
 
     ck_assert_int_eq(pc_test_main(4, argv), 0);
+}
+END_TEST
+
+/* load - a configuration from text; NULL and the error on failure */
+static struct pc_conf *load(const char *text, struct pc_err *err)
+{
+    char path[] = "/tmp/pc-test-conf-XXXXXX";
+    int fd = mkstemp(path);
+
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+    struct pc_conf *c = pc_conf_load(path, err);
+    unlink(path);
+    return c;
+}
+
+START_TEST(test_conf_errors)
+{
+    struct pc_err err = {{0}};
+    char rules[] = "/tmp/pc-test-rules-XXXXXX";
+    int fd = mkstemp(rules);
+    const char *bad = "rule a at helo if nosuch == \"x\" then accept\n"
+                      "rule b at helo if helo == \"x\" then reject 450\n";
+    char conf[512], want[512];
+
+    ck_assert_ptr_null(load("rules { mime_max_depth = 0 }\n", &err));
+    ck_assert_ptr_nonnull(strstr(err.msg, "rules: mime_max_depth = 0 is out of range [1, 1000]"));
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(write(fd, bad, strlen(bad)), (ssize_t)strlen(bad));
+    close(fd);
+    snprintf(conf, sizeof(conf), "rules { files = { \"%s\" } }\n", rules);
+    ck_assert_ptr_null(load(conf, &err));
+    snprintf(want, sizeof(want), "%s:1:19: unknown field \"nosuch\"\n%s:2:43: reply code \"450\" "
+             "must be 5xx for reject", rules, rules);
+    ck_assert_str_eq(err.msg, want);
+    /* fixed: the same configuration loads */
+    fd = open(rules, O_WRONLY | O_TRUNC);
+    ck_assert_int_ge(fd, 0);
+    const char *good = "rule b at helo if helo == \"x\" then reject\n";
+    ck_assert_int_eq(write(fd, good, strlen(good)), (ssize_t)strlen(good));
+    close(fd);
+    struct pc_conf *c = load(conf, &err);
+    ck_assert_msg(c != NULL, "%s", err.msg);
+    pc_conf_unref(c);
+    unlink(rules);
 }
 END_TEST
 
@@ -164,6 +213,7 @@ static Suite *suite(void)
     tcase_add_loop_test(tc, test_gtube, 0, sizeof(gtube) / sizeof(gtube[0]));
     tcase_add_test(tc, test_envelope_and_usage);
     tcase_add_test(tc, test_rule_tests);
+    tcase_add_test(tc, test_conf_errors);
     tcase_add_test(tc, test_mime_corpora);
     suite_add_tcase(s, tc);
     return s;

@@ -1,0 +1,104 @@
+#!/bin/bash
+# ratelimit-bench.sh - added latency per message of two rate limits (one counted at RCPT, one at
+# the end of data), against a local redis-server and with the in-process store, compared with
+# the same gateway without limits, in the same run.
+#
+#   tests/bench/ratelimit-bench.sh [build/portcullis]      N=2000 messages per variant (env)
+#
+# Backend: Postfix's smtp-sink (no disk). Client: one SMTP connection per variant sending N
+# messages one after the other (python smtplib), timing each transaction. Variants run
+# interleaved in rounds so that machine noise falls on all of them alike. Prints one summary
+# line per variant and a last machine-readable line:
+#   ratelimit-bench: n=... base_us=... memory_us=... redis_us=... redis_added_us=... redis_ratio=...
+# Ports: 24900-24949 (the ratelimit helper's range).
+set -eu
+bin=$(readlink -f "${1:-build/portcullis}")
+N=${N:-2000}
+ROUNDS=${ROUNDS:-3}
+dir=$(mktemp -d /tmp/pc-rl-bench.XXXXXX)
+pids=""
+cleanup() {
+    for p in $pids; do kill "$p" 2>/dev/null || true; done
+    for p in $pids; do wait "$p" 2>/dev/null || true; done
+    rm -rf "$dir"
+}
+trap cleanup EXIT INT TERM
+
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+pick() { p=$1; while ! port_free "$p"; do p=$((p + 1)); done; echo "$p"; }
+wait_port() {
+    i=0
+    until (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; do
+        i=$((i + 1)); [ $i -lt 200 ] || { echo "ratelimit-bench: nothing on port $1" >&2; exit 1; }
+        sleep 0.05
+    done
+}
+
+rport=$(pick 24900)
+redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no --dir "$dir" \
+    >/dev/null 2>&1 &
+pids="$pids $!"
+sport=$(pick $((rport + 1)))
+sinkuser=""
+[ "$(id -u)" -ne 0 ] || sinkuser="-u nobody"
+# shellcheck disable=SC2086
+smtp-sink $sinkuser -c "127.0.0.1:$sport" 1000 >/dev/null 2>&1 &
+pids="$pids $!"
+wait_port "$rport"
+wait_port "$sport"
+
+limits='limit "rcpts" { key = { "client_ip" } count = "recipients" rate = "1000000000/1h" }
+    limit "msgs" { key = { "sender", "client_net" } count = "messages" rate = "1000000000/1h" }'
+port=$((sport + 1))
+for v in base memory redis; do
+    port=$(pick $((port + 1)))
+    case $v in
+        base) filters='"relay"'; rl='' ;;
+        memory) filters='"relay", "ratelimit"'; rl="ratelimit { $limits }" ;;
+        redis) filters='"relay", "ratelimit"'
+               rl="ratelimit { store = \"redis://127.0.0.1:$rport/0\" $limits }" ;;
+    esac
+    cat >"$dir/$v.conf" <<EOF
+hostname = "bench.test"
+log = "stderr"
+listener "in" { address = "127.0.0.1:$port" backend = "sink" filters = { $filters } }
+backend "sink" { address = { "127.0.0.1:$sport" } identity = "none" }
+relay { domains = { "example.com" } }
+$rl
+EOF
+    "$bin" -c "$dir/$v.conf" >"$dir/$v.log" 2>&1 &
+    pids="$pids $!"
+    wait_port "$port"
+    eval "port_$v=$port"
+done
+
+python3 - "$N" "$ROUNDS" "$port_base" "$port_memory" "$port_redis" <<'EOF'
+import smtplib, statistics, sys, time
+n, rounds = int(sys.argv[1]), int(sys.argv[2])
+ports = dict(zip(("base", "memory", "redis"), map(int, sys.argv[3:6])))
+msg = "Subject: bench\r\n\r\n" + "x" * 2000 + "\r\n"
+times = {v: [] for v in ports}
+for r in range(rounds):
+    for v, port in ports.items():
+        with smtplib.SMTP("127.0.0.1", port, timeout=30) as s:
+            s.ehlo("bench.client")
+            for i in range(n // rounds + (50 if r == 0 else 0)):
+                t = time.perf_counter()
+                s.sendmail("bench%d@sender.example" % (i % 50), ["u@example.com"], msg)
+                if r or i >= 50:  # the first 50 of the first round warm up
+                    times[v].append((time.perf_counter() - t) * 1e6)
+res = {}
+for v, t in times.items():
+    t.sort()
+    res[v] = statistics.median(t)
+    print("ratelimit-bench: %-6s n=%d median=%.0fus mean=%.0fus p99=%.0fus"
+          % (v, len(t), res[v], statistics.mean(t), t[int(len(t) * 0.99) - 1]))
+print("ratelimit-bench: n=%d base_us=%.0f memory_us=%.0f redis_us=%.0f memory_added_us=%.0f "
+      "redis_added_us=%.0f redis_ratio=%.2f"
+      % (len(times["base"]), res["base"], res["memory"], res["redis"],
+         res["memory"] - res["base"], res["redis"] - res["base"], res["redis"] / res["base"]))
+EOF
+if grep -q "ratelimit: store error\|tempfail" "$dir/redis.log"; then
+    echo "ratelimit-bench: the Redis variant had store errors or refusals; figures are void" >&2
+    exit 1
+fi

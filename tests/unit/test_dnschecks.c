@@ -1,0 +1,264 @@
+/*
+ * NAME
+ *	test_dnschecks 1 - DNS helpers, PTR sanitiser, DNSBL sites, SPF syntax and results
+ * DESCRIPTION
+ *	Tables of cases for gateway/dns.c's helpers (reverse names, RDATA
+ *	decoding, the host name sanitiser that stands between hostile PTR
+ *	data and our logs), filters/dnsbl.c's site parser and matcher, and
+ *	filters/spf.c's strict record syntax and libspf2 result mapping. The
+ *	filters' sources are included to reach their static functions.
+ * SEE ALSO
+ *	RFC 1035, RFC 5782, RFC 7208
+ */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "filters/dnsbl.c"
+#include "filters/spf.c"
+
+/* reverse names */
+START_TEST(test_reverse)
+{
+    static const struct {
+        const char *ip, *zone, *want;
+    } t[] = {
+        {"192.0.2.1", NULL, "1.2.0.192.in-addr.arpa"},
+        {"127.0.0.2", "zen.example", "2.0.0.127.zen.example"},
+        {"::ffff:10.1.2.3", NULL, "3.2.1.10.in-addr.arpa"},
+        {"2001:db8::1", NULL,
+         "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa"},
+        {"2001:db8::1", "bl.test",
+         "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.bl.test"},
+    };
+    char buf[PC_DNS_NAME_MAX];
+    struct pc_ip ip;
+
+    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+        ck_assert(pc_ip_parse(t[i].ip, &ip));
+        ck_assert(pc_dns_reverse(&ip, t[i].zone, buf, sizeof(buf)));
+        ck_assert_str_eq(buf, t[i].want);
+    }
+    ck_assert(pc_ip_parse("2001:db8::1", &ip));
+    ck_assert(!pc_dns_reverse(&ip, NULL, buf, 40)); /* too small: refused, not truncated */
+}
+END_TEST
+
+/* wire names, hostile ones included, and the sanitiser */
+START_TEST(test_ptr_names)
+{
+    static const struct {
+        const char *wire;
+        size_t len;
+        int rc;
+        const char *text, *clean;
+    } t[] = {
+        {"\4mail\7example\3com\0", 18, 16, "mail.example.com", "mail.example.com"},
+        {"\4MAIL\7Example\3COM\0", 18, 16, "MAIL.Example.COM", "mail.example.com"},
+        {"\0", 1, 0, "", "unknown"},
+        {"\12evil\r\nhost\3com\0", 16, -2, "evil\\013\\010host.com", "unknown"},
+        {"\11a\0b.c\\d e\0", 11, -2, "a\\000b\\046c\\092d\\032e", "unknown"},
+        {"\4mail\7example\3com", 17, -1, NULL, NULL},     /* no root label */
+        {"\77abc\0", 5, -1, NULL, NULL},                  /* label overruns */
+        {"\300\14", 2, -1, NULL, NULL},                   /* compression pointer */
+        {"\3-ab\3com\0", 9, 7, "-ab.com", "unknown"},      /* leading hyphen */
+        {"\3a_b\3com\0", 9, 7, "a_b.com", "a_b.com"},      /* underscore tolerated */
+        {"\003123\0", 5, 3, "123", "123"},
+    };
+    char buf[PC_DNS_NAME_MAX * 4], clean[PC_DNS_NAME_MAX];
+
+    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+        int rc = pc_dns_rdata_name(t[i].wire, t[i].len, buf, sizeof(buf));
+        if (t[i].rc == -1) {
+            ck_assert_int_eq(rc, -1);
+            continue;
+        }
+        ck_assert_msg(rc >= 0, "case %zu", i);
+        ck_assert_str_eq(buf, t[i].text);
+        pc_dns_hostname_clean(buf, (size_t)rc, clean, sizeof(clean));
+        ck_assert_str_eq(clean, t[i].clean);
+    }
+    /* over-long: 5 labels of 63 bytes exceed 255 on the wire */
+    char big[5 * 64 + 1];
+    for (int l = 0; l < 5; l++) {
+        big[l * 64] = 63;
+        memset(big + l * 64 + 1, 'a', 63);
+    }
+    big[5 * 64] = 0;
+    ck_assert_int_eq(pc_dns_rdata_name(big, sizeof(big), buf, sizeof(buf)), -1);
+    /* the sanitiser's own limits */
+    ck_assert_str_eq(pc_dns_hostname_clean("host.example.", 13, clean, sizeof(clean)),
+                     "host.example");
+    ck_assert_str_eq(pc_dns_hostname_clean("a\0b.com", 7, clean, sizeof(clean)), "unknown");
+    ck_assert_str_eq(pc_dns_hostname_clean("a..b", 4, clean, sizeof(clean)), "unknown");
+    ck_assert_str_eq(pc_dns_hostname_clean("", 0, clean, sizeof(clean)), "unknown");
+}
+END_TEST
+
+/* TXT strings are joined without separators */
+START_TEST(test_txt)
+{
+    char buf[64];
+
+    ck_assert_int_eq(pc_dns_rdata_txt("\6v=spf1\4 -al\1l", 14, buf, sizeof(buf)), 11);
+    ck_assert_str_eq(buf, "v=spf1 -all");
+    ck_assert_int_eq(pc_dns_rdata_txt("", 0, buf, sizeof(buf)), 0);
+    ck_assert_int_eq(pc_dns_rdata_txt("\7abc", 4, buf, sizeof(buf)), -1);
+    ck_assert_int_eq(pc_dns_rdata_txt("\5abcde", 6, buf, 5), -1);
+}
+END_TEST
+
+/* A and AAAA RDATA */
+START_TEST(test_rdata_ip)
+{
+    struct pc_ip ip;
+    char buf[64];
+
+    ck_assert(pc_dns_rdata_ip(PC_DNS_T_A, "\177\0\0\2", 4, &ip));
+    ck_assert_str_eq(pc_ip_format(&ip, buf, sizeof(buf)), "127.0.0.2");
+    ck_assert(!pc_dns_rdata_ip(PC_DNS_T_A, "\177\0\0", 3, &ip));
+    ck_assert(!pc_dns_rdata_ip(PC_DNS_T_AAAA, "\177\0\0\2", 4, &ip));
+}
+END_TEST
+
+/* DNSBL site specs and return-code matching */
+START_TEST(test_dnsbl_sites)
+{
+    static const struct {
+        const char *spec;
+        bool ok;
+        const char *zone;
+        int weight;
+        const char *hit, *miss;
+    } t[] = {
+        {"zen.example=127.0.0.[2..11]*3", true, "zen.example", 3, "127.0.0.11", "127.0.0.12"},
+        {"zen.example", true, "zen.example", 1, "127.0.0.99", "10.0.0.1"},
+        {"bl.example*2", true, "bl.example", 2, "127.0.0.2", "192.0.2.1"},
+        {"wl.example=127.0.[0..255].[1;3]*-2", true, "wl.example", -2, "127.0.9.3", "127.0.9.2"},
+        {"any.example=127.0.0.*", true, "any.example", 1, "127.0.0.200", "127.0.1.1"},
+        {"Caps.Example.=127.0.0.2", true, "caps.example", 1, "127.0.0.2", "127.0.0.3"},
+        {"zen.example=127.0.0", false, NULL, 0, NULL, NULL},
+        {"zen.example=127.0.0.[11..2]", false, NULL, 0, NULL, NULL},
+        {"zen.example=127.0.0.256", false, NULL, 0, NULL, NULL},
+        {"zen.example*x", false, NULL, 0, NULL, NULL},
+        {"zen.example=127.0.0.2junk", false, NULL, 0, NULL, NULL},
+        {"bad zone=127.0.0.2", false, NULL, 0, NULL, NULL},
+        {"=127.0.0.2", false, NULL, 0, NULL, NULL},
+    };
+    struct dnsbl_site site;
+
+    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+        const char *why = dnsbl_parse_site(t[i].spec, &site);
+        ck_assert_msg((why == NULL) == t[i].ok, "%s: %s", t[i].spec, why ? why : "accepted");
+        if (!t[i].ok)
+            continue;
+        ck_assert_str_eq(site.zone, t[i].zone);
+        ck_assert_int_eq(site.weight, t[i].weight);
+        uint8_t a[4];
+        ck_assert(inet_pton(AF_INET, t[i].hit, a) == 1);
+        ck_assert_msg(dnsbl_site_match(&site, a), "%s should match %s", t[i].spec, t[i].hit);
+        ck_assert(inet_pton(AF_INET, t[i].miss, a) == 1);
+        ck_assert_msg(!dnsbl_site_match(&site, a), "%s should not match %s", t[i].spec,
+                      t[i].miss);
+    }
+}
+END_TEST
+
+/* SPF record syntax: what RFC 7208 calls a permerror */
+START_TEST(test_spf_syntax)
+{
+    static const struct {
+        const char *rec;
+        bool ok;
+    } t[] = {
+        {"v=spf1 -all", true},
+        {"v=spf1", true},
+        {"v=spf1 a mx ptr ip4:192.0.2.0/24 ip6:2001:db8::/32 include:_spf.example.com ~all", true},
+        {"v=spf1 a:foo:bar/baz.example.com", true},
+        {"v=spf1 a/24//64 mx:example.com/0", true},
+        {"v=spf1 exists:%{i}.%{l1r-}.bl.example.com -all", true},
+        {"v=spf1 redirect=_spf.example.com", true},
+        {"v=spf1 foo.bar-baz=some%{s}value", true},
+        {"v=spf1 a -all ", true},
+        {"v=spf1 ip4:192.0.2.0/33", false},
+        {"v=spf1 ip4:192.0.2.0/032", false},
+        {"v=spf1 ip6:2001:db8::/129", false},
+        {"v=spf1 ip4:192.0.2", false},
+        {"v=spf1 a:1.2.3.4", false},            /* numeric top label */
+        {"v=spf1 a:museum", false},             /* top label only */
+        {"v=spf1 a:", false},
+        {"v=spf1 all:foo", false},
+        {"v=spf1 -all/8", false},
+        {"v=spf1 exists:foo.example.com/24", false},
+        {"v=spf1 redirect=a.example.com redirect=b.example.com", false},
+        {"v=spf1 exp=a.example.com exp=b.example.com", false},
+        {"v=spf1 =novalue", false},
+        {"v=spf1 a:%{z}.example.com", false},   /* invalid macro letter */
+        {"v=spf1 a:foo%.example.com", false},   /* bare percent */
+        {"v=spf1 a:foo.example.com\r ptr", false},
+        {"v=spf1 a:caf\xc3\xa9.example.com", false},
+        {"v=spf1 unknown -all", false},
+    };
+
+    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++)
+        ck_assert_msg(spf_record_ok(t[i].rec, strlen(t[i].rec)) == t[i].ok, "%s", t[i].rec);
+    ck_assert(!spf_record_ok("v=spf1 a:x\0.example.com", 23));
+    ck_assert(spf_is_record("V=SPF1 -all", 11));
+    ck_assert(!spf_is_record("v=spf10 -all", 12));
+}
+END_TEST
+
+/* libspf2 results, INVALID included, to ours */
+START_TEST(test_spf_map)
+{
+    static const struct {
+        SPF_result_t r;
+        SPF_errcode_t e;
+        enum spf_result want;
+    } t[] = {
+        {SPF_RESULT_PASS, SPF_E_SUCCESS, SPF_R_PASS},
+        {SPF_RESULT_FAIL, SPF_E_SUCCESS, SPF_R_FAIL},
+        {SPF_RESULT_SOFTFAIL, SPF_E_SUCCESS, SPF_R_SOFTFAIL},
+        {SPF_RESULT_NEUTRAL, SPF_E_SUCCESS, SPF_R_NEUTRAL},
+        {SPF_RESULT_NONE, SPF_E_SUCCESS, SPF_R_NONE},
+        {SPF_RESULT_TEMPERROR, SPF_E_DNS_ERROR, SPF_R_TEMPERROR},
+        {SPF_RESULT_PERMERROR, SPF_E_SYNTAX, SPF_R_PERMERROR},
+        {SPF_RESULT_INVALID, SPF_E_DNS_ERROR, SPF_R_TEMPERROR},
+        {SPF_RESULT_INVALID, SPF_E_SYNTAX, SPF_R_PERMERROR},
+        {SPF_RESULT_INVALID, SPF_E_INVALID_CIDR, SPF_R_PERMERROR},
+        {SPF_RESULT_INVALID, SPF_E_SUCCESS, SPF_R_PERMERROR},
+    };
+
+    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++)
+        ck_assert_int_eq(spf_map(t[i].r, t[i].e), t[i].want);
+    ck_assert_str_eq(spf_result_names[SPF_R_SOFTFAIL], "softfail");
+}
+END_TEST
+
+/* suite - every case */
+static Suite *suite(void)
+{
+    Suite *s = suite_create("dnschecks");
+    TCase *tc = tcase_create("core");
+
+    tcase_add_test(tc, test_reverse);
+    tcase_add_test(tc, test_ptr_names);
+    tcase_add_test(tc, test_txt);
+    tcase_add_test(tc, test_rdata_ip);
+    tcase_add_test(tc, test_dnsbl_sites);
+    tcase_add_test(tc, test_spf_syntax);
+    tcase_add_test(tc, test_spf_map);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+/* main - run the suite */
+int main(void)
+{
+    SRunner *sr = srunner_create(suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}
