@@ -167,7 +167,11 @@ char *pc_authres_value(struct pc_session *s, const char *id)
         pvalue(&b, spf);
         /* The domain only (RFC 8601 2.7.2 allows it): a quoted local part could
          * otherwise carry text that looks like another result. */
-        if (t && t->from.domain && t->from.domain[0]) {
+        const char *sd = pc_fact_get(s, "spf_domain"), *si = pc_fact_get(s, "spf_identity");
+        if (sd && sd[0]) {
+            pc_buf_puts(&b, si && strcmp(si, "helo") == 0 ? " smtp.helo=" : " smtp.mailfrom=");
+            pvalue(&b, sd);
+        } else if (t && t->from.domain && t->from.domain[0]) {
             pc_buf_puts(&b, " smtp.mailfrom=");
             pvalue(&b, t->from.domain);
         } else if (s->helo) {
