@@ -132,7 +132,11 @@ dkim {{
     def delivered(self, marker, timeout=10.0):
         end = time.time() + timeout
         while time.time() < end:
-            for m in self.sink.messages():
+            try:
+                msgs = self.sink.messages()
+            except FileNotFoundError:  # smtp-sink removed an empty dump file mid-listing
+                msgs = []
+            for m in msgs:
                 if marker.encode() in m:
                     return m.decode("latin-1")
             time.sleep(0.05)
