@@ -15,6 +15,8 @@
  *	neighbouring field the way OpenDKIM's ordinal counting did
  *	(CVE-2022-48521). Fields of other ADMDs are kept.
  *
+ *	It runs as a gate filter, also after another filter said ACCEPT (a
+ *	whitelist rule must not let a forged field with our id through).
  *	The authserv-id defaults to the configured hostname.
  * SEE ALSO
  *	RFC 8601, RFC 7601 section 5, RFC 7489 section 11.2
@@ -239,6 +241,8 @@ static enum pc_action authres_eom(struct pc_session *s, void *conf, void *ctx,
 const struct pc_filter_ops pc_filter_authres = {
     .name = "authres",
     .abi = PC_FILTER_ABI,
+    /* A gate: forged fields must go even when a rule has accepted the message. */
+    .flags = PC_FILTER_GATE,
     .opts = authres_opts,
     .configure = authres_configure,
     .destroy = authres_destroy,

@@ -412,6 +412,8 @@ START_TEST(remove_ours_by_id)
     }
     pc_msg_finish(&s->txn->msg);
     ck_assert_uint_eq(pc_authres_remove_ours(s, "mx.example.org"), 2);
+    /* it runs even after an ACCEPT, so a whitelist cannot keep a forged field */
+    ck_assert(pc_filter_find("authres")->flags & PC_FILTER_GATE);
     pc_fact_add(s, "dkim", "fail");
     pc_fact_add(s, "dkim_sig", "fail d=bank.example s=s1 a=rsa-sha256 reason=body hash (mismatch)");
     pc_fact_add(s, "dkim_sig", "pass d=x.example;dkim=pass s=a\"b a=rsa-sha256");
