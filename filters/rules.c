@@ -84,24 +84,29 @@ static int rules_configure(cfg_t *sec, void **out, struct pc_err *err)
 
     if (c == NULL)
         return -1;
-    *out = c;
     if (!int_opt(sec, "mime_max_depth", 1, 1000, &depth, err) ||
         !int_opt(sec, "mime_max_parts", 1, 100000, &parts, err) ||
         !int_opt(sec, "max_text_size", 1024, 1073741824L, &text, err) ||
         !int_opt(sec, "regex_match_limit", 1000, 1000000000L, &ml, err) ||
-        !int_opt(sec, "regex_depth_limit", 100, 1000000000L, &dl, err))
+        !int_opt(sec, "regex_depth_limit", 100, 1000000000L, &dl, err)) {
+        free(c);
         return -1;
+    }
     lim.mime.max_depth = (unsigned)depth;
     lim.mime.max_parts = (unsigned)parts;
     lim.mime.max_text = (size_t)text;
     lim.match_limit = (unsigned long)ml;
     lim.depth_limit = (unsigned long)dl;
     size_t n = cfg_size(sec, "files");
-    if (n == 0)
+    if (n == 0) {
+        *out = c;
         return 0;
+    }
     const char **files = calloc(n, sizeof(*files));
-    if (files == NULL)
+    if (files == NULL) {
+        free(c);
         return -1;
+    }
     for (size_t i = 0; i < n; i++)
         files[i] = cfg_getnstr(sec, "files", (unsigned)i);
     struct rules_errs e = {.err = err};
@@ -114,8 +119,10 @@ static int rules_configure(cfg_t *sec, void **out, struct pc_err *err)
                      "\n... and %d more errors (logged)", e.logged);
         else if (e.used == 0)
             pc_err_set(err, sec, "rules: the rule files did not compile");
+        free(c); /* a failed configure leaves nothing behind */
         return -1;
     }
+    *out = c;
     return 0;
 }
 

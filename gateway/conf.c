@@ -437,6 +437,7 @@ static int listeners_load(struct pc_conf *c, cfg_t *cfg, struct pc_err *err)
 }
 
 /* filters_configure - every registered filter builds its configuration */
+static void filters_destroy(void *);
 static int filters_configure(struct pc_conf *c, cfg_t *cfg, struct pc_err *err)
 {
     size_t nf = 0;
@@ -445,6 +446,8 @@ static int filters_configure(struct pc_conf *c, cfg_t *cfg, struct pc_err *err)
         nf++;
     c->filter_conf = pc_pool_zalloc(c->pool, (nf + 1) * sizeof(void *));
     c->filter_used = pc_pool_zalloc(c->pool, (nf + 1) * sizeof(bool));
+    /* Registered before any filter runs: a later failure releases what earlier ones built. */
+    pc_pool_cleanup(c->pool, filters_destroy, c);
     for (size_t i = 0; i < nf; i++) {
         const struct pc_filter_ops *ops = pc_filter_registry[i];
         if (ops->abi != PC_FILTER_ABI)

@@ -220,6 +220,8 @@ static void line_add(struct pc_data *d, const char *p, size_t n)
     if (d->skipping)
         return;
     if (d->line.len + n > d->max_line) {
+        /* Keep the line up to the bound, however the bytes were split by the network. */
+        pc_buf_append(&d->line, p, d->max_line - d->line.len);
         d->flags |= PC_DATA_LONG_LINE;
         d->skipping = true;
         return;

@@ -316,6 +316,10 @@ static int run_message(struct pc_conf *conf, struct pc_services *svc, const stru
         pc_verdict_set(&v, PC_TEMPFAIL, 451, "4.3.0", "Error: queue file write error");
         goto final;
     }
+    if (t->msg.size > conf->limits.max_message_size) { /* as the SMTP door does */
+        pc_verdict_set(&v, PC_REJECT, 552, "5.3.4", "Error: message file too big");
+        goto final;
+    }
     if (t->msg.header_overflow) {
         pc_verdict_set(&v, PC_REJECT, 552, "5.3.4",
                        "Error: message header size or count exceeds limit");

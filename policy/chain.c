@@ -125,7 +125,8 @@ static void log_decision(struct pc_session *s, const struct pc_verdict *v, const
     pc_info("%s: %s%s: %s from %s[%s]: %d %s %s; from=<%s>%s%s%s proto=%s helo=<%s> filter=%s%s%s",
             t ? t->id : "NOQUEUE", prefix, pc_action_name(v->action),
             pc_stage_name(s->run->stage), s->client.name, s->client.addr, v->code,
-            pc_enh_format(&v->enh, enh, sizeof(enh)), v->text, t ? t->from.addr : "",
+            pc_enh_format(&v->enh, enh, sizeof(enh)), v->text,
+            t && t->from.addr ? t->from.addr : "",
             to ? " to=<" : "", to ? to : "", to ? ">" : "", s->esmtp ? "ESMTP" : "SMTP",
             s->helo ? s->helo : "", v->filter ? v->filter : "-", v->rule ? " rule=" : "",
             v->rule ? v->rule : "");

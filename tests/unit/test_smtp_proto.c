@@ -1,0 +1,312 @@
+/*
+ * NAME
+ *	test_smtp_proto 1 - tables for the SMTP wire parsers and writers
+ * DESCRIPTION
+ *	Command parser, MAIL/RCPT arguments, the DATA decoder (the smuggling
+ *	defence: fed whole, byte by byte and in every two-way split, it must
+ *	give the same lines and flags), dot-stuffing, the reply writer and
+ *	the backend reply reader.
+ */
+#include <check.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gateway/smtp_proto.h"
+#include "lib/pool.h"
+
+START_TEST(cmd_verbs)
+{
+    static const struct {
+        const char *line;
+        enum pc_verb verb;
+        const char *arg;
+    } t[] = {
+        {"EHLO client.test", PC_VERB_EHLO, "client.test"},
+        {"ehlo   x  ", PC_VERB_EHLO, "x"},
+        {"MAIL FROM:<a@b>", PC_VERB_MAIL, "FROM:<a@b>"},
+        {"rcpt TO:<a@b> NOTIFY=NEVER", PC_VERB_RCPT, "TO:<a@b> NOTIFY=NEVER"},
+        {"DATA", PC_VERB_DATA, ""},
+        {"QUIT", PC_VERB_QUIT, ""},
+        {"VRFY x", PC_VERB_VRFY, "x"},
+        {"TURN", PC_VERB_OBSOLETE, ""},
+        {"SOML FROM:<a@b>", PC_VERB_OBSOLETE, "FROM:<a@b>"},
+        {"GET / HTTP/1.0", PC_VERB_FORBIDDEN, "/ HTTP/1.0"},
+        {"XYZZY", PC_VERB_UNKNOWN, ""},
+        {"AVERYLONGVERBTHATISNOTSMTP arg", PC_VERB_UNKNOWN, "arg"},
+    };
+    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+        struct pc_cmd c;
+        ck_assert_msg(pc_cmd_parse(t[i].line, strlen(t[i].line), &c) == NULL, "%s", t[i].line);
+        ck_assert_int_eq(c.verb, t[i].verb);
+        ck_assert_uint_eq(c.arg_len, strlen(t[i].arg));
+        ck_assert(memcmp(c.arg, t[i].arg, c.arg_len) == 0);
+    }
+}
+END_TEST
+
+START_TEST(cmd_bad_bytes)
+{
+    static const char *bad[] = {"HELO a\rb", "HELO a\nb", "HELO \x7f", "HELO \x01x", ""};
+    struct pc_cmd c;
+    ck_assert(pc_cmd_parse("HELO a\0b", 8, &c) != NULL);
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        ck_assert_msg(pc_cmd_parse(bad[i], strlen(bad[i]), &c) != NULL, "%zu", i);
+    /* UTF-8 in arguments is allowed (RFC 6531). */
+    ck_assert(pc_cmd_parse("RCPT TO:<\xc3\xbc@b.de>", 16, &c) == NULL);
+}
+END_TEST
+
+START_TEST(path_args)
+{
+    static const struct {
+        const char *arg, *kw;
+        int ok;
+        const char *addr, *local, *domain;
+        int null, route, quoted, utf8, nparams;
+    } t[] = {
+        {"FROM:<>", "FROM:", 1, "", "", "", 1, 0, 0, 0, 0},
+        {"FROM:<a@b.example>", "FROM:", 1, "a@b.example", "a", "b.example", 0, 0, 0, 0, 0},
+        {"from: <a@b.example>", "FROM:", 1, "a@b.example", "a", "b.example", 0, 0, 0, 0, 0},
+        {"FROM:a@b.example", "FROM:", 1, "a@b.example", "a", "b.example", 0, 0, 0, 0, 0},
+        {"FROM:<a@b.example> SIZE=10 BODY=8BITMIME", "FROM:", 1, "a@b.example", "a",
+         "b.example", 0, 0, 0, 0, 2},
+        {"TO:<Postmaster>", "TO:", 1, "Postmaster", "Postmaster", "", 0, 0, 0, 0, 0},
+        {"TO:<\"a b\\\"c\"@x.example>", "TO:", 1, "\"a b\\\"c\"@x.example", "a b\"c",
+         "x.example", 0, 0, 1, 0, 0},
+        {"TO:<@r1.example,@r2.example:u@x.example>", "TO:", 1, "u@x.example", "u", "x.example",
+         0, 1, 0, 0, 0},
+        {"TO:<u@[192.0.2.1]>", "TO:", 1, "u@[192.0.2.1]", "u", "[192.0.2.1]", 0, 0, 0, 0, 0},
+        {"TO:<\xc3\xbc@x.example>", "TO:", 1, "\xc3\xbc@x.example", "\xc3\xbc", "x.example", 0,
+         0, 0, 1, 0},
+        {"TO:<u@x.example", "TO:", 0, NULL, NULL, NULL, 0, 0, 0, 0, 0},
+        {"TO:<u@@x.example>", "TO:", 0, NULL, NULL, NULL, 0, 0, 0, 0, 0},
+        {"TO:<u@-x.example>", "TO:", 0, NULL, NULL, NULL, 0, 0, 0, 0, 0},
+        {"TO:<u@x..example>", "TO:", 0, NULL, NULL, NULL, 0, 0, 0, 0, 0},
+        {"TO:<u v@x.example>", "TO:", 0, NULL, NULL, NULL, 0, 0, 0, 0, 0},
+        {"TO:<u@x.example> =bad", "TO:", 0, NULL, NULL, NULL, 0, 0, 0, 0, 0},
+        {"TO:<u@x.example> A=1 A=2", "TO:", 0, NULL, NULL, NULL, 0, 0, 0, 0, 0},
+        {"TO:<u@x.example>junk", "TO:", 0, NULL, NULL, NULL, 0, 0, 0, 0, 0},
+        {"TO:<unquoted>", "TO:", 0, NULL, NULL, NULL, 0, 0, 0, 0, 0},
+        {"FROM:<a@b>", "TO:", 0, NULL, NULL, NULL, 0, 0, 0, 0, 0},
+    };
+    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+        struct pc_pool *pool = pc_pool_create(1024);
+        struct pc_path_args pa;
+        const char *enh;
+        const char *why = pc_path_args_parse(t[i].arg, strlen(t[i].arg), t[i].kw, pool, &pa, &enh);
+        ck_assert_msg((why == NULL) == t[i].ok, "%s: %s", t[i].arg, why ? why : "ok");
+        if (t[i].ok) {
+            ck_assert_str_eq(pa.mb.addr, t[i].addr);
+            ck_assert_str_eq(pa.mb.local, t[i].local);
+            ck_assert_str_eq(pa.mb.domain, t[i].domain);
+            ck_assert_int_eq(pa.mb.null, t[i].null);
+            ck_assert_int_eq(pa.mb.route, t[i].route);
+            ck_assert_int_eq(pa.mb.quoted, t[i].quoted);
+            ck_assert_int_eq(pa.mb.utf8, t[i].utf8);
+            ck_assert_uint_eq(pa.nparams, (size_t)t[i].nparams);
+        } else {
+            ck_assert(enh && enh[0] == '5');
+        }
+        pc_pool_destroy(pool);
+    }
+}
+END_TEST
+
+START_TEST(xtext)
+{
+    ck_assert(pc_xtext_valid("abc+2Bdef"));
+    ck_assert(!pc_xtext_valid("a+2"));
+    ck_assert(!pc_xtext_valid("a=b"));
+    ck_assert(!pc_xtext_valid("a b"));
+}
+END_TEST
+
+/* Collected output of the decoder: lines joined with '|'. */
+struct collect {
+    char out[4096];
+    size_t n;
+};
+
+static int collect_line(void *arg, const char *line, size_t len)
+{
+    struct collect *c = arg;
+    memcpy(c->out + c->n, line, len);
+    c->n += len;
+    c->out[c->n++] = '|';
+    c->out[c->n] = 0;
+    return 0;
+}
+
+/* decode - feed in pieces of at most `step` bytes (0 = all at once) */
+static void decode(const char *in, size_t len, size_t step, size_t split, struct collect *c,
+                   unsigned *flags, size_t *used, int *done)
+{
+    struct pc_data d;
+    size_t off = 0;
+
+    memset(c, 0, sizeof(*c));
+    pc_data_init(&d, 64);
+    while (off < len && !d.done) {
+        size_t n = step ? step : len - off;
+        if (split && off < split && off + n > split)
+            n = split - off;
+        if (n > len - off)
+            n = len - off;
+        size_t k = pc_data_feed(&d, in + off, n, collect_line, c);
+        off += k;
+        if (k < n)
+            break;
+    }
+    *flags = d.flags;
+    *used = off;
+    *done = d.done;
+    pc_data_free(&d);
+}
+
+START_TEST(data_decoder)
+{
+    static const struct {
+        const char *in;
+        const char *lines;
+        unsigned flags;
+        int done;
+        size_t used; /* 0 = all */
+    } t[] = {
+        {"a\r\nb\r\n.\r\n", "a|b|", 0, 1, 0},
+        {".\r\n", "", 0, 1, 0},
+        {"..x\r\n.\r\nMAIL", ".x|", 0, 1, 8},
+        {"..\r\n.\r\n", ".|", 0, 1, 0},
+        {"a\n.\nb\r\n.\r\n", "a|.|b|", PC_DATA_BARE_LF, 1, 0},
+        {"a\r.\rb\r\n.\r\n", "a|.|b|", PC_DATA_BARE_CR, 1, 0},
+        {"a\r\n.\nb\r\n.\r\n", "a|.|b|", PC_DATA_BARE_LF, 1, 0},
+        {"a\n.\r\nb\r\n.\r\n", "a|.|b|", PC_DATA_BARE_LF, 1, 0},
+        {"a\r\n.\r", "a|", 0, 0, 0},
+        {"a\r\n\x00.\r\n.\r\n", "a|\x00.|", 0, 1, 0},
+        {"x\r\n.\x00\r\n.\r\n", "x|\x00|", 0, 1, 0},
+        {"0123456789012345678901234567890123456789012345678901234567890123456789\r\n.\r\n",
+         "0123456789012345678901234567890123456789012345678901234567890123|",
+         PC_DATA_LONG_LINE, 1, 0},
+    };
+    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+        size_t len = strlen(t[i].in);
+        /* strlen stops at NUL: these inputs are written out in full. */
+        if (i == 9)
+            len = 10;
+        if (i == 10)
+            len = 10;
+        struct collect whole, c;
+        unsigned f0, f;
+        size_t u0, u;
+        int d0, d;
+        decode(t[i].in, len, 0, 0, &whole, &f0, &u0, &d0);
+        if (i < 9 || i == 11)
+            ck_assert_msg(strcmp(whole.out, t[i].lines) == 0, "%zu: got %s", i, whole.out);
+        ck_assert_msg(f0 == t[i].flags, "%zu: flags %u", i, f0);
+        ck_assert_int_eq(d0, t[i].done);
+        ck_assert_uint_eq(u0, t[i].used ? t[i].used : len);
+        /* Byte by byte and every two-way split give the same result. */
+        decode(t[i].in, len, 1, 0, &c, &f, &u, &d);
+        ck_assert_msg(c.n == whole.n && memcmp(c.out, whole.out, c.n) == 0, "%zu bytewise", i);
+        ck_assert(f == f0 && u == u0 && d == d0);
+        for (size_t s = 1; s < len; s++) {
+            decode(t[i].in, len, len, s, &c, &f, &u, &d);
+            ck_assert_msg(c.n == whole.n && memcmp(c.out, whole.out, c.n) == 0, "%zu split %zu",
+                          i, s);
+            ck_assert(f == f0 && u == u0 && d == d0);
+        }
+    }
+}
+END_TEST
+
+START_TEST(stuffing)
+{
+    static const char *in = ".a\r\nb\r\n.\r\n..c\r\n";
+    static const char *want = "..a\r\nb\r\n..\r\n...c\r\n";
+    for (size_t step = 1; step <= strlen(in); step++) {
+        struct pc_stuffer st;
+        struct pc_buf out;
+        pc_stuff_init(&st);
+        pc_buf_init(&out, 0);
+        for (size_t off = 0; off < strlen(in); off += step) {
+            size_t n = strlen(in) - off < step ? strlen(in) - off : step;
+            ck_assert(pc_stuff(&st, in + off, n, &out));
+        }
+        ck_assert_msg(strcmp(out.data, want) == 0, "step %zu: %s", step, out.data);
+        pc_buf_free(&out);
+    }
+}
+END_TEST
+
+START_TEST(reply_writer)
+{
+    struct pc_buf b;
+    struct pc_enh e = {5, 7, 1};
+    struct pc_reply_opts soft = {.soft_bounce = true};
+
+    pc_buf_init(&b, 0);
+    ck_assert_int_eq(pc_reply_format(&b, 554, &e, "no\r\nway\x01", NULL), 554);
+    /* A CR in a text becomes a space; a LF splits the reply into lines. */
+    ck_assert_str_eq(b.data, "554-5.7.1 no \r\n554 5.7.1 way \r\n");
+    pc_buf_reset(&b);
+    /* The enhanced code's class follows the reply code. */
+    ck_assert_int_eq(pc_reply_format(&b, 451, &e, "later", NULL), 451);
+    ck_assert_str_eq(b.data, "451 4.7.1 later\r\n");
+    pc_buf_reset(&b);
+    ck_assert_int_eq(pc_reply_format(&b, 550, &e, "x", &soft), 450);
+    ck_assert_str_eq(b.data, "450 4.7.1 x\r\n");
+    pc_buf_reset(&b);
+    ck_assert_int_eq(pc_reply_format(&b, 250, NULL, "host\nPIPELINING", NULL), 250);
+    ck_assert_str_eq(b.data, "250-host\r\n250 PIPELINING\r\n");
+    pc_buf_reset(&b);
+    ck_assert_int_eq(pc_reply_format(&b, 99, NULL, "bug", NULL), 451);
+    pc_buf_free(&b);
+}
+END_TEST
+
+START_TEST(reply_reader)
+{
+    struct pc_reply r;
+
+    memset(&r, 0, sizeof(r));
+    ck_assert_int_eq(pc_reply_parse_line(&r, "250-mx.example", 14), 0);
+    ck_assert_int_eq(pc_reply_parse_line(&r, "250-PIPELINING", 14), 0);
+    ck_assert_int_eq(pc_reply_parse_line(&r, "250 XCLIENT NAME ADDR", 21), 1);
+    ck_assert_int_eq(r.code, 250);
+    ck_assert_str_eq(r.text, "mx.example\nPIPELINING\nXCLIENT NAME ADDR");
+    memset(&r, 0, sizeof(r));
+    ck_assert_int_eq(pc_reply_parse_line(&r, "550 5.1.1 User unknown", 22), 1);
+    ck_assert_int_eq(r.enh.cls, 5);
+    ck_assert_int_eq(r.enh.subject, 1);
+    ck_assert_str_eq(r.text, "User unknown");
+    memset(&r, 0, sizeof(r));
+    ck_assert_int_eq(pc_reply_parse_line(&r, "250 4.0.0 mismatched class", 26), 1);
+    ck_assert_int_eq(r.enh.cls, 0);
+    memset(&r, 0, sizeof(r));
+    ck_assert_int_eq(pc_reply_parse_line(&r, "25", 2), -1);
+    ck_assert_int_eq(pc_reply_parse_line(&r, "abc def", 7), -1);
+    ck_assert_int_eq(pc_reply_parse_line(&r, "250x", 4), -1);
+    ck_assert_int_eq(pc_reply_parse_line(&r, "250-a", 5), 0);
+    ck_assert_int_eq(pc_reply_parse_line(&r, "251 b", 5), -1); /* code changed mid-reply */
+}
+END_TEST
+
+/* main - run the suite */
+int main(void)
+{
+    Suite *s = suite_create("smtp_proto");
+    TCase *tc = tcase_create("core");
+    tcase_add_test(tc, cmd_verbs);
+    tcase_add_test(tc, cmd_bad_bytes);
+    tcase_add_test(tc, path_args);
+    tcase_add_test(tc, xtext);
+    tcase_add_test(tc, data_decoder);
+    tcase_add_test(tc, stuffing);
+    tcase_add_test(tc, reply_writer);
+    tcase_add_test(tc, reply_reader);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
