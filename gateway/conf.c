@@ -466,8 +466,6 @@ static void filters_destroy(void *arg)
 {
     struct pc_conf *c = arg;
 
-    if (c->filter_conf == NULL)
-        return;
     for (size_t i = 0; pc_filter_registry[i]; i++)
         if (c->filter_conf[i] && pc_filter_registry[i]->destroy)
             pc_filter_registry[i]->destroy(c->filter_conf[i]);
@@ -573,8 +571,6 @@ struct pc_conf *pc_conf_load(const char *path, struct pc_err *err)
     c->dns_nameservers = pc_pool_zalloc(pool, (c->dns_nnameservers + 1) * sizeof(char *));
     for (size_t i = 0; i < c->dns_nnameservers; i++)
         c->dns_nameservers[i] = cfg_getnstr(d, "nameservers", (unsigned)i);
-    /* Registered first, so that the filters configured before one that fails are freed. */
-    pc_pool_cleanup(pool, filters_destroy, c);
     if (filters_configure(c, cfg, err) < 0)
         goto fail;
     if (backends_load(c, cfg, err) < 0 || listeners_load(c, cfg, err) < 0)
