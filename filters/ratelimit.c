@@ -30,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "filters/filter.h"
 #include "lib/log.h"
@@ -192,8 +193,8 @@ static int rl_limit_load(cfg_t *sec, struct rl_limit *l, bool dflt_tempfail, str
     }
     if (onerr == NULL)
         l->tempfail_on_error = dflt_tempfail;
-    else if (strcmp(onerr, "accept") == 0 || strcmp(onerr, "tempfail") == 0)
-        l->tempfail_on_error = strcmp(onerr, "tempfail") == 0;
+    else if (strcasecmp(onerr, "accept") == 0 || strcasecmp(onerr, "tempfail") == 0)
+        l->tempfail_on_error = strcasecmp(onerr, "tempfail") == 0;
     else {
         pc_err_set(err, sec, "ratelimit: limit \"%s\": on_error must be accept or tempfail",
                    l->name);
@@ -242,7 +243,10 @@ static int rl_configure(cfg_t *sec, void **out, struct pc_err *err)
     *out = NULL;
     if (c == NULL)
         return -1;
-    if (onerr && strcmp(onerr, "reject") == 0) {
+    enum pc_on_error oe = PC_ONERR_TEMPFAIL;
+    if (onerr && !pc_on_error_parse(onerr, &oe))
+        oe = PC_ONERR_TEMPFAIL; /* the core's validator has already refused it */
+    if (oe == PC_ONERR_REJECT) {
         pc_err_set(err, sec,
                    "ratelimit: on_error must be accept or tempfail (a store outage "
                    "is never a reason for a 5xx)");
@@ -294,7 +298,7 @@ static int rl_configure(cfg_t *sec, void **out, struct pc_err *err)
     c->limits = calloc(c->nlimits ? c->nlimits : 1, sizeof(*c->limits));
     if (c->limits == NULL)
         goto fail;
-    bool dflt_tempfail = onerr == NULL || strcmp(onerr, "tempfail") == 0;
+    bool dflt_tempfail = oe == PC_ONERR_TEMPFAIL;
     size_t per_stage[PC_STAGE_COUNT] = {0};
     for (size_t i = 0; i < c->nlimits; i++) {
         if (rl_limit_load(cfg_getnsec(sec, "limit", (unsigned)i), &c->limits[i], dflt_tempfail,

@@ -23,7 +23,19 @@
  *	- SPF_RESULT_INVALID and errors: DNS trouble is temperror, anything
  *	  else permerror, never a pass;
  *	- IPv4-mapped IPv6 clients are checked as IPv4 (RFC 7208 5.6 / 4291);
- *	- the limit of 10 DNS mechanisms is set explicitly.
+ *	- the limit of 10 DNS mechanisms is set explicitly, more than 10 MX
+ *	  names is permerror;
+ *	- records are checked against the RFC 7208 ABNF first (libspf2 is
+ *	  lax: non-ASCII, bad domain-specs, bad macros...): permerror;
+ *	- CIDR length 0, which libspf2 refuses, is rewritten into forms it
+ *	  accepts where one exists for the client's family;
+ *	- type SPF (99) is not queried (discontinued, RFC 7208 3.1);
+ *	- only the first 10 PTR names reach libspf2 (it errs on more);
+ *	- an abandoned or overlong check fails its remaining lookups at once;
+ *	- SPF_request_query_mailfrom() passes every 127.0.0.0/8 client; we
+ *	  run libspf2's get_record + interpret ourselves without that.
+ *	A check holds a worker thread while its lookups run (libspf2 cannot
+ *	yield), so concurrent SPF checks are bounded by the pool size.
  *
  *	Result actions: fail refuses with 550 5.7.23, temperror 451 4.7.24
  *	(RFC 7372), the rest continue; each is configurable. Clients in
@@ -43,6 +55,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <spf2/spf.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,6 +64,7 @@
 #include <time.h>
 
 #include "filters/filter.h"
+#include "gateway/conf.h"
 #include "gateway/dns.h"
 #include "gateway/worker.h"
 #include "lib/log.h"
@@ -99,11 +113,16 @@ struct spf_job {
     enum spf_result result;
     unsigned voids;
     bool bad_record; /* an SPF record failed spf_record_ok() */
-    char ptr_names[10][PC_DNS_NAME_MAX]; /* the last PTR answer: their A lookups are not voids */
+    char ptr_names[32][PC_DNS_NAME_MAX]; /* PTR answers so far: their A lookups are not voids */
+    unsigned nptr_names;
     bool mx_over;    /* an MX answer had more than 10 names (RFC 7208 4.6.4) */
     char comment[256];
     /* owner */
     struct spf_ctx *ctx; /* NULL once the session gave up on it */
+    /* Read by the worker: once set, or past the deadline, lookups fail at once, so an
+     * abandoned or endless check (a record with many slow names) frees its worker soon. */
+    _Atomic bool abandoned;
+    struct timespec deadline; /* CLOCK_MONOTONIC */
 };
 
 struct spf_ctx {
@@ -341,6 +360,93 @@ static bool spf_record_ok(const char *r, size_t n)
     return true;
 }
 
+/* spf_rewrite_cidr0 - say what a CIDR length of 0 means in terms libspf2 accepts (it
+ * refuses /0 when it compiles a record, RFC 7208 5.6 allows it). Only the client's family
+ * matters: ip4:X/0 is "ip4:0.0.0.0/1 ip4:128.0.0.0/1", ip6:X/0 likewise with two /1s; for
+ * an IPv4 client a[:d]/0 is exists:d (some A record) and a //0 IPv6 length is irrelevant
+ * (becomes //128), for an IPv6 client the IPv4 length is irrelevant (becomes /32). What
+ * has no equivalent (mx/0 for IPv4, a//0 or mx//0 for IPv6) is left for libspf2 to refuse.
+ * Returns the new length, or -1 when nothing changed or it does not fit. */
+static long spf_rewrite_cidr0(const char *r, size_t n, bool v4, char *out, size_t size)
+{
+    size_t o = 0, i = 0;
+    bool changed = false, overflow = false;
+
+#define SPF_PUT(p, l)                                                                              \
+    ((o + (l) < size) ? (void)(memcpy(out + o, (p), (l)), o += (l)) : (void)(overflow = true))
+    while (i < n) {
+        size_t j = i;
+        while (j < n && r[j] != ' ')
+            j++;
+        const char *t = r + i;
+        size_t tn = j - i, q = (tn && strchr("+-~?", t[0])) ? 1 : 0;
+        const char *m = t + q;
+        size_t mn = tn - q, c = spf_find_cidr(m, mn);
+        bool is_a = mn >= 1 && (m[0] | 0x20) == 'a' && (mn == 1 || m[1] == ':' || m[1] == '/');
+        bool is_mx = mn >= 2 && strncasecmp(m, "mx", 2) == 0 && (mn == 2 || m[2] == ':' || m[2] == '/');
+        bool is_ip4 = mn > 4 && strncasecmp(m, "ip4:", 4) == 0;
+        bool is_ip6 = mn > 4 && strncasecmp(m, "ip6:", 4) == 0;
+        const char *cidr = m + c, *c6 = NULL;
+        size_t cn = mn - c;
+        for (size_t k = 0; k + 1 < cn; k++)
+            if (cidr[k] == '/' && cidr[k + 1] == '/')
+                c6 = cidr + k;
+        bool v4zero = cn >= 2 && cidr[0] == '/' && cidr[1] == '0' && (cn == 2 || cidr[2] == '/');
+        bool v6zero = c6 && (size_t)(cidr + cn - c6) == 3 && c6[2] == '0';
+        if (is_ip4 && cn == 2 && v4zero) {
+            if (!v4) /* never matches an IPv6 client: any ip4 network says the same */
+                SPF_PUT(t, q), SPF_PUT("ip4:0.0.0.0/32", 14);
+            else
+                SPF_PUT(t, q), SPF_PUT("ip4:0.0.0.0/1 ", 14), SPF_PUT(t, q),
+                    SPF_PUT("ip4:128.0.0.0/1", 15);
+            changed = true;
+        } else if (is_ip6 && cn == 2 && v4zero) {
+            if (v4)
+                SPF_PUT(t, q), SPF_PUT("ip6:::/128", 10);
+            else
+                SPF_PUT(t, q), SPF_PUT("ip6:::/1 ", 9), SPF_PUT(t, q), SPF_PUT("ip6:8000::/1", 12);
+            changed = true;
+        } else if ((is_a || is_mx) && (v4zero || v6zero)) {
+            size_t base = c; /* mechanism and domain, without the cidr */
+            if (v4 && v4zero && is_mx) {
+                SPF_PUT(t, tn);
+            } else if (v4 && v4zero) { /* a/0: some A record */
+                SPF_PUT(t, q);
+                SPF_PUT("exists:", 7);
+                if (base > 2)
+                    SPF_PUT(m + 2, base - 2);
+                else
+                    SPF_PUT("%{d}", 4);
+                changed = true;
+            } else if (v4 && v6zero) {
+                SPF_PUT(t, q + base);
+                if (c6 > cidr)
+                    SPF_PUT(cidr, (size_t)(c6 - cidr));
+                SPF_PUT("//128", 5);
+                changed = true;
+            } else if (!v4 && v4zero && !v6zero) {
+                SPF_PUT(t, q + base);
+                SPF_PUT("/32", 3);
+                if (c6)
+                    SPF_PUT(c6, (size_t)(cidr + cn - c6));
+                changed = true;
+            } else {
+                SPF_PUT(t, tn);
+            }
+        } else {
+            SPF_PUT(t, tn);
+        }
+        while (j < n && r[j] == ' ')
+            SPF_PUT(" ", 1), j++;
+        i = j;
+    }
+#undef SPF_PUT
+    if (overflow)
+        return -1;
+    out[o] = 0;
+    return changed ? (long)o : -1;
+}
+
 /* spf_is_record - does a TXT string claim to be an SPF record (RFC 7208 4.5) */
 static bool spf_is_record(const char *r, size_t n)
 {
@@ -492,6 +598,11 @@ static SPF_dns_rr_t *spf_dns_lookup(SPF_dns_server_t *srv, const char *domain, n
             job->voids++;
         return SPF_dns_rr_new_init(srv, domain ? domain : "", type, 0, HOST_NOT_FOUND);
     }
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    if (atomic_load(&job->abandoned) || now.tv_sec > job->deadline.tv_sec ||
+        (now.tv_sec == job->deadline.tv_sec && now.tv_nsec >= job->deadline.tv_nsec))
+        return SPF_dns_rr_new_init(srv, domain, type, 0, TRY_AGAIN);
     if ((r = spf_dns_ask(job, domain, type)) == NULL)
         return SPF_dns_rr_new_init(srv, domain, type, 0, TRY_AGAIN);
     if (type == ns_t_mx && r->st == PC_DNS_FOUND && r->n > 10)
@@ -500,7 +611,7 @@ static SPF_dns_rr_t *spf_dns_lookup(SPF_dns_server_t *srv, const char *domain, n
         rr = SPF_dns_rr_new_init(srv, domain, type, 0, TRY_AGAIN);
     } else if (r->st == PC_DNS_NOTFOUND || r->n == 0) {
         bool ptr_name = false;
-        for (size_t i = 0; i < 10; i++)
+        for (size_t i = 0; i < job->nptr_names; i++)
             ptr_name |= strcasecmp(job->ptr_names[i], domain) == 0;
         /* 4.6.4 counts the mechanisms' own lookups, not the checks of PTR names (5.5) */
         if (type != ns_t_txt && type != ns_t_spf && !(ptr_name && type != ns_t_ptr))
@@ -525,13 +636,19 @@ static SPF_dns_rr_t *spf_dns_lookup(SPF_dns_server_t *srv, const char *domain, n
             case ns_t_mx:
             case ns_t_ptr: {
                 size_t skip = type == ns_t_mx ? 2 : 0;
+                /* 4.6.4: only the first 10 PTR names are checked, the rest ignored, not an
+                 * error (libspf2 fails on more, depending on the order libunbound rotates) */
+                if (type == ns_t_ptr && k >= 10)
+                    continue;
                 if (l < skip || pc_dns_rdata_name(d + skip, l - skip, name, sizeof(name)) < 0)
                     continue;
                 if (SPF_dns_rr_buf_realloc(rr, k, strlen(name) + 1) != SPF_E_SUCCESS)
                     goto fail;
-                if (type == ns_t_ptr && k < 10)
-                    snprintf(job->ptr_names[k], sizeof(job->ptr_names[k]), "%.*s",
-                             (int)sizeof(job->ptr_names[k]) - 1, name);
+                /* every PTR answer counts: libunbound rotates RRsets, libspf2 may ask twice */
+                if (type == ns_t_ptr && job->nptr_names < 32) {
+                    char *slot = job->ptr_names[job->nptr_names++];
+                    snprintf(slot, PC_DNS_NAME_MAX, "%.*s", PC_DNS_NAME_MAX - 1, name);
+                }
                 memcpy(rr->rr[k], name, strlen(name) + 1);
                 break;
             }
@@ -539,8 +656,19 @@ static SPF_dns_rr_t *spf_dns_lookup(SPF_dns_server_t *srv, const char *domain, n
             case ns_t_spf: {
                 char *txt = malloc(SPF_TXT_MAX);
                 long n = txt ? pc_dns_rdata_txt(d, l, txt, SPF_TXT_MAX) : -1;
-                if (n >= 0 && spf_is_record(txt, (size_t)n) && !spf_record_ok(txt, (size_t)n))
-                    job->bad_record = true;
+                if (n >= 0 && spf_is_record(txt, (size_t)n)) {
+                    char *fixed = malloc(SPF_TXT_MAX);
+                    long fn;
+                    if (!spf_record_ok(txt, (size_t)n))
+                        job->bad_record = true;
+                    else if (fixed && strstr(txt, "/0") &&
+                             (fn = spf_rewrite_cidr0(txt, (size_t)n, pc_ip_is_v4(&job->ip), fixed,
+                                                     SPF_TXT_MAX)) >= 0) {
+                        memcpy(txt, fixed, (size_t)fn + 1);
+                        n = fn;
+                    }
+                    free(fixed);
+                }
                 if (n < 0 || SPF_dns_rr_buf_realloc(rr, k, (size_t)n + 1) != SPF_E_SUCCESS) {
                     free(txt);
                     if (n < 0)
@@ -640,6 +768,7 @@ static void spf_run(struct spf_job *job)
 
     job->result = SPF_R_NONE;
     job->voids = 0;
+    job->nptr_names = 0;
     job->comment[0] = 0;
     if (job->domain[0] == 0 || !pc_dns_hostname_ok(job->domain)) {
         snprintf(job->comment, sizeof(job->comment), "no usable domain to check");
@@ -709,6 +838,9 @@ static void spf_job_init(struct spf_job *job, const struct pc_services *svc,
     job->dns = svc->dns;
     job->base = svc->base;
     job->guard_ms = 30000;
+    atomic_init(&job->abandoned, false);
+    clock_gettime(CLOCK_MONOTONIC, &job->deadline);
+    job->deadline.tv_sec += 30; /* the filter's own timeout, normally, is shorter */
     job->ip = *ip;
     snprintf(job->receiver, sizeof(job->receiver), "%s",
              svc->hostname ? svc->hostname : "localhost");
@@ -819,6 +951,7 @@ static void spf_abandon(struct spf_ctx *x)
 {
     if (x->job) {
         x->job->ctx = NULL;
+        atomic_store(&x->job->abandoned, true);
         x->job = NULL;
     }
 }
@@ -920,6 +1053,9 @@ static enum pc_action spf_mail(struct pc_session *s, void *conf, void *ctx, stru
         return PC_ERROR;
     spf_job_init(job, s->svc, &s->client.ip, s->helo, from->addr, from->domain,
                  from->null || from->domain[0] == 0 || from->literal);
+    /* the resolver answers within dns.timeout; the guard only covers a stopped loop */
+    if (s->conf && s->conf->dns_timeout)
+        job->guard_ms = s->conf->dns_timeout + 1000;
     job->ctx = x;
     x->job = job;
     pc_worker_submit(s->svc->workers, spf_work, spf_done, job);

@@ -1002,8 +1002,18 @@ void pc_backend_command(struct pc_backend *be, const char *line, const struct pc
             return;
         }
     }
-    if (strncasecmp(line, "MAIL", 4) == 0)
+    if (strncasecmp(line, "MAIL", 4) == 0) {
         be->rcpt_ok = 0;
+        /* RFC 6531 3.4: a transaction that declared SMTPUTF8 must not reach a server that does
+         * not offer it. Our EHLO offered it before we knew this backend; the client's retry
+         * will not see it offered any more. */
+        for (size_t i = 0; i < nparams; i++)
+            if (!strcasecmp(params[i].key, "SMTPUTF8") && !(pc_backend_ext(be) & PC_EXT_SMTPUTF8)) {
+                synth(be, 451, "4.6.7", "SMTPUTF8 is not available on this path, try again later",
+                      true);
+                return;
+            }
+    }
     be->cmd_is_rcpt = strncasecmp(line, "RCPT", 4) == 0;
     be->cmd_is_mail = strncasecmp(line, "MAIL", 4) == 0;
     be->cmd_is_rset = strncasecmp(line, "RSET", 4) == 0;

@@ -212,10 +212,10 @@ struct pc_dns *pc_dns_create(struct event_base *base, const char *const *nameser
         goto fail;
     }
     if (n == 0) {
-        if ((rc = ub_ctx_resolvconf(d->ub, NULL)) != 0) {
-            snprintf(err->msg, sizeof(err->msg), "dns: resolv.conf: %s", ub_strerror(rc));
-            goto fail;
-        }
+        /* Without resolv.conf libunbound recurses from the root itself: still a resolver,
+         * and a gateway whose chains use no DNS must start anyway. */
+        if ((rc = ub_ctx_resolvconf(d->ub, NULL)) != 0)
+            pc_warn("dns: resolv.conf: %s; resolving from the root", ub_strerror(rc));
     } else {
         for (size_t i = 0; i < n; i++) {
             char fwd[96];

@@ -310,7 +310,8 @@ int pc_server_run(struct pc_conf *conf)
     srv->conf = conf;
     srv->svc.base = srv->base;
     srv->svc.hostname = conf->hostname;
-    srv->svc.workers = pc_workers_create(srv->base, 2);
+    /* SPF holds a worker while its lookups run on the loop: room for several at once. */
+    srv->svc.workers = pc_workers_create(srv->base, 16);
     srv->svc.dns = pc_dns_create(srv->base, conf->dns_nameservers, conf->dns_nnameservers,
                                  conf->dns_timeout, &err);
     if (srv->svc.dns == NULL) {

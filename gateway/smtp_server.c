@@ -413,15 +413,18 @@ static void to_backend(struct pc_smtp *c, enum pc_verb verb, const char *addr)
 /* rcpt_refuse_delayed - a held connect/HELO/MAIL refusal answers this RCPT */
 static bool rcpt_refuse_delayed(struct pc_smtp *c)
 {
-    const struct pc_verdict *v = c->txn_delayed.action ? &c->txn_delayed
-                                 : c->s->delayed.action ? &c->s->delayed
-                                                        : NULL;
+    /* The earliest refusal speaks first: the client's (connect, HELO) before the sender's. */
+    const struct pc_verdict *v = c->s->delayed.action    ? &c->s->delayed
+                                 : c->txn_delayed.action ? &c->txn_delayed
+                                                         : NULL;
+    char enh[16];
+
     if (v == NULL)
         return false;
-    pc_info("%s: %s: RCPT from %s[%s]: %d %s; from=<%s> to=<%s> filter=%s (delayed)",
+    pc_info("%s: %s: RCPT from %s[%s]: %d %s %s; from=<%s> to=<%s> filter=%s (delayed)",
             c->s->txn->id, pc_action_name(v->action), c->s->client.name, c->s->client.addr,
-            v->code, v->text, c->s->txn->from.addr, c->s->txn->cur_rcpt->mb.addr,
-            v->filter ? v->filter : "-");
+            v->code, pc_enh_format(&v->enh, enh, sizeof(enh)), v->text, c->s->txn->from.addr,
+            c->s->txn->cur_rcpt->mb.addr, v->filter ? v->filter : "-");
     reply_text(c, v->code, &v->enh, v->text);
     return true;
 }

@@ -91,7 +91,7 @@ static const char rlr_script[] =
     "end\n"
     "return out\n";
 
-enum rlr_setup { RLR_AUTH = 1, RLR_SELECT, RLR_LOAD, RLR_ROLE };
+enum rlr_setup { RLR_AUTH = 1, RLR_SELECT, RLR_LOAD, RLR_ROLE, RLR_NAME };
 
 struct rlr_store;
 
@@ -507,6 +507,8 @@ static void setup_cb(redisAsyncContext *ac, void *reply_, void *priv)
 
     if (reply == NULL || ac != st->ac)
         return;
+    if (reply->type == REDIS_REPLY_ERROR && what == RLR_NAME)
+        return; /* only a label for CLIENT LIST */
     if (reply->type == REDIS_REPLY_ERROR) {
         pc_warn("ratelimit: redis %s: %s: %.200s", st->cur,
                 what == RLR_AUTH     ? "AUTH"
@@ -566,6 +568,9 @@ static void rlr_connect(struct rlr_store *st)
         redisAsyncCommand(ac, setup_cb, (void *)(intptr_t)RLR_SELECT, "SELECT %d", st->db);
     if (st->nsentinels)
         redisAsyncCommand(ac, setup_cb, (void *)(intptr_t)RLR_ROLE, "ROLE");
+    /* Operators see our connections as name=portcullis-ratelimit in CLIENT LIST. */
+    redisAsyncCommand(ac, setup_cb, (void *)(intptr_t)RLR_NAME, "CLIENT SETNAME %s",
+                      "portcullis-ratelimit");
     redisAsyncCommand(ac, setup_cb, (void *)(intptr_t)RLR_LOAD, "SCRIPT LOAD %s", rlr_script);
     /* Checks parked while the Sentinels were asked go out now, in their order. */
     for (struct rlr_req *r = st->head, *next; r; r = next) {
@@ -714,6 +719,8 @@ static void rlr_resolve(struct rlr_store *st)
 {
     size_t i = st->sidx % st->nsentinels;
 
+    if (st->sq) /* already asking */
+        return;
     if (st->sub == NULL && (st->sub = sentinel_open(st, i)) != NULL) {
         redisAsyncSetConnectCallback(st->sub, sub_conn);
         redisAsyncSetDisconnectCallback(st->sub, sub_gone);

@@ -77,6 +77,9 @@ int main(int argc, char **argv)
         pc_worker_submit(svc.workers, check_work, check_done, &c);
         while (!c.done)
             event_base_loop(svc.base, EVLOOP_ONCE);
+        if (getenv("SPF_CHECK_DEBUG"))
+            fprintf(stderr, "%s voids=%u ptrs=%u %s\n", c.job.domain, c.job.voids, c.job.nptr_names,
+                    c.job.comment);
         printf("%s\n", spf_result_names[c.job.result]);
         fflush(stdout);
     }

@@ -16,7 +16,8 @@ DESCRIPTION
     names with ':' or '/' in a label. The responder follows the pyspf
     driver conventions used for the libspf2 baseline: an SPF record is
     also served as TXT when the name has no TXT, names that exist but lack
-    a type get NODATA, TIMEOUT names are silently dropped.
+    a type get NODATA, and a TIMEOUT entry drops the question unless a
+    record of the asked type is listed before it (pyspf's rule).
 
     Prints one line per disagreement and "spf suite: N of M pass".
     Exit status 0 unless the checker could not run.
@@ -192,10 +193,24 @@ class Zone:
 
     def records(self, name, qtype):
         recs = self.data.get(name, [])
-        out = [(t, v) for t, v in recs if T.get(t) == qtype]
-        if qtype == T["TXT"] and not out:  # pyspf convention: SPF doubles as TXT
+        out = [(t, v) for t, v in recs if T.get(t) == qtype and v != b"NONE"]
+        if qtype == T["TXT"] and not any(t == "TXT" for t, _ in recs):
+            # pyspf convention: SPF doubles as TXT unless TXT is listed (even as NONE)
             out = [("TXT", v) for t, v in recs if t == "SPF"]
         return out
+
+    def times_out(self, name, qtype):
+        """pyspf's rule: a TIMEOUT entry bites when no record of the type was listed before it"""
+        recs = self.data.get(name, [])
+        spf_as_txt = qtype == T["TXT"] and not any(t == "TXT" for t, _ in recs)
+        for t, v in recs:
+            if t == "TIMEOUT":
+                return True
+            if v == b"NONE":  # "TXT: NONE": explicitly no such record
+                continue
+            if T.get(t) == qtype or (spf_as_txt and t == "SPF") or t == "CNAME":
+                return False
+        return False
 
     def qlen(self, q):
         i = 12
@@ -213,7 +228,7 @@ class Zone:
         qtype, qclass = struct.unpack("!HH", q[i + 1:i + 5])
         question = q[12:i + 5]
         name = b".".join(labels).decode("latin-1").lower()
-        if any(t == "TIMEOUT" for t, _ in self.data.get(name, [])):
+        if self.times_out(name, qtype):
             return None
         answers, rcode, owner, hops = [], 0, qname_wire, 0
         while True:
@@ -224,7 +239,7 @@ class Zone:
                 owner = enc_name(cn[0])
                 name = cn[0].decode("latin-1").lower().rstrip(".")
                 hops += 1
-                if any(t == "TIMEOUT" for t, _ in self.data.get(name, [])):
+                if self.times_out(name, qtype):
                     return None
                 continue
             break

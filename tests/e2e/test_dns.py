@@ -26,6 +26,7 @@ $TTL 60
 @        IN NS  ns.test.
 ns       IN A   127.0.0.1
 host2    IN A   127.0.0.2
+host2    IN TXT "v=spf1 a -all"
 host4    IN A   127.0.0.4
 host5    IN A   127.0.0.99
 good     IN TXT "v=spf1 ip4:127.0.0.2 ip4:127.0.0.4 -all"
@@ -107,11 +108,12 @@ zone:
         self.proc.stop()
 
 
-def conf(sink_port, ns, dnsbl_extra=""):
+def conf(sink_port, ns, dnsbl_extra="", extra=""):
     return h.gateway_conf(
         h.backend_conf(sink_port), filters='"rdns", "dnsbl", "spf", "relay"',
         extra=f"""dns {{ nameservers = {{ "{ns}" }} timeout = 2s }}
 dnsbl {{ sites = {{ "bl.test=127.0.0.[2..11]*2", "bl.test" }} threshold = 2 {dnsbl_extra} }}
+{extra}
 """)
 
 
@@ -126,7 +128,7 @@ class DnsTests(unittest.TestCase):
             p.close()
         h.rmtree(self.tmp)
 
-    def start(self, dead_dns=False, dnsbl_extra=""):
+    def start(self, dead_dns=False, dnsbl_extra="", extra=""):
         sink = h.Sink(self.tmp)
         self.parts.append(sink)
         if dead_dns:
@@ -135,7 +137,7 @@ class DnsTests(unittest.TestCase):
             nsd = Nsd(self.tmp)
             self.parts.append(nsd)
             ns = f"127.0.0.1:{nsd.port}"
-        gw = h.Gateway(self.tmp, conf(sink.port, ns, dnsbl_extra))
+        gw = h.Gateway(self.tmp, conf(sink.port, ns, dnsbl_extra, extra))
         self.parts.append(gw)
         return sink, gw
 
@@ -203,6 +205,48 @@ class DnsTests(unittest.TestCase):
         self.assertEqual(code, 250, text)
         c.close()
         self.assertIn("mailfrom=soft.test result=softfail", gw.log())
+
+    def test_null_sender_checks_helo(self):
+        sink, gw = self.start()
+        code, text, c = self.session(gw, "127.0.0.2", "", helo="host2.test")
+        self.assertEqual(code, 250, text)
+        self.assertEqual(c.cmd("DATA")[0], 354)
+        c.send(MSG + ".\r\n")
+        self.assertEqual(c.reply()[0], 250)
+        c.close()
+        m = sink.messages()[-1]
+        self.assertIn(b"Received-SPF: pass", m)
+        self.assertIn(b"identity=helo;", m)
+
+    def test_refusal_at_connect_without_delay(self):
+        sink, gw = self.start(extra="delay_reject = false")
+        c = h.Chat(gw.port, source="127.0.0.3")
+        code, text = c.reply()
+        self.assertEqual(code // 100, 5, text)
+        self.assertIn("5.7.25", text)
+        c.close()
+
+    def test_rdns_reject_stage_rcpt_overrides(self):
+        sink, gw = self.start(extra='delay_reject = false\nrdns { reject_stage = "rcpt" }')
+        code, text, c = self.session(gw, "127.0.0.3", "a@soft.test")
+        self.assertEqual(code, 550, text)
+        self.assertIn("5.7.25", text)
+        c.close()
+        self.assertRegex(gw.log(), r"rcpt from unknown\[127\.0\.0\.3\]: 550 5\.7\.25 .*"
+                                   r"from=<a@soft\.test> to=<u@example\.com>")
+
+    def test_unanswered_list_that_could_decide_is_4xx(self):
+        # nsd refuses names outside its zones: the list is "try later", and its weight (2)
+        # could reach the threshold
+        sink, gw = self.start(extra="")
+        gw.close()
+        nsd = self.parts[1]
+        gw2 = h.Gateway(self.tmp, conf(sink.port, f"127.0.0.1:{nsd.port}")
+                        .replace('"bl.test" }', '"bl.test", "down.example=127.0.0.2*2" }'))
+        self.parts.append(gw2)
+        code, text, c = self.session(gw2, "127.0.0.2", "a@good.test")
+        self.assertTrue(400 <= code < 500, f"{code} {text}")
+        c.close()
 
     def test_dns_outage_is_4xx_never_5xx(self):
         sink, gw = self.start(dead_dns=True)

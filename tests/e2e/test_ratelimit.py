@@ -10,7 +10,8 @@ two gateways with the chain relay + ratelimit. The client is smtplib or the harn
 - a connection flood gets a 421 4.7.0 greeting and is closed;
 - Redis stopped: on_error = accept lets mail through, no crash, and the limit holds again once
   Redis is back; Redis frozen (SIGSTOP): the store timeout answers and the session goes on;
-- the in-process store gives the same answers as Redis for one gateway.
+- the in-process store gives the same answers as Redis for one gateway;
+- counters survive a reload (SIGHUP) and a restart; pipelined RCPTs are answered in order.
 
 Run alone: PORTCULLIS_BIN=build/portcullis python3 tests/e2e/test_ratelimit.py
 """
@@ -183,6 +184,21 @@ class RateLimit(unittest.TestCase):
         msgs = self.sink.messages()
         self.assertEqual(len(msgs), 1)
         self.assertEqual(msgs[0].count(b"X-Rcpt-Args:"), 3, msgs[0][:600])
+
+    def test_counters_survive_reload_and_restart(self):
+        gw = self.gateway(MSGS5)
+        for i in range(3):
+            self.assertIsNone(self.send(gw))
+        os.kill(gw.proc.p.pid, signal.SIGHUP)
+        self.assertTrue(self.wait_log(gw, "reloaded"), gw.log()[-2000:])
+        for i in range(2):
+            self.assertIsNone(self.send(gw), "after reload, message %d" % (i + 4))
+        self.assertEqual(self.send(gw)[0], 450)
+        # A new gateway process on the same Redis still refuses: the count is in Redis.
+        gw.close()
+        gw2 = self.gateway(MSGS5)
+        self.assertEqual(self.send(gw2)[0], 450)
+        self.assertEqual(len(self.sink.messages()), 5)
 
     def test_memory_store_same_answers(self):
         limits = ('limit "msgs" { key = { "client_ip" } count = "messages" rate = "3/1m" }\n'

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "filters/dnsbl.c"
 #include "filters/spf.c"
@@ -209,6 +210,46 @@ START_TEST(test_spf_syntax)
 }
 END_TEST
 
+/* CIDR length 0 said in terms libspf2 accepts, per client family */
+START_TEST(test_spf_cidr0)
+{
+    static const struct {
+        const char *rec;
+        bool v4;
+        const char *want; /* NULL: unchanged */
+    } t[] = {
+        {"v=spf1 ip4:1.2.3.4/0 -all", true, "v=spf1 ip4:0.0.0.0/1 ip4:128.0.0.0/1 -all"},
+        {"v=spf1 -ip4:1.2.3.4/0", true, "v=spf1 -ip4:0.0.0.0/1 -ip4:128.0.0.0/1"},
+        {"v=spf1 ip4:1.2.3.4/0 -all", false, "v=spf1 ip4:0.0.0.0/32 -all"},
+        {"v=spf1 ip6:::1/0", false, "v=spf1 ip6:::/1 ip6:8000::/1"},
+        {"v=spf1 ip6:::1/0", true, "v=spf1 ip6:::/128"},
+        {"v=spf1 a/0 -all", true, "v=spf1 exists:%{d} -all"},
+        {"v=spf1 ~a:e.example.com/0 -all", true, "v=spf1 ~exists:e.example.com -all"},
+        {"v=spf1 a//0 -all", true, "v=spf1 a//128 -all"},
+        {"v=spf1 mx/24//0", true, "v=spf1 mx/24//128"},
+        {"v=spf1 a/0 -all", false, "v=spf1 a/32 -all"},
+        {"v=spf1 mx/0//64", false, "v=spf1 mx/32//64"},
+        {"v=spf1 mx/0 -all", true, NULL},  /* no equivalent: libspf2 refuses it */
+        {"v=spf1 a//0 -all", false, NULL}, /* likewise */
+        {"v=spf1 ip4:10.0.0.0/8 a/24", true, NULL},
+        {"v=spf1 ip4:10.0.0.0/08", true, NULL},
+    };
+    char out[256];
+
+    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+        long n = spf_rewrite_cidr0(t[i].rec, strlen(t[i].rec), t[i].v4, out, sizeof(out));
+        if (t[i].want == NULL) {
+            ck_assert_msg(n == -1, "%s -> %s", t[i].rec, out);
+            continue;
+        }
+        ck_assert_msg(n >= 0, "%s unchanged", t[i].rec);
+        ck_assert_str_eq(out, t[i].want);
+        ck_assert_int_eq(n, (long)strlen(t[i].want));
+    }
+    ck_assert_int_eq(spf_rewrite_cidr0("v=spf1 ip4:1.2.3.4/0", 20, true, out, 16), -1);
+}
+END_TEST
+
 /* libspf2 results, INVALID included, to ours */
 START_TEST(test_spf_map)
 {
@@ -236,6 +277,72 @@ START_TEST(test_spf_map)
 }
 END_TEST
 
+struct calls {
+    int n;
+    enum pc_dns_status st;
+};
+
+/* count_cb - remember how often and how a query answered */
+static void count_cb(void *arg, enum pc_dns_status st, const struct pc_dns_answer *a)
+{
+    struct calls *c = arg;
+
+    (void)a;
+    c->n++;
+    c->st = st;
+}
+
+/* run_for - run the loop for ms milliseconds */
+static void run_for(struct event_base *b, int ms)
+{
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+
+    event_base_loopexit(b, &tv);
+    event_base_dispatch(b);
+}
+
+/* The resolver: our timeout answers "try later"; a cancelled query never calls back. */
+START_TEST(test_resolver_timeout_and_cancel)
+{
+    struct event_base *b = event_base_new();
+    struct pc_err err = {{0}};
+    struct sockaddr_in sin = {.sin_family = AF_INET};
+    socklen_t len = sizeof(sin);
+    char ns[64];
+    int fd = socket(AF_INET, SOCK_DGRAM, 0); /* a nameserver that never answers */
+
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert(bind(fd, (struct sockaddr *)&sin, sizeof(sin)) == 0);
+    ck_assert(getsockname(fd, (struct sockaddr *)&sin, &len) == 0);
+    snprintf(ns, sizeof(ns), "127.0.0.1:%u", ntohs(sin.sin_port));
+    const char *nss[] = {ns};
+    struct pc_dns *d = pc_dns_create(b, nss, 1, 300, &err);
+    ck_assert_msg(d != NULL, "%s", err.msg);
+
+    struct calls kept = {0}, cancelled = {0};
+    struct pc_dns_query *q1 = pc_dns_lookup(d, "host.test", PC_DNS_T_A, count_cb, &kept);
+    struct pc_dns_query *q2 = pc_dns_lookup(d, "other.test", PC_DNS_T_A, count_cb, &cancelled);
+    ck_assert(q1 && q2);
+    ck_assert_int_eq(kept.n, 0); /* never from inside pc_dns_lookup() */
+    pc_dns_cancel(q2);
+    run_for(b, 1200);
+    ck_assert_int_eq(kept.n, 1);
+    ck_assert_int_eq(kept.st, PC_DNS_TRYLATER);
+    ck_assert_int_eq(cancelled.n, 0);
+    /* freeing with a query outstanding: no callback either */
+    pc_dns_lookup(d, "third.test", PC_DNS_T_A, count_cb, &cancelled);
+    pc_dns_free(d);
+    run_for(b, 50);
+    ck_assert_int_eq(cancelled.n, 0);
+    /* bad nameserver syntax is a configuration error */
+    const char *bad[] = {"127.0.0.1:99999"};
+    ck_assert(pc_dns_create(b, bad, 1, 300, &err) == NULL);
+    ck_assert(strstr(err.msg, "99999") != NULL);
+    close(fd);
+    event_base_free(b);
+}
+END_TEST
+
 /* suite - every case */
 static Suite *suite(void)
 {
@@ -249,6 +356,9 @@ static Suite *suite(void)
     tcase_add_test(tc, test_dnsbl_sites);
     tcase_add_test(tc, test_spf_syntax);
     tcase_add_test(tc, test_spf_map);
+    tcase_add_test(tc, test_spf_cidr0);
+    tcase_add_test(tc, test_resolver_timeout_and_cancel);
+    tcase_set_timeout(tc, 20);
     suite_add_tcase(s, tc);
     return s;
 }

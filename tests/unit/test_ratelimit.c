@@ -8,8 +8,10 @@
 #include <check.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "filters/filter.h"
+#include "gateway/conf.h"
 #include "policy/ratelimit.h"
 
 static double fake_now;
@@ -306,6 +308,68 @@ START_TEST(store_create)
 }
 END_TEST
 
+START_TEST(config_errors)
+{
+    static const struct {
+        const char *text, *want;
+    } t[] = {
+        {"limit \"a\" { rate = \"5/1x\" }", ":2: ratelimit: limit \"a\": rate must be"},
+        {"limit \"a\" { }", "rate must be like"},
+        {"limit \"a\" { rate = \"5/1m\" count = \"mails\" }", "count must be connections"},
+        {"limit \"a\" { rate = \"5/1m\" key = { \"rcpt\" } }", "rcpt is not known when messages"},
+        {"limit \"a\" { rate = \"5/1m\" count = \"connections\" key = { \"sender\" } }",
+         "sender is not known when connections"},
+        {"limit \"a\" { rate = \"5/1m\" key = { \"colour\" } }", "unknown key field \"colour\""},
+        {"limit \"a\" { rate = \"5/1m\" on_error = \"reject\" }", "on_error must be accept or"},
+        {"limit \"a\" { rate = \"5/1m\" burst = -1 }", "burst = -1 is out of range"},
+        {"limit \"a\" { rate = \"1/30d\" burst = 1000 }", "drains in more than a year"},
+        {"on_error = \"reject\"", "never a reason for a 5xx"},
+        {"store = \"redis://127.0.0.1:0/0\"", "bad store"},
+        {"store = \"http://127.0.0.1\"", "bad store"},
+        {"sentinels = { \"127.0.0.1:26379\" }", "sentinels need sentinel_master"},
+        {"sentinels = { \"127.0.0.1\" } sentinel_master = \"m\"", "bad sentinel address"},
+        {"store_timeout = \"30s\"", "shorter than timeout"},
+        {"store_timeout = \"5ms\"", "store_timeout must be a duration"},
+        {"prefix = \"a b\"", "prefix: at most 64"},
+        {"ipv4_prefix = 33", "ipv4_prefix is 8..32"},
+        {"max_entries = 1", "max_entries is 100"},
+        {"limit \"a\" { rate = \"5/1m\" } limit \"a\" { rate = \"5/1m\" }", "duplicate title"},
+    };
+    char path[] = "/tmp/pc-rl-conf.XXXXXX";
+    int fd = mkstemp(path);
+
+    ck_assert_int_ge(fd, 0);
+    close(fd);
+    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+        struct pc_err err = {{0}};
+        FILE *f = fopen(path, "w");
+        fprintf(f, "ratelimit {\n%s\n}\n", t[i].text);
+        fclose(f);
+        struct pc_conf *c = pc_conf_load(path, &err);
+        ck_assert_msg(c == NULL, "accepted: %s", t[i].text);
+        ck_assert_msg(strstr(err.msg, t[i].want) != NULL, "%s: got \"%s\"", t[i].text, err.msg);
+        ck_assert_msg(strncmp(err.msg, path, strlen(path)) == 0, "no file:line in %s", err.msg);
+    }
+    /* And a good one, with every field and count. */
+    FILE *f = fopen(path, "w");
+    fprintf(f, "ratelimit {\n on_error = \"Accept\"\n"
+               " limit \"c\" { key = { \"client_ip\", \"client_net\" } count = \"connections\" "
+               "rate = \"10/1s\" }\n"
+               " limit \"r\" { key = { \"rcpt\", \"rcpt_domain\", \"helo\" } count = "
+               "\"recipients\" rate = \"10/h\" burst = 3 on_error = \"tempfail\" }\n"
+               " limit \"m\" { key = { \"sender\", \"sender_domain\", \"auth_user\" } "
+               "rate = \"100/1d\" named_only = true }\n"
+               " limit \"b\" { key = { \"sender_domain\" } count = \"bytes\" rate = \"50M/1d\" "
+               "rule = \"x\" }\n}\n");
+    fclose(f);
+    struct pc_err err = {{0}};
+    struct pc_conf *c = pc_conf_load(path, &err);
+    ck_assert_msg(c != NULL, "%s", err.msg);
+    pc_conf_unref(c);
+    unlink(path);
+}
+END_TEST
+
 /* ratelimit_suite - the table of cases */
 static Suite *ratelimit_suite(void)
 {
@@ -320,6 +384,7 @@ static Suite *ratelimit_suite(void)
     tcase_add_test(tc, memory_store);
     tcase_add_test(tc, memory_bounded);
     tcase_add_test(tc, store_create);
+    tcase_add_test(tc, config_errors);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -15,7 +15,9 @@
  *	fires, the session goes on), a cancelled pending check, NOSCRIPT
  *	after SCRIPT FLUSH, connection floods (421 4.7.0), recipients keyed
  *	on the recipient domain, limits chosen by a fact, an oversized reply,
- *	and a Sentinel failover (three Sentinels, a master and a replica).
+ *	AUTH and SELECT, a Unix socket, and Sentinel failovers (three Sentinels, a master and
+ *	a replica; the master killed, and a manual failover with both up).
+ *	RL_TEST_LOG=1 shows the gateway's log lines.
  */
 #include <arpa/inet.h>
 #include <check.h>
@@ -121,6 +123,54 @@ static long long redis_cmd(int port, const char *cmd)
     if (c)
         redisFree(c);
     return v;
+}
+
+/* redis_str - one synchronous command; a string reply (or an array's first string) or "" */
+static void redis_str(int port, const char *cmd, char *out, size_t size)
+{
+    struct timeval tv = {1, 0};
+    redisContext *c = redisConnectWithTimeout("127.0.0.1", port, tv);
+
+    out[0] = 0;
+    if (c && !c->err) {
+        redisSetTimeout(c, tv);
+        redisReply *r = redisCommand(c, cmd);
+        if (r && (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS))
+            snprintf(out, size, "%s", r->str);
+        else if (r && r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
+                 r->element[0]->type == REDIS_REPLY_STRING)
+            snprintf(out, size, "%s", r->element[0]->str);
+        if (r)
+            freeReplyObject(r);
+    }
+    if (c)
+        redisFree(c);
+}
+
+/* replica_synced - the replica holds the master's (single) counter with the same value */
+static bool replica_synced(int mport, int rport_)
+{
+    char key[200], cmd[220], a[64], b[64];
+
+    for (int i = 0; i < 100; i++) {
+        redis_str(mport, "KEYS portcullis:rl:*", key, sizeof(key));
+        snprintf(cmd, sizeof(cmd), "GET %s", key);
+        redis_str(mport, cmd, a, sizeof(a));
+        redis_str(rport_, cmd, b, sizeof(b));
+        if (key[0] && a[0] && strcmp(a, b) == 0)
+            return true;
+        usleep(50000);
+    }
+    return false;
+}
+
+/* our_client - does the server have a connection named by the ratelimit store */
+static bool our_client(int port)
+{
+    char list[4096];
+
+    redis_str(port, "CLIENT LIST", list, sizeof(list));
+    return strstr(list, "name=portcullis-ratelimit") != NULL;
 }
 
 /* spawn - run redis-server with arguments; dies with us */
@@ -671,6 +721,229 @@ START_TEST(rule_chooses_limit)
 }
 END_TEST
 
+START_TEST(auth_and_refusal)
+{
+    struct event_base *base = event_base_new();
+    struct env e;
+    char p[16], lines[256];
+    int port = pick_port();
+
+    snprintf(p, sizeof(p), "%d", port);
+    const char *argv[] = {
+        "redis-server", "--port", p,       "--bind", "127.0.0.1",     "--save", "",
+        "--appendonly", "no",     "--dir", tmpdir,   "--requirepass", "s3cret", NULL};
+    pid_t pid = spawn(argv);
+    for (int i = 0; i < 100; i++) {
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+        inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+        bool up = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+        close(fd);
+        if (up)
+            break;
+        usleep(50000);
+    }
+    /* Without the password Redis refuses every command: on_error, never a crash. */
+    snprintf(lines, sizeof(lines), "  store = \"redis://127.0.0.1:%d/2\"", port);
+    env_open(&e, base, conf_text(lines, two_policies));
+    struct pc_session *s = session(&e, "192.0.2.80");
+    mail(s, "<a@b.example>", "<u@example.com>");
+    ck_assert_int_eq(stage(&e, s, PC_STAGE_EOM).action, PC_CONTINUE);
+    ck_assert(has_fact(s, "ratelimit", "soft=error"));
+    pc_txn_free(s);
+    session_free(s);
+    env_close(&e);
+    /* With it (and db 2 selected), counting works. */
+    snprintf(lines, sizeof(lines), "  store = \"redis://127.0.0.1:%d/2\"\n  password = \"s3cret\"",
+             port);
+    env_open(&e, base, conf_text(lines, lim5));
+    s = session(&e, "192.0.2.80");
+    for (int i = 0; i < 5; i++)
+        ck_assert_int_eq(message(&e, s, "<a@b.example>").action, PC_CONTINUE);
+    ck_assert_int_eq(message(&e, s, "<a@b.example>").code, 450);
+    session_free(s);
+    env_close(&e);
+    event_base_free(base);
+    redis_stop(pid);
+}
+END_TEST
+
+START_TEST(key_fields)
+{
+    struct event_base *base = event_base_new();
+    struct env e;
+    static const char limits[] =
+        "limit \"user\" { key = { \"auth_user\" } count = \"recipients\" rate = \"2/1h\" }\n"
+        "limit \"helo\" { key = { \"helo\", \"sender_domain\" } rate = \"3/1h\" }\n";
+
+    env_open(&e, base, conf_text(store_line, limits));
+    /* Not authenticated: the auth_user limit does not apply at all. */
+    struct pc_session *s = session(&e, "192.0.2.90");
+    for (int i = 0; i < 4; i++) {
+        mail(s, "<a@b.example>", "<u@example.com>");
+        ck_assert_int_eq(stage(&e, s, PC_STAGE_RCPT).action, PC_CONTINUE);
+        ck_assert(!has_fact(s, "ratelimit", "user=ok"));
+        pc_txn_free(s);
+    }
+    /* Authenticated: bob has 2 recipients an hour wherever he connects from. */
+    s->auth_user = "bob";
+    struct pc_session *s2 = session(&e, "198.51.100.90");
+    s2->auth_user = "bob";
+    struct pc_session *who[] = {s, s2, s};
+    enum pc_action want[] = {PC_CONTINUE, PC_CONTINUE, PC_TEMPFAIL};
+    for (int i = 0; i < 3; i++) {
+        mail(who[i], "<a@b.example>", "<u@example.com>");
+        struct pc_verdict v = stage(&e, who[i], PC_STAGE_RCPT);
+        ck_assert_msg(v.action == want[i], "recipient %d: %s", i + 1, v.text);
+        pc_txn_free(who[i]);
+    }
+    /* HELO and sender domain, both without case: 3 messages, then refused. */
+    s2->helo = "MX.Client.Example";
+    for (int i = 0; i < 4; i++) {
+        struct pc_session *x = i % 2 ? s : s2;
+        x->helo = i % 2 ? "mx.client.example" : "MX.Client.Example";
+        struct pc_verdict v = message(&e, x, i % 2 ? "<a@DOM.example>" : "<b@dom.example>");
+        ck_assert_msg(v.action == (i < 3 ? PC_CONTINUE : PC_TEMPFAIL), "message %d", i + 1);
+    }
+    session_free(s);
+    session_free(s2);
+    env_close(&e);
+    event_base_free(base);
+}
+END_TEST
+
+START_TEST(unix_socket)
+{
+    struct event_base *base = event_base_new();
+    struct env e;
+    char sock[200], lines[300];
+
+    snprintf(sock, sizeof(sock), "%s/redis.sock", tmpdir);
+    const char *argv[] = {"redis-server", "--port", "0",     "--unixsocket", sock, "--save", "",
+                          "--appendonly", "no",     "--dir", tmpdir,         NULL};
+    pid_t pid = spawn(argv);
+    struct stat sb;
+    for (int i = 0; i < 100 && stat(sock, &sb) != 0; i++)
+        usleep(50000);
+    ck_assert_msg(stat(sock, &sb) == 0, "no socket %s", sock);
+    snprintf(lines, sizeof(lines), "  store = \"unix:%s?db=1\"", sock);
+    env_open(&e, base, conf_text(lines, lim5));
+    struct pc_session *s = session(&e, "192.0.2.95");
+    for (int i = 0; i < 5; i++) {
+        mail(s, "<a@b.example>", "<u@example.com>");
+        struct pc_verdict v = stage(&e, s, PC_STAGE_EOM);
+        ck_assert_msg(v.action == PC_CONTINUE && has_fact(s, "ratelimit", "msgs=ok"), "%d: %s",
+                      i + 1, v.text);
+        pc_txn_free(s);
+    }
+    ck_assert_int_eq(message(&e, s, "<a@b.example>").code, 450);
+    session_free(s);
+    env_close(&e);
+    event_base_free(base);
+    redis_stop(pid);
+    unlink(sock);
+}
+END_TEST
+
+/* pending_all - start an end-of-data check in each session; how many went pending */
+static int pending_all(struct pc_session **v, int n)
+{
+    int pending = 0;
+
+    for (int i = 0; i < n; i++) {
+        struct tdoor *d = v[i]->door_ctx;
+        struct pc_verdict tmp;
+        d->done = false;
+        mail(v[i], "<a@b.example>", "<u@example.com>");
+        if (pc_chain_run(v[i], PC_STAGE_EOM, &tmp) == PC_PENDING)
+            pending++;
+        else
+            d->done = true, d->v = tmp;
+    }
+    return pending;
+}
+
+/* wait_all - run the loop until every live session's stage is done */
+static void wait_all(struct env *e, struct pc_session **v, int n)
+{
+    time_t until = time(NULL) + 30;
+
+    for (;;) {
+        bool all = true;
+        for (int i = 0; i < n; i++)
+            if (v[i] && !((struct tdoor *)v[i]->door_ctx)->done)
+                all = false;
+        if (all || time(NULL) > until)
+            break;
+        event_base_loop(e->base, EVLOOP_ONCE);
+    }
+}
+
+START_TEST(many_pending)
+{
+    struct event_base *base = event_base_new();
+    struct env e;
+    struct pc_session *v[60];
+    char ip[32];
+    const int n = 60;
+
+    env_open(&e, base, conf_text(store_line, two_policies));
+    for (int i = 0; i < n; i++) {
+        snprintf(ip, sizeof(ip), "10.0.%d.%d", i / 200, 1 + i % 200);
+        v[i] = session(&e, ip);
+    }
+    /* Many checks in flight on one connection, answered in order. */
+    ck_assert_int_eq(pending_all(v, n), n);
+    wait_all(&e, v, n);
+    for (int i = 0; i < n; i++) {
+        ck_assert(((struct tdoor *)v[i]->door_ctx)->done);
+        ck_assert(has_fact(v[i], "ratelimit", "soft=ok"));
+        pc_txn_free(v[i]);
+    }
+    /* Frozen Redis with checks in flight; every third session goes away meanwhile. */
+    kill(rpid, SIGSTOP);
+    ck_assert_int_eq(pending_all(v, n), n);
+    for (int i = 0; i < n; i += 3) {
+        session_free(v[i]);
+        v[i] = NULL;
+    }
+    wait_all(&e, v, n);
+    for (int i = 0; i < n; i++) {
+        if (v[i] == NULL)
+            continue;
+        ck_assert_msg(((struct tdoor *)v[i]->door_ctx)->done, "session %d still waiting", i);
+        ck_assert_msg(has_fact(v[i], "ratelimit", "soft=error"), "session %d", i);
+        pc_txn_free(v[i]);
+    }
+    kill(rpid, SIGCONT);
+    /* Back to normal: the survivors' checks pass again. */
+    bool back = false;
+    for (int round = 0; round < 100 && !back; round++) {
+        struct timeval tv = {0, 100000};
+        event_base_loopexit(base, &tv);
+        event_base_dispatch(base);
+        struct pc_session *live[60];
+        int m = 0;
+        for (int i = 0; i < n; i++)
+            if (v[i])
+                live[m++] = v[i];
+        pending_all(live, m);
+        wait_all(&e, live, m);
+        back = true;
+        for (int i = 0; i < m; i++) {
+            back &= has_fact(live[i], "ratelimit", "soft=ok");
+            pc_txn_free(live[i]);
+        }
+    }
+    ck_assert_msg(back, "no recovery");
+    for (int i = 0; i < n; i++)
+        if (v[i])
+            session_free(v[i]);
+    env_close(&e);
+    event_base_free(base);
+}
+END_TEST
+
 /* A peer that answers anything with a huge bulk string. */
 struct liar {
     int lfd, port;
@@ -684,6 +957,8 @@ static void liar_start(struct liar *l)
 
     l->port = pick_port();
     l->lfd = socket(AF_INET, SOCK_STREAM, 0);
+    int one = 1; /* as port_free() probed it: a port in TIME_WAIT must not fail the bind */
+    setsockopt(l->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     sa.sin_port = htons((uint16_t)l->port);
     inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
     ck_assert_int_eq(bind(l->lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
@@ -782,7 +1057,8 @@ START_TEST(sentinel_failover)
         struct pc_verdict v = message(&e, s, "<a@b.example>");
         ck_assert_msg(v.action == PC_CONTINUE, "message %d: %s", i + 1, pc_action_name(v.action));
     }
-    ck_assert_int_ge(redis_cmd(mport, "WAIT 1 2000"), 1);
+    ck_assert_msg(replica_synced(mport, rp), "the replica did not catch up");
+    ck_assert(our_client(mport));
     /* The master dies; the Sentinels promote the replica; we follow. */
     redis_stop(rpid);
     rpid = 0;
@@ -812,6 +1088,68 @@ START_TEST(sentinel_failover)
 }
 END_TEST
 
+START_TEST(sentinel_switch_master)
+{
+    struct event_base *base = event_base_new();
+    struct env e;
+    int mport = rport, rp = pick_port(), sp[3];
+    pid_t replica = redis_start(rp, mport), sent[3];
+    char lines[512], ok_text[64];
+
+    for (int i = 0; i < 3; i++) {
+        sp[i] = pick_port();
+        sent[i] = sentinel_start(sp[i], mport, i);
+    }
+    snprintf(lines, sizeof(lines),
+             "  sentinels = { \"127.0.0.1:%d\", \"127.0.0.1:%d\", \"127.0.0.1:%d\" }\n"
+             "  sentinel_master = \"pcmaster\"\n",
+             sp[0], sp[1], sp[2]);
+    env_open(&e, base, conf_text(lines, lim5));
+    struct pc_session *s = session(&e, "192.0.2.61");
+    for (int i = 0; i < 2; i++)
+        ck_assert_int_eq(message(&e, s, "<a@b.example>").action, PC_CONTINUE);
+    ck_assert(our_client(mport));
+    ck_assert_msg(replica_synced(mport, rp), "the replica did not catch up");
+    /* A manual failover: both servers stay up, the old master becomes a replica. The
+     * Sentinels announce +switch-master; we must end up writing to the new master. */
+    bool asked = false;
+    for (int i = 0; i < 100 && !asked; i++) {
+        redis_str(sp[0], "SENTINEL FAILOVER pcmaster", ok_text, sizeof(ok_text));
+        asked = strcmp(ok_text, "OK") == 0;
+        if (!asked)
+            usleep(100000); /* the Sentinels may not know the replica yet */
+    }
+    ck_assert_msg(asked, "SENTINEL FAILOVER: %s", ok_text);
+    bool moved = false;
+    for (int i = 0; i < 300 && !moved; i++) {
+        struct timeval tv = {0, 100000};
+        event_base_loopexit(base, &tv);
+        event_base_dispatch(base);
+        moved = our_client(rp) && !our_client(mport);
+    }
+    ck_assert_msg(moved, "the store did not follow the failover");
+    /* 2 before, 3 after: the 6th is refused, so the counter went across. */
+    int ok = 0;
+    for (int i = 0; i < 50 && ok < 3; i++) {
+        mail(s, "<a@b.example>", "<u@example.com>");
+        struct pc_verdict v = stage(&e, s, PC_STAGE_EOM);
+        if (!has_fact(s, "ratelimit", "msgs=error")) {
+            ck_assert_msg(v.action == PC_CONTINUE, "after failover: %d %s", v.code, v.text);
+            ok++;
+        }
+        pc_txn_free(s);
+    }
+    ck_assert_int_eq(ok, 3);
+    ck_assert_int_eq(message(&e, s, "<a@b.example>").code, 450);
+    session_free(s);
+    env_close(&e);
+    event_base_free(base);
+    for (int i = 0; i < 3; i++)
+        redis_stop(sent[i]);
+    redis_stop(replica);
+}
+END_TEST
+
 /* rl_redis_suite - every case gets a fresh server */
 static Suite *rl_redis_suite(void)
 {
@@ -828,8 +1166,13 @@ static Suite *rl_redis_suite(void)
     tcase_add_test(tc, noscript_fallback);
     tcase_add_test(tc, connections_and_recipients);
     tcase_add_test(tc, rule_chooses_limit);
+    tcase_add_test(tc, key_fields);
+    tcase_add_test(tc, auth_and_refusal);
+    tcase_add_test(tc, unix_socket);
+    tcase_add_test(tc, many_pending);
     tcase_add_test(tc, oversized_reply);
     tcase_add_test(tc, sentinel_failover);
+    tcase_add_test(tc, sentinel_switch_master);
     suite_add_tcase(s, tc);
     return s;
 }
@@ -840,7 +1183,7 @@ int main(void)
     snprintf(tmpdir, sizeof(tmpdir), "/tmp/pc-rl-test.XXXXXX");
     if (mkdtemp(tmpdir) == NULL)
         return EXIT_FAILURE;
-    pc_log_set_verbose(-1);
+    pc_log_set_verbose(getenv("RL_TEST_LOG") ? 0 : -1);
     SRunner *sr = srunner_create(rl_redis_suite());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
