@@ -15,6 +15,8 @@
  *	neighbouring field the way OpenDKIM's ordinal counting did
  *	(CVE-2022-48521). Fields of other ADMDs are kept.
  *
+ *	It runs as a gate filter, also after another filter said ACCEPT (a
+ *	whitelist rule must not let a forged field with our id through).
  *	The authserv-id defaults to the configured hostname.
  * SEE ALSO
  *	RFC 8601, RFC 7601 section 5, RFC 7489 section 11.2
@@ -167,7 +169,11 @@ char *pc_authres_value(struct pc_session *s, const char *id)
         pvalue(&b, spf);
         /* The domain only (RFC 8601 2.7.2 allows it): a quoted local part could
          * otherwise carry text that looks like another result. */
-        if (t && t->from.domain && t->from.domain[0]) {
+        const char *sd = pc_fact_get(s, "spf_domain"), *si = pc_fact_get(s, "spf_identity");
+        if (sd && sd[0]) {
+            pc_buf_puts(&b, si && strcmp(si, "helo") == 0 ? " smtp.helo=" : " smtp.mailfrom=");
+            pvalue(&b, sd);
+        } else if (t && t->from.domain && t->from.domain[0]) {
             pc_buf_puts(&b, " smtp.mailfrom=");
             pvalue(&b, t->from.domain);
         } else if (s->helo) {
@@ -235,6 +241,8 @@ static enum pc_action authres_eom(struct pc_session *s, void *conf, void *ctx,
 const struct pc_filter_ops pc_filter_authres = {
     .name = "authres",
     .abi = PC_FILTER_ABI,
+    /* A gate: forged fields must go even when a rule has accepted the message. */
+    .flags = PC_FILTER_GATE,
     .opts = authres_opts,
     .configure = authres_configure,
     .destroy = authres_destroy,

@@ -967,7 +967,6 @@ static void dkim_facts(struct pc_session *s, const struct pc_dkimv *j)
     pc_fact_add(s, "dkim", "%s", best);
 }
 
-/* dkim_on_key - the resolver answered: continue the job, resume when done */
 static void dkim_on_key(void *arg, enum pc_dns_status st, const struct pc_dns_answer *a);
 
 static void dkim_work(void *arg);
@@ -1056,6 +1055,7 @@ static void dkim_done(void *arg)
     pc_chain_resume(x->s, &v);
 }
 
+/* dkim_on_key - one key arrived; when the last one has, continue the job and resume */
 static void dkim_on_key(void *arg, enum pc_dns_status st, const struct pc_dns_answer *a)
 {
     struct dkim_lookup *l = arg;

@@ -356,6 +356,8 @@ static void fill_in(struct pc_session *s, struct pc_dmarc_in *in, struct pc_pool
 
     in->spf = pc_fact_get(s, "spf");
     in->spf_domain = pc_fact_get(s, "spf_domain");
+    const char *ident = pc_fact_get(s, "spf_identity");
+    in->spf_helo = ident && strcmp(ident, "helo") == 0;
     if (in->spf_domain == NULL && s->txn) {
         in->spf_domain = s->txn->from.domain;
         if (in->spf_domain == NULL || in->spf_domain[0] == 0) { /* null sender: HELO identity */

@@ -9,7 +9,8 @@ DESCRIPTION
     listener (verifies, applies DMARC, writes Authentication-Results), which delivers to
     smtp-sink. Checks: mail signed on the way out verifies on the way in (dkim=pass,
     dmarc=pass) and an Authentication-Results claiming our authserv-id is gone; a forged
-    From under p=reject is refused with 550 5.7.1; p=quarantine is delivered marked.
+    From under p=reject is refused with 550 5.7.1; p=quarantine is delivered marked;
+    DMARC passes on SPF alignment with the spf filter in the chain, and fails without it.
 
 SEE ALSO
     RFC 6376, RFC 7489, RFC 8601
@@ -62,12 +63,15 @@ class DkimDmarc(unittest.TestCase):
                        capture_output=True)
         subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt",
                         "rsa_keygen_bits:2048", "-out", rsa], check=True, capture_output=True)
-        with open(os.path.join(cls.tmp, "test.zone"), "w") as z:
-            z.write("$ORIGIN test.\n$TTL 60\n@ IN SOA ns.test. hostmaster.test. 1 3600 600 86400 60\n"
-                    "@ IN NS ns.test.\nns IN A 127.0.0.1\n"
-                    "e1._domainkey.example IN TXT %s\nr1._domainkey.example IN TXT %s\n"
-                    '_dmarc.example IN TXT "v=DMARC1; p=reject"\n'
-                    '_dmarc.quar IN TXT "v=DMARC1; p=quarantine"\n'
+        # A root zone, so that every other name is a clean NXDOMAIN (SPF none, no policy).
+        with open(os.path.join(cls.tmp, "root.zone"), "w") as z:
+            z.write("$ORIGIN .\n$TTL 60\n. IN SOA ns. hostmaster. 1 3600 600 86400 60\n"
+                    ". IN NS ns.\nns. IN A 127.0.0.1\n"
+                    "e1._domainkey.example.test. IN TXT %s\nr1._domainkey.example.test. IN TXT %s\n"
+                    '_dmarc.example.test. IN TXT "v=DMARC1; p=reject"\n'
+                    '_dmarc.quar.test. IN TXT "v=DMARC1; p=quarantine"\n'
+                    'spf.test. IN TXT "v=spf1 ip4:127.0.0.1 -all"\n'
+                    '_dmarc.spf.test. IN TXT "v=DMARC1; p=reject"\n'
                     % (txt_rdata("v=DKIM1; k=ed25519; p=" + pubkey_b64(ed, True)),
                        txt_rdata("v=DKIM1; k=rsa; p=" + pubkey_b64(rsa, False))))
         cls.nsd_port = h.free_port()
@@ -77,7 +81,7 @@ class DkimDmarc(unittest.TestCase):
                     f' zonesdir: "{t}"\n database: ""\n pidfile: "{t}/nsd.pid"\n'
                     f' logfile: "{t}/nsd.log"\n xfrdfile: "{t}/xfrd"\n zonelistfile: "{t}/zl"\n'
                     'remote-control:\n control-enable: no\n'
-                    'zone:\n name: "test"\n zonefile: "test.zone"\n')
+                    'zone:\n name: "."\n zonefile: "root.zone"\n')
         cls.nsd = h.Proc(["nsd", "-d", "-c", os.path.join(t, "nsd.conf")])
         for _ in range(200):
             if os.path.exists(f"{t}/nsd.log") and "nsd started" in open(f"{t}/nsd.log").read():
@@ -95,7 +99,7 @@ listener "out" {{
 listener "in" {{
   address = "127.0.0.1:{cls.in_port}"
   backend = "mta"
-  filters = {{ "relay", "dkim", "dmarc", "authres" }}
+  filters = {{ "relay", "spf", "dkim", "dmarc", "authres" }}
 }}
 backend "in" {{
   address = "127.0.0.1:{cls.in_port}"
@@ -128,7 +132,11 @@ dkim {{
     def delivered(self, marker, timeout=10.0):
         end = time.time() + timeout
         while time.time() < end:
-            for m in self.sink.messages():
+            try:
+                msgs = self.sink.messages()
+            except FileNotFoundError:  # smtp-sink removed an empty dump file mid-listing
+                msgs = []
+            for m in msgs:
                 if marker.encode() in m:
                     return m.decode("latin-1")
             time.sleep(0.05)
@@ -159,6 +167,19 @@ dkim {{
         m = self.delivered("Subject: quar-1")
         self.assertIn("X-DMARC-Quarantine: policy=quarantine; header.from=quar.test", m)
         self.assertIn("dmarc=fail (p=quarantine) header.from=quar.test", m)
+
+    def test_spf_alignment(self):
+        code, text = send(self.in_port, "bounce@spf.test", "bob@example.net",
+                          "From: a@spf.test\nTo: bob@example.net\nSubject: spf-1\n\nx\n")
+        self.assertEqual(code, 250, text)
+        m = self.delivered("Subject: spf-1")
+        self.assertIn("spf=pass smtp.mailfrom=spf.test", m)
+        self.assertIn("dkim=none", m)
+        self.assertIn("dmarc=pass (p=reject) header.from=spf.test", m)
+        # the same From with somebody else's envelope: not aligned, refused
+        code, text = send(self.in_port, "x@attacker.example", "bob@example.net",
+                          "From: a@spf.test\nTo: bob@example.net\nSubject: spf-2\n\nx\n")
+        self.assertEqual(code, 550, text)
 
     def test_multiple_from_rejected(self):
         code, text = send(self.in_port, "x@attacker.example", "bob@example.net",

@@ -29,12 +29,32 @@
 
 /* ---- nsd on loopback serving the test's records -------------------------------- */
 
-#define NSD_PORT 22153 /* this helper's range: 22000-22999 */
-
 struct nsd {
     pid_t pid;
+    int port;
     char dir[64];
 };
+
+/* free_port - a loopback port free for both UDP and TCP right now (bound as port 0) */
+static int free_port(void)
+{
+    for (int tries = 0; tries < 50; tries++) {
+        struct sockaddr_in sin = {.sin_family = AF_INET};
+        socklen_t len = sizeof(sin);
+        int u = socket(AF_INET, SOCK_DGRAM, 0), t = socket(AF_INET, SOCK_STREAM, 0), port = 0;
+        inet_pton(AF_INET, "127.0.0.1", &sin.sin_addr);
+        if (bind(u, (struct sockaddr *)&sin, sizeof(sin)) == 0 &&
+            getsockname(u, (struct sockaddr *)&sin, &len) == 0 &&
+            bind(t, (struct sockaddr *)&sin, sizeof(sin)) == 0)
+            port = ntohs(sin.sin_port);
+        close(u);
+        close(t);
+        if (port)
+            return port;
+    }
+    ck_abort_msg("no free port");
+    return 0;
+}
 
 /* zone_txt - one TXT record, split into 255-byte character-strings */
 static void zone_txt(FILE *z, const char *name, const char *v)
@@ -55,6 +75,7 @@ static void nsd_start(struct nsd *ns, const struct fake_dns *t, size_t n)
     char path[128];
     FILE *f;
 
+    ns->port = free_port();
     snprintf(ns->dir, sizeof(ns->dir), "/tmp/pc-dkim-nsd-XXXXXX");
     ck_assert_ptr_nonnull(mkdtemp(ns->dir));
     snprintf(path, sizeof(path), "%s/root.zone", ns->dir);
@@ -71,13 +92,14 @@ static void nsd_start(struct nsd *ns, const struct fake_dns *t, size_t n)
                " zonesdir: \"%s\"\n database: \"\"\n pidfile: \"%s/nsd.pid\"\n"
                " logfile: \"%s/nsd.log\"\n xfrdfile: \"%s/xfrd\"\n zonelistfile: \"%s/zl\"\n"
                "remote-control:\n control-enable: no\nzone:\n name: \".\"\n zonefile: \"root.zone\"\n",
-            NSD_PORT, ns->dir, ns->dir, ns->dir, ns->dir, ns->dir);
+            ns->port, ns->dir, ns->dir, ns->dir, ns->dir, ns->dir);
     fclose(f);
     ns->pid = fork();
     ck_assert_int_ge(ns->pid, 0);
     if (ns->pid == 0) {
         /* Dies with the test process, also when an assertion ends it. */
         prctl(PR_SET_PDEATHSIG, SIGTERM);
+        setpgid(0, 0); /* its server processes too are stopped through the group */
         int devnull = open("/dev/null", O_RDWR);
         dup2(devnull, 1);
         dup2(devnull, 2);
@@ -104,6 +126,7 @@ static void nsd_stop(struct nsd *ns)
 {
     char cmd[128];
 
+    kill(-ns->pid, SIGTERM);
     kill(ns->pid, SIGTERM);
     waitpid(ns->pid, NULL, 0);
     snprintf(cmd, sizeof(cmd), "rm -rf %s", ns->dir);
@@ -389,6 +412,8 @@ START_TEST(remove_ours_by_id)
     }
     pc_msg_finish(&s->txn->msg);
     ck_assert_uint_eq(pc_authres_remove_ours(s, "mx.example.org"), 2);
+    /* it runs even after an ACCEPT, so a whitelist cannot keep a forged field */
+    ck_assert(pc_filter_find("authres")->flags & PC_FILTER_GATE);
     pc_fact_add(s, "dkim", "fail");
     pc_fact_add(s, "dkim_sig", "fail d=bank.example s=s1 a=rsa-sha256 reason=body hash (mismatch)");
     pc_fact_add(s, "dkim_sig", "pass d=x.example;dkim=pass s=a\"b a=rsa-sha256");
@@ -462,9 +487,12 @@ static char *run_chain_with(const char *dkim_conf, const char *text, size_t len,
     struct event_base *base = event_base_new();
     struct nsd ns = {0};
     struct pc_err err = {{0}};
-    const char *servers[1] = {chain_dns_dead ? "127.0.0.1:22154" : "127.0.0.1:22153"};
+    char server[32];
+    const char *servers[1] = {server};
     if (!chain_dns_dead)
         nsd_start(&ns, t, nt);
+    /* a dead resolver: a port nobody serves (just found free) */
+    snprintf(server, sizeof(server), "127.0.0.1:%d", chain_dns_dead ? free_port() : ns.port);
     struct pc_dns *dns = pc_dns_create(base, servers, 1, chain_dns_dead ? 300 : 3000, &err);
     ck_assert_msg(dns != NULL, "%s", err.msg);
     struct pc_services svc = {.base = base, .dns = dns, .hostname = "mx.test",
