@@ -12,7 +12,7 @@ CC      ?= gcc
 B       ?= build
 SAN     ?=
 PKGS    := libevent libevent_openssl libevent_pthreads openssl libconfuse libunbound \
-           hiredis libpcre2-8 gmime-3.0 opendkim
+           hiredis libpcre2-8 gmime-3.0 opendkim libsystemd
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 

@@ -17,6 +17,7 @@
 #include <sys/socket.h>
 
 #include "lib/cidr.h"
+#include "lib/log.h"
 #include "policy/chain.h"
 
 struct pc_err;
@@ -64,6 +65,11 @@ struct pc_conf {
     const char *banner;
     const char *spool_dir;
     const char *log;
+    enum pc_log_target log_target;
+    bool log_json;
+    const char *syslog_name;
+    bool metrics_enabled;
+    const char *metrics_address; /* host:port of the Prometheus endpoint */
     bool delay_reject, soft_bounce, smtputf8;
     enum pc_bare_newline bare_newline;
     struct pc_limits limits;

@@ -25,15 +25,18 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "filters/filter.h"
 #include "gateway/conf.h"
 #include "gateway/dns.h"
+#include "gateway/metrics_http.h"
 #include "gateway/smtp_server.h"
 #include "gateway/worker.h"
 #include "lib/buf.h"
 #include "lib/log.h"
+#include "lib/metrics.h"
 #include "lib/parse.h"
 
 #define PC_GRACE_SECONDS 30
@@ -61,7 +64,7 @@ struct pc_server {
     size_t nlisteners;
     size_t nconn;
     struct pc_ipcount *iphash[PC_IPHASH];
-    struct event *sigterm, *sigint, *sighup, *grace;
+    struct event *sigterm, *sigint, *sighup, *sigusr1, *grace;
     bool stopping;
 };
 
@@ -147,12 +150,14 @@ static void on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct soc
 
     (void)evl;
     if (lc == NULL || srv->stopping) {
+        pc_metric_add(PC_M_CONNECTIONS_REFUSED, "stopping", NULL, 1);
         refuse(srv, fd, "service shutting down");
         return;
     }
     pc_ip_from_sockaddr(sa, &ip);
     if (srv->nconn >= lim->max_connections) {
         pc_warn("connection limit %zu reached; refusing a client", lim->max_connections);
+        pc_metric_add(PC_M_CONNECTIONS_REFUSED, "limit", NULL, 1);
         refuse(srv, fd, "too many connections");
         return;
     }
@@ -161,6 +166,7 @@ static void on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct soc
         !pc_cidr_list_match(&lim->connection_limit_exceptions, &ip)) {
         char a[64];
         pc_warn("too many connections from %s", pc_ip_format(&ip, a, sizeof(a)));
+        pc_metric_add(PC_M_CONNECTIONS_REFUSED, "per_ip_limit", NULL, 1);
         refuse(srv, fd, "too many connections from your address");
         return;
     }
@@ -208,6 +214,21 @@ static int bind_listener(struct pc_server *srv, struct pc_listener *l,
     return 0;
 }
 
+/* apply_log_conf - log target, format and syslog_name of a configuration generation */
+static void apply_log_conf(const struct pc_conf *conf)
+{
+    pc_log_init(conf->syslog_name, conf->log_target, LOG_MAIL);
+    pc_log_set_format(conf->log_json ? PC_LOG_JSON : PC_LOG_TEXT);
+}
+
+/* on_reopen - SIGUSR1: reopen logs (after a syslog restart or log rotation) */
+static void on_reopen(evutil_socket_t sig, short what, void *arg)
+{
+    (void)sig, (void)what, (void)arg;
+    pc_log_reopen();
+    pc_info("logs reopened");
+}
+
 /* on_reload - SIGHUP: new generation, swapped in only when valid */
 static void on_reload(evutil_socket_t sig, short what, void *arg)
 {
@@ -219,10 +240,12 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
     struct pc_conf *next = pc_conf_load(path, &err);
     if (next == NULL) {
         pc_err("reload failed, keeping the running configuration: %s", err.msg);
+        pc_metric_add(PC_M_RELOADS, "failed", NULL, 1);
         return;
     }
     if (pc_conf_start(next, &srv->svc, &err) < 0) {
         pc_err("reload failed, keeping the running configuration: %s", err.msg);
+        pc_metric_add(PC_M_RELOADS, "failed", NULL, 1);
         pc_conf_unref(next);
         return;
     }
@@ -244,6 +267,9 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
     pc_conf_unref(srv->conf);
     srv->conf = next;
     srv->svc.hostname = next->hostname;
+    apply_log_conf(next);
+    pc_metrics_http_configure(srv->base, next->metrics_enabled, next->metrics_address);
+    pc_metric_add(PC_M_RELOADS, "ok", NULL, 1);
     pc_info("reloaded %s", next->path);
 }
 
@@ -301,8 +327,7 @@ int pc_server_run(struct pc_conf *conf)
 
     if (srv == NULL)
         pc_fatal("out of memory");
-    pc_log_init("portcullis", strcmp(conf->log, "syslog") == 0 ? PC_LOG_SYSLOG : PC_LOG_STDERR,
-                LOG_MAIL);
+    apply_log_conf(conf);
     signal(SIGPIPE, SIG_IGN);
     raise_nofile();
     evthread_use_pthreads();
@@ -330,6 +355,15 @@ int pc_server_run(struct pc_conf *conf)
     srv->sigterm = evsignal_new(srv->base, SIGTERM, on_stop, srv);
     srv->sigint = evsignal_new(srv->base, SIGINT, on_stop, srv);
     srv->sighup = evsignal_new(srv->base, SIGHUP, on_reload, srv);
+    srv->sigusr1 = evsignal_new(srv->base, SIGUSR1, on_reopen, srv);
+    evsignal_add(srv->sigusr1, NULL);
+    {
+        struct timespec now;
+        clock_gettime(CLOCK_REALTIME, &now);
+        pc_metric_set(PC_M_START_TIME, NULL, NULL, (double)now.tv_sec);
+    }
+    if (pc_metrics_http_configure(srv->base, conf->metrics_enabled, conf->metrics_address) < 0)
+        return 1;
     evsignal_add(srv->sigterm, NULL);
     evsignal_add(srv->sigint, NULL);
     evsignal_add(srv->sighup, NULL);
@@ -344,6 +378,8 @@ int pc_server_run(struct pc_conf *conf)
     event_free(srv->sigterm);
     event_free(srv->sigint);
     event_free(srv->sighup);
+    event_free(srv->sigusr1);
+    pc_metrics_http_stop();
     if (srv->grace)
         event_free(srv->grace);
     pc_workers_destroy(srv->svc.workers);
