@@ -290,7 +290,10 @@ static void emit_stderr(int prio, const char *ident, const char *text, bool bare
     char buf[8192];
     int n;
 
-    if (bare) {
+    if (pc_log_format == PC_LOG_JSON) {
+        /* The object has its own time, host and ident: nothing may precede it. */
+        n = snprintf(buf, sizeof(buf), "%s\n", text);
+    } else if (bare) {
         /* The journal reads "<N>" as the priority (sd-daemon(3)) and adds time and ident. */
         n = snprintf(buf, sizeof(buf), "<%d>%s\n", prio & 7, text);
     } else {
