@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "lib/log.h"
+#include "lib/metrics.h"
 #include "lib/pool.h"
 
 #define PC_SPOOL_WBUF 65536
@@ -39,9 +40,20 @@ void pc_msg_init(struct pc_msg *m, size_t max_header_size, size_t max_headers,
     m->added_tail = &m->added;
 }
 
+/* hold - account message bytes in portcullis_spool_bytes (negative n: release) */
+static void hold(struct pc_msg *m, bool file, long long n)
+{
+    if (n == 0)
+        return;
+    *(file ? &m->held_file : &m->held_mem) += (size_t)n;
+    pc_metric_add(PC_M_SPOOL_BYTES, file ? "file" : "memory", NULL, (double)n);
+}
+
 /* pc_msg_free - release memory and the spool file */
 void pc_msg_free(struct pc_msg *m)
 {
+    hold(m, false, -(long long)m->held_mem);
+    hold(m, true, -(long long)m->held_file);
     pc_buf_free(&m->head);
     pc_buf_free(&m->body);
     free(m->hdrs);
@@ -106,6 +118,10 @@ static int body_append(struct pc_msg *m, const char *p, size_t n)
             return -1;
         }
         unlink(path);
+        /* From now on the message lives in the file. */
+        long long moved = (long long)m->held_mem;
+        hold(m, false, -moved);
+        hold(m, true, moved);
     }
     if (m->body_fd >= 0 && m->body.len >= PC_SPOOL_WBUF)
         return spool_flush(m);
@@ -128,6 +144,7 @@ static bool header_append(struct pc_msg *m, const char *line, size_t len)
 int pc_msg_line(struct pc_msg *m, const char *line, size_t len)
 {
     m->size += len + 2;
+    hold(m, m->body_fd >= 0, (long long)(len + 2));
     if (!m->in_body) {
         if (len == 0) {
             m->in_body = true;
@@ -194,8 +211,7 @@ ssize_t pc_msg_header_find(const struct pc_msg *m, const char *name, int nth)
 
     for (size_t i = 0; i < m->nhdrs; i++) {
         const struct pc_header *h = &m->hdrs[i];
-        if (!h->deleted && h->name_len == nl && strncasecmp(h->name, name, nl) == 0 &&
-            nth-- == 0)
+        if (!h->deleted && h->name_len == nl && strncasecmp(h->name, name, nl) == 0 && nth-- == 0)
             return (ssize_t)i;
     }
     return -1;
@@ -221,8 +237,7 @@ char *pc_msg_header_value(const struct pc_msg *m, size_t index, struct pc_pool *
 }
 
 /* pc_msg_add_header - prepend a header; CR and LF survive only as folding */
-void pc_msg_add_header(struct pc_msg *m, struct pc_pool *pool, const char *name,
-                       const char *value)
+void pc_msg_add_header(struct pc_msg *m, struct pc_pool *pool, const char *name, const char *value)
 {
     struct pc_hdr_add *a = pc_pool_zalloc(pool, sizeof(*a));
     size_t n = strlen(value);
@@ -230,7 +245,8 @@ void pc_msg_add_header(struct pc_msg *m, struct pc_pool *pool, const char *name,
 
     for (size_t i = 0; i <= n; i++) {
         char c = value[i];
-        bool fold = c == '\r' && value[i + 1] == '\n' && (value[i + 2] == ' ' || value[i + 2] == '\t');
+        bool fold =
+            c == '\r' && value[i + 1] == '\n' && (value[i + 2] == ' ' || value[i + 2] == '\t');
         if (fold) {
             v[i] = '\r', v[i + 1] = '\n';
             i++;
@@ -285,8 +301,8 @@ static bool put(const char *piece, size_t plen, size_t *off, char *buf, size_t c
 }
 
 /* pc_msg_read - stream the outgoing message: prefix, added, kept headers, separator, body */
-ssize_t pc_msg_read(const struct pc_msg *m, struct pc_msg_cursor *c, const char *prefix,
-                    char *buf, size_t cap)
+ssize_t pc_msg_read(const struct pc_msg *m, struct pc_msg_cursor *c, const char *prefix, char *buf,
+                    size_t cap)
 {
     size_t n = 0;
 
@@ -310,8 +326,10 @@ ssize_t pc_msg_read(const struct pc_msg *m, struct pc_msg_cursor *c, const char 
             size_t total = nl + 2 + vl + 2;
             while (c->off < total && n < cap) {
                 size_t o = c->off;
-                char ch = o < nl ? a->name[o] : o < nl + 2 ? ": "[o - nl]
-                          : o < nl + 2 + vl ? a->value[o - nl - 2] : "\r\n"[o - nl - 2 - vl];
+                char ch = o < nl            ? a->name[o]
+                          : o < nl + 2      ? ": "[o - nl]
+                          : o < nl + 2 + vl ? a->value[o - nl - 2]
+                                            : "\r\n"[o - nl - 2 - vl];
                 buf[n++] = ch;
                 c->off++;
             }
@@ -326,9 +344,8 @@ ssize_t pc_msg_read(const struct pc_msg *m, struct pc_msg_cursor *c, const char 
                 c->phase = 3;
                 break;
             }
-            if (m->hdrs[c->idx].deleted ||
-                put(m->head.data + m->hdrs[c->idx].raw_off, m->hdrs[c->idx].raw_len, &c->off,
-                    buf, cap, &n))
+            if (m->hdrs[c->idx].deleted || put(m->head.data + m->hdrs[c->idx].raw_off,
+                                               m->hdrs[c->idx].raw_len, &c->off, buf, cap, &n))
                 c->idx++;
             break;
         case 3:
