@@ -49,26 +49,28 @@ static const struct pc_int_bound pc_int_bounds[] = {
 };
 
 static const char *const pc_duration_opts[] = {
-    "timeouts|command",
-    "timeouts|data",
-    "timeouts|backend_connect",
-    "timeouts|backend_greeting",
-    "timeouts|backend_command",
-    "timeouts|backend_data_init",
-    "timeouts|backend_data_block",
-    "timeouts|backend_data_done",
+    "timeouts|command",          "timeouts|data",
+    "timeouts|backend_connect",  "timeouts|backend_greeting",
+    "timeouts|backend_command",  "timeouts|backend_data_init",
+    "timeouts|backend_data_block", "timeouts|backend_data_done",
     "dns|timeout",
 };
 
 static cfg_opt_t listener_opts[] = {
-    CFG_STR("address", "127.0.0.1:2525", CFGF_NONE), CFG_STR("backend", NULL, CFGF_NODEFAULT),
-    CFG_STR_LIST("filters", "{relay}", CFGF_NONE),   CFG_BOOL("trusted", cfg_false, CFGF_NONE),
-    CFG_BOOL("dry_run", cfg_false, CFGF_NONE),       CFG_END()};
+    CFG_STR("address", "127.0.0.1:2525", CFGF_NONE),
+    CFG_STR("backend", NULL, CFGF_NODEFAULT),
+    CFG_STR_LIST("filters", "{relay}", CFGF_NONE),
+    CFG_BOOL("trusted", cfg_false, CFGF_NONE),
+    CFG_BOOL("dry_run", cfg_false, CFGF_NONE),
+    CFG_END()};
 
 static cfg_opt_t backend_opts[] = {
-    CFG_STR_LIST("address", NULL, CFGF_NODEFAULT), CFG_STR("maildir", NULL, CFGF_NODEFAULT),
-    CFG_STR("identity", "xclient", CFGF_NONE),     CFG_BOOL("lmtp", cfg_false, CFGF_NONE),
-    CFG_STR("helo_name", NULL, CFGF_NODEFAULT),    CFG_END()};
+    CFG_STR_LIST("address", NULL, CFGF_NODEFAULT),
+    CFG_STR("maildir", NULL, CFGF_NODEFAULT),
+    CFG_STR("identity", "xclient", CFGF_NONE),
+    CFG_BOOL("lmtp", cfg_false, CFGF_NONE),
+    CFG_STR("helo_name", NULL, CFGF_NODEFAULT),
+    CFG_END()};
 
 static cfg_opt_t limits_opts[] = {
     CFG_INT("max_message_size", 10240000, CFGF_NONE),
@@ -84,21 +86,24 @@ static cfg_opt_t limits_opts[] = {
     CFG_INT("spool_threshold", 262144, CFGF_NONE),
     CFG_END()};
 
-static cfg_opt_t timeouts_opts[] = {CFG_STR("command", "5m", CFGF_NONE),
-                                    CFG_STR("data", "3m", CFGF_NONE),
-                                    CFG_STR("backend_connect", "30s", CFGF_NONE),
-                                    CFG_STR("backend_greeting", "5m", CFGF_NONE),
-                                    CFG_STR("backend_command", "5m", CFGF_NONE),
-                                    CFG_STR("backend_data_init", "2m", CFGF_NONE),
-                                    CFG_STR("backend_data_block", "3m", CFGF_NONE),
-                                    CFG_STR("backend_data_done", "10m", CFGF_NONE),
-                                    CFG_END()};
+static cfg_opt_t timeouts_opts[] = {
+    CFG_STR("command", "5m", CFGF_NONE),
+    CFG_STR("data", "3m", CFGF_NONE),
+    CFG_STR("backend_connect", "30s", CFGF_NONE),
+    CFG_STR("backend_greeting", "5m", CFGF_NONE),
+    CFG_STR("backend_command", "5m", CFGF_NONE),
+    CFG_STR("backend_data_init", "2m", CFGF_NONE),
+    CFG_STR("backend_data_block", "3m", CFGF_NONE),
+    CFG_STR("backend_data_done", "10m", CFGF_NONE),
+    CFG_END()};
 
 static cfg_opt_t metrics_opts[] = {CFG_BOOL("enabled", cfg_false, CFGF_NONE),
                                    CFG_STR("address", "127.0.0.1:9465", CFGF_NONE), CFG_END()};
 
-static cfg_opt_t dns_opts[] = {CFG_STR_LIST("nameservers", "{}", CFGF_NONE),
-                               CFG_STR("timeout", "5s", CFGF_NONE), CFG_END()};
+static cfg_opt_t dns_opts[] = {
+    CFG_STR_LIST("nameservers", "{}", CFGF_NONE),
+    CFG_STR("timeout", "5s", CFGF_NONE),
+    CFG_END()};
 
 static const char *pc_conf_current_path;
 
@@ -130,10 +135,8 @@ static void conf_errfn(cfg_t *cfg, const char *fmt, va_list ap)
         return;
     vsnprintf(msg, sizeof(msg), fmt, ap);
     snprintf(pc_parse_err->msg, sizeof(pc_parse_err->msg), "%s:%d: %s",
-             cfg->filename   ? cfg->filename
-             : pc_parse_path ? pc_parse_path
-                             : "(config)",
-             cfg->line, msg);
+             cfg->filename ? cfg->filename : pc_parse_path ? pc_parse_path : "(config)", cfg->line,
+             msg);
 }
 
 /* validate_int - bounds from pc_int_bounds */
@@ -143,8 +146,7 @@ static int validate_int(cfg_t *cfg, cfg_opt_t *opt)
 
     for (size_t i = 0; i < sizeof(pc_int_bounds) / sizeof(pc_int_bounds[0]); i++) {
         const char *name = strchr(pc_int_bounds[i].path, '|') + 1;
-        if (strcmp(name, opt->name) == 0 &&
-            (v < pc_int_bounds[i].min || v > pc_int_bounds[i].max)) {
+        if (strcmp(name, opt->name) == 0 && (v < pc_int_bounds[i].min || v > pc_int_bounds[i].max)) {
             cfg_error(cfg, "%s = %ld is out of range [%ld, %ld]", opt->name, v,
                       pc_int_bounds[i].min, pc_int_bounds[i].max);
             return -1;
@@ -372,10 +374,8 @@ static int backends_load(struct pc_conf *c, cfg_t *cfg, struct pc_err *err)
             char h[256], p[16];
             b->addresses[k] = cfg_getnstr(sec, "address", (unsigned)k);
             if (!pc_parse_hostport(b->addresses[k], h, sizeof(h), p, sizeof(p))) {
-                pc_err_set(err, sec,
-                           "backend \"%s\": bad address \"%s\" (host:port, [v6]:port "
-                           "or unix:/path)",
-                           b->name, b->addresses[k]);
+                pc_err_set(err, sec, "backend \"%s\": bad address \"%s\" (host:port, [v6]:port "
+                           "or unix:/path)", b->name, b->addresses[k]);
                 return -1;
             }
         }
@@ -415,7 +415,8 @@ static int chain_build(struct pc_conf *c, cfg_t *cfg, cfg_t *lsec, struct pc_lis
         }
         for (size_t j = 0; j < i; j++)
             if (l->chain.links[j].ops == pc_filter_registry[k]) {
-                pc_err_set(err, lsec, "listener \"%s\": filter \"%s\" listed twice", l->name, name);
+                pc_err_set(err, lsec, "listener \"%s\": filter \"%s\" listed twice", l->name,
+                           name);
                 return -1;
             }
         cfg_t *fsec = cfg_getsec(cfg, name);
@@ -505,8 +506,7 @@ static int filters_configure(struct pc_conf *c, cfg_t *cfg, struct pc_err *err)
         const struct pc_filter_ops *ops = pc_filter_registry[i];
         if (ops->abi != PC_FILTER_ABI)
             pc_fatal("filter %s: ABI %u, expected %u", ops->name, ops->abi, PC_FILTER_ABI);
-        if (ops->configure &&
-            ops->configure(cfg_getsec(cfg, ops->name), &c->filter_conf[i], err) < 0) {
+        if (ops->configure && ops->configure(cfg_getsec(cfg, ops->name), &c->filter_conf[i], err) < 0) {
             if (!err->msg[0])
                 pc_err_set(err, cfg_getsec(cfg, ops->name), "%s: bad configuration", ops->name);
             return -1;

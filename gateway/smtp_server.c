@@ -55,7 +55,7 @@ struct pc_smtp {
     const struct pc_conf *conf;
     struct bufferevent *bev;
     struct pc_backend *be;
-    bool be_in_txn;       /* the backend has our MAIL for the open transaction */
+    bool be_in_txn; /* the backend has our MAIL for the open transaction */
     enum pc_verb be_wait; /* which command's backend reply we wait for */
     enum sm_state state;
     bool busy;    /* a stage or the backend is pending: do not read */
@@ -67,8 +67,8 @@ struct pc_smtp {
     unsigned errors, ncmds;
     unsigned counts[PC_VERB_FORBIDDEN + 1];
     bool skipping_line;
-    bool in_input;         /* inside process_input(): resume() must not recurse into it */
-    bool out_full;         /* our replies are backed up: input waits for on_write */
+    bool in_input; /* inside process_input(): resume() must not recurse into it */
+    bool out_full; /* our replies are backed up: input waits for on_write */
     struct timespec be_t0; /* the command the backend is answering was sent */
     struct pc_data data;
     struct pc_path_args pa;
@@ -87,7 +87,7 @@ static void to_backend(struct pc_smtp *, enum pc_verb, const char *addr);
 static const struct pc_door pc_smtp_door = {"smtp", stage_done};
 
 static const char *const verb_names[] = {
-    "unknown", "helo", "ehlo", "mail",     "rcpt", "data", "rset", "noop",     "quit",
+    "unknown", "helo", "ehlo", "mail",     "rcpt", "data", "rset", "noop", "quit",
     "help",    "vrfy", "expn", "starttls", "auth", "bdat", "etrn", "obsolete", "forbidden"};
 
 /* tv_ms - milliseconds to timeval */
@@ -119,7 +119,8 @@ static void reply_text(struct pc_smtp *c, int code, const struct pc_enh *e, cons
         return;
     }
     if (c->errors >= c->conf->limits.max_errors && sent >= 400) {
-        pc_info("%s: too many errors from %s[%s]", c->s->sid, c->s->client.name, c->s->client.addr);
+        pc_info("%s: too many errors from %s[%s]", c->s->sid, c->s->client.name,
+                c->s->client.addr);
         struct pc_enh e2 = {4, 7, 0};
         pc_buf_reset(&c->out);
         pc_reply_format(&c->out, 421, &e2, "Error: too many errors", &o);
@@ -173,8 +174,8 @@ static void on_free(evutil_socket_t fd, short what, void *arg)
     (void)fd, (void)what;
     for (int v = 1; v <= PC_VERB_FORBIDDEN && o < sizeof(line) - 40; v++)
         if (c->counts[v])
-            o +=
-                (size_t)snprintf(line + o, sizeof(line) - o, " %s=%u", verb_names[v], c->counts[v]);
+            o += (size_t)snprintf(line + o, sizeof(line) - o, " %s=%u", verb_names[v],
+                                  c->counts[v]);
     line[o] = 0;
     pc_info("%s: disconnect from %s[%s]%s commands=%u", c->s->sid, c->s->client.name,
             c->s->client.addr, line, c->ncmds);
@@ -271,8 +272,8 @@ static void greet(struct pc_smtp *c, struct pc_verdict *v)
     /* A client that talks before the greeting is not an SMTP client (RFC 5321 3.1). */
     if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0 ||
         recv(fd, &peek, 1, MSG_PEEK | MSG_DONTWAIT) == 1) {
-        pc_info("%s: improper command pipelining: client %s[%s] talked before the greeting", s->sid,
-                s->client.name, s->client.addr);
+        pc_info("%s: improper command pipelining: client %s[%s] talked before the greeting",
+                s->sid, s->client.name, s->client.addr);
         reply(c, 554, "5.5.0", "Error: SMTP protocol synchronization");
         smtp_close(c);
         return;
@@ -302,8 +303,9 @@ static void ehlo_reply(struct pc_smtp *c)
     char text[512];
     unsigned ext = c->be ? pc_backend_ext(c->be) : pc_backend_known_ext(c->lc->backend);
 
-    snprintf(text, sizeof(text), "%s\nPIPELINING\nSIZE %zu\n8BITMIME\nENHANCEDSTATUSCODES%s%s",
-             c->conf->hostname, c->conf->limits.max_message_size,
+    snprintf(text, sizeof(text),
+             "%s\nPIPELINING\nSIZE %zu\n8BITMIME\nENHANCEDSTATUSCODES%s%s", c->conf->hostname,
+             c->conf->limits.max_message_size,
              (c->conf->smtputf8 && (ext & PC_EXT_SMTPUTF8)) ? "\nSMTPUTF8" : "",
              (ext & PC_EXT_DSN) ? "\nDSN" : "");
     reply_text(c, 250, NULL, text);
@@ -425,7 +427,8 @@ static void to_backend(struct pc_smtp *c, enum pc_verb verb, const char *addr)
 {
     char line[PC_PATH_MAX + 32];
 
-    snprintf(line, sizeof(line), "%s:<%s>", verb == PC_VERB_MAIL ? "MAIL FROM" : "RCPT TO", addr);
+    snprintf(line, sizeof(line), "%s:<%s>", verb == PC_VERB_MAIL ? "MAIL FROM" : "RCPT TO",
+             addr);
     c->be_wait = verb;
     clock_gettime(CLOCK_MONOTONIC, &c->be_t0);
     wait_for(c);
@@ -1156,7 +1159,8 @@ void pc_smtp_accept(struct pc_services *svc, struct pc_conf *conf,
     pc_metric_add(PC_M_CONNECTIONS_ACTIVE, NULL, NULL, 1);
     if (pc_chain_attach(c->s) < 0) {
         c->state = SM_CMD;
-        reply(c, 421, "4.3.0", "%s Error: temporary failure, try again later", conf->hostname);
+        reply(c, 421, "4.3.0", "%s Error: temporary failure, try again later",
+              conf->hostname);
         return;
     }
     c->state = SM_CONNECT;

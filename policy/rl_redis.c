@@ -102,7 +102,7 @@ struct rlr_req {
     redisAsyncContext *ac; /* the connection it went out on */
     pc_rl_cb *cb;
     void *arg;
-    uint64_t deadline;  /* monotonic ms */
+    uint64_t deadline; /* monotonic ms */
     struct timespec t0; /* sent, for portcullis_redis_request_duration_seconds */
     bool queued, answered, cancelled, retried;
     size_t n;

@@ -151,7 +151,8 @@ static bool test_str(const struct pc_rules *rs, struct pc_rules_run *run, struct
             PCRE2_UCHAR msg[120];
             pcre2_get_error_message(rc, msg, sizeof(msg));
             pc_warn("%s: rules: rule %s: regex on %s: %s; counted as no match", txn_id(s),
-                    run->rule ? run->rule->name : "?", pc_rl_fields[n->field].name, (char *)msg);
+                    run->rule ? run->rule->name : "?", pc_rl_fields[n->field].name,
+                    (char *)msg);
             pc_fact_add(s, "rules.regex_error", "%s", run->rule ? run->rule->name : "?");
         }
         return false;
@@ -255,16 +256,15 @@ static bool test_field(const struct pc_rules *rs, struct pc_rules_run *run, stru
             const struct pc_rcpt *r = &t->rcpts[i];
             if (!rcpt_in_scope(t, r, stage))
                 continue;
-            const char *v = n->field == RF_RCPT         ? r->mb.addr
-                            : n->field == RF_RCPT_LOCAL ? r->mb.local
-                                                        : r->mb.domain;
+            const char *v = n->field == RF_RCPT ? r->mb.addr
+                            : n->field == RF_RCPT_LOCAL ? r->mb.local : r->mb.domain;
             if (STR(v))
                 return true;
         }
         return false;
     case RF_RCPT_COUNT:
-        return t && test_num(n, (double)(stage == PC_RS_RCPT || t->naccepted == 0 ? t->nrcpt
-                                                                                  : t->naccepted));
+        return t && test_num(n, (double)(stage == PC_RS_RCPT || t->naccepted == 0
+                                             ? t->nrcpt : t->naccepted));
     case RF_SIZE:
         return t && test_num(n, (double)t->msg.size);
     case RF_HEADER:
@@ -298,24 +298,12 @@ static bool test_field(const struct pc_rules *rs, struct pc_rules_run *run, stru
             const struct pc_mime_part *p = &m->parts[i];
             bool hit;
             switch (n->field) {
-            case RF_PART_TYPE:
-                hit = STR(p->type);
-                break;
-            case RF_PART_FILENAME:
-                hit = STR(p->filename);
-                break;
-            case RF_PART_SIZE:
-                hit = test_num(n, (double)p->size);
-                break;
-            case RF_PART_ENCODING:
-                hit = p->encoding[0] && STR(p->encoding);
-                break;
-            case RF_PART_DISPOSITION:
-                hit = p->disposition[0] && STR(p->disposition);
-                break;
-            default:
-                hit = STR(p->charset);
-                break;
+            case RF_PART_TYPE: hit = STR(p->type); break;
+            case RF_PART_FILENAME: hit = STR(p->filename); break;
+            case RF_PART_SIZE: hit = test_num(n, (double)p->size); break;
+            case RF_PART_ENCODING: hit = p->encoding[0] && STR(p->encoding); break;
+            case RF_PART_DISPOSITION: hit = p->disposition[0] && STR(p->disposition); break;
+            default: hit = STR(p->charset); break;
             }
             if (hit)
                 return true;
@@ -440,8 +428,8 @@ static enum pc_action thresholds(const struct pc_rules *rs, struct pc_session *s
     if (decide == NULL)
         return PC_CONTINUE;
     enum pc_action a = apply(s, "threshold", &decide->act, v);
-    v->rule =
-        s->txn ? pc_pool_printf(s->txn->pool, "score %g >= %g", total, decide->score) : "threshold";
+    v->rule = s->txn ? pc_pool_printf(s->txn->pool, "score %g >= %g", total, decide->score)
+                     : "threshold";
     pc_info("%s: rules: score %g reached threshold %g: %s", txn_id(s), total, decide->score,
             pc_action_name(a));
     return a;
