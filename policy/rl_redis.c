@@ -768,6 +768,7 @@ static enum pc_rl_status rlr_check(struct pc_rl_store *base, const struct pc_rl_
         res->error = true;
         res->why = "redis unavailable";
         base->stats.errors++;
+        pc_metric_observe(PC_M_REDIS_SECONDS, "unavailable", 0);
         return PC_RL_DONE;
     }
     if ((r = calloc(1, sizeof(*r))) == NULL) {

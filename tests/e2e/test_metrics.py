@@ -154,6 +154,43 @@ class MetricsTests(unittest.TestCase):
         self.assertEqual(e.exception.code, 404)
         self.assertTrue(gw2.alive())
 
+    def test_redis_and_dns_health(self):
+        """The rate limit store's health and latency (a real redis-server, then killed), and
+        DNS lookups that get no answer (nothing listens on the name server's port)."""
+        rport, dead_ns = h.free_port(), h.free_port()
+        redis = h.Proc(["redis-server", "--port", str(rport), "--bind", "127.0.0.1", "--save", "",
+                        "--appendonly", "no", "--dir", self.tmp],
+                       log=os.path.join(self.tmp, "redis.log"))
+        self.addCleanup(redis.stop, signal.SIGKILL)
+        h.wait_port(rport)
+        self.mport = h.free_port()
+        sink = h.Sink(self.tmp)
+        self.parts.append(sink)
+        extra = (f'metrics {{ enabled = true address = "127.0.0.1:{self.mport}" }}\n'
+                 f'dns {{ nameservers = {{ "127.0.0.1:{dead_ns}" }} timeout = 300ms }}\n'
+                 f'ratelimit {{ store = "redis://127.0.0.1:{rport}/0" store_timeout = "300ms"\n'
+                 ' on_error = "accept"\n'
+                 ' limit "msgs" { key = { "client_ip" } count = "messages" rate = "50/1m" } }\n'
+                 'rdns { on_error = "accept" }\n')
+        gw = h.Gateway(self.tmp, conf(sink.port, extra, filters='"relay", "rdns", "ratelimit"'))
+        self.parts.append(gw)
+        self.assertEqual(send(gw.port)[0], 250)
+        s = self.samples(self.scrape())
+        server = f"127.0.0.1:{rport}"
+        self.assertEqual(self.get(s, "portcullis_redis_up", server=server), 1, s)
+        self.assertGreaterEqual(
+            self.get(s, "portcullis_redis_request_duration_seconds_count", result="ok"), 1)
+        self.assertGreaterEqual(
+            self.get(s, "portcullis_dns_query_duration_seconds_count", result="trylater"), 1)
+        redis.stop(signal.SIGKILL)
+        self.assertEqual(send(gw.port)[0], 250)  # on_error = accept
+        s = self.samples(self.scrape())
+        self.assertEqual(self.get(s, "portcullis_redis_up", server=server), 0, s)
+        self.assertGreaterEqual(
+            self.get(s, "portcullis_redis_request_duration_seconds_count", result="error") +
+            self.get(s, "portcullis_redis_request_duration_seconds_count", result="unavailable"),
+            1, s)
+
     def test_scrape_cost(self):
         """Print the time per scrape with 0 and 500 open sessions (for the report)."""
         gw = self.start()
