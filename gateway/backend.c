@@ -861,14 +861,15 @@ static void format_relay(struct pc_backend *be, const char *host, const char *po
 {
     char addr[INET6_ADDRSTRLEN + 8] = "";
 
+    /* Bounded pieces: 200 + 62 + 15 and the punctuation fit be->relay. */
     if (port[0] == 0) {
-        snprintf(be->relay, sizeof(be->relay), "%s[%s]", "local", host);
+        snprintf(be->relay, sizeof(be->relay), "local[%.200s]", host);
         return;
     }
     if (getnameinfo((const struct sockaddr *)ss, sl, addr, sizeof(addr), NULL, 0, NI_NUMERICHOST) !=
         0)
-        snprintf(addr, sizeof(addr), "%s", host);
-    snprintf(be->relay, sizeof(be->relay), "%s[%s]:%s", host, addr, port);
+        snprintf(addr, sizeof(addr), "%.50s", host);
+    snprintf(be->relay, sizeof(be->relay), "%.200s[%.62s]:%.15s", host, addr, port);
 }
 
 /* be_connect - the current address */
