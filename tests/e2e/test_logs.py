@@ -362,6 +362,54 @@ class LogTests(unittest.TestCase):
             self.assertNotRegex(ln, r"^<\d>\w{3} [ \d]\d \d\d:")
         self.assertTrue(any(ln.startswith("<6>") and "reject: RCPT" in ln for ln in lines))
 
+    @unittest.skipUnless(os.geteuid() == 0, "needs root to open /dev/log")
+    def test_syslog_target(self):
+        """log = syslog: facility mail, priority, and the program in the ident of each line
+        (name/smtpd for the dialogue, name/smtp for the delivery); still logging after SIGUSR1
+        reopened the connection. /dev/log is a socket the test opens (no syslogd in CI)."""
+        path = "/dev/log"
+        if os.path.exists(path):
+            self.skipTest("a syslog socket exists on this host")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(path)
+        got = []
+        stop = threading.Event()
+
+        def reader():
+            sock.settimeout(0.2)
+            while not stop.is_set():
+                try:
+                    got.append(sock.recv(1 << 16).decode(errors="replace"))
+                except socket.timeout:
+                    pass
+                except OSError:
+                    return
+        t = threading.Thread(target=reader)
+        t.start()
+        try:
+            gw, _ = self.start(extra='log = "syslog"\nsyslog_name = "pc-sys"')
+            send(gw.port, sender="x@spam.test")
+            send(gw.port)
+            os.kill(gw.pid(), signal.SIGUSR1)
+            time.sleep(0.3)
+            send(gw.port)
+            time.sleep(0.5)
+        finally:
+            stop.set()
+            t.join()
+            sock.close()
+            os.unlink(path)
+        mine = [g for g in got if "pc-sys/" in g]
+        rej = [g for g in mine if "reject: RCPT" in g]
+        self.assertEqual(len(rej), 1, got)
+        self.assertRegex(rej[0], r"^<22>\w{3} [ \d]\d \d\d:\d\d:\d\d pc-sys/smtpd\[\d+\]: ")
+        sent = [g for g in mine if "status=sent" in g]
+        self.assertEqual(len(sent), 2, got)
+        for g in sent:
+            self.assertRegex(g, r"^<22>.* pc-sys/smtp\[\d+\]: \w+: to=<u@example\.com>")
+        self.assertTrue(any("logs reopened" in g for g in mine), got)
+        self.assertEqual(gw.log().strip(), "")  # nothing on stderr
+
     @unittest.skipUnless(os.geteuid() == 0, "needs root to open the journal socket")
     def test_journal_native_fields(self):
         """log = auto under systemd (JOURNAL_STREAM): the journal gets priority, identifier
