@@ -576,6 +576,7 @@ static void backend_cb(void *arg, struct pc_backend_result *r)
         pc_metric_observe(PC_M_BACKEND_SECONDS, cmd, pc_seconds_since(&c->be_t0));
         if (r->local)
             pc_metric_add(PC_M_BACKEND_ERRORS, cmd, NULL, 1);
+        pc_metric_set(PC_M_BACKEND_UP, c->lc->backend->name, NULL, r->local ? 0 : 1);
     }
     if (c->closing || c->s->txn == NULL)
         return;

@@ -94,6 +94,12 @@ static struct pc_family pc_families[PC_M_COUNT] = {
                              PC_COUNTER,
                              {"command", NULL},
                              NULL},
+    [PC_M_BACKEND_UP] = {"portcullis_backend_up",
+                         "1 when the backend's last answer was its own, 0 when it could not be "
+                         "reached, timed out or broke",
+                         PC_GAUGE,
+                         {"backend", NULL},
+                         NULL},
     [PC_M_DNS_SECONDS] = {"portcullis_dns_query_duration_seconds",
                           "DNS lookups by result",
                           PC_HISTOGRAM,

@@ -30,6 +30,7 @@ enum pc_metric_id {
     PC_M_STAGE_SECONDS,       /* histogram {stage} */
     PC_M_BACKEND_SECONDS,     /* histogram {command} */
     PC_M_BACKEND_ERRORS,      /* counter {command} */
+    PC_M_BACKEND_UP,          /* gauge {backend} */
     PC_M_DNS_SECONDS,         /* histogram {result} */
     PC_M_REDIS_SECONDS,       /* histogram {result} */
     PC_M_REDIS_UP,            /* gauge {server} */

@@ -107,6 +107,7 @@ class MetricsTests(unittest.TestCase):
         self.assertEqual(g("portcullis_backend_reply_duration_seconds_count", command="data"),
                          2, text)
         self.assertGreater(g("portcullis_message_bytes_total"), 100, text)
+        self.assertEqual(self.get(s, "portcullis_backend_up", backend="mta"), 1, text)
         self.assertEqual(g("portcullis_spool_bytes", where="memory"), 0, text)
         self.assertGreater(self.get(s, "portcullis_start_time_seconds"), 1.6e9, text)
         # Names follow the conventions: counters end in _total, durations in _seconds.
@@ -190,6 +191,20 @@ class MetricsTests(unittest.TestCase):
             self.get(s, "portcullis_redis_request_duration_seconds_count", result="error") +
             self.get(s, "portcullis_redis_request_duration_seconds_count", result="unavailable"),
             1, s)
+
+    def test_backend_down(self):
+        """A backend nobody listens on: errors counted, backend_up 0, the client hears 4xx."""
+        self.mport = h.free_port()
+        dead = h.free_port()
+        m = f'metrics {{ enabled = true address = "127.0.0.1:{self.mport}" }}\n'
+        gw = h.Gateway(self.tmp, conf(dead, m + "timeouts { backend_connect = 2s }"))
+        self.parts.append(gw)
+        code, _ = send(gw.port)
+        self.assertEqual(code // 100, 4)
+        s = self.samples(self.scrape())
+        self.assertEqual(self.get(s, "portcullis_backend_up", backend="mta"), 0)
+        self.assertGreaterEqual(self.get(s, "portcullis_backend_errors_total", command="mail"), 1)
+        self.assertEqual(self.get(s, "portcullis_transactions_total", outcome="tempfail"), 1, s)
 
     def test_scrape_cost(self):
         """Print the time per scrape with 0 and 1000 open sessions (for the report; timings

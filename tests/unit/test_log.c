@@ -104,7 +104,7 @@ static int cmp(const void *a, const void *b)
 START_TEST(qid_unique_in_process)
 {
     enum { N = 100000 };
-    char (*ids)[PC_QID_LEN + 1] = calloc(N, sizeof(*ids));
+    char(*ids)[PC_QID_LEN + 1] = calloc(N, sizeof(*ids));
     struct timespec ts = {1796000000, 123456000};
 
     ck_assert_ptr_nonnull(ids);
@@ -206,10 +206,10 @@ START_TEST(metrics_text)
         b.data, "portcullis_stage_duration_seconds_bucket{stage=\"rcpt\",le=\"0.0025\"} 0\n"));
     ck_assert_ptr_nonnull(strstr(
         b.data, "portcullis_stage_duration_seconds_bucket{stage=\"rcpt\",le=\"0.005\"} 1\n"));
-    ck_assert_ptr_nonnull(strstr(
-        b.data, "portcullis_stage_duration_seconds_bucket{stage=\"rcpt\",le=\"30\"} 1\n"));
-    ck_assert_ptr_nonnull(strstr(
-        b.data, "portcullis_stage_duration_seconds_bucket{stage=\"rcpt\",le=\"+Inf\"} 2\n"));
+    ck_assert_ptr_nonnull(
+        strstr(b.data, "portcullis_stage_duration_seconds_bucket{stage=\"rcpt\",le=\"30\"} 1\n"));
+    ck_assert_ptr_nonnull(
+        strstr(b.data, "portcullis_stage_duration_seconds_bucket{stage=\"rcpt\",le=\"+Inf\"} 2\n"));
     ck_assert_ptr_nonnull(
         strstr(b.data, "portcullis_stage_duration_seconds_count{stage=\"rcpt\"} 2\n"));
     ck_assert_ptr_nonnull(strstr(b.data, "portcullis_spool_bytes{where=\"memory\"} 12345\n"));
