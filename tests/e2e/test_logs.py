@@ -56,12 +56,13 @@ def send(port, sender="a@ok.test", rcpts=("u@example.com",), msg=MSG):
             pass
 
 
-def conf(sink_port, extra="", lmtp=False, filters='"relay", "rules"'):
+def conf(sink_port, extra="", lmtp=False, filters='"relay", "rules"', dry_run=False):
     return f"""hostname = "gw.test"
 listener "in" {{
   address = "127.0.0.1:@PORT@"
   backend = "mta"
   filters = {{ {filters} }}
+  dry_run = {"true" if dry_run else "false"}
 }}
 backend "mta" {{
   address = {{ "127.0.0.1:{sink_port}" }}
@@ -309,6 +310,34 @@ class LogTests(unittest.TestCase):
             f.writelines(ln + "\n" for ln in log.splitlines()
                          if "reject:" not in ln and "non-SMTP" not in ln)
         self.assertEqual(self.fail2ban(only, "aggressive")[0], 0)
+
+    @unittest.skipUnless(os.path.exists("/usr/sbin/pflogsumm"), "pflogsumm not installed")
+    def test_tempfail_and_dry_run(self):
+        """A 4xx refusal is a "reject:" line that pflogsumm counts and fail2ban never bans on;
+        a dry-run listener's would-be refusals are Postfix's "reject_warning:" lines."""
+        with open(os.path.join(self.tmp, "local.rules"), "a") as f:
+            f.write('rule slow_down at rcpt if rcpt.local == "later" '
+                    'then tempfail 451 4.7.1 "Try again later"\n')
+        gw, _ = self.start()
+        self.assertEqual(send(gw.port, rcpts=("later@example.com",))[0], 451)
+        log = self.quiet_log(gw)
+        self.assertRegex(log, r"reject: RCPT from unknown\[127\.0\.0\.1\]: 451 4\.7\.1 Try "
+                         r"again later; .* filter=rules rule=slow_down")
+        self.assertEqual(self.totals(self.pflogsumm(gw.logpath))["rejected"], 1)
+        self.assertEqual(self.fail2ban(gw.logpath, "aggressive")[0], 0)
+        sink = h.Sink(self.tmp)
+        self.parts.append(sink)
+        dry = h.Gateway(self.tmp, conf(sink.port, dry_run=True))
+        self.parts.append(dry)
+        self.assertEqual(send(dry.port, sender="x@spam.test")[0], 250)  # dry run: delivered
+        log = self.quiet_log(dry)
+        self.assertNotIn("reject:", log)
+        self.assertRegex(log, r"reject_warning: MAIL from unknown\[127\.0\.0\.1\]: 550 5\.7\.1 "
+                         r"Sender domain refused; .*rule=blocked_sender")
+        out = self.pflogsumm(dry.logpath)
+        self.assertEqual(self.totals(out)["rejected"], 0)
+        self.assertRegex(out, r"\s+1\s+reject warnings")
+        self.assertEqual(self.fail2ban(dry.logpath, "aggressive")[0], 0)
 
     # --- formats and targets -----------------------------------------------------------------
 
