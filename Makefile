@@ -136,7 +136,7 @@ run-deps:
 run: run-deps
 	@$(MAKE) --no-print-directory all
 	@mkdir -p var/Maildir
-	$(B)/portcullis -c deploy/portcullis.conf
+	PORTCULLIS_RUN_AS_ROOT=1 $(B)/portcullis -c deploy/portcullis.conf
 
 # make install [PREFIX=/usr/local] [DESTDIR=...]: configuration files that already exist at the
 # destination are left alone (a postmaster's edits survive a reinstall); the unit, sysusers.d and

@@ -119,6 +119,19 @@ void pc_err_set(struct pc_err *err, cfg_t *where, const char *fmt, ...)
         snprintf(err->msg, sizeof(err->msg), "%s", msg);
 }
 
+/* pc_conf_path - resolve a configured file name against the directory of its file */
+const char *pc_conf_path(cfg_t *where, const char *path, char *buf, size_t size)
+{
+    const char *file = where && where->filename ? where->filename : pc_conf_current_path;
+    const char *slash = file ? strrchr(file, '/') : NULL;
+
+    /* A file in the working directory (or the embedded defaults) needs no prefix. */
+    if (path == NULL || path[0] == '/' || path[0] == 0 || slash == NULL)
+        return path;
+    int n = snprintf(buf, size, "%.*s/%s", (int)(slash - file), file, path);
+    return n < 0 || (size_t)n >= size ? NULL : buf;
+}
+
 static struct pc_err *pc_parse_err;
 static const char *pc_parse_path;
 
@@ -244,6 +257,9 @@ static cfg_opt_t *build_opts(cfg_opt_t ***fopts_out)
         CFG_STR("banner", "ESMTP", CFGF_NONE),
         CFG_STR("spool_dir", "/tmp", CFGF_NONE),
         CFG_STR("log", "stderr", CFGF_NONE),
+        CFG_STR("user", "", CFGF_NONE),
+        CFG_STR("group", "", CFGF_NONE),
+        CFG_BOOL("run_as_root", cfg_false, CFGF_NONE),
         CFG_BOOL("delay_reject", cfg_true, CFGF_NONE),
         CFG_BOOL("soft_bounce", cfg_false, CFGF_NONE),
         CFG_BOOL("smtputf8", cfg_true, CFGF_NONE),
@@ -644,6 +660,9 @@ struct pc_conf *pc_conf_load(const char *path, struct pc_err *err)
         snprintf(err->msg, sizeof(err->msg), "%s: log must be stderr or syslog", c->path);
         goto fail;
     }
+    c->user = cfg_getstr(cfg, "user");
+    c->group = cfg_getstr(cfg, "group");
+    c->run_as_root = cfg_getbool(cfg, "run_as_root");
     c->delay_reject = cfg_getbool(cfg, "delay_reject");
     c->soft_bounce = cfg_getbool(cfg, "soft_bounce");
     c->smtputf8 = cfg_getbool(cfg, "smtputf8");

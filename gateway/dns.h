@@ -41,6 +41,10 @@ struct pc_dns_query *pc_dns_lookup(struct pc_dns *, const char *name, int rrtype
                                    void *arg);
 void pc_dns_cancel(struct pc_dns_query *);
 
+/* pc_dns_zone_file - answer only from a zone file's records: every other name is NXDOMAIN
+ * ("portcullis test --dns-zone", offline runs). Call before the first lookup. */
+int pc_dns_zone_file(struct pc_dns *, const char *path, struct pc_err *);
+
 /* Helpers for the filters (additive: the declarations above are fixed). */
 struct pc_ip;
 

@@ -10,6 +10,7 @@
 # Only loopback is used. Sub-benchmarks of other parts (tests/bench/*-bench.sh) run afterwards.
 set -euo pipefail
 BIN=$(readlink -f "${1:-build/portcullis}")
+export PORTCULLIS_RUN_AS_ROOT=1  # benchmarks run as root without "user" on purpose
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROUNDS=${ROUNDS:-3}
 MSGS=${MSGS:-3000}

@@ -13,6 +13,7 @@
 # Ports: 24900-24949 (the ratelimit helper's range).
 set -eu
 bin=$(readlink -f "${1:-build/portcullis}")
+export PORTCULLIS_RUN_AS_ROOT=1  # benchmarks run as root without "user" on purpose
 N=${N:-2000}
 ROUNDS=${ROUNDS:-3}
 dir=$(mktemp -d /tmp/pc-rl-bench.XXXXXX)

@@ -25,6 +25,8 @@ def main():
     ap.add_argument("scripts", nargs="*", help="only these (default: all test_*.py)")
     a = ap.parse_args()
     env = dict(os.environ, PORTCULLIS_BIN=os.path.abspath(a.binary), PYTHONUNBUFFERED="1")
+    # Tests run as root and start the gateway without "user" (see run_as_root).
+    env.setdefault("PORTCULLIS_RUN_AS_ROOT", "1")
     scripts = a.scripts or sorted(glob.glob(os.path.join(HERE, "test_*.py")))
     passed = failed = skipped = 0
     for script in scripts:
