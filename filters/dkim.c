@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	dkim 3 - verify DKIM signatures; sign mail from trusted sources

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	dmarc 3 - DMARC policy of the From domain (libopendmarc)

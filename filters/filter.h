@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	filter 3h - the filter interface: a const struct of stage hooks

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	conf 3 - the configuration: one table, bounded values, file:line errors

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	conf 3h - the configuration: one table, bounded values, file:line errors

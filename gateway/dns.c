@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	dns 3 - the one asynchronous resolver: libunbound on the event loop

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	testcmd 8 - "portcullis test": run the whole chain on a message, no network client

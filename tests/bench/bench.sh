@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # bench.sh - portcullis against a direct baseline, side by side in the same run.
 #
 #   throughput  smtp-source -> portcullis -> smtp-sink  vs  smtp-source -> smtp-sink,

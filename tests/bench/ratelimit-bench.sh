@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: MIT
 # ratelimit-bench.sh - added latency per message of two rate limits (one counted at RCPT, one at
 # the end of data), against a local redis-server and with the in-process store, compared with
 # the same gateway without limits, in the same run.

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # rules-bench.sh - rule evaluation speed: messages/s for the shipped rule set on the corpus.
 #   tests/bench/rules-bench.sh [build/portcullis] [rounds]
 # Runs "portcullis test --bench" (the whole chain of deploy/portcullis.conf, no network, nothing

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """harness.py - real servers on loopback for end-to-end tests, always cleaned up.
 
 Sink        Postfix's smtp-sink, optionally failing at a command (-f 5xx, -r 4xx, -q drop),

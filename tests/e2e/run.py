@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """run.py - run every end-to-end test script (tests/e2e/test_*.py) and sum up.
 
 Each script is a self-contained unittest program that starts the real servers it needs on

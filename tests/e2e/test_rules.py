@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """test_rules.py - the rules filter end to end, through the SMTP proxy.
 
 Starts portcullis on 127.0.0.1 (ports 23000-23999) with the shipped rule files plus a rule file

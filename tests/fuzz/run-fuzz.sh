@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # run-fuzz.sh SECONDS [TARGET...] - build every libFuzzer target (tests/fuzz/fuzz_*.c) with clang,
 # ASan and UBSan into build-fuzz/, run each for SECONDS on a corpus seeded from
 # tests/fuzz/regress/NAME/ and tests/fuzz/seeds/NAME/, and copy every crash, leak or timeout

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	test_testcmd 1 - "portcullis test" on the shipped config, rule tests and corpora
