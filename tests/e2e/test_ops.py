@@ -7,6 +7,7 @@ notify protocol (against a NOTIFY_SOCKET datagram socket the test opens), socket
 """
 import os
 import pwd
+import shutil
 import signal
 import socket
 import subprocess
@@ -258,6 +259,56 @@ class SignalTests(OpsCase):
         time.sleep(0.3)
         self.assertIsNone(d.p.poll(), d.log())
         self.assertTrue(banner(port).startswith("220 "))
+
+
+class InstallTests(OpsCase):
+    def make_install(self, *args):
+        b = os.path.dirname(os.path.abspath(h.BIN))
+        # -o: never rebuild the binary under test (an ASan build must stay an ASan build).
+        r = subprocess.run(["make", "-s", "--no-print-directory", "-C", h.ROOT, "-o",
+                            os.path.join(b, "portcullis"), f"B={b}", "install", *args],
+                           capture_output=True, text=True, timeout=300,
+                           env=dict(os.environ, MAKEFLAGS=""))
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        return r.stdout
+
+    def test_destdir_layout(self):
+        d = os.path.join(self.tmp, "dest")
+        self.make_install(f"DESTDIR={d}", "PREFIX=/usr", "unitdir=/lib/systemd/system")
+        for f in ("usr/sbin/portcullis", "usr/share/man/man8/portcullis.8",
+                  "usr/share/man/man5/portcullis.conf.5", "usr/share/man/man5/portcullis.rules.5",
+                  "etc/portcullis/portcullis.conf", "etc/portcullis/rules/default.rules",
+                  "etc/portcullis/rules/lists/freemail.domains",
+                  "lib/systemd/system/portcullis.service", "usr/lib/sysusers.d/portcullis.conf",
+                  "usr/lib/tmpfiles.d/portcullis.conf"):
+            self.assertTrue(os.path.isfile(os.path.join(d, f)), f)
+        unit = h.read(os.path.join(d, "lib/systemd/system/portcullis.service"))
+        self.assertIn("ExecStart=/usr/sbin/portcullis -c /etc/portcullis/portcullis.conf\n", unit)
+        self.assertIn("Type=notify", unit)
+        self.assertRegex(unit, r"ExecReload=\S+ -c \S+ -t\nExecReload=/bin/kill -HUP")
+        self.assertIn("u portcullis", h.read(os.path.join(d, "usr/lib/sysusers.d/portcullis.conf")))
+
+    def test_prefix_install_checks_and_verifies(self):
+        p = os.path.join(self.tmp, "p")
+        self.make_install(f"PREFIX={p}", f"sysconfdir={p}/etc")
+        conf = os.path.join(p, "etc", "portcullis", "portcullis.conf")
+        binary = os.path.join(p, "sbin", "portcullis")
+        # The installed configuration is valid wherever the daemon starts.
+        r = subprocess.run([binary, "-t", "-c", conf], cwd="/", capture_output=True, text=True,
+                           timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        unit = os.path.join(p, "lib", "systemd", "system", "portcullis.service")
+        self.assertIn(f"ExecStart={binary} -c {conf}", h.read(unit))
+        if shutil.which("systemd-analyze"):
+            r = subprocess.run(["systemd-analyze", "verify", "--man=no", unit],
+                               capture_output=True, text=True, timeout=60)
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        # A reinstall keeps the postmaster's edits.
+        with open(conf, "a") as f:
+            f.write("# edited\n")
+        out = self.make_install(f"PREFIX={p}", f"sysconfdir={p}/etc")
+        self.assertIn("keep", out)
+        self.assertTrue(h.read(conf).endswith("# edited\n"))
 
 
 class CommandLineTests(OpsCase):
