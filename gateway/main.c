@@ -32,29 +32,30 @@ int pc_test_main(int argc, char **argv); /* gateway/testcmd.c */
 /* usage - say how to call us, on stdout when asked, else on stderr */
 static int usage(FILE *out, int status)
 {
-    fprintf(out,
-            "usage: portcullis [-c config] [-t] [-p] [-v] [-V]\n"
-            "       portcullis test [-c config] [options] MESSAGE.eml | DIR | FILE.test...\n"
-            "  -c, --config FILE  configuration (default " PC_CONFIG_FILE ")\n"
-            "  -t, --check        check the configuration and rule files, then exit\n"
-            "  -p, --defaults     print every parameter with its default\n"
-            "  -v, --verbose      more logging (repeat for more)\n"
-            "  -V, --version      print the version\n"
-            "  -h, --help         this text\n"
-            "  test               run the filter chain on a message: portcullis test --help\n"
-            "Exit status: 0 ok, 64 usage, 78 configuration error, 69 a listener cannot bind.\n"
-            "See portcullis(8).\n");
+    fprintf(out, "usage: portcullis [-c config] [-t] [-p] [-v] [-V]\n"
+                 "       portcullis test [-c config] [options] MESSAGE.eml | DIR | FILE.test...\n"
+                 "  -c, --config FILE  configuration (default " PC_CONFIG_FILE ")\n"
+                 "  -t, --check        check the configuration and rule files, then exit\n"
+                 "  -p, --defaults     print every parameter with its default\n"
+                 "  -v, --verbose      more logging (repeat for more)\n"
+                 "  -V, --version      print the version\n"
+                 "  -h, --help         this text\n"
+                 "  test               run the filter chain on a message: portcullis test --help\n"
+                 "Exit status: 0 ok, 64 usage, 78 configuration error, 69 a listener cannot bind.\n"
+                 "See portcullis(8).\n");
     return status;
 }
 
 /* main - parse arguments, load configuration, serve */
 int main(int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        {"config", required_argument, NULL, 'c'}, {"check", no_argument, NULL, 't'},
-        {"defaults", no_argument, NULL, 'p'},     {"verbose", no_argument, NULL, 'v'},
-        {"version", no_argument, NULL, 'V'},      {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
+    static const struct option longopts[] = {{"config", required_argument, NULL, 'c'},
+                                             {"check", no_argument, NULL, 't'},
+                                             {"defaults", no_argument, NULL, 'p'},
+                                             {"verbose", no_argument, NULL, 'v'},
+                                             {"version", no_argument, NULL, 'V'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {NULL, 0, NULL, 0}};
     const char *path = PC_CONFIG_FILE;
     int ch, test_only = 0;
     struct pc_err err = {{0}};

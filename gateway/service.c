@@ -53,8 +53,7 @@ int pc_listen_fds_init(void)
     if (n <= 0)
         return 0;
     if (n > PC_MAX_LISTEN_FDS) {
-        pc_warn("socket activation: %d sockets passed, using the first %d", n,
-                PC_MAX_LISTEN_FDS);
+        pc_warn("socket activation: %d sockets passed, using the first %d", n, PC_MAX_LISTEN_FDS);
         n = PC_MAX_LISTEN_FDS;
     }
     for (int i = 0; i < n; i++) {
@@ -106,8 +105,7 @@ void pc_listen_fds_close_unused(void)
 {
     for (int i = 0; i < nlisten_fds; i++)
         if (!listen_taken[i]) {
-            pc_warn("socket activation: fd %d matches no listener address; closed",
-                    listen_fds[i]);
+            pc_warn("socket activation: fd %d matches no listener address; closed", listen_fds[i]);
             close(listen_fds[i]);
             listen_taken[i] = true;
         }
@@ -167,8 +165,8 @@ int pc_privs_drop(const char *user, const char *group, bool run_as_root, struct 
     }
     /* Groups first: once the uid is gone, so is the right to change them. */
     if (initgroups(user, gid) < 0 || setresgid(gid, gid, gid) < 0 || setresuid(uid, uid, uid) < 0) {
-        pc_err_set(err, NULL, "cannot become %s (uid %ld, gid %ld): %s", user, (long)uid,
-                   (long)gid, strerror(errno));
+        pc_err_set(err, NULL, "cannot become %s (uid %ld, gid %ld): %s", user, (long)uid, (long)gid,
+                   strerror(errno));
         return -1;
     }
     if (uid != 0 && setuid(0) == 0)

@@ -651,14 +651,19 @@ static int tc_usage(void)
 /* pc_test_main - "portcullis test" */
 int pc_test_main(int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        {"config", required_argument, NULL, 'c'},    {"listener", required_argument, NULL, 'l'},
-        {"client-ip", required_argument, NULL, 'i'}, {"client-name", required_argument, NULL, 'n'},
-        {"helo", required_argument, NULL, 'h'},      {"auth", required_argument, NULL, 'a'},
-        {"from", required_argument, NULL, 'f'},      {"rcpt", required_argument, NULL, 'r'},
-        {"quiet", no_argument, NULL, 'q'},           {"verbose", no_argument, NULL, 'v'},
-        {"bench", required_argument, NULL, 'b'},      {"dns-zone", required_argument, NULL, 'z'},
-        {NULL, 0, NULL, 0}};
+    static const struct option longopts[] = {{"config", required_argument, NULL, 'c'},
+                                             {"listener", required_argument, NULL, 'l'},
+                                             {"client-ip", required_argument, NULL, 'i'},
+                                             {"client-name", required_argument, NULL, 'n'},
+                                             {"helo", required_argument, NULL, 'h'},
+                                             {"auth", required_argument, NULL, 'a'},
+                                             {"from", required_argument, NULL, 'f'},
+                                             {"rcpt", required_argument, NULL, 'r'},
+                                             {"quiet", no_argument, NULL, 'q'},
+                                             {"verbose", no_argument, NULL, 'v'},
+                                             {"bench", required_argument, NULL, 'b'},
+                                             {"dns-zone", required_argument, NULL, 'z'},
+                                             {NULL, 0, NULL, 0}};
     struct tc_env env;
     const char *path = PC_CONFIG_FILE, *zone = NULL;
     bool quiet = false, verbose = false;
@@ -682,7 +687,9 @@ int pc_test_main(int argc, char **argv)
             env.rcpt[env.nrcpt++] = optarg;
             break;
         case 'q': quiet = true; break;
-        case 'z': zone = optarg; break;
+        case 'z':
+            zone = optarg;
+            break;
         case 'v': verbose = true; break;
         case 'b':
             bench = strtol(optarg, NULL, 10);
