@@ -345,6 +345,10 @@ static void raise_nofile(void)
     }
 }
 
+/* The server of this process: reachable from here, one abandoned by a failed start is not a
+ * leak to LeakSanitizer (the process exits at once). */
+static struct pc_server *volatile pc_running;
+
 /* pc_server_run - serve until stopped */
 int pc_server_run(struct pc_conf *conf)
 {
@@ -354,6 +358,7 @@ int pc_server_run(struct pc_conf *conf)
 
     if (srv == NULL)
         pc_fatal("out of memory");
+    pc_running = srv;
     pc_log_init("portcullis", strcmp(conf->log, "syslog") == 0 ? PC_LOG_SYSLOG : PC_LOG_STDERR,
                 LOG_MAIL);
     signal(SIGPIPE, SIG_IGN);

@@ -19,6 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
 
 DEPLOY_CONF = os.path.join(h.ROOT, "deploy", "portcullis.conf")
+h.BIN = os.path.abspath(h.BIN)  # the tests start it from other directories
 
 
 def base_conf(port, extra="", filters='"relay"'):
