@@ -197,6 +197,7 @@ check: deps
 	@$(MAKE) --no-print-directory WERROR=1 unit-asan
 	@$(MAKE) --no-print-directory WERROR=1 e2e
 	@$(MAKE) --no-print-directory WERROR=1 e2e-asan
+	@$(MAKE) --no-print-directory package-check
 
 bench: deps
 	@$(MAKE) --no-print-directory all

@@ -635,17 +635,17 @@ out:
     return rc;
 }
 
-/* tc_usage - how to call us */
-static int tc_usage(void)
+/* tc_usage - how to call us, on stdout when asked (--help), else on stderr */
+static int tc_usage(FILE *out, int status)
 {
-    fprintf(stderr, "usage: portcullis test -c config [--listener NAME] [--client-ip IP] "
-                    "[--client-name NAME] [--helo NAME] [--auth USER] [--from ADDR] "
-                    "[--rcpt ADDR]... [--dns-zone FILE] [-q] MESSAGE.eml\n"
-                    "       portcullis test -c config [-v] DIR|FILE.test...\n"
-                    "       portcullis test -c config --bench N MESSAGE...\n"
-                    "Exit status: 0 accept, 1 reject, 2 tempfail, 3 discard, 64 usage error, "
-                    "78 configuration error.\n");
-    return TC_USAGE;
+    fprintf(out, "usage: portcullis test -c config [--listener NAME] [--client-ip IP] "
+                 "[--client-name NAME] [--helo NAME] [--auth USER] [--from ADDR] "
+                 "[--rcpt ADDR]... [--dns-zone FILE] [-q] MESSAGE.eml\n"
+                 "       portcullis test -c config [-v] DIR|FILE.test...\n"
+                 "       portcullis test -c config --bench N MESSAGE...\n"
+                 "Exit status: 0 accept, 1 reject, 2 tempfail, 3 discard, 64 usage error, "
+                 "78 configuration error.\n");
+    return status;
 }
 
 /* pc_test_main - "portcullis test" */
@@ -663,6 +663,7 @@ int pc_test_main(int argc, char **argv)
                                              {"verbose", no_argument, NULL, 'v'},
                                              {"bench", required_argument, NULL, 'b'},
                                              {"dns-zone", required_argument, NULL, 'z'},
+                                             {"help", no_argument, NULL, 'H'},
                                              {NULL, 0, NULL, 0}};
     struct tc_env env;
     const char *path = PC_CONFIG_FILE, *zone = NULL;
@@ -683,7 +684,7 @@ int pc_test_main(int argc, char **argv)
         case 'f': env.from = optarg; break;
         case 'r':
             if (env.nrcpt == TC_MAX_RCPT)
-                return tc_usage();
+                return tc_usage(stderr, TC_USAGE);
             env.rcpt[env.nrcpt++] = optarg;
             break;
         case 'q': quiet = true; break;
@@ -694,13 +695,14 @@ int pc_test_main(int argc, char **argv)
         case 'b':
             bench = strtol(optarg, NULL, 10);
             if (bench < 1 || bench > 1000000)
-                return tc_usage();
+                return tc_usage(stderr, TC_USAGE);
             break;
-        default: return tc_usage();
+        default:
+            return tc_usage(stderr, TC_USAGE);
         }
     }
     if (optind >= argc)
-        return tc_usage();
+        return tc_usage(stderr, TC_USAGE);
     if (env.nrcpt == 0)
         env.rcpt[env.nrcpt++] = "postmaster@example.com";
     pc_log_init("portcullis", PC_LOG_STDERR, 0);
@@ -733,7 +735,7 @@ int pc_test_main(int argc, char **argv)
     } else if (is_test_path(argv[optind])) {
         rc = run_tests(conf, &svc, argv + optind, argc - optind, verbose);
     } else if (optind + 1 != argc) {
-        rc = tc_usage();
+        rc = tc_usage(stderr, TC_USAGE);
     } else {
         size_t len = 0;
         char *data = read_all(argv[optind], &len);

@@ -355,6 +355,9 @@ class CommandLineTests(OpsCase):
 
     def test_test_command_exit_codes(self):
         self.assertEqual(self.run_bin("test").returncode, 64)
+        r = self.run_bin("test", "--help")
+        self.assertEqual(r.returncode, 0)
+        self.assertIn("--dns-zone", r.stdout)
         msg = os.path.join(self.tmp, "m.eml")
         with open(msg, "w") as f:
             f.write("From: a@example.org\r\nSubject: hi\r\n\r\nhello\r\n")
