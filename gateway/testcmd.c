@@ -688,9 +688,8 @@ int pc_test_main(int argc, char **argv)
             env.rcpt[env.nrcpt++] = optarg;
             break;
         case 'q': quiet = true; break;
-        case 'z':
-            zone = optarg;
-            break;
+        case 'z': zone = optarg; break;
+        case 'H': return tc_usage(stdout, 0);
         case 'v': verbose = true; break;
         case 'b':
             bench = strtol(optarg, NULL, 10);
