@@ -198,6 +198,24 @@ class NotifyTests(OpsCase):
         self.expect(s, "STOPPING=1", seen)
         self.assertEqual(d.p.wait(timeout=30), 0, d.log())
 
+    def test_no_ready_when_a_listener_cannot_bind(self):
+        s, path = self.notify_socket()
+        ls = socket.socket()
+        ls.bind(("127.0.0.1", 0))
+        ls.listen(1)
+        self.addCleanup(ls.close)
+        d = self.daemon(base_conf(ls.getsockname()[1], "run_as_root = yes\n"),
+                        env={"NOTIFY_SOCKET": path})
+        self.assertEqual(d.p.wait(timeout=30), 69, d.log())
+        s.settimeout(0.2)
+        seen = []
+        try:
+            while True:
+                seen.append(s.recv(4096).decode())
+        except socket.timeout:
+            pass
+        self.assertFalse([m for m in seen if "READY=1" in m.split("\n")], seen)
+
     def test_no_watchdog_without_watchdog_usec(self):
         s, path = self.notify_socket()
         port = h.free_port()
