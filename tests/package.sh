@@ -46,6 +46,14 @@ check() {
         { echo "package: postinst does not create the system user"; rc=1; }
     dpkg-deb -I "$deb" postinst | grep -q 'deb-systemd-helper' ||
         { echo "package: postinst does not enable the unit"; rc=1; }
+    # The unit's ExecStartPre, on the packaged files: the shipped configuration and rules check
+    # from / (the unit's working directory is /var/lib/portcullis, never /etc/portcullis).
+    rm -rf "$OUT/root"
+    dpkg-deb -x "$deb" "$OUT/root"
+    local root
+    root=$(cd "$OUT/root" && pwd)
+    (cd / && "$root/usr/sbin/portcullis" -t -c "$root/etc/portcullis/portcullis.conf") ||
+        { echo "package: the packaged configuration does not pass -t"; rc=1; }
     echo "package: lintian $deb"
     lintian --fail-on error --info "$deb" | tee "$OUT/lintian.log" || rc=1
     echo "package: lintian: $(grep -c '^E:' "$OUT/lintian.log" || true) errors," \

@@ -330,6 +330,79 @@ class InstallTests(OpsCase):
         self.assertTrue(h.read(conf).endswith("# edited\n"))
 
 
+class BuildTests(OpsCase):
+    def make_n(self, *args):
+        """make -n (print, do not run) in a scratch build directory."""
+        return subprocess.run(["make", "-n", "--no-print-directory", "-C", h.ROOT,
+                               f"B={self.tmp}/b", *args], capture_output=True, text=True,
+                              timeout=120, env=dict(os.environ, MAKEFLAGS=""))
+
+    def test_builder_flags_are_honoured(self):
+        r = self.make_n("V=1", "WERROR=0", "CFLAGS=-O0 -g3", "CPPFLAGS=-DPC_TEST_CPP=1",
+                        "LDFLAGS=-Wl,-z,now", f"{self.tmp}/b/portcullis")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        cc = [line for line in r.stdout.splitlines() if " -c -o " in line and "main.c" in line]
+        self.assertTrue(cc, r.stdout[-2000:])
+        # Ours are still there (the build works), the builder's come last and win.
+        for flag in ("-std=gnu11", "-I.", "-DPC_TEST_CPP=1", "-O0 -g3"):
+            self.assertIn(flag, cc[0])
+        self.assertNotIn("-Werror", cc[0])
+        self.assertLess(cc[0].index("-std=gnu11"), cc[0].index("-O0"))
+        ld = [line for line in r.stdout.splitlines() if " -o " in line and "/portcullis " in line]
+        self.assertIn("-Wl,-z,now", ld[0])
+        for unused in ("-lmilter", "-lssl", "-levent_openssl"):
+            self.assertNotIn(unused, ld[0])
+        r = self.make_n("WERROR=1", f"{self.tmp}/b/gateway/main.o")
+        self.assertIn("-Werror", r.stdout)
+
+    def test_verbose_shows_commands(self):
+        def build(*args):
+            obj = f"{self.tmp}/b/lib/buf.o"
+            if os.path.exists(obj):
+                os.remove(obj)
+            return subprocess.run(["make", "--no-print-directory", "-C", h.ROOT,
+                                   f"B={self.tmp}/b", *args, obj], capture_output=True,
+                                  text=True, timeout=120, env=dict(os.environ, MAKEFLAGS=""))
+        quiet = build()
+        self.assertEqual(quiet.returncode, 0, quiet.stderr)
+        self.assertIn("CC      lib/buf.c", quiet.stdout)
+        self.assertNotIn("-std=gnu11", quiet.stdout)
+        loud = build("V=1")
+        self.assertEqual(loud.returncode, 0, loud.stderr)
+        self.assertRegex(loud.stdout, r"(?m)^\S*(cc|gcc)\b.* -c -o \S+/lib/buf\.o lib/buf\.c$")
+
+    def test_missing_pkg_config_module_is_named(self):
+        r = self.make_n("PKGS=libevent no-such-module-here", "all")
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("pkg-config cannot find: no-such-module-here", r.stderr)
+
+
+class SpdxTests(OpsCase):
+    def test_check_fails_and_fix_repairs(self):
+        repo = os.path.join(self.tmp, "repo")
+        os.makedirs(os.path.join(repo, "tests"))
+        shutil.copy(os.path.join(h.ROOT, "tests", "spdx-check.sh"), os.path.join(repo, "tests"))
+        with open(os.path.join(repo, "a.c"), "w") as f:
+            f.write("int a;\n")
+        with open(os.path.join(repo, "b.sh"), "w") as f:
+            f.write("#!/bin/sh\necho b\n")
+        git = ["git", "-C", repo, "-c", "user.name=t", "-c", "user.email=t@example.org"]
+        subprocess.run(git + ["init", "-q"], check=True)
+        subprocess.run(git + ["add", "."], check=True)
+        script = os.path.join(repo, "tests", "spdx-check.sh")
+        r = subprocess.run([script], capture_output=True, text=True)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("a.c", r.stdout)
+        self.assertIn("b.sh", r.stdout)
+        r = subprocess.run([script, "--fix"], capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, r.stdout)
+        self.assertEqual(subprocess.run([script], capture_output=True).returncode, 0)
+        self.assertTrue(h.read(os.path.join(repo, "a.c")).startswith(
+            "/* SPDX-License-Identifier: MIT */\nint a;"))
+        self.assertTrue(h.read(os.path.join(repo, "b.sh")).startswith(
+            "#!/bin/sh\n# SPDX-License-Identifier: MIT\n"))
+
+
 class CommandLineTests(OpsCase):
     def run_bin(self, *args, **kw):
         return subprocess.run([h.BIN, *args], capture_output=True, text=True, timeout=60, **kw)
