@@ -91,7 +91,7 @@ REGR_BINS := $(FUZZ_SRCS:tests/fuzz/%.c=$(B)/tests/regress_%)
 FUZZ_SECONDS ?= 60
 
 .PHONY: all deps run-deps run check unit unit-asan e2e e2e-asan fuzz-regress docs-check bench fuzz \
-        conformance format clean install spdx-check package package-check
+        conformance format clean install uninstall spdx-check package package-check
 
 all: $(B)/portcullis
 
@@ -158,6 +158,14 @@ install: all
 	chmod 644 $(DESTDIR)$(unitdir)/portcullis.service
 	$(INSTALL) -m 644 deploy/portcullis.sysusers $(DESTDIR)$(sysusersdir)/portcullis.conf
 	$(INSTALL) -m 644 deploy/portcullis.tmpfiles $(DESTDIR)$(tmpfilesdir)/portcullis.conf
+
+# make uninstall: everything install put there except the configuration (a postmaster's files).
+uninstall:
+	rm -f $(DESTDIR)$(sbindir)/portcullis $(DESTDIR)$(mandir)/man8/portcullis.8 \
+	    $(DESTDIR)$(mandir)/man5/portcullis.conf.5 $(DESTDIR)$(mandir)/man5/portcullis.rules.5 \
+	    $(DESTDIR)$(unitdir)/portcullis.service $(DESTDIR)$(sysusersdir)/portcullis.conf \
+	    $(DESTDIR)$(tmpfilesdir)/portcullis.conf
+	@echo "  kept    $(DESTDIR)$(CONFDIR) (remove it by hand if it is no longer wanted)"
 
 # Every tracked source file carries an SPDX-License-Identifier line.
 spdx-check:

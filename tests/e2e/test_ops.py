@@ -306,6 +306,15 @@ class InstallTests(OpsCase):
         self.assertIn("Type=notify", unit)
         self.assertRegex(unit, r"ExecReload=\S+ -c \S+ -t\nExecReload=/bin/kill -HUP")
         self.assertIn("u portcullis", h.read(os.path.join(d, "usr/lib/sysusers.d/portcullis.conf")))
+        b = os.path.dirname(os.path.abspath(h.BIN))
+        r = subprocess.run(["make", "-s", "--no-print-directory", "-C", h.ROOT, f"B={b}",
+                            f"DESTDIR={d}", "PREFIX=/usr", "unitdir=/lib/systemd/system",
+                            "uninstall"], capture_output=True, text=True, timeout=120,
+                           env=dict(os.environ, MAKEFLAGS=""))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        left = sorted(os.path.relpath(os.path.join(dp, f), d)
+                      for dp, _, fs in os.walk(d) for f in fs)
+        self.assertTrue(left and all(f.startswith("etc/portcullis/") for f in left), left)
 
     def test_prefix_install_checks_and_verifies(self):
         p = os.path.join(self.tmp, "p")
