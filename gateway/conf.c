@@ -14,7 +14,9 @@
 #include "gateway/conf.h"
 
 #include <confuse.h>
+#include <grp.h>
 #include <limits.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -664,6 +666,16 @@ struct pc_conf *pc_conf_load(const char *path, struct pc_err *err)
     c->user = cfg_getstr(cfg, "user");
     c->group = cfg_getstr(cfg, "group");
     c->run_as_root = cfg_getbool(cfg, "run_as_root");
+    /* Checked here too, so that -t (and ExecReload) catch a typo before a restart does. */
+    if (*c->user && getpwnam(c->user) == NULL) {
+        snprintf(err->msg, sizeof(err->msg), "%s: user \"%s\": no such user", c->path, c->user);
+        goto fail;
+    }
+    if (*c->group && getgrnam(c->group) == NULL) {
+        snprintf(err->msg, sizeof(err->msg), "%s: group \"%s\": no such group", c->path,
+                 c->group);
+        goto fail;
+    }
     c->delay_reject = cfg_getbool(cfg, "delay_reject");
     c->soft_bounce = cfg_getbool(cfg, "soft_bounce");
     c->smtputf8 = cfg_getbool(cfg, "smtputf8");

@@ -156,6 +156,15 @@ class PrivilegeTests(OpsCase):
         port = h.free_port()
         d = self.daemon(base_conf(port, 'user = "no-such-user-here"\n'))
         self.assertEqual(d.p.wait(timeout=30), 78, d.log())
+        self.assertIn("no such user", d.log())
+        r = subprocess.run([h.BIN, "-t", "-c", d.path], capture_output=True, text=True)
+        self.assertEqual(r.returncode, 78)
+        self.assertIn('user "no-such-user-here": no such user', r.stderr)
+        with open(d.path, "w") as f:
+            f.write(base_conf(port, 'user = "nobody"\ngroup = "no-such-group-here"\n'))
+        r = subprocess.run([h.BIN, "-t", "-c", d.path], capture_output=True, text=True)
+        self.assertEqual(r.returncode, 78)
+        self.assertIn("no such group", r.stderr)
 
 
 class NotifyTests(OpsCase):
