@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	metrics_http 3 - the Prometheus endpoint (GET /metrics)

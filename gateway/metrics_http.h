@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	metrics_http 3h - the Prometheus endpoint (GET /metrics)

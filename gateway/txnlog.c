@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	txnlog 3 - the Postfix-compatible lines of a transaction

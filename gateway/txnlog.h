@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	txnlog 3h - the Postfix-compatible lines of a transaction

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	log 3 - logging to the journal, syslog (LOG_MAIL) or stderr

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	metrics 3 - counters, gauges and histograms in Prometheus text format

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	qid 3 - queue ids unique across processes, hosts and restarts

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	qid 3h - queue ids unique across processes, hosts and restarts

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """test_logs.py - the log as the tools that read Postfix logs see it.
 
 A gateway in front of smtp-sink (Postfix's test server) handles deliveries and refusals of

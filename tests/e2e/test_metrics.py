@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """test_metrics.py - the Prometheus endpoint, read with the real parser.
 
 A gateway in front of smtp-sink, with rules and a rate limit in Redis, handles deliveries and

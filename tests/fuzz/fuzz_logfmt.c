@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	fuzz_logfmt 1 - log field, text and JSON escaping of peer bytes

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	test_log 1 - log field escaping, JSON strings, queue ids, metrics text
