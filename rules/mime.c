@@ -32,9 +32,9 @@
 struct mime_walk {
     struct pc_mime *m;
     const struct pc_mime_limits *lim;
-    size_t cap;            /* parts array capacity */
-    size_t text_cap;       /* m->text capacity */
-    size_t *text_off;      /* per part offset into m->text, fixed up at the end */
+    size_t cap;       /* parts array capacity */
+    size_t text_cap;  /* m->text capacity */
+    size_t *text_off; /* per part offset into m->text, fixed up at the end */
 };
 
 static pthread_once_t mime_once = PTHREAD_ONCE_INIT;
@@ -56,6 +56,14 @@ static char *lower(struct pc_pool *p, const char *s)
     return d;
 }
 
+/* set_limit - record a limit reached; the first one reached names it */
+static void set_limit(struct pc_mime *m, unsigned bit, const char *name)
+{
+    m->limits |= bit;
+    if (m->limit == NULL)
+        m->limit = name;
+}
+
 /* text_append - keep decoded text up to the limit; false once the limit is reached */
 static bool text_append(struct mime_walk *w, const char *p, size_t n)
 {
@@ -63,8 +71,7 @@ static bool text_append(struct mime_walk *w, const char *p, size_t n)
 
     if (m->text_len + n > w->lim->max_text) {
         n = w->lim->max_text - m->text_len;
-        if (m->limit == NULL)
-            m->limit = "text";
+        set_limit(m, PC_MIME_LIM_TEXT, "text");
     }
     if (n == 0)
         return m->text_len < w->lim->max_text;
@@ -108,6 +115,11 @@ static void part_read(struct mime_walk *w, GMimePart *part, struct pc_mime_part 
     bool keep = text;
 
     if (dw == NULL)
+        return;
+    if (text && (w->lim->skip & PC_MIME_SKIP_TEXT))
+        text = keep = false;
+    /* Decoding is the costly part; only for what some rule reads. */
+    if (!text && (w->lim->skip & PC_MIME_SKIP_SIZE))
         return;
     GMimeStream *src = g_mime_data_wrapper_get_stream(dw);
     if (src == NULL)
@@ -153,8 +165,7 @@ static void add_leaf(struct mime_walk *w, GMimeObject *obj, unsigned depth)
     struct pc_pool *pool = m->pool;
 
     if (m->nparts >= w->lim->max_parts) {
-        if (m->limit == NULL)
-            m->limit = "parts";
+        set_limit(m, PC_MIME_LIM_PARTS, "parts");
         return;
     }
     if (m->nparts == w->cap) {
@@ -195,8 +206,8 @@ static void add_leaf(struct mime_walk *w, GMimeObject *obj, unsigned depth)
         GMimeContentEncoding enc = g_mime_part_get_content_encoding(part);
         const char *es = g_mime_content_encoding_to_string(enc);
         mp->encoding = es ? lower(pool, es) : "";
-        bool text = strncmp(mp->type, "text/", 5) == 0 &&
-                    strcmp(mp->disposition, "attachment") != 0;
+        bool text =
+            strncmp(mp->type, "text/", 5) == 0 && strcmp(mp->disposition, "attachment") != 0;
         part_read(w, part, mp, text);
     }
 }
@@ -206,11 +217,12 @@ static void walk(struct mime_walk *w, GMimeObject *obj, unsigned depth)
 {
     struct pc_mime *m = w->m;
 
-    if (obj == NULL || (m->limit && strcmp(m->limit, "text") != 0))
+    /* Past the part limit nothing more is looked at; past the depth limit only that
+     * subtree is skipped, so that with mime_limit_action = accept rules still see the rest. */
+    if (obj == NULL || (m->limits & PC_MIME_LIM_PARTS))
         return;
     if (depth > w->lim->max_depth) {
-        if (m->limit == NULL)
-            m->limit = "depth";
+        set_limit(m, PC_MIME_LIM_DEPTH, "depth");
         return;
     }
     if (depth > m->depth)
@@ -272,13 +284,23 @@ struct pc_mime *pc_mime_parse_buf(const char *data, size_t len, const struct pc_
     return m;
 }
 
-/* pc_mime_parse_msg - the spooled message: header block, separator, body (memory or file) */
-struct pc_mime *pc_mime_parse_msg(const struct pc_msg *msg, const struct pc_mime_limits *lim)
+struct pc_mime_src {
+    GMimeStream *stream;
+    bool persist;
+};
+
+/* pc_mime_src_new - the spooled message: header block, separator, body (memory or file) */
+struct pc_mime_src *pc_mime_src_new(const struct pc_msg *msg)
 {
+    struct pc_mime_src *src = calloc(1, sizeof(*src));
+
+    if (src == NULL)
+        pc_fatal("out of memory");
     pthread_once(&mime_once, mime_init);
+    /* Memory streams made "with buffer" copy the bytes: the snapshot owns what it reads. */
     GMimeStream *cat = g_mime_stream_cat_new();
-    GMimeStream *h = g_mime_stream_mem_new_with_buffer(msg->head.data ? msg->head.data : "",
-                                                       msg->head.len);
+    GMimeStream *h =
+        g_mime_stream_mem_new_with_buffer(msg->head.data ? msg->head.data : "", msg->head.len);
     g_mime_stream_cat_add_source(GMIME_STREAM_CAT(cat), h);
     g_object_unref(h);
     if (msg->separator || msg->body_len) {
@@ -286,7 +308,6 @@ struct pc_mime *pc_mime_parse_msg(const struct pc_msg *msg, const struct pc_mime
         g_mime_stream_cat_add_source(GMIME_STREAM_CAT(cat), sep);
         g_object_unref(sep);
     }
-    bool persist = false;
     if (msg->body_fd >= 0) {
         int fd = dup(msg->body_fd);
         if (fd >= 0) {
@@ -294,15 +315,39 @@ struct pc_mime *pc_mime_parse_msg(const struct pc_msg *msg, const struct pc_mime
             GMimeStream *b = g_mime_stream_fs_new_with_bounds(fd, 0, (gint64)msg->body_len);
             g_mime_stream_cat_add_source(GMIME_STREAM_CAT(cat), b);
             g_object_unref(b);
-            persist = true;
+            src->persist = true;
         }
     } else if (msg->body_len) {
         GMimeStream *b = g_mime_stream_mem_new_with_buffer(msg->body.data, msg->body_len);
         g_mime_stream_cat_add_source(GMIME_STREAM_CAT(cat), b);
         g_object_unref(b);
     }
-    struct pc_mime *m = parse_stream(cat, persist, lim);
-    g_object_unref(cat);
+    src->stream = cat;
+    return src;
+}
+
+/* pc_mime_parse_src - parse a snapshot */
+struct pc_mime *pc_mime_parse_src(struct pc_mime_src *src, const struct pc_mime_limits *lim)
+{
+    g_mime_stream_reset(src->stream);
+    return parse_stream(src->stream, src->persist, lim);
+}
+
+/* pc_mime_src_free - release a snapshot (and its file descriptor) */
+void pc_mime_src_free(struct pc_mime_src *src)
+{
+    if (src == NULL)
+        return;
+    g_object_unref(src->stream);
+    free(src);
+}
+
+/* pc_mime_parse_msg - the spooled message, on the calling thread */
+struct pc_mime *pc_mime_parse_msg(const struct pc_msg *msg, const struct pc_mime_limits *lim)
+{
+    struct pc_mime_src *src = pc_mime_src_new(msg);
+    struct pc_mime *m = pc_mime_parse_src(src, lim);
+    pc_mime_src_free(src);
     return m;
 }
 
