@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "gateway/msg.h"
@@ -64,6 +65,40 @@ static void set_limit(struct pc_mime *m, unsigned bit, const char *name)
         m->limit = name;
 }
 
+/* Past this size the text buffer is mapped rather than malloc'd: glibc keeps freed memory in a
+ * worker thread's arena, so a megabyte of text per message would stay resident after the
+ * verdict (issue 14: memory held per session while sessions wait for the backend). */
+#define BIG_TEXT 131072
+
+/* text_resize - grow the text buffer from oldcap to cap bytes; NULL when out of memory */
+static char *text_resize(char *old, size_t oldcap, size_t cap)
+{
+    if (cap < BIG_TEXT)
+        return realloc(old, cap);
+    if (oldcap >= BIG_TEXT) {
+        void *p = mremap(old, oldcap, cap, MREMAP_MAYMOVE);
+        return p == MAP_FAILED ? NULL : p;
+    }
+    void *p = mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return NULL;
+    if (old)
+        memcpy(p, old, oldcap);
+    free(old);
+    return p;
+}
+
+/* text_free - pool cleanup: the text buffer, mapped or malloc'd */
+static void text_free(void *arg)
+{
+    struct pc_mime *m = arg;
+
+    if (m->text_map)
+        munmap(m->text, m->text_map);
+    else
+        free(m->text);
+}
+
 /* text_append - keep decoded text up to the limit; false once the limit is reached */
 static bool text_append(struct mime_walk *w, const char *p, size_t n)
 {
@@ -79,7 +114,7 @@ static bool text_append(struct mime_walk *w, const char *p, size_t n)
         size_t cap = w->text_cap ? w->text_cap : 4096;
         while (cap < m->text_len + n + 1)
             cap *= 2;
-        char *t = realloc(m->text, cap);
+        char *t = text_resize(m->text, w->text_cap, cap);
         if (t == NULL)
             pc_fatal("out of memory");
         m->text = t;
@@ -152,6 +187,9 @@ static void part_read(struct mime_walk *w, GMimePart *part, struct pc_mime_part 
             keep = text_append(w, buf, (size_t)n);
             mp->text_len += w->m->text_len - before;
         }
+        /* Past the text limit, read on only when a rule wants the part's size. */
+        if (!keep && (w->lim->skip & PC_MIME_SKIP_SIZE))
+            break;
     }
     if (text)
         mp->text = ""; /* pointed into m->text at the end */
@@ -265,8 +303,10 @@ static struct pc_mime *parse_stream(GMimeStream *stream, bool persist,
             m->parts[i].text = m->text ? m->text + w.text_off[i] : "";
     if (m->text == NULL)
         m->text = pc_pool_strdup(pool, "");
-    else
-        pc_pool_cleanup(pool, free, m->text);
+    else {
+        m->text_map = w.text_cap >= BIG_TEXT ? w.text_cap : 0;
+        pc_pool_cleanup(pool, text_free, m);
+    }
     free(w.text_off);
     if (msg)
         g_object_unref(msg);

@@ -68,6 +68,7 @@ struct pc_mime {
     size_t nparts;
     char *text; /* text of every text part, joined with newlines, at most max_text */
     size_t text_len;
+    size_t text_map;   /* bytes mapped for text, or 0 when it is malloc'd */
     unsigned depth;    /* deepest nesting seen */
     const char *limit; /* first limit reached: "depth", "parts", "text" or NULL */
     unsigned limits;   /* PC_MIME_LIM_* of every limit reached */

@@ -4,7 +4,10 @@
  * DESCRIPTION
  *	Each input is parsed as a whole message with small limits, and its
  *	first line is decoded as an RFC 2047 header value. Invariants: no
- *	crash, and the limits hold (part count, decoded text).
+ *	crash, and the limits hold (part count, decoded text); the first
+ *	limit named is among the limits recorded. Parsed again with what a
+ *	rule set that reads no text and no sizes skips: the same parts, no
+ *	text, no sizes.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -23,6 +26,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (size_t i = 0; i < m->nparts; i++)
         if (m->parts[i].type == NULL || m->parts[i].depth > lim.max_depth)
             abort();
+    if ((m->limit == NULL) != (m->limits == 0))
+        abort();
+    struct pc_mime_limits lazy = lim;
+    lazy.skip = PC_MIME_SKIP_TEXT | PC_MIME_SKIP_SIZE;
+    struct pc_mime *l = pc_mime_parse_buf((const char *)data, size, &lazy);
+    if (l->nparts != m->nparts || l->text_len != 0 || l->depth != m->depth)
+        abort();
+    for (size_t i = 0; i < l->nparts; i++)
+        if (l->parts[i].size != 0 && strncmp(l->parts[i].type, "text/", 5) != 0)
+            abort();
+    pc_mime_free(l);
     pc_mime_free(m);
     size_t n = 0;
     while (n < size && n < 4096 && data[n] != '\n' && data[n] != 0)
