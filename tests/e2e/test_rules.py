@@ -126,7 +126,8 @@ def nested(depth, inner=None):
     return b"".join(out)
 
 
-class RulesE2E(unittest.TestCase):
+class GatewayCase(unittest.TestCase):
+    """A gateway with the shipped rules plus local.rules; rules_extra goes into "rules { }"."""
     rules_extra = ""
 
     def setUp(self):
@@ -199,6 +200,9 @@ class RulesE2E(unittest.TestCase):
             time.sleep(0.05)
         self.fail("no reload line in the log")
 
+
+class RulesE2E(GatewayCase):
+
     def test_gtube_exe_clean(self):
         code, text = send(self.port, plain("test", GTUBE + "\n"))
         self.assertEqual(code, 554)
@@ -264,8 +268,8 @@ class RulesE2E(unittest.TestCase):
         self.assertIn("mime.limit=parts", self.logtext())
 
 
-class MimeLimitTempfailE2E(RulesE2E):
-    """mime_limit_action = "tempfail"; the rest of RulesE2E runs again unchanged."""
+class MimeLimitTempfailE2E(GatewayCase):
+    """mime_limit_action = "tempfail"."""
     rules_extra = 'mime_limit_action = "tempfail"'
 
     def test_mime_limits_fail_closed(self):
@@ -276,7 +280,7 @@ class MimeLimitTempfailE2E(RulesE2E):
         self.assertEqual(self.delivered(), [])
 
 
-class LoopNotBlockedE2E(RulesE2E):
+class LoopNotBlockedE2E(GatewayCase):
     """A pathological message must not stall other clients (issue 13 section 5)."""
     BOUND = 0.5  # seconds; the target is 50 ms, generous here so a loaded machine does not flake
 
@@ -326,6 +330,43 @@ class LoopNotBlockedE2E(RulesE2E):
         self.assertLess(worst, self.BOUND)
         self.assertIn(code, (451, 552), text)
         self.assertEqual(self.delivered(), [])
+
+
+class RulesCancelE2E(GatewayCase):
+    """The chain gives up on a rules stage still running on a worker: the filter's timeout
+    fires, or the client goes away. The worker is stopped, the session freed safely."""
+    rules_extra = 'timeout = "300ms" cpu_budget = "20s"'
+
+    def evil(self):
+        self.write_rules('rule evil at header if headers ~ /^X-Junk: (\\w+\\s?)*$/ '
+                         'then score 1\n')
+        self.reload(self.logtext().count("reload"))
+        hdrs = b"".join(b"X-Junk: %s!\r\n" % (b"a" * 28) for _ in range(990))
+        return hdrs + b"From: alice@example.org\r\nSubject: slow\r\n\r\nhello\r\n"
+
+    def test_timeout_then_client_gone(self):
+        msg = self.evil()
+        code, text = send(self.port, msg)
+        self.assertEqual(code, 451, text)
+        self.assertIn("rules check timed out", self.logtext())
+        # A client that leaves while its message is being inspected.
+        c = socket.create_connection(("127.0.0.1", self.port), 10)
+        f = c.makefile("rb")
+        f.readline()
+        for line in (b"EHLO x.example.org", b"MAIL FROM:<alice@example.org>",
+                     b"RCPT TO:<bob@example.com>", b"DATA"):
+            c.sendall(line + b"\r\n")
+            r = f.readline()
+            while r[3:4] == b"-":
+                r = f.readline()
+        c.sendall(msg.replace(b"\r\n.", b"\r\n..") + b".\r\n")
+        time.sleep(0.1)
+        c.close()
+        time.sleep(0.5)
+        # Still serving, nothing delivered.
+        self.assertEqual(send(self.port, plain("lunch"))[0], 250)
+        self.assertEqual(len(self.delivered()), 1)
+        self.assertIsNone(self.proc.poll())
 
 
 if __name__ == "__main__":
