@@ -226,6 +226,8 @@ static bool test_str(const struct pc_rules *rs, struct pc_rules_run *run, struct
     case RO_EQ:
         return len == n->str_len && strncasecmp(v, n->str, len) == 0;
     case RO_CONTAINS:
+        if (n->re) /* a literal (rules.c compile_literal): no backtracking to bound */
+            return pcre2_match(n->re, (PCRE2_SPTR)v, len, 0, 0, run->md, NULL) >= 0;
         return contains_ci(v, len, n->str, n->str_len);
     case RO_IN_LIST:
         if (n->list->kind == RL_DOMAINS)

@@ -380,6 +380,26 @@ static bool parse_number(struct parser *ps, double *out, bool allow_suffix)
     return true;
 }
 
+/* compile_literal - a caseless literal for "contains" over a body: the JIT's vectorised
+ * first-character search scans a megabyte of text far faster than a byte loop. Without
+ * PCRE2_UTF, caseless means ASCII letters only, as contains_ci() does. NULL: use the loop. */
+static pcre2_code *compile_literal(struct parser *ps, const char *s, size_t len)
+{
+    int ec;
+    PCRE2_SIZE off;
+    pcre2_code *re =
+        pcre2_compile((PCRE2_SPTR)s, len, PCRE2_LITERAL | PCRE2_CASELESS, &ec, &off, NULL);
+
+    if (re == NULL)
+        return NULL;
+    if (pcre2_jit_compile(re, PCRE2_JIT_COMPLETE) != 0) {
+        pcre2_code_free(re);
+        return NULL;
+    }
+    pc_pool_cleanup(ps->pool, (void (*)(void *))pcre2_code_free, re);
+    return re;
+}
+
 /* compile_re - JIT-compile a regex token */
 static pcre2_code *compile_re(struct parser *ps, const struct tok *t)
 {
@@ -482,6 +502,8 @@ static struct rl_node *parse_test(struct parser *ps, enum pc_rstage stage)
         n->op = RO_CONTAINS;
         n->str = ps->cur.s;
         n->str_len = ps->cur.slen;
+        if (ok && (n->field == RF_BODY || n->field == RF_BODY_RAW) && n->str_len > 0)
+            n->re = compile_literal(ps, n->str, n->str_len);
         next(ps);
         return ok ? n : NULL;
     }
