@@ -580,6 +580,30 @@ START_TEST(test_mime_skip)
 }
 END_TEST
 
+/* Body searches are JIT-compiled where the library has a JIT (Debian's amd64 build has). */
+START_TEST(test_jit)
+{
+    uint32_t jit = 0;
+    struct errs e;
+    size_t size = 0;
+
+    pcre2_config(PCRE2_CONFIG_JIT, &jit);
+    if (!jit)
+        return;
+    struct pc_rules *rs = compile("rule a at body if body ~ /\\b(viagra|cialis)\\b/i then score 1\n"
+                                  "rule b at body if body contains \"GTUBE\" then score 1\n",
+                                  &e);
+    ck_assert_ptr_nonnull(rs);
+    for (int i = 0; i < 2; i++) {
+        const pcre2_code *re = rs->rules[PC_RS_BODY][i]->cond->re;
+        ck_assert_ptr_nonnull(re);
+        ck_assert_int_eq(pcre2_pattern_info(re, PCRE2_INFO_JITSIZE, &size), 0);
+        ck_assert_uint_gt(size, 0);
+    }
+    pc_rules_free(rs);
+}
+END_TEST
+
 /* suite - every case */
 static Suite *suite(void)
 {
@@ -597,6 +621,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_mime_limit_action);
     tcase_add_test(tc, test_cpu_budget);
     tcase_add_test(tc, test_mime_skip);
+    tcase_add_test(tc, test_jit);
     suite_add_tcase(s, tc);
     return s;
 }
