@@ -322,7 +322,9 @@ class LoopNotBlockedE2E(GatewayCase):
         # Past the CPU budget: on_error (tempfail), never delivered uninspected.
         self.assertEqual(code, 451, text)
         self.assertEqual(self.delivered(), [])
-        self.assertIn("CPU budget", self.logtext())
+        # the budget (thread CPU time), or on a very loaded machine the filter's timeout first
+        log = self.logtext()
+        self.assertTrue("CPU budget" in log or "rules check timed out" in log, log[-2000:])
 
     def test_nested_multiparts(self):
         inner = b"--n99999\r\nContent-Type: text/plain\r\n\r\nhello\r\n"
