@@ -41,10 +41,20 @@ struct pc_rules_run {
     const struct rl_rule *rule; /* being evaluated, for log lines */
     uint64_t used_ns;           /* CPU spent on this message by finished stages */
     uint64_t t0;                /* thread CPU clock at the start of the running stage */
+    uint64_t w0;                /* wall clock then */
     bool timing;                /* a header or body stage is running */
     bool over;                  /* budget exhausted or stopped: no more tests */
     atomic_bool stop;           /* pc_rules_stop() from another thread */
 };
+
+/* wall_ns - monotonic wall clock */
+static uint64_t wall_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
 
 /* cpu_ns - this thread's CPU time */
 static uint64_t cpu_ns(void)
@@ -68,8 +78,13 @@ static bool over_budget(const struct pc_rules *rs, struct pc_rules_run *run)
         return true;
     if (!run->timing || rs->lim.cpu_budget_ms == 0)
         return false;
+    uint64_t budget = (uint64_t)rs->lim.cpu_budget_ms * 1000000u;
+    /* A thread's CPU time never exceeds the wall time it ran for, and the wall clock costs no
+     * system call (vDSO), the thread CPU clock does: ask it only when it could be over. */
+    if (run->used_ns + (wall_ns() - run->w0) <= budget)
+        return false;
     uint64_t used = run->used_ns + (cpu_ns() - run->t0);
-    return run->over = used > (uint64_t)rs->lim.cpu_budget_ms * 1000000u;
+    return run->over = used > budget;
 }
 
 /* pc_rules_stop - another thread wants the evaluation to end soon (or no more: false) */
@@ -236,6 +251,8 @@ static bool test_str(const struct pc_rules *rs, struct pc_rules_run *run, struct
     case RO_MATCH: {
         if (over_budget(rs, run))
             return false;
+        if (n->nlits && !pc_rl_prefilter_pass(n, v, len, run->md))
+            return false; /* none of the literals every match contains */
         int rc = pcre2_match(n->re, (PCRE2_SPTR)v, len, 0, 0, run->md, rs->mctx);
         if (rc >= 0)
             return true;
@@ -603,6 +620,7 @@ enum pc_action pc_rules_eval(const struct pc_rules *rs, struct pc_rules_run *run
 {
     if (stage == PC_RS_HEADER || stage == PC_RS_BODY) {
         run->t0 = cpu_ns();
+        run->w0 = wall_ns();
         run->timing = true;
     }
     /* Parse first: the limits are facts before any rule runs, and the budget covers it. */

@@ -569,6 +569,8 @@ static struct rl_node *parse_test(struct parser *ps, enum pc_rstage stage)
         n->re = compile_re(ps, &ps->cur);
         if (n->re == NULL)
             ok = false;
+        else if (n->field == RF_BODY || n->field == RF_BODY_RAW)
+            pc_rl_prefilter(ps->pool, n, ps->cur.s, ps->cur.slen, ps->cur.reflags);
         next(ps);
     } else if (strcmp(op, "==") == 0 || strcmp(op, "!=") == 0) {
         negate = op[0] == '!';

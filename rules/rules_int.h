@@ -95,6 +95,9 @@ struct rl_node {
     size_t str_len;
     double num;
     pcre2_code *re;
+    pcre2_code **lits; /* body regexes: some literal every match contains (prefilter.c) */
+    const char **lit_strs;
+    size_t nlits;
     const struct rl_list *list;
     struct pc_cidr cidr;
 };
@@ -150,6 +153,13 @@ struct pc_rules {
 };
 
 const char *pc_rl_stage_name(enum pc_rstage);
+
+/* prefilter.c */
+/* pc_rl_prefilter - literals for a body regex into the node; false when there are none */
+bool pc_rl_prefilter(struct pc_pool *, struct rl_node *, const char *pat, size_t len,
+                     uint32_t reflags);
+/* pc_rl_prefilter_pass - false when none of the node's literals occurs: the regex cannot match */
+bool pc_rl_prefilter_pass(const struct rl_node *, const char *text, size_t len, pcre2_match_data *);
 
 /* list.c */
 struct rl_list *pc_rl_list_new(struct pc_pool *, const char *name, enum rl_list_kind);

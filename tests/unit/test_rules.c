@@ -8,6 +8,7 @@
  */
 #include <arpa/inet.h>
 #include <check.h>
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -580,6 +581,122 @@ START_TEST(test_mime_skip)
 }
 END_TEST
 
+/* The literal prefilter: what it derives, and nothing it derives can hide a match. */
+static const struct {
+    const char *pat;
+    uint32_t flags;
+    const char *lits; /* "a|b", or NULL: no prefilter */
+} prefilters[] = {
+    {"\\b(viagra|cialis|levitra|pharmacy online)\\b", PCRE2_CASELESS,
+     "viagra|ciali|levitra|pharmacy online"},
+    {"\\b(next of kin|beneficiary|transfer of (the )?sum|million (united states )?dollars)\\b",
+     PCRE2_CASELESS, "next of |beneficiary|fer of |million "},
+    /* caseless k and s may be matched by U+212A and U+017F: they end a literal */
+    {"click (here|below) to (unsubscribe|be removed)", PCRE2_CASELESS, "cribe|be removed"},
+    {"click (here|below) to (unsubscribe|be removed)", 0, "unsubscribe|be removed"},
+    {"abc?def", 0, "def"},
+    {"abc+de", 0, "abc"},
+    {"ab+cd", 0, NULL},
+    {"x(foo|bar)?yz", 0, NULL},
+    {"(foo|ba)", 0, NULL},
+    {"(?i)viagra", 0, NULL},
+    {"viagra", PCRE2_EXTENDED, NULL},
+    {"[a-z]+\\.exe\\b", 0, ".exe"},
+    {"a{0,3}bcd", 0, "bcd"},
+    {"a{2}bcd", 0, "bcd"},
+    {"q{x", 0, NULL},
+    {"\\x41bcd", 0, NULL},
+    {"(foo)|bar|(baz|qux)", 0, "foo|bar|baz|qux"},
+    {"foo|.*", 0, NULL},
+};
+
+START_TEST(test_prefilter_derive)
+{
+    struct pc_pool *pool = pc_pool_create(4096);
+    struct rl_node n;
+    char got[256];
+
+    memset(&n, 0, sizeof(n));
+    bool have = pc_rl_prefilter(pool, &n, prefilters[_i].pat, strlen(prefilters[_i].pat),
+                                prefilters[_i].flags);
+    got[0] = 0;
+    for (size_t i = 0; have && i < n.nlits; i++)
+        snprintf(got + strlen(got), sizeof(got) - strlen(got), "%s%s", i ? "|" : "", n.lit_strs[i]);
+    if (prefilters[_i].lits == NULL)
+        ck_assert_msg(!have, "%s: got %s", prefilters[_i].pat, got);
+    else
+        ck_assert_msg(have && strcmp(got, prefilters[_i].lits) == 0, "%s: got \"%s\"",
+                      prefilters[_i].pat, got);
+    pc_pool_destroy(pool);
+}
+END_TEST
+
+/* Random patterns and subjects: whenever the regex matches, the prefilter must let it run. */
+START_TEST(test_prefilter_sound)
+{
+    static const char *atoms[] = {"a",    "b",   "k",   "s",   "ab",  "bk",  " ",     "(",
+                                  ")",    "|",   "?",   "*",   "+",   "{2}", "{0,1}", ".",
+                                  "[ab]", "\\b", "\\w", "(?:", "\\.", "A",   "S"};
+    static const char *sub_atoms[] = {
+        "a",       "b", "k", "s", "A", "B", "K", "S", " ", ".", "\xe2\x84\xaa" /* KELVIN SIGN */,
+        "\xc5\xbf" /* LONG S */};
+    unsigned seed = 12345;
+    pcre2_match_data *md = pcre2_match_data_create(1, NULL);
+    int checked = 0;
+
+    for (int round = 0; round < 20000; round++) {
+        char pat[128] = "", subj[256] = "";
+        int na = 1 + (int)(rand_r(&seed) % 6);
+        for (int i = 0; i < na; i++)
+            strcat(pat, atoms[rand_r(&seed) % (sizeof(atoms) / sizeof(atoms[0]))]);
+        uint32_t flags = (rand_r(&seed) & 1) ? PCRE2_CASELESS : 0;
+        int ec;
+        PCRE2_SIZE off;
+        pcre2_code *re =
+            pcre2_compile((PCRE2_SPTR)pat, PCRE2_ZERO_TERMINATED,
+                          flags | PCRE2_UTF | PCRE2_MATCH_INVALID_UTF, &ec, &off, NULL);
+        if (re == NULL)
+            continue;
+        struct pc_pool *pool = pc_pool_create(4096);
+        struct rl_node n;
+        memset(&n, 0, sizeof(n));
+        if (pc_rl_prefilter(pool, &n, pat, strlen(pat), flags)) {
+            for (int k = 0; k < 50; k++) {
+                subj[0] = 0;
+                int ns = (int)(rand_r(&seed) % 6);
+                for (int i = 0; i < ns; i++)
+                    strcat(subj,
+                           sub_atoms[rand_r(&seed) % (sizeof(sub_atoms) / sizeof(sub_atoms[0]))]);
+                /* the pattern's letters, in any case, k and s sometimes as their Unicode
+                 * caseless partners: many of these match, which is what we want to check */
+                for (const char *c = pat; *c && strlen(subj) < sizeof(subj) - 8; c++) {
+                    if (!isalpha((unsigned char)*c) && *c != ' ' && *c != '.')
+                        continue;
+                    unsigned r = rand_r(&seed) % 4;
+                    char one[2] = {r == 1 ? (char)toupper((unsigned char)*c) : *c, 0};
+                    if (r == 3 && (*c == 'k' || *c == 'K'))
+                        strcat(subj, "\xe2\x84\xaa");
+                    else if (r == 3 && (*c == 's' || *c == 'S'))
+                        strcat(subj, "\xc5\xbf");
+                    else
+                        strcat(subj, one);
+                }
+                if (pcre2_match(re, (PCRE2_SPTR)subj, strlen(subj), 0, 0, md, NULL) >= 0) {
+                    checked++;
+                    ck_assert_msg(pc_rl_prefilter_pass(&n, subj, strlen(subj), md),
+                                  "pattern /%s/%s matches \"%s\" but the prefilter said no", pat,
+                                  flags ? "i" : "", subj);
+                }
+            }
+        }
+        pc_pool_destroy(pool);
+        pcre2_code_free(re);
+    }
+    ck_assert_int_gt(checked, 500);
+    pcre2_match_data_free(md);
+}
+END_TEST
+
 /* Body searches are JIT-compiled where the library has a JIT (Debian's amd64 build has). */
 START_TEST(test_jit)
 {
@@ -622,6 +739,8 @@ static Suite *suite(void)
     tcase_add_test(tc, test_cpu_budget);
     tcase_add_test(tc, test_mime_skip);
     tcase_add_test(tc, test_jit);
+    tcase_add_loop_test(tc, test_prefilter_derive, 0, sizeof(prefilters) / sizeof(prefilters[0]));
+    tcase_add_test(tc, test_prefilter_sound);
     suite_add_tcase(s, tc);
     return s;
 }
