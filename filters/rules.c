@@ -355,8 +355,12 @@ static enum pc_action run(struct pc_session *s, void *conf, void *ctx, struct pc
     job->x = x;
     job->stage = stage;
     pc_verdict_clear(&job->v);
-    if (stage == PC_RS_BODY && pc_rules_needs_mime(c->rules))
+    if (stage == PC_RS_BODY && pc_rules_needs_mime(c->rules)) {
         job->src = pc_mime_src_new(&s->txn->msg);
+        /* The parse stops (as if the input ended) past the budget or once cancelled, so an
+         * abandoned or hostile message does not keep a worker busy for seconds. */
+        pc_mime_src_budget(job->src, &job->cancelled, pc_rules_budget_left(c->rules, x->run));
+    }
     pc_rules_stop(x->run, false);
     x->job = job;
     pc_worker_submit(s->svc->workers, job_work, job_done, job);

@@ -164,8 +164,10 @@ void pc_rules_set_mime(struct pc_rules_run *run, struct pc_session *s, struct pc
     static const struct {
         unsigned bit;
         const char *name;
-    } lims[] = {
-        {PC_MIME_LIM_DEPTH, "depth"}, {PC_MIME_LIM_PARTS, "parts"}, {PC_MIME_LIM_TEXT, "text"}};
+    } lims[] = {{PC_MIME_LIM_DEPTH, "depth"},
+                {PC_MIME_LIM_PARTS, "parts"},
+                {PC_MIME_LIM_TEXT, "text"},
+                {PC_MIME_LIM_BUDGET, "budget"}};
 
     pc_mime_free(run->mime);
     run->mime = m;
@@ -175,6 +177,22 @@ void pc_rules_set_mime(struct pc_rules_run *run, struct pc_session *s, struct pc
             pc_fact_add(s, "mime.limit", "%s", lims[i].name);
     if (m->error)
         pc_fact_add(s, "mime.error", "unparsable");
+    /* A parse cut short saw only part of the message: never a verdict from that. */
+    if (m->limits & PC_MIME_LIM_BUDGET)
+        run->over = true;
+}
+
+/* pc_rules_budget_left - milliseconds of CPU the message has left (at least 1) */
+unsigned long pc_rules_budget_left(const struct pc_rules *rs, const struct pc_rules_run *run)
+{
+    uint64_t budget = (uint64_t)rs->lim.cpu_budget_ms * 1000000u;
+
+    if (rs->lim.cpu_budget_ms == 0)
+        return 0;
+    if (run->used_ns >= budget)
+        return 1;
+    unsigned long ms = (unsigned long)((budget - run->used_ns) / 1000000u);
+    return ms ? ms : 1;
 }
 
 /* pc_rules_mime - parse on first use; limits become facts */
@@ -183,7 +201,10 @@ const struct pc_mime *pc_rules_mime(const struct pc_rules *rs, struct pc_rules_r
 {
     if (run->mime || s->txn == NULL)
         return run->mime;
-    pc_rules_set_mime(run, s, pc_mime_parse_msg(&s->txn->msg, &rs->lim.mime));
+    struct pc_mime_src *src = pc_mime_src_new(&s->txn->msg);
+    pc_mime_src_budget(src, &run->stop, pc_rules_budget_left(rs, run));
+    pc_rules_set_mime(run, s, pc_mime_parse_src(src, &rs->lim.mime));
+    pc_mime_src_free(src);
     return run->mime;
 }
 

@@ -20,10 +20,13 @@
 
 #include <gmime/gmime.h>
 #include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "gateway/msg.h"
@@ -327,7 +330,179 @@ struct pc_mime *pc_mime_parse_buf(const char *data, size_t len, const struct pc_
 struct pc_mime_src {
     GMimeStream *stream;
     bool persist;
+    const atomic_bool *stop; /* the evaluation was abandoned */
+    unsigned long budget_ms; /* CPU the parse may use; 0 = unbounded */
 };
+
+/*
+ * A stream that ends early: GMime's parser is one call that we cannot
+ * interrupt, and 100,000 nested multiparts keep it busy for seconds (its
+ * boundary stack is searched for every line). This wrapper reports the
+ * end of the input once the parse has used its CPU or was abandoned, so
+ * the parser finishes with what it has and the worker is free again.
+ */
+typedef struct {
+    GMimeStream parent;
+    GMimeStream *inner;
+    const atomic_bool *stop;
+    uint64_t wall0, cpu0, budget_ns; /* budget_ns 0: no budget */
+    bool cut;
+} PcBudgetStream;
+
+typedef struct {
+    GMimeStreamClass parent_class;
+} PcBudgetStreamClass;
+
+G_DEFINE_TYPE(PcBudgetStream, pc_budget_stream, GMIME_TYPE_STREAM)
+
+/* clock_ns - one clock in nanoseconds */
+static uint64_t clock_ns(clockid_t id)
+{
+    struct timespec ts;
+
+    clock_gettime(id, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* bs_over - has the parse used its budget or been abandoned */
+static bool bs_over(PcBudgetStream *b)
+{
+    if (b->cut)
+        return true;
+    if (b->stop && atomic_load_explicit(b->stop, memory_order_relaxed))
+        return b->cut = true;
+    /* CPU time never exceeds wall time: the thread CPU clock (a system call) only when the
+     * wall clock (vDSO) says the budget could be used up. */
+    if (b->budget_ns == 0 || clock_ns(CLOCK_MONOTONIC) - b->wall0 <= b->budget_ns)
+        return false;
+    return b->cut = clock_ns(CLOCK_THREAD_CPUTIME_ID) - b->cpu0 > b->budget_ns;
+}
+
+/* bs_read - the inner stream's bytes, or the end once over budget */
+static ssize_t bs_read(GMimeStream *stream, char *buf, size_t len)
+{
+    PcBudgetStream *b = (PcBudgetStream *)stream;
+
+    if (bs_over(b))
+        return 0;
+    ssize_t n = g_mime_stream_read(b->inner, buf, len);
+    if (n > 0)
+        stream->position += n;
+    return n;
+}
+
+/* bs_write - read-only */
+static ssize_t bs_write(GMimeStream *stream, const char *buf, size_t len)
+{
+    (void)stream, (void)buf, (void)len;
+    return -1;
+}
+
+/* bs_flush, bs_close - nothing to do */
+static int bs_flush(GMimeStream *stream)
+{
+    (void)stream;
+    return 0;
+}
+
+static int bs_close(GMimeStream *stream)
+{
+    (void)stream;
+    return 0;
+}
+
+/* bs_eos - at the end, or cut */
+static gboolean bs_eos(GMimeStream *stream)
+{
+    PcBudgetStream *b = (PcBudgetStream *)stream;
+
+    return b->cut || g_mime_stream_eos(b->inner);
+}
+
+/* bs_reset - back to the start */
+static int bs_reset(GMimeStream *stream)
+{
+    stream->position = 0;
+    return g_mime_stream_reset(((PcBudgetStream *)stream)->inner);
+}
+
+/* bs_seek, bs_tell, bs_length, bs_substream - the inner stream's */
+static gint64 bs_seek(GMimeStream *stream, gint64 offset, GMimeSeekWhence whence)
+{
+    gint64 r = g_mime_stream_seek(((PcBudgetStream *)stream)->inner, offset, whence);
+
+    if (r >= 0)
+        stream->position = r;
+    return r;
+}
+
+static gint64 bs_tell(GMimeStream *stream)
+{
+    return g_mime_stream_tell(((PcBudgetStream *)stream)->inner);
+}
+
+static gint64 bs_length(GMimeStream *stream)
+{
+    return g_mime_stream_length(((PcBudgetStream *)stream)->inner);
+}
+
+static GMimeStream *bs_substream(GMimeStream *stream, gint64 start, gint64 end)
+{
+    return g_mime_stream_substream(((PcBudgetStream *)stream)->inner, start, end);
+}
+
+/* pc_budget_stream_finalize - drop the inner stream */
+static void pc_budget_stream_finalize(GObject *obj)
+{
+    g_object_unref(((PcBudgetStream *)obj)->inner);
+    G_OBJECT_CLASS(pc_budget_stream_parent_class)->finalize(obj);
+}
+
+/* pc_budget_stream_class_init - the vtable */
+static void pc_budget_stream_class_init(PcBudgetStreamClass *klass)
+{
+    GMimeStreamClass *sc = GMIME_STREAM_CLASS(klass);
+
+    G_OBJECT_CLASS(klass)->finalize = pc_budget_stream_finalize;
+    sc->read = bs_read;
+    sc->write = bs_write;
+    sc->flush = bs_flush;
+    sc->close = bs_close;
+    sc->eos = bs_eos;
+    sc->reset = bs_reset;
+    sc->seek = bs_seek;
+    sc->tell = bs_tell;
+    sc->length = bs_length;
+    sc->substream = bs_substream;
+}
+
+/* pc_budget_stream_init - nothing before construction */
+static void pc_budget_stream_init(PcBudgetStream *b)
+{
+    (void)b;
+}
+
+/* budget_stream_new - wrap inner (a reference is taken) */
+static GMimeStream *budget_stream_new(GMimeStream *inner, const atomic_bool *stop,
+                                      unsigned long budget_ms)
+{
+    PcBudgetStream *b = g_object_new(pc_budget_stream_get_type(), NULL);
+
+    g_mime_stream_construct(GMIME_STREAM(b), 0, -1);
+    b->inner = g_object_ref(inner);
+    b->stop = stop;
+    b->budget_ns = (uint64_t)budget_ms * 1000000u;
+    b->wall0 = clock_ns(CLOCK_MONOTONIC);
+    b->cpu0 = clock_ns(CLOCK_THREAD_CPUTIME_ID);
+    return GMIME_STREAM(b);
+}
+
+/* pc_mime_src_budget - bound the parse of a snapshot: CPU time, and a flag to abandon it */
+void pc_mime_src_budget(struct pc_mime_src *src, const atomic_bool *stop, unsigned long ms)
+{
+    src->stop = stop;
+    src->budget_ms = ms;
+}
 
 /* pc_mime_src_new - the spooled message: header block, separator, body (memory or file) */
 struct pc_mime_src *pc_mime_src_new(const struct pc_msg *msg)
@@ -370,7 +545,14 @@ struct pc_mime_src *pc_mime_src_new(const struct pc_msg *msg)
 struct pc_mime *pc_mime_parse_src(struct pc_mime_src *src, const struct pc_mime_limits *lim)
 {
     g_mime_stream_reset(src->stream);
-    return parse_stream(src->stream, src->persist, lim);
+    if (src->stop == NULL && src->budget_ms == 0)
+        return parse_stream(src->stream, src->persist, lim);
+    GMimeStream *b = budget_stream_new(src->stream, src->stop, src->budget_ms);
+    struct pc_mime *m = parse_stream(b, src->persist, lim);
+    if (((PcBudgetStream *)b)->cut)
+        set_limit(m, PC_MIME_LIM_BUDGET, "budget");
+    g_object_unref(b);
+    return m;
 }
 
 /* pc_mime_src_free - release a snapshot (and its file descriptor) */

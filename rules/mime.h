@@ -29,6 +29,7 @@
 #ifndef PC_MIME_H
 #define PC_MIME_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -45,9 +46,10 @@ struct pc_mime_limits {
 #define PC_MIME_SKIP_TEXT 0x1 /* no decoded text (no rule reads body) */
 #define PC_MIME_SKIP_SIZE 0x2 /* do not decode non-text parts for their size */
 
-#define PC_MIME_LIM_DEPTH 0x1
-#define PC_MIME_LIM_PARTS 0x2
-#define PC_MIME_LIM_TEXT  0x4
+#define PC_MIME_LIM_DEPTH  0x1
+#define PC_MIME_LIM_PARTS  0x2
+#define PC_MIME_LIM_TEXT   0x4
+#define PC_MIME_LIM_BUDGET 0x8 /* the parse was cut: its CPU budget, or abandoned */
 
 struct pc_mime_part {
     const char *type;        /* "text/plain", lower case */
@@ -70,7 +72,7 @@ struct pc_mime {
     size_t text_len;
     size_t text_map;   /* bytes mapped for text, or 0 when it is malloc'd */
     unsigned depth;    /* deepest nesting seen */
-    const char *limit; /* first limit reached: "depth", "parts", "text" or NULL */
+    const char *limit; /* first limit reached: "depth", "parts", "text", "budget" or NULL */
     unsigned limits;   /* PC_MIME_LIM_* of every limit reached */
     bool error;        /* GMime could not make a message of it */
 };
@@ -82,6 +84,8 @@ struct pc_mime_src *pc_mime_src_new(const struct pc_msg *);
 /* pc_mime_parse_src - parse a snapshot (any thread); the snapshot stays the caller's */
 struct pc_mime *pc_mime_parse_src(struct pc_mime_src *, const struct pc_mime_limits *);
 void pc_mime_src_free(struct pc_mime_src *);
+/* pc_mime_src_budget - cut the parse (as if the input ended) past ms of CPU or once *stop */
+void pc_mime_src_budget(struct pc_mime_src *, const atomic_bool *stop, unsigned long ms);
 /* pc_mime_parse_buf - a whole message in memory */
 struct pc_mime *pc_mime_parse_buf(const char *data, size_t len, const struct pc_mime_limits *);
 void pc_mime_free(struct pc_mime *);

@@ -94,6 +94,8 @@ void pc_rules_set_mime(struct pc_rules_run *, struct pc_session *, struct pc_mim
 void pc_rules_release(struct pc_rules_run *);
 /* pc_rules_stop - ask an evaluation on another thread to stop at its next check (or clear) */
 void pc_rules_stop(struct pc_rules_run *, bool stop);
+/* pc_rules_budget_left - CPU milliseconds the message has left (0: no budget; at least 1) */
+unsigned long pc_rules_budget_left(const struct pc_rules *, const struct pc_rules_run *);
 /* pc_rules_charge - add CPU nanoseconds spent for the message elsewhere to its budget */
 void pc_rules_charge(struct pc_rules_run *, uint64_t ns);
 

@@ -556,6 +556,37 @@ START_TEST(test_cpu_budget)
 }
 END_TEST
 
+/* 30,000 nested multiparts keep GMime's parser busy: the parse is cut at the budget. */
+START_TEST(test_mime_parse_budget)
+{
+    int depth = 30000;
+    size_t cap = (size_t)depth * 70 + 256, l = 0;
+    char *msg = malloc(cap);
+    l += (size_t)snprintf(msg + l, cap - l, "Content-Type: multipart/mixed; boundary=n0\n\n");
+    for (int i = 0; i < depth - 1; i++)
+        l += (size_t)snprintf(msg + l, cap - l,
+                              "--n%d\nContent-Type: multipart/mixed; "
+                              "boundary=n%d\n\n",
+                              i, i + 1);
+    l += (size_t)snprintf(msg + l, cap - l, "--n%d\nContent-Type: text/plain\n\nhi\n", depth - 1);
+    for (int i = depth - 1; i >= 0 && l + 16 < cap; i--)
+        l += (size_t)snprintf(msg + l, cap - l, "--n%d--\n", i);
+    struct pc_rules_limits bl = lim;
+    bl.cpu_budget_ms = 20;
+    bl.mime.max_depth = 1000;
+    struct pc_verdict v;
+    struct pc_session *s;
+    ck_assert_int_eq(eval_body("rule r at mime if part.filename ~ /\\.exe$/ then reject 550 5.7.1 "
+                               "\"x\"\n",
+                               &bl, msg, &v, &s),
+                     PC_ERROR);
+    ck_assert(has_fact(s, "mime.limit", "budget"));
+    ck_assert(has_fact(s, "rules.budget", "exceeded"));
+    pc_session_free(s);
+    free(msg);
+}
+END_TEST
+
 /* Issue 14: the MIME view computes only what the rules read. */
 START_TEST(test_mime_skip)
 {
@@ -738,6 +769,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_mime_limit_action);
     tcase_add_test(tc, test_cpu_budget);
     tcase_add_test(tc, test_mime_skip);
+    tcase_add_test(tc, test_mime_parse_budget);
     tcase_add_test(tc, test_jit);
     tcase_add_loop_test(tc, test_prefilter_derive, 0, sizeof(prefilters) / sizeof(prefilters[0]));
     tcase_add_test(tc, test_prefilter_sound);
