@@ -7,12 +7,15 @@
  *	crash, and the limits hold (part count, decoded text); the first
  *	limit named is among the limits recorded. Parsed again with what a
  *	rule set that reads no text and no sizes skips: the same parts, no
- *	text, no sizes.
+ *	text, no sizes. Then once more as the gateway does: lines into a
+ *	spooled message, a snapshot of it, parsed through the stream that
+ *	can cut the parse at a budget.
  */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "gateway/msg.h"
 #include "rules/mime.h"
 
 /* LLVMFuzzerTestOneInput - one message */
@@ -38,6 +41,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             abort();
     pc_mime_free(l);
     pc_mime_free(m);
+    struct pc_msg msg;
+    pc_msg_init(&msg, 1 << 20, 1000, 1 << 20, "/tmp");
+    for (size_t i = 0; i < size;) {
+        const uint8_t *nl = memchr(data + i, '\n', size - i);
+        size_t len = nl ? (size_t)(nl - (data + i)) : size - i;
+        size_t cut = len && data[i + len - 1] == '\r' ? len - 1 : len;
+        pc_msg_line(&msg, (const char *)data + i, cut);
+        i += len + 1;
+    }
+    pc_msg_finish(&msg);
+    atomic_bool stop = false;
+    struct pc_mime_src *src = pc_mime_src_new(&msg);
+    pc_mime_src_budget(src, &stop, 10000);
+    struct pc_mime *g = pc_mime_parse_src(src, &lim);
+    if (g->nparts > lim.max_parts || g->text_len > lim.max_text)
+        abort();
+    pc_mime_free(g);
+    pc_mime_src_free(src);
+    pc_msg_free(&msg);
     size_t n = 0;
     while (n < size && n < 4096 && data[n] != '\n' && data[n] != 0)
         n++;
