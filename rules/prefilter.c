@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	prefilter 3 - literal prefilter for regexes over a message body

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # rules-large-bench.sh - the rules path with large messages, against direct, in the same run.
 #
 #   tests/bench/rules-large-bench.sh [build/portcullis] [older-portcullis]
