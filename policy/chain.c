@@ -124,11 +124,13 @@ static void log_decision(struct pc_session *s, const struct pc_verdict *v, const
     const char *to = t && t->cur_rcpt ? t->cur_rcpt->mb.addr : NULL;
 
     pc_info("%s: %s%s: %s from %s[%s]: %d %s %s; from=<%s>%s%s%s proto=%s helo=<%s> filter=%s%s%s",
-            t ? t->id : "NOQUEUE", prefix, pc_action_name(v->action), pc_stage_name(s->run->stage),
-            s->client.name, s->client.addr, v->code, pc_enh_format(&v->enh, enh, sizeof(enh)),
-            v->text, t && t->from.addr ? t->from.addr : "", to ? " to=<" : "", to ? to : "",
-            to ? ">" : "", s->esmtp ? "ESMTP" : "SMTP", s->helo ? s->helo : "",
-            v->filter ? v->filter : "-", v->rule ? " rule=" : "", v->rule ? v->rule : "");
+            t ? t->id : "NOQUEUE", prefix, pc_action_name(v->action),
+            pc_stage_name(s->run->stage), s->client.name, s->client.addr, v->code,
+            pc_enh_format(&v->enh, enh, sizeof(enh)), v->text,
+            t && t->from.addr ? t->from.addr : "",
+            to ? " to=<" : "", to ? to : "", to ? ">" : "", s->esmtp ? "ESMTP" : "SMTP",
+            s->helo ? s->helo : "", v->filter ? v->filter : "-", v->rule ? " rule=" : "",
+            v->rule ? v->rule : "");
 }
 
 /* settle - apply on_error, ACCEPT and dry-run; true when the verdict ends the stage */
@@ -237,8 +239,8 @@ static enum pc_action run_loop(struct pc_session *s, struct pc_verdict *out)
         for (; st->link < c->n; st->link++) {
             const struct pc_chain_link *l = &c->links[st->link];
             pc_stage_fn *hook = l->ops->stage[st->stage];
-            bool skipped =
-                (s->accepted || (s->txn && s->txn->accepted)) && !(l->ops->flags & PC_FILTER_GATE);
+            bool skipped = (s->accepted || (s->txn && s->txn->accepted)) &&
+                           !(l->ops->flags & PC_FILTER_GATE);
             if (hook == NULL || skipped)
                 continue;
             pc_verdict_clear(out);
