@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "filters/filter.h"
+#include "gateway/backend.h"
 #include "gateway/conf.h"
 #include "gateway/dns.h"
 #include "gateway/smtp_server.h"
@@ -194,10 +195,9 @@ static int bind_listener(struct pc_server *srv, struct pc_listener *l,
         pc_err("listener %s: cannot resolve %s", lc->name, lc->address);
         return -1;
     }
-    l->evl = evconnlistener_new_bind(srv->base, on_accept, l,
-                                     LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
-                                         LEV_OPT_CLOSE_ON_EXEC,
-                                     1024, res->ai_addr, (int)res->ai_addrlen);
+    l->evl = evconnlistener_new_bind(
+        srv->base, on_accept, l, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
+        1024, res->ai_addr, (int)res->ai_addrlen);
     freeaddrinfo(res);
     if (l->evl == NULL) {
         pc_err("listener %s: cannot listen on %s: %s", lc->name, lc->address, strerror(errno));
@@ -241,6 +241,7 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
     }
     if (next->nlisteners > srv->nlisteners)
         pc_warn("reload: new listeners need a restart");
+    pc_backend_generation(srv->base, next);
     pc_conf_unref(srv->conf);
     srv->conf = next;
     srv->svc.hostname = next->hostname;
@@ -268,8 +269,8 @@ static void on_stop(evutil_socket_t sig, short what, void *arg)
         event_base_loopexit(srv->base, NULL);
         return;
     }
-    pc_info("signal %d: stopping; waiting up to %ds for %zu sessions", (int)sig,
-            PC_GRACE_SECONDS, srv->nconn);
+    pc_info("signal %d: stopping; waiting up to %ds for %zu sessions", (int)sig, PC_GRACE_SECONDS,
+            srv->nconn);
     srv->stopping = true;
     for (size_t i = 0; i < srv->nlisteners; i++)
         evconnlistener_disable(srv->listeners[i].evl);
@@ -322,6 +323,10 @@ int pc_server_run(struct pc_conf *conf)
         pc_err("%s", err.msg);
         return 1;
     }
+    /* Learn what the backends offer before the first client hears our EHLO (bounded). */
+    pc_backend_generation(srv->base, conf);
+    while (pc_backend_probing())
+        event_base_loop(srv->base, EVLOOP_ONCE);
     srv->nlisteners = conf->nlisteners;
     srv->listeners = calloc(conf->nlisteners, sizeof(*srv->listeners));
     for (size_t i = 0; i < conf->nlisteners; i++)

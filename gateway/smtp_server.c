@@ -53,7 +53,8 @@ struct pc_smtp {
     const struct pc_conf *conf;
     struct bufferevent *bev;
     struct pc_backend *be;
-    bool be_in_txn; /* the backend has our MAIL for the open transaction */
+    bool be_in_txn;       /* the backend has our MAIL for the open transaction */
+    bool be_lost;         /* the backend connection of the open transaction broke: only 4xx now */
     enum pc_verb be_wait; /* which command's backend reply we wait for */
     enum sm_state state;
     bool busy;    /* a stage or the backend is pending: do not read */
@@ -84,7 +85,7 @@ static void to_backend(struct pc_smtp *, enum pc_verb, const char *addr);
 static const struct pc_door pc_smtp_door = {"smtp", stage_done};
 
 static const char *const verb_names[] = {
-    "unknown", "helo", "ehlo", "mail",     "rcpt", "data", "rset", "noop", "quit",
+    "unknown", "helo", "ehlo", "mail",     "rcpt", "data", "rset", "noop",     "quit",
     "help",    "vrfy", "expn", "starttls", "auth", "bdat", "etrn", "obsolete", "forbidden"};
 
 /* tv_ms - milliseconds to timeval */
@@ -114,8 +115,7 @@ static void reply_text(struct pc_smtp *c, int code, const struct pc_enh *e, cons
         return;
     }
     if (c->errors >= c->conf->limits.max_errors && sent >= 400) {
-        pc_info("%s: too many errors from %s[%s]", c->s->sid, c->s->client.name,
-                c->s->client.addr);
+        pc_info("%s: too many errors from %s[%s]", c->s->sid, c->s->client.name, c->s->client.addr);
         struct pc_enh e2 = {4, 7, 0};
         pc_buf_reset(&c->out);
         pc_reply_format(&c->out, 421, &e2, "Error: too many errors", &o);
@@ -169,8 +169,8 @@ static void on_free(evutil_socket_t fd, short what, void *arg)
     (void)fd, (void)what;
     for (int v = 1; v <= PC_VERB_FORBIDDEN && o < sizeof(line) - 40; v++)
         if (c->counts[v])
-            o += (size_t)snprintf(line + o, sizeof(line) - o, " %s=%u", verb_names[v],
-                                  c->counts[v]);
+            o +=
+                (size_t)snprintf(line + o, sizeof(line) - o, " %s=%u", verb_names[v], c->counts[v]);
     line[o] = 0;
     pc_info("%s: disconnect from %s[%s]%s commands=%u", c->s->sid, c->s->client.name,
             c->s->client.addr, line, c->ncmds);
@@ -224,6 +224,7 @@ static void txn_end(struct pc_smtp *c)
         c->be = NULL;
         c->be_in_txn = false;
     }
+    c->be_lost = false;
     pc_txn_free(c->s);
     pc_verdict_clear(&c->txn_delayed);
     c->too_big = false;
@@ -264,8 +265,8 @@ static void greet(struct pc_smtp *c, struct pc_verdict *v)
     /* A client that talks before the greeting is not an SMTP client (RFC 5321 3.1). */
     if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0 ||
         recv(fd, &peek, 1, MSG_PEEK | MSG_DONTWAIT) == 1) {
-        pc_info("%s: improper command pipelining: client %s[%s] talked before the greeting",
-                s->sid, s->client.name, s->client.addr);
+        pc_info("%s: improper command pipelining: client %s[%s] talked before the greeting", s->sid,
+                s->client.name, s->client.addr);
         reply(c, 554, "5.5.0", "Error: SMTP protocol synchronization");
         smtp_close(c);
         return;
@@ -289,15 +290,22 @@ static void greet(struct pc_smtp *c, struct pc_verdict *v)
     resume(c);
 }
 
-/* ehlo_reply - our extensions (RFC 5321 4.1.1.1) */
+/* path_ext - what the backend behind us offers, as far as we know (0 while unknown) */
+static unsigned path_ext(const struct pc_smtp *c)
+{
+    return c->be && pc_backend_ready(c->be) ? pc_backend_ext(c->be)
+                                            : pc_backend_known_ext(c->lc->backend);
+}
+
+/* ehlo_reply - our extensions (RFC 5321 4.1.1.1); SMTPUTF8 and DSN only when the backend
+ * offers them, since we can honour neither ourselves (RFC 6531 3.4, RFC 3461 4) */
 static void ehlo_reply(struct pc_smtp *c)
 {
     char text[512];
-    unsigned ext = c->be ? pc_backend_ext(c->be) : pc_backend_known_ext(c->lc->backend);
+    unsigned ext = path_ext(c);
 
-    snprintf(text, sizeof(text),
-             "%s\nPIPELINING\nSIZE %zu\n8BITMIME\nENHANCEDSTATUSCODES%s%s", c->conf->hostname,
-             c->conf->limits.max_message_size,
+    snprintf(text, sizeof(text), "%s\nPIPELINING\nSIZE %zu\n8BITMIME\nENHANCEDSTATUSCODES%s%s",
+             c->conf->hostname, c->conf->limits.max_message_size,
              (c->conf->smtputf8 && (ext & PC_EXT_SMTPUTF8)) ? "\nSMTPUTF8" : "",
              (ext & PC_EXT_DSN) ? "\nDSN" : "");
     reply_text(c, 250, NULL, text);
@@ -359,9 +367,11 @@ static void mail_backend_done(struct pc_smtp *c, struct pc_backend_result *r)
         c->be_in_txn = true;
         reply_backend(c, r, "2.1.0");
     } else {
-        pc_info("%s: reject: MAIL from %s[%s]: %d %s; from=<%s> relay=%s", c->s->txn->id,
-                c->s->client.name, c->s->client.addr, r->reply.code, r->reply.text,
-                c->s->txn->from.addr, r->relay);
+        char es[20];
+        pc_info("%s: reject: MAIL from %s[%s]: %d %s%s%s; from=<%s> relay=%s", c->s->txn->id,
+                c->s->client.name, c->s->client.addr, r->reply.code,
+                r->reply.enh.cls ? pc_enh_format(&r->reply.enh, es, sizeof(es)) : "",
+                r->reply.enh.cls ? " " : "", r->reply.text, c->s->txn->from.addr, r->relay);
         reply_backend(c, r, r->reply.code / 100 == 4 ? "4.0.0" : "5.0.0");
         txn_end(c);
     }
@@ -407,8 +417,7 @@ static void to_backend(struct pc_smtp *c, enum pc_verb verb, const char *addr)
 {
     char line[PC_PATH_MAX + 32];
 
-    snprintf(line, sizeof(line), "%s:<%s>", verb == PC_VERB_MAIL ? "MAIL FROM" : "RCPT TO",
-             addr);
+    snprintf(line, sizeof(line), "%s:<%s>", verb == PC_VERB_MAIL ? "MAIL FROM" : "RCPT TO", addr);
     c->be_wait = verb;
     wait_for(c);
     pc_backend_command(c->be, line, c->pa.params, c->pa.nparams);
@@ -426,8 +435,8 @@ static bool rcpt_refuse_delayed(struct pc_smtp *c)
     if (v == NULL)
         return false;
     pc_info("%s: %s: RCPT from %s[%s]: %d %s %s; from=<%s> to=<%s> filter=%s (delayed)",
-            c->s->txn->id, pc_action_name(v->action), c->s->client.name, c->s->client.addr,
-            v->code, pc_enh_format(&v->enh, enh, sizeof(enh)), v->text, c->s->txn->from.addr,
+            c->s->txn->id, pc_action_name(v->action), c->s->client.name, c->s->client.addr, v->code,
+            pc_enh_format(&v->enh, enh, sizeof(enh)), v->text, c->s->txn->from.addr,
             c->s->txn->cur_rcpt->mb.addr, v->filter ? v->filter : "-");
     reply_text(c, v->code, &v->enh, v->text);
     return true;
@@ -449,8 +458,7 @@ static void rcpt_done(struct pc_smtp *c, struct pc_verdict *v)
         /* No filter authorised this recipient: an empty chain relays nothing. */
         pc_info("%s: reject: RCPT from %s[%s]: 554 5.7.1 <%s>: Relay access denied; from=<%s> "
                 "to=<%s> filter=core",
-                t->id, c->s->client.name, c->s->client.addr, r->mb.addr, t->from.addr,
-                r->mb.addr);
+                t->id, c->s->client.name, c->s->client.addr, r->mb.addr, t->from.addr, r->mb.addr);
         reply(c, 554, "5.7.1", "<%s>: Relay access denied", r->mb.addr);
         return;
     }
@@ -474,16 +482,21 @@ static void rcpt_backend_done(struct pc_smtp *c, struct pc_backend_result *r)
         reply_backend(c, r, "2.1.5");
         return;
     }
-    pc_info("%s: reject: RCPT from %s[%s]: %d %s; from=<%s> to=<%s> relay=%s", t->id,
-            c->s->client.name, c->s->client.addr, r->reply.code, r->reply.text, t->from.addr,
-            t->cur_rcpt->mb.addr, r->relay);
+    char es[20];
+    pc_info("%s: reject: RCPT from %s[%s]: %d %s%s%s; from=<%s> to=<%s> relay=%s", t->id,
+            c->s->client.name, c->s->client.addr, r->reply.code,
+            r->reply.enh.cls ? pc_enh_format(&r->reply.enh, es, sizeof(es)) : "",
+            r->reply.enh.cls ? " " : "", r->reply.text, t->from.addr, t->cur_rcpt->mb.addr,
+            r->relay);
     reply_backend(c, r, r->reply.code / 100 == 4 ? "4.0.0" : "5.0.0");
     if (r->local || r->reply.code == 421) {
-        /* The backend went away: this transaction cannot go on. */
+        /* The backend connection of this transaction is gone: it cannot go on, and it never
+         * moves to another connection. Later RCPTs and DATA hear 4xx (never 503, a 5xx for
+         * our trouble) until the client ends the transaction. */
         c->be_in_txn = false;
+        c->be_lost = true;
         pc_backend_free(c->be);
         c->be = NULL;
-        txn_end(c);
     }
 }
 
@@ -512,8 +525,8 @@ static char *received_header(struct pc_smtp *c)
 }
 
 /* log_delivery - one line per delivered (or refused) message */
-static void log_delivery(struct pc_smtp *c, const char *status, int code,
-                         const struct pc_enh *enh, const char *text, const char *relay)
+static void log_delivery(struct pc_smtp *c, const char *status, int code, const struct pc_enh *enh,
+                         const char *text, const char *relay)
 {
     char es[20] = "";
     struct pc_txn *t = c->s->txn;
@@ -529,9 +542,9 @@ static void log_delivery(struct pc_smtp *c, const char *status, int code,
         pc_enh_format(enh, es, sizeof(es) - 1);
         strcat(es, " ");
     }
-    pc_info("%s: from=<%s>, to=%s, size=%zu, client=%s[%s], relay=%s, status=%s (%d %s%s)",
-            t->id, t->from.addr, to, t->msg.size, c->s->client.name, c->s->client.addr, relay,
-            status, code, es, text);
+    pc_info("%s: from=<%s>, to=%s, size=%zu, client=%s[%s], relay=%s, status=%s (%d %s%s)", t->id,
+            t->from.addr, to, t->msg.size, c->s->client.name, c->s->client.addr, relay, status,
+            code, es, text);
 }
 
 /* eom_backend_done - the backend's answer to the message */
@@ -540,8 +553,11 @@ static void eom_backend_done(struct pc_smtp *c, struct pc_backend_result *r)
     int code = r->reply.code;
 
     c->be_in_txn = false;
-    log_delivery(c, code / 100 == 2 ? "sent" : code / 100 == 4 ? "deferred" : "bounced", code,
-                 &r->reply.enh, r->reply.text, r->relay);
+    log_delivery(c,
+                 code / 100 == 2   ? "sent"
+                 : code / 100 == 4 ? "deferred"
+                                   : "bounced",
+                 code, &r->reply.enh, r->reply.text, r->relay);
     if (code / 100 == 2 && !r->local)
         reply_backend(c, r, "2.0.0");
     else if (code / 100 == 5 && !r->local)
@@ -772,6 +788,10 @@ static void cmd_mail(struct pc_smtp *c, const struct pc_cmd *cmd)
                 goto bad;
             }
             t->smtputf8 = true;
+        } else if ((!strcmp(k, "RET") || !strcmp(k, "ENVID")) && !(path_ext(c) & PC_EXT_DSN)) {
+            /* Not offered: accepting it would drop the request on the floor (RFC 3461 4). */
+            reply(c, 555, "5.5.4", "Unsupported option: %s", k);
+            goto bad;
         } else if (!strcmp(k, "RET")) {
             if (val == NULL || (strcasecmp(val, "FULL") && strcasecmp(val, "HDRS"))) {
                 reply(c, 501, "5.5.4", "Bad RET parameter");
@@ -819,6 +839,10 @@ static void cmd_rcpt(struct pc_smtp *c, const struct pc_cmd *cmd)
         reply(c, 503, "5.5.1", "Error: need MAIL command");
         return;
     }
+    if (c->be_lost) {
+        reply(c, 451, "4.4.2", "Error: lost connection with the backend, try again later");
+        return;
+    }
     if (t->nrcpt >= c->conf->limits.max_recipients) {
         reply(c, 452, "4.5.3", "Error: too many recipients");
         return;
@@ -832,7 +856,10 @@ static void cmd_rcpt(struct pc_smtp *c, const struct pc_cmd *cmd)
     }
     for (size_t i = 0; i < c->pa.nparams; i++) {
         const char *k = c->pa.params[i].key, *val = c->pa.params[i].value;
-        if (!strcmp(k, "NOTIFY") || !strcmp(k, "ORCPT")) {
+        if ((!strcmp(k, "NOTIFY") || !strcmp(k, "ORCPT")) && !(path_ext(c) & PC_EXT_DSN)) {
+            reply(c, 555, "5.5.4", "Unsupported option: %s", k);
+            return;
+        } else if (!strcmp(k, "NOTIFY") || !strcmp(k, "ORCPT")) {
             if (val == NULL) {
                 reply(c, 501, "5.5.4", "Bad %s parameter", k);
                 return;
@@ -869,6 +896,11 @@ static void cmd_data(struct pc_smtp *c, const struct pc_cmd *cmd)
     }
     if (t == NULL) {
         reply(c, 503, "5.5.1", "Error: need MAIL command");
+        return;
+    }
+    if (c->be_lost) {
+        reply(c, 451, "4.4.2", "Error: lost connection with the backend, try again later");
+        txn_end(c);
         return;
     }
     if (t->naccepted == 0) {
@@ -1138,8 +1170,7 @@ void pc_smtp_accept(struct pc_services *svc, struct pc_conf *conf,
             c->s->client.port, lc->name);
     if (pc_chain_attach(c->s) < 0) {
         c->state = SM_CMD;
-        reply(c, 421, "4.3.0", "%s Error: temporary failure, try again later",
-              conf->hostname);
+        reply(c, 421, "4.3.0", "%s Error: temporary failure, try again later", conf->hostname);
         return;
     }
     c->state = SM_CONNECT;
