@@ -800,6 +800,18 @@ class HostileBackendTests(unittest.TestCase):
         self.assertIn(["QUIT"], last[1:], [s["commands"] for s in mta.sessions])
         self.assertIn("5.1.1", gw.log())  # the reject line keeps the enhanced code
 
+    def test_lmtp_reject_log_keeps_enhanced_code(self):
+        # Issue 12 item 7: the reject line for a recipient the LMTP backend refuses keeps the
+        # backend's enhanced status code (it was dropped from the log).
+        mta = h.FakeMTA(replies={"RCPT": "550 5.1.1 <u@example.com>: no such user"})
+        self.addCleanup(mta.close)
+        gw = h.Gateway(self.tmp, fast_conf(h.backend_conf(mta.port, "none", lmtp=True)))
+        self.addCleanup(gw.close)
+        t = Transaction(gw.port, BODY)
+        self.assertEqual((t.final[0], ecode(t.final)), (550, "5.1.1"), t.final)
+        self.assertTrue(any(c.startswith("LHLO") for c in mta.commands()), mta.commands())
+        self.assertRegex(gw.log(), r"reject: RCPT from .*: 550 5\.1\.1 <u@example\.com>: no such user")
+
     def test_randomised_hostile_backend(self):
         # Fixed seeds; each connection's answers are drawn from them: split packets, multi-line
         # replies, surplus lines, early replies, wrong classes, garbage, 421, hang-ups.
