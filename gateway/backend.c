@@ -171,6 +171,7 @@ static void keep_pending(struct pc_backend *, const char *, const struct pc_para
 static void be_retire(struct pc_backend *, bool quit);
 static void on_deadline(evutil_socket_t, short, void *);
 static bool be_sockaddr(const char *, struct sockaddr_storage *, socklen_t *);
+static void be_lost(struct pc_backend *, const char *why);
 static void known_ext_set(const struct pc_backend *, unsigned);
 
 /* sid - the session id for the log ("-" when the connection belongs to nobody) */
@@ -1227,6 +1228,13 @@ static void on_read(struct bufferevent *bev, void *arg)
     while (!be->free_req && be->bev && bev == be->bev &&
            (line = evbuffer_readln(in, &len, EVBUFFER_EOL_CRLF)) != NULL) {
         enum be_state st = be->state;
+        if ((st == BE_READY || st == BE_IDLE || st == BE_DEAD) && len >= 3 &&
+            memcmp(line, "421", 3) == 0) {
+            /* RFC 5321 3.8: a server about to close may say 421 at any time. */
+            free(line);
+            be_lost(be, "closed the connection (421)");
+            break;
+        }
         if (st == BE_IDLE || st == BE_CONNECTING || st == BE_READY || st == BE_DEAD ||
             st == BE_DATA_BODY) {
             /* RFC 2920 3.1: a server replies to commands; nothing was outstanding (or the
