@@ -640,10 +640,12 @@ class HostileMTA(h._Closing):
                 data = b"\r\n" + content + buf
                 end = data.find(b"\r\n.\r\n")
                 content, buf = data[2:end + 5], data[end + 5:]
-                alive, first = self._act(conn, self.script(n, ".", None))
-                if first.startswith(b"2"):
-                    with self.lock:
+                actions = self.script(n, ".", None)
+                said = b"".join(a for a in actions if isinstance(a, bytes))
+                if said.startswith(b"2") and actions[0] != "close":
+                    with self.lock:  # before the client can hear it
                         self.acked.append(content)
+                alive, _ = self._act(conn, actions)
         except OSError:
             pass
         finally:
