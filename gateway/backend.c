@@ -560,7 +560,8 @@ struct be_probe {
     struct event_base *base;
 };
 static size_t pc_be_probes; /* in flight */
-#define PC_BE_PROBE_MS 10000
+/* At most this long (or the backend timeouts, if shorter): the start waits for the probe. */
+#define PC_BE_PROBE_MS 5000
 
 static void probe_next(struct be_probe *, const char *why);
 
@@ -695,7 +696,9 @@ static void probe_next(struct be_probe *p, const char *why)
  * connections of the previous one, and probe each backend's capabilities */
 void pc_backend_generation(struct event_base *base, struct pc_conf *conf)
 {
-    struct timeval tv = tv_ms(PC_BE_PROBE_MS);
+    const struct pc_timeouts *t = &conf->timeouts;
+    unsigned long ms = (unsigned long)t->backend_connect + t->backend_greeting + t->backend_command;
+    struct timeval tv = tv_ms(ms < PC_BE_PROBE_MS ? (unsigned)ms : PC_BE_PROBE_MS);
 
     while (pc_be_pool)
         pool_drop(pc_be_pool, true);

@@ -241,6 +241,22 @@ class CapabilityTests(unittest.TestCase):
         self.assertNotIn("dsn", ehlo())
 
 
+    def test_silent_backend_start_bounded_and_safe(self):
+        # A backend that never greets: the start waits for the probe a bounded time, then
+        # serves, offering neither DSN nor SMTPUTF8 (unknown means only what is safe).
+        mta = h.FakeMTA(replies={"CONNECT": ("DELAY", 20, "220 late")})
+        self.addCleanup(mta.close)
+        t0 = time.monotonic()
+        gw = h.Gateway(self.tmp, h.gateway_conf(h.backend_conf(mta.port, identity="none")))
+        self.addCleanup(gw.close)
+        self.assertLess(time.monotonic() - t0, 9.0)
+        self.assertIn("capabilities unknown", gw.log())
+        s = smtplib.SMTP("127.0.0.1", gw.port, timeout=10)
+        s.ehlo("x")
+        self.assertFalse(s.has_extn("dsn") or s.has_extn("smtputf8"), s.esmtp_features)
+        s.quit()
+
+
 class ReloadMemoryTests(unittest.TestCase):
     """Issue 13 section 3: idle pooled backend connections must not pin old configuration
     generations (RSS grew about 16 MB over 300 reloads with traffic before)."""
