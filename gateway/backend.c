@@ -1500,7 +1500,7 @@ void pc_backend_command(struct pc_backend *be, const char *line, const struct pc
         return;
     }
     bool is_mail = strncasecmp(line, "MAIL", 4) == 0;
-    if (!is_mail && !be->in_txn) {
+    if (!is_mail && (!be->in_txn || be->broken || be->state == BE_IDLE || be->state == BE_DEAD)) {
         /* A transaction never moves to another connection: the one that took our MAIL is
          * gone (or broken), so there is nothing to send RCPT or RSET on. */
         synth(be, 451, "4.4.2", "Lost connection with backend, try again later", true);

@@ -745,6 +745,30 @@ class HostileBackendTests(unittest.TestCase):
                 self.assertIn("MAIL", verbs[:verbs.index("RCPT") if "RCPT" in verbs
                                             else verbs.index("DATA")], by_conn)
 
+    def test_backend_gone_between_mail_and_rcpt(self):
+        # The backend closes after its MAIL reply and the gateway sees it before the client's
+        # RCPT: RCPT and DATA hear 4xx; no new connection carries RCPT without MAIL.
+        mta = HostileMTA(scripted({"MAIL": [b"250 2.1.0 Ok\r\n", "close"]}))
+        self.addCleanup(mta.close)
+        gw = h.Gateway(self.tmp, fast_conf(h.backend_conf(mta.port, "none")))
+        self.addCleanup(gw.close)
+        c = h.Chat(gw.port)
+        self.addCleanup(c.close)
+        c.reply()
+        c.cmd("EHLO x")
+        self.assertEqual(c.cmd("MAIL FROM:<a@b.example>")[0], 250)
+        time.sleep(0.5)
+        r = c.cmd("RCPT TO:<u@example.com>")
+        self.assertEqual(r[0] // 100, 4, r)
+        r = c.cmd("DATA")
+        self.assertEqual(r[0] // 100, 4, r)
+        by_conn = {}
+        for n, cmd in mta.commands:
+            by_conn.setdefault(n, []).append(cmd.split(" ", 1)[0].upper())
+        for verbs in by_conn.values():
+            self.assertFalse("RCPT" in verbs and "MAIL" not in verbs, by_conn)
+        self.assertEqual(mta.nconn, 2, by_conn)  # the start-up probe and the one that took MAIL
+
     def test_250_then_421_on_two_rcpts(self):
         # The first RCPT is taken, the second gets 421 and the backend closes: the client
         # goes on to DATA and must hear 4xx, never 503 (a 5xx for the backend's trouble).
