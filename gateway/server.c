@@ -195,9 +195,10 @@ static int bind_listener(struct pc_server *srv, struct pc_listener *l,
         pc_err("listener %s: cannot resolve %s", lc->name, lc->address);
         return -1;
     }
-    l->evl = evconnlistener_new_bind(
-        srv->base, on_accept, l, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
-        1024, res->ai_addr, (int)res->ai_addrlen);
+    l->evl = evconnlistener_new_bind(srv->base, on_accept, l,
+                                     LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
+                                         LEV_OPT_CLOSE_ON_EXEC,
+                                     1024, res->ai_addr, (int)res->ai_addrlen);
     freeaddrinfo(res);
     if (l->evl == NULL) {
         pc_err("listener %s: cannot listen on %s: %s", lc->name, lc->address, strerror(errno));
@@ -269,8 +270,8 @@ static void on_stop(evutil_socket_t sig, short what, void *arg)
         event_base_loopexit(srv->base, NULL);
         return;
     }
-    pc_info("signal %d: stopping; waiting up to %ds for %zu sessions", (int)sig, PC_GRACE_SECONDS,
-            srv->nconn);
+    pc_info("signal %d: stopping; waiting up to %ds for %zu sessions", (int)sig,
+            PC_GRACE_SECONDS, srv->nconn);
     srv->stopping = true;
     for (size_t i = 0; i < srv->nlisteners; i++)
         evconnlistener_disable(srv->listeners[i].evl);

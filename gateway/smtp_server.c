@@ -53,8 +53,8 @@ struct pc_smtp {
     const struct pc_conf *conf;
     struct bufferevent *bev;
     struct pc_backend *be;
-    bool be_in_txn;       /* the backend has our MAIL for the open transaction */
-    bool be_lost;         /* the backend connection of the open transaction broke: only 4xx now */
+    bool be_in_txn; /* the backend has our MAIL for the open transaction */
+    bool be_lost;   /* the backend connection of the open transaction broke: only 4xx now */
     enum pc_verb be_wait; /* which command's backend reply we wait for */
     enum sm_state state;
     bool busy;    /* a stage or the backend is pending: do not read */
@@ -85,7 +85,7 @@ static void to_backend(struct pc_smtp *, enum pc_verb, const char *addr);
 static const struct pc_door pc_smtp_door = {"smtp", stage_done};
 
 static const char *const verb_names[] = {
-    "unknown", "helo", "ehlo", "mail",     "rcpt", "data", "rset", "noop",     "quit",
+    "unknown", "helo", "ehlo", "mail",     "rcpt", "data", "rset", "noop", "quit",
     "help",    "vrfy", "expn", "starttls", "auth", "bdat", "etrn", "obsolete", "forbidden"};
 
 /* tv_ms - milliseconds to timeval */
@@ -115,7 +115,8 @@ static void reply_text(struct pc_smtp *c, int code, const struct pc_enh *e, cons
         return;
     }
     if (c->errors >= c->conf->limits.max_errors && sent >= 400) {
-        pc_info("%s: too many errors from %s[%s]", c->s->sid, c->s->client.name, c->s->client.addr);
+        pc_info("%s: too many errors from %s[%s]", c->s->sid, c->s->client.name,
+                c->s->client.addr);
         struct pc_enh e2 = {4, 7, 0};
         pc_buf_reset(&c->out);
         pc_reply_format(&c->out, 421, &e2, "Error: too many errors", &o);
@@ -169,8 +170,8 @@ static void on_free(evutil_socket_t fd, short what, void *arg)
     (void)fd, (void)what;
     for (int v = 1; v <= PC_VERB_FORBIDDEN && o < sizeof(line) - 40; v++)
         if (c->counts[v])
-            o +=
-                (size_t)snprintf(line + o, sizeof(line) - o, " %s=%u", verb_names[v], c->counts[v]);
+            o += (size_t)snprintf(line + o, sizeof(line) - o, " %s=%u", verb_names[v],
+                                  c->counts[v]);
     line[o] = 0;
     pc_info("%s: disconnect from %s[%s]%s commands=%u", c->s->sid, c->s->client.name,
             c->s->client.addr, line, c->ncmds);
@@ -265,8 +266,8 @@ static void greet(struct pc_smtp *c, struct pc_verdict *v)
     /* A client that talks before the greeting is not an SMTP client (RFC 5321 3.1). */
     if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0 ||
         recv(fd, &peek, 1, MSG_PEEK | MSG_DONTWAIT) == 1) {
-        pc_info("%s: improper command pipelining: client %s[%s] talked before the greeting", s->sid,
-                s->client.name, s->client.addr);
+        pc_info("%s: improper command pipelining: client %s[%s] talked before the greeting",
+                s->sid, s->client.name, s->client.addr);
         reply(c, 554, "5.5.0", "Error: SMTP protocol synchronization");
         smtp_close(c);
         return;
@@ -304,8 +305,9 @@ static void ehlo_reply(struct pc_smtp *c)
     char text[512];
     unsigned ext = path_ext(c);
 
-    snprintf(text, sizeof(text), "%s\nPIPELINING\nSIZE %zu\n8BITMIME\nENHANCEDSTATUSCODES%s%s",
-             c->conf->hostname, c->conf->limits.max_message_size,
+    snprintf(text, sizeof(text),
+             "%s\nPIPELINING\nSIZE %zu\n8BITMIME\nENHANCEDSTATUSCODES%s%s", c->conf->hostname,
+             c->conf->limits.max_message_size,
              (c->conf->smtputf8 && (ext & PC_EXT_SMTPUTF8)) ? "\nSMTPUTF8" : "",
              (ext & PC_EXT_DSN) ? "\nDSN" : "");
     reply_text(c, 250, NULL, text);
@@ -417,7 +419,8 @@ static void to_backend(struct pc_smtp *c, enum pc_verb verb, const char *addr)
 {
     char line[PC_PATH_MAX + 32];
 
-    snprintf(line, sizeof(line), "%s:<%s>", verb == PC_VERB_MAIL ? "MAIL FROM" : "RCPT TO", addr);
+    snprintf(line, sizeof(line), "%s:<%s>", verb == PC_VERB_MAIL ? "MAIL FROM" : "RCPT TO",
+             addr);
     c->be_wait = verb;
     wait_for(c);
     pc_backend_command(c->be, line, c->pa.params, c->pa.nparams);
@@ -435,8 +438,8 @@ static bool rcpt_refuse_delayed(struct pc_smtp *c)
     if (v == NULL)
         return false;
     pc_info("%s: %s: RCPT from %s[%s]: %d %s %s; from=<%s> to=<%s> filter=%s (delayed)",
-            c->s->txn->id, pc_action_name(v->action), c->s->client.name, c->s->client.addr, v->code,
-            pc_enh_format(&v->enh, enh, sizeof(enh)), v->text, c->s->txn->from.addr,
+            c->s->txn->id, pc_action_name(v->action), c->s->client.name, c->s->client.addr,
+            v->code, pc_enh_format(&v->enh, enh, sizeof(enh)), v->text, c->s->txn->from.addr,
             c->s->txn->cur_rcpt->mb.addr, v->filter ? v->filter : "-");
     reply_text(c, v->code, &v->enh, v->text);
     return true;
@@ -458,7 +461,8 @@ static void rcpt_done(struct pc_smtp *c, struct pc_verdict *v)
         /* No filter authorised this recipient: an empty chain relays nothing. */
         pc_info("%s: reject: RCPT from %s[%s]: 554 5.7.1 <%s>: Relay access denied; from=<%s> "
                 "to=<%s> filter=core",
-                t->id, c->s->client.name, c->s->client.addr, r->mb.addr, t->from.addr, r->mb.addr);
+                t->id, c->s->client.name, c->s->client.addr, r->mb.addr, t->from.addr,
+                r->mb.addr);
         reply(c, 554, "5.7.1", "<%s>: Relay access denied", r->mb.addr);
         return;
     }
@@ -525,8 +529,8 @@ static char *received_header(struct pc_smtp *c)
 }
 
 /* log_delivery - one line per delivered (or refused) message */
-static void log_delivery(struct pc_smtp *c, const char *status, int code, const struct pc_enh *enh,
-                         const char *text, const char *relay)
+static void log_delivery(struct pc_smtp *c, const char *status, int code,
+                         const struct pc_enh *enh, const char *text, const char *relay)
 {
     char es[20] = "";
     struct pc_txn *t = c->s->txn;
@@ -542,9 +546,9 @@ static void log_delivery(struct pc_smtp *c, const char *status, int code, const 
         pc_enh_format(enh, es, sizeof(es) - 1);
         strcat(es, " ");
     }
-    pc_info("%s: from=<%s>, to=%s, size=%zu, client=%s[%s], relay=%s, status=%s (%d %s%s)", t->id,
-            t->from.addr, to, t->msg.size, c->s->client.name, c->s->client.addr, relay, status,
-            code, es, text);
+    pc_info("%s: from=<%s>, to=%s, size=%zu, client=%s[%s], relay=%s, status=%s (%d %s%s)",
+            t->id, t->from.addr, to, t->msg.size, c->s->client.name, c->s->client.addr, relay,
+            status, code, es, text);
 }
 
 /* eom_backend_done - the backend's answer to the message */
@@ -553,11 +557,8 @@ static void eom_backend_done(struct pc_smtp *c, struct pc_backend_result *r)
     int code = r->reply.code;
 
     c->be_in_txn = false;
-    log_delivery(c,
-                 code / 100 == 2   ? "sent"
-                 : code / 100 == 4 ? "deferred"
-                                   : "bounced",
-                 code, &r->reply.enh, r->reply.text, r->relay);
+    log_delivery(c, code / 100 == 2 ? "sent" : code / 100 == 4 ? "deferred" : "bounced", code,
+                 &r->reply.enh, r->reply.text, r->relay);
     if (code / 100 == 2 && !r->local)
         reply_backend(c, r, "2.0.0");
     else if (code / 100 == 5 && !r->local)
@@ -1170,7 +1171,8 @@ void pc_smtp_accept(struct pc_services *svc, struct pc_conf *conf,
             c->s->client.port, lc->name);
     if (pc_chain_attach(c->s) < 0) {
         c->state = SM_CMD;
-        reply(c, 421, "4.3.0", "%s Error: temporary failure, try again later", conf->hostname);
+        reply(c, 421, "4.3.0", "%s Error: temporary failure, try again later",
+              conf->hostname);
         return;
     }
     c->state = SM_CONNECT;
