@@ -843,11 +843,19 @@ class HostileBackendTests(unittest.TestCase):
         # replies, surplus lines, early replies, wrong classes, garbage, 421, hang-ups.
         # Invariant: the client hears 250 only for a message the backend acknowledged after
         # receiving all of it, and never a 5xx that the backend did not say.
-        for seed in [int(x) for x in os.environ.get('SEEDS', '').split(',') if x] or range(60):
+        # Seeds 0-59 with identity "none" (pooled connections), 60-79 with XCLIENT (identified
+        # again before every MAIL).
+        for seed in [int(x) for x in os.environ.get('SEEDS', '').split(',') if x] or range(80):
+            identity = "xclient" if seed >= 60 else "none"
             rng = __import__("random").Random(seed)
 
-            def script(conn, verb, line, rng=rng):
+            def script(conn, verb, line, rng=rng, identity=identity):
                 base = NORMAL.get(verb, b"250 2.0.0 Ok\r\n")
+                if verb == "EHLO" and identity == "xclient":
+                    base = EHLO_REPLY[:-len(b"250 DSN\r\n")] + (
+                        b"250-DSN\r\n250 XCLIENT NAME ADDR PORT PROTO HELO LOGIN\r\n")
+                if verb == "XCLIENT":
+                    base = NORMAL["CONNECT"]
                 if verb == "RCPT" and rng.random() < 0.2:
                     base = rng.choice([b"550 5.1.1 unknown\r\n", b"450 4.2.0 later\r\n"])
                 if verb == "." and rng.random() < 0.3:
@@ -886,7 +894,7 @@ class HostileBackendTests(unittest.TestCase):
 
             with self.subTest(seed=seed):
                 mta = HostileMTA(script)
-                gw = h.Gateway(self.tmp, fast_conf(h.backend_conf(mta.port, "none")))
+                gw = h.Gateway(self.tmp, fast_conf(h.backend_conf(mta.port, identity)))
                 try:
                     for k in range(3):
                         token = b"seed-%d-msg-%d" % (seed, k)
