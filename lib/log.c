@@ -41,6 +41,9 @@ static void pc_vlog(int prio, const char *fmt, va_list ap)
     /* Verbosity below zero silences routine lines (fuzzers, benchmarks). */
     if (pc_verbose < 0 && prio >= LOG_NOTICE)
         return;
+    /* Below -1 errors and warnings too (fuzz targets that play a hostile peer). */
+    if (pc_verbose < -1 && prio >= LOG_ERR)
+        return;
     vsnprintf(line, sizeof(line), fmt, ap);
     if (pc_log_target == PC_LOG_SYSLOG) {
         syslog(prio, "%s", line);
