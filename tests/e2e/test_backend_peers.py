@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """test_backend_peers.py - the backend side against real peers: identity and capabilities.
 
 Postfix is configured as README tells a postmaster: XCLIENT (and XFORWARD) authorised for the

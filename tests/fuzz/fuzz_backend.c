@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	fuzz_backend 1 - arbitrary backend reply streams through the real backend client
