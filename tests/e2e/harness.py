@@ -569,3 +569,53 @@ def tempdir():
 
 def rmtree(d):
     shutil.rmtree(d, ignore_errors=True)
+
+
+class PostfixSender(Postfix):
+    """A real Postfix as the *sending* MTA: mail submitted to its port (from loopback) goes to
+    relayhost [127.0.0.1]:relay_port from the source address bind, with backoff times short
+    enough that a deferred message is retried within a test (PEERS.md)."""
+
+    def __init__(self, tmp, relay_port, bind="127.0.0.1"):
+        self.port = free_port()
+        self.dir = os.path.join(tmp, f"postfix{self.port}")
+        self.conf = os.path.join(self.dir, "conf")
+        self.maildir = os.path.join(self.dir, "mail")
+        self.maillog = os.path.join(self.dir, "maillog")
+        for d in ("conf", "queue", "data", "mail"):
+            os.makedirs(os.path.join(self.dir, d))
+        pf = pwd.getpwnam("postfix")
+        os.chown(os.path.join(self.dir, "data"), pf.pw_uid, pf.pw_gid)
+        main_cf = f"""\
+compatibility_level = 3.6
+queue_directory = {self.dir}/queue
+data_directory = {self.dir}/data
+mail_owner = postfix
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+myhostname = sender.test
+mydestination =
+alias_maps =
+alias_database =
+mynetworks = 127.0.0.0/8
+smtpd_relay_restrictions = permit_mynetworks, reject
+relayhost = [127.0.0.1]:{relay_port}
+smtp_bind_address = {bind}
+minimal_backoff_time = 1s
+maximal_backoff_time = 2s
+queue_run_delay = 1s
+maillog_file_prefixes = {tmp}
+maillog_file = {self.maillog}
+"""
+        with open(os.path.join(self.conf, "main.cf"), "w") as f:
+            f.write(main_cf)
+        with open(os.path.join(self.conf, "master.cf"), "w") as f:
+            f.write(self.MASTER.format(addr=f"127.0.0.1:{self.port}"))
+        self._postfix("check")
+        self._postfix("start")
+        _postfixes.append(self)
+        wait_port(self.port, timeout=20)
+
+    def flush(self):
+        """Ask the queue manager to retry deferred mail now (postqueue -f)."""
+        subprocess.run(["postqueue", "-c", self.conf, "-f"], capture_output=True)
