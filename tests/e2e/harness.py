@@ -619,3 +619,37 @@ maillog_file = {self.maillog}
     def flush(self):
         """Ask the queue manager to retry deferred mail now (postqueue -f)."""
         subprocess.run(["postqueue", "-c", self.conf, "-f"], capture_output=True)
+
+
+class HAProxy(_Closing):
+    """A real HAProxy in TCP mode in front of a port, sending the PROXY protocol header
+    (send="send-proxy" for v1, "send-proxy-v2" for v2), as PEERS.md describes. It listens on
+    127.0.0.1 and [::1] (the same port)."""
+
+    def __init__(self, tmp, target_port, send="send-proxy"):
+        self.port = free_port()
+        self.path = os.path.join(tmp, f"haproxy{self.port}.cfg")
+        self.logpath = os.path.join(tmp, f"haproxy{self.port}.log")
+        with open(self.path, "w") as f:
+            f.write(f"""global
+    maxconn 200
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+frontend fe
+    bind 127.0.0.1:{self.port}
+    bind [::1]:{self.port}
+    default_backend be
+backend be
+    server gw 127.0.0.1:{target_port} {send}
+""")
+        self.proc = Proc(["haproxy", "-f", self.path, "-db"], log=self.logpath)
+        wait_port(self.port, proc=self.proc.p)
+
+    def log(self):
+        return read(self.logpath)
+
+    def close(self):
+        self.proc.stop()

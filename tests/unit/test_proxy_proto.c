@@ -20,7 +20,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "filters/filter.h"
+#include "gateway/conf.h"
 #include "lib/proxy_proto.h"
 
 /* addr_text - "a.b.c.d:port" or "[v6]:port" of a parsed address */
@@ -416,6 +419,47 @@ START_TEST(writers_round_trip)
 }
 END_TEST
 
+START_TEST(listener_config)
+{
+    static const struct {
+        const char *opts, *want; /* want NULL: accepted */
+    } t[] = {
+        {"proxy_protocol = true proxy_from = { \"10.0.0.5/32\", \"::1\" }", NULL},
+        {"proxy_protocol = true proxy_from = { \"10.0.0.5/32\" } proxy_timeout = 3s", NULL},
+        {"proxy_protocol = true", "proxy_protocol needs proxy_from"},
+        {"proxy_protocol = true proxy_from = { \"10.0.0.5/33\" }", "proxy_from: bad network"},
+        {"proxy_protocol = true proxy_from = { \"10.0.0.5\" } proxy_timeout = 500ms",
+         "proxy_timeout must be a duration from 1s to 60s"},
+        {"proxy_protocol = true proxy_from = { \"10.0.0.5\" } proxy_timeout = 2m",
+         "proxy_timeout must be"},
+    };
+    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+        char path[] = "/tmp/pc-test-pp-XXXXXX", text[512];
+        int fd = mkstemp(path);
+        struct pc_err err;
+        memset(&err, 0, sizeof(err));
+        int n = snprintf(text, sizeof(text),
+                         "listener \"in\" {\n address = \"127.0.0.1:1\"\n %s\n}\n", t[i].opts);
+        ck_assert(fd >= 0 && write(fd, text, (size_t)n) == n);
+        close(fd);
+        struct pc_conf *c = pc_conf_load(path, &err);
+        unlink(path);
+        if (t[i].want == NULL) {
+            ck_assert_msg(c != NULL, "%s: %s", t[i].opts, err.msg);
+            ck_assert(c->listeners[0].proxy_protocol);
+            ck_assert_uint_ge(c->listeners[0].proxy_timeout_ms, 3000);
+            pc_conf_unref(c);
+        } else {
+            if (c)
+                pc_conf_unref(c);
+            ck_assert_msg(c == NULL, "accepted %s", t[i].opts);
+            ck_assert_msg(strstr(err.msg, t[i].want) && strncmp(err.msg, path, strlen(path)) == 0,
+                          "%s", err.msg);
+        }
+    }
+}
+END_TEST
+
 /* main - run the suite */
 int main(void)
 {
@@ -425,6 +469,7 @@ int main(void)
     tcase_add_test(tc, v2_vectors);
     tcase_add_test(tc, crc32c_check_value);
     tcase_add_test(tc, writers_round_trip);
+    tcase_add_test(tc, listener_config);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
