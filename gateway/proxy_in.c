@@ -20,6 +20,8 @@
 #include <stdlib.h>
 #include <sys/socket.h>
 
+#include "gateway/session.h"
+
 struct pc_proxy_rd {
     evutil_socket_t fd;
     struct event *ev, *timer;
@@ -107,4 +109,22 @@ int pc_proxy_read(struct event_base *base, evutil_socket_t fd, unsigned timeout_
     event_add(r->ev, NULL);
     evtimer_add(r->timer, &tv);
     return 0;
+}
+
+/* pc_proxy_session_facts - TLS facts and the authority from a v2 header */
+void pc_proxy_session_facts(struct pc_session *s, const struct pc_pp_info *in)
+{
+    const struct pc_pp_tls *t = &in->tls;
+
+    pc_fact_add(s, "proxy", "v%d", in->version);
+    if (in->authority[0])
+        pc_fact_add(s, "proxy.authority", "%s", in->authority);
+    if (!t->present)
+        return;
+    pc_fact_add(s, "proxy.tls", "%s", t->version[0] ? t->version : "yes");
+    if (t->cipher[0])
+        pc_fact_add(s, "proxy.tls_cipher", "%s", t->cipher);
+    if (t->cn[0])
+        pc_fact_add(s, "proxy.tls_cn", "%s", t->cn);
+    pc_fact_add(s, "proxy.tls_verified", "%s", t->verified ? "yes" : "no");
 }

@@ -158,7 +158,7 @@ static const struct pc_listener_conf *listener_conf(struct pc_server *srv, const
 
 /* admit - per-client limit on the client's address (the real one behind a proxy), then SMTP */
 static void admit(struct pc_server *srv, const struct pc_listener_conf *lc, evutil_socket_t fd,
-                  const struct sockaddr *sa, socklen_t salen)
+                  const struct sockaddr *sa, socklen_t salen, const struct pc_pp_info *proxy)
 {
     const struct pc_limits *lim = &srv->conf->limits;
     struct pc_conn_ticket *t = calloc(1, sizeof(*t));
@@ -179,7 +179,7 @@ static void admit(struct pc_server *srv, const struct pc_listener_conf *lc, evut
     e->n++;
     srv->nconn++;
     evutil_make_socket_nonblocking(fd);
-    pc_smtp_accept(&srv->svc, srv->conf, lc, fd, sa, salen, on_session_closed, t);
+    pc_smtp_accept(&srv->svc, srv->conf, lc, fd, sa, salen, on_session_closed, t, proxy);
 }
 
 /* on_proxy_header - the PROXY header was read (info) or not (why) */
@@ -213,7 +213,7 @@ static void on_proxy_header(void *arg, evutil_socket_t fd, const struct pc_pp_in
                 peer, info->local ? "(the proxy itself) " : "",
                 pc_ip_format(&ip, client, sizeof(client)), info->tls.present ? " tls=" : "",
                 info->tls.present ? (info->tls.version[0] ? info->tls.version : "yes") : "");
-        admit(srv, lc, fd, sa, salen);
+        admit(srv, lc, fd, sa, salen, info);
     }
     free(w);
     if (srv->stopping && srv->nconn == 0)
@@ -240,7 +240,7 @@ static void on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct soc
         return;
     }
     if (!lc->proxy_protocol) {
-        admit(srv, lc, fd, sa, (socklen_t)salen);
+        admit(srv, lc, fd, sa, (socklen_t)salen, NULL);
         return;
     }
     /* The header comes first, and only from the proxies we know (section 2: a receiver

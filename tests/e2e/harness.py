@@ -626,8 +626,11 @@ class HAProxy(_Closing):
     (send="send-proxy" for v1, "send-proxy-v2" for v2), as PEERS.md describes. It listens on
     127.0.0.1 and [::1] (the same port)."""
 
-    def __init__(self, tmp, target_port, send="send-proxy"):
+    def __init__(self, tmp, target_port, send="send-proxy", tls_pem=None):
+        """tls_pem: certificate and key in one file; the frontend then terminates TLS (implicit
+        TLS, like port 465) and v2 passes what it negotiated in the SSL TLV."""
         self.port = free_port()
+        ssl = f" ssl crt {tls_pem}" if tls_pem else ""
         self.path = os.path.join(tmp, f"haproxy{self.port}.cfg")
         self.logpath = os.path.join(tmp, f"haproxy{self.port}.log")
         with open(self.path, "w") as f:
@@ -639,8 +642,8 @@ defaults
     timeout client 60s
     timeout server 60s
 frontend fe
-    bind 127.0.0.1:{self.port}
-    bind [::1]:{self.port}
+    bind 127.0.0.1:{self.port}{ssl}
+    bind [::1]:{self.port}{ssl}
     default_backend be
 backend be
     server gw 127.0.0.1:{target_port} {send}

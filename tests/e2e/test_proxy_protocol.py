@@ -12,7 +12,9 @@ differs from the proxy's address:
   gives its slot back (no leak: sequential connections keep being admitted);
 - a connection from outside proxy_from, garbage, a header cut short by the peer, and no header
   within proxy_timeout each close the connection without a greeting and with a log line;
-- a header arriving in pieces is assembled; SMTP bytes after it stay for the session.
+- a header arriving in pieces is assembled; SMTP bytes after it stay for the session;
+- HAProxy terminating TLS (v2 with proxy-v2-options ssl,ssl-cipher): the facts proxy.tls and
+  proxy.tls_verified reach a rule, which refuses at RCPT; the plain path is not refused.
 
 Run alone: PORTCULLIS_BIN=build/portcullis python3 tests/e2e/test_proxy_protocol.py
 """
@@ -20,6 +22,8 @@ import os
 import shutil
 import smtplib
 import socket
+import ssl
+import subprocess
 import sys
 import time
 import unittest
@@ -45,15 +49,16 @@ class ProxyProtocol(unittest.TestCase):
         self.sink = harness.Sink(self.tmp)
         self.addCleanup(self.sink.close)
 
-    def gateway(self, per_ip=50, timeout="5s"):
-        conf = harness.gateway_conf(harness.backend_conf(self.sink.port, identity="none"))
-        conf = conf.replace('  filters = { "relay" }\n',
-                            '  filters = { "relay" }\n  proxy_protocol = true\n'
+    def gateway(self, per_ip=50, timeout="5s", filters='"relay"', extra=""):
+        conf = harness.gateway_conf(harness.backend_conf(self.sink.port, identity="none"),
+                                    filters=filters, extra=extra)
+        line = '  filters = { %s }\n' % filters
+        conf = conf.replace(line, line + '  proxy_protocol = true\n'
                             '  proxy_from = { "127.0.0.1/32" }\n'
                             '  proxy_timeout = "%s"\n' % timeout)
         conf += ('limits {\n  max_connections_per_ip = %d\n  connection_limit_exceptions = { }\n}\n'
                  % per_ip)
-        # The harness's readiness probe connects without a header: allow it to be closed.
+        # The harness's readiness probe connects without a header: it is closed, and logged.
         gw = harness.Gateway(self.tmp, conf)
         self.addCleanup(gw.close)
         return gw
@@ -164,6 +169,42 @@ class ProxyProtocol(unittest.TestCase):
         c.close()
         self.assertTrue(self.wait_log(gw, "no complete PROXY header in time"))
         self.assertTrue(gw.alive())
+
+    def test_tls_facts_from_v2(self):
+        """HAProxy terminates TLS and passes its facts (SSL TLV); a rule reads them."""
+        pem = os.path.join(self.tmp, "haproxy.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                        "-subj", "/CN=mx.test", "-keyout", pem + ".key", "-out", pem + ".crt"],
+                       check=True, capture_output=True)
+        with open(pem, "w") as f:
+            f.write(open(pem + ".crt").read() + open(pem + ".key").read())
+        with open(os.path.join(self.tmp, "proxy.rules"), "w") as f:
+            f.write('rule proxied_tls13 at mail\n'
+                    '    if fact "proxy.tls" == "TLSv1.3" and fact "proxy.tls_verified" == "no"\n'
+                    '    then reject 550 5.7.1 "seen TLSv1.3 at the proxy"\n')
+        gw = self.gateway(filters='"relay", "rules"',
+                          extra='rules { files = { "@TMP@/proxy.rules" } }\n')
+        tls = harness.HAProxy(self.tmp, gw.port, send="send-proxy-v2 proxy-v2-options ssl,ssl-cipher",
+                              tls_pem=pem)
+        self.addCleanup(tls.close)
+        plain = self.haproxy(gw, "send-proxy-v2")
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+        with smtplib.SMTP_SSL("127.0.0.1", tls.port, timeout=20, context=ctx,
+                              source_address=("127.0.0.7", 0)) as s:
+            s.ehlo("client.test")
+            s.mail("a@sender.example")  # delay_reject: the refusal comes at RCPT
+            code, text = s.rcpt("u@example.com")
+            self.assertEqual(code, 550, text)
+            self.assertIn(b"seen TLSv1.3 at the proxy", text)
+        self.assertTrue(self.wait_log(gw, "client 127.0.0.7 tls=TLSv1.3"))
+        with smtplib.SMTP("127.0.0.1", plain.port, timeout=20,
+                          source_address=("127.0.0.7", 0)) as s:
+            s.ehlo("client.test")
+            s.mail("a@sender.example")
+            self.assertEqual(s.rcpt("u@example.com")[0], 250)
 
     def test_header_in_pieces_then_smtp(self):
         gw = self.gateway()
