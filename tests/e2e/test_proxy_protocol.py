@@ -13,6 +13,7 @@ differs from the proxy's address:
 - a connection from outside proxy_from, garbage, a header cut short by the peer, and no header
   within proxy_timeout each close the connection without a greeting and with a log line;
 - a header arriving in pieces is assembled; SMTP bytes after it stay for the session;
+- HAProxy -> gateway -> a real Postfix backend (XCLIENT): Postfix logs the real client;
 - HAProxy terminating TLS (v2 with proxy-v2-options ssl,ssl-cipher): the facts proxy.tls and
   proxy.tls_verified reach a rule, which refuses at RCPT; the plain path is not refused.
 
@@ -205,6 +206,33 @@ class ProxyProtocol(unittest.TestCase):
             s.ehlo("client.test")
             s.mail("a@sender.example")
             self.assertEqual(s.rcpt("u@example.com")[0], 250)
+
+    def test_real_client_reaches_postfix(self):
+        """HAProxy -> gateway -> a real Postfix (XCLIENT): Postfix logs the client behind the
+        balancer, not the balancer."""
+        if os.geteuid() != 0 or not os.path.exists("/usr/sbin/postfix"):
+            self.skipTest("needs root and postfix")
+        pf = harness.Postfix(self.tmp)
+        self.addCleanup(pf.close)
+        conf = harness.gateway_conf(harness.backend_conf(pf.port))
+        line = '  filters = { "relay" }\n'
+        conf = conf.replace(line, line + '  proxy_protocol = true\n'
+                            '  proxy_from = { "127.0.0.1/32" }\n')
+        gw = harness.Gateway(self.tmp, conf)
+        self.addCleanup(gw.close)
+        hp = self.haproxy(gw, "send-proxy")
+        with smtplib.SMTP("127.0.0.1", hp.port, timeout=30,
+                          source_address=("127.0.0.7", 0)) as s:
+            s.ehlo("client.test")
+            s.mail("a@sender.example")
+            self.assertEqual(s.rcpt("u@example.com")[0], 250)
+            code, text = s.data("Subject: via haproxy\r\n\r\nhi\r\n")
+            self.assertEqual(code, 250, text)
+        qid = text.split()[-1].decode()
+        end = time.time() + 10
+        while time.time() < end and "%s: client=" % qid not in pf.log():
+            time.sleep(0.2)
+        self.assertIn("%s: client=unknown[127.0.0.7]" % qid, pf.log())
 
     def test_header_in_pieces_then_smtp(self):
         gw = self.gateway()
