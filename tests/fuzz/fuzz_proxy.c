@@ -91,7 +91,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (n <= 0 || pc_pp_parse(bin, (size_t)n, 0, &back, &why) != PC_PP_OK ||
             back.hdrlen != (size_t)n)
             abort();
-        if (in.src.ss_family == AF_INET) {
+        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)&in.src;
+        const struct sockaddr_in6 *d6 = (const struct sockaddr_in6 *)&in.dst;
+        if (in.src.ss_family == AF_INET ||
+            (!IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr) && !IN6_IS_ADDR_V4MAPPED(&d6->sin6_addr))) {
             same_addr(&in.src, &back.src);
             same_addr(&in.dst, &back.dst);
         }
