@@ -3,7 +3,8 @@
  *	greylist 3 - the greylisting rule, the in-process store, the Redis script
  * DESCRIPTION
  *	See policy/greylist.h. The in-process store is a chained hash table
- *	(FNV-1a over the key) with two LRU lists, one for pending and one for
+ *	keyed by 32 bytes: the key's own SHA-256 digest (pc_rl_key), or its hash,
+ *	with two LRU lists, one for pending and one for
  *	allowed records; a lookup that finds an expired record frees it. The
  *	Redis script keeps "P:<first ms>" (pending, PX retry_window) or "A"
  *	(allowed, PX lifetime) under the key, and runs the same rule as
@@ -13,11 +14,10 @@
  */
 #include "policy/greylist.h"
 
+#include <openssl/evp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-#include "policy/ratelimit.h"
 
 /* ARGV: delay, retry window, lifetime in ms. Returns {outcome, retry_ms}. */
 static const char gl_script[] =
@@ -45,7 +45,7 @@ struct gl_ent {
     struct gl_ent *hnext;       /* hash chain */
     struct gl_ent *prev, *next; /* LRU list of its kind, most recent first */
     struct pc_gl_rec rec;
-    char key[PC_RL_KEY_MAX];
+    uint8_t id[32]; /* SHA-256 of the key: a fixed 32 bytes whatever the key's length */
 };
 
 struct gl_list {
@@ -97,13 +97,13 @@ static uint64_t real_now_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-/* hash - FNV-1a */
-static size_t hash(const char *k)
+/* hash - FNV-1a over the 32 bytes: all of them count, whatever made the key */
+static size_t hash(const uint8_t id[32])
 {
     uint64_t h = 1469598103934665603ULL;
 
-    for (; *k; k++)
-        h = (h ^ (unsigned char)*k) * 1099511628211ULL;
+    for (int i = 0; i < 32; i++)
+        h = (h ^ id[i]) * 1099511628211ULL;
     return (size_t)h;
 }
 
@@ -147,7 +147,7 @@ struct pc_gl_mem *pc_gl_mem_new(size_t max_entries, uint64_t (*now_ms)(void))
 /* unhash - take e out of its bucket */
 static void unhash(struct pc_gl_mem *m, struct gl_ent *e)
 {
-    struct gl_ent **pp = &m->buckets[hash(e->key) & (m->nbuckets - 1)];
+    struct gl_ent **pp = &m->buckets[hash(e->id) & (m->nbuckets - 1)];
 
     while (*pp && *pp != e)
         pp = &(*pp)->hnext;
@@ -178,23 +178,41 @@ void pc_gl_mem_free(struct pc_gl_mem *m)
     free(m);
 }
 
+/* hex_tail - the key ends in 64 hex digits (pc_rl_key): decode them into id */
+static bool hex_tail(const char *key, uint8_t id[32])
+{
+    size_t n = strlen(key);
+
+    if (n < 64)
+        return false;
+    const char *h = key + n - 64;
+    for (int i = 0; i < 64; i++) {
+        char c = h[i];
+        int v = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+        if (v < 0)
+            return false;
+        if (i % 2 == 0)
+            id[i / 2] = (uint8_t)(v << 4);
+        else
+            id[i / 2] |= (uint8_t)v;
+    }
+    return true;
+}
+
 /* pc_gl_mem_check - one attempt */
-enum pc_gl_outcome pc_gl_mem_check(struct pc_gl_mem *m, const char *key_in,
+enum pc_gl_outcome pc_gl_mem_check(struct pc_gl_mem *m, const char *key,
                                    const struct pc_gl_params *p, uint64_t *retry_ms)
 {
-    char key[PC_RL_KEY_MAX];
-    size_t kl = strlen(key_in);
+    uint8_t id[32];
+    unsigned idlen = 0;
 
-    /* Keys are pc_rl_key digests; a longer one is cut the same way for hashing and storing. */
-    if (kl >= sizeof(key))
-        kl = sizeof(key) - 1;
-    memcpy(key, key_in, kl);
-    key[kl] = 0;
+    if (!hex_tail(key, id)) /* a pc_rl_key digest already: its 32 bytes; else hash it */
+        EVP_Digest(key, strlen(key), id, &idlen, EVP_sha256(), NULL);
     uint64_t now = m->now_ms();
-    size_t b = hash(key) & (m->nbuckets - 1);
+    size_t b = hash(id) & (m->nbuckets - 1);
     struct gl_ent *e = m->buckets[b];
 
-    while (e && strcmp(e->key, key) != 0)
+    while (e && memcmp(e->id, id, sizeof(id)) != 0)
         e = e->hnext;
     if (e && now >= e->rec.expires_ms) { /* expired: as if never seen */
         forget(m, e);
@@ -210,7 +228,7 @@ enum pc_gl_outcome pc_gl_mem_check(struct pc_gl_mem *m, const char *key_in,
             *retry_ms = p->delay_ms;
             return PC_GL_DEFERRED;
         }
-        memcpy(e->key, key, kl + 1);
+        memcpy(e->id, id, sizeof(id));
         e->hnext = m->buckets[b];
         m->buckets[b] = e;
         m->n++;
