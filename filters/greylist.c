@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	greylist 3 - greylisting: defer the first attempt of an unknown triplet

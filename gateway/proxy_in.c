@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	proxy_in 3 - read a PROXY protocol header from a new connection

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	proxy_in 3h - read a PROXY protocol header from a new connection

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	proxy_proto 3h - PROXY protocol v1 and v2 headers: a bounded parser and a writer

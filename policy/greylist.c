@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	greylist 3 - the greylisting rule, the in-process store, the Redis script

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	greylist 3h - greylisting state: one record per key, in-process or in Redis

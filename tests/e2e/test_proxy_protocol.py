@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """test_proxy_protocol.py - PROXY protocol v1 and v2 in front of the gateway's listener.
 
 A real HAProxy (tests/e2e/harness.py HAProxy, TCP mode, "send-proxy" and "send-proxy-v2") in

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	fuzz_proxy 1 - the PROXY protocol v1/v2 header parser and writers

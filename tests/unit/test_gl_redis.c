@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	test_gl_redis - the greylist script on the rate limit store's Redis connection

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	test_greylist 1 - the greylisting rule, the in-process store, the filter

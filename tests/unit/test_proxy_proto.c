@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	test_proxy_proto 1 - PROXY protocol v1/v2 parser and writer
