@@ -34,6 +34,7 @@
 #include "filters/filter.h"
 #include "gateway/backend.h"
 #include "gateway/conf.h"
+#include "gateway/proxy_in.h"
 #include "gateway/session.h"
 #include "gateway/smtp_proto.h"
 #include "gateway/txnlog.h"
@@ -1159,7 +1160,7 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 void pc_smtp_accept(struct pc_services *svc, struct pc_conf *conf,
                     const struct pc_listener_conf *lc, evutil_socket_t fd,
                     const struct sockaddr *sa, socklen_t salen, pc_smtp_closed_fn *closed,
-                    void *closed_arg)
+                    void *closed_arg, const struct pc_pp_info *proxy)
 {
     struct pc_smtp *c = calloc(1, sizeof(*c));
     struct pc_verdict v;
@@ -1175,6 +1176,8 @@ void pc_smtp_accept(struct pc_services *svc, struct pc_conf *conf,
     c->s->trusted = lc->trusted;
     c->s->holds_refusals = true;
     pc_session_set_client(c->s, sa, salen);
+    if (proxy) /* before the connect stage: facts for its filters and rules */
+        pc_proxy_session_facts(c->s, proxy);
     c->free_ev = event_new(svc->base, -1, 0, on_free, c);
     c->bev = bufferevent_socket_new(svc->base, fd, BEV_OPT_CLOSE_ON_FREE);
     bufferevent_setcb(c->bev, on_read, on_write, on_event, c);

@@ -106,6 +106,7 @@ struct rlr_req {
     uint64_t deadline; /* monotonic ms */
     struct timespec t0; /* sent, for portcullis_redis_request_duration_seconds */
     bool queued, answered, cancelled, retried;
+    const struct pc_rl_script *script; /* pc_rl_redis_eval, or NULL for the GCRA check */
     size_t n;
     int argc;
     const char *argv[3 + 4 * PC_RL_BATCH_MAX];
@@ -435,6 +436,44 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
     drop(st, ac->errstr[0] ? ac->errstr : "connection closed");
 }
 
+/* mark_up - an answer came on the current connection: it works */
+static void mark_up(struct rlr_store *st, redisAsyncContext *ac)
+{
+    if (ac != st->ac)
+        return;
+    st->backoff = PC_RLR_BACKOFF_MIN;
+    if (st->was_down && !st->up)
+        pc_info("ratelimit: redis %s is back", st->cur);
+    st->was_down = false;
+    st->up = true;
+}
+
+/* eval_reply - a pc_rl_redis_eval answer: an array of integers */
+static void eval_reply(redisAsyncContext *ac, struct rlr_req *r, redisReply *reply)
+{
+    struct pc_rl_result res;
+
+    memset(&res, 0, sizeof(res));
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements > PC_RL_INTS_MAX) {
+        fail(r, "unexpected reply from redis");
+        free(r);
+        return;
+    }
+    for (size_t i = 0; i < reply->elements; i++) {
+        if (reply->element[i]->type != REDIS_REPLY_INTEGER) {
+            fail(r, "unexpected reply from redis");
+            free(r);
+            return;
+        }
+        res.ints[i] = reply->element[i]->integer;
+    }
+    res.nints = reply->elements;
+    res.allowed = true;
+    mark_up(r->st, ac);
+    answer(r, &res);
+    free(r);
+}
+
 /* reply_cb - a check's answer */
 static void reply_cb(redisAsyncContext *ac, void *reply_, void *priv)
 {
@@ -456,8 +495,8 @@ static void reply_cb(redisAsyncContext *ac, void *reply_, void *priv)
             st->base.stats.noscript++;
             r->argv[0] = "EVAL";
             r->argl[0] = 4;
-            r->argv[1] = rlr_script;
-            r->argl[1] = sizeof(rlr_script) - 1;
+            r->argv[1] = r->script ? r->script->text : rlr_script;
+            r->argl[1] = strlen(r->argv[1]);
             if (redisAsyncCommandArgv(ac, reply_cb, r, r->argc, r->argv, r->argl) == REDIS_OK) {
                 unqueue(st, r);
                 enqueue(st, r);
@@ -475,6 +514,10 @@ static void reply_cb(redisAsyncContext *ac, void *reply_, void *priv)
         return;
     }
     memset(&res, 0, sizeof(res));
+    if (r->script) { /* pc_rl_redis_eval: an array of integers */
+        eval_reply(ac, r, reply);
+        return;
+    }
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3 * r->n) {
         fail(r, "unexpected reply from redis");
         free(r);
@@ -887,6 +930,81 @@ static void rlr_destroy(struct pc_rl_store *base)
     free(st);
 }
 
+/* pc_rl_redis_eval - another filter's script on this store's connection */
+enum pc_rl_status pc_rl_redis_eval(struct pc_rl_store *base, const struct pc_rl_script *script,
+                                   const char *const *keys, size_t nkeys, const char *const *args,
+                                   size_t nargs, struct pc_rl_result *res, pc_rl_cb *cb, void *arg,
+                                   struct pc_rl_req **out)
+{
+    struct rlr_store *st = (struct rlr_store *)base;
+    struct rlr_req *r;
+
+    *out = NULL;
+    memset(res, 0, sizeof(*res));
+    res->error = true;
+    if (!pc_rl_store_is_redis(base) || nkeys > PC_RL_BATCH_MAX || nargs > 3 * PC_RL_BATCH_MAX) {
+        res->why = "bad script call";
+        return PC_RL_DONE;
+    }
+    base->stats.checks++;
+    if (st->ac == NULL && st->sq == NULL) { /* as rlr_check: fail at once while Redis is away */
+        res->why = "redis unavailable";
+        base->stats.errors++;
+        return PC_RL_DONE;
+    }
+    if ((r = calloc(1, sizeof(*r))) == NULL) {
+        res->why = "out of memory";
+        base->stats.errors++;
+        return PC_RL_DONE;
+    }
+    r->st = st;
+    r->ac = st->ac;
+    r->cb = cb;
+    r->arg = arg;
+    r->script = script;
+    r->deadline = now_ms() + st->timeout_ms;
+    snprintf(r->numkeys, sizeof(r->numkeys), "%zu", nkeys);
+    r->argv[0] = "EVALSHA";
+    r->argv[1] = script->sha;
+    r->argv[2] = r->numkeys;
+    r->argc = 3;
+    for (size_t i = 0; i < nkeys; i++) {
+        snprintf(r->keys[i], sizeof(r->keys[i]), "%s", keys[i]);
+        r->argv[r->argc++] = r->keys[i];
+    }
+    for (size_t i = 0; i < nargs; i++) {
+        snprintf(r->args[i / 3][i % 3], sizeof(r->args[0][0]), "%s", args[i]);
+        r->argv[r->argc++] = r->args[i / 3][i % 3];
+    }
+    for (int i = 0; i < r->argc; i++)
+        r->argl[i] = strlen(r->argv[i]);
+    if (st->ac &&
+        redisAsyncCommandArgv(st->ac, reply_cb, r, r->argc, r->argv, r->argl) != REDIS_OK) {
+        free(r);
+        res->why = "redis unavailable";
+        base->stats.errors++;
+        return PC_RL_DONE;
+    }
+    res->error = false;
+    enqueue(st, r);
+    arm(st);
+    *out = (struct pc_rl_req *)r;
+    return PC_RL_PENDING;
+}
+
+/* pc_rl_script_init - the digest EVALSHA names the script by */
+void pc_rl_script_init(struct pc_rl_script *s, const char *text)
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned mdlen = 0;
+
+    s->text = text;
+    s->sha[0] = 0;
+    EVP_Digest(text, strlen(text), md, &mdlen, EVP_sha1(), NULL);
+    for (unsigned i = 0; i < mdlen && i < 20; i++)
+        snprintf(s->sha + 2 * i, 3, "%02x", md[i]);
+}
+
 static const struct pc_rl_store_ops rlr_ops = {
     .kind = "redis",
     .start = rlr_start,
@@ -894,6 +1012,12 @@ static const struct pc_rl_store_ops rlr_ops = {
     .cancel = rlr_cancel,
     .destroy = rlr_destroy,
 };
+
+/* pc_rl_store_is_redis - a Redis store (pc_rl_redis_eval works on it) */
+bool pc_rl_store_is_redis(const struct pc_rl_store *st)
+{
+    return st && st->ops == &rlr_ops;
+}
 
 /* pc_rl_redis_script - the Lua text */
 const char *pc_rl_redis_script(void)
