@@ -43,6 +43,7 @@
 #include "lib/log.h"
 #include "lib/pool.h"
 #include "policy/chain.h"
+#include "policy/rl_redis.h"
 
 #define PORT_LO 24000
 #define PORT_HI 24999
@@ -1150,6 +1151,164 @@ START_TEST(sentinel_switch_master)
 }
 END_TEST
 
+
+/* cluster_state_ok - CLUSTER INFO on port says cluster_state:ok */
+static bool cluster_state_ok(int port)
+{
+    char info[4096];
+
+    redis_str(port, "CLUSTER INFO", info, sizeof(info));
+    return strstr(info, "cluster_state:ok") != NULL;
+}
+
+/* cluster_role_master - ROLE on port answers master */
+static bool cluster_role_master(int port)
+{
+    char role[64];
+
+    redis_str(port, "ROLE", role, sizeof(role));
+    return strcmp(role, "master") == 0;
+}
+
+/* cluster_start - six cluster-enabled servers, made a cluster of three masters with one
+ * replica each by redis-cli, as the Redis docs tell an operator */
+static void cluster_start(int *port, pid_t *pid)
+{
+    char p[6][16], conf[6][200], cmd[1024];
+    size_t o;
+
+    for (int i = 0; i < 6; i++) {
+        port[i] = pick_port();
+        snprintf(p[i], sizeof(p[i]), "%d", port[i]);
+        snprintf(conf[i], sizeof(conf[i]), "%s/nodes-%d.conf", tmpdir, port[i]);
+        const char *argv[] = {"redis-server",
+                              "--port",
+                              p[i],
+                              "--bind",
+                              "127.0.0.1",
+                              "--save",
+                              "",
+                              "--appendonly",
+                              "no",
+                              "--dir",
+                              tmpdir,
+                              "--cluster-enabled",
+                              "yes",
+                              "--cluster-config-file",
+                              conf[i],
+                              "--cluster-node-timeout",
+                              "1000",
+                              NULL};
+        pid[i] = spawn(argv);
+    }
+    for (int i = 0; i < 6; i++) {
+        for (int k = 0; k < 100 && !redis_ping(port[i]); k++)
+            usleep(50000);
+        ck_assert_msg(redis_ping(port[i]), "cluster node on %d did not start", port[i]);
+    }
+    o = (size_t)snprintf(cmd, sizeof(cmd), "redis-cli --cluster create");
+    for (int i = 0; i < 6; i++)
+        o += (size_t)snprintf(cmd + o, sizeof(cmd) - o, " 127.0.0.1:%d", port[i]);
+    snprintf(cmd + o, sizeof(cmd) - o, " --cluster-replicas 1 --cluster-yes >/dev/null 2>&1");
+    ck_assert_int_eq(system(cmd), 0);
+    bool ok = false;
+    for (int k = 0; k < 200 && !ok; k++) {
+        ok = true;
+        for (int i = 0; i < 6; i++)
+            ok = ok && cluster_state_ok(port[i]);
+        if (!ok)
+            usleep(100000);
+    }
+    ck_assert_msg(ok, "the cluster did not come up");
+}
+
+/* cluster_owner - the index of the master holding a portcullis key, or -1 */
+static int cluster_owner(const int *port)
+{
+    for (int i = 0; i < 6; i++)
+        if (cluster_role_master(port[i]) && redis_cmd(port[i], "DBSIZE") > 0)
+            return i;
+    return -1;
+}
+
+START_TEST(cluster_slot_of_keys)
+{
+    /* The cluster specification's example: CRC16 of "123456789" is 0x31C3. */
+    ck_assert_uint_eq(pc_rl_cluster_slot("123456789", 9), 0x31c3);
+    ck_assert_uint_eq(pc_rl_cluster_slot("x{123456789}y", 13), 0x31c3);
+    ck_assert_uint_eq(pc_rl_cluster_slot("{}123456789", 11),
+                      pc_rl_cluster_slot("{}123456789", 11));
+    /* An empty tag hashes the whole key; only the first tag counts. */
+    ck_assert_uint_ne(pc_rl_cluster_slot("{}a", 3), pc_rl_cluster_slot("{}b", 3));
+    ck_assert_uint_eq(pc_rl_cluster_slot("{a}{b}", 6), pc_rl_cluster_slot("a", 1));
+}
+END_TEST
+
+START_TEST(cluster_failover)
+{
+    struct event_base *base = event_base_new();
+    struct env a, b;
+    int port[6];
+    pid_t pid[6];
+    char lines[512];
+
+    cluster_start(port, pid);
+    /* Two seeds, one of which may well be a replica: the map comes from CLUSTER SLOTS. */
+    snprintf(lines, sizeof(lines), "  store = \"redis-cluster://127.0.0.1:%d,127.0.0.1:%d\"\n",
+             port[5], port[0]);
+    /* Two limits at one stage, keyed differently: one check, so one slot. */
+    static const char lims[] =
+        "limit \"msgs\" { key = { \"client_ip\" } count = \"messages\" rate = \"5/1m\" }\n"
+        "limit \"pairs\" { key = { \"client_ip\", \"sender\" } count = \"messages\" "
+        "rate = \"100/1m\" }";
+    env_open(&a, base, conf_text(lines, lims));
+    env_open(&b, base, conf_text(lines, lims));
+    struct pc_session *sa = session(&a, "192.0.2.70"), *sb = session(&b, "192.0.2.70");
+    for (int i = 0; i < 3; i++) {
+        struct pc_verdict v = message(i % 2 ? &b : &a, i % 2 ? sb : sa, "<a@b.example>");
+        ck_assert_msg(v.action == PC_CONTINUE, "message %d: %s %d %s", i + 1,
+                      pc_action_name(v.action), v.code, v.text);
+        ck_assert(!has_fact(i % 2 ? sb : sa, "ratelimit", "msgs=error"));
+    }
+    int m = cluster_owner(port);
+    ck_assert_msg(m >= 0, "no master holds the counters");
+    ck_assert_int_eq(redis_cmd(port[m], "DBSIZE"), 2); /* both keys, one slot, one node */
+    for (int i = 0; i < 100 && redis_cmd(port[m], "WAIT 1 100") < 1; i++)
+        usleep(50000);
+    /* The master dies without a word; its replica is promoted after cluster-node-timeout. */
+    kill(pid[m], SIGKILL);
+    waitpid(pid[m], NULL, 0);
+    pid[m] = 0;
+    int ok = 0;
+    for (int tries = 0; ok < 2 && tries < 300; tries++) {
+        struct timeval tv = {0, 100000};
+        event_base_loopexit(base, &tv);
+        event_base_dispatch(base);
+        struct env *e = ok % 2 ? &b : &a;
+        struct pc_session *s = ok % 2 ? sb : sa;
+        mail(s, "<a@b.example>", "<u@example.com>");
+        struct pc_verdict v = stage(e, s, PC_STAGE_EOM);
+        if (!has_fact(s, "ratelimit", "msgs=error")) {
+            ck_assert_msg(v.action == PC_CONTINUE, "after failover: %s %d %s",
+                          pc_action_name(v.action), v.code, v.text);
+            ok++;
+        }
+        pc_txn_free(s);
+    }
+    ck_assert_msg(ok == 2, "no answer from the promoted replica");
+    /* 3 before, 2 after, through two gateways: the 6th is refused by either. */
+    ck_assert_int_eq(message(&b, sb, "<a@b.example>").code, 450);
+    ck_assert_int_eq(message(&a, sa, "<a@b.example>").code, 450);
+    session_free(sa);
+    session_free(sb);
+    env_close(&a);
+    env_close(&b);
+    event_base_free(base);
+    for (int i = 0; i < 6; i++)
+        redis_stop(pid[i]);
+}
+END_TEST
+
 /* rl_redis_suite - every case gets a fresh server */
 static Suite *rl_redis_suite(void)
 {
@@ -1173,6 +1332,8 @@ static Suite *rl_redis_suite(void)
     tcase_add_test(tc, oversized_reply);
     tcase_add_test(tc, sentinel_failover);
     tcase_add_test(tc, sentinel_switch_master);
+    tcase_add_test(tc, cluster_slot_of_keys);
+    tcase_add_test(tc, cluster_failover);
     suite_add_tcase(s, tc);
     return s;
 }
