@@ -1253,12 +1253,13 @@ START_TEST(cluster_failover)
     char lines[512];
 
     cluster_start(port, pid);
+    /* 5/1h: no unit comes back however long the failover takes. */
     /* Two seeds, one of which may well be a replica: the map comes from CLUSTER SLOTS. */
     snprintf(lines, sizeof(lines), "  store = \"redis-cluster://127.0.0.1:%d,127.0.0.1:%d\"\n",
              port[5], port[0]);
     /* Two limits at one stage, keyed differently: one check, so one slot. */
     static const char lims[] =
-        "limit \"msgs\" { key = { \"client_ip\" } count = \"messages\" rate = \"5/1m\" }\n"
+        "limit \"msgs\" { key = { \"client_ip\" } count = \"messages\" rate = \"5/1h\" }\n"
         "limit \"pairs\" { key = { \"client_ip\", \"sender\" } count = \"messages\" "
         "rate = \"100/1m\" }";
     env_open(&a, base, conf_text(lines, lims));
@@ -1296,6 +1297,7 @@ START_TEST(cluster_failover)
         pc_txn_free(s);
     }
     ck_assert_msg(ok == 2, "no answer from the promoted replica");
+    for (int i = 0; i < 6; i++) if (pid[i]) { char r[64]; redis_str(port[i], "ROLE", r, sizeof r); fprintf(stderr, "DBG %d %s %lld\n", port[i], r, redis_cmd(port[i], "DBSIZE")); }
     /* 3 before, 2 after, through two gateways: the 6th is refused by either. */
     ck_assert_int_eq(message(&b, sb, "<a@b.example>").code, 450);
     ck_assert_int_eq(message(&a, sa, "<a@b.example>").code, 450);
@@ -1303,6 +1305,83 @@ START_TEST(cluster_failover)
     session_free(sb);
     env_close(&a);
     env_close(&b);
+    event_base_free(base);
+    for (int i = 0; i < 6; i++)
+        redis_stop(pid[i]);
+}
+END_TEST
+
+
+/* cluster_msg - one message through gateway e; true when the store answered */
+static bool cluster_msg(struct env *e, struct pc_session *s, struct pc_verdict *out)
+{
+    mail(s, "<a@b.example>", "<u@example.com>");
+    *out = stage(e, s, PC_STAGE_EOM);
+    bool answered = !has_fact(s, "ratelimit", "msgs=error");
+    pc_txn_free(s);
+    return answered;
+}
+
+START_TEST(cluster_reshard)
+{
+    struct event_base *base = event_base_new();
+    struct env e;
+    int port[6];
+    pid_t pid[6];
+    char lines[512], key[200], cmd[600], mid[64], tid[64], out[64];
+    struct pc_verdict v;
+
+    cluster_start(port, pid);
+    snprintf(lines, sizeof(lines), "  store = \"redis-cluster://127.0.0.1:%d\"\n", port[0]);
+    env_open(&e, base,
+             conf_text(lines, "limit \"msgs\" { key = { \"client_ip\" } count = \"messages\" "
+                              "rate = \"5/1h\" }"));
+    struct pc_session *s = session(&e, "192.0.2.71");
+    for (int i = 0; i < 2; i++) {
+        ck_assert(cluster_msg(&e, s, &v));
+        ck_assert_int_eq(v.action, PC_CONTINUE);
+    }
+    int m = cluster_owner(port), t = -1;
+    ck_assert_int_ge(m, 0);
+    for (int i = 0; i < 6 && t < 0; i++)
+        if (i != m && cluster_role_master(port[i]))
+            t = i;
+    ck_assert_int_ge(t, 0);
+    redis_str(port[m], "RANDOMKEY", key, sizeof(key));
+    snprintf(cmd, sizeof(cmd), "CLUSTER KEYSLOT %s", key);
+    long long slot = redis_cmd(port[m], cmd);
+    ck_assert_int_ge(slot, 0);
+    redis_str(port[m], "CLUSTER MYID", mid, sizeof(mid));
+    redis_str(port[t], "CLUSTER MYID", tid, sizeof(tid));
+    /* Resharding as redis-cli does it: the slot migrates from m to t (cluster spec, "Live
+     * resharding"); its key moves now, so m answers ASK and t serves the check after ASKING. */
+    snprintf(cmd, sizeof(cmd), "CLUSTER SETSLOT %lld IMPORTING %s", slot, mid);
+    redis_str(port[t], cmd, out, sizeof(out));
+    ck_assert_str_eq(out, "OK");
+    snprintf(cmd, sizeof(cmd), "CLUSTER SETSLOT %lld MIGRATING %s", slot, tid);
+    redis_str(port[m], cmd, out, sizeof(out));
+    ck_assert_str_eq(out, "OK");
+    snprintf(cmd, sizeof(cmd), "MIGRATE 127.0.0.1 %d %s 0 5000", port[t], key);
+    redis_str(port[m], cmd, out, sizeof(out));
+    ck_assert_str_eq(out, "OK");
+    ck_assert(cluster_msg(&e, s, &v));
+    ck_assert_msg(v.action == PC_CONTINUE, "during migration: %d %s", v.code, v.text);
+    ck_assert_int_eq(redis_cmd(port[m], "DBSIZE"), 0);
+    ck_assert_int_eq(redis_cmd(port[t], "DBSIZE"), 1);
+    /* The migration ends: every master learns the new owner; m now answers MOVED. */
+    snprintf(cmd, sizeof(cmd), "CLUSTER SETSLOT %lld NODE %s", slot, tid);
+    for (int i = 0; i < 6; i++)
+        if (cluster_role_master(port[i]))
+            redis_str(port[i], cmd, out, sizeof(out));
+    for (int i = 0; i < 2; i++) {
+        ck_assert(cluster_msg(&e, s, &v));
+        ck_assert_msg(v.action == PC_CONTINUE, "after migration: %d %s", v.code, v.text);
+    }
+    /* 2 + 1 + 2: the 6th is refused, so the counter went along with its slot. */
+    ck_assert(cluster_msg(&e, s, &v));
+    ck_assert_int_eq(v.code, 450);
+    session_free(s);
+    env_close(&e);
     event_base_free(base);
     for (int i = 0; i < 6; i++)
         redis_stop(pid[i]);
@@ -1334,6 +1413,7 @@ static Suite *rl_redis_suite(void)
     tcase_add_test(tc, sentinel_switch_master);
     tcase_add_test(tc, cluster_slot_of_keys);
     tcase_add_test(tc, cluster_failover);
+    tcase_add_test(tc, cluster_reshard);
     suite_add_tcase(s, tc);
     return s;
 }
