@@ -40,6 +40,7 @@
 #include <unistd.h>
 
 #include "filters/filter.h"
+#include "gateway/bevio.h"
 #include "gateway/conf.h"
 #include "gateway/session.h"
 #include "lib/log.h"
@@ -394,14 +395,17 @@ static void be_send(struct pc_backend *be, enum be_state next, unsigned timeout_
 static void be_send(struct pc_backend *be, enum be_state next, unsigned timeout_ms,
                     const char *fmt, ...)
 {
-    struct evbuffer *out = bufferevent_get_output(be->bev);
     struct timeval rt = tv_ms(timeout_ms), wt = tv_ms(be->conf->timeouts.backend_command);
+    struct pc_buf line;
     va_list ap;
 
+    pc_buf_init(&line, 0);
     va_start(ap, fmt);
-    evbuffer_add_vprintf(out, fmt, ap);
+    pc_buf_vprintf(&line, fmt, ap);
     va_end(ap);
-    evbuffer_add(out, "\r\n", 2);
+    pc_buf_append(&line, "\r\n", 2);
+    pc_bev_write(be->bev, line.data, line.len);
+    pc_buf_free(&line);
     memset(&be->reply, 0, sizeof(be->reply));
     be->state = next;
     bufferevent_set_timeouts(be->bev, &rt, &wt);
@@ -619,9 +623,10 @@ static void fill(struct pc_backend *be)
         }
         if (n == 0) {
             /* Every line we send ends in CRLF; the message ends with CRLF . CRLF. */
-            if (!be->stuff.bol)
-                evbuffer_add(out, "\r\n", 2);
-            evbuffer_add(out, ".\r\n", 3);
+            if (be->stuff.bol)
+                pc_bev_write(be->bev, ".\r\n", 3);
+            else
+                pc_bev_write(be->bev, "\r\n.\r\n", 5);
             struct timeval rt = tv_ms(be->conf->timeouts.backend_data_done);
             struct timeval wt = tv_ms(be->conf->timeouts.backend_data_block);
             bufferevent_set_timeouts(be->bev, &rt, &wt);
@@ -633,7 +638,7 @@ static void fill(struct pc_backend *be)
         }
         pc_buf_reset(&b);
         pc_stuff(&be->stuff, be->chunk, (size_t)n, &b);
-        evbuffer_add(out, b.data, b.len);
+        pc_bev_write(be->bev, b.data, b.len);
     }
     pc_buf_free(&b);
 }

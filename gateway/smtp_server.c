@@ -32,6 +32,7 @@
 
 #include "filters/filter.h"
 #include "gateway/backend.h"
+#include "gateway/bevio.h"
 #include "gateway/conf.h"
 #include "gateway/session.h"
 #include "gateway/smtp_proto.h"
@@ -105,7 +106,7 @@ static void reply_text(struct pc_smtp *c, int code, const struct pc_enh *e, cons
         return;
     pc_buf_reset(&c->out);
     int sent = pc_reply_format(&c->out, code, e, text, &o);
-    bufferevent_write(c->bev, c->out.data, c->out.len);
+    pc_bev_write(c->bev, c->out.data, c->out.len);
     if (sent >= 400)
         c->errors++;
     if (sent == 421) {
@@ -119,7 +120,7 @@ static void reply_text(struct pc_smtp *c, int code, const struct pc_enh *e, cons
         struct pc_enh e2 = {4, 7, 0};
         pc_buf_reset(&c->out);
         pc_reply_format(&c->out, 421, &e2, "Error: too many errors", &o);
-        bufferevent_write(c->bev, c->out.data, c->out.len);
+        pc_bev_write(c->bev, c->out.data, c->out.len);
         smtp_close(c);
     }
 }

@@ -7,6 +7,7 @@
  */
 #include "lib/log.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +18,27 @@
 int pc_verbose;
 static enum pc_log_target pc_log_target = PC_LOG_STDERR;
 static const char *pc_log_ident = "portcullis";
+static pid_t pc_log_pid; /* getpid() is a system call in glibc >= 2.25: once per process */
+
+/* pc_log_forget_pid - in a child after fork() */
+static void pc_log_forget_pid(void)
+{
+    pc_log_pid = 0;
+}
+
+/* pc_log_getpid - our pid, asked once (and again after a fork) */
+static pid_t pc_log_getpid(void)
+{
+    static bool hooked;
+
+    if (!hooked) {
+        hooked = true;
+        pthread_atfork(NULL, NULL, pc_log_forget_pid);
+    }
+    if (pc_log_pid == 0)
+        pc_log_pid = getpid();
+    return pc_log_pid;
+}
 
 /* pc_log_init - choose the log target */
 void pc_log_init(const char *ident, enum pc_log_target target, int facility)
@@ -54,7 +76,7 @@ static void pc_vlog(int prio, const char *fmt, va_list ap)
     localtime_r(&now, &tm);
     strftime(stamp, sizeof(stamp), "%b %e %H:%M:%S", &tm);
     const char *level = (prio == LOG_INFO || prio == LOG_NOTICE) ? "" : names[prio & 7];
-    fprintf(stderr, "%s %s[%ld]: %s%s%s\n", stamp, pc_log_ident, (long)getpid(), level,
+    fprintf(stderr, "%s %s[%ld]: %s%s%s\n", stamp, pc_log_ident, (long)pc_log_getpid(), level,
             *level ? ": " : "", line);
 }
 

@@ -35,7 +35,7 @@ struct event_base;
 struct pc_err;
 
 #define PC_RL_KEY_MAX    160 /* prefix (<= 64) + a cluster hash tag (18) + 64 hex digits */
-#define PC_RL_BATCH_MAX  16                /* limits in one check */
+#define PC_RL_BATCH_MAX  16  /* limits in one check */
 #define PC_RL_FACT_APPLY "ratelimit.apply" /* fact naming a limit that has named_only set */
 
 /* pc_rl_rate - a parsed "100/1h" */

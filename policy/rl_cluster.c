@@ -438,7 +438,8 @@ static void reply_cb(redisAsyncContext *ac, void *reply_, void *priv)
         fail(r, "redis error reply");
         free(r);
         /* A replica, a master that lost its slots, a cluster that is failing over. */
-        if (strncmp(reply->str, "READONLY", 8) == 0 || strncmp(reply->str, "CLUSTERDOWN", 11) == 0 ||
+        if (strncmp(reply->str, "READONLY", 8) == 0 ||
+            strncmp(reply->str, "CLUSTERDOWN", 11) == 0 ||
             strncmp(reply->str, "TRYAGAIN", 8) == 0 || strncmp(reply->str, "LOADING", 7) == 0)
             refresh_later(st, RLC_REFRESH_MS);
         return;
@@ -471,8 +472,9 @@ static bool any_down(const struct rlc_store *st)
 /* map_entry_ok - [start, end, [ip, port, ...], replicas...] */
 static bool map_entry_ok(const redisReply *e)
 {
-    if (e->type != REDIS_REPLY_ARRAY || e->elements < 3 || e->element[0]->type != REDIS_REPLY_INTEGER ||
-        e->element[1]->type != REDIS_REPLY_INTEGER || e->element[2]->type != REDIS_REPLY_ARRAY)
+    if (e->type != REDIS_REPLY_ARRAY || e->elements < 3 ||
+        e->element[0]->type != REDIS_REPLY_INTEGER || e->element[1]->type != REDIS_REPLY_INTEGER ||
+        e->element[2]->type != REDIS_REPLY_ARRAY)
         return false;
     long long a = e->element[0]->integer, b = e->element[1]->integer;
     const redisReply *m = e->element[2];
