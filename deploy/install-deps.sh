@@ -4,7 +4,7 @@
 set -e
 PKGS="build-essential pkg-config libevent-dev libssl-dev libconfuse-dev libunbound-dev
 libspf2-dev libopendkim-dev libopendmarc-dev libmilter-dev libhiredis-dev libpcre2-dev
-libgmime-3.0-dev check postfix swaks redis-server nsd opendkim-tools clang python3 openssl bc"
+libgmime-3.0-dev check postfix swaks redis-server nsd opendkim-tools clang python3 openssl bc strace"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

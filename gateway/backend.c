@@ -621,24 +621,27 @@ static void fill(struct pc_backend *be)
             be_fail(be, "4.3.0", "Error reading the spooled message");
             return;
         }
-        if (n == 0) {
-            /* Every line we send ends in CRLF; the message ends with CRLF . CRLF. */
-            if (be->stuff.bol)
-                pc_bev_write(be->bev, ".\r\n", 3);
-            else
-                pc_bev_write(be->bev, "\r\n.\r\n", 5);
-            struct timeval rt = tv_ms(be->conf->timeouts.backend_data_done);
-            struct timeval wt = tv_ms(be->conf->timeouts.backend_data_block);
-            bufferevent_set_timeouts(be->bev, &rt, &wt);
-            memset(&be->reply, 0, sizeof(be->reply));
-            be->state = BE_DATA_DONE;
-            be->lmtp_left = be->bc->lmtp ? be->rcpt_ok : 1;
-            be->lmtp_any_ok = be->lmtp_any_fail = false;
-            break;
+        /* Up to 64 KB per write, the end of data in the same one: a separate small write
+         * of ".\r\n" would wait for an ACK (Nagle) the receiver delays. */
+        if (n > 0) {
+            pc_stuff(&be->stuff, be->chunk, (size_t)n, &b);
+            if (b.len < 65536)
+                continue;
+            pc_bev_write(be->bev, b.data, b.len);
+            pc_buf_reset(&b);
+            continue;
         }
-        pc_buf_reset(&b);
-        pc_stuff(&be->stuff, be->chunk, (size_t)n, &b);
+        /* Every line we send ends in CRLF; the message ends with CRLF . CRLF. */
+        pc_buf_append(&b, "\r\n.\r\n" + (be->stuff.bol ? 2 : 0), be->stuff.bol ? 3 : 5);
         pc_bev_write(be->bev, b.data, b.len);
+        struct timeval rt = tv_ms(be->conf->timeouts.backend_data_done);
+        struct timeval wt = tv_ms(be->conf->timeouts.backend_data_block);
+        bufferevent_set_timeouts(be->bev, &rt, &wt);
+        memset(&be->reply, 0, sizeof(be->reply));
+        be->state = BE_DATA_DONE;
+        be->lmtp_left = be->bc->lmtp ? be->rcpt_ok : 1;
+        be->lmtp_any_ok = be->lmtp_any_fail = false;
+        break;
     }
     pc_buf_free(&b);
 }
@@ -840,6 +843,7 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
     be_enter(be);
     if (what & BEV_EVENT_CONNECTED) {
         struct timeval rt = tv_ms(be->conf->timeouts.backend_greeting);
+        pc_bev_nodelay(be->bev);
         be->state = BE_GREETING;
         bufferevent_set_timeouts(be->bev, &rt, NULL);
         be_leave(be);

@@ -15,6 +15,8 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 
@@ -36,4 +38,14 @@ int pc_bev_write(struct bufferevent *bev, const void *data, size_t len)
         }
     }
     return len ? bufferevent_write(bev, p, len) : 0;
+}
+
+/* pc_bev_nodelay - no Nagle delay on a TCP socket (other sockets refuse it, harmlessly) */
+void pc_bev_nodelay(struct bufferevent *bev)
+{
+    int one = 1;
+    evutil_socket_t fd = bufferevent_getfd(bev);
+
+    if (fd >= 0)
+        (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }

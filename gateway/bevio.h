@@ -18,4 +18,8 @@ struct bufferevent;
 /* pc_bev_write - send what the socket takes now, queue the rest (in order); 0 or -1 */
 int pc_bev_write(struct bufferevent *, const void *data, size_t len);
 
+/* pc_bev_nodelay - TCP_NODELAY on its socket: with writes made at once, a reply or the end of
+ * data written right after other bytes must not wait for their ACK (Nagle, RFC 896) */
+void pc_bev_nodelay(struct bufferevent *);
+
 #endif

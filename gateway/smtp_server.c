@@ -1130,6 +1130,7 @@ void pc_smtp_accept(struct pc_services *svc, struct pc_conf *conf,
     c->free_ev = event_new(svc->base, -1, 0, on_free, c);
     c->bev = bufferevent_socket_new(svc->base, fd, BEV_OPT_CLOSE_ON_FREE);
     bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
+    pc_bev_nodelay(c->bev);
     bufferevent_setwatermark(c->bev, EV_READ, 0, PC_SMTP_READ_MAX);
     bufferevent_setwatermark(c->bev, EV_WRITE, PC_SMTP_OUT_MAX / 2, 0);
     bufferevent_enable(c->bev, EV_READ);
