@@ -519,7 +519,10 @@ static void slots_cb(redisAsyncContext *ac, void *reply_, void *priv)
         next = r->next;
         if (r->ac || r->answered)
             continue;
-        if (!dispatch(st, r) || (r->ac == NULL && st->slots[r->slot] != NULL)) {
+        if (st->slots[r->slot] == NULL) { /* asking again at once would only spin */
+            fail(r, "no redis cluster node serves the slot");
+            free(r);
+        } else if (!dispatch(st, r)) {
             fail(r, "redis cluster node unavailable");
             free(r);
         }
