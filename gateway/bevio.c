@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	bevio 3 - write to a socket bufferevent now, queue only what it cannot take

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	rl_cluster 3 - the shared rate limit store on Redis Cluster

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	rl_redis 3h - what the Redis rate limit stores share (single node,

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # proxy-bench.sh - portcullis against Postfix's own before-queue proxy, in the same run.
 #   tests/bench/proxy-bench.sh [build/portcullis]
 #
