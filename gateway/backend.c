@@ -633,7 +633,10 @@ static void fill(struct pc_backend *be)
             continue;
         }
         /* Every line we send ends in CRLF; the message ends with CRLF . CRLF. */
-        pc_buf_append(&b, "\r\n.\r\n" + (be->stuff.bol ? 2 : 0), be->stuff.bol ? 3 : 5);
+        if (be->stuff.bol)
+            pc_buf_append(&b, ".\r\n", 3);
+        else
+            pc_buf_append(&b, "\r\n.\r\n", 5);
         pc_bev_write(be->bev, b.data, b.len);
         struct timeval rt = tv_ms(be->conf->timeouts.backend_data_done);
         struct timeval wt = tv_ms(be->conf->timeouts.backend_data_block);
