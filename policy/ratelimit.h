@@ -35,8 +35,8 @@
 struct event_base;
 struct pc_err;
 
-#define PC_RL_KEY_MAX    128               /* prefix (<= 64) + 64 hex digits */
-#define PC_RL_BATCH_MAX  16                /* limits in one check */
+#define PC_RL_KEY_MAX    160 /* prefix (<= 64) + a cluster hash tag (18) + 64 hex digits */
+#define PC_RL_BATCH_MAX  16  /* limits in one check */
 #define PC_RL_FACT_APPLY "ratelimit.apply" /* fact naming a limit that has named_only set */
 #define PC_RL_INTS_MAX   8                 /* integers a pc_rl_redis_eval script may return */
 #define PC_RL_ARG_MAX    39                /* bytes of one pc_rl_redis_eval argument */
