@@ -45,7 +45,7 @@ EXTRA_LIBS ?=
 
 # A missing -dev package is named here rather than surfacing as a missing header. Targets
 # that install the packages (deps, run, check) or need none skip the check.
-NOPKG_GOALS := deps run-deps run check bench fuzz clean format spdx-check package package-check
+NOPKG_GOALS := deps run-deps run check bench fuzz clean format spdx-check layers-check package package-check
 ifneq ($(MAKECMDGOALS),)
 ifeq ($(filter-out $(NOPKG_GOALS),$(MAKECMDGOALS)),)
 SKIP_PKGCHECK := 1
@@ -82,7 +82,7 @@ Q := @
 say = @echo "  $(1)"
 endif
 
-LIB_SRCS  := $(filter-out gateway/main.c,$(wildcard lib/*.c gateway/*.c filters/*.c policy/*.c rules/*.c))
+LIB_SRCS  := $(filter-out gateway/main.c,$(wildcard lib/*.c core/*.c gateway/*.c filters/*.c policy/*.c rules/*.c))
 LIB_OBJS  := $(LIB_SRCS:%.c=$(B)/%.o)
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(B)/tests/%)
@@ -91,7 +91,7 @@ REGR_BINS := $(FUZZ_SRCS:tests/fuzz/%.c=$(B)/tests/regress_%)
 FUZZ_SECONDS ?= 60
 
 .PHONY: all deps run-deps run check unit unit-asan e2e e2e-asan fuzz-regress docs-check bench fuzz \
-        conformance format clean install uninstall spdx-check package package-check
+        conformance format clean install uninstall spdx-check layers-check package package-check
 
 all: $(B)/portcullis
 
@@ -171,6 +171,12 @@ uninstall:
 spdx-check:
 	@tests/spdx-check.sh
 
+# Layers, no circles (STYLE.md lesson 17): no upward include, no include circle. The self-test
+# first proves the check can fail.
+layers-check:
+	@python3 tests/layers-check.py --self-test
+	@python3 tests/layers-check.py
+
 # The Debian package, built out of tree into $(B)/deb (reads deploy/debian, see README).
 package:
 	@tests/package.sh build
@@ -201,7 +207,7 @@ docs-check: all
 
 check: deps
 	@$(MAKE) --no-print-directory WERROR=1 all
-	@$(MAKE) --no-print-directory WERROR=1 unit fuzz-regress docs-check spdx-check
+	@$(MAKE) --no-print-directory WERROR=1 unit fuzz-regress docs-check spdx-check layers-check
 	@$(MAKE) --no-print-directory WERROR=1 unit-asan
 	@$(MAKE) --no-print-directory WERROR=1 e2e
 	@$(MAKE) --no-print-directory WERROR=1 e2e-asan

@@ -30,8 +30,8 @@
 #include <unistd.h>
 
 #include "filters/authres.h"
-#include "filters/filter.h"
-#include "gateway/conf.h"
+#include "core/filter.h"
+#include "core/session.h"
 #include "lib/authres.h"
 #include "lib/buf.h"
 #include "lib/log.h"
@@ -76,8 +76,6 @@ static const char *servid(const struct authres_conf *c, const struct pc_session 
 {
     if (c->servid)
         return c->servid;
-    if (s->conf && s->conf->hostname && s->conf->hostname[0])
-        return s->conf->hostname;
     if (s->svc && s->svc->hostname && s->svc->hostname[0])
         return s->svc->hostname;
     if (gethostname(buf, size) < 0 || buf[0] == 0)

@@ -7,12 +7,12 @@
  *	libopendkim. Keys are never looked up by the library itself: its key
  *	callback answers from the keys this job has been given, and otherwise
  *	says "try again", so dkim_eoh() returns DKIM_STAT_CBTRYAGAIN and the
- *	filter asks the shared resolver (gateway/dns.h) and returns
+ *	filter asks the shared resolver (core/dns.h) and returns
  *	PC_PENDING. It asks for every signature's key at once (the names come
  *	from libopendkim's prescreen callback), so several signatures cost one
  *	round trip. When all have answered, dkim_eoh() is called again (it is
  *	re-entrant after CBTRYAGAIN), and once every key is known the body is
- *	canonicalised and hashed on a worker thread (gateway/worker.h) from
+ *	canonicalised and hashed on a worker thread (core/worker.h) from
  *	the job's own copy of the body, and the filter resumes the chain.
  *	Signing hashes on the loop (trusted, usually small, submissions).
  *
@@ -50,13 +50,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "filters/filter.h"
-#include "gateway/worker.h"
+#include "core/filter.h"
+#include "core/session.h"
+#include "core/worker.h"
 #include "lib/authres.h"
 #include "lib/buf.h"
 #include "lib/log.h"
 #include "lib/pool.h"
-#include "policy/chain.h"
+#include "core/chain.h"
 
 #define DKIM_NAME_MAX 320
 #define DKIM_TXT_MAX 4096

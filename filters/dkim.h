@@ -5,7 +5,7 @@
  * DESCRIPTION
  *	A verification job runs libopendkim over a spooled message and stops
  *	whenever it needs a key it does not have (PC_DKIMV_NEED_KEY): the
- *	caller looks the name up (the filter through gateway/dns.h, the unit
+ *	caller looks the name up (the filter through core/dns.h, the unit
  *	tests from the corpus's DNS files), hands the answer back with
  *	pc_dkimv_key() and runs the job again. The key callback registered
  *	with the library answers "try again" for a name it has not been
@@ -20,8 +20,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "gateway/dns.h"
-#include "gateway/msg.h"
+#include "core/dns.h"
+#include "core/msg.h"
 
 struct dkim_lib;
 struct pc_dkimv;

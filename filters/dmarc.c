@@ -41,11 +41,12 @@
 #include <unistd.h>
 
 #include "filters/dkim.h"
-#include "filters/filter.h"
+#include "core/filter.h"
+#include "core/session.h"
 #include "lib/buf.h"
 #include "lib/log.h"
 #include "lib/pool.h"
-#include "policy/chain.h"
+#include "core/chain.h"
 
 /* Not in dmarc.h, exported by libopendmarc 1.4: organizational domain via the PSL. */
 int opendmarc_get_tld(u_char *domain, u_char *tld, size_t tld_len);

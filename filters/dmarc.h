@@ -16,7 +16,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "gateway/msg.h"
+#include "core/msg.h"
 #include "lib/authres.h"
 
 enum pc_from_status {

@@ -28,11 +28,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "filters/filter.h"
-#include "gateway/dns.h"
+#include "core/filter.h"
+#include "core/session.h"
+#include "core/dns.h"
 #include "lib/log.h"
 #include "lib/pool.h"
-#include "policy/chain.h"
+#include "core/chain.h"
 
 #define DNSBL_MAX_SITES 32
 

@@ -36,10 +36,11 @@
 #include <string.h>
 #include <strings.h>
 
-#include "filters/filter.h"
+#include "core/filter.h"
+#include "core/session.h"
 #include "lib/log.h"
 #include "lib/parse.h"
-#include "policy/chain.h"
+#include "core/chain.h"
 #include "policy/greylist.h"
 #include "policy/ratelimit.h"
 

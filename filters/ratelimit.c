@@ -33,11 +33,13 @@
 #include <string.h>
 #include <strings.h>
 
-#include "filters/filter.h"
+#include "core/filter.h"
+#include "core/session.h"
 #include "lib/log.h"
 #include "lib/parse.h"
-#include "policy/chain.h"
+#include "core/chain.h"
 #include "policy/ratelimit.h"
+#include "policy/rl_store.h"
 
 #define RL_FIELDS_MAX 8
 #define RL_VALUE_MAX  520

@@ -31,9 +31,10 @@
 #include <string.h>
 #include <strings.h>
 
-#include "filters/filter.h"
-#include "gateway/dns.h"
-#include "policy/chain.h"
+#include "core/filter.h"
+#include "core/session.h"
+#include "core/dns.h"
+#include "core/chain.h"
 #include "lib/log.h"
 #include "lib/pool.h"
 

@@ -9,7 +9,7 @@
  */
 #include <string.h>
 
-#include "filters/filter.h"
+#include "filters/registry.h"
 
 extern const struct pc_filter_ops pc_filter_relay;
 extern const struct pc_filter_ops pc_filter_rdns;

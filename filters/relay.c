@@ -19,7 +19,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "filters/filter.h"
+#include "core/filter.h"
+#include "core/session.h"
 #include "lib/log.h"
 
 struct relay_conf {

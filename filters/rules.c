@@ -43,11 +43,12 @@
 #include <strings.h>
 #include <time.h>
 
-#include "filters/filter.h"
-#include "gateway/worker.h"
+#include "core/filter.h"
+#include "core/session.h"
+#include "core/worker.h"
 #include "lib/log.h"
 #include "lib/parse.h"
-#include "policy/chain.h"
+#include "core/chain.h"
 #include "rules/rules.h"
 
 struct rules_conf {

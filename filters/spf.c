@@ -4,13 +4,13 @@
  *	spf 3 - Sender Policy Framework check of MAIL FROM (or HELO for <>)
  * DESCRIPTION
  *	libspf2 evaluates the policy; it is synchronous, so each check runs
- *	on the worker pool (gateway/worker.h) and its answer comes back to
+ *	on the worker pool (core/worker.h) and its answer comes back to
  *	the loop, which resumes the chain.
  *
  *	libspf2 gets a DNS layer of ours (an SPF_dns_server_t) instead of its
  *	resolv layer: each lookup is posted from the worker thread to the
  *	event loop (event_base_once is thread-safe under evthread pthreads),
- *	asked of the one shared resolver (gateway/dns.h: libunbound, its
+ *	asked of the one shared resolver (core/dns.h: libunbound, its
  *	cache, dns.nameservers, dns.timeout), and the worker waits for the
  *	answer on a condition variable. We chose this over a second,
  *	per-thread resolver so that SPF sees exactly the DNS every other
@@ -64,13 +64,13 @@
 #include <strings.h>
 #include <time.h>
 
-#include "filters/filter.h"
-#include "gateway/conf.h"
-#include "gateway/dns.h"
-#include "gateway/worker.h"
+#include "core/filter.h"
+#include "core/session.h"
+#include "core/dns.h"
+#include "core/worker.h"
 #include "lib/log.h"
 #include "lib/pool.h"
-#include "policy/chain.h"
+#include "core/chain.h"
 
 enum spf_result {
     SPF_R_NONE,
@@ -1055,8 +1055,7 @@ static enum pc_action spf_mail(struct pc_session *s, void *conf, void *ctx, stru
     spf_job_init(job, s->svc, &s->client.ip, s->helo, from->addr, from->domain,
                  from->null || from->domain[0] == 0 || from->literal);
     /* the resolver answers within dns.timeout; the guard only covers a stopped loop */
-    if (s->conf && s->conf->dns_timeout)
-        job->guard_ms = s->conf->dns_timeout + 1000;
+    job->guard_ms = pc_dns_timeout_ms(s->svc->dns) + 1000;
     job->ctx = x;
     x->job = job;
     pc_worker_submit(s->svc->workers, spf_work, spf_done, job);

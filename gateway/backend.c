@@ -59,10 +59,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "filters/filter.h"
+#include "core/filter.h"
 #include "gateway/bevio.h"
 #include "gateway/conf.h"
-#include "gateway/session.h"
+#include "core/session.h"
 #include "lib/log.h"
 #include "lib/parse.h"
 #include "lib/pool.h"

@@ -24,7 +24,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "filters/filter.h"
+#include "core/filter.h"
+#include "filters/registry.h"
 #include "lib/addr.h"
 #include "lib/log.h"
 #include "lib/parse.h"

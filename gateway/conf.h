@@ -19,7 +19,7 @@
 
 #include "lib/cidr.h"
 #include "lib/log.h"
-#include "policy/chain.h"
+#include "core/chain.h"
 
 struct pc_err;
 
@@ -89,7 +89,7 @@ struct pc_conf {
     size_t nlisteners;
     struct pc_backend_conf *backends;
     size_t nbackends;
-    /* dns { } - the shared resolver (gateway/dns.h) */
+    /* dns { } - the shared resolver (core/dns.h) */
     const char **dns_nameservers;
     size_t dns_nnameservers;
     unsigned dns_timeout;

@@ -21,7 +21,7 @@
 #include <stdlib.h>
 #include <sys/socket.h>
 
-#include "gateway/session.h"
+#include "core/session.h"
 
 struct pc_proxy_rd {
     evutil_socket_t fd;

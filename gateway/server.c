@@ -30,15 +30,15 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "filters/filter.h"
+#include "core/filter.h"
 #include "gateway/backend.h"
 #include "gateway/conf.h"
-#include "gateway/dns.h"
+#include "core/dns.h"
 #include "gateway/metrics_http.h"
 #include "gateway/proxy_in.h"
 #include "gateway/service.h"
 #include "gateway/smtp_server.h"
-#include "gateway/worker.h"
+#include "core/worker.h"
 #include "lib/buf.h"
 #include "lib/log.h"
 #include "lib/metrics.h"

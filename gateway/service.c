@@ -35,7 +35,7 @@
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
-#include "filters/filter.h"
+#include "core/filter.h"
 #include "lib/log.h"
 
 #define PC_MAX_LISTEN_FDS 64

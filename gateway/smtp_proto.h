@@ -20,7 +20,7 @@
 
 #include "lib/addr.h"
 #include "lib/buf.h"
-#include "policy/verdict.h"
+#include "core/verdict.h"
 
 struct pc_pool;
 

@@ -31,18 +31,18 @@
 #include <sys/socket.h>
 #include <time.h>
 
-#include "filters/filter.h"
+#include "core/filter.h"
 #include "gateway/backend.h"
 #include "gateway/bevio.h"
 #include "gateway/conf.h"
 #include "gateway/proxy_in.h"
-#include "gateway/session.h"
+#include "core/session.h"
 #include "gateway/smtp_proto.h"
-#include "gateway/txnlog.h"
+#include "core/txnlog.h"
 #include "lib/log.h"
 #include "lib/metrics.h"
 #include "lib/pool.h"
-#include "policy/chain.h"
+#include "core/chain.h"
 
 enum sm_state { SM_CONNECT, SM_CMD, SM_DATA, SM_CLOSING };
 

@@ -45,13 +45,13 @@
 #include <sysexits.h>
 #include <time.h>
 
-#include "filters/filter.h"
+#include "core/filter.h"
 #include "gateway/conf.h"
-#include "gateway/dns.h"
-#include "gateway/session.h"
+#include "core/dns.h"
+#include "core/session.h"
 #include "lib/log.h"
 #include "lib/pool.h"
-#include "policy/chain.h"
+#include "core/chain.h"
 
 #define TC_MAX_RCPT 100
 #define TC_MAX_MSG (64u << 20)

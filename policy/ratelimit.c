@@ -11,7 +11,6 @@
  *	ITU-T I.371 (GCRA), FIPS 180-4 (SHA-256)
  */
 #include "policy/ratelimit.h"
-#include "policy/rl_redis.h"
 
 #include <ctype.h>
 #include <math.h>
@@ -20,7 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "filters/filter.h"
+#include "core/err.h"
 #include "lib/parse.h"
 
 /* pc_rl_rate_parse - "count[K|M|G]/[n]unit" */
@@ -184,19 +183,4 @@ bool pc_rl_redis_url_parse(const char *url, char *host, size_t hs, int *port, in
         hend++;
     }
     return *hend == 0;
-}
-
-/* pc_rl_store_create - in-process, Redis or Redis through Sentinel */
-struct pc_rl_store *pc_rl_store_create(const struct pc_rl_store_conf *c, struct pc_err *err)
-{
-    if ((c->url == NULL || c->url[0] == 0) && c->nsentinels == 0)
-        return pc_rl_memory_create(c->max_entries, NULL);
-    if (c->url && strncmp(c->url, "redis-cluster://", 16) == 0) {
-        if (c->nsentinels) {
-            pc_err_set(err, NULL, "ratelimit: a cluster store takes no sentinels");
-            return NULL;
-        }
-        return pc_rl_cluster_create(c, err);
-    }
-    return pc_rl_redis_create(c, err);
 }

@@ -120,8 +120,6 @@ void pc_rl_gcra(double now_us, double *tat, double interval_us, double burst, do
 void pc_rl_key(const char *prefix, const char *name, const char *const *values, size_t n,
                char *out);
 
-/* pc_rl_store_create - a store for this configuration; NULL with err set */
-struct pc_rl_store *pc_rl_store_create(const struct pc_rl_store_conf *, struct pc_err *);
 struct pc_rl_store *pc_rl_memory_create(size_t max_entries, double (*now_us)(void));
 struct pc_rl_store *pc_rl_redis_create(const struct pc_rl_store_conf *, struct pc_err *);
 

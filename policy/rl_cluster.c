@@ -42,7 +42,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "filters/filter.h"
+#include "core/err.h"
 #include "lib/log.h"
 #include "lib/parse.h"
 #include "policy/ratelimit.h"

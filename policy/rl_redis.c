@@ -46,7 +46,7 @@
 #include <strings.h>
 #include <time.h>
 
-#include "filters/filter.h"
+#include "core/err.h"
 #include "lib/log.h"
 #include "lib/metrics.h"
 #include "lib/parse.h"

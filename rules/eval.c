@@ -28,7 +28,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "gateway/session.h"
+#include "core/session.h"
 #include "lib/log.h"
 #include "lib/metrics.h"
 #include "lib/pool.h"

@@ -30,7 +30,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "gateway/msg.h"
+#include "core/msg.h"
 #include "lib/log.h"
 #include "lib/pool.h"
 

@@ -32,7 +32,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "policy/verdict.h"
+#include "core/verdict.h"
 #include "rules/mime.h"
 
 struct pc_session;

@@ -7,7 +7,7 @@
  *	through this program. It includes the filter's source so that it
  *	runs the very code the filter runs: spf_job_init() picks the
  *	identity, spf_run() evaluates on a worker thread, and every DNS
- *	question goes through gateway/dns.c to the nameserver in argv[1].
+ *	question goes through core/dns.c to the nameserver in argv[1].
  *	Prints one result word per input line.
  * SEE ALSO
  *	RFC 7208

@@ -10,7 +10,7 @@ DESCRIPTION
     responder on 127.0.0.1 (UDP and TCP, a port in our range), and feeds
     every test to build/tests/conf_spf_check, which runs filters/spf.c's
     check exactly as the filter does: libspf2 on a worker thread, its
-    lookups through gateway/dns.c (libunbound forwarding to the responder).
+    lookups through core/dns.c (libunbound forwarding to the responder).
 
     nsd is not used here because the suite needs answers nsd cannot give:
     TIMEOUT names (never answered), TXT records with no strings, and

@@ -31,7 +31,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "filters/filter.h"
+#include "core/filter.h"
 #include "gateway/conf.h"
 #include "gateway/smtp_server.h"
 #include "lib/log.h"

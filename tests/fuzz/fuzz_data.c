@@ -21,7 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "gateway/msg.h"
+#include "core/msg.h"
 #include "gateway/smtp_proto.h"
 #include "lib/log.h"
 #include "lib/pool.h"

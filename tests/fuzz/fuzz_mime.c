@@ -16,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "gateway/msg.h"
+#include "core/msg.h"
 #include "rules/mime.h"
 
 /* LLVMFuzzerTestOneInput - one message */

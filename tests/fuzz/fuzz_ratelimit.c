@@ -15,8 +15,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "filters/filter.h"
+#include "core/filter.h"
 #include "policy/ratelimit.h"
+#include "policy/rl_store.h"
 #include "policy/rl_redis.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

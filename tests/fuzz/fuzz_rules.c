@@ -14,7 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "gateway/session.h"
+#include "core/chain.h"
+#include "core/session.h"
 #include "lib/log.h"
 #include "lib/pool.h"
 #include "rules/rules.h"

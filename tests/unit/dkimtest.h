@@ -23,7 +23,7 @@
 #include <openssl/x509.h>
 
 #include "filters/dkim.h"
-#include "gateway/msg.h"
+#include "core/msg.h"
 
 #define TESTDATA "../shared/testdata"
 

@@ -14,10 +14,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "filters/filter.h"
+#include "core/filter.h"
 #include "lib/log.h"
 #include "lib/pool.h"
-#include "policy/chain.h"
+#include "core/chain.h"
 
 static int calls[8];
 static int cancelled;

@@ -22,10 +22,11 @@
 
 #include "filters/authres.h"
 #include "filters/dmarc.h"
-#include "filters/filter.h"
-#include "gateway/worker.h"
+#include "filters/registry.h"
+#include "core/filter.h"
+#include "core/worker.h"
 #include "lib/pool.h"
-#include "policy/chain.h"
+#include "core/chain.h"
 #include "tests/unit/dkimtest.h"
 
 /* ---- nsd on loopback serving the test's records -------------------------------- */

@@ -3,7 +3,7 @@
  * NAME
  *	test_dnschecks 1 - DNS helpers, PTR sanitiser, DNSBL sites, SPF syntax and results
  * DESCRIPTION
- *	Tables of cases for gateway/dns.c's helpers (reverse names, RDATA
+ *	Tables of cases for core/dns.c's helpers (reverse names, RDATA
  *	decoding, the host name sanitiser that stands between hostile PTR
  *	data and our logs), filters/dnsbl.c's site parser and matcher, and
  *	filters/spf.c's strict record syntax and libspf2 result mapping. The

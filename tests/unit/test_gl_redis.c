@@ -28,7 +28,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "filters/filter.h"
+#include "core/filter.h"
 #include "lib/log.h"
 #include "policy/greylist.h"
 #include "policy/ratelimit.h"

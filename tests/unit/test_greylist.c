@@ -25,11 +25,11 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "filters/filter.h"
+#include "core/filter.h"
 #include "gateway/conf.h"
 #include "gateway/smtp_proto.h"
 #include "lib/log.h"
-#include "policy/chain.h"
+#include "core/chain.h"
 #include "policy/greylist.h"
 
 static uint64_t fake_now;

@@ -20,7 +20,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "gateway/msg.h"
+#include "core/msg.h"
 #include "lib/pool.h"
 
 static char spool[] = "/tmp/pc-test-msg-XXXXXX";

@@ -11,9 +11,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "filters/filter.h"
+#include "core/filter.h"
 #include "gateway/conf.h"
 #include "policy/ratelimit.h"
+#include "policy/rl_store.h"
 
 static double fake_now;
 

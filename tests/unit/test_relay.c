@@ -21,12 +21,12 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "filters/filter.h"
+#include "core/filter.h"
 #include "gateway/conf.h"
 #include "gateway/smtp_proto.h"
 #include "lib/log.h"
 #include "lib/pool.h"
-#include "policy/chain.h"
+#include "core/chain.h"
 
 static struct event_base *base;
 static struct pc_services svc;

@@ -38,12 +38,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "filters/filter.h"
+#include "core/filter.h"
 #include "gateway/conf.h"
-#include "gateway/session.h"
+#include "core/session.h"
 #include "lib/log.h"
 #include "lib/pool.h"
-#include "policy/chain.h"
+#include "core/chain.h"
 #include "policy/rl_redis.h"
 
 #define PORT_LO 24000

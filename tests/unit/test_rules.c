@@ -16,7 +16,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "gateway/session.h"
+#include "core/chain.h"
+#include "core/session.h"
 #include "lib/log.h"
 #include "lib/pool.h"
 #include "rules/rules.h"

@@ -20,10 +20,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "filters/filter.h"
+#include "core/filter.h"
 #include "lib/log.h"
 #include "lib/pool.h"
-#include "policy/chain.h"
+#include "core/chain.h"
 
 START_TEST(verdict_finish_table)
 {

@@ -19,9 +19,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "filters/filter.h"
+#include "core/filter.h"
 #include "gateway/conf.h"
-#include "gateway/msg.h"
+#include "core/msg.h"
 #include "lib/log.h"
 #include "rules/mime.h"
 

@@ -6,7 +6,7 @@
  *	Jobs go in through a mutex-protected queue; finished jobs come back
  *	through a second queue and an eventfd that wakes the loop.
  */
-#include "gateway/worker.h"
+#include "core/worker.h"
 
 #include <event2/event.h>
 #include <pthread.h>

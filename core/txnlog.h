@@ -20,7 +20,7 @@
 #ifndef PC_TXNLOG_H
 #define PC_TXNLOG_H
 
-#include "policy/verdict.h"
+#include "core/verdict.h"
 
 struct pc_session;
 

@@ -23,7 +23,7 @@
  * SEE ALSO
  *	libunbound(3), RFC 1035, RFC 3596, RFC 6303, RFC 6761
  */
-#include "gateway/dns.h"
+#include "core/dns.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -34,7 +34,7 @@
 #include <time.h>
 #include <unbound.h>
 
-#include "filters/filter.h"
+#include "core/err.h"
 #include "lib/cidr.h"
 #include "lib/log.h"
 #include "lib/metrics.h"
@@ -198,6 +198,12 @@ static bool dns_opt(struct pc_dns *d, const char *opt, const char *val, struct p
         return false;
     }
     return true;
+}
+
+/* pc_dns_timeout_ms - the per-query deadline this resolver applies */
+unsigned pc_dns_timeout_ms(const struct pc_dns *d)
+{
+    return d->timeout_ms;
 }
 
 /* pc_dns_create - the resolver, forwarding to nameservers when given */

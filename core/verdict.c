@@ -7,7 +7,7 @@
  *	x.7.1, recipient-stage ones keep the address subject where it
  *	applies, and a reply code's class always matches its enhanced code.
  */
-#include "policy/verdict.h"
+#include "core/verdict.h"
 
 #include <stdarg.h>
 #include <stdio.h>

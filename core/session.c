@@ -7,7 +7,7 @@
  *	memory is its pool; a transaction has a pool of its own so that RSET
  *	gives everything back at once.
  */
-#include "gateway/session.h"
+#include "core/session.h"
 
 #include <netinet/in.h>
 #include <stdarg.h>
@@ -20,7 +20,6 @@
 #include "lib/log.h"
 #include "lib/qid.h"
 #include "lib/pool.h"
-#include "policy/chain.h"
 
 static uint64_t pc_session_counter;
 
@@ -65,18 +64,6 @@ void pc_session_set_client(struct pc_session *s, const struct sockaddr *sa, sock
         s->client.port = ntohs(((const struct sockaddr_in6 *)sa)->sin6_port);
 }
 
-/* pc_session_free - end of session: transaction, filters, memory */
-void pc_session_free(struct pc_session *s)
-{
-    if (s->txn)
-        pc_txn_free(s);
-    if (s->run)
-        pc_chain_detach(s);
-    if (s->conf)
-        pc_conf_unref(s->conf);
-    pc_pool_destroy(s->pool);
-}
-
 /* msg_free - pool cleanup for the spool */
 static void msg_free(void *arg)
 {
@@ -102,17 +89,6 @@ struct pc_txn *pc_txn_new(struct pc_session *s)
     pc_pool_cleanup(pool, msg_free, &t->msg);
     s->txn = t;
     return t;
-}
-
-/* pc_txn_free - end of transaction: filters reset, memory released */
-void pc_txn_free(struct pc_session *s)
-{
-    if (s->txn == NULL)
-        return;
-    if (s->run)
-        pc_chain_reset(s);
-    pc_pool_destroy(s->txn->pool);
-    s->txn = NULL;
 }
 
 /* pc_txn_add_rcpt - remember a recipient */

@@ -24,38 +24,15 @@
 
 #include <confuse.h>
 
-#include "gateway/session.h"
-#include "policy/verdict.h"
+#include "core/err.h"
+#include "core/services.h"
+#include "core/verdict.h"
+
+struct pc_session;
 
 #define PC_FILTER_ABI 1
 
 #define PC_FILTER_GATE 0x1 /* runs even after another filter said ACCEPT (relay, rate limits) */
-
-struct event_base;
-struct pc_workers;
-struct pc_dns;
-
-/* Process-wide services, owned by main(), shared by every filter. */
-struct pc_services {
-    struct event_base *base;
-    struct pc_workers *workers; /* blocking work off the loop: gateway/worker.h */
-    struct pc_dns *dns;         /* the one resolver: gateway/dns.h (NULL until configured) */
-    const char *hostname;       /* our name: Received, Authentication-Results */
-};
-
-/* A configuration error: "file:line: message". */
-struct pc_err {
-    char msg[512];
-};
-
-void pc_err_set(struct pc_err *, cfg_t *where, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-/* pc_conf_path - a file named in the configuration (rule file, list, key, certificate): a
- * relative path resolves against the directory of the file that names it, so that a
- * configuration reads the same whatever the working directory. Returns path itself when it
- * needs no change, else buf; NULL when buf is too small. */
-const char *pc_conf_path(cfg_t *where, const char *path, char *buf, size_t size);
 
 typedef enum pc_action pc_stage_fn(struct pc_session *, void *conf, void *ctx,
                                    struct pc_verdict *);
@@ -76,8 +53,5 @@ struct pc_filter_ops {
     void (*cancel)(struct pc_session *, void *conf, void *ctx); /* abandon pending work */
     pc_stage_fn *stage[PC_STAGE_COUNT];
 };
-
-extern const struct pc_filter_ops *const pc_filter_registry[];
-const struct pc_filter_ops *pc_filter_find(const char *name);
 
 #endif

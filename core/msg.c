@@ -11,7 +11,7 @@
  * SEE ALSO
  *	RFC 5322 section 2.2, section 3.6
  */
-#include "gateway/msg.h"
+#include "core/msg.h"
 
 #include <errno.h>
 #include <limits.h>

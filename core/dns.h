@@ -38,6 +38,8 @@ typedef void pc_dns_cb(void *arg, enum pc_dns_status, const struct pc_dns_answer
 struct pc_dns *pc_dns_create(struct event_base *, const char *const *nameservers, size_t n,
                              unsigned timeout_ms, struct pc_err *);
 void pc_dns_free(struct pc_dns *);
+/* pc_dns_timeout_ms - how long a query may take before it answers "try later" */
+unsigned pc_dns_timeout_ms(const struct pc_dns *);
 struct pc_dns_query *pc_dns_lookup(struct pc_dns *, const char *name, int rrtype, pc_dns_cb *,
                                    void *arg);
 void pc_dns_cancel(struct pc_dns_query *);

@@ -8,7 +8,7 @@
  *	from the client is the door's business: it stops while a stage is
  *	pending and starts again in stage_done().
  */
-#include "policy/chain.h"
+#include "core/chain.h"
 
 #include <event2/event.h>
 #include <stdio.h>
@@ -18,8 +18,8 @@
 #include <time.h>
 
 #include "gateway/conf.h"
-#include "gateway/session.h"
-#include "gateway/txnlog.h"
+#include "core/session.h"
+#include "core/txnlog.h"
 #include "lib/log.h"
 #include "lib/metrics.h"
 #include "lib/pool.h"
@@ -129,7 +129,7 @@ static bool held_for_rcpt(const struct pc_session *s, const struct pc_verdict *v
            s->run->stage <= PC_STAGE_MAIL && (v->action == PC_REJECT || v->action == PC_TEMPFAIL);
 }
 
-/* log_decision - one Postfix-style line per decision the client hears (gateway/txnlog.h) */
+/* log_decision - one Postfix-style line per decision the client hears (core/txnlog.h) */
 static void log_decision(struct pc_session *s, const struct pc_verdict *v, bool dry_run)
 {
     char client[PC_HOSTNAME_MAX + 80];
@@ -353,4 +353,27 @@ static void on_timeout(evutil_socket_t fd, short what, void *arg)
     pc_verdict_set(&v, PC_ERROR, 0, NULL, "%s check timed out", l->ops->name);
     v.filter = l->ops->name;
     finish_async(s, &v);
+}
+
+/* pc_txn_free - end of transaction: filters reset, memory released */
+void pc_txn_free(struct pc_session *s)
+{
+    if (s->txn == NULL)
+        return;
+    if (s->run)
+        pc_chain_reset(s);
+    pc_pool_destroy(s->txn->pool);
+    s->txn = NULL;
+}
+
+/* pc_session_free - end of session: transaction, filters, memory */
+void pc_session_free(struct pc_session *s)
+{
+    if (s->txn)
+        pc_txn_free(s);
+    if (s->run)
+        pc_chain_detach(s);
+    if (s->conf)
+        pc_conf_unref(s->conf);
+    pc_pool_destroy(s->pool);
 }

@@ -20,10 +20,10 @@
 #include <sys/socket.h>
 #include <time.h>
 
-#include "gateway/msg.h"
+#include "core/msg.h"
 #include "lib/addr.h"
 #include "lib/cidr.h"
-#include "policy/verdict.h"
+#include "core/verdict.h"
 
 struct pc_pool;
 struct pc_chain;
@@ -53,7 +53,7 @@ struct pc_rcpt {
     unsigned flags;
 };
 
-/* How a transaction ended, for its log lines and metrics (gateway/txnlog.h). */
+/* How a transaction ended, for its log lines and metrics (core/txnlog.h). */
 struct pc_txn_outcome {
     const char *status; /* "sent", "rejected", "tempfail", "discarded"; NULL: abandoned */
     int code;
@@ -96,7 +96,7 @@ struct pc_client {
     char ptr[PC_HOSTNAME_MAX + 1];  /* unverified PTR name or "unknown" */
 };
 
-struct pc_chain_state; /* policy/chain.h */
+struct pc_chain_state; /* core/chain.h */
 struct pc_session;
 
 /* What a front door must answer for the chain runner. */
@@ -142,9 +142,7 @@ struct pc_session *pc_session_new(struct pc_services *, struct pc_conf *, const 
                                   const struct pc_chain *, const struct pc_door *, void *door_ctx);
 /* pc_session_set_client - fill client identity from a socket address */
 void pc_session_set_client(struct pc_session *, const struct sockaddr *, socklen_t);
-void pc_session_free(struct pc_session *);
 struct pc_txn *pc_txn_new(struct pc_session *);
-void pc_txn_free(struct pc_session *); /* reset filters, drop the transaction */
 struct pc_rcpt *pc_txn_add_rcpt(struct pc_txn *, const struct pc_mailbox *, const char *params);
 
 /* Facts: named findings that rules and other filters read ("spf" = "pass"). */

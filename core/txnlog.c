@@ -22,12 +22,12 @@
  * SEE ALSO
  *	Postfix smtpd(8) and smtp(8) "delays", pflogsumm(1), RFC 3463 (dsn)
  */
-#include "gateway/txnlog.h"
+#include "core/txnlog.h"
 
 #include <stdio.h>
 #include <string.h>
 
-#include "gateway/session.h"
+#include "core/session.h"
 #include "lib/log.h"
 #include "lib/metrics.h"
 #include "lib/pool.h"
