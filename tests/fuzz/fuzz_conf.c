@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "core/filter.h"
+#include "core/session.h"
 #include "gateway/conf.h"
 #include "lib/log.h"
 

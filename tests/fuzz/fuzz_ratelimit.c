@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "core/filter.h"
+#include "core/session.h"
 #include "policy/ratelimit.h"
 #include "policy/rl_store.h"
 #include "policy/rl_redis.h"

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "core/filter.h"
+#include "core/session.h"
 #include "gateway/conf.h"
 #include "gateway/smtp_server.h"
 #include "lib/log.h"

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "core/filter.h"
+#include "core/session.h"
 #include "lib/log.h"
 #include "lib/pool.h"
 #include "core/chain.h"

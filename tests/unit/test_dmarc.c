@@ -24,6 +24,7 @@
 #include "filters/dmarc.h"
 #include "filters/registry.h"
 #include "core/filter.h"
+#include "core/session.h"
 #include "core/worker.h"
 #include "lib/pool.h"
 #include "core/chain.h"

@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "core/filter.h"
+#include "core/session.h"
 #include "lib/log.h"
 #include "policy/greylist.h"
 #include "policy/ratelimit.h"

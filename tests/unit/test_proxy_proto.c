@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "core/filter.h"
+#include "core/session.h"
 #include "gateway/conf.h"
 #include "lib/proxy_proto.h"
 

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "core/filter.h"
+#include "core/session.h"
 #include "gateway/conf.h"
 #include "policy/ratelimit.h"
 #include "policy/rl_store.h"

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "core/filter.h"
+#include "core/session.h"
 #include "gateway/conf.h"
 #include "gateway/smtp_proto.h"
 #include "lib/log.h"

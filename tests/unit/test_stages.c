@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "core/filter.h"
+#include "core/session.h"
 #include "lib/log.h"
 #include "lib/pool.h"
 #include "core/chain.h"

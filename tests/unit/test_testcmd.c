@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "core/filter.h"
+#include "core/session.h"
 #include "gateway/conf.h"
 #include "core/msg.h"
 #include "lib/log.h"
