@@ -260,8 +260,8 @@ static enum pc_action run_loop(struct pc_session *s, struct pc_verdict *out)
         for (; st->link < c->n; st->link++) {
             const struct pc_chain_link *l = &c->links[st->link];
             pc_stage_fn *hook = l->ops->stage[st->stage];
-            bool skipped = (s->accepted || (s->txn && s->txn->accepted)) &&
-                           !(l->ops->flags & PC_FILTER_GATE);
+            bool skipped =
+                (s->accepted || (s->txn && s->txn->accepted)) && !(l->ops->flags & PC_FILTER_GATE);
             if (hook == NULL || skipped)
                 continue;
             pc_verdict_clear(out);

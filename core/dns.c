@@ -61,10 +61,18 @@ struct pc_dns_query {
 
 /* Default local zones of libunbound (unbound.conf(5), "local-zone" defaults). */
 static const char *const dns_default_zones[] = {
-    "localhost.", "127.in-addr.arpa.", "onion.", "test.", "invalid.", "home.arpa.",
-    "resolver.arpa.", "service.arpa.", "local.",
+    "localhost.",
+    "127.in-addr.arpa.",
+    "onion.",
+    "test.",
+    "invalid.",
+    "home.arpa.",
+    "resolver.arpa.",
+    "service.arpa.",
+    "local.",
     "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.ip6.arpa.",
-    "0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.ip6.arpa.", NULL};
+    "0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.ip6.arpa.",
+    NULL};
 
 /* query_unlink - take a query off the outstanding list and free it */
 static void query_free(struct pc_dns_query *q)

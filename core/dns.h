@@ -26,11 +26,11 @@ enum pc_dns_status { PC_DNS_FOUND, PC_DNS_NOTFOUND, PC_DNS_TRYLATER };
 
 struct pc_dns_answer {
     int rrtype;
-    size_t n;               /* records */
-    const char *const *rr;  /* raw RDATA of each record */
+    size_t n;              /* records */
+    const char *const *rr; /* raw RDATA of each record */
     const size_t *rr_len;
-    const char *canon;      /* canonical name, if a CNAME was followed */
-    bool nxdomain;          /* PC_DNS_NOTFOUND: NXDOMAIN (true) or NODATA (false) */
+    const char *canon; /* canonical name, if a CNAME was followed */
+    bool nxdomain;     /* PC_DNS_NOTFOUND: NXDOMAIN (true) or NODATA (false) */
 };
 
 typedef void pc_dns_cb(void *arg, enum pc_dns_status, const struct pc_dns_answer *);
@@ -52,13 +52,13 @@ int pc_dns_zone_file(struct pc_dns *, const char *path, struct pc_err *);
 struct pc_ip;
 
 #define PC_DNS_NAME_MAX 254 /* presentation form of a name, without the root dot, plus NUL */
-#define PC_DNS_T_A 1
-#define PC_DNS_T_NS 2
-#define PC_DNS_T_CNAME 5
-#define PC_DNS_T_PTR 12
-#define PC_DNS_T_MX 15
-#define PC_DNS_T_TXT 16
-#define PC_DNS_T_AAAA 28
+#define PC_DNS_T_A      1
+#define PC_DNS_T_NS     2
+#define PC_DNS_T_CNAME  5
+#define PC_DNS_T_PTR    12
+#define PC_DNS_T_MX     15
+#define PC_DNS_T_TXT    16
+#define PC_DNS_T_AAAA   28
 
 /* pc_dns_reverse - "4.3.2.1.in-addr.arpa" / nibbles ".ip6.arpa", or under zone (DNSBL) */
 bool pc_dns_reverse(const struct pc_ip *, const char *zone, char *buf, size_t size);

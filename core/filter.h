@@ -34,13 +34,12 @@ struct pc_session;
 
 #define PC_FILTER_GATE 0x1 /* runs even after another filter said ACCEPT (relay, rate limits) */
 
-typedef enum pc_action pc_stage_fn(struct pc_session *, void *conf, void *ctx,
-                                   struct pc_verdict *);
+typedef enum pc_action pc_stage_fn(struct pc_session *, void *conf, void *ctx, struct pc_verdict *);
 
 struct pc_filter_ops {
     const char *name;
-    unsigned abi;   /* PC_FILTER_ABI */
-    unsigned flags; /* PC_FILTER_GATE */
+    unsigned abi;          /* PC_FILTER_ABI */
+    unsigned flags;        /* PC_FILTER_GATE */
     const cfg_opt_t *opts; /* the filter's section "name { ... }", CFG_END-terminated, or NULL */
     /* configure - build the filter's configuration from its section (never NULL) */
     int (*configure)(cfg_t *sec, void **conf, struct pc_err *);

@@ -212,8 +212,7 @@ ssize_t pc_msg_header_find(const struct pc_msg *m, const char *name, int nth)
 
     for (size_t i = 0; i < m->nhdrs; i++) {
         const struct pc_header *h = &m->hdrs[i];
-        if (!h->deleted && h->name_len == nl && strncasecmp(h->name, name, nl) == 0 &&
-            nth-- == 0)
+        if (!h->deleted && h->name_len == nl && strncasecmp(h->name, name, nl) == 0 && nth-- == 0)
             return (ssize_t)i;
     }
     return -1;
@@ -239,8 +238,7 @@ char *pc_msg_header_value(const struct pc_msg *m, size_t index, struct pc_pool *
 }
 
 /* pc_msg_add_header - prepend a header; CR and LF survive only as folding */
-void pc_msg_add_header(struct pc_msg *m, struct pc_pool *pool, const char *name,
-                       const char *value)
+void pc_msg_add_header(struct pc_msg *m, struct pc_pool *pool, const char *name, const char *value)
 {
     struct pc_hdr_add *a = pc_pool_zalloc(pool, sizeof(*a));
     size_t n = strlen(value);
@@ -248,7 +246,8 @@ void pc_msg_add_header(struct pc_msg *m, struct pc_pool *pool, const char *name,
 
     for (size_t i = 0; i <= n; i++) {
         char c = value[i];
-        bool fold = c == '\r' && value[i + 1] == '\n' && (value[i + 2] == ' ' || value[i + 2] == '\t');
+        bool fold =
+            c == '\r' && value[i + 1] == '\n' && (value[i + 2] == ' ' || value[i + 2] == '\t');
         if (fold) {
             v[i] = '\r', v[i + 1] = '\n';
             i++;
@@ -303,8 +302,8 @@ static bool put(const char *piece, size_t plen, size_t *off, char *buf, size_t c
 }
 
 /* pc_msg_read - stream the outgoing message: prefix, added, kept headers, separator, body */
-ssize_t pc_msg_read(const struct pc_msg *m, struct pc_msg_cursor *c, const char *prefix,
-                    char *buf, size_t cap)
+ssize_t pc_msg_read(const struct pc_msg *m, struct pc_msg_cursor *c, const char *prefix, char *buf,
+                    size_t cap)
 {
     size_t n = 0;
 
@@ -328,8 +327,10 @@ ssize_t pc_msg_read(const struct pc_msg *m, struct pc_msg_cursor *c, const char 
             size_t total = nl + 2 + vl + 2;
             while (c->off < total && n < cap) {
                 size_t o = c->off;
-                char ch = o < nl ? a->name[o] : o < nl + 2 ? ": "[o - nl]
-                          : o < nl + 2 + vl ? a->value[o - nl - 2] : "\r\n"[o - nl - 2 - vl];
+                char ch = o < nl            ? a->name[o]
+                          : o < nl + 2      ? ": "[o - nl]
+                          : o < nl + 2 + vl ? a->value[o - nl - 2]
+                                            : "\r\n"[o - nl - 2 - vl];
                 buf[n++] = ch;
                 c->off++;
             }
@@ -344,9 +345,8 @@ ssize_t pc_msg_read(const struct pc_msg *m, struct pc_msg_cursor *c, const char 
                 c->phase = 3;
                 break;
             }
-            if (m->hdrs[c->idx].deleted ||
-                put(m->head.data + m->hdrs[c->idx].raw_off, m->hdrs[c->idx].raw_len, &c->off,
-                    buf, cap, &n))
+            if (m->hdrs[c->idx].deleted || put(m->head.data + m->hdrs[c->idx].raw_off,
+                                               m->hdrs[c->idx].raw_len, &c->off, buf, cap, &n))
                 c->idx++;
             break;
         case 3:

@@ -45,9 +45,9 @@ struct pc_msg {
     size_t body_len;
     size_t spool_threshold;
     const char *spool_dir;
-    size_t size;        /* bytes received (unstuffed) */
-    bool in_body;       /* header section has ended */
-    bool separator;     /* header section ended with an empty line */
+    size_t size;    /* bytes received (unstuffed) */
+    bool in_body;   /* header section has ended */
+    bool separator; /* header section ended with an empty line */
     bool header_overflow;
     bool io_error;
     size_t held_mem, held_file; /* counted in portcullis_spool_bytes until freed */

@@ -130,9 +130,9 @@ struct pc_session {
     double score;
     bool accepted;
     struct pc_txn *txn;
-    void **fctx;                  /* per chain link filter context */
-    struct pc_chain_state *run;   /* chain runner state */
-    struct pc_verdict delayed;    /* a connect/helo/mail refusal held until RCPT */
+    void **fctx;                /* per chain link filter context */
+    struct pc_chain_state *run; /* chain runner state */
+    struct pc_verdict delayed;  /* a connect/helo/mail refusal held until RCPT */
     /* The door holds CONNECT/HELO/MAIL refusals until RCPT when delay_reject is on and logs
      * them there: the chain must not log them when it decides (one line per refusal). */
     bool holds_refusals;

@@ -16,9 +16,9 @@
 #include <strings.h>
 
 static const char *const pc_stage_names[PC_STAGE_COUNT] = {
-    [PC_STAGE_CONNECT] = "connect", [PC_STAGE_HELO] = "helo",   [PC_STAGE_MAIL] = "mail",
-    [PC_STAGE_RCPT] = "rcpt",       [PC_STAGE_DATA] = "data",   [PC_STAGE_HEADER] = "header",
-    [PC_STAGE_EOH] = "eoh",         [PC_STAGE_BODY] = "body",   [PC_STAGE_EOM] = "eom",
+    [PC_STAGE_CONNECT] = "connect", [PC_STAGE_HELO] = "helo", [PC_STAGE_MAIL] = "mail",
+    [PC_STAGE_RCPT] = "rcpt",       [PC_STAGE_DATA] = "data", [PC_STAGE_HEADER] = "header",
+    [PC_STAGE_EOH] = "eoh",         [PC_STAGE_BODY] = "body", [PC_STAGE_EOM] = "eom",
 };
 
 /* pc_stage_name - stage to text */

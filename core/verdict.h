@@ -67,8 +67,8 @@ const char *pc_enh_format(const struct pc_enh *, char *buf, int size);
 
 void pc_verdict_clear(struct pc_verdict *);
 /* pc_verdict_set - action with optional code, enhanced code text ("5.7.1" or NULL) and text */
-void pc_verdict_set(struct pc_verdict *, enum pc_action, int code, const char *enh,
-                    const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+void pc_verdict_set(struct pc_verdict *, enum pc_action, int code, const char *enh, const char *fmt,
+                    ...) __attribute__((format(printf, 5, 6)));
 /* pc_verdict_finish - fill default code, enhanced code and text for the stage; CR/LF stripped */
 void pc_verdict_finish(struct pc_verdict *, enum pc_stage);
 /* pc_verdict_is_final - stops the chain (anything but CONTINUE/PENDING) */

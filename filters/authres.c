@@ -122,7 +122,8 @@ static void comment(struct pc_buf *b, const char *reason)
         return;
     pc_buf_puts(b, " (");
     for (const char *p = reason; *p; p++)
-        pc_buf_putc(b, (*p == '(' || *p == ')' || *p == '\\' || (unsigned char)*p < ' ') ? ' ' : *p);
+        pc_buf_putc(b,
+                    (*p == '(' || *p == ')' || *p == '\\' || (unsigned char)*p < ' ') ? ' ' : *p);
     pc_buf_putc(b, ')');
 }
 
@@ -219,8 +220,7 @@ char *pc_authres_value(struct pc_session *s, const char *id)
 }
 
 /* authres_eom - remove forged fields, add ours */
-static enum pc_action authres_eom(struct pc_session *s, void *conf, void *ctx,
-                                  struct pc_verdict *v)
+static enum pc_action authres_eom(struct pc_session *s, void *conf, void *ctx, struct pc_verdict *v)
 {
     char buf[256];
     const char *id;

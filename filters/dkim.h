@@ -33,6 +33,8 @@ void pc_dkim_lib_free(struct dkim_lib *);
 enum pc_dkimv_state { PC_DKIMV_NEED_KEY, PC_DKIMV_NEED_BODY, PC_DKIMV_DONE };
 
 #define PC_DKIM_MAX_SIGS 16
+#define PC_DKIM_NAME_MAX 320  /* selector._domainkey.domain */
+#define PC_DKIM_TXT_MAX  4096 /* a key record, its strings joined */
 
 struct pc_dkim_result {
     char domain[256], selector[64], alg[24];
@@ -79,8 +81,11 @@ struct pc_dkim_key *pc_dkim_key_load(const char *path, const char *domain, const
                                      char *err, size_t errsize);
 void pc_dkim_key_free(struct pc_dkim_key *);
 const char *pc_dkim_key_alg(const struct pc_dkim_key *);
+const char *pc_dkim_key_domain(const struct pc_dkim_key *);
+const char *pc_dkim_key_selector(const struct pc_dkim_key *);
 struct dkim_lib *pc_dkim_sign_lib(const char *const *oversign, size_t n);
-/* pc_dkim_sign - DKIM-Signature value (without "DKIM-Signature:") for msg, malloc'd; NULL on error */
+/* pc_dkim_sign - DKIM-Signature value (without "DKIM-Signature:") for msg, malloc'd; NULL on error
+ */
 char *pc_dkim_sign(struct dkim_lib *, const struct pc_dkim_key *, const struct pc_msg *,
                    const char *id, bool relaxed_header, bool relaxed_body, char *err,
                    size_t errsize);

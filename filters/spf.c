@@ -88,10 +88,10 @@ static const char *const spf_result_names[SPF_R_COUNT] = {
 
 enum spf_act { SPF_ACT_CONTINUE, SPF_ACT_REJECT, SPF_ACT_TEMPFAIL };
 
-#define SPF_MAX_VOID 2       /* RFC 7208 4.6.4 */
-#define SPF_MAX_DNS_MECH 10  /* RFC 7208 4.6.4 */
-#define SPF_TXT_MAX 4096
-#define SPF_ALPHA(c) ((((unsigned char)(c) | 0x20) >= 'a') && (((unsigned char)(c) | 0x20) <= 'z'))
+#define SPF_MAX_VOID     2  /* RFC 7208 4.6.4 */
+#define SPF_MAX_DNS_MECH 10 /* RFC 7208 4.6.4 */
+#define SPF_TXT_MAX      4096
+#define SPF_ALPHA(c)     ((((unsigned char)(c) | 0x20) >= 'a') && (((unsigned char)(c) | 0x20) <= 'z'))
 
 struct spf_conf {
     enum spf_act act[SPF_R_COUNT];
@@ -113,10 +113,10 @@ struct spf_job {
     /* results */
     enum spf_result result;
     unsigned voids;
-    bool bad_record; /* an SPF record failed spf_record_ok() */
+    bool bad_record;                     /* an SPF record failed spf_record_ok() */
     char ptr_names[32][PC_DNS_NAME_MAX]; /* PTR answers so far: their A lookups are not voids */
     unsigned nptr_names;
-    bool mx_over;    /* an MX answer had more than 10 names (RFC 7208 4.6.4) */
+    bool mx_over; /* an MX answer had more than 10 names (RFC 7208 4.6.4) */
     char comment[256];
     /* owner */
     struct spf_ctx *ctx; /* NULL once the session gave up on it */
@@ -274,9 +274,9 @@ static bool spf_term_ok(const char *t, size_t n, int *redirects, int *exps)
     static const char *const mech[] = {"all", "include", "a", "mx", "ptr", "ip4", "ip6", "exists"};
     size_t name = 0;
 
-    while (name < n && (SPF_ALPHA(t[name]) ||
-                        (name && ((t[name] >= '0' && t[name] <= '9') || t[name] == '-' ||
-                                  t[name] == '_' || t[name] == '.'))))
+    while (name < n &&
+           (SPF_ALPHA(t[name]) || (name && ((t[name] >= '0' && t[name] <= '9') || t[name] == '-' ||
+                                            t[name] == '_' || t[name] == '.'))))
         name++;
     if (name && name < n && t[name] == '=') { /* modifier */
         const char *v = t + name + 1;
@@ -384,7 +384,8 @@ static long spf_rewrite_cidr0(const char *r, size_t n, bool v4, char *out, size_
         const char *m = t + q;
         size_t mn = tn - q, c = spf_find_cidr(m, mn);
         bool is_a = mn >= 1 && (m[0] | 0x20) == 'a' && (mn == 1 || m[1] == ':' || m[1] == '/');
-        bool is_mx = mn >= 2 && strncasecmp(m, "mx", 2) == 0 && (mn == 2 || m[2] == ':' || m[2] == '/');
+        bool is_mx =
+            mn >= 2 && strncasecmp(m, "mx", 2) == 0 && (mn == 2 || m[2] == ':' || m[2] == '/');
         bool is_ip4 = mn > 4 && strncasecmp(m, "ip4:", 4) == 0;
         bool is_ip6 = mn > 4 && strncasecmp(m, "ip6:", 4) == 0;
         const char *cidr = m + c, *c6 = NULL;
@@ -832,9 +833,9 @@ out:
 }
 
 /* spf_job_init - what to check: MAIL FROM, or HELO (as postmaster@helo) when use_helo */
-static void spf_job_init(struct spf_job *job, const struct pc_services *svc,
-                         const struct pc_ip *ip, const char *helo, const char *from_addr,
-                         const char *from_domain, bool use_helo)
+static void spf_job_init(struct spf_job *job, const struct pc_services *svc, const struct pc_ip *ip,
+                         const char *helo, const char *from_addr, const char *from_domain,
+                         bool use_helo)
 {
     job->dns = svc->dns;
     job->base = svc->base;
@@ -862,16 +863,15 @@ static void spf_job_init(struct spf_job *job, const struct pc_services *svc,
 /* ---------------------------------------------------------------------- */
 /* The filter.                                                            */
 
-static cfg_opt_t spf_opts[] = {
-    CFG_STR("fail_action", "reject", CFGF_NONE),
-    CFG_STR("softfail_action", "continue", CFGF_NONE),
-    CFG_STR("neutral_action", "continue", CFGF_NONE),
-    CFG_STR("none_action", "continue", CFGF_NONE),
-    CFG_STR("temperror_action", "tempfail", CFGF_NONE),
-    CFG_STR("permerror_action", "continue", CFGF_NONE),
-    CFG_STR_LIST("trusted_networks", "{}", CFGF_NONE),
-    CFG_BOOL("header", cfg_true, CFGF_NONE),
-    CFG_END()};
+static cfg_opt_t spf_opts[] = {CFG_STR("fail_action", "reject", CFGF_NONE),
+                               CFG_STR("softfail_action", "continue", CFGF_NONE),
+                               CFG_STR("neutral_action", "continue", CFGF_NONE),
+                               CFG_STR("none_action", "continue", CFGF_NONE),
+                               CFG_STR("temperror_action", "tempfail", CFGF_NONE),
+                               CFG_STR("permerror_action", "continue", CFGF_NONE),
+                               CFG_STR_LIST("trusted_networks", "{}", CFGF_NONE),
+                               CFG_BOOL("header", cfg_true, CFGF_NONE),
+                               CFG_END()};
 
 /* spf_configure - actions per result, trusted networks */
 static int spf_configure(cfg_t *sec, void **out, struct pc_err *err)
@@ -1023,9 +1023,9 @@ static void spf_done(void *arg)
     case SPF_ACT_CONTINUE:
         break;
     case SPF_ACT_REJECT:
-        pc_verdict_set(&v, PC_REJECT, 550, "5.7.23",
-                       "SPF %s for %s from [%s]%s%s", spf_result_names[job->result], job->domain,
-                       s->client.addr, job->comment[0] ? ": " : "", job->comment);
+        pc_verdict_set(&v, PC_REJECT, 550, "5.7.23", "SPF %s for %s from [%s]%s%s",
+                       spf_result_names[job->result], job->domain, s->client.addr,
+                       job->comment[0] ? ": " : "", job->comment);
         break;
     case SPF_ACT_TEMPFAIL:
         /* PC_ERROR: the filter's on_error may choose to let it through */
