@@ -1,11 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * NAME
- *	spf 3 - Sender Policy Framework check of MAIL FROM (or HELO for <>)
+ *	spf 3 - Sender Policy Framework evaluation with libspf2
  * DESCRIPTION
- *	libspf2 evaluates the policy; it is synchronous, so each check runs
- *	on the worker pool (core/worker.h) and its answer comes back to
- *	the loop, which resumes the chain.
+ *	The libspf2 glue behind the spf filter (filters/spf_filter.c), the
+ *	unit tests and the RFC 7208 conformance suite: see filters/spf.h.
+ *	libspf2 is synchronous, so pc_spf_run() is meant for a worker thread.
  *
  *	libspf2 gets a DNS layer of ours (an SPF_dns_server_t) instead of its
  *	resolv layer: each lookup is posted from the worker thread to the
@@ -38,17 +38,11 @@
  *	A check holds a worker thread while its lookups run (libspf2 cannot
  *	yield), so concurrent SPF checks are bounded by the pool size.
  *
- *	Result actions: fail refuses with 550 5.7.23, temperror 451 4.7.24
- *	(RFC 7372), the rest continue; each is configurable. Clients in
- *	trusted_networks, authenticated clients and clients of a trusted
- *	listener are checked (fact, header) but never refused.
- *
- *	Facts: spf = pass | fail | softfail | neutral | none | temperror |
- *	permerror, spf_domain (the identity checked), spf_identity (mailfrom
- *	or helo). Header: Received-SPF (RFC 7208 9.1), added at end of data.
  * SEE ALSO
  *	RFC 7208, RFC 7372, libspf2
  */
+#include "filters/spf.h"
+
 #include <arpa/inet.h>
 #include <arpa/nameser.h>
 #include <errno.h>
@@ -64,74 +58,16 @@
 #include <strings.h>
 #include <time.h>
 
-#include "core/filter.h"
-#include "core/session.h"
 #include "core/dns.h"
-#include "core/worker.h"
 #include "lib/log.h"
-#include "lib/pool.h"
-#include "core/chain.h"
 
-enum spf_result {
-    SPF_R_NONE,
-    SPF_R_NEUTRAL,
-    SPF_R_PASS,
-    SPF_R_FAIL,
-    SPF_R_SOFTFAIL,
-    SPF_R_TEMPERROR,
-    SPF_R_PERMERROR,
-    SPF_R_COUNT
-};
-
-static const char *const spf_result_names[SPF_R_COUNT] = {
-    "none", "neutral", "pass", "fail", "softfail", "temperror", "permerror"};
-
-enum spf_act { SPF_ACT_CONTINUE, SPF_ACT_REJECT, SPF_ACT_TEMPFAIL };
+const char *const pc_spf_result_names[PC_SPF_COUNT] = {"none",     "neutral",   "pass",     "fail",
+                                                       "softfail", "temperror", "permerror"};
 
 #define SPF_MAX_VOID     2  /* RFC 7208 4.6.4 */
 #define SPF_MAX_DNS_MECH 10 /* RFC 7208 4.6.4 */
 #define SPF_TXT_MAX      4096
 #define SPF_ALPHA(c)     ((((unsigned char)(c) | 0x20) >= 'a') && (((unsigned char)(c) | 0x20) <= 'z'))
-
-struct spf_conf {
-    enum spf_act act[SPF_R_COUNT];
-    struct pc_cidr_list trusted;
-    bool header;
-};
-
-/* What a check needs, copied so that the worker never touches the session. */
-struct spf_job {
-    struct pc_dns *dns;
-    struct event_base *base;
-    unsigned guard_ms;
-    struct pc_ip ip;
-    char helo[PC_DNS_NAME_MAX];
-    char sender[PC_PATH_MAX + 1]; /* local@domain or "" */
-    char domain[PC_DNS_NAME_MAX];
-    char receiver[PC_DNS_NAME_MAX];
-    bool helo_identity;
-    /* results */
-    enum spf_result result;
-    unsigned voids;
-    bool bad_record;                     /* an SPF record failed spf_record_ok() */
-    char ptr_names[32][PC_DNS_NAME_MAX]; /* PTR answers so far: their A lookups are not voids */
-    unsigned nptr_names;
-    bool mx_over; /* an MX answer had more than 10 names (RFC 7208 4.6.4) */
-    char comment[256];
-    /* owner */
-    struct spf_ctx *ctx; /* NULL once the session gave up on it */
-    /* Read by the worker: once set, or past the deadline, lookups fail at once, so an
-     * abandoned or endless check (a record with many slow names) frees its worker soon. */
-    _Atomic bool abandoned;
-    struct timespec deadline; /* CLOCK_MONOTONIC */
-};
-
-struct spf_ctx {
-    struct pc_session *s;
-    const struct spf_conf *c;
-    struct spf_job *job;
-    char *header; /* Received-SPF value, for end of data */
-};
 
 /* ---------------------------------------------------------------------- */
 /* Strict record syntax (RFC 7208 section 12 ABNF). libspf2 accepts much   */
@@ -530,7 +466,7 @@ static void dnsreq_start(evutil_socket_t fd, short what, void *arg)
 }
 
 /* spf_dns_ask - worker thread: one lookup through the loop, bounded wait */
-static struct spf_dnsreq *spf_dns_ask(struct spf_job *job, const char *name, int rrtype)
+static struct spf_dnsreq *spf_dns_ask(struct pc_spf_job *job, const char *name, int rrtype)
 {
     struct spf_dnsreq *r = calloc(1, sizeof(*r));
     struct timeval now_tv = {0, 0};
@@ -586,7 +522,7 @@ static bool spf_dns_name_ok(const char *d)
 static SPF_dns_rr_t *spf_dns_lookup(SPF_dns_server_t *srv, const char *domain, ns_type type,
                                     int should_cache)
 {
-    struct spf_job *job = srv->hook;
+    struct pc_spf_job *job = srv->hook;
     SPF_dns_rr_t *rr;
     struct spf_dnsreq *r;
 
@@ -701,28 +637,28 @@ fail:
 }
 
 /* spf_map - libspf2's result and error code to ours (INVALID is never a pass) */
-static enum spf_result spf_map(SPF_result_t r, SPF_errcode_t e)
+static enum pc_spf_result spf_map(SPF_result_t r, SPF_errcode_t e)
 {
     switch (r) {
     case SPF_RESULT_PASS:
-        return SPF_R_PASS;
+        return PC_SPF_PASS;
     case SPF_RESULT_FAIL:
-        return SPF_R_FAIL;
+        return PC_SPF_FAIL;
     case SPF_RESULT_SOFTFAIL:
-        return SPF_R_SOFTFAIL;
+        return PC_SPF_SOFTFAIL;
     case SPF_RESULT_NEUTRAL:
-        return SPF_R_NEUTRAL;
+        return PC_SPF_NEUTRAL;
     case SPF_RESULT_NONE:
-        return SPF_R_NONE;
+        return PC_SPF_NONE;
     case SPF_RESULT_TEMPERROR:
-        return SPF_R_TEMPERROR;
+        return PC_SPF_TEMPERROR;
     case SPF_RESULT_PERMERROR:
-        return SPF_R_PERMERROR;
+        return PC_SPF_PERMERROR;
     case SPF_RESULT_INVALID:
     default:
         return e == SPF_E_DNS_ERROR || e == SPF_E_NO_MEMORY || e == SPF_E_INTERNAL_ERROR
-                   ? SPF_R_TEMPERROR
-                   : SPF_R_PERMERROR;
+                   ? PC_SPF_TEMPERROR
+                   : PC_SPF_PERMERROR;
     }
 }
 
@@ -759,8 +695,8 @@ static SPF_response_t *spf_query(SPF_server_t *srv, SPF_request_t *req)
     return resp;
 }
 
-/* spf_run - worker thread: evaluate the job's identity */
-static void spf_run(struct spf_job *job)
+/* pc_spf_run - worker thread: evaluate the job's identity */
+void pc_spf_run(struct pc_spf_job *job)
 {
     SPF_dns_server_t dns = {.lookup = spf_dns_lookup, .name = "portcullis", .hook = job};
     SPF_server_t *srv = NULL;
@@ -768,7 +704,7 @@ static void spf_run(struct spf_job *job)
     SPF_response_t *resp = NULL;
     char ipbuf[64];
 
-    job->result = SPF_R_NONE;
+    job->result = PC_SPF_NONE;
     job->voids = 0;
     job->nptr_names = 0;
     job->comment[0] = 0;
@@ -778,7 +714,7 @@ static void spf_run(struct spf_job *job)
     }
     srv = SPF_server_new_dns(&dns, 0);
     if (srv == NULL || (req = SPF_request_new(srv)) == NULL) {
-        job->result = SPF_R_TEMPERROR;
+        job->result = PC_SPF_TEMPERROR;
         goto out;
     }
     SPF_server_set_max_dns_mech(srv, SPF_MAX_DNS_MECH);
@@ -802,23 +738,23 @@ static void spf_run(struct spf_job *job)
         SPF_request_set_helo_dom(req, job->helo);
     /* For HELO (null sender) the identity is postmaster@helo (RFC 7208 2.3, 2.4). */
     if (SPF_request_set_env_from(req, job->helo_identity ? job->domain : job->sender) != 0) {
-        job->result = SPF_R_NONE;
+        job->result = PC_SPF_NONE;
         snprintf(job->comment, sizeof(job->comment), "malformed sender");
         goto out;
     }
     if ((resp = spf_query(srv, req)) == NULL) {
-        job->result = SPF_R_TEMPERROR;
+        job->result = PC_SPF_TEMPERROR;
         goto out;
     }
     job->result = spf_map(SPF_response_result(resp), SPF_response_errcode(resp));
-    if (job->result != SPF_R_TEMPERROR && job->result != SPF_R_NONE &&
+    if (job->result != PC_SPF_TEMPERROR && job->result != PC_SPF_NONE &&
         (job->bad_record || job->mx_over || job->voids > SPF_MAX_VOID)) {
-        job->result = SPF_R_PERMERROR;
+        job->result = PC_SPF_PERMERROR;
         snprintf(job->comment, sizeof(job->comment), "%s",
                  job->bad_record ? "invalid SPF record (RFC 7208 4.6)"
                  : job->mx_over  ? "more than 10 MX names (RFC 7208 4.6.4)"
                                  : "too many void lookups (RFC 7208 4.6.4)");
-    } else if (job->result == SPF_R_FAIL && SPF_response_get_explanation(resp)) {
+    } else if (job->result == PC_SPF_FAIL && SPF_response_get_explanation(resp)) {
         /* the domain's exp= text: printable only, it ends up in our reply */
         pc_printable_copy(job->comment, sizeof(job->comment), SPF_response_get_explanation(resp),
                           strlen(SPF_response_get_explanation(resp)));
@@ -832,10 +768,10 @@ out:
         SPF_server_free(srv);
 }
 
-/* spf_job_init - what to check: MAIL FROM, or HELO (as postmaster@helo) when use_helo */
-static void spf_job_init(struct spf_job *job, const struct pc_services *svc, const struct pc_ip *ip,
-                         const char *helo, const char *from_addr, const char *from_domain,
-                         bool use_helo)
+/* pc_spf_job_init - what to check: MAIL FROM, or HELO (as postmaster@helo) when use_helo */
+void pc_spf_job_init(struct pc_spf_job *job, const struct pc_services *svc, const struct pc_ip *ip,
+                     const char *helo, const char *from_addr, const char *from_domain,
+                     bool use_helo)
 {
     job->dns = svc->dns;
     job->base = svc->base;
@@ -860,246 +796,16 @@ static void spf_job_init(struct spf_job *job, const struct pc_services *svc, con
     }
 }
 
-/* ---------------------------------------------------------------------- */
-/* The filter.                                                            */
-
-static cfg_opt_t spf_opts[] = {CFG_STR("fail_action", "reject", CFGF_NONE),
-                               CFG_STR("softfail_action", "continue", CFGF_NONE),
-                               CFG_STR("neutral_action", "continue", CFGF_NONE),
-                               CFG_STR("none_action", "continue", CFGF_NONE),
-                               CFG_STR("temperror_action", "tempfail", CFGF_NONE),
-                               CFG_STR("permerror_action", "continue", CFGF_NONE),
-                               CFG_STR_LIST("trusted_networks", "{}", CFGF_NONE),
-                               CFG_BOOL("header", cfg_true, CFGF_NONE),
-                               CFG_END()};
-
-/* spf_configure - actions per result, trusted networks */
-static int spf_configure(cfg_t *sec, void **out, struct pc_err *err)
-{
-    static const char *const opt[SPF_R_COUNT] = {
-        "none_action",     "neutral_action",   "pass_action_unused", "fail_action",
-        "softfail_action", "temperror_action", "permerror_action"};
-    struct spf_conf *c = calloc(1, sizeof(*c));
-
-    if (c == NULL)
-        return -1;
-    pc_cidr_list_init(&c->trusted);
-    *out = c;
-    for (int r = 0; r < SPF_R_COUNT; r++) {
-        if (r == SPF_R_PASS)
-            continue;
-        const char *v = cfg_getstr(sec, opt[r]);
-        if (strcasecmp(v, "continue") == 0)
-            c->act[r] = SPF_ACT_CONTINUE;
-        else if (strcasecmp(v, "reject") == 0)
-            c->act[r] = SPF_ACT_REJECT;
-        else if (strcasecmp(v, "tempfail") == 0)
-            c->act[r] = SPF_ACT_TEMPFAIL;
-        else {
-            pc_err_set(err, sec, "spf: %s must be continue, reject or tempfail", opt[r]);
-            return -1;
-        }
-    }
-    for (unsigned i = 0; i < cfg_size(sec, "trusted_networks"); i++) {
-        const char *n = cfg_getnstr(sec, "trusted_networks", i);
-        if (!pc_cidr_list_add(&c->trusted, n)) {
-            pc_err_set(err, sec, "spf: trusted_networks: bad network \"%s\"", n);
-            return -1;
-        }
-    }
-    c->header = cfg_getbool(sec, "header");
-    return 0;
-}
-
 /* spf_quiet - drop libspf2's warnings: our own log line says what matters */
 static void spf_quiet(const char *file, int line, const char *msg)
 {
     (void)file, (void)line, (void)msg;
 }
 
-/* spf_start - quiet libspf2's own stderr chatter (process-wide, set once) */
-static int spf_start(void *conf, struct pc_services *svc)
+/* pc_spf_quiet - silence libspf2's own stderr chatter (process-wide) */
+void pc_spf_quiet(void)
 {
-    (void)conf, (void)svc;
     SPF_warning_handler = spf_quiet;
     SPF_info_handler = spf_quiet;
     SPF_debug_handler = spf_quiet;
-    return 0;
 }
-
-/* spf_destroy - release configuration */
-static void spf_destroy(void *conf)
-{
-    struct spf_conf *c = conf;
-
-    pc_cidr_list_free(&c->trusted);
-    free(c);
-}
-
-/* spf_attach - per-session context */
-static int spf_attach(struct pc_session *s, void *conf, void **ctx)
-{
-    struct spf_ctx *x = pc_pool_zalloc(s->pool, sizeof(*x));
-
-    x->s = s;
-    x->c = conf;
-    *ctx = x;
-    return 0;
-}
-
-/* spf_abandon - the session no longer wants the running job; done() frees it */
-static void spf_abandon(struct spf_ctx *x)
-{
-    if (x->job) {
-        x->job->ctx = NULL;
-        atomic_store(&x->job->abandoned, true);
-        x->job = NULL;
-    }
-}
-
-/* spf_cancel - the chain gave up */
-static void spf_cancel(struct pc_session *s, void *conf, void *ctx)
-{
-    (void)s, (void)conf;
-    spf_abandon(ctx);
-}
-
-/* spf_work - worker thread */
-static void spf_work(void *arg)
-{
-    spf_run(arg);
-}
-
-/* spf_header_value - the Received-SPF field body (RFC 7208 9.1), from sanitised data */
-static char *spf_header_value(struct pc_session *s, const struct spf_job *job)
-{
-    const char *r = spf_result_names[job->result];
-    char who[PC_PATH_MAX + 16];
-
-    if (job->helo_identity)
-        snprintf(who, sizeof(who), "postmaster@%s", job->domain);
-    else
-        snprintf(who, sizeof(who), "%s", job->sender);
-    for (char *p = who; *p; p++) /* a quoted local part may hold anything */
-        if (*p == '"' || *p == '\\' || *p == '(' || *p == ')' || (unsigned char)*p < 0x21 ||
-            (unsigned char)*p > 0x7e)
-            *p = '?';
-    return pc_pool_printf(s->pool,
-                          "%s (%s: domain of %s %s %s) client-ip=%s; envelope-from=\"%s\"; "
-                          "helo=%s; receiver=%s; identity=%s;",
-                          r, job->receiver, who,
-                          job->result == SPF_R_PASS   ? "designates"
-                          : job->result == SPF_R_FAIL ? "does not designate"
-                                                      : "gives result for",
-                          s->client.addr, s->client.addr, job->helo_identity ? "" : who,
-                          pc_dns_hostname_ok(job->helo) ? job->helo : "unknown", job->receiver,
-                          job->helo_identity ? "helo" : "mailfrom");
-}
-
-/* spf_done - loop thread: record and decide */
-static void spf_done(void *arg)
-{
-    struct spf_job *job = arg;
-    struct spf_ctx *x = job->ctx;
-    struct pc_verdict v;
-
-    if (x == NULL) { /* abandoned */
-        free(job);
-        return;
-    }
-    struct pc_session *s = x->s;
-    x->job = NULL;
-    pc_verdict_clear(&v);
-    pc_fact_add(s, "spf", "%s", spf_result_names[job->result]);
-    pc_fact_add(s, "spf_domain", "%s", job->domain);
-    pc_fact_add(s, "spf_identity", "%s", job->helo_identity ? "helo" : "mailfrom");
-    pc_info("%s: spf: %s[%s] %s=%s result=%s%s%s", s->sid, s->client.name, s->client.addr,
-            job->helo_identity ? "helo" : "mailfrom", job->domain, spf_result_names[job->result],
-            job->comment[0] ? " " : "", job->comment);
-    if (x->c->header)
-        x->header = spf_header_value(s, job);
-    bool trusted = s->trusted || s->auth_user || pc_cidr_list_match(&x->c->trusted, &s->client.ip);
-    switch (trusted ? SPF_ACT_CONTINUE : x->c->act[job->result]) {
-    case SPF_ACT_CONTINUE:
-        break;
-    case SPF_ACT_REJECT:
-        pc_verdict_set(&v, PC_REJECT, 550, "5.7.23", "SPF %s for %s from [%s]%s%s",
-                       spf_result_names[job->result], job->domain, s->client.addr,
-                       job->comment[0] ? ": " : "", job->comment);
-        break;
-    case SPF_ACT_TEMPFAIL:
-        /* PC_ERROR: the filter's on_error may choose to let it through */
-        pc_verdict_set(&v, PC_ERROR, 451, "4.7.24", "SPF %s for %s; try again later",
-                       spf_result_names[job->result], job->domain);
-        break;
-    }
-    free(job);
-    pc_chain_resume(s, &v);
-}
-
-/* spf_mail - start the check on a worker */
-static enum pc_action spf_mail(struct pc_session *s, void *conf, void *ctx, struct pc_verdict *v)
-{
-    struct spf_ctx *x = ctx;
-    const struct pc_mailbox *from = &s->txn->from;
-    struct spf_job *job;
-
-    (void)conf;
-    x->header = NULL;
-    if (s->svc->dns == NULL || s->svc->workers == NULL) {
-        pc_verdict_set(v, PC_ERROR, 451, "4.7.24", "no resolver");
-        return PC_ERROR;
-    }
-    if ((job = calloc(1, sizeof(*job))) == NULL)
-        return PC_ERROR;
-    spf_job_init(job, s->svc, &s->client.ip, s->helo, from->addr, from->domain,
-                 from->null || from->domain[0] == 0 || from->literal);
-    /* the resolver answers within dns.timeout; the guard only covers a stopped loop */
-    job->guard_ms = pc_dns_timeout_ms(s->svc->dns) + 1000;
-    job->ctx = x;
-    x->job = job;
-    pc_worker_submit(s->svc->workers, spf_work, spf_done, job);
-    return PC_PENDING;
-}
-
-/* spf_eom - add Received-SPF */
-static enum pc_action spf_eom(struct pc_session *s, void *conf, void *ctx, struct pc_verdict *v)
-{
-    struct spf_ctx *x = ctx;
-
-    (void)conf, (void)v;
-    if (x->header)
-        pc_header_add(s, "Received-SPF", x->header);
-    return PC_CONTINUE;
-}
-
-/* spf_reset - end of transaction */
-static void spf_reset(struct pc_session *s, void *conf, void *ctx)
-{
-    struct spf_ctx *x = ctx;
-
-    (void)s, (void)conf;
-    spf_abandon(x);
-    x->header = NULL;
-}
-
-/* spf_detach - end of session */
-static void spf_detach(struct pc_session *s, void *conf, void *ctx)
-{
-    (void)s, (void)conf;
-    spf_abandon(ctx);
-}
-
-const struct pc_filter_ops pc_filter_spf = {
-    .name = "spf",
-    .abi = PC_FILTER_ABI,
-    .opts = spf_opts,
-    .configure = spf_configure,
-    .start = spf_start,
-    .destroy = spf_destroy,
-    .attach = spf_attach,
-    .reset = spf_reset,
-    .detach = spf_detach,
-    .cancel = spf_cancel,
-    .stage = {[PC_STAGE_MAIL] = spf_mail, [PC_STAGE_EOM] = spf_eom},
-};

@@ -19,6 +19,10 @@ of module x); module A depends on module B
 when a file of A includes B's header. A circle of modules (A -> B -> ... -> A) fails too:
 it means neither can be understood, tested or replaced without the other.
 
+A library wrapped for one check (libspf2, libopendkim) lives beside its filter: filters/x.c
+and x.h are the glue, filters/x_filter.c the filter shell. The glue is a layer below its
+shell: it must not include the filter interface or the chain (WRAPPER_FORBIDS).
+
 Only '#include "..."' lines are read (system headers are outside the house); tests/ and
 other folders not listed are not checked. Exit status 1 and one line per finding on
 failure. --self-test runs the check on a small tree with one upward include and one circle
@@ -39,6 +43,7 @@ EXCEPTIONS = {
     ("core/session.c", "gateway/conf.h"),
     ("core/chain.c", "gateway/conf.h"),
 }
+WRAPPER_FORBIDS = ("core/filter.h", "core/chain.h")
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"')
 
 
@@ -82,6 +87,10 @@ def check(root):
             if dst in RANKS and RANKS[dst] > RANKS[src] and (path, inc) not in EXCEPTIONS:
                 problems.append(f"{path}:{n}: upward include of {inc} "
                                 f"({src}/ is layer {RANKS[src]}, {dst}/ is layer {RANKS[dst]})")
+            shell = module(path) + "_filter.c"
+            if src == "filters" and shell in files and inc in WRAPPER_FORBIDS:
+                problems.append(f"{path}:{n}: library glue includes {inc} "
+                                f"(only its filter shell {shell} may)")
             a, b = module(path), module(inc)
             if a != b and inc in files and (path, inc) not in EXCEPTIONS:
                 graph.setdefault(a, {}).setdefault(b, f"{path}:{n}")
@@ -125,6 +134,9 @@ def self_test():
         "policy/y.h": "",
         "policy/y.c": '#include "policy/y.h"\n#include "x.h"\n',  # y -> x: a circle
         "gateway/ok.c": '#include "core/b.h"\n',
+        "core/filter.h": "",
+        "filters/w.c": '#include "core/filter.h"\n',  # glue reaching for the filter interface
+        "filters/w_filter.c": '#include "core/filter.h"\n',
     }
     with tempfile.TemporaryDirectory() as root:
         for path, text in tree.items():
@@ -134,7 +146,8 @@ def self_test():
         problems = check(root)
     want = ["core/b.h:2: upward include of filters/c.h",
             "include circle: core/b -> filters/c -> core/b",
-            "include circle: policy/x -> policy/y -> policy/x"]
+            "include circle: policy/x -> policy/y -> policy/x",
+            "filters/w.c:1: library glue includes core/filter.h"]
     missing = [w for w in want if not any(p.startswith(w) for p in problems)]
     extra = [p for p in problems if not any(p.startswith(w) for w in want)]
     for p in missing:

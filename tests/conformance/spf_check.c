@@ -4,27 +4,29 @@
  *	spf_check 1 - run filters/spf.c's check over lines of "ip TAB mailfrom TAB helo"
  * DESCRIPTION
  *	The conformance driver (spf_suite.py) feeds the RFC 7208 suite
- *	through this program. It includes the filter's source so that it
- *	runs the very code the filter runs: spf_job_init() picks the
- *	identity, spf_run() evaluates on a worker thread, and every DNS
+ *	through this program. It includes the SPF library source (filters/spf.c) so that it
+ *	runs the very code the filter runs: pc_spf_job_init() picks the
+ *	identity, pc_spf_run() evaluates on a worker thread, and every DNS
  *	question goes through core/dns.c to the nameserver in argv[1].
  *	Prints one result word per input line.
  * SEE ALSO
  *	RFC 7208
  */
 #include "filters/spf.c"
+#include "core/err.h"
+#include "core/worker.h"
 
 #include <event2/thread.h>
 
 struct check {
-    struct spf_job job;
+    struct pc_spf_job job;
     bool done;
 };
 
 /* check_work - worker thread */
 static void check_work(void *arg)
 {
-    spf_run(&((struct check *)arg)->job);
+    pc_spf_run(&((struct check *)arg)->job);
 }
 
 /* check_done - loop thread */
@@ -54,7 +56,7 @@ int main(int argc, char **argv)
         return 2;
     }
     svc.workers = pc_workers_create(svc.base, 1);
-    spf_start(NULL, &svc);
+    pc_spf_quiet();
     while (fgets(line, sizeof(line), stdin)) {
         char *host = line, *from = strchr(host, '\t'), *helo = NULL;
         struct check c = {0};
@@ -71,7 +73,7 @@ int main(int argc, char **argv)
         const char *at = strrchr(from, '@');
         const char *domain = at ? at + 1 : from;
         bool use_helo = from[0] == 0 || domain[0] == '[';
-        spf_job_init(&c.job, &svc, &ip, helo, from, domain, use_helo);
+        pc_spf_job_init(&c.job, &svc, &ip, helo, from, domain, use_helo);
         if (helo[0] && c.job.helo[0] == 0 && use_helo) /* not a host name: checked as given */
             snprintf(c.job.domain, sizeof(c.job.domain), "%.*s", (int)sizeof(c.job.domain) - 1,
                      helo);
@@ -81,7 +83,7 @@ int main(int argc, char **argv)
         if (getenv("SPF_CHECK_DEBUG"))
             fprintf(stderr, "%s voids=%u ptrs=%u %s\n", c.job.domain, c.job.voids, c.job.nptr_names,
                     c.job.comment);
-        printf("%s\n", spf_result_names[c.job.result]);
+        printf("%s\n", pc_spf_result_names[c.job.result]);
         fflush(stdout);
     }
     pc_workers_destroy(svc.workers);

@@ -257,24 +257,24 @@ START_TEST(test_spf_map)
     static const struct {
         SPF_result_t r;
         SPF_errcode_t e;
-        enum spf_result want;
+        enum pc_spf_result want;
     } t[] = {
-        {SPF_RESULT_PASS, SPF_E_SUCCESS, SPF_R_PASS},
-        {SPF_RESULT_FAIL, SPF_E_SUCCESS, SPF_R_FAIL},
-        {SPF_RESULT_SOFTFAIL, SPF_E_SUCCESS, SPF_R_SOFTFAIL},
-        {SPF_RESULT_NEUTRAL, SPF_E_SUCCESS, SPF_R_NEUTRAL},
-        {SPF_RESULT_NONE, SPF_E_SUCCESS, SPF_R_NONE},
-        {SPF_RESULT_TEMPERROR, SPF_E_DNS_ERROR, SPF_R_TEMPERROR},
-        {SPF_RESULT_PERMERROR, SPF_E_SYNTAX, SPF_R_PERMERROR},
-        {SPF_RESULT_INVALID, SPF_E_DNS_ERROR, SPF_R_TEMPERROR},
-        {SPF_RESULT_INVALID, SPF_E_SYNTAX, SPF_R_PERMERROR},
-        {SPF_RESULT_INVALID, SPF_E_INVALID_CIDR, SPF_R_PERMERROR},
-        {SPF_RESULT_INVALID, SPF_E_SUCCESS, SPF_R_PERMERROR},
+        {SPF_RESULT_PASS, SPF_E_SUCCESS, PC_SPF_PASS},
+        {SPF_RESULT_FAIL, SPF_E_SUCCESS, PC_SPF_FAIL},
+        {SPF_RESULT_SOFTFAIL, SPF_E_SUCCESS, PC_SPF_SOFTFAIL},
+        {SPF_RESULT_NEUTRAL, SPF_E_SUCCESS, PC_SPF_NEUTRAL},
+        {SPF_RESULT_NONE, SPF_E_SUCCESS, PC_SPF_NONE},
+        {SPF_RESULT_TEMPERROR, SPF_E_DNS_ERROR, PC_SPF_TEMPERROR},
+        {SPF_RESULT_PERMERROR, SPF_E_SYNTAX, PC_SPF_PERMERROR},
+        {SPF_RESULT_INVALID, SPF_E_DNS_ERROR, PC_SPF_TEMPERROR},
+        {SPF_RESULT_INVALID, SPF_E_SYNTAX, PC_SPF_PERMERROR},
+        {SPF_RESULT_INVALID, SPF_E_INVALID_CIDR, PC_SPF_PERMERROR},
+        {SPF_RESULT_INVALID, SPF_E_SUCCESS, PC_SPF_PERMERROR},
     };
 
     for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++)
         ck_assert_int_eq(spf_map(t[i].r, t[i].e), t[i].want);
-    ck_assert_str_eq(spf_result_names[SPF_R_SOFTFAIL], "softfail");
+    ck_assert_str_eq(pc_spf_result_names[PC_SPF_SOFTFAIL], "softfail");
 }
 END_TEST
 
