@@ -230,4 +230,4 @@ clean:
 	rm -rf build build-asan build-fuzz
 	rm -rf deploy/debian/.debhelper deploy/debian/portcullis deploy/debian/files
 
--include $(LIB_OBJS:.o=.d) $(B)/gateway/main.d
+-include $(LIB_OBJS:.o=.d) $(B)/gateway/main.d $(wildcard $(B)/tests/*.d)

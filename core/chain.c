@@ -78,7 +78,7 @@ int pc_chain_attach(struct pc_session *s)
 }
 
 /* pc_chain_reset - end of transaction */
-void pc_chain_reset(struct pc_session *s)
+static void pc_chain_reset(struct pc_session *s)
 {
     const struct pc_chain *c = s->chain;
 
@@ -114,12 +114,6 @@ void pc_chain_detach(struct pc_session *s)
     for (size_t i = 0; i < c->n; i++)
         if (c->links[i].ops->detach)
             c->links[i].ops->detach(s, c->links[i].conf, s->fctx[i]);
-}
-
-/* pc_chain_pending - is a stage waiting for a filter */
-bool pc_chain_pending(const struct pc_session *s)
-{
-    return s->run && s->run->pending;
 }
 
 /* held_for_rcpt - a refusal the door keeps until RCPT (delay_reject) and logs there */

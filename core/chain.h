@@ -39,7 +39,6 @@ struct pc_chain {
 };
 
 int pc_chain_attach(struct pc_session *);
-void pc_chain_reset(struct pc_session *);  /* end of transaction: filters' reset() */
 void pc_chain_detach(struct pc_session *); /* cancels a pending link first */
 /* Session and transaction ends live here, not in core/session.c, because they reset and
  * detach the filters: the session knows nothing of the chain (no include circle). */
@@ -49,7 +48,6 @@ void pc_txn_free(struct pc_session *); /* reset filters, drop the transaction */
 enum pc_action pc_chain_run(struct pc_session *, enum pc_stage, struct pc_verdict *out);
 /* pc_chain_resume - a pending filter's answer; call from a loop callback, never from the hook */
 void pc_chain_resume(struct pc_session *, struct pc_verdict *);
-bool pc_chain_pending(const struct pc_session *);
 
 bool pc_on_error_parse(const char *, enum pc_on_error *);
 

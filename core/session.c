@@ -17,6 +17,7 @@
 #include <time.h>
 
 #include "gateway/conf.h"
+#include "lib/buf.h"
 #include "lib/log.h"
 #include "lib/qid.h"
 #include "lib/pool.h"
@@ -43,9 +44,9 @@ struct pc_session *pc_session_new(struct pc_services *svc, struct pc_conf *conf,
     s->id = ++pc_session_counter;
     snprintf(s->sid, sizeof(s->sid), "S%llx", (unsigned long long)s->id);
     s->facts_tail = &s->facts;
-    strcpy(s->client.name, "unknown");
-    strcpy(s->client.ptr, "unknown");
-    strcpy(s->client.addr, "unknown");
+    pc_strlcpy(s->client.name, "unknown", sizeof(s->client.name));
+    pc_strlcpy(s->client.ptr, "unknown", sizeof(s->client.ptr));
+    pc_strlcpy(s->client.addr, "unknown", sizeof(s->client.addr));
     return s;
 }
 

@@ -101,12 +101,6 @@ void pc_verdict_set(struct pc_verdict *v, enum pc_action a, int code, const char
     }
 }
 
-/* pc_verdict_is_final - does it end the stage */
-bool pc_verdict_is_final(const struct pc_verdict *v)
-{
-    return v->action != PC_CONTINUE && v->action != PC_PENDING;
-}
-
 /* pc_verdict_finish - defaults, class agreement, clean text */
 void pc_verdict_finish(struct pc_verdict *v, enum pc_stage stage)
 {

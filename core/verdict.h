@@ -71,7 +71,5 @@ void pc_verdict_set(struct pc_verdict *, enum pc_action, int code, const char *e
                     ...) __attribute__((format(printf, 5, 6)));
 /* pc_verdict_finish - fill default code, enhanced code and text for the stage; CR/LF stripped */
 void pc_verdict_finish(struct pc_verdict *, enum pc_stage);
-/* pc_verdict_is_final - stops the chain (anything but CONTINUE/PENDING) */
-bool pc_verdict_is_final(const struct pc_verdict *);
 
 #endif

@@ -809,9 +809,8 @@ static void identity_line(struct pc_backend *be, const char *verb, const char *a
     char v[600], addr[80];
     size_t o = (size_t)snprintf(out, size, "%s", verb);
     bool xclient = strcmp(verb, "XCLIENT") == 0;
-    const char *name = strcmp(s->client.name, "unknown") ? s->client.name
-                       : xclient                         ? "[UNAVAILABLE]"
-                                                         : "[UNAVAILABLE]";
+    /* XCLIENT and XFORWARD spell an unknown name alike (Postfix XCLIENT_README) */
+    const char *name = strcmp(s->client.name, "unknown") ? s->client.name : "[UNAVAILABLE]";
 
     snprintf(addr, sizeof(addr), "%s%s", pc_ip_is_v4(&s->client.ip) ? "" : "IPV6:", s->client.addr);
     struct {

@@ -21,9 +21,8 @@
 
 #include "gateway/conf.h"
 #include "gateway/server.h"
+#include "gateway/testcmd.h"
 #include "lib/log.h"
-
-int pc_test_main(int argc, char **argv); /* gateway/testcmd.c */
 
 #ifndef PC_VERSION
 #define PC_VERSION "0.1.0"

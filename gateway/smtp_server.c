@@ -922,7 +922,7 @@ static void cmd_data(struct pc_smtp *c, const struct pc_cmd *cmd)
         return;
     }
     if (t->naccepted == 0) {
-        reply(c, t->nrcpt ? 554 : 503, t->nrcpt ? "5.5.1" : "5.5.1",
+        reply(c, t->nrcpt ? 554 : 503, "5.5.1",
               t->nrcpt ? "Error: no valid recipients" : "Error: need RCPT command");
         return;
     }

@@ -47,6 +47,7 @@
 
 #include "core/filter.h"
 #include "gateway/conf.h"
+#include "gateway/testcmd.h"
 #include "core/dns.h"
 #include "core/session.h"
 #include "lib/log.h"

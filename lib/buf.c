@@ -105,18 +105,6 @@ bool pc_buf_printf(struct pc_buf *b, const char *fmt, ...)
     return ok;
 }
 
-/* pc_buf_consume - drop n bytes from the front */
-void pc_buf_consume(struct pc_buf *b, size_t n)
-{
-    if (n >= b->len) {
-        pc_buf_reset(b);
-        return;
-    }
-    memmove(b->data, b->data + n, b->len - n);
-    b->len -= n;
-    b->data[b->len] = 0;
-}
-
 /* pc_strlcpy - bounded copy that always terminates */
 size_t pc_strlcpy(char *dst, const char *src, size_t size)
 {

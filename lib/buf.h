@@ -28,7 +28,6 @@ bool pc_buf_puts(struct pc_buf *, const char *);
 bool pc_buf_putc(struct pc_buf *, char);
 bool pc_buf_printf(struct pc_buf *, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 bool pc_buf_vprintf(struct pc_buf *, const char *fmt, va_list);
-void pc_buf_consume(struct pc_buf *, size_t);
 
 /* pc_strlcpy - bounded copy that always terminates; returns strlen(src) */
 size_t pc_strlcpy(char *dst, const char *src, size_t size);

@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lib/buf.h"
+
 /* pc_parse_duration - a number with an optional unit */
 bool pc_parse_duration(const char *s, unsigned long long *ms)
 {
@@ -47,7 +49,7 @@ bool pc_parse_hostport(const char *s, char *host, size_t hs, char *port, size_t 
     if (strncmp(s, "unix:", 5) == 0) {
         if (strlen(s + 5) == 0 || strlen(s + 5) >= hs)
             return false;
-        strcpy(host, s + 5);
+        pc_strlcpy(host, s + 5, hs);
         port[0] = 0;
         return true;
     }
@@ -74,6 +76,6 @@ bool pc_parse_hostport(const char *s, char *host, size_t hs, char *port, size_t 
         return false;
     memcpy(host, s, hl);
     host[hl] = 0;
-    strcpy(port, colon + 1);
+    pc_strlcpy(port, colon + 1, ps);
     return true;
 }

@@ -171,9 +171,6 @@ struct pc_rl_script {
 /* pc_rl_script_init - compute the script's digest for EVALSHA */
 void pc_rl_script_init(struct pc_rl_script *, const char *text);
 
-/* pc_rl_store_is_redis - can pc_rl_redis_eval run on this store */
-bool pc_rl_store_is_redis(const struct pc_rl_store *);
-
 /* pc_rl_redis_eval - EVALSHA script with keys (< PC_RL_KEY_MAX bytes each, at most
  * PC_RL_BATCH_MAX) and args (at most PC_RL_ARG_MAX bytes, at most 3 * PC_RL_BATCH_MAX); the
  * script must return an array of at most PC_RL_INTS_MAX integers, given in res->ints. The script

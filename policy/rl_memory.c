@@ -18,6 +18,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "lib/buf.h"
 #include "policy/ratelimit.h"
 
 #define RLM_SAMPLE 16 /* buckets looked at to make room */
@@ -144,7 +145,7 @@ static enum pc_rl_status rlm_check(struct pc_rl_store *st, const struct pc_rl_it
                 r->why = "out of memory";
                 return PC_RL_DONE;
             }
-            strcpy(e->key, v[i].key);
+            pc_strlcpy(e->key, v[i].key, sizeof(e->key));
             size_t b = rlm_hash(e->key) & (m->nbucket - 1);
             e->next = m->bucket[b];
             m->bucket[b] = e;

@@ -103,7 +103,7 @@ struct rlr_req {
     redisAsyncContext *ac; /* the connection it went out on */
     pc_rl_cb *cb;
     void *arg;
-    uint64_t deadline; /* monotonic ms */
+    uint64_t deadline;  /* monotonic ms */
     struct timespec t0; /* sent, for portcullis_redis_request_duration_seconds */
     bool queued, answered, cancelled, retried;
     const struct pc_rl_script *script; /* pc_rl_redis_eval, or NULL for the GCRA check */
@@ -956,6 +956,8 @@ static void rlr_destroy(struct pc_rl_store *base)
     free(st);
 }
 
+static bool pc_rl_store_is_redis(const struct pc_rl_store *);
+
 /* pc_rl_redis_eval - another filter's script on this store's connection */
 enum pc_rl_status pc_rl_redis_eval(struct pc_rl_store *base, const struct pc_rl_script *script,
                                    const char *const *keys, size_t nkeys, const char *const *args,
@@ -1040,7 +1042,7 @@ static const struct pc_rl_store_ops rlr_ops = {
 };
 
 /* pc_rl_store_is_redis - a Redis store (pc_rl_redis_eval works on it) */
-bool pc_rl_store_is_redis(const struct pc_rl_store *st)
+static bool pc_rl_store_is_redis(const struct pc_rl_store *st)
 {
     return st && st->ops == &rlr_ops;
 }

@@ -198,8 +198,8 @@ unsigned long pc_rules_budget_left(const struct pc_rules *rs, const struct pc_ru
 }
 
 /* pc_rules_mime - parse on first use; limits become facts */
-const struct pc_mime *pc_rules_mime(const struct pc_rules *rs, struct pc_rules_run *run,
-                                    struct pc_session *s)
+static const struct pc_mime *pc_rules_mime(const struct pc_rules *rs, struct pc_rules_run *run,
+                                           struct pc_session *s)
 {
     if (run->mime || s->txn == NULL)
         return run->mime;

@@ -82,9 +82,6 @@ void pc_rules_run_free(struct pc_rules_run *);
 enum pc_action pc_rules_eval(const struct pc_rules *, struct pc_rules_run *, struct pc_session *,
                              enum pc_rstage, struct pc_verdict *);
 
-/* pc_rules_mime - the MIME view of the current message, parsed on first use */
-const struct pc_mime *pc_rules_mime(const struct pc_rules *, struct pc_rules_run *,
-                                    struct pc_session *);
 /* pc_rules_needs_mime - does the body stage read the MIME view */
 bool pc_rules_needs_mime(const struct pc_rules *);
 /* pc_rules_mime_limits - the MIME limits to parse with (with what no rule reads skipped) */

@@ -27,12 +27,17 @@
 
 #define TESTDATA "../shared/testdata"
 
-/* have_testdata - the shared corpus is next to the repository */
-static inline int have_testdata(void)
+/* have_testdata_ - the shared corpus is next to the repository; says so when a test skips */
+static inline int have_testdata_(const char *test)
 {
     struct stat sb;
-    return stat(TESTDATA, &sb) == 0;
+    if (stat(TESTDATA, &sb) == 0)
+        return 1;
+    printf("skip: %s: " TESTDATA " absent\n", test);
+    fflush(stdout); /* check forks each test and ends the child with _exit */
+    return 0;
 }
+#define have_testdata() have_testdata_(__func__)
 
 /* slurp - whole file, NUL-terminated; NULL if missing */
 static inline char *slurp(const char *path, size_t *len)

@@ -146,7 +146,7 @@ START_TEST(test_long_condition)
     char *text = malloc(cap);
     struct errs e;
 
-    strcpy(text, "rule x at helo if helo exists");
+    snprintf(text, cap, "rule x at helo if helo exists");
     for (int i = 0; i < 1100; i++)
         strcat(text, " and helo exists");
     strcat(text, " then accept");
@@ -539,7 +539,7 @@ START_TEST(test_cpu_budget)
 
     for (int i = 0; i < 900; i++)
         p += sprintf(p, "X-Junk: %s!\n", "aaaaaaaaaaaaaaaaaaaaaaaaaaaa");
-    strcpy(p, "Subject: x\n\nbody\n");
+    memcpy(p, "Subject: x\n\nbody\n", sizeof("Subject: x\n\nbody\n"));
     static const char *evil = "rule evil at header if headers ~ /^X-Junk: (\\w+\\s?)*$/ then "
                               "score 1\nrule later at body if body contains \"body\" then "
                               "reject 550 5.7.1 \"x\"\n";

@@ -70,8 +70,10 @@ END_TEST
 
 START_TEST(test_envelope_and_usage)
 {
-    if (!present(SPAM "nice__not_gtube.eml"))
+    if (!present(SPAM "nice__not_gtube.eml")) {
+        printf("skip: %s absent\n", SPAM "nice__not_gtube.eml");
         return;
+    }
     char *argv[] = {"test", "-q", "-c", "deploy/portcullis.conf", "--client-ip", "192.0.2.1",
                     "--rcpt", "someone@elsewhere.test", SPAM "nice__not_gtube.eml", NULL};
     /* Not in mynetworks, not our domain: the relay filter refuses. */
