@@ -325,7 +325,8 @@ void pc_dns_free(struct pc_dns *d)
     free(d);
 }
 
-/* pc_dns_lookup - start a query; the callback always runs later, on the loop */
+/* pc_dns_lookup - start a query; the callback runs later, on the loop (NULL: out of memory, no
+ * callback) */
 struct pc_dns_query *pc_dns_lookup(struct pc_dns *d, const char *name, int rrtype, pc_dns_cb *cb,
                                    void *arg)
 {

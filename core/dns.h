@@ -8,8 +8,7 @@
  *	or no data), try later (timeout, SERVFAIL, network trouble). The
  *	callback runs on the loop thread, never from inside pc_dns_lookup().
  *	pc_dns_cancel() guarantees that the callback will not run.
- *
- *	Interface fixed by the proxy core; implemented by the DNS issue.
+ *	A service (core/services.h) below the filters: it knows none of them.
  */
 #ifndef PC_DNS_H
 #define PC_DNS_H

@@ -3,9 +3,11 @@
  * NAME
  *	session 3 - SMTP session and transaction, independent of the front door
  * DESCRIPTION
- *	Construction, reset and the write functions filters use. A session's
- *	memory is its pool; a transaction has a pool of its own so that RSET
- *	gives everything back at once.
+ *	Construction, recipients, and the functions filters use to record
+ *	facts, scores and headers. A session's memory is its pool; a
+ *	transaction has a pool of its own so that RSET gives everything back
+ *	at once. The ends (pc_session_free, pc_txn_free) are in core/chain.c,
+ *	because they reset and detach the filters first.
  */
 #include "core/session.h"
 

@@ -6,8 +6,9 @@
  *	work(arg) runs on a worker thread; done(arg) runs afterwards on the
  *	event loop thread. Work that is no longer wanted (the session went
  *	away) is not withdrawn: the caller marks arg cancelled and done()
- *	frees it without touching the session. libspf2 and Maildir fsync
- *	run here.
+ *	frees it without touching the session. SPF checks (libspf2 blocks
+ *	on DNS), DKIM body hashing and rule evaluation run here. It is a
+ *	service (core/services.h): filters use it, it knows none of them.
  */
 #ifndef PC_WORKER_H
 #define PC_WORKER_H

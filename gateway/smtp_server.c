@@ -3,9 +3,9 @@
  * NAME
  *	smtp_server 3 - the SMTP front door: one client connection
  * DESCRIPTION
- *	A command table drives the session: each verb is checked (syntax,
- *	sequence, limits), then its filter stage runs, then it proceeds (to
- *	the backend, or to a reply). Filters never see SMTP syntax errors.
+ *	Each verb is checked (syntax, sequence, limits) in the dispatch
+ *	switch, then its filter stage runs, then it proceeds (to the backend,
+ *	or to a reply). Filters never see SMTP syntax errors.
  *	While a stage or the backend is pending, reading stops; the pending
  *	work's completion resumes the state machine and the input loop.
  *
