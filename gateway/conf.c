@@ -178,7 +178,7 @@ static int validate_on_error(cfg_t *cfg, cfg_opt_t *opt)
     return 0;
 }
 
-/* validate_top - hostname, log and bare_newline, checked while parsing so the error has a line */
+/* validate_top - hostname, log, bare_newline and nul, checked while parsing so the error has a line */
 static int validate_top(cfg_t *cfg, cfg_opt_t *opt)
 {
     const char *v = cfg_opt_getnstr(opt, 0);
@@ -196,6 +196,10 @@ static int validate_top(cfg_t *cfg, cfg_opt_t *opt)
     if (strcmp(opt->name, "bare_newline") == 0 && strcmp(v, "reject") != 0 &&
         strcmp(v, "normalize") != 0) {
         cfg_error(cfg, "bare_newline must be reject or normalize, not \"%s\"", v);
+        return -1;
+    }
+    if (strcmp(opt->name, "nul") == 0 && strcmp(v, "reject") != 0 && strcmp(v, "strip") != 0) {
+        cfg_error(cfg, "nul must be reject or strip, not \"%s\"", v);
         return -1;
     }
     return 0;
@@ -248,6 +252,7 @@ static cfg_opt_t *build_opts(cfg_opt_t ***fopts_out)
         CFG_BOOL("soft_bounce", cfg_false, CFGF_NONE),
         CFG_BOOL("smtputf8", cfg_true, CFGF_NONE),
         CFG_STR("bare_newline", "reject", CFGF_NONE),
+        CFG_STR("nul", "reject", CFGF_NONE),
         CFG_SEC("listener", listener_opts, CFGF_MULTI | CFGF_TITLE | CFGF_NO_TITLE_DUPES),
         CFG_SEC("backend", backend_opts, CFGF_MULTI | CFGF_TITLE | CFGF_NO_TITLE_DUPES),
         CFG_SEC("limits", limits_opts, CFGF_NONE),
@@ -511,6 +516,7 @@ static cfg_t *cfg_new(void)
     cfg_set_validate_func(cfg, "hostname", validate_top);
     cfg_set_validate_func(cfg, "log", validate_top);
     cfg_set_validate_func(cfg, "bare_newline", validate_top);
+    cfg_set_validate_func(cfg, "nul", validate_top);
     for (size_t i = 0; pc_filter_registry[i]; i++) {
         char path[128];
         snprintf(path, sizeof(path), "%s|timeout", pc_filter_registry[i]->name);
@@ -657,6 +663,7 @@ struct pc_conf *pc_conf_load(const char *path, struct pc_err *err)
                  c->path);
         goto fail;
     }
+    c->nul_strip = strcmp(cfg_getstr(cfg, "nul"), "strip") == 0;
     if (limits_load(c, cfg_getsec(cfg, "limits"), err) < 0)
         goto fail;
     pc_pool_cleanup(pool, cidr_free_cb, &c->limits.connection_limit_exceptions);

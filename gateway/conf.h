@@ -66,6 +66,7 @@ struct pc_conf {
     const char *log;
     bool delay_reject, soft_bounce, smtputf8;
     enum pc_bare_newline bare_newline;
+    bool nul_strip; /* nul = "strip": drop NUL bytes instead of refusing the message */
     struct pc_limits limits;
     struct pc_timeouts timeouts;
     struct pc_listener_conf *listeners;

@@ -196,12 +196,15 @@ static int line_end(struct pc_data *d, bool real, pc_data_emit *emit, void *arg)
     size_t n = d->line.len;
     int rc = 0;
 
-    if (n == 1 && p[0] == '.' && real && d->after_crlf) {
+    /* The marker is judged on the wire bytes: "CR LF NUL . CR LF" and "CR LF . NUL CR LF" are
+     * content, whatever a later hop that drops NULs would make of them. */
+    if (n == 1 && p[0] == '.' && d->raw_len == 1 && real && d->after_crlf) {
         d->done = true;
         rc = 1;
     } else {
-        /* Unstuff: a leading dot with more after it is removed (RFC 5321 4.5.2). */
-        if (n > 1 && p[0] == '.') {
+        /* Unstuff: a leading dot with more after it is removed (RFC 5321 4.5.2). NULs are
+         * left out of the line, so both tests look at the wire bytes. */
+        if (d->lead_dot && d->raw_len > 1) {
             p++;
             n--;
         }
@@ -211,22 +214,50 @@ static int line_end(struct pc_data *d, bool real, pc_data_emit *emit, void *arg)
     pc_buf_reset(&d->line);
     d->after_crlf = real;
     d->skipping = false;
+    d->line_nul = false;
+    d->lead_dot = false;
+    d->raw_len = 0;
     return rc;
 }
 
-/* line_add - content bytes of the current line, bounded */
+/* append_no_nul - wire bytes into the line, every NUL left out and noted */
+static void append_no_nul(struct pc_data *d, const char *p, size_t n)
+{
+    const char *z;
+
+    while (n > 0 && (z = memchr(p, 0, n)) != NULL) {
+        pc_buf_append(&d->line, p, (size_t)(z - p));
+        d->flags |= PC_DATA_NUL;
+        d->line_nul = true;
+        n -= (size_t)(z - p) + 1;
+        p = z + 1;
+    }
+    pc_buf_append(&d->line, p, n);
+}
+
+/* line_add - content bytes of the current line, bounded (on wire bytes) */
 static void line_add(struct pc_data *d, const char *p, size_t n)
 {
-    if (d->skipping)
+    if (d->raw_len == 0)
+        d->lead_dot = p[0] == '.';
+    if (d->skipping) {
+        if (memchr(p, 0, n))
+            d->flags |= PC_DATA_NUL;
         return;
-    if (d->line.len + n > d->max_line) {
+    }
+    if (d->raw_len + n > d->max_line) {
         /* Keep the line up to the bound, however the bytes were split by the network. */
-        pc_buf_append(&d->line, p, d->max_line - d->line.len);
+        size_t keep = d->max_line - d->raw_len;
+        append_no_nul(d, p, keep);
+        if (memchr(p + keep, 0, n - keep))
+            d->flags |= PC_DATA_NUL;
+        d->raw_len = d->max_line;
         d->flags |= PC_DATA_LONG_LINE;
         d->skipping = true;
         return;
     }
-    pc_buf_append(&d->line, p, n);
+    append_no_nul(d, p, n);
+    d->raw_len += n;
 }
 
 /* pc_data_feed - decode wire bytes */

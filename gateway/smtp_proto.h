@@ -78,6 +78,7 @@ bool pc_xtext_valid(const char *);
 #define PC_DATA_BARE_CR 0x1
 #define PC_DATA_BARE_LF 0x2
 #define PC_DATA_LONG_LINE 0x4
+#define PC_DATA_NUL 0x8 /* a NUL byte was seen (and left out of the lines) */
 
 struct pc_data {
     struct pc_buf line;
@@ -85,6 +86,9 @@ struct pc_data {
     bool cr;          /* the previous byte was a CR not yet resolved */
     bool after_crlf;  /* the line now being read follows a real CRLF */
     bool skipping;    /* rest of an over-long line is dropped */
+    bool line_nul;    /* the current line had a NUL: it is never the end marker */
+    bool lead_dot;    /* the current line's first wire byte is a dot */
+    size_t raw_len;   /* wire bytes of the current line (NULs included) */
     bool done;
     unsigned flags;
     size_t bytes;     /* wire bytes consumed */
@@ -94,7 +98,9 @@ typedef int pc_data_emit(void *arg, const char *line, size_t len);
 
 void pc_data_init(struct pc_data *, size_t max_line);
 void pc_data_free(struct pc_data *);
-/* pc_data_feed - consume up to n bytes; stops right after CRLF.CRLF (then d->done). Bytes used */
+/* pc_data_feed - consume up to n bytes; stops right after CRLF.CRLF (then d->done). Bytes used.
+ * NUL bytes never reach emit (RFC 5322 2.3 and RFC 6152 have no NUL in text): they are left
+ * out and PC_DATA_NUL says so; the end marker is found on the wire bytes, NULs included. */
 size_t pc_data_feed(struct pc_data *, const char *p, size_t n, pc_data_emit *, void *arg);
 
 /* Dot-stuffing towards the backend (RFC 5321 4.5.2); input is CRLF-clean. */

@@ -67,6 +67,7 @@ struct pc_smtp {
     bool skipping_line;
     bool in_input; /* inside process_input(): resume() must not recurse into it */
     bool out_full; /* our replies are backed up: input waits for on_write */
+    bool eof;      /* the client shut down its sending side: serve what it sent, then close */
     struct pc_data data;
     struct pc_path_args pa;
     struct event *free_ev;
@@ -506,7 +507,9 @@ static char *received_header(struct pc_smtp *c)
                           "Received: from %s (%s [%s])\r\n\tby %s (portcullis) with %s%s%s id "
                           "%s%s;\r\n\t%s\r\n",
                           s->helo ? s->helo : "unknown", s->client.name, s->client.addr,
-                          c->conf->hostname, t->smtputf8 ? "UTF8" : "", s->esmtp ? "ESMTP" : "SMTP",
+                          c->conf->hostname, t->smtputf8 ? "UTF8" : "",
+                          /* RFC 6531 3.7.3: UTF8SMTP, UTF8SMTPA, UTF8SMTPS, UTF8SMTPSA */
+                          t->smtputf8 ? "SMTP" : s->esmtp ? "ESMTP" : "SMTP",
                           s->tls ? (s->auth_user ? "SA" : "S") : (s->auth_user ? "A" : ""), t->id,
                           forc, date);
 }
@@ -632,6 +635,8 @@ static void end_of_data(struct pc_smtp *c)
              c->conf->bare_newline == PC_BARE_REJECT)
         code = 550, enh = "5.6.0",
         why = "Error: bare CR or LF in message; lines must end with CR LF (RFC 5321 2.3.8)";
+    else if ((c->data.flags & PC_DATA_NUL) && !c->conf->nul_strip)
+        code = 550, enh = "5.6.0", why = "Error: NUL character in message content";
     if (why) {
         pc_info("%s: reject: END-OF-MESSAGE from %s[%s]: %d %s %s; from=<%s>", t->id,
                 c->s->client.name, c->s->client.addr, code, enh, why, t->from.addr);
@@ -641,6 +646,8 @@ static void end_of_data(struct pc_smtp *c)
     }
     if (c->data.flags & (PC_DATA_BARE_CR | PC_DATA_BARE_LF))
         pc_info("%s: bare CR or LF in message normalised to CR LF", t->id);
+    if (c->data.flags & PC_DATA_NUL)
+        pc_info("%s: NUL characters removed from the message", t->id);
     wait_for(c);
     eom_next(c, PC_STAGE_DATA);
 }
@@ -1002,6 +1009,20 @@ static void feed_data(struct pc_smtp *c)
     }
 }
 
+/* client_done - the client half-closed and every complete command it sent is answered.
+ * End of input means "no more commands", not "nobody listens" (Exim pipelines QUIT after the
+ * final dot and then shuts down its side): the replies already written still go out. A message
+ * whose final dot never came is abandoned: nothing of it is delivered. */
+static void client_done(struct pc_smtp *c)
+{
+    const char *last = c->state == SM_DATA ? "DATA" : "command";
+
+    pc_info("%s: lost connection after %s from %s[%s]", c->s->sid, last, c->s->client.name,
+            c->s->client.addr);
+    txn_end(c);
+    smtp_close(c);
+}
+
 /* process_input - commands and content while nothing is pending */
 static void process_input(struct pc_smtp *c)
 {
@@ -1050,6 +1071,8 @@ static void process_input(struct pc_smtp *c)
         handle_command(c, line, len);
     }
     c->in_input = false;
+    if (c->eof && !c->busy && !c->closing && c->state != SM_CLOSING && !c->out_full)
+        client_done(c);
 }
 
 /* on_read - bytes from the client */
@@ -1099,6 +1122,13 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
                 c->s->client.addr);
         bufferevent_enable(c->bev, EV_WRITE);
         reply(c, 421, "4.4.2", "%s Error: timeout exceeded", c->conf->hostname);
+        return;
+    }
+    if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) && c->state != SM_CLOSING) {
+        /* A half-close: finish what was received (process_input closes when it is done). */
+        c->eof = true;
+        if (c->state != SM_CONNECT && !c->busy)
+            process_input(c);
         return;
     }
     if (c->state != SM_CLOSING)
