@@ -23,6 +23,7 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +36,7 @@
 #include "gateway/conf.h"
 #include "gateway/session.h"
 #include "gateway/smtp_proto.h"
+#include "lib/buf.h"
 #include "lib/log.h"
 #include "lib/pool.h"
 #include "policy/chain.h"
@@ -68,6 +70,8 @@ struct pc_smtp {
     bool in_input; /* inside process_input(): resume() must not recurse into it */
     bool out_full; /* our replies are backed up: input waits for on_write */
     bool eof;      /* the client shut down its sending side: serve what it sent, then close */
+    bool not_error; /* the reply being written is flow control, not a client error */
+    unsigned lmtp_deferred; /* RCPTs of this transaction told 452 (one recipient per LMTP txn) */
     struct pc_data data;
     struct pc_path_args pa;
     struct event *free_ev;
@@ -107,7 +111,7 @@ static void reply_text(struct pc_smtp *c, int code, const struct pc_enh *e, cons
     pc_buf_reset(&c->out);
     int sent = pc_reply_format(&c->out, code, e, text, &o);
     bufferevent_write(c->bev, c->out.data, c->out.len);
-    if (sent >= 400)
+    if (sent >= 400 && !c->not_error)
         c->errors++;
     if (sent == 421) {
         /* 421 means we are closing the transmission channel (RFC 5321 3.8). */
@@ -228,6 +232,68 @@ static void txn_end(struct pc_smtp *c)
     pc_txn_free(c->s);
     pc_verdict_clear(&c->txn_delayed);
     c->too_big = false;
+    c->lmtp_deferred = 0;
+}
+
+/*
+ * LMTP memo. With an LMTP backend a transaction has one recipient; the others were told 452
+ * and the client retries them. When that one recipient fails after the data, some clients
+ * apply the DATA reply to the 452'd recipients too (Exim 4.96 bounces them all on a 5xx, and
+ * defers them all on a 4xx, so they starve behind a broken mailbox retried first each time).
+ * So in that case we answer 4xx and remember the backend's reply for (sender, recipient, SIZE);
+ * the client's retry hears it at RCPT, where it concerns that recipient alone. An entry
+ * answers one RCPT; entries are few, hashed, bounded in number and age.
+ */
+#define PC_LMTP_MEMO 1024
+#define PC_LMTP_MEMO_TTL (24 * 3600)
+
+struct lmtp_memo {
+    uint64_t key;
+    time_t when;
+    int code;
+    struct pc_enh enh;
+    char text[256];
+};
+
+static struct lmtp_memo lmtp_memo[PC_LMTP_MEMO];
+
+/* memo_key - FNV-1a of sender, recipient (case-folded) and the SIZE parameter */
+static uint64_t memo_key(const char *from, const char *rcpt, size_t size)
+{
+    uint64_t h = 14695981039346656037ull;
+
+    for (const char *p = from; *p; p++)
+        h = (h ^ (unsigned char)*p) * 1099511628211ull;
+    h = (h ^ 0xff) * 1099511628211ull;
+    for (const char *p = rcpt; *p; p++)
+        h = (h ^ (unsigned char)(*p >= 'A' && *p <= 'Z' ? *p + 32 : *p)) * 1099511628211ull;
+    for (size_t i = 0; i < sizeof(size); i++)
+        h = (h ^ ((size >> (8 * i)) & 0xff)) * 1099511628211ull;
+    return h | 1; /* 0 marks a free slot */
+}
+
+/* memo_put - remember a recipient's failure after the data */
+static void memo_put(uint64_t key, const struct pc_reply *r)
+{
+    struct lmtp_memo *m = &lmtp_memo[key % PC_LMTP_MEMO];
+
+    m->key = key;
+    m->when = time(NULL);
+    m->code = r->code;
+    m->enh = r->enh;
+    pc_strlcpy(m->text, r->text, sizeof(m->text));
+}
+
+/* memo_take - the remembered failure for this key (then forgotten), or NULL */
+static bool memo_take(uint64_t key, struct lmtp_memo *out)
+{
+    struct lmtp_memo *m = &lmtp_memo[key % PC_LMTP_MEMO];
+
+    if (m->key != key || time(NULL) - m->when > PC_LMTP_MEMO_TTL)
+        return false;
+    *out = *m;
+    m->key = 0;
+    return true;
 }
 
 /* resume - the pending step is over: process what the client sent meanwhile */
@@ -543,6 +609,21 @@ static void eom_backend_done(struct pc_smtp *c, struct pc_backend_result *r)
     int code = r->reply.code;
 
     c->be_in_txn = false;
+    if (c->lc->backend->lmtp && !r->local && code / 100 != 2 && c->lmtp_deferred > 0) {
+        /* See "LMTP memo": the client's retry hears this recipient's reply at RCPT. */
+        struct pc_txn *t = c->s->txn;
+        for (size_t i = 0; i < t->nrcpt; i++)
+            if (t->rcpts[i].flags & PC_RCPT_ACCEPTED)
+                memo_put(memo_key(t->from.addr, t->rcpts[i].mb.addr, t->size_param), &r->reply);
+        if (code / 100 == 5) {
+            log_delivery(c, "deferred", code, &r->reply.enh, r->reply.text, r->relay);
+            reply(c, 451, "4.5.3",
+                  "Error: refused by the backend for this recipient; retry, and it is told "
+                  "at RCPT");
+            txn_end(c);
+            return;
+        }
+    }
     log_delivery(c, code / 100 == 2 ? "sent" : code / 100 == 4 ? "deferred" : "bounced", code,
                  &r->reply.enh, r->reply.text, r->relay);
     if (code / 100 == 2 && !r->local)
@@ -830,6 +911,19 @@ static void cmd_rcpt(struct pc_smtp *c, const struct pc_cmd *cmd)
         reply(c, 452, "4.5.3", "Error: too many recipients");
         return;
     }
+    if (t->naccepted >= 1 && c->lc->backend->lmtp && !t->discard) {
+        /* An LMTP backend answers the data once per recipient (RFC 2033 4.2), SMTP has one
+         * reply for DATA: with several recipients a partial success could only be a 4xx
+         * (duplicates for those delivered) or a 250 (loss for the others). One recipient per
+         * transaction makes the DATA reply exact; RFC 5321 4.5.3.1.10 has the client send
+         * the rest in a later transaction. Not a client error. */
+        c->not_error = true;
+        reply(c, 452, "4.5.3", "Error: one recipient per message here, send the others in a "
+                               "new transaction");
+        c->not_error = false;
+        c->lmtp_deferred++;
+        return;
+    }
     why = pc_path_args_parse(cmd->arg, cmd->arg_len, "TO:", t->pool, &c->pa, &enh);
     if (why == NULL && c->pa.mb.null)
         why = "null recipient", enh = "5.1.3";
@@ -851,6 +945,17 @@ static void cmd_rcpt(struct pc_smtp *c, const struct pc_cmd *cmd)
     }
     if (c->pa.mb.utf8 && !t->smtputf8) {
         reply(c, 553, "5.6.7", "Must declare SMTPUTF8 to send an UTF-8 address");
+        return;
+    }
+    struct lmtp_memo m;
+    if (c->lc->backend->lmtp &&
+        memo_take(memo_key(t->from.addr, c->pa.mb.addr, t->size_param), &m)) {
+        char es[16];
+        pc_info("%s: reject: RCPT from %s[%s]: %d %s %s; from=<%s> to=<%s> (the backend's "
+                "reply after the data of an earlier attempt)",
+                t->id, c->s->client.name, c->s->client.addr, m.code,
+                pc_enh_format(&m.enh, es, sizeof(es)), m.text, t->from.addr, c->pa.mb.addr);
+        reply_text(c, m.code, m.enh.cls ? &m.enh : NULL, m.text);
         return;
     }
     t->cur_rcpt = pc_txn_add_rcpt(t, &c->pa.mb, c->pa.params_text);

@@ -750,3 +750,99 @@ begin retry
         if getattr(self, "proc", None):
             self.proc.stop()
             self.proc = None
+
+
+# --- Dovecot LMTP (helper "client"): a backend that answers per recipient --------------------
+
+class DovecotLMTP(_Closing):
+    """A private Dovecot 2.3 LMTP server on a loopback port (`dovecot -F -c CONF`).
+
+    users: local parts delivered into Maildirs under DIR/mail/USER (as the `mail` user).
+    over_quota: users with quota_rule = *:storage=1k (any real message is refused after the
+      data with 552 5.2.2, a permanent per-recipient failure).
+    broken: users whose mailbox is a regular file (a temporary per-recipient failure).
+    Anyone else is refused at RCPT (550 5.1.1). messages(user) reads a Maildir back; log()
+    is Dovecot's log.
+    """
+
+    def __init__(self, tmp, users=("u", "v"), over_quota=("over",), broken=("broken",)):
+        if shutil.which("dovecot") is None or not os.path.exists("/usr/lib/dovecot/lmtp"):
+            raise unittest.SkipTest("dovecot-core and dovecot-lmtpd are not installed")
+        self.dir = os.path.join(tmp, f"dovecot{free_port()}")
+        self.port = free_port()
+        mail = pwd.getpwnam("mail")
+        for sub in ("", "run", "state", "mail"):
+            os.makedirs(os.path.join(self.dir, sub), exist_ok=True)
+        os.chown(os.path.join(self.dir, "mail"), mail.pw_uid, mail.pw_gid)
+        lines = []
+        for u in users:
+            lines.append(f"{u}::{mail.pw_uid}:{mail.pw_gid}::{self.dir}/mail/{u}::")
+        for u in over_quota:
+            lines.append(f"{u}::{mail.pw_uid}:{mail.pw_gid}::{self.dir}/mail/{u}::"
+                         "userdb_quota_rule=*:storage=1k")
+        for u in broken:
+            bad = os.path.join(self.dir, "mail", u)
+            with open(bad, "w") as f:
+                f.write("not a directory\n")
+            lines.append(f"{u}::{mail.pw_uid}:{mail.pw_gid}::{bad}::"
+                         f"userdb_mail=maildir:{bad}/Maildir")
+        with open(os.path.join(self.dir, "users"), "w") as f:
+            f.write("\n".join(lines) + "\n")
+        self.conf = os.path.join(self.dir, "dovecot.conf")
+        with open(self.conf, "w") as f:
+            f.write(f"""base_dir = {self.dir}/run
+state_dir = {self.dir}/state
+instance_name = pc{self.port}
+log_path = {self.dir}/dovecot.log
+protocols = lmtp
+listen = 127.0.0.1
+ssl = no
+first_valid_uid = 1
+mail_location = maildir:~/Maildir
+mail_plugins = quota
+lmtp_rcpt_check_quota = no
+passdb {{
+  driver = passwd-file
+  args = username_format=%n {self.dir}/users
+}}
+userdb {{
+  driver = passwd-file
+  args = username_format=%n {self.dir}/users
+}}
+service lmtp {{
+  inet_listener lmtp {{
+    address = 127.0.0.1
+    port = {self.port}
+  }}
+}}
+service anvil {{
+  chroot =
+}}
+plugin {{
+  quota = maildir:User quota
+}}
+""")
+        self.proc = Proc(["dovecot", "-F", "-c", self.conf],
+                         log=os.path.join(self.dir, "stderr.log"))
+        try:
+            wait_port(self.port, proc=self.proc.p)
+        except RuntimeError:
+            self.proc.stop()
+            raise RuntimeError("dovecot did not start:\n" + self.log() +
+                               read(os.path.join(self.dir, "stderr.log")))
+
+    def log(self):
+        p = os.path.join(self.dir, "dovecot.log")
+        return read(p) if os.path.exists(p) else ""
+
+    def messages(self, user):
+        out = []
+        for sub in ("new", "cur"):
+            for p in sorted(glob.glob(os.path.join(self.dir, "mail", user, "Maildir", sub, "*"))):
+                out.append(read(p, binary=True))
+        return out
+
+    def close(self):
+        if getattr(self, "proc", None):
+            self.proc.stop()
+            self.proc = None

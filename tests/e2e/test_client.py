@@ -10,6 +10,8 @@ EximTests       a real Exim 4.96 as the sending MTA (its own queue) delivering t
 NulTests        NUL in content never reaches the backend: 550 5.6.0 by default, stripped with
                 nul = "strip"; CR LF NUL . CR LF and CR LF . NUL CR LF never end the data.
 ReceivedTests   the with-protocol of our Received header is RFC 6531's UTF8SMTP.
+LmtpTests       Dovecot LMTP refusing some recipients after the data (quota, broken mailbox)
+                behind a retrying Exim: one copy per good recipient, the 552 bounces.
 ProcessTests    SIGUSR1 does not kill; during the SIGTERM drain a new client hears 421 4.3.2
                 at once; EMFILE at accept pauses the listener (bounded CPU and log lines).
 The backend for the wire tests is harness.FakeMTA (it records exact bytes).
@@ -253,6 +255,87 @@ class ReceivedTests(Base):
             top = mta.accepted[-1].split(b"Subject: r", 1)[0]
             self.assertIn(want, top)
             self.assertNotIn(b"UTF8ESMTP", top)
+
+
+class LmtpTests(Base):
+    """A real Dovecot LMTP backend that takes a message for some recipients and refuses it for
+    others after the data, driven by a real retrying MTA (Exim, 1 s retries)."""
+
+    def lmtp_gateway(self, dov):
+        gw = h.Gateway(self.tmp, h.gateway_conf(h.backend_conf(dov.port, "none", lmtp=True)))
+        self.addCleanup(gw.close)
+        return gw
+
+    def test_one_recipient_per_transaction(self):
+        dov = h.DovecotLMTP(self.tmp)
+        self.addCleanup(dov.close)
+        gw = self.lmtp_gateway(dov)
+        c = self.chat(gw)
+        self.assertEqual(c.cmd("MAIL FROM:<a@b.example>")[0], 250)
+        self.assertEqual(c.cmd("RCPT TO:<u@example.com>")[0], 250)
+        for _ in range(30):  # flow control, not errors: never "too many errors"
+            r = c.cmd("RCPT TO:<v@example.com>")
+            self.assertEqual((r[0], ecode(r)), (452, "4.5.3"), r)
+        self.assertEqual(c.cmd("DATA")[0], 354)
+        c.send(b"Subject: one\r\n\r\nx\r\n.\r\n")
+        self.assertEqual(c.reply()[0], 250)
+        self.assertEqual(c.cmd("MAIL FROM:<a@b.example>")[0], 250)
+        self.assertEqual(c.cmd("RCPT TO:<v@example.com>")[0], 250)
+        self.assertEqual(c.cmd("DATA")[0], 354)
+        c.send(b"Subject: two\r\n\r\nx\r\n.\r\n")
+        self.assertEqual(c.reply()[0], 250)
+        self.assertEqual(c.cmd("QUIT")[0], 221)
+        self.assertEqual((len(dov.messages("u")), len(dov.messages("v"))), (1, 1))
+        self.assertRegex(gw.log(), r"to=<u@example.com>, .*status=sent")
+        self.assertRegex(gw.log(), r"to=<v@example.com>, .*status=sent")
+
+    def test_partial_failure_with_retrying_mta_no_duplicates_permanent_bounces(self):
+        dov = h.DovecotLMTP(self.tmp)
+        self.addCleanup(dov.close)
+        gw = self.lmtp_gateway(dov)
+        sender = h.EximInstance(self.tmp, relay_port=gw.port, name="eximtx")
+        self.addCleanup(sender.close)
+        body = "Subject: quota\r\n\r\n" + ("x" * 70 + "\r\n") * 40  # > 1k: over quota
+        sender.send("a@sender.test", ["u@example.com", "over@example.com", "v@example.com",
+                                      "broken@example.com"], body)
+        # A bounded time of real retries (Exim retries every second).
+        end = time.time() + 12
+        while time.time() < end:
+            time.sleep(0.5)
+            self.assertLessEqual(len(dov.messages("u")), 1, "duplicate for u")
+            self.assertLessEqual(len(dov.messages("v")), 1, "duplicate for v")
+        slog = sender.log()
+        info = "\nsender:\n" + slog + "\ngateway:\n" + gw.log()[-4000:]
+        self.assertEqual(len(dov.messages("u")), 1, info)
+        self.assertEqual(len(dov.messages("v")), 1, info)
+        # Exim delivered each good recipient once, bounced the permanent failure with 552 ...
+        self.assertEqual(len(re.findall(r" (=>|->) u@example.com", slog)), 1, info)
+        self.assertEqual(len(re.findall(r" (=>|->) v@example.com", slog)), 1, info)
+        self.assertRegex(slog, r"\*\* over@example.com .*552", info)
+        # ... and keeps retrying the temporary one, which is never delivered.
+        self.assertRegex(slog, r"== broken@example.com .*4\d\d", info)
+        self.assertEqual(dov.messages("broken"), [])
+        self.assertIn("broken@example.com", sender.queue())
+        # The 552 came after the data while v and broken were told 452: the client heard 451
+        # then, and the 552 at RCPT on its retry (Exim 4.96 would have bounced v with it).
+        self.assertRegex(gw.log(), r"to=<over@example.com>, .*status=deferred \(552")
+        self.assertRegex(gw.log(), r"reject: RCPT .*: 552 5.2.2 .*to=<over@example.com>")
+
+    def test_broken_mailbox_first_does_not_starve_the_others(self):
+        dov = h.DovecotLMTP(self.tmp)
+        self.addCleanup(dov.close)
+        gw = self.lmtp_gateway(dov)
+        sender = h.EximInstance(self.tmp, relay_port=gw.port, name="eximtx")
+        self.addCleanup(sender.close)
+        sender.send("a@sender.test", ["broken@example.com", "v@example.com"],
+                    "Subject: starve\r\n\r\nx\r\n")
+        end = time.time() + 10
+        while time.time() < end and not dov.messages("v"):
+            time.sleep(0.3)
+        time.sleep(2)
+        self.assertEqual(len(dov.messages("v")), 1, sender.log() + gw.log())
+        self.assertEqual(dov.messages("broken"), [])
+        self.assertIn("broken@example.com", sender.queue())
 
 
 def cpu_seconds(pid):
