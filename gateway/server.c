@@ -398,6 +398,13 @@ int pc_server_run(struct pc_conf *conf)
     pc_workers_destroy(srv->svc.workers);
     if (srv->nconn == 0)
         pc_dns_free(srv->svc.dns);
+    /* Per-address counters go whatever happens to the sessions (they only count them). */
+    for (size_t i = 0; i < PC_IPHASH; i++)
+        while (srv->iphash[i]) {
+            struct pc_ipcount *e = srv->iphash[i];
+            srv->iphash[i] = e->next;
+            free(e);
+        }
     /* Sessions still open at exit are abandoned with the process: clients retry. */
     if (srv->nconn == 0) {
         pc_conf_unref(srv->conf);

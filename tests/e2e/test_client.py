@@ -378,6 +378,23 @@ class ProcessTests(Base):
         for bad in h.Gateway.SANITIZER:
             self.assertNotIn(bad, log)
 
+    def test_drain_cut_short_exits_without_leak(self):
+        # A session still open when the drain ends (a second SIGTERM, or the grace period) is
+        # abandoned with the process; the ASan build must not report a leak for it.
+        mta = self.mta()
+        gw = self.gateway(mta.port)
+        c = self.chat(gw)
+        self.assertEqual(c.cmd("MAIL FROM:<a@b.example>")[0], 250)
+        self.assertEqual(c.cmd("RCPT TO:<u@example.com>")[0], 250)
+        os.kill(gw.pid(), signal.SIGTERM)
+        time.sleep(0.3)
+        os.kill(gw.pid(), signal.SIGTERM)
+        gw.proc.p.wait(timeout=20)
+        self.assertEqual(gw.proc.p.returncode, 0, gw.log()[-3000:])
+        for bad in h.Gateway.SANITIZER:
+            self.assertNotIn(bad, gw.log())
+        self.assertEqual(mta.accepted, [])
+
     def test_emfile_pauses_accept_with_bounded_cpu_and_log(self):
         mta = self.mta()
         gw = self.gateway(mta.port)
