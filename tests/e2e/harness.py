@@ -846,3 +846,81 @@ plugin {{
         if getattr(self, "proc", None):
             self.proc.stop()
             self.proc = None
+
+
+class PostfixSender(_Closing):
+    """A real Postfix as a *sending* MTA (helper "client"): it takes mail from 127.0.0.1 on
+    its own port into its own queue and relays everything to relayhost [127.0.0.1]:relay_port
+    (the gateway), retrying deferred mail every second or two (short backoff). Its smtp client
+    pipelines QUIT behind the final dot. log() is its maillog; queue() lists what is queued."""
+
+    def __init__(self, tmp, relay_port):
+        self.port = free_port()
+        self.dir = os.path.join(tmp, f"postfixtx{self.port}")
+        self.conf = os.path.join(self.dir, "conf")
+        self.maillog = os.path.join(self.dir, "maillog")
+        for d in ("conf", "queue", "data"):
+            os.makedirs(os.path.join(self.dir, d))
+        pf = pwd.getpwnam("postfix")
+        os.chown(os.path.join(self.dir, "data"), pf.pw_uid, pf.pw_gid)
+        main_cf = f"""\
+compatibility_level = 3.6
+queue_directory = {self.dir}/queue
+data_directory = {self.dir}/data
+mail_owner = postfix
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+myhostname = sender.test
+mydestination =
+alias_maps =
+alias_database =
+mynetworks = 127.0.0.0/8
+smtpd_relay_restrictions = permit_mynetworks, reject
+relayhost = [127.0.0.1]:{relay_port}
+queue_run_delay = 1s
+minimal_backoff_time = 1s
+maximal_backoff_time = 2s
+smtp_tls_security_level = none
+maillog_file_prefixes = {tmp}
+maillog_file = {self.maillog}
+"""
+        with open(os.path.join(self.conf, "main.cf"), "w") as f:
+            f.write(main_cf)
+        with open(os.path.join(self.conf, "master.cf"), "w") as f:
+            f.write(Postfix.MASTER.format(addr=f"127.0.0.1:{self.port}"))
+        r = subprocess.run(["postfix", "-c", self.conf, "start"], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"postfix start failed: {r.stdout}{r.stderr}")
+        wait_port(self.port, timeout=20)
+
+    def send(self, mail_from, rcpts, msg):
+        import smtplib
+        with smtplib.SMTP("127.0.0.1", self.port, timeout=20) as s:
+            s.ehlo("submitter.test")
+            return s.sendmail(mail_from, rcpts, msg)
+
+    def log(self):
+        return read(self.maillog) if os.path.exists(self.maillog) else ""
+
+    def queue(self):
+        r = subprocess.run(["postqueue", "-c", self.conf, "-p"], capture_output=True,
+                           text=True, timeout=30)
+        return r.stdout.strip() if "Mail queue is empty" not in r.stdout else ""
+
+    def close(self):
+        if getattr(self, "conf", None) is None:
+            return
+        pidfile = os.path.join(self.dir, "queue", "pid", "master.pid")
+        try:
+            pid = int(read(pidfile).split()[0])
+        except (OSError, ValueError, IndexError):
+            pid = None
+        subprocess.run(["postfix", "-c", self.conf, "stop"], capture_output=True)
+        self.conf = None
+        end = time.time() + 10
+        while pid and time.time() < end:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)

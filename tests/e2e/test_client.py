@@ -11,7 +11,8 @@ NulTests        NUL in content never reaches the backend: 550 5.6.0 by default, 
                 nul = "strip"; CR LF NUL . CR LF and CR LF . NUL CR LF never end the data.
 ReceivedTests   the with-protocol of our Received header is RFC 6531's UTF8SMTP.
 LmtpTests       Dovecot LMTP refusing some recipients after the data (quota, broken mailbox)
-                behind a retrying Exim: one copy per good recipient, the 552 bounces.
+                behind a retrying Exim or Postfix (1 s retries, for a bounded time): one copy
+                per good recipient, the 552 bounces, the broken mailbox stays queued.
 ProcessTests    SIGUSR1 does not kill; during the SIGTERM drain a new client hears 421 4.3.2
                 at once; EMFILE at accept pauses the listener (bounded CPU and log lines).
 The backend for the wire tests is harness.FakeMTA (it records exact bytes).
@@ -320,6 +321,32 @@ class LmtpTests(Base):
         # then, and the 552 at RCPT on its retry (Exim 4.96 would have bounced v with it).
         self.assertRegex(gw.log(), r"to=<over@example.com>, .*status=deferred \(552")
         self.assertRegex(gw.log(), r"reject: RCPT .*: 552 5.2.2 .*to=<over@example.com>")
+
+    def test_partial_failure_with_retrying_postfix(self):
+        dov = h.DovecotLMTP(self.tmp)
+        self.addCleanup(dov.close)
+        gw = self.lmtp_gateway(dov)
+        sender = h.PostfixSender(self.tmp, gw.port)
+        self.addCleanup(sender.close)
+        body = "Subject: quota\r\n\r\n" + ("x" * 70 + "\r\n") * 40  # > 1k: over quota
+        sender.send("a@sender.test", ["u@example.com", "over@example.com", "v@example.com",
+                                      "broken@example.com"], body)
+        end = time.time() + 15
+        while time.time() < end:
+            time.sleep(0.5)
+            self.assertLessEqual(len(dov.messages("u")), 1, "duplicate for u")
+            self.assertLessEqual(len(dov.messages("v")), 1, "duplicate for v")
+        slog = sender.log()
+        info = "\nsender:\n" + slog[-6000:] + "\ngateway:\n" + gw.log()[-4000:]
+        self.assertEqual(len(dov.messages("u")), 1, info)
+        self.assertEqual(len(dov.messages("v")), 1, info)
+        self.assertEqual(len(re.findall(r"to=<u@example.com>, .*status=sent", slog)), 1, info)
+        self.assertEqual(len(re.findall(r"to=<v@example.com>, .*status=sent", slog)), 1, info)
+        self.assertRegex(slog, r"to=<over@example.com>, .*status=bounced .*552", info)
+        self.assertRegex(slog, r"to=<broken@example.com>, .*status=deferred", info)
+        self.assertNotRegex(slog, r"to=<broken@example.com>, .*status=(sent|bounced)", info)
+        self.assertEqual(dov.messages("broken"), [])
+        self.assertIn("broken@example.com", sender.queue())
 
     def test_broken_mailbox_first_does_not_starve_the_others(self):
         dov = h.DovecotLMTP(self.tmp)
