@@ -178,7 +178,7 @@ static int validate_on_error(cfg_t *cfg, cfg_opt_t *opt)
     return 0;
 }
 
-/* validate_top - hostname, log, bare_newline and nul, checked while parsing so the error has a line */
+/* validate_top - hostname, log, bare_newline and nul, checked while parsing (errors get a line) */
 static int validate_top(cfg_t *cfg, cfg_opt_t *opt)
 {
     const char *v = cfg_opt_getnstr(opt, 0);

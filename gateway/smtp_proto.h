@@ -78,7 +78,7 @@ bool pc_xtext_valid(const char *);
 #define PC_DATA_BARE_CR 0x1
 #define PC_DATA_BARE_LF 0x2
 #define PC_DATA_LONG_LINE 0x4
-#define PC_DATA_NUL 0x8 /* a NUL byte was seen (and left out of the lines) */
+#define PC_DATA_NUL       0x8 /* a NUL byte was seen (and left out of the lines) */
 
 struct pc_data {
     struct pc_buf line;

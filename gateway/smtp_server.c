@@ -70,7 +70,7 @@ struct pc_smtp {
     bool in_input; /* inside process_input(): resume() must not recurse into it */
     bool out_full; /* our replies are backed up: input waits for on_write */
     bool eof;      /* the client shut down its sending side: serve what it sent, then close */
-    bool not_error; /* the reply being written is flow control, not a client error */
+    bool not_error;         /* the reply being written is flow control, not a client error */
     unsigned lmtp_deferred; /* RCPTs of this transaction told 452 (one recipient per LMTP txn) */
     struct pc_data data;
     struct pc_path_args pa;
@@ -244,7 +244,7 @@ static void txn_end(struct pc_smtp *c)
  * the client's retry hears it at RCPT, where it concerns that recipient alone. An entry
  * answers one RCPT; entries are few, hashed, bounded in number and age.
  */
-#define PC_LMTP_MEMO 1024
+#define PC_LMTP_MEMO     1024
 #define PC_LMTP_MEMO_TTL (24 * 3600)
 
 struct lmtp_memo {
@@ -575,7 +575,9 @@ static char *received_header(struct pc_smtp *c)
                           s->helo ? s->helo : "unknown", s->client.name, s->client.addr,
                           c->conf->hostname, t->smtputf8 ? "UTF8" : "",
                           /* RFC 6531 3.7.3: UTF8SMTP, UTF8SMTPA, UTF8SMTPS, UTF8SMTPSA */
-                          t->smtputf8 ? "SMTP" : s->esmtp ? "ESMTP" : "SMTP",
+                          t->smtputf8 ? "SMTP"
+                          : s->esmtp  ? "ESMTP"
+                                      : "SMTP",
                           s->tls ? (s->auth_user ? "SA" : "S") : (s->auth_user ? "A" : ""), t->id,
                           forc, date);
 }
@@ -918,8 +920,9 @@ static void cmd_rcpt(struct pc_smtp *c, const struct pc_cmd *cmd)
          * transaction makes the DATA reply exact; RFC 5321 4.5.3.1.10 has the client send
          * the rest in a later transaction. Not a client error. */
         c->not_error = true;
-        reply(c, 452, "4.5.3", "Error: one recipient per message here, send the others in a "
-                               "new transaction");
+        reply(c, 452, "4.5.3",
+              "Error: one recipient per message here, send the others in a "
+              "new transaction");
         c->not_error = false;
         c->lmtp_deferred++;
         return;

@@ -486,10 +486,8 @@ START_TEST(decoder_nul)
         size_t len;
         const char *lines;
     } t[] = {
-        {"a\r\n\0.\r\nb\r\n", 10, "a|.|b|"},
-        {"a\r\n.\0\r\nb\r\n", 10, "a||b|"},
-        {"a\r\n..\0\r\nb\r\n", 11, "a|.|b|"},
-        {"\0\r\n", 3, "|"},
+        {"a\r\n\0.\r\nb\r\n", 10, "a|.|b|"},  {"a\r\n.\0\r\nb\r\n", 10, "a||b|"},
+        {"a\r\n..\0\r\nb\r\n", 11, "a|.|b|"}, {"\0\r\n", 3, "|"},
         {"x\0y\0\0z\r\n", 8, "xyz|"},
     };
     for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
@@ -497,8 +495,8 @@ START_TEST(decoder_nul)
         real_decode(t[i].in, t[i].len, 1000, NULL, &m);
         ck_assert_msg(!m.done && m.used == t[i].len, "%zu ended", i);
         ck_assert_uint_eq(m.flags, PC_DATA_NUL);
-        ck_assert_msg(m.n == strlen(t[i].lines) && memcmp(m.out, t[i].lines, m.n) == 0,
-                      "%zu: %.*s", i, (int)m.n, m.out);
+        ck_assert_msg(m.n == strlen(t[i].lines) && memcmp(m.out, t[i].lines, m.n) == 0, "%zu: %.*s",
+                      i, (int)m.n, m.out);
         char buf[64];
         memcpy(buf, t[i].in, t[i].len);
         memcpy(buf + t[i].len, ".\r\n", 3);
