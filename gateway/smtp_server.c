@@ -14,6 +14,16 @@
  *
  *	A session is never freed inside one of its own callbacks: closing
  *	marks it and a zero-timeout event frees it from the loop.
+ *
+ *	End of input from the client (a half-close: Exim pipelines QUIT after
+ *	the final dot and shuts down its side) means "no more commands": every
+ *	complete command received is still served and answered, then we
+ *	close. A message whose final dot never came is abandoned.
+ *
+ *	NUL never reaches the backend: the message is refused (550 5.6.0) or,
+ *	with nul = "strip", delivered without it. With an LMTP backend a
+ *	transaction has one recipient (452 4.5.3 to the rest), so that the
+ *	single reply to the data is exact; see "LMTP memo" below.
  * SEE ALSO
  *	RFC 5321, RFC 2920 (PIPELINING), RFC 1870 (SIZE), RFC 6531, RFC 3461
  */
