@@ -294,7 +294,7 @@ static void memo_put(uint64_t key, const struct pc_reply *r)
     pc_strlcpy(m->text, r->text, sizeof(m->text));
 }
 
-/* memo_take - the remembered failure for this key (then forgotten), or NULL */
+/* memo_take - copy out the remembered failure for this key and forget it; false if none */
 static bool memo_take(uint64_t key, struct lmtp_memo *out)
 {
     struct lmtp_memo *m = &lmtp_memo[key % PC_LMTP_MEMO];
