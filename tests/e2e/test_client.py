@@ -113,6 +113,15 @@ class HalfCloseTests(Base):
         self.assertEqual(mta.accepted, [])
         self.assertIn("lost connection after command", gw.log())
 
+    def test_shutdown_right_after_connect_still_greets(self):
+        mta = self.mta()
+        gw = self.gateway(mta.port)
+        c = h.Chat(gw.port)
+        self.addCleanup(c.close)
+        time.sleep(0.2)  # the greeting goes out first: this is not talking before it
+        c.s.shutdown(socket.SHUT_WR)
+        self.assertEqual(replies_until_eof(c), [220, 0])
+
     def test_after_quit(self):
         mta = self.mta()
         gw = self.gateway(mta.port)
