@@ -276,12 +276,16 @@ class LmtpTests(Base):
         self.addCleanup(gw.close)
         return gw
 
-    def observe(self, dov, done, limit=30, after=3):
+    def observe(self, dov, done, limit=30, after=3, poke=None):
         """Let the sender retry until done() (at most limit seconds), then `after` seconds
-        more; never more than one copy per good recipient at any time."""
-        end, settled = time.time() + limit, None
+        more; never more than one copy per good recipient at any time. poke() (if given)
+        runs every other second: a queue flush, as a postmaster would."""
+        end, settled, n = time.time() + limit, None, 0
         while time.time() < end and (settled is None or time.time() < settled):
             time.sleep(0.5)
+            n += 1
+            if poke and n % 4 == 0:
+                poke()
             self.assertLessEqual(len(dov.messages("u")), 1, "duplicate for u")
             self.assertLessEqual(len(dov.messages("v")), 1, "duplicate for v")
             if settled is None and done():
@@ -349,7 +353,8 @@ class LmtpTests(Base):
         sender.send("a@sender.test", ["u@example.com", "over@example.com", "v@example.com",
                                       "broken@example.com"], body)
         self.observe(dov, lambda: len(dov.messages("v")) == 1 and
-                     re.search(r"to=<over@example.com>, .*status=bounced", sender.log()))
+                     re.search(r"to=<over@example.com>, .*status=bounced", sender.log()),
+                     poke=sender.flush)
         slog = sender.log()
         info = "\nsender:\n" + slog[-6000:] + "\ngateway:\n" + gw.log()[-4000:]
         self.assertEqual(len(dov.messages("u")), 1, info)
