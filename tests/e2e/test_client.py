@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """test_client.py - the client side against real senders: half-close, NUL, signals, EMFILE.
 
 HalfCloseTests  a client that shuts down its sending side (as Exim 4.96 does after pipelining
