@@ -68,7 +68,7 @@ struct pc_smtp {
     const struct pc_conf *conf;
     struct bufferevent *bev;
     struct pc_backend *be;
-    bool be_in_txn; /* the backend has our MAIL for the open transaction */
+    bool be_in_txn;       /* the backend has our MAIL for the open transaction */
     enum pc_verb be_wait; /* which command's backend reply we wait for */
     enum sm_state state;
     bool busy;    /* a stage or the backend is pending: do not read */
@@ -989,7 +989,8 @@ static void cmd_rcpt(struct pc_smtp *c, const struct pc_cmd *cmd)
     }
     t->cur_rcpt = pc_txn_add_rcpt(t, &c->pa.mb, c->pa.params_text);
     struct lmtp_memo m;
-    if (c->lc->backend->lmtp && memo_take(memo_key(t->from.addr, c->pa.mb.addr, t->size_param), &m)) {
+    if (c->lc->backend->lmtp &&
+        memo_take(memo_key(t->from.addr, c->pa.mb.addr, t->size_param), &m)) {
         /* The backend's own reply after the data of an earlier attempt (see "LMTP memo"). */
         pc_txnlog_refusal(c->s, "reject", "RCPT", m.code, &m.enh, m.text, "backend", NULL, NULL);
         reply_text(c, m.code, m.enh.cls ? &m.enh : NULL, m.text);
