@@ -48,7 +48,7 @@
 #include "lib/pool.h"
 
 #define PC_BE_LINE_MAX 4096
-#define PC_BE_FILL     262144
+#define PC_BE_FILL 262144
 
 enum be_state {
     BE_IDLE,
@@ -112,7 +112,7 @@ struct pc_backend {
  * their configuration generation; after a reload they are not matched
  * (their backend section is another object) and simply expire.
  */
-#define PC_BE_POOL_MAX     64
+#define PC_BE_POOL_MAX 64
 #define PC_BE_POOL_IDLE_MS 10000
 static struct pc_backend *pc_be_pool;
 static size_t pc_be_pool_n;
@@ -273,8 +273,8 @@ static void pool_on_timer(evutil_socket_t fd, short what, void *arg)
 /* pool_put - keep an idle, ready connection for the next session */
 static bool pool_put(struct pc_backend *be)
 {
-    if (be->depth > 0 || be->bev == NULL || be->state != BE_READY || be->in_txn ||
-        be->bc->maildir || be->bc->identity == PC_IDENT_XFORWARD || pc_be_pool_n >= PC_BE_POOL_MAX)
+    if (be->depth > 0 || be->bev == NULL || be->state != BE_READY || be->in_txn || be->bc->maildir ||
+        be->bc->identity == PC_IDENT_XFORWARD || pc_be_pool_n >= PC_BE_POOL_MAX)
         return false;
     struct timeval tv = {PC_BE_POOL_IDLE_MS / 1000, 0};
     event_del(be->synth);
@@ -390,10 +390,10 @@ unsigned pc_backend_ext(const struct pc_backend *be)
 }
 
 /* be_send - one command line */
-static void be_send(struct pc_backend *be, enum be_state next, unsigned timeout_ms, const char *fmt,
-                    ...) __attribute__((format(printf, 4, 5)));
-static void be_send(struct pc_backend *be, enum be_state next, unsigned timeout_ms, const char *fmt,
-                    ...)
+static void be_send(struct pc_backend *be, enum be_state next, unsigned timeout_ms,
+                    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static void be_send(struct pc_backend *be, enum be_state next, unsigned timeout_ms,
+                    const char *fmt, ...)
 {
     struct evbuffer *out = bufferevent_get_output(be->bev);
     struct timeval rt = tv_ms(timeout_ms), wt = tv_ms(be->conf->timeouts.backend_command);
@@ -475,8 +475,8 @@ static const char *xtext(const char *v, char *buf, size_t size)
 }
 
 /* identity_line - "XCLIENT NAME=... ADDR=..." with the attributes the backend takes */
-static void identity_line(struct pc_backend *be, const char *verb, const char *attrs, char *out,
-                          size_t size)
+static void identity_line(struct pc_backend *be, const char *verb, const char *attrs,
+                          char *out, size_t size)
 {
     const struct pc_session *s = be->s;
     char v[600], addr[80];
@@ -486,7 +486,8 @@ static void identity_line(struct pc_backend *be, const char *verb, const char *a
                        : xclient                         ? "[UNAVAILABLE]"
                                                          : "[UNAVAILABLE]";
 
-    snprintf(addr, sizeof(addr), "%s%s", pc_ip_is_v4(&s->client.ip) ? "" : "IPV6:", s->client.addr);
+    snprintf(addr, sizeof(addr), "%s%s", pc_ip_is_v4(&s->client.ip) ? "" : "IPV6:",
+             s->client.addr);
     struct {
         const char *k, *v;
     } kv[] = {
@@ -891,9 +892,8 @@ static bool be_connect(struct pc_backend *be)
         pc_strlcpy(un->sun_path, host, sizeof(un->sun_path));
         sl = sizeof(*un);
     } else {
-        struct addrinfo hints = {.ai_socktype = SOCK_STREAM,
-                                 .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV},
-                        *res;
+        struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICHOST |
+                                                                       AI_NUMERICSERV}, *res;
         /* Backends are addresses; a host name is looked up once here (blocking). */
         if (getaddrinfo(host, port, &hints, &res) != 0) {
             hints.ai_flags = AI_NUMERICSERV;

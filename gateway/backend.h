@@ -32,12 +32,12 @@ struct pc_backend_result {
 typedef void pc_backend_cb(void *arg, struct pc_backend_result *);
 
 #define PC_EXT_PIPELINING 0x01
-#define PC_EXT_SIZE       0x02
-#define PC_EXT_8BITMIME   0x04
-#define PC_EXT_SMTPUTF8   0x08
-#define PC_EXT_DSN        0x10
-#define PC_EXT_XCLIENT    0x20
-#define PC_EXT_XFORWARD   0x40
+#define PC_EXT_SIZE 0x02
+#define PC_EXT_8BITMIME 0x04
+#define PC_EXT_SMTPUTF8 0x08
+#define PC_EXT_DSN 0x10
+#define PC_EXT_XCLIENT 0x20
+#define PC_EXT_XFORWARD 0x40
 
 struct pc_backend *pc_backend_new(struct pc_session *, const struct pc_backend_conf *,
                                   pc_backend_cb *, void *arg);
