@@ -35,6 +35,7 @@
 #include <unistd.h>
 
 #include "filters/filter.h"
+#include "gateway/backend.h"
 #include "gateway/conf.h"
 #include "gateway/dns.h"
 #include "gateway/metrics_http.h"
@@ -336,6 +337,7 @@ static void reload(struct pc_server *srv)
     }
     if (next->nlisteners > srv->nlisteners)
         pc_warn("reload: new listeners need a restart");
+    pc_backend_generation(srv->base, next);
     pc_conf_unref(srv->conf);
     srv->conf = next;
     srv->svc.hostname = next->hostname;
@@ -443,6 +445,10 @@ int pc_server_run(struct pc_conf *conf)
         return EX_CONFIG;
     }
     srv->accept_resume = evtimer_new(srv->base, on_accept_resume, srv);
+    /* Learn what the backends offer before the first client hears our EHLO (bounded). */
+    pc_backend_generation(srv->base, conf);
+    while (pc_backend_probing())
+        event_base_loop(srv->base, EVLOOP_ONCE);
     pc_listen_fds_init();
     srv->nlisteners = conf->nlisteners;
     srv->listeners = calloc(conf->nlisteners, sizeof(*srv->listeners));

@@ -377,6 +377,9 @@ static void pc_vlogf(int prio, const struct pc_log_fields *f, const char *fmt, v
     /* Verbosity below zero silences routine lines (fuzzers, benchmarks). */
     if (pc_verbose < 0 && prio >= LOG_NOTICE)
         return;
+    /* Below -1 errors and warnings too (fuzz targets that play a hostile peer). */
+    if (pc_verbose < -1 && prio >= LOG_ERR)
+        return;
     vsnprintf(line, sizeof(line), fmt, ap);
     snprintf(text, sizeof(text), "%s%s", level_prefix(prio), line);
     pthread_mutex_lock(&pc_log_lock);
