@@ -87,7 +87,6 @@ struct pc_data {
     bool cr;          /* the previous byte was a CR not yet resolved */
     bool after_crlf;  /* the line now being read follows a real CRLF */
     bool skipping;    /* rest of an over-long line is dropped */
-    bool line_nul;    /* the current line had a NUL: it is never the end marker */
     bool lead_dot;    /* the current line's first wire byte is a dot */
     size_t raw_len;   /* wire bytes of the current line (NULs included) */
     bool done;
