@@ -895,7 +895,9 @@ static void cmd_rcpt(struct pc_smtp *c, const struct pc_cmd *cmd)
     for (size_t i = 0; i < c->pa.nparams; i++) {
         const char *k = c->pa.params[i].key, *val = c->pa.params[i].value;
         if (!strcmp(k, "NOTIFY") || !strcmp(k, "ORCPT")) {
-            if (val == NULL) {
+            /* They reach the backend and its DSNs: RFC 3461 4.1 and 4.2, RFC 6533 3. */
+            if (val == NULL ||
+                (k[0] == 'N' ? !pc_notify_valid(val) : !pc_orcpt_valid(val, t->smtputf8))) {
                 reply(c, 501, "5.5.4", "Bad %s parameter", k);
                 return;
             }

@@ -301,5 +301,47 @@ class MemoryTests(Base):
         self.assertLess(grown, 3 * 1024, f"RSS grew by {grown} KB over 60,000 MAIL/RSET")
 
 
+
+class DsnParamTests(Base):
+    """NOTIFY and ORCPT reach the backend and its DSNs only as RFC 3461 and RFC 6533 allow."""
+
+    def setUp(self):
+        super().setUp()
+        self.mta = h.FakeMTA()
+        self.addCleanup(self.mta.close)
+        self.gw = h.Gateway(self.tmp, conf(h.backend_conf(self.mta.port)))
+        self.addCleanup(self.gw.close)
+
+    def rcpt(self, params, mail="MAIL FROM:<a@b.example>"):
+        c = self.chat(self.gw)
+        self.assertEqual(c.cmd(mail)[0], 250)
+        c.send(b"RCPT TO:<u@example.com> " + params + b"\r\n")
+        r = c.reply()
+        c.cmd("QUIT")
+        rcpts = [x for x in self.mta.commands() if x.upper().startswith("RCPT")]
+        return r, rcpts
+
+    def test_bad_notify_and_orcpt_are_refused_before_the_backend(self):
+        for bad in (b"NOTIFY=NEVER,SUCCESS", b"NOTIFY=SOMETIMES", b"ORCPT=rfc822;a\xc3\xa9@x.example",
+                    b"ORCPT=rfc822;a+0D+0AX:y@x.example", b"ORCPT=rfc822", b"ORCPT=utf-8;a+b@x"):
+            with self.subTest(bad):
+                r, rcpts = self.rcpt(bad)
+                self.assertEqual((r[0], ecode(r)), (501, "5.5.4"), r)
+                self.assertEqual(rcpts, [])
+
+    def test_good_notify_and_orcpt_reach_the_backend(self):
+        r, rcpts = self.rcpt(b"NOTIFY=SUCCESS,DELAY ORCPT=rfc822;u+2Bx@example.com")
+        self.assertEqual(r[0], 250, r)
+        self.assertEqual(rcpts, ["RCPT TO:<u@example.com> NOTIFY=SUCCESS,DELAY "
+                                 "ORCPT=rfc822;u+2Bx@example.com"])
+
+    def test_utf8_orcpt_needs_smtputf8(self):
+        r, _ = self.rcpt("ORCPT=utf-8;\u00fc@example.com".encode())
+        self.assertEqual((r[0], ecode(r)), (501, "5.5.4"), r)
+        r, rcpts = self.rcpt("ORCPT=utf-8;\u00fc@example.com".encode(),
+                             mail="MAIL FROM:<a@b.example> SMTPUTF8")
+        self.assertEqual(r[0], 250, r)
+        self.assertEqual(len(rcpts), 1)
+
 if __name__ == "__main__":
     unittest.main()
