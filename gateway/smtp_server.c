@@ -1187,12 +1187,14 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
     struct pc_smtp *c = arg;
 
     (void)fd, (void)what;
-    if (c->closing || c->busy)
+    if (c->closing)
         return;
-    if (c->state == SM_CLOSING) {
+    if (c->state == SM_CLOSING) { /* the client did not take our last words in time */
         free_now(c);
         return;
     }
+    if (c->busy)
+        return; /* our own work: wait_for() stopped the clock, this is a stale expiry */
     pc_info("%s: timeout after %s from %s[%s]", c->s->sid,
             c->state == SM_DATA      ? "DATA"
             : c->state == SM_CONNECT ? "CONNECT"
