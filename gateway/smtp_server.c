@@ -37,11 +37,11 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <stdint.h>
 #include <sys/socket.h>
 #include <time.h>
 
