@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	authres 3 - one Authentication-Results field with our authserv-id

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	dkim 3 - verify DKIM signatures; sign mail from trusted sources
@@ -34,6 +35,7 @@
  */
 #include "filters/dkim.h"
 
+#include <limits.h>
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -791,7 +793,8 @@ static bool canon_parse(const char *v, bool *rh, bool *rb)
 /* keytable_add - "name domain:selector:/path/to/key" */
 static int keytable_add(struct dkim_conf *c, cfg_t *sec, const char *line, struct pc_err *err)
 {
-    char name[128], dom[256], sel[64], path[1024], e[300];
+    char name[128], dom[256], sel[64], path[1024], full[PATH_MAX], e[300];
+    const char *file;
     struct pc_dkim_key *k;
 
     if (sscanf(line, "%127s %255[^:]:%63[^:]:%1023s", name, dom, sel, path) != 4 ||
@@ -805,7 +808,11 @@ static int keytable_add(struct dkim_conf *c, cfg_t *sec, const char *line, struc
             pc_err_set(err, sec, "dkim: key_table: key \"%s\" defined twice", name);
             return -1;
         }
-    if ((k = pc_dkim_key_load(path, dom, sel, e, sizeof(e))) == NULL) {
+    if ((file = pc_conf_path(sec, path, full, sizeof(full))) == NULL) {
+        pc_err_set(err, sec, "dkim: key_table: key \"%s\": file name too long", name);
+        return -1;
+    }
+    if ((k = pc_dkim_key_load(file, dom, sel, e, sizeof(e))) == NULL) {
         pc_err_set(err, sec, "dkim: key_table: key \"%s\": %s", name, e);
         return -1;
     }

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	dkim 3h - DKIM verification and signing steps, independent of the loop

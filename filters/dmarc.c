@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	dmarc 3 - DMARC policy of the From domain (libopendmarc)
@@ -29,6 +30,7 @@
  */
 #include "filters/dmarc.h"
 
+#include <limits.h>
 #include <ctype.h>
 #include <opendmarc/dmarc.h>
 #include <pthread.h>
@@ -290,7 +292,8 @@ static cfg_opt_t dmarc_opts[] = {
 static int dmarc_configure(cfg_t *sec, void **out, struct pc_err *err)
 {
     struct dmarc_conf *c = calloc(1, sizeof(*c));
-    const char *psl = cfg_getstr(sec, "public_suffix_list");
+    char full[PATH_MAX];
+    const char *psl = pc_conf_path(sec, cfg_getstr(sec, "public_suffix_list"), full, sizeof(full));
     const char *qh = cfg_getstr(sec, "quarantine_header");
 
     if (c == NULL)
@@ -306,6 +309,10 @@ static int dmarc_configure(cfg_t *sec, void **out, struct pc_err *err)
             pc_err_set(err, sec, "dmarc: quarantine_header: \"%s\" is not a field name", qh);
             return -1;
         }
+    if (psl == NULL) {
+        pc_err_set(err, sec, "dmarc: public_suffix_list: file name too long");
+        return -1;
+    }
     if (psl[0] && access(psl, R_OK) < 0) {
         pc_err_set(err, sec, "dmarc: public_suffix_list: cannot read \"%s\"", psl);
         return -1;

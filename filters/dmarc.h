@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	dmarc 3h - DMARC evaluation steps, independent of the loop

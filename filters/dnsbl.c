@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	dnsbl 3 - DNS block and allow lists with weights (postscreen-style)

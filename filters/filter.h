@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	filter 3h - the filter interface: a const struct of stage hooks
@@ -49,6 +50,12 @@ struct pc_err {
 
 void pc_err_set(struct pc_err *, cfg_t *where, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* pc_conf_path - a file named in the configuration (rule file, list, key, certificate): a
+ * relative path resolves against the directory of the file that names it, so that a
+ * configuration reads the same whatever the working directory. Returns path itself when it
+ * needs no change, else buf; NULL when buf is too small. */
+const char *pc_conf_path(cfg_t *where, const char *path, char *buf, size_t size);
 
 typedef enum pc_action pc_stage_fn(struct pc_session *, void *conf, void *ctx,
                                    struct pc_verdict *);

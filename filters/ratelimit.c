@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	ratelimit 3 - rate limits and quotas, in-process or shared through Redis

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	rdns 3 - forward-confirmed reverse DNS of the client (FCrDNS)

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	rules 3 - the filter that runs the operator's rule files
@@ -16,6 +17,7 @@
  * SEE ALSO
  *	portcullis.rules(5), portcullis.conf(5)
  */
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -103,16 +105,28 @@ static int rules_configure(cfg_t *sec, void **out, struct pc_err *err)
         return 0;
     }
     const char **files = calloc(n, sizeof(*files));
-    if (files == NULL) {
+    char(*paths)[PATH_MAX] = calloc(n, sizeof(*paths));
+    if (files == NULL || paths == NULL) {
+        free(files);
+        free(paths);
         free(c);
         return -1;
     }
-    for (size_t i = 0; i < n; i++)
-        files[i] = cfg_getnstr(sec, "files", (unsigned)i);
+    for (size_t i = 0; i < n; i++) {
+        const char *f = cfg_getnstr(sec, "files", (unsigned)i);
+        if ((files[i] = pc_conf_path(sec, f, paths[i], sizeof(paths[i]))) == NULL) {
+            pc_err_set(err, sec, "rules: file name too long: %s", f);
+            free(files);
+            free(paths);
+            free(c);
+            return -1;
+        }
+    }
     struct rules_errs e = {.err = err};
     err->msg[0] = 0;
     c->rules = pc_rules_compile(files, n, &lim, rules_errfn, &e);
     free(files);
+    free(paths);
     if (c->rules == NULL) {
         if (e.logged)
             snprintf(err->msg + e.used, sizeof(err->msg) - e.used,

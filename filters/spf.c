@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	spf 3 - Sender Policy Framework check of MAIL FROM (or HELO for <>)

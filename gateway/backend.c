@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	backend 3 - the connection to the MTA behind us (or the Maildir)

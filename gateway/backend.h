@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	backend 3h - the connection to the MTA behind us (or the Maildir)

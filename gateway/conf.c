@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	conf 3 - the configuration: one table, bounded values, file:line errors
@@ -13,7 +14,9 @@
 #include "gateway/conf.h"
 
 #include <confuse.h>
+#include <grp.h>
 #include <limits.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -123,6 +126,19 @@ void pc_err_set(struct pc_err *err, cfg_t *where, const char *fmt, ...)
         snprintf(err->msg, sizeof(err->msg), "%s:%d: %s", file, where->line, msg);
     else
         snprintf(err->msg, sizeof(err->msg), "%s", msg);
+}
+
+/* pc_conf_path - resolve a configured file name against the directory of its file */
+const char *pc_conf_path(cfg_t *where, const char *path, char *buf, size_t size)
+{
+    const char *file = where && where->filename ? where->filename : pc_conf_current_path;
+    const char *slash = file ? strrchr(file, '/') : NULL;
+
+    /* A file in the working directory (or the embedded defaults) needs no prefix. */
+    if (path == NULL || path[0] == '/' || path[0] == 0 || slash == NULL)
+        return path;
+    int n = snprintf(buf, size, "%.*s/%s", (int)(slash - file), file, path);
+    return n < 0 || (size_t)n >= size ? NULL : buf;
 }
 
 static struct pc_err *pc_parse_err;
@@ -250,6 +266,9 @@ static cfg_opt_t *build_opts(cfg_opt_t ***fopts_out)
         CFG_STR("banner", "ESMTP", CFGF_NONE),
         CFG_STR("spool_dir", "/tmp", CFGF_NONE),
         CFG_STR("log", "stderr", CFGF_NONE),
+        CFG_STR("user", "", CFGF_NONE),
+        CFG_STR("group", "", CFGF_NONE),
+        CFG_BOOL("run_as_root", cfg_false, CFGF_NONE),
         CFG_BOOL("delay_reject", cfg_true, CFGF_NONE),
         CFG_BOOL("soft_bounce", cfg_false, CFGF_NONE),
         CFG_BOOL("smtputf8", cfg_true, CFGF_NONE),
@@ -651,6 +670,19 @@ struct pc_conf *pc_conf_load(const char *path, struct pc_err *err)
     c->log = cfg_getstr(cfg, "log");
     if (strcmp(c->log, "stderr") != 0 && strcmp(c->log, "syslog") != 0) {
         snprintf(err->msg, sizeof(err->msg), "%s: log must be stderr or syslog", c->path);
+        goto fail;
+    }
+    c->user = cfg_getstr(cfg, "user");
+    c->group = cfg_getstr(cfg, "group");
+    c->run_as_root = cfg_getbool(cfg, "run_as_root");
+    /* Checked here too, so that -t (and ExecReload) catch a typo before a restart does. */
+    if (*c->user && getpwnam(c->user) == NULL) {
+        snprintf(err->msg, sizeof(err->msg), "%s: user \"%s\": no such user", c->path, c->user);
+        goto fail;
+    }
+    if (*c->group && getgrnam(c->group) == NULL) {
+        snprintf(err->msg, sizeof(err->msg), "%s: group \"%s\": no such group", c->path,
+                 c->group);
         goto fail;
     }
     c->delay_reject = cfg_getbool(cfg, "delay_reject");

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	conf 3h - the configuration: one table, bounded values, file:line errors
@@ -58,6 +59,11 @@ struct pc_timeouts { /* milliseconds; RFC 5321 4.5.3.2 defaults */
     unsigned backend_data_init, backend_data_block, backend_data_done;
 };
 
+/* The configuration read without -c; the Makefile sets it from sysconfdir. */
+#ifndef PC_CONFIG_FILE
+#define PC_CONFIG_FILE "/etc/portcullis/portcullis.conf"
+#endif
+
 struct pc_conf {
     int refs;
     void *cfg; /* cfg_t *, kept for filters that read their section late */
@@ -66,6 +72,8 @@ struct pc_conf {
     const char *banner;
     const char *spool_dir;
     const char *log;
+    const char *user, *group; /* drop to these after binding ("" = stay) */
+    bool run_as_root;         /* started as root without user: allowed to keep running */
     bool delay_reject, soft_bounce, smtputf8;
     enum pc_bare_newline bare_newline;
     struct pc_limits limits;

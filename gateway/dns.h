@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	dns 3h - the one asynchronous resolver (libunbound on the event loop)
@@ -40,6 +41,10 @@ void pc_dns_free(struct pc_dns *);
 struct pc_dns_query *pc_dns_lookup(struct pc_dns *, const char *name, int rrtype, pc_dns_cb *,
                                    void *arg);
 void pc_dns_cancel(struct pc_dns_query *);
+
+/* pc_dns_zone_file - answer only from a zone file's records: every other name is NXDOMAIN
+ * ("portcullis test --dns-zone", offline runs). Call before the first lookup. */
+int pc_dns_zone_file(struct pc_dns *, const char *path, struct pc_err *);
 
 /* Helpers for the filters (additive: the declarations above are fixed). */
 struct pc_ip;

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	server 3 - the process: event loop, listeners, signals, reload
@@ -25,11 +26,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sysexits.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "filters/filter.h"
 #include "gateway/conf.h"
 #include "gateway/dns.h"
+#include "gateway/service.h"
 #include "gateway/smtp_server.h"
 #include "gateway/worker.h"
 #include "lib/buf.h"
@@ -62,6 +66,8 @@ struct pc_server {
     size_t nconn;
     struct pc_ipcount *iphash[PC_IPHASH];
     struct event *sigterm, *sigint, *sighup, *grace;
+    struct event *sigusr1, *tick; /* log reopen; systemd watchdog and status */
+    unsigned long naccepted, nreloads;
     bool stopping;
 };
 
@@ -166,6 +172,7 @@ static void on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct soc
     }
     e->n++;
     srv->nconn++;
+    srv->naccepted++;
     evutil_make_socket_nonblocking(fd);
     pc_smtp_accept(&srv->svc, srv->conf, lc, fd, sa, (socklen_t)salen, on_session_closed, srv);
 }
@@ -194,28 +201,58 @@ static int bind_listener(struct pc_server *srv, struct pc_listener *l,
         pc_err("listener %s: cannot resolve %s", lc->name, lc->address);
         return -1;
     }
-    l->evl = evconnlistener_new_bind(srv->base, on_accept, l,
-                                     LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
-                                         LEV_OPT_CLOSE_ON_EXEC,
-                                     1024, res->ai_addr, (int)res->ai_addrlen);
+    /* A socket systemd passed for this address (socket activation) is used as it is. */
+    int fd = pc_listen_fd_take(res->ai_addr, res->ai_addrlen);
+    if (fd >= 0) {
+        evutil_make_socket_nonblocking(fd);
+        evutil_make_socket_closeonexec(fd);
+        l->evl = evconnlistener_new(srv->base, on_accept, l, LEV_OPT_CLOSE_ON_FREE, 0, fd);
+    } else
+        l->evl = evconnlistener_new_bind(srv->base, on_accept, l,
+                                         LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
+                                             LEV_OPT_CLOSE_ON_EXEC,
+                                         1024, res->ai_addr, (int)res->ai_addrlen);
     freeaddrinfo(res);
     if (l->evl == NULL) {
         pc_err("listener %s: cannot listen on %s: %s", lc->name, lc->address, strerror(errno));
         return -1;
     }
     evconnlistener_set_error_cb(l->evl, on_accept_error);
-    pc_info("listener %s on %s, backend %s", lc->name, lc->address, lc->backend->name);
+    pc_info("listener %s on %s%s, backend %s", lc->name, lc->address,
+            fd >= 0 ? " (socket from systemd)" : "", lc->backend->name);
     return 0;
 }
 
-/* on_reload - SIGHUP: new generation, swapped in only when valid */
-static void on_reload(evutil_socket_t sig, short what, void *arg)
+/* notify_status - the counts systemctl status shows */
+static void notify_status(struct pc_server *srv, const char *state)
+{
+    pc_notify("%sSTATUS=%s: %zu sessions open, %lu accepted, %lu reloads", state,
+              srv->stopping ? "stopping" : "serving", srv->nconn, srv->naccepted, srv->nreloads);
+}
+
+/* on_tick - systemd watchdog keep-alive and status, from the loop: a stuck loop stays silent */
+static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
     struct pc_server *srv = arg;
+
+    (void)fd, (void)what;
+    notify_status(srv, pc_watchdog_usec() ? "WATCHDOG=1\n" : "");
+}
+
+/* on_reopen - SIGUSR1: reopen the logs (after rotation) */
+static void on_reopen(evutil_socket_t sig, short what, void *arg)
+{
+    (void)sig, (void)what, (void)arg;
+    pc_log_reopen();
+    pc_info("logs reopened");
+}
+
+/* reload - load a new generation, swapped in only when valid */
+static void reload(struct pc_server *srv)
+{
     struct pc_err err = {{0}};
     const char *path = strcmp(srv->conf->path, "(embedded defaults)") ? srv->conf->path : NULL;
 
-    (void)sig, (void)what;
     struct pc_conf *next = pc_conf_load(path, &err);
     if (next == NULL) {
         pc_err("reload failed, keeping the running configuration: %s", err.msg);
@@ -244,7 +281,22 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
     pc_conf_unref(srv->conf);
     srv->conf = next;
     srv->svc.hostname = next->hostname;
+    srv->nreloads++;
     pc_info("reloaded %s", next->path);
+}
+
+/* on_reload - SIGHUP: tell systemd a reload runs, reload, ready again either way */
+static void on_reload(evutil_socket_t sig, short what, void *arg)
+{
+    struct pc_server *srv = arg;
+    struct timespec ts;
+
+    (void)sig, (void)what;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    pc_notify("RELOADING=1\nMONOTONIC_USEC=%llu",
+              (unsigned long long)ts.tv_sec * 1000000ull + (unsigned long long)ts.tv_nsec / 1000);
+    reload(srv);
+    notify_status(srv, "READY=1\n");
 }
 
 /* on_grace - sessions did not finish in time */
@@ -271,6 +323,7 @@ static void on_stop(evutil_socket_t sig, short what, void *arg)
     pc_info("signal %d: stopping; waiting up to %ds for %zu sessions", (int)sig,
             PC_GRACE_SECONDS, srv->nconn);
     srv->stopping = true;
+    notify_status(srv, "STOPPING=1\n");
     for (size_t i = 0; i < srv->nlisteners; i++)
         evconnlistener_disable(srv->listeners[i].evl);
     if (srv->nconn == 0) {
@@ -292,6 +345,10 @@ static void raise_nofile(void)
     }
 }
 
+/* The server of this process: reachable from here, one abandoned by a failed start is not a
+ * leak to LeakSanitizer (the process exits at once). */
+static struct pc_server *volatile pc_running;
+
 /* pc_server_run - serve until stopped */
 int pc_server_run(struct pc_conf *conf)
 {
@@ -301,6 +358,7 @@ int pc_server_run(struct pc_conf *conf)
 
     if (srv == NULL)
         pc_fatal("out of memory");
+    pc_running = srv;
     pc_log_init("portcullis", strcmp(conf->log, "syslog") == 0 ? PC_LOG_SYSLOG : PC_LOG_STDERR,
                 LOG_MAIL);
     signal(SIGPIPE, SIG_IGN);
@@ -316,24 +374,41 @@ int pc_server_run(struct pc_conf *conf)
                                  conf->dns_timeout, &err);
     if (srv->svc.dns == NULL) {
         pc_err("%s", err.msg);
-        return 1;
+        return EX_CONFIG;
     }
     if (pc_conf_start(conf, &srv->svc, &err) < 0) {
         pc_err("%s", err.msg);
-        return 1;
+        return EX_CONFIG;
     }
+    pc_listen_fds_init();
     srv->nlisteners = conf->nlisteners;
     srv->listeners = calloc(conf->nlisteners, sizeof(*srv->listeners));
     for (size_t i = 0; i < conf->nlisteners; i++)
         if (bind_listener(srv, &srv->listeners[i], &conf->listeners[i]) < 0)
-            return 1;
+            return EX_UNAVAILABLE;
+    pc_listen_fds_close_unused();
+    /* Everything root is needed for is done: listeners bound, logs open, keys read. */
+    if (pc_privs_drop(conf->user, conf->group, conf->run_as_root, &err) < 0) {
+        pc_err("%s", err.msg);
+        return EX_CONFIG;
+    }
     srv->sigterm = evsignal_new(srv->base, SIGTERM, on_stop, srv);
     srv->sigint = evsignal_new(srv->base, SIGINT, on_stop, srv);
     srv->sighup = evsignal_new(srv->base, SIGHUP, on_reload, srv);
     evsignal_add(srv->sigterm, NULL);
     evsignal_add(srv->sigint, NULL);
     evsignal_add(srv->sighup, NULL);
+    srv->sigusr1 = evsignal_new(srv->base, SIGUSR1, on_reopen, srv);
+    evsignal_add(srv->sigusr1, NULL);
+    if (getenv("NOTIFY_SOCKET")) {
+        /* Half the watchdog interval, as sd_watchdog_enabled(3) advises; status every 5 s. */
+        uint64_t wd = pc_watchdog_usec() / 2, every = wd && wd < 5000000 ? wd : 5000000;
+        struct timeval tv = {(time_t)(every / 1000000), (suseconds_t)(every % 1000000)};
+        srv->tick = event_new(srv->base, -1, EV_PERSIST, on_tick, srv);
+        event_add(srv->tick, &tv);
+    }
     pc_info("portcullis started: %s, %zu listeners", conf->path, conf->nlisteners);
+    notify_status(srv, "READY=1\n");
     if (event_base_dispatch(srv->base) < 0)
         rc = 1;
     pc_info("portcullis stopped");
@@ -344,6 +419,9 @@ int pc_server_run(struct pc_conf *conf)
     event_free(srv->sigterm);
     event_free(srv->sigint);
     event_free(srv->sighup);
+    event_free(srv->sigusr1);
+    if (srv->tick)
+        event_free(srv->tick);
     if (srv->grace)
         event_free(srv->grace);
     pc_workers_destroy(srv->svc.workers);

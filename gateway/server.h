@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	server 3h - the process: event loop, listeners, signals, reload

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	session 3 - SMTP session and transaction, independent of the front door

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	smtp_proto 3h - SMTP wire parsers and writers, free of I/O

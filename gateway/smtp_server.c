@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	smtp_server 3 - the SMTP front door: one client connection

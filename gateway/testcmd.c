@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	testcmd 8 - "portcullis test": run the whole chain on a message, no network client
@@ -16,7 +17,12 @@
  *	It prints each stage's verdict, each rule that matched with the
  *	scores, the headers that would be added, and the final SMTP reply.
  *	Exit status: 0 accepted, 1 rejected, 2 tempfailed, 3 discarded,
- *	4 usage or configuration error.
+ *	64 (EX_USAGE) usage error, 78 (EX_CONFIG) configuration or input error.
+ *
+ *	DNS filters resolve as the daemon does (dns.nameservers, else
+ *	resolv.conf); with --dns-zone FILE they are answered from that file
+ *	only, so that a chain with rdns, dnsbl, spf, dkim and dmarc runs
+ *	offline and reproducibly.
  *
  *	Rule unit tests: a ".test" file pairs an envelope and a message with
  *	the expected outcome (format in portcullis.rules(5), RULE TESTS);
@@ -36,10 +42,12 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <sysexits.h>
 #include <time.h>
 
 #include "filters/filter.h"
 #include "gateway/conf.h"
+#include "gateway/dns.h"
 #include "gateway/session.h"
 #include "lib/log.h"
 #include "lib/pool.h"
@@ -48,7 +56,15 @@
 #define TC_MAX_RCPT 100
 #define TC_MAX_MSG (64u << 20)
 
-enum tc_exit { TC_ACCEPT = 0, TC_REJECT = 1, TC_TEMPFAIL = 2, TC_DISCARD = 3, TC_ERROR = 4 };
+/* Verdicts 0-3; errors are sysexits(3) codes, as the daemon's, so no code means two things. */
+enum tc_exit {
+    TC_ACCEPT = 0,
+    TC_REJECT = 1,
+    TC_TEMPFAIL = 2,
+    TC_DISCARD = 3,
+    TC_USAGE = EX_USAGE,
+    TC_ERROR = EX_CONFIG
+};
 
 struct tc_env {
     const char *listener, *client_ip, *client_name, *helo, *auth, *from;
@@ -592,7 +608,7 @@ static int run_bench(struct pc_conf *conf, struct pc_services *svc, const struct
     for (int i = 0; i < npaths; i++)
         if ((data[i] = read_all(paths[i], &len[i])) == NULL) {
             fprintf(stderr, "portcullis test: %s: %s\n", paths[i], strerror(errno));
-            rc = TC_ERROR;
+            rc = EX_NOINPUT;
             goto out;
         }
     clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -619,30 +635,38 @@ out:
     return rc;
 }
 
-/* tc_usage - how to call us */
-static int tc_usage(void)
+/* tc_usage - how to call us, on stdout when asked (--help), else on stderr */
+static int tc_usage(FILE *out, int status)
 {
-    fprintf(stderr, "usage: portcullis test -c config [--listener NAME] [--client-ip IP] "
-                    "[--client-name NAME] [--helo NAME] [--auth USER] [--from ADDR] "
-                    "[--rcpt ADDR]... [-q] MESSAGE.eml\n"
-                    "       portcullis test -c config [-v] DIR|FILE.test...\n"
-                    "       portcullis test -c config --bench N MESSAGE...\n");
-    return TC_ERROR;
+    fprintf(out, "usage: portcullis test -c config [--listener NAME] [--client-ip IP] "
+                 "[--client-name NAME] [--helo NAME] [--auth USER] [--from ADDR] "
+                 "[--rcpt ADDR]... [--dns-zone FILE] [-q] MESSAGE.eml\n"
+                 "       portcullis test -c config [-v] DIR|FILE.test...\n"
+                 "       portcullis test -c config --bench N MESSAGE...\n"
+                 "Exit status: 0 accept, 1 reject, 2 tempfail, 3 discard, 64 usage error, "
+                 "78 configuration error.\n");
+    return status;
 }
 
 /* pc_test_main - "portcullis test" */
 int pc_test_main(int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        {"config", required_argument, NULL, 'c'},    {"listener", required_argument, NULL, 'l'},
-        {"client-ip", required_argument, NULL, 'i'}, {"client-name", required_argument, NULL, 'n'},
-        {"helo", required_argument, NULL, 'h'},      {"auth", required_argument, NULL, 'a'},
-        {"from", required_argument, NULL, 'f'},      {"rcpt", required_argument, NULL, 'r'},
-        {"quiet", no_argument, NULL, 'q'},           {"verbose", no_argument, NULL, 'v'},
-        {"bench", required_argument, NULL, 'b'},
-        {NULL, 0, NULL, 0}};
+    static const struct option longopts[] = {{"config", required_argument, NULL, 'c'},
+                                             {"listener", required_argument, NULL, 'l'},
+                                             {"client-ip", required_argument, NULL, 'i'},
+                                             {"client-name", required_argument, NULL, 'n'},
+                                             {"helo", required_argument, NULL, 'h'},
+                                             {"auth", required_argument, NULL, 'a'},
+                                             {"from", required_argument, NULL, 'f'},
+                                             {"rcpt", required_argument, NULL, 'r'},
+                                             {"quiet", no_argument, NULL, 'q'},
+                                             {"verbose", no_argument, NULL, 'v'},
+                                             {"bench", required_argument, NULL, 'b'},
+                                             {"dns-zone", required_argument, NULL, 'z'},
+                                             {"help", no_argument, NULL, 'H'},
+                                             {NULL, 0, NULL, 0}};
     struct tc_env env;
-    const char *path = NULL;
+    const char *path = PC_CONFIG_FILE, *zone = NULL;
     bool quiet = false, verbose = false;
     long bench = 0;
     int ch;
@@ -660,21 +684,24 @@ int pc_test_main(int argc, char **argv)
         case 'f': env.from = optarg; break;
         case 'r':
             if (env.nrcpt == TC_MAX_RCPT)
-                return tc_usage();
+                return tc_usage(stderr, TC_USAGE);
             env.rcpt[env.nrcpt++] = optarg;
             break;
         case 'q': quiet = true; break;
+        case 'z': zone = optarg; break;
+        case 'H': return tc_usage(stdout, 0);
         case 'v': verbose = true; break;
         case 'b':
             bench = strtol(optarg, NULL, 10);
             if (bench < 1 || bench > 1000000)
-                return tc_usage();
+                return tc_usage(stderr, TC_USAGE);
             break;
-        default: return tc_usage();
+        default:
+            return tc_usage(stderr, TC_USAGE);
         }
     }
     if (optind >= argc)
-        return tc_usage();
+        return tc_usage(stderr, TC_USAGE);
     if (env.nrcpt == 0)
         env.rcpt[env.nrcpt++] = "postmaster@example.com";
     pc_log_init("portcullis", PC_LOG_STDERR, 0);
@@ -692,7 +719,14 @@ int pc_test_main(int argc, char **argv)
     struct pc_services svc = {.hostname = conf->hostname};
     svc.base = event_base_new();
     int rc;
-    if (svc.base == NULL || pc_conf_start(conf, &svc, &err) < 0) {
+    if (svc.base != NULL)
+        svc.dns = pc_dns_create(svc.base, conf->dns_nameservers, conf->dns_nnameservers,
+                                conf->dns_timeout, &err);
+    if (svc.dns != NULL && zone != NULL && pc_dns_zone_file(svc.dns, zone, &err) < 0) {
+        pc_dns_free(svc.dns);
+        svc.dns = NULL;
+    }
+    if (svc.base == NULL || svc.dns == NULL || pc_conf_start(conf, &svc, &err) < 0) {
         fprintf(stderr, "%s\n", err.msg[0] ? err.msg : "portcullis test: cannot start");
         rc = TC_ERROR;
     } else if (bench) {
@@ -700,14 +734,14 @@ int pc_test_main(int argc, char **argv)
     } else if (is_test_path(argv[optind])) {
         rc = run_tests(conf, &svc, argv + optind, argc - optind, verbose);
     } else if (optind + 1 != argc) {
-        rc = tc_usage();
+        rc = tc_usage(stderr, TC_USAGE);
     } else {
         size_t len = 0;
         char *data = read_all(argv[optind], &len);
         struct tc_result r;
         if (data == NULL) {
             fprintf(stderr, "portcullis test: %s: %s\n", argv[optind], strerror(errno));
-            rc = TC_ERROR;
+            rc = EX_NOINPUT;
         } else {
             rc = run_message(conf, &svc, &env, data, len, &r, quiet) < 0 ? TC_ERROR
                                                                          : (int)r.status;
@@ -715,6 +749,8 @@ int pc_test_main(int argc, char **argv)
         }
     }
     pc_conf_unref(conf);
+    if (svc.dns)
+        pc_dns_free(svc.dns);
     if (svc.base)
         event_base_free(svc.base);
     pc_log_set_verbose(old_verbose);

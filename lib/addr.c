@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	addr 3 - RFC 5321 path and mailbox parser

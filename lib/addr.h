@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	addr 3h - RFC 5321 path and mailbox parser

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	cidr 3 - IPv4 and IPv6 network lists

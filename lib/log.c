@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	log 3 - logging to syslog (LOG_MAIL) or stderr
@@ -25,6 +26,16 @@ void pc_log_init(const char *ident, enum pc_log_target target, int facility)
     pc_log_target = target;
     if (target == PC_LOG_SYSLOG)
         openlog(ident, LOG_PID | LOG_NDELAY, facility);
+}
+
+/* pc_log_reopen - reopen the log after rotation (SIGUSR1) */
+void pc_log_reopen(void)
+{
+    /* syslog: a fresh connection to /dev/log (syslogd restarted); stderr belongs to our parent. */
+    if (pc_log_target == PC_LOG_SYSLOG) {
+        closelog();
+        openlog(pc_log_ident, LOG_PID | LOG_NDELAY, LOG_MAIL);
+    }
 }
 
 /* pc_log_set_verbose - debug logging on or off */

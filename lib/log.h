@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	log 3h - logging to syslog (LOG_MAIL) or stderr
@@ -17,6 +18,8 @@ enum pc_log_target { PC_LOG_STDERR, PC_LOG_SYSLOG };
 
 void pc_log_init(const char *ident, enum pc_log_target, int facility);
 void pc_log_set_verbose(int level);
+/* pc_log_reopen - reopen the log after rotation (SIGUSR1) */
+void pc_log_reopen(void);
 extern int pc_verbose;
 void pc_log(int prio, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void pc_fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));

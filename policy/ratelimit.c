@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	ratelimit 3 - GCRA arithmetic, rate parsing, key hashing, store choice

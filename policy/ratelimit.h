@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	ratelimit 3h - GCRA rate limits and the stores that keep their state

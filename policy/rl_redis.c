@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	rl_redis 3 - the shared rate limit store: Redis on our event loop

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	eval 3 - evaluate compiled rules against a session

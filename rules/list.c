@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	list 3 - list files of domains, addresses and networks, with hashed lookup

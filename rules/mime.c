@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	mime 3 - a bounded, flattened MIME view of a message (GMime 3)

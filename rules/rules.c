@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	rules 3 - the rule language: lexer, parser and compiler

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	rules 3h - the operator rule language: parse, compile, evaluate

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	rules_int 3h - compiled rule set, shared by the compiler and the evaluator

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # docs-check.sh - every parameter "portcullis -p" prints has a .TP entry in portcullis.conf.5.
 # Filter sections document their common "timeout" and "on_error" once, under FILTERS.
 bin=${1:-build/portcullis}

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # run-unit.sh - run check unit test binaries; fail if any fails.
 rc=0
 for t in "$@"; do

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # bench.sh - portcullis against a direct baseline, side by side in the same run.
 #
 #   throughput  smtp-source -> portcullis -> smtp-sink  vs  smtp-source -> smtp-sink,
@@ -10,6 +11,7 @@
 # Only loopback is used. Sub-benchmarks of other parts (tests/bench/*-bench.sh) run afterwards.
 set -euo pipefail
 BIN=$(readlink -f "${1:-build/portcullis}")
+export PORTCULLIS_RUN_AS_ROOT=1  # benchmarks run as root without "user" on purpose
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROUNDS=${ROUNDS:-3}
 MSGS=${MSGS:-3000}

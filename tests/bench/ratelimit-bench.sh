@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: MIT
 # ratelimit-bench.sh - added latency per message of two rate limits (one counted at RCPT, one at
 # the end of data), against a local redis-server and with the in-process store, compared with
 # the same gateway without limits, in the same run.
@@ -13,6 +14,7 @@
 # Ports: 24900-24949 (the ratelimit helper's range).
 set -eu
 bin=$(readlink -f "${1:-build/portcullis}")
+export PORTCULLIS_RUN_AS_ROOT=1  # benchmarks run as root without "user" on purpose
 N=${N:-2000}
 ROUNDS=${ROUNDS:-3}
 dir=$(mktemp -d /tmp/pc-rl-bench.XXXXXX)

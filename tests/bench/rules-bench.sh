@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # rules-bench.sh - rule evaluation speed: messages/s for the shipped rule set on the corpus.
 #   tests/bench/rules-bench.sh [build/portcullis] [rounds]
 # Runs "portcullis test --bench" (the whole chain of deploy/portcullis.conf, no network, nothing
@@ -16,7 +17,9 @@ msgs=$(find "$data/spam/spamassassin" "$data/mime" -type f ! -name '*.json' ! -n
 n=$(echo "$msgs" | wc -l)
 tmp=$(mktemp -d) || exit 1
 trap 'rm -rf "$tmp"' EXIT INT TERM
-sed 's/"relay", "rules"/"relay"/' "$root/deploy/portcullis.conf" > "$tmp/norules.conf"
+# Rule files are relative to the configuration's directory: point the copy at the originals.
+sed -e 's/"relay", "rules"/"relay"/' -e "s|\"rules/|\"$root/rules/|g" "$root/deploy/portcullis.conf" \
+    > "$tmp/norules.conf"
 cd "$root" || exit 1
 echo "rules-bench: $n corpus messages x $rounds rounds"
 printf 'shipped rules: '

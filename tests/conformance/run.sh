@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # run.sh - every conformance suite: each executable tests/conformance/*.sh (but this one)
 # runs with the build directory as $1. Fails if any suite fails to run.
 B=${1:-build}

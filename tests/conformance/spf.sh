@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # spf.sh - the openspf RFC 7208 suite through our SPF layer (filters/spf.c + gateway/dns.c).
 # $1: build directory. Prints "spf suite: N of M pass"; per-test rows go to $B/spf-rfc7208.tsv.
 B=${1:-build}

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	spf_check 1 - run filters/spf.c's check over lines of "ip TAB mailfrom TAB helo"

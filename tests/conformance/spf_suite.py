@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """
 NAME
     spf_suite.py - run the openspf RFC 7208 test suite through our SPF layer

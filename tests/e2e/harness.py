@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """harness.py - real servers on loopback for end-to-end tests, always cleaned up.
 
 Sink        Postfix's smtp-sink, optionally failing at a command (-f 5xx, -r 4xx, -q drop),
@@ -33,6 +34,9 @@ import unittest
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.environ.get("PORTCULLIS_BIN", os.path.join(ROOT, "build", "portcullis"))
 SHARED = os.path.join(os.path.dirname(ROOT), "shared")
+# The tests run as root and start the gateway without "user": say that this is meant
+# (portcullis refuses to keep running as root otherwise; see run_as_root in portcullis.conf(5)).
+os.environ.setdefault("PORTCULLIS_RUN_AS_ROOT", "1")
 _procs = []
 
 

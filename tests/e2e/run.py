@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """run.py - run every end-to-end test script (tests/e2e/test_*.py) and sum up.
 
 Each script is a self-contained unittest program that starts the real servers it needs on
@@ -25,6 +26,8 @@ def main():
     ap.add_argument("scripts", nargs="*", help="only these (default: all test_*.py)")
     a = ap.parse_args()
     env = dict(os.environ, PORTCULLIS_BIN=os.path.abspath(a.binary), PYTHONUNBUFFERED="1")
+    # Tests run as root and start the gateway without "user" (see run_as_root).
+    env.setdefault("PORTCULLIS_RUN_AS_ROOT", "1")
     scripts = a.scripts or sorted(glob.glob(os.path.join(HERE, "test_*.py")))
     passed = failed = skipped = 0
     for script in scripts:

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """test_backend.py - what reaches the backend, byte for byte, and every way the backend can fail.
 
 The backend is harness.FakeMTA, a scripted SMTP server that records the exact bytes it receives

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """
 NAME
     test_dkim_dmarc - DKIM signing and verification, DMARC and Authentication-Results end to end

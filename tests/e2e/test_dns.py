@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """test_dns.py - rdns, dnsbl and spf end to end, with nsd serving test zones on 127.0.0.1.
 
 Clients bind different 127.0.0.x source addresses to play different hosts:

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """test_proxy.py - the SMTP proxy end to end against real backends on loopback.
 
 smtp-sink (with faults at each stage) and a real Postfix instance (XCLIENT) as backends; the

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """test_ratelimit.py - the ratelimit filter end to end, through the SMTP proxy.
 
 Real servers on loopback (tests/e2e/harness.py): redis-server, smtp-sink as the backend, one or

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """test_transcripts.py - tests/transcripts through the real state machine (see its README).
 
 Two forms: *.t files interleave client lines and reply prefixes; *.in files hold only the client

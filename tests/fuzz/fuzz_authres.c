@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	fuzz_authres - libFuzzer target for the header parsers of DMARC and A-R

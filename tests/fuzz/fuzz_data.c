@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	fuzz_data 1 - the DATA decoder, the message spool and dot-stuffing, round trip

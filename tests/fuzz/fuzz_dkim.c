@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	fuzz_dkim - libFuzzer target: arbitrary messages through the DKIM verification job

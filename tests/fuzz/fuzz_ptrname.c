@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	fuzz_ptrname 1 - PTR RDATA decoding and the host name sanitiser

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	fuzz_ratelimit 1 - rate and store address parsers, key hashing, GCRA

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	fuzz_rules 1 - arbitrary rule files through the parser, compiler and evaluator

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	fuzz_session 1 - arbitrary client bytes through the real SMTP state machine

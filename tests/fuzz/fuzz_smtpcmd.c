@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	fuzz_smtpcmd 1 - the command line parser and MAIL/RCPT argument parser

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	replay 1 - run a fuzz target over files without libFuzzer

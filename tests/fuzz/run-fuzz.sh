@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # run-fuzz.sh SECONDS [TARGET...] - build every libFuzzer target (tests/fuzz/fuzz_*.c) with clang,
 # ASan and UBSan into build-fuzz/, run each for SECONDS on a corpus seeded from
 # tests/fuzz/regress/NAME/ and tests/fuzz/seeds/NAME/, and copy every crash, leak or timeout
@@ -10,9 +11,9 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 SECONDS_EACH=${1:-60}; shift || true
 OUT=build-fuzz
-PKGS="libevent libevent_openssl libevent_pthreads openssl libconfuse libunbound hiredis libpcre2-8 gmime-3.0 opendkim"
+PKGS="libevent libevent_pthreads libcrypto libconfuse libunbound hiredis libpcre2-8 gmime-3.0 opendkim libsystemd"
 CFLAGS="-g -O1 -std=gnu11 -D_GNU_SOURCE -I. $(pkg-config --cflags $PKGS) -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined"
-LIBS="$(pkg-config --libs $PKGS) -lspf2 -lopendmarc -lmilter -lpthread -lm"
+LIBS="$(pkg-config --libs $PKGS) -lspf2 -lopendmarc -lpthread -lm"
 mkdir -p "$OUT/obj"
 objs=()
 for src in $(ls lib/*.c gateway/*.c filters/*.c policy/*.c rules/*.c 2>/dev/null | grep -v gateway/main.c); do

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # run-regress.sh - replay each fuzz target's regression inputs (tests/fuzz/regress/TARGET/).
 rc=0
 here=$(dirname "$0")

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	dkimtest 3h - helpers shared by the DKIM and DMARC unit tests

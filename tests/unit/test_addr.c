@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	test_addr 1 - tables for domain syntax, domain matching and paths

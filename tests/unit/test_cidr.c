@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	test_cidr 1 - tables for IPv4 and IPv6 networks

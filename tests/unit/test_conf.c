@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	test_conf 1 - the configuration loader: defaults, bounds, file:line errors

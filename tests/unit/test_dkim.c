@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	test_dkim - DKIM verification and signing (filters/dkim.c)

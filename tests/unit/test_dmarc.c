@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	test_dmarc - DMARC, From parsing and Authentication-Results (filters/dmarc.c,

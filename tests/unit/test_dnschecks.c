@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	test_dnschecks 1 - DNS helpers, PTR sanitiser, DNSBL sites, SPF syntax and results

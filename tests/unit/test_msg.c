@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	test_msg 1 - the spooled message: header parsing, edits, spooling, streaming

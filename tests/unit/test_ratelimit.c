@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	test_ratelimit - GCRA arithmetic, rate parsing, keys, the in-process store

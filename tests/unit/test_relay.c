@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	test_relay 1 - the relay filter through the chain runner

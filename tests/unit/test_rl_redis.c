@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	test_rl_redis - the ratelimit filter against a real redis-server

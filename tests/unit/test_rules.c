@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	test_rules 1 - rule parser, evaluator, lists and MIME view

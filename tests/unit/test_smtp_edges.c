@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	test_smtp_edges 1 - more tables for the SMTP wire parsers, and a model of the DATA decoder

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	test_smtp_proto 1 - tables for the SMTP wire parsers and writers

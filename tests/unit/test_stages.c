@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	test_stages 1 - verdict defaults per stage, and the per-item stages of the chain

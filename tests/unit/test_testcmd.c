@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	test_testcmd 1 - "portcullis test" on the shipped config, rule tests and corpora
@@ -75,9 +76,9 @@ START_TEST(test_envelope_and_usage)
     /* Not in mynetworks, not our domain: the relay filter refuses. */
     ck_assert_int_eq(pc_test_main(9, argv), 1);
     char *bad[] = {"test", "-c", "deploy/portcullis.conf", NULL};
-    ck_assert_int_eq(pc_test_main(3, bad), 4);
+    ck_assert_int_eq(pc_test_main(3, bad), 64);
     char *badconf[] = {"test", "-c", "/nonexistent/portcullis.conf", "x.eml", NULL};
-    ck_assert_int_eq(pc_test_main(4, badconf), 4);
+    ck_assert_int_eq(pc_test_main(4, badconf), 78);
 }
 END_TEST
 
