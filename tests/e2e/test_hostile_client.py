@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """test_hostile_client.py - what one hostile client can take from the gateway: time and memory.
 
 Deadlines (RFC 5321 4.5.3.2): a command line must be complete within timeouts.command of the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * NAME
  *	fuzz_esmtpparam 1 - the DSN parameter validators (NOTIFY, ORCPT)
