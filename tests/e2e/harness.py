@@ -4,7 +4,8 @@
 Sink        Postfix's smtp-sink, optionally failing at a command (-f 5xx, -r 4xx, -q drop),
             dumping every message it accepts into a directory.
 Postfix     a real Postfix instance in a temporary directory: its own main.cf/master.cf, queue,
-            XCLIENT and XFORWARD allowed from loopback, example.com delivered to a Maildir,
+            XCLIENT and XFORWARD allowed from 127.0.0.1 only (README's setting),
+            example.com delivered to a Maildir,
             its log in a file (maillog_file) so tests can read the client address it saw.
 Gateway     portcullis with a configuration written by the test, in the foreground.
 FakeMTA     an in-process scripted SMTP server: records the exact bytes it receives (dot-stuffing,
@@ -117,7 +118,7 @@ class Sink(_Closing):
     r = 4xx at, q = drop at, Q = 421 and drop at, W = "command:delay", w = delay before DATA's
     354, A = 550 abort after DATA, t = command timeout."""
 
-    def __init__(self, tmp, fail=None, lmtp=False):
+    def __init__(self, tmp, fail=None, lmtp=False, flags=()):
         self.port = free_port()
         self.dir = os.path.join(tmp, f"sink{self.port}")
         os.makedirs(self.dir)
@@ -129,6 +130,7 @@ class Sink(_Closing):
             argv += [f"-{opt}", val]
         if lmtp:
             argv.append("-L")
+        argv += [f"-{f}" for f in flags]  # e.g. "N": no DSN, "C": no XCLIENT
         argv += [f"127.0.0.1:{self.port}", "100"]
         self.proc = Proc(argv, log=os.path.join(tmp, f"sink{self.port}.log"))
         wait_port(self.port)
@@ -163,7 +165,15 @@ def _stop_postfixes():
 
 
 class Postfix(_Closing):
-    """A real Postfix instance with its own configuration directory (needs root)."""
+    """A real Postfix instance with its own configuration directory (needs root).
+
+    XCLIENT and XFORWARD are authorised exactly as README tells a postmaster: for the
+    gateway's own address only (127.0.0.1, the source of its connections to 127.0.0.1).
+    Postfix's check_client_access refuses the client REFUSED (a real client address, as
+    XCLIENT sets it) at RCPT with 554 5.7.1.
+    """
+
+    REFUSED = "127.0.0.66"
 
     MASTER = """\
 {addr} inet n - n - - smtpd
@@ -216,11 +226,11 @@ virtual_mailbox_base = {self.maildir}
 virtual_mailbox_maps = static:inbox/
 virtual_uid_maps = static:{nobody.pw_uid}
 virtual_gid_maps = static:{nobody.pw_gid}
-smtpd_authorized_xclient_hosts = 127.0.0.0/8
-smtpd_authorized_xforward_hosts = 127.0.0.0/8
+smtpd_authorized_xclient_hosts = 127.0.0.1
+smtpd_authorized_xforward_hosts = 127.0.0.1
 mynetworks = 127.0.0.0/8
 smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
-smtpd_recipient_restrictions = check_recipient_access inline:{{{{ nosuchuser@example.com = 550 5.1.1 User unknown }}}}
+smtpd_recipient_restrictions = check_client_access inline:{{{{ {self.REFUSED} = 554 5.7.1 Client host refused by the backend }}}}, check_recipient_access inline:{{{{ nosuchuser@example.com = 550 5.1.1 User unknown }}}}
 maillog_file_prefixes = {tmp}
 maillog_file = {self.maillog}
 """
