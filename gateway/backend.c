@@ -60,6 +60,7 @@
 #include <unistd.h>
 
 #include "filters/filter.h"
+#include "gateway/bevio.h"
 #include "gateway/conf.h"
 #include "gateway/session.h"
 #include "lib/log.h"
@@ -747,14 +748,17 @@ static void be_send(struct pc_backend *be, enum be_state next, unsigned timeout_
 static void be_send(struct pc_backend *be, enum be_state next, unsigned timeout_ms, const char *fmt,
                     ...)
 {
-    struct evbuffer *out = bufferevent_get_output(be->bev);
     struct timeval wt = tv_ms(be->conf->timeouts.backend_command);
+    struct pc_buf line;
     va_list ap;
 
+    pc_buf_init(&line, 0);
     va_start(ap, fmt);
-    evbuffer_add_vprintf(out, fmt, ap);
+    pc_buf_vprintf(&line, fmt, ap);
     va_end(ap);
-    evbuffer_add(out, "\r\n", 2);
+    pc_buf_append(&line, "\r\n", 2);
+    pc_bev_write(be->bev, line.data, line.len);
+    pc_buf_free(&line);
     memset(&be->reply, 0, sizeof(be->reply));
     be->state = next;
     /* The write side keeps an idle timer (a backend that stops reading); the reply has a
@@ -996,23 +1000,30 @@ static void fill(struct pc_backend *be)
             be_fail(be, "4.3.0", "Error reading the spooled message");
             return;
         }
-        if (n == 0) {
-            /* Every line we send ends in CRLF; the message ends with CRLF . CRLF. */
-            if (!be->stuff.bol)
-                evbuffer_add(out, "\r\n", 2);
-            evbuffer_add(out, ".\r\n", 3);
-            struct timeval wt = tv_ms(be->conf->timeouts.backend_data_block);
-            bufferevent_set_timeouts(be->bev, NULL, &wt);
-            be_arm(be, be->conf->timeouts.backend_data_done);
-            memset(&be->reply, 0, sizeof(be->reply));
-            be->state = BE_DATA_DONE;
-            be->lmtp_left = be->bc->lmtp ? be->rcpt_ok : 1;
-            be->lmtp_any_ok = be->lmtp_any_fail = false;
-            break;
+        /* Up to 64 KB per write, the end of data in the same one: a separate small write
+         * of ".\r\n" would wait for an ACK (Nagle) the receiver delays. */
+        if (n > 0) {
+            pc_stuff(&be->stuff, be->chunk, (size_t)n, &b);
+            if (b.len < 65536)
+                continue;
+            pc_bev_write(be->bev, b.data, b.len);
+            pc_buf_reset(&b);
+            continue;
         }
-        pc_buf_reset(&b);
-        pc_stuff(&be->stuff, be->chunk, (size_t)n, &b);
-        evbuffer_add(out, b.data, b.len);
+        /* Every line we send ends in CRLF; the message ends with CRLF . CRLF. */
+        if (be->stuff.bol)
+            pc_buf_append(&b, ".\r\n", 3);
+        else
+            pc_buf_append(&b, "\r\n.\r\n", 5);
+        pc_bev_write(be->bev, b.data, b.len);
+        struct timeval wt = tv_ms(be->conf->timeouts.backend_data_block);
+        bufferevent_set_timeouts(be->bev, NULL, &wt);
+        be_arm(be, be->conf->timeouts.backend_data_done);
+        memset(&be->reply, 0, sizeof(be->reply));
+        be->state = BE_DATA_DONE;
+        be->lmtp_left = be->bc->lmtp ? be->rcpt_ok : 1;
+        be->lmtp_any_ok = be->lmtp_any_fail = false;
+        break;
     }
     pc_buf_free(&b);
 }
@@ -1330,6 +1341,7 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
     (void)bev;
     be_enter(be);
     if (what & BEV_EVENT_CONNECTED) {
+        pc_bev_nodelay(be->bev);
         be->state = BE_GREETING;
         bufferevent_set_timeouts(be->bev, NULL, NULL);
         be_arm(be, be->conf->timeouts.backend_greeting);

@@ -48,7 +48,9 @@
 
 #include "filters/filter.h"
 #include "gateway/backend.h"
+#include "gateway/bevio.h"
 #include "gateway/conf.h"
+#include "gateway/proxy_in.h"
 #include "gateway/session.h"
 #include "gateway/smtp_proto.h"
 #include "gateway/txnlog.h"
@@ -167,7 +169,7 @@ static void reply_text(struct pc_smtp *c, int code, const struct pc_enh *e, cons
         return;
     pc_buf_reset(&c->out);
     int sent = pc_reply_format(&c->out, code, e, text, &o);
-    bufferevent_write(c->bev, c->out.data, c->out.len);
+    pc_bev_write(c->bev, c->out.data, c->out.len);
     static const char *const cls[] = {"1xx", "1xx", "2xx", "3xx", "4xx", "5xx"};
     pc_metric_add(PC_M_REPLIES, cls[sent / 100 >= 1 && sent / 100 <= 5 ? sent / 100 : 0], NULL, 1);
     if (sent >= 400)
@@ -183,7 +185,7 @@ static void reply_text(struct pc_smtp *c, int code, const struct pc_enh *e, cons
         struct pc_enh e2 = {4, 7, 0};
         pc_buf_reset(&c->out);
         pc_reply_format(&c->out, 421, &e2, "Error: too many errors", &o);
-        bufferevent_write(c->bev, c->out.data, c->out.len);
+        pc_bev_write(c->bev, c->out.data, c->out.len);
         smtp_close(c);
     }
 }
@@ -1271,7 +1273,7 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 void pc_smtp_accept(struct pc_services *svc, struct pc_conf *conf,
                     const struct pc_listener_conf *lc, evutil_socket_t fd,
                     const struct sockaddr *sa, socklen_t salen, pc_smtp_closed_fn *closed,
-                    void *closed_arg)
+                    void *closed_arg, const struct pc_pp_info *proxy)
 {
     struct pc_smtp *c = calloc(1, sizeof(*c));
     struct pc_verdict v;
@@ -1287,10 +1289,13 @@ void pc_smtp_accept(struct pc_services *svc, struct pc_conf *conf,
     c->s->trusted = lc->trusted;
     c->s->holds_refusals = true;
     pc_session_set_client(c->s, sa, salen);
+    if (proxy) /* before the connect stage: facts for its filters and rules */
+        pc_proxy_session_facts(c->s, proxy);
     c->free_ev = event_new(svc->base, -1, 0, on_free, c);
     c->deadline_ev = evtimer_new(svc->base, on_deadline, c);
     c->bev = bufferevent_socket_new(svc->base, fd, BEV_OPT_CLOSE_ON_FREE);
     bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
+    pc_bev_nodelay(c->bev);
     bufferevent_setwatermark(c->bev, EV_READ, 0, PC_SMTP_READ_MAX);
     bufferevent_setwatermark(c->bev, EV_WRITE, PC_SMTP_OUT_MAX / 2, 0);
     bufferevent_enable(c->bev, EV_READ);
