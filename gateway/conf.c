@@ -46,6 +46,9 @@ static const struct pc_int_bound pc_int_bounds[] = {
     {"limits|max_header_size", 1024, 67108864},
     {"limits|max_headers", 16, 100000},
     {"limits|max_errors", 1, 1000},
+    {"limits|max_commands", 100, 1000000000},
+    {"limits|max_junk_commands", 1, 1000000000},
+    {"limits|min_data_rate", 1, 1073741824},
     {"limits|max_connections", 1, 1000000},
     {"limits|max_connections_per_ip", 1, 1000000},
     {"limits|spool_threshold", 0, 1073741824},
@@ -86,6 +89,9 @@ static cfg_opt_t limits_opts[] = {
     CFG_INT("max_header_size", 102400, CFGF_NONE),
     CFG_INT("max_headers", 1000, CFGF_NONE),
     CFG_INT("max_errors", 20, CFGF_NONE),
+    CFG_INT("max_commands", 100000, CFGF_NONE),
+    CFG_INT("max_junk_commands", 100, CFGF_NONE),
+    CFG_INT("min_data_rate", 500, CFGF_NONE),
     CFG_INT("max_connections", 10000, CFGF_NONE),
     CFG_INT("max_connections_per_ip", 50, CFGF_NONE),
     CFG_STR_LIST("connection_limit_exceptions", "{127.0.0.0/8, ::1/128}", CFGF_NONE),
@@ -352,6 +358,9 @@ static int limits_load(struct pc_conf *c, cfg_t *sec, struct pc_err *err)
     l->max_header_size = (size_t)cfg_getint(sec, "max_header_size");
     l->max_headers = (size_t)cfg_getint(sec, "max_headers");
     l->max_errors = (size_t)cfg_getint(sec, "max_errors");
+    l->max_commands = (size_t)cfg_getint(sec, "max_commands");
+    l->max_junk_commands = (size_t)cfg_getint(sec, "max_junk_commands");
+    l->min_data_rate = (size_t)cfg_getint(sec, "min_data_rate");
     l->max_connections = (size_t)cfg_getint(sec, "max_connections");
     l->max_connections_per_ip = (size_t)cfg_getint(sec, "max_connections_per_ip");
     l->spool_threshold = (size_t)cfg_getint(sec, "spool_threshold");

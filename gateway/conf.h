@@ -53,6 +53,8 @@ struct pc_limits {
     size_t max_message_size, max_recipients, max_command_length, max_line_length;
     size_t max_header_size, max_headers, max_errors, max_connections, max_connections_per_ip;
     size_t spool_threshold;
+    size_t max_commands, max_junk_commands; /* per session; past them 421 4.7.0 */
+    size_t min_data_rate;                   /* bytes/second of message content */
     struct pc_cidr_list connection_limit_exceptions;
 };
 

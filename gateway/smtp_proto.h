@@ -74,6 +74,11 @@ const char *pc_path_args_parse(const char *arg, size_t len, const char *keyword,
 const char *pc_param_get(const struct pc_path_args *, const char *key, bool *present);
 /* pc_xtext_valid - RFC 3461 section 4 xtext */
 bool pc_xtext_valid(const char *);
+/* pc_notify_valid - RFC 3461 4.1 NOTIFY value: NEVER, or a list of SUCCESS, FAILURE, DELAY */
+bool pc_notify_valid(const char *);
+/* pc_orcpt_valid - RFC 3461 4.2 ORCPT value, addr-type ";" xtext of printable ASCII; for the
+ * "utf-8" type RFC 6533 utf-8-addr-xtext, or utf-8-addr-unitext (raw UTF-8) when smtputf8 */
+bool pc_orcpt_valid(const char *, bool smtputf8);
 
 /* DATA decoder: wire bytes (dot-stuffed, CRLF) in, content lines out. */
 #define PC_DATA_BARE_CR 0x1

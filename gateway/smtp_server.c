@@ -25,6 +25,20 @@
  *	with nul = "strip", delivered without it. With an LMTP backend a
  *	transaction has one recipient (452 4.5.3 to the rest), so that the
  *	single reply to the data is exact; see "LMTP memo" below.
+ *
+ *	Time limits on the client are deadlines, not idle timers (RFC 5321
+ *	4.5.3.2): a command line must be complete within timeouts.command of
+ *	the moment we are ready for it, however its bytes are spaced. Message
+ *	content has timeouts.data after the 354, and every byte received buys
+ *	1/min_data_rate seconds more, never more than timeouts.data ahead: a
+ *	client must keep up the minimum rate, and may never be silent longer
+ *	than timeouts.data. While a filter or the backend works, the client's
+ *	clock stops (those have deadlines of their own).
+ *
+ *	What one command needs lives in fixed buffers (the HELO name) or in
+ *	the transaction's pool, so a session does not grow with the number
+ *	of commands; limits.max_commands and limits.max_junk_commands end a
+ *	session that only talks (421 4.7.0, like Postfix's junk command limit).
  * SEE ALSO
  *	RFC 5321, RFC 2920 (PIPELINING), RFC 1870 (SIZE), RFC 6531, RFC 3461
  */
@@ -81,6 +95,10 @@ struct pc_smtp {
     bool discard_all;
     struct pc_verdict txn_delayed; /* a MAIL-stage refusal held until RCPT */
     unsigned errors, ncmds;
+    unsigned junk;                  /* NOOP, RSET, VRFY, HELP... since the last delivered message */
+    char helo[PC_HOSTNAME_MAX + 1]; /* s->helo points here: no allocation per HELO */
+    struct event *deadline_ev;      /* the client's deadline (command line, content, flush) */
+    uint64_t deadline;              /* when it expires, monotonic milliseconds */
     unsigned counts[PC_VERB_FORBIDDEN + 1];
     bool skipping_line;
     bool in_input; /* inside process_input(): resume() must not recurse into it */
@@ -114,6 +132,44 @@ static struct timeval tv_ms(unsigned ms)
 {
     struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
     return tv;
+}
+
+/* now_ms - monotonic milliseconds, for deadlines */
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* deadline_at - the client must be done by this time (monotonic ms) */
+static void deadline_at(struct pc_smtp *c, uint64_t at)
+{
+    uint64_t now = now_ms();
+    struct timeval tv = tv_ms(at > now ? (unsigned)(at - now) : 0);
+
+    c->deadline = at;
+    evtimer_add(c->deadline_ev, &tv);
+}
+
+/* command_deadline - we are ready for the next command: it has timeouts.command to arrive */
+static void command_deadline(struct pc_smtp *c)
+{
+    deadline_at(c, now_ms() + c->conf->timeouts.command);
+}
+
+/* data_credit - n content bytes arrived: 1/min_data_rate seconds each, at most timeouts.data
+ * ahead of now, so neither a trickle nor credit saved up by a fast start keeps the session */
+static void data_credit(struct pc_smtp *c, size_t n)
+{
+    uint64_t now = now_ms(), cap = now + c->conf->timeouts.data;
+    uint64_t at = c->deadline + (uint64_t)n * 1000 / c->conf->limits.min_data_rate;
+
+    if (at > cap)
+        at = cap;
+    if (at != c->deadline)
+        deadline_at(c, at);
 }
 
 /* reply - the one place that writes a reply to the client */
@@ -207,6 +263,7 @@ static void on_free(evutil_socket_t fd, short what, void *arg)
     pc_data_free(&c->data);
     pc_buf_free(&c->out);
     event_free(c->free_ev);
+    event_free(c->deadline_ev);
     pc_smtp_closed_fn *cb = c->on_closed;
     void *arg2 = c->closed_arg;
     free(c);
@@ -219,6 +276,7 @@ static void free_now(struct pc_smtp *c)
 {
     c->state = SM_CLOSING;
     c->closing = true;
+    evtimer_del(c->deadline_ev);
     if (c->bev)
         bufferevent_disable(c->bev, EV_READ | EV_WRITE);
     event_active(c->free_ev, 0, 0);
@@ -236,8 +294,8 @@ static void smtp_close(struct pc_smtp *c)
         free_now(c);
         return;
     }
-    struct timeval wt = tv_ms(c->conf->timeouts.command);
-    bufferevent_set_timeouts(c->bev, NULL, &wt);
+    /* The client has timeouts.command to take what we said: a deadline, not an idle timer. */
+    command_deadline(c);
     bufferevent_enable(c->bev, EV_WRITE);
 }
 
@@ -325,17 +383,19 @@ static void resume(struct pc_smtp *c)
     c->busy = false;
     if (c->state == SM_CLOSING)
         return;
+    command_deadline(c);
     if (!c->in_input)
         process_input(c);
 }
 
 /* wait_for - a stage or the backend is pending: stop processing input. Reading stays
  * enabled (toggling it costs two epoll_ctl calls per command); the read high watermark
- * bounds what a client can make us buffer meanwhile, and on_event ignores the command
- * timeout while busy, since the backend and every filter have timeouts of their own. */
+ * bounds what a client can make us buffer meanwhile. The client's deadline stops while we
+ * work: the backend and every filter have deadlines of their own. */
 static void wait_for(struct pc_smtp *c)
 {
     c->busy = true;
+    evtimer_del(c->deadline_ev);
 }
 
 /* delayable - may this refusal wait until RCPT (Postfix's smtpd_delay_reject) */
@@ -438,9 +498,10 @@ static void cmd_helo(struct pc_smtp *c, const struct pc_cmd *cmd, bool ehlo)
     size_t n = 0;
     while (n < cmd->arg_len && cmd->arg[n] != ' ')
         n++;
-    char *helo = pc_pool_alloc(s->pool, (n > PC_HOSTNAME_MAX ? PC_HOSTNAME_MAX : n) + 1);
-    pc_printable_copy(helo, (n > PC_HOSTNAME_MAX ? PC_HOSTNAME_MAX : n) + 1, cmd->arg, n);
-    s->helo = helo;
+    pc_printable_copy(c->helo, (n > PC_HOSTNAME_MAX ? PC_HOSTNAME_MAX : n) + 1, cmd->arg, n);
+    s->helo = c->helo;
+    /* What filters found about the previous HELO no longer holds (RFC 5321 4.1.4). */
+    pc_session_helo_reset(s);
     s->esmtp = ehlo;
     enum pc_action a = pc_chain_run(s, PC_STAGE_HELO, &v);
     if (a == PC_PENDING) {
@@ -662,6 +723,7 @@ static void eom_backend_done(struct pc_smtp *c, struct pc_backend_result *r)
         if (!e.cls)
             pc_enh_parse("2.0.0", &e);
         pc_txnlog_delivered(c->s, delivery_prog(c), r->relay, code, &e, r->reply.text);
+        c->junk = 0; /* a delivered message: the client is doing real work */
         reply_backend(c, r, "2.0.0");
     } else if (code / 100 == 5 && !r->local) {
         log_backend_refusal(c, "END-OF-MESSAGE", r, "5.0.0");
@@ -722,8 +784,7 @@ static void data_done(struct pc_smtp *c, struct pc_verdict *v)
     reply(c, 354, NULL, "End data with <CR><LF>.<CR><LF>");
     pc_data_init(&c->data, c->conf->limits.max_line_length);
     c->state = SM_DATA;
-    struct timeval rt = tv_ms(c->conf->timeouts.data);
-    bufferevent_set_timeouts(c->bev, &rt, &rt);
+    deadline_at(c, now_ms() + c->conf->timeouts.data);
 }
 
 /* data_line - a decoded content line into the spool */
@@ -752,8 +813,7 @@ static void end_of_data(struct pc_smtp *c)
     clock_gettime(CLOCK_MONOTONIC, &t->out.t_eod);
     pc_metric_add(PC_M_MESSAGE_BYTES, NULL, NULL, (double)t->msg.size);
     pc_data_free(&c->data);
-    struct timeval rt = tv_ms(c->conf->timeouts.command);
-    bufferevent_set_timeouts(c->bev, &rt, &rt);
+    command_deadline(c);
     if (pc_msg_finish(&t->msg) < 0 || t->msg.io_error)
         code = 451, enh = "4.3.0", why = "Error: queue file write error";
     else if (c->too_big)
@@ -790,6 +850,7 @@ static void eom_finish(struct pc_smtp *c, struct pc_verdict *v)
     struct pc_txn *t = c->s->txn;
 
     if (v->action == PC_DISCARD || (v->action == PC_CONTINUE && t->discard)) {
+        c->junk = 0;
         pc_txnlog_discarded(c->s);
         reply(c, 250, "2.0.0", "Ok: queued as %s", t->id);
         txn_end(c);
@@ -999,7 +1060,9 @@ static void cmd_rcpt(struct pc_smtp *c, const struct pc_cmd *cmd)
             reply(c, 555, "5.5.4", "Unsupported option: %s", k);
             return;
         } else if (!strcmp(k, "NOTIFY") || !strcmp(k, "ORCPT")) {
-            if (val == NULL) {
+            /* They reach the backend and its DSNs: RFC 3461 4.1 and 4.2, RFC 6533 3. */
+            if (val == NULL ||
+                (k[0] == 'N' ? !pc_notify_valid(val) : !pc_orcpt_valid(val, t->smtputf8))) {
                 reply(c, 501, "5.5.4", "Bad %s parameter", k);
                 return;
             }
@@ -1073,6 +1136,26 @@ static void cmd_data(struct pc_smtp *c, const struct pc_cmd *cmd)
     data_done(c, &v);
 }
 
+/* is_junk - a command that moves no mail (Postfix's junk commands, plus HELP and a HELO or
+ * EHLO after the first); a session of nothing else ends at limits.max_junk_commands */
+static bool is_junk(const struct pc_smtp *c, const struct pc_cmd *cmd)
+{
+    switch (cmd->verb) {
+    case PC_VERB_NOOP:
+    case PC_VERB_RSET:
+    case PC_VERB_VRFY:
+    case PC_VERB_EXPN:
+    case PC_VERB_HELP:
+    case PC_VERB_ETRN:
+        return true;
+    case PC_VERB_HELO:
+    case PC_VERB_EHLO:
+        return c->counts[PC_VERB_HELO] + c->counts[PC_VERB_EHLO] > 1;
+    default:
+        return false;
+    }
+}
+
 /* handle_command - check, then dispatch through the verb table */
 static void handle_command(struct pc_smtp *c, const char *line, size_t len)
 {
@@ -1080,11 +1163,23 @@ static void handle_command(struct pc_smtp *c, const char *line, size_t len)
     const char *why = pc_cmd_parse(line, len, &cmd);
 
     c->ncmds++;
+    if (c->ncmds > c->conf->limits.max_commands) {
+        pc_info("%s: too many commands from %s[%s]: %u", c->s->sid, c->s->client.name,
+                c->s->client.addr, c->ncmds - 1);
+        reply(c, 421, "4.7.0", "%s Error: too many commands", c->conf->hostname);
+        return;
+    }
     if (why) {
         reply(c, 500, "5.5.2", "Error: %s", why);
         return;
     }
     c->counts[cmd.verb]++;
+    if (is_junk(c, &cmd) && ++c->junk > c->conf->limits.max_junk_commands) {
+        pc_info("%s: too many junk commands from %s[%s]: %u", c->s->sid, c->s->client.name,
+                c->s->client.addr, c->junk - 1);
+        reply(c, 421, "4.7.0", "%s Error: too many junk commands", c->conf->hostname);
+        return;
+    }
     if (c->refused && cmd.verb != PC_VERB_QUIT && cmd.verb != PC_VERB_NOOP) {
         reply(c, 503, "5.5.1", "Error: access denied, send QUIT");
         return;
@@ -1174,6 +1269,7 @@ static void feed_data(struct pc_smtp *c)
             }
         }
         evbuffer_drain(in, used);
+        data_credit(c, used);
         if (c->data.done) {
             end_of_data(c);
             return;
@@ -1241,6 +1337,8 @@ static void process_input(struct pc_smtp *c)
             len--;
         line[len] = 0;
         handle_command(c, line, len);
+        if (!c->busy && c->state == SM_CMD)
+            command_deadline(c); /* this command is done: the next one's clock starts */
     }
     c->in_input = false;
     if (c->eof && !c->busy && !c->closing && c->state != SM_CLOSING && !c->out_full)
@@ -1276,26 +1374,39 @@ static void on_write(struct bufferevent *bev, void *arg)
     }
 }
 
-/* on_event - the client went away, or a timeout */
+/* on_deadline - the client did not finish its command line, its content or reading our
+ * last words in time */
+static void on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    struct pc_smtp *c = arg;
+
+    (void)fd, (void)what;
+    if (c->closing)
+        return;
+    if (c->state == SM_CLOSING) { /* the client did not take our last words in time */
+        free_now(c);
+        return;
+    }
+    if (c->busy)
+        return; /* our own work: wait_for() stopped the clock, this is a stale expiry */
+    pc_info("%s: timeout after %s from %s[%s]", c->s->sid,
+            c->state == SM_DATA      ? "DATA"
+            : c->state == SM_CONNECT ? "CONNECT"
+                                     : "command",
+            c->s->client.name, c->s->client.addr);
+    bufferevent_enable(c->bev, EV_WRITE);
+    reply(c, 421, "4.4.2", "%s Error: timeout exceeded", c->conf->hostname);
+}
+
+/* on_event - the client went away (the client's time limits are on_deadline's) */
 static void on_event(struct bufferevent *bev, short what, void *arg)
 {
     struct pc_smtp *c = arg;
     const char *last = c->state == SM_DATA ? "DATA" : "command";
 
-    (void)bev;
+    (void)bev, (void)what;
     if (c->closing)
         return;
-    if ((what & BEV_EVENT_TIMEOUT) && c->busy && c->state != SM_CLOSING) {
-        bufferevent_enable(c->bev, EV_READ);
-        return;
-    }
-    if ((what & BEV_EVENT_TIMEOUT) && c->state != SM_CLOSING) {
-        pc_info("%s: timeout after %s from %s[%s]", c->s->sid, last, c->s->client.name,
-                c->s->client.addr);
-        bufferevent_enable(c->bev, EV_WRITE);
-        reply(c, 421, "4.4.2", "%s Error: timeout exceeded", c->conf->hostname);
-        return;
-    }
     if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) && c->state != SM_CLOSING) {
         /* A half-close: finish what was received (process_input closes when it is done). */
         c->eof = true;
@@ -1332,14 +1443,13 @@ void pc_smtp_accept(struct pc_services *svc, struct pc_conf *conf,
     if (proxy) /* before the connect stage: facts for its filters and rules */
         pc_proxy_session_facts(c->s, proxy);
     c->free_ev = event_new(svc->base, -1, 0, on_free, c);
+    c->deadline_ev = evtimer_new(svc->base, on_deadline, c);
     c->bev = bufferevent_socket_new(svc->base, fd, BEV_OPT_CLOSE_ON_FREE);
     bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
     pc_bev_nodelay(c->bev);
     bufferevent_setwatermark(c->bev, EV_READ, 0, PC_SMTP_READ_MAX);
     bufferevent_setwatermark(c->bev, EV_WRITE, PC_SMTP_OUT_MAX / 2, 0);
     bufferevent_enable(c->bev, EV_READ);
-    struct timeval rt = tv_ms(conf->timeouts.command);
-    bufferevent_set_timeouts(c->bev, &rt, &rt);
     pc_info("%s: connect from %s[%s]:%u to %s", c->s->sid, c->s->client.name, c->s->client.addr,
             c->s->client.port, lc->name);
     pc_metric_add(PC_M_CONNECTIONS, lc->name, NULL, 1);

@@ -528,7 +528,9 @@ class SessionTests(unittest.TestCase):
     # buffer every reply (it did: about 180 MB of RSS after 5 s of NOOPs). Commands wait while
     # more than 64 KB of replies are unsent.
     def test_unread_replies_do_not_grow_memory(self):
-        gw = self.gateway(extra="limits {\n max_errors = 1000\n}\n")
+        # NOOPs past the command limits would end the session before the flood does.
+        gw = self.gateway(extra="limits {\n max_errors = 1000\n max_junk_commands = 1000000000\n"
+                                " max_commands = 1000000000\n}\n")
         c = h.Chat(gw.port)
         self.addCleanup(c.close)
         c.reply()
