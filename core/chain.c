@@ -369,5 +369,6 @@ void pc_session_free(struct pc_session *s)
         pc_chain_detach(s);
     if (s->conf)
         pc_conf_unref(s->conf);
+    pc_pool_destroy(s->helo_pool);
     pc_pool_destroy(s->pool);
 }

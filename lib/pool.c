@@ -164,3 +164,9 @@ void pc_pool_cleanup(struct pc_pool *p, void (*fn)(void *), void *arg)
     c->next = p->cleanups;
     p->cleanups = c;
 }
+
+/* pc_pool_used - bytes handed out, for limits and statistics */
+size_t pc_pool_used(const struct pc_pool *p)
+{
+    return p->total;
+}
