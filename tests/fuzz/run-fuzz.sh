@@ -16,7 +16,7 @@ CFLAGS="-g -O1 -std=gnu11 -D_GNU_SOURCE -I. $(pkg-config --cflags $PKGS) -fsanit
 LIBS="$(pkg-config --libs $PKGS) -lspf2 -lopendmarc -lpthread -lm"
 mkdir -p "$OUT/obj"
 objs=()
-for src in $(ls lib/*.c gateway/*.c filters/*.c policy/*.c rules/*.c 2>/dev/null | grep -v gateway/main.c); do
+for src in $(ls lib/*.c core/*.c gateway/*.c filters/*.c policy/*.c rules/*.c 2>/dev/null | grep -v gateway/main.c); do
     o="$OUT/obj/${src//\//_}.o"
     if [ ! -e "$o" ] || [ "$src" -nt "$o" ]; then
         clang $CFLAGS -c -o "$o" "$src" || exit 1
