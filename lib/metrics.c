@@ -19,6 +19,7 @@
 #include <time.h>
 
 #include "lib/buf.h"
+#include "lib/log.h"
 
 enum pc_mtype { PC_COUNTER, PC_GAUGE, PC_HISTOGRAM };
 
@@ -150,7 +151,7 @@ static char *xstrdup(const char *s)
 {
     char *d = strdup(s);
     if (d == NULL)
-        abort();
+        pc_fatal("out of memory"); /* as lib/pool.c and lib/buf.c: exit, systemd restarts */
     return d;
 }
 
@@ -169,7 +170,7 @@ static struct pc_series *series(struct pc_family *f, const char *l1, const char 
     }
     struct pc_series *s = calloc(1, sizeof(*s));
     if (s == NULL)
-        abort();
+        pc_fatal("out of memory"); /* as lib/pool.c and lib/buf.c: exit, systemd restarts */
     for (int i = 0; i < 2; i++)
         s->lv[i] = lv[i] ? xstrdup(lv[i]) : NULL;
     *p = s; /* appended: output order is first-use order, stable between scrapes */
