@@ -306,9 +306,10 @@ static struct bufferevent *wrap(SSL *ssl, struct event_base *base, evutil_socket
     hs->bev = bufferevent_openssl_socket_new(base, fd, ssl, state,
                                              BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
     if (hs->bev == NULL) {
+        /* Whether libevent already freed ssl on this path differs between versions: a leak
+         * when out of memory is better than a double free. */
         event_free(hs->deadline);
         free(hs);
-        SSL_free(ssl);
         return NULL;
     }
     hs->cb = cb, hs->arg = arg;

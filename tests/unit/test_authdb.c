@@ -123,6 +123,7 @@ static char passwd_text[2048];
 static void setup(void)
 {
     char y[256], b[256], s6[256];
+    snprintf(dir, sizeof(dir), "/tmp/pc-authdb-XXXXXX"); /* again for each test (CK_FORK=no) */
     ck_assert_ptr_nonnull(mkdtemp(dir));
     chmod(dir, 0755);
     hash("$y$", "secret", y, sizeof(y));
