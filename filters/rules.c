@@ -14,29 +14,77 @@
  *
  *	Rules at stage header run at end of headers; rules at body, mime and
  *	eom, and then the score thresholds, run at end of message.
+ *
+ *	Those two stages read message content, and a hostile message can make
+ *	them slow (a catastrophic regex over 999 headers, 100,000 nested
+ *	multiparts), so they run on the worker pool and the loop keeps serving
+ *	other clients (issue 13 section 5). The hook returns PC_PENDING; the
+ *	MIME view is parsed on the worker from a private snapshot of the
+ *	message (pc_mime_src_new), then, holding the job's lock, the worker
+ *	evaluates the rules against the session, which the loop leaves alone
+ *	while the stage is pending. Each message has a CPU budget
+ *	(cpu_budget): past it the stage ends with PC_ERROR, i.e. on_error
+ *	(tempfail by default). If the chain gives up first (timeout, client
+ *	gone), cancel() tells the worker to stop and waits for it to let go
+ *	of the session: at most one regex call, bounded by regex_match_limit.
+ *	Without a worker pool (portcullis test) the stages run inline.
+ *
+ *	The end-of-message verdict known, the MIME view and the raw body are
+ *	freed at once instead of at the end of the transaction (after the
+ *	backend answered), so sessions waiting for the backend hold nothing.
  * SEE ALSO
  *	portcullis.rules(5), portcullis.conf(5)
  */
 #include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <time.h>
 
 #include "filters/filter.h"
+#include "gateway/worker.h"
 #include "lib/log.h"
+#include "lib/parse.h"
+#include "policy/chain.h"
 #include "rules/rules.h"
 
 struct rules_conf {
     struct pc_rules *rules; /* NULL when no files are named */
 };
 
-static cfg_opt_t rules_opts[] = {
-    CFG_STR_LIST("files", "{}", CFGF_NONE),
-    CFG_INT("mime_max_depth", 20, CFGF_NONE),
-    CFG_INT("mime_max_parts", 1000, CFGF_NONE),
-    CFG_INT("max_text_size", 1048576, CFGF_NONE),
-    CFG_INT("regex_match_limit", 1000000, CFGF_NONE),
-    CFG_INT("regex_depth_limit", 10000, CFGF_NONE),
-    CFG_END()};
+struct rules_job;
+
+/* Per session. */
+struct rules_ctx {
+    struct pc_rules_run *run;
+    struct rules_job *job; /* a stage on a worker, or NULL */
+};
+
+/* One header or body stage on a worker. Freed by job_done() on the loop. */
+struct rules_job {
+    pthread_mutex_t lock; /* held by the worker while it reads or changes the session */
+    atomic_bool cancelled;
+    struct pc_session *s;
+    const struct pc_rules *rules;
+    struct rules_ctx *x;
+    enum pc_rstage stage;
+    struct pc_mime_src *src; /* body stage: the message to parse, owned by the job */
+    struct pc_mime *mime;    /* parsed, not yet handed to the run */
+    struct pc_verdict v;
+    enum pc_action a;
+};
+
+static cfg_opt_t rules_opts[] = {CFG_STR_LIST("files", "{}", CFGF_NONE),
+                                 CFG_INT("mime_max_depth", 20, CFGF_NONE),
+                                 CFG_INT("mime_max_parts", 1000, CFGF_NONE),
+                                 CFG_INT("max_text_size", 1048576, CFGF_NONE),
+                                 CFG_INT("regex_match_limit", 1000000, CFGF_NONE),
+                                 CFG_INT("regex_depth_limit", 10000, CFGF_NONE),
+                                 CFG_STR("mime_limit_action", "reject", CFGF_NONE),
+                                 CFG_STR("cpu_budget", "1s", CFGF_NONE),
+                                 CFG_END()};
 
 struct rules_errs {
     struct pc_err *err;
@@ -64,8 +112,7 @@ static void rules_errfn(void *arg, const char *msg)
 }
 
 /* int_opt - an integer option within bounds */
-static bool int_opt(cfg_t *sec, const char *name, long min, long max, long *out,
-                    struct pc_err *err)
+static bool int_opt(cfg_t *sec, const char *name, long min, long max, long *out, struct pc_err *err)
 {
     long v = cfg_getint(sec, name);
 
@@ -99,6 +146,29 @@ static int rules_configure(cfg_t *sec, void **out, struct pc_err *err)
     lim.mime.max_text = (size_t)text;
     lim.match_limit = (unsigned long)ml;
     lim.depth_limit = (unsigned long)dl;
+    lim.mime.skip = 0;
+    const char *mla = cfg_getstr(sec, "mime_limit_action");
+    if (strcasecmp(mla, "reject") == 0)
+        lim.mime_limit_action = PC_MLA_REJECT;
+    else if (strcasecmp(mla, "tempfail") == 0)
+        lim.mime_limit_action = PC_MLA_TEMPFAIL;
+    else if (strcasecmp(mla, "accept") == 0)
+        lim.mime_limit_action = PC_MLA_ACCEPT;
+    else {
+        pc_err_set(err, sec,
+                   "rules: mime_limit_action must be reject, tempfail or accept, not \"%s\"", mla);
+        free(c);
+        return -1;
+    }
+    unsigned long long budget;
+    if (!pc_parse_duration(cfg_getstr(sec, "cpu_budget"), &budget) || budget < 10 ||
+        budget > 3600000) {
+        pc_err_set(err, sec, "rules: cpu_budget = \"%s\" must be a duration from 10ms to 1h",
+                   cfg_getstr(sec, "cpu_budget"));
+        free(c);
+        return -1;
+    }
+    lim.cpu_budget_ms = (unsigned long)budget;
     size_t n = cfg_size(sec, "files");
     if (n == 0) {
         *out = c;
@@ -153,44 +223,168 @@ static void rules_destroy(void *conf)
 static int rules_attach(struct pc_session *s, void *conf, void **ctx)
 {
     struct rules_conf *c = conf;
+    struct rules_ctx *x;
 
     (void)s;
-    *ctx = c->rules ? pc_rules_run_new(c->rules) : NULL;
+    *ctx = NULL;
+    if (c->rules == NULL)
+        return 0;
+    if ((x = calloc(1, sizeof(*x))) == NULL)
+        return -1;
+    x->run = pc_rules_run_new(c->rules);
+    *ctx = x;
     return 0;
+}
+
+/* thread_ns - this thread's CPU time */
+static uint64_t thread_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* job_free - release a job and what it still owns */
+static void job_free(struct rules_job *job)
+{
+    pc_mime_src_free(job->src);
+    pc_mime_free(job->mime);
+    pthread_mutex_destroy(&job->lock);
+    free(job);
+}
+
+/* job_work - worker thread: parse (session-free), then evaluate holding the lock */
+static void job_work(void *arg)
+{
+    struct rules_job *job = arg;
+    uint64_t parse_ns = 0;
+
+    if (job->src && !atomic_load(&job->cancelled)) {
+        uint64_t t0 = thread_ns();
+        job->mime = pc_mime_parse_src(job->src, pc_rules_mime_limits(job->rules));
+        parse_ns = thread_ns() - t0;
+    }
+    pthread_mutex_lock(&job->lock);
+    if (!atomic_load(&job->cancelled)) {
+        struct pc_rules_run *run = job->x->run;
+        if (job->mime) {
+            pc_rules_set_mime(run, job->s, job->mime);
+            job->mime = NULL;
+            pc_rules_charge(run, parse_ns);
+        }
+        job->a = pc_rules_eval(job->rules, run, job->s, job->stage, &job->v);
+    }
+    pthread_mutex_unlock(&job->lock);
+}
+
+/* job_done - loop thread: resume the chain with the stage's verdict */
+static void job_done(void *arg)
+{
+    struct rules_job *job = arg;
+
+    if (atomic_load(&job->cancelled)) { /* the session may be gone */
+        job_free(job);
+        return;
+    }
+    struct pc_session *s = job->s;
+    struct rules_ctx *x = job->x;
+    struct pc_verdict v = job->v;
+    x->job = NULL;
+    if (job->stage == PC_RS_BODY)
+        pc_rules_release(x->run);
+    if (job->a == PC_CONTINUE)
+        pc_verdict_clear(&v);
+    v.action = job->a;
+    job_free(job);
+    pc_chain_resume(s, &v);
+}
+
+/* rules_cancel - the chain gave up: stop the worker and wait until it leaves the session */
+static void rules_cancel(struct pc_session *s, void *conf, void *ctx)
+{
+    struct rules_ctx *x = ctx;
+    struct rules_job *job = x ? x->job : NULL;
+
+    (void)s, (void)conf;
+    if (job == NULL)
+        return;
+    atomic_store(&job->cancelled, true);
+    pc_rules_stop(x->run, true);
+    /* The worker holds the lock only while it evaluates, and checks the stop flag before
+     * every rule and regex call: this waits for one call at most. */
+    pthread_mutex_lock(&job->lock);
+    pthread_mutex_unlock(&job->lock);
+    x->job = NULL; /* job_done() frees it */
 }
 
 /* rules_reset - end of transaction: forget the message's MIME view */
 static void rules_reset(struct pc_session *s, void *conf, void *ctx)
 {
-    (void)s, (void)conf;
-    if (ctx)
-        pc_rules_run_reset(ctx);
+    struct rules_ctx *x = ctx;
+
+    if (x == NULL)
+        return;
+    rules_cancel(s, conf, ctx);
+    pc_rules_run_reset(x->run);
 }
 
 /* rules_detach - end of session */
 static void rules_detach(struct pc_session *s, void *conf, void *ctx)
 {
-    (void)s, (void)conf;
-    pc_rules_run_free(ctx);
+    struct rules_ctx *x = ctx;
+
+    if (x == NULL)
+        return;
+    rules_cancel(s, conf, ctx);
+    pc_rules_run_free(x->run);
+    free(x);
 }
 
-/* run - one rule stage */
+/* run - one rule stage; the content stages on a worker when there is a pool */
 static enum pc_action run(struct pc_session *s, void *conf, void *ctx, struct pc_verdict *v,
                           enum pc_rstage stage)
 {
     struct rules_conf *c = conf;
+    struct rules_ctx *x = ctx;
 
-    if (c->rules == NULL || ctx == NULL)
+    if (c->rules == NULL || x == NULL)
         return PC_CONTINUE;
-    if (stage != PC_RS_BODY && pc_rules_count(c->rules, stage) == 0)
+    bool content = stage == PC_RS_HEADER || stage == PC_RS_BODY;
+    size_t n = pc_rules_count(c->rules, stage);
+    if (stage != PC_RS_BODY && n == 0)
         return PC_CONTINUE;
-    return pc_rules_eval(c->rules, ctx, s, stage, v);
+    if (!content || n == 0 || s->svc == NULL || s->svc->workers == NULL || s->txn == NULL) {
+        enum pc_action a = pc_rules_eval(c->rules, x->run, s, stage, v);
+        if (stage == PC_RS_BODY)
+            pc_rules_release(x->run);
+        return a;
+    }
+    struct rules_job *job = calloc(1, sizeof(*job));
+    if (job == NULL)
+        return PC_ERROR;
+    pthread_mutex_init(&job->lock, NULL);
+    job->s = s;
+    job->rules = c->rules;
+    job->x = x;
+    job->stage = stage;
+    pc_verdict_clear(&job->v);
+    if (stage == PC_RS_BODY && pc_rules_needs_mime(c->rules)) {
+        job->src = pc_mime_src_new(&s->txn->msg);
+        /* The parse stops (as if the input ended) past the budget or once cancelled, so an
+         * abandoned or hostile message does not keep a worker busy for seconds. */
+        pc_mime_src_budget(job->src, &job->cancelled, pc_rules_budget_left(c->rules, x->run));
+    }
+    pc_rules_stop(x->run, false);
+    x->job = job;
+    pc_worker_submit(s->svc->workers, job_work, job_done, job);
+    return PC_PENDING;
 }
 
-#define RULES_HOOK(fn, stage)                                                                     \
-    static enum pc_action fn(struct pc_session *s, void *conf, void *ctx, struct pc_verdict *v)  \
-    {                                                                                             \
-        return run(s, conf, ctx, v, stage);                                                       \
+#define RULES_HOOK(fn, stage)                                                                      \
+    static enum pc_action fn(struct pc_session *s, void *conf, void *ctx, struct pc_verdict *v)    \
+    {                                                                                              \
+        return run(s, conf, ctx, v, stage);                                                        \
     }
 
 /* rules_connect, rules_helo, ... - one hook per rule stage */
@@ -210,6 +404,7 @@ const struct pc_filter_ops pc_filter_rules = {
     .attach = rules_attach,
     .reset = rules_reset,
     .detach = rules_detach,
+    .cancel = rules_cancel,
     .stage = {[PC_STAGE_CONNECT] = rules_connect,
               [PC_STAGE_HELO] = rules_helo,
               [PC_STAGE_MAIL] = rules_mail,

@@ -324,6 +324,7 @@ static void on_timeout(evutil_socket_t fd, short what, void *arg)
 
     (void)fd, (void)what;
     cancel_pending(s);
+    pc_verdict_clear(&v); /* pc_verdict_set leaves rule alone: it was stack garbage in the log */
     pc_verdict_set(&v, PC_ERROR, 0, NULL, "%s check timed out", l->ops->name);
     v.filter = l->ops->name;
     finish_async(s, &v);

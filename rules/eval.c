@@ -10,13 +10,23 @@
  *	their own flags.
  *
  *	The MIME view and the raw body are read on first use and kept until
- *	the end of the transaction. A regex that hits its match or depth limit
- *	counts as not matching and is logged, never fatal.
+ *	the end-of-message verdict is known (pc_rules_release), or at the
+ *	latest until the end of the transaction. A regex that hits its match
+ *	or depth limit counts as not matching and is logged, never fatal.
+ *
+ *	The CPU budget is checked with the thread's CPU clock before every
+ *	rule and every regex call, so one message costs at most its budget
+ *	plus one call (itself bounded by the match limit). Once over, no
+ *	action of the rule being evaluated is applied: its test results are
+ *	no longer meaningful.
  */
 #include <ctype.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "gateway/session.h"
 #include "lib/log.h"
@@ -30,7 +40,65 @@ struct pc_rules_run {
     size_t raw_len;
     bool raw_done;
     const struct rl_rule *rule; /* being evaluated, for log lines */
+    uint64_t used_ns;           /* CPU spent on this message by finished stages */
+    uint64_t t0;                /* thread CPU clock at the start of the running stage */
+    uint64_t w0;                /* wall clock then */
+    bool timing;                /* a header or body stage is running */
+    bool over;                  /* budget exhausted or stopped: no more tests */
+    atomic_bool stop;           /* pc_rules_stop() from another thread */
 };
+
+/* wall_ns - monotonic wall clock */
+static uint64_t wall_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* cpu_ns - this thread's CPU time */
+static uint64_t cpu_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* stopped - told to stop by another thread (the evaluation was abandoned) */
+static bool stopped(struct pc_rules_run *run)
+{
+    return atomic_load_explicit(&run->stop, memory_order_relaxed);
+}
+
+/* over_budget - has this message used its CPU budget (or been stopped) */
+static bool over_budget(const struct pc_rules *rs, struct pc_rules_run *run)
+{
+    if (run->over || stopped(run))
+        return true;
+    if (!run->timing || rs->lim.cpu_budget_ms == 0)
+        return false;
+    uint64_t budget = (uint64_t)rs->lim.cpu_budget_ms * 1000000u;
+    /* A thread's CPU time never exceeds the wall time it ran for, and the wall clock costs no
+     * system call (vDSO), the thread CPU clock does: ask it only when it could be over. */
+    if (run->used_ns + (wall_ns() - run->w0) <= budget)
+        return false;
+    uint64_t used = run->used_ns + (cpu_ns() - run->t0);
+    return run->over = used > budget;
+}
+
+/* pc_rules_stop - another thread wants the evaluation to end soon (or no more: false) */
+void pc_rules_stop(struct pc_rules_run *r, bool stop)
+{
+    atomic_store(&r->stop, stop);
+}
+
+/* pc_rules_charge - CPU spent for this message outside pc_rules_eval (a parse on a worker) */
+void pc_rules_charge(struct pc_rules_run *r, uint64_t ns)
+{
+    r->used_ns += ns;
+}
 
 /* pc_rules_run_new - per-session state */
 struct pc_rules_run *pc_rules_run_new(const struct pc_rules *rs)
@@ -43,15 +111,24 @@ struct pc_rules_run *pc_rules_run_new(const struct pc_rules *rs)
     return r;
 }
 
-/* pc_rules_run_reset - end of transaction */
-void pc_rules_run_reset(struct pc_rules_run *r)
+/* pc_rules_release - the verdict is known: the message's views are no longer needed */
+void pc_rules_release(struct pc_rules_run *r)
 {
     pc_mime_free(r->mime);
     r->mime = NULL;
     free(r->raw);
     r->raw = NULL;
     r->raw_len = 0;
+}
+
+/* pc_rules_run_reset - end of transaction */
+void pc_rules_run_reset(struct pc_rules_run *r)
+{
+    pc_rules_release(r);
     r->raw_done = false;
+    r->used_ns = 0;
+    r->timing = r->over = false;
+    atomic_store(&r->stop, false);
 }
 
 /* pc_rules_run_free - end of session */
@@ -70,17 +147,65 @@ static const char *txn_id(const struct pc_session *s)
     return s->txn ? s->txn->id : s->sid;
 }
 
+/* pc_rules_needs_mime - does some body-stage rule read the MIME view */
+bool pc_rules_needs_mime(const struct pc_rules *rs)
+{
+    return rs->needs_mime;
+}
+
+/* pc_rules_mime_limits - the limits a view for this set is parsed with */
+const struct pc_mime_limits *pc_rules_mime_limits(const struct pc_rules *rs)
+{
+    return &rs->lim.mime;
+}
+
+/* pc_rules_set_mime - adopt a parsed view; its limits become facts */
+void pc_rules_set_mime(struct pc_rules_run *run, struct pc_session *s, struct pc_mime *m)
+{
+    static const struct {
+        unsigned bit;
+        const char *name;
+    } lims[] = {{PC_MIME_LIM_DEPTH, "depth"},
+                {PC_MIME_LIM_PARTS, "parts"},
+                {PC_MIME_LIM_TEXT, "text"},
+                {PC_MIME_LIM_BUDGET, "budget"}};
+
+    pc_mime_free(run->mime);
+    run->mime = m;
+    /* Every limit reached is a value of the fact: a text limit must not hide a parts limit. */
+    for (size_t i = 0; i < sizeof(lims) / sizeof(lims[0]); i++)
+        if (m->limits & lims[i].bit)
+            pc_fact_add(s, "mime.limit", "%s", lims[i].name);
+    if (m->error)
+        pc_fact_add(s, "mime.error", "unparsable");
+    /* A parse cut short saw only part of the message: never a verdict from that. */
+    if (m->limits & PC_MIME_LIM_BUDGET)
+        run->over = true;
+}
+
+/* pc_rules_budget_left - milliseconds of CPU the message has left (at least 1) */
+unsigned long pc_rules_budget_left(const struct pc_rules *rs, const struct pc_rules_run *run)
+{
+    uint64_t budget = (uint64_t)rs->lim.cpu_budget_ms * 1000000u;
+
+    if (rs->lim.cpu_budget_ms == 0)
+        return 0;
+    if (run->used_ns >= budget)
+        return 1;
+    unsigned long ms = (unsigned long)((budget - run->used_ns) / 1000000u);
+    return ms ? ms : 1;
+}
+
 /* pc_rules_mime - parse on first use; limits become facts */
 const struct pc_mime *pc_rules_mime(const struct pc_rules *rs, struct pc_rules_run *run,
                                     struct pc_session *s)
 {
     if (run->mime || s->txn == NULL)
         return run->mime;
-    run->mime = pc_mime_parse_msg(&s->txn->msg, &rs->lim.mime);
-    if (run->mime->limit)
-        pc_fact_add(s, "mime.limit", "%s", run->mime->limit);
-    if (run->mime->error)
-        pc_fact_add(s, "mime.error", "unparsable");
+    struct pc_mime_src *src = pc_mime_src_new(&s->txn->msg);
+    pc_mime_src_budget(src, &run->stop, pc_rules_budget_left(rs, run));
+    pc_rules_set_mime(run, s, pc_mime_parse_src(src, &rs->lim.mime));
+    pc_mime_src_free(src);
     return run->mime;
 }
 
@@ -138,12 +263,18 @@ static bool test_str(const struct pc_rules *rs, struct pc_rules_run *run, struct
     case RO_EQ:
         return len == n->str_len && strncasecmp(v, n->str, len) == 0;
     case RO_CONTAINS:
+        if (n->re) /* a literal (rules.c compile_literal): no backtracking to bound */
+            return pcre2_match(n->re, (PCRE2_SPTR)v, len, 0, 0, run->md, NULL) >= 0;
         return contains_ci(v, len, n->str, n->str_len);
     case RO_IN_LIST:
         if (n->list->kind == RL_DOMAINS)
             return pc_rl_list_has(n->list, domain_of(v));
         return pc_rl_list_has(n->list, v);
     case RO_MATCH: {
+        if (over_budget(rs, run))
+            return false;
+        if (n->nlits && !pc_rl_prefilter_pass(n, v, len, run->md))
+            return false; /* none of the literals every match contains */
         int rc = pcre2_match(n->re, (PCRE2_SPTR)v, len, 0, 0, run->md, rs->mctx);
         if (rc >= 0)
             return true;
@@ -151,8 +282,7 @@ static bool test_str(const struct pc_rules *rs, struct pc_rules_run *run, struct
             PCRE2_UCHAR msg[120];
             pcre2_get_error_message(rc, msg, sizeof(msg));
             pc_warn("%s: rules: rule %s: regex on %s: %s; counted as no match", txn_id(s),
-                    run->rule ? run->rule->name : "?", pc_rl_fields[n->field].name,
-                    (char *)msg);
+                    run->rule ? run->rule->name : "?", pc_rl_fields[n->field].name, (char *)msg);
             pc_fact_add(s, "rules.regex_error", "%s", run->rule ? run->rule->name : "?");
         }
         return false;
@@ -256,15 +386,16 @@ static bool test_field(const struct pc_rules *rs, struct pc_rules_run *run, stru
             const struct pc_rcpt *r = &t->rcpts[i];
             if (!rcpt_in_scope(t, r, stage))
                 continue;
-            const char *v = n->field == RF_RCPT ? r->mb.addr
-                            : n->field == RF_RCPT_LOCAL ? r->mb.local : r->mb.domain;
+            const char *v = n->field == RF_RCPT         ? r->mb.addr
+                            : n->field == RF_RCPT_LOCAL ? r->mb.local
+                                                        : r->mb.domain;
             if (STR(v))
                 return true;
         }
         return false;
     case RF_RCPT_COUNT:
-        return t && test_num(n, (double)(stage == PC_RS_RCPT || t->naccepted == 0
-                                             ? t->nrcpt : t->naccepted));
+        return t && test_num(n, (double)(stage == PC_RS_RCPT || t->naccepted == 0 ? t->nrcpt
+                                                                                  : t->naccepted));
     case RF_SIZE:
         return t && test_num(n, (double)t->msg.size);
     case RF_HEADER:
@@ -298,12 +429,24 @@ static bool test_field(const struct pc_rules *rs, struct pc_rules_run *run, stru
             const struct pc_mime_part *p = &m->parts[i];
             bool hit;
             switch (n->field) {
-            case RF_PART_TYPE: hit = STR(p->type); break;
-            case RF_PART_FILENAME: hit = STR(p->filename); break;
-            case RF_PART_SIZE: hit = test_num(n, (double)p->size); break;
-            case RF_PART_ENCODING: hit = p->encoding[0] && STR(p->encoding); break;
-            case RF_PART_DISPOSITION: hit = p->disposition[0] && STR(p->disposition); break;
-            default: hit = STR(p->charset); break;
+            case RF_PART_TYPE:
+                hit = STR(p->type);
+                break;
+            case RF_PART_FILENAME:
+                hit = STR(p->filename);
+                break;
+            case RF_PART_SIZE:
+                hit = test_num(n, (double)p->size);
+                break;
+            case RF_PART_ENCODING:
+                hit = p->encoding[0] && STR(p->encoding);
+                break;
+            case RF_PART_DISPOSITION:
+                hit = p->disposition[0] && STR(p->disposition);
+                break;
+            default:
+                hit = STR(p->charset);
+                break;
             }
             if (hit)
                 return true;
@@ -428,10 +571,68 @@ static enum pc_action thresholds(const struct pc_rules *rs, struct pc_session *s
     if (decide == NULL)
         return PC_CONTINUE;
     enum pc_action a = apply(s, "threshold", &decide->act, v);
-    v->rule = s->txn ? pc_pool_printf(s->txn->pool, "score %g >= %g", total, decide->score)
-                     : "threshold";
+    v->rule =
+        s->txn ? pc_pool_printf(s->txn->pool, "score %g >= %g", total, decide->score) : "threshold";
     pc_info("%s: rules: score %g reached threshold %g: %s", txn_id(s), total, decide->score,
             pc_action_name(a));
+    return a;
+}
+
+/* limit_verdict - fail closed: a message past a MIME limit that rules inspect */
+static enum pc_action limit_verdict(const struct pc_rules *rs, struct pc_rules_run *run,
+                                    struct pc_session *s, struct pc_verdict *v)
+{
+    const struct pc_mime *m = run->mime;
+
+    if (m == NULL || !(m->limits & (PC_MIME_LIM_DEPTH | PC_MIME_LIM_PARTS)))
+        return PC_CONTINUE;
+    const char *which = (m->limits & PC_MIME_LIM_PARTS) ? "parts" : "depth";
+    switch (rs->lim.mime_limit_action) {
+    case PC_MLA_ACCEPT:
+        return PC_CONTINUE;
+    case PC_MLA_TEMPFAIL:
+        pc_verdict_set(v, PC_TEMPFAIL, 451, "4.3.4",
+                       "Message MIME structure exceeds the %s limit; it cannot be inspected",
+                       which);
+        break;
+    case PC_MLA_REJECT:
+        /* RFC 3463 X.3.4: the message is too big (here: too complex) for this system. */
+        pc_verdict_set(v, PC_REJECT, 552, "5.3.4",
+                       "Message MIME structure exceeds the %s limit; it cannot be inspected",
+                       which);
+        break;
+    }
+    v->rule = s->txn ? pc_pool_printf(s->txn->pool, "mime.limit=%s", which) : "mime.limit";
+    pc_info("%s: rules: MIME %s limit reached: mime_limit_action=%s", txn_id(s), which,
+            rs->lim.mime_limit_action == PC_MLA_REJECT ? "reject" : "tempfail");
+    return v->action;
+}
+
+/* budget_verdict - the message used its CPU budget: could not decide */
+static enum pc_action budget_verdict(const struct pc_rules *rs, struct pc_rules_run *run,
+                                     struct pc_session *s, enum pc_rstage stage,
+                                     struct pc_verdict *v)
+{
+    if (!stopped(run)) {
+        pc_warn("%s: rules: CPU budget of %lu ms used up at %s (rule %s); not inspected further",
+                txn_id(s), rs->lim.cpu_budget_ms, pc_rl_stage_name(stage),
+                run->rule ? run->rule->name : "-");
+        pc_fact_add(s, "rules.budget", "exceeded");
+    }
+    pc_verdict_set(v, PC_ERROR, 451, "4.3.0",
+                   "Message could not be inspected in time; try again later");
+    v->rule = "cpu_budget";
+    return PC_ERROR;
+}
+
+/* stage_end - account the CPU a header or body stage used */
+static enum pc_action stage_end(struct pc_rules_run *run, enum pc_action a)
+{
+    if (run->timing) {
+        run->used_ns += cpu_ns() - run->t0;
+        run->timing = false;
+    }
+    run->rule = NULL;
     return a;
 }
 
@@ -439,10 +640,23 @@ static enum pc_action thresholds(const struct pc_rules *rs, struct pc_session *s
 enum pc_action pc_rules_eval(const struct pc_rules *rs, struct pc_rules_run *run,
                              struct pc_session *s, enum pc_rstage stage, struct pc_verdict *v)
 {
+    if (stage == PC_RS_HEADER || stage == PC_RS_BODY) {
+        run->t0 = cpu_ns();
+        run->w0 = wall_ns();
+        run->timing = true;
+    }
+    /* Parse first: the limits are facts before any rule runs, and the budget covers it. */
+    if (stage == PC_RS_BODY && rs->needs_mime)
+        pc_rules_mime(rs, run, s);
     for (size_t i = 0; i < rs->nrules[stage]; i++) {
         const struct rl_rule *r = rs->rules[stage][i];
         run->rule = r;
-        if (!eval_node(rs, run, s, r->cond, stage))
+        if (over_budget(rs, run))
+            return stage_end(run, budget_verdict(rs, run, s, stage, v));
+        bool hit = eval_node(rs, run, s, r->cond, stage);
+        if (run->over || stopped(run))
+            return stage_end(run, budget_verdict(rs, run, s, stage, v));
+        if (!hit)
             continue;
         double score = 0;
         for (size_t k = 0; k < r->nact; k++)
@@ -458,13 +672,18 @@ enum pc_action pc_rules_eval(const struct pc_rules *rs, struct pc_rules_run *run
             enum pc_action a = apply(s, r->name, &r->act[k], v);
             if (a != PC_CONTINUE) {
                 v->rule = r->name;
-                run->rule = NULL;
-                return a;
+                return stage_end(run, a);
             }
         }
     }
     run->rule = NULL;
-    if (stage == PC_RS_BODY)
-        return thresholds(rs, s, v);
-    return PC_CONTINUE;
+    if (over_budget(rs, run))
+        return stage_end(run, budget_verdict(rs, run, s, stage, v));
+    if (stage == PC_RS_BODY) {
+        enum pc_action a = limit_verdict(rs, run, s, v);
+        if (a != PC_CONTINUE)
+            return stage_end(run, a);
+        return stage_end(run, thresholds(rs, s, v));
+    }
+    return stage_end(run, PC_CONTINUE);
 }

@@ -21,9 +21,13 @@
 
 #include <gmime/gmime.h>
 #include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "gateway/msg.h"
@@ -33,9 +37,9 @@
 struct mime_walk {
     struct pc_mime *m;
     const struct pc_mime_limits *lim;
-    size_t cap;            /* parts array capacity */
-    size_t text_cap;       /* m->text capacity */
-    size_t *text_off;      /* per part offset into m->text, fixed up at the end */
+    size_t cap;       /* parts array capacity */
+    size_t text_cap;  /* m->text capacity */
+    size_t *text_off; /* per part offset into m->text, fixed up at the end */
 };
 
 static pthread_once_t mime_once = PTHREAD_ONCE_INIT;
@@ -57,6 +61,48 @@ static char *lower(struct pc_pool *p, const char *s)
     return d;
 }
 
+/* set_limit - record a limit reached; the first one reached names it */
+static void set_limit(struct pc_mime *m, unsigned bit, const char *name)
+{
+    m->limits |= bit;
+    if (m->limit == NULL)
+        m->limit = name;
+}
+
+/* Past this size the text buffer is mapped rather than malloc'd: glibc keeps freed memory in a
+ * worker thread's arena, so a megabyte of text per message would stay resident after the
+ * verdict (issue 14: memory held per session while sessions wait for the backend). */
+#define BIG_TEXT 131072
+
+/* text_resize - grow the text buffer from oldcap to cap bytes; NULL when out of memory */
+static char *text_resize(char *old, size_t oldcap, size_t cap)
+{
+    if (cap < BIG_TEXT)
+        return realloc(old, cap);
+    if (oldcap >= BIG_TEXT) {
+        void *p = mremap(old, oldcap, cap, MREMAP_MAYMOVE);
+        return p == MAP_FAILED ? NULL : p;
+    }
+    void *p = mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return NULL;
+    if (old)
+        memcpy(p, old, oldcap);
+    free(old);
+    return p;
+}
+
+/* text_free - pool cleanup: the text buffer, mapped or malloc'd */
+static void text_free(void *arg)
+{
+    struct pc_mime *m = arg;
+
+    if (m->text_map)
+        munmap(m->text, m->text_map);
+    else
+        free(m->text);
+}
+
 /* text_append - keep decoded text up to the limit; false once the limit is reached */
 static bool text_append(struct mime_walk *w, const char *p, size_t n)
 {
@@ -64,8 +110,7 @@ static bool text_append(struct mime_walk *w, const char *p, size_t n)
 
     if (m->text_len + n > w->lim->max_text) {
         n = w->lim->max_text - m->text_len;
-        if (m->limit == NULL)
-            m->limit = "text";
+        set_limit(m, PC_MIME_LIM_TEXT, "text");
     }
     if (n == 0)
         return m->text_len < w->lim->max_text;
@@ -73,7 +118,7 @@ static bool text_append(struct mime_walk *w, const char *p, size_t n)
         size_t cap = w->text_cap ? w->text_cap : 4096;
         while (cap < m->text_len + n + 1)
             cap *= 2;
-        char *t = realloc(m->text, cap);
+        char *t = text_resize(m->text, w->text_cap, cap);
         if (t == NULL)
             pc_fatal("out of memory");
         m->text = t;
@@ -110,6 +155,11 @@ static void part_read(struct mime_walk *w, GMimePart *part, struct pc_mime_part 
 
     if (dw == NULL)
         return;
+    if (text && (w->lim->skip & PC_MIME_SKIP_TEXT))
+        text = keep = false;
+    /* Decoding is the costly part; only for what some rule reads. */
+    if (!text && (w->lim->skip & PC_MIME_SKIP_SIZE))
+        return;
     GMimeStream *src = g_mime_data_wrapper_get_stream(dw);
     if (src == NULL)
         return;
@@ -141,6 +191,9 @@ static void part_read(struct mime_walk *w, GMimePart *part, struct pc_mime_part 
             keep = text_append(w, buf, (size_t)n);
             mp->text_len += w->m->text_len - before;
         }
+        /* Past the text limit, read on only when a rule wants the part's size. */
+        if (!keep && (w->lim->skip & PC_MIME_SKIP_SIZE))
+            break;
     }
     if (text)
         mp->text = ""; /* pointed into m->text at the end */
@@ -154,8 +207,7 @@ static void add_leaf(struct mime_walk *w, GMimeObject *obj, unsigned depth)
     struct pc_pool *pool = m->pool;
 
     if (m->nparts >= w->lim->max_parts) {
-        if (m->limit == NULL)
-            m->limit = "parts";
+        set_limit(m, PC_MIME_LIM_PARTS, "parts");
         return;
     }
     if (m->nparts == w->cap) {
@@ -196,8 +248,8 @@ static void add_leaf(struct mime_walk *w, GMimeObject *obj, unsigned depth)
         GMimeContentEncoding enc = g_mime_part_get_content_encoding(part);
         const char *es = g_mime_content_encoding_to_string(enc);
         mp->encoding = es ? lower(pool, es) : "";
-        bool text = strncmp(mp->type, "text/", 5) == 0 &&
-                    strcmp(mp->disposition, "attachment") != 0;
+        bool text =
+            strncmp(mp->type, "text/", 5) == 0 && strcmp(mp->disposition, "attachment") != 0;
         part_read(w, part, mp, text);
     }
 }
@@ -207,11 +259,12 @@ static void walk(struct mime_walk *w, GMimeObject *obj, unsigned depth)
 {
     struct pc_mime *m = w->m;
 
-    if (obj == NULL || (m->limit && strcmp(m->limit, "text") != 0))
+    /* Past the part limit nothing more is looked at; past the depth limit only that
+     * subtree is skipped, so that with mime_limit_action = accept rules still see the rest. */
+    if (obj == NULL || (m->limits & PC_MIME_LIM_PARTS))
         return;
     if (depth > w->lim->max_depth) {
-        if (m->limit == NULL)
-            m->limit = "depth";
+        set_limit(m, PC_MIME_LIM_DEPTH, "depth");
         return;
     }
     if (depth > m->depth)
@@ -254,8 +307,10 @@ static struct pc_mime *parse_stream(GMimeStream *stream, bool persist,
             m->parts[i].text = m->text ? m->text + w.text_off[i] : "";
     if (m->text == NULL)
         m->text = pc_pool_strdup(pool, "");
-    else
-        pc_pool_cleanup(pool, free, m->text);
+    else {
+        m->text_map = w.text_cap >= BIG_TEXT ? w.text_cap : 0;
+        pc_pool_cleanup(pool, text_free, m);
+    }
     free(w.text_off);
     if (msg)
         g_object_unref(msg);
@@ -273,13 +328,195 @@ struct pc_mime *pc_mime_parse_buf(const char *data, size_t len, const struct pc_
     return m;
 }
 
-/* pc_mime_parse_msg - the spooled message: header block, separator, body (memory or file) */
-struct pc_mime *pc_mime_parse_msg(const struct pc_msg *msg, const struct pc_mime_limits *lim)
+struct pc_mime_src {
+    GMimeStream *stream;
+    bool persist;
+    const atomic_bool *stop; /* the evaluation was abandoned */
+    unsigned long budget_ms; /* CPU the parse may use; 0 = unbounded */
+};
+
+/*
+ * A stream that ends early: GMime's parser is one call that we cannot
+ * interrupt, and 100,000 nested multiparts keep it busy for seconds (its
+ * boundary stack is searched for every line). This wrapper reports the
+ * end of the input once the parse has used its CPU or was abandoned, so
+ * the parser finishes with what it has and the worker is free again.
+ */
+typedef struct {
+    GMimeStream parent;
+    GMimeStream *inner;
+    const atomic_bool *stop;
+    uint64_t wall0, cpu0, budget_ns; /* budget_ns 0: no budget */
+    bool cut;
+} PcBudgetStream;
+
+typedef struct {
+    GMimeStreamClass parent_class;
+} PcBudgetStreamClass;
+
+G_DEFINE_TYPE(PcBudgetStream, pc_budget_stream, GMIME_TYPE_STREAM)
+
+/* clock_ns - one clock in nanoseconds */
+static uint64_t clock_ns(clockid_t id)
 {
+    struct timespec ts;
+
+    clock_gettime(id, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* bs_over - has the parse used its budget or been abandoned */
+static bool bs_over(PcBudgetStream *b)
+{
+    if (b->cut)
+        return true;
+    if (b->stop && atomic_load_explicit(b->stop, memory_order_relaxed))
+        return b->cut = true;
+    /* CPU time never exceeds wall time: the thread CPU clock (a system call) only when the
+     * wall clock (vDSO) says the budget could be used up. */
+    if (b->budget_ns == 0 || clock_ns(CLOCK_MONOTONIC) - b->wall0 <= b->budget_ns)
+        return false;
+    return b->cut = clock_ns(CLOCK_THREAD_CPUTIME_ID) - b->cpu0 > b->budget_ns;
+}
+
+/* bs_read - the inner stream's bytes, or the end once over budget */
+static ssize_t bs_read(GMimeStream *stream, char *buf, size_t len)
+{
+    PcBudgetStream *b = (PcBudgetStream *)stream;
+
+    if (bs_over(b))
+        return 0;
+    ssize_t n = g_mime_stream_read(b->inner, buf, len);
+    if (n > 0)
+        stream->position += n;
+    return n;
+}
+
+/* bs_write - read-only */
+static ssize_t bs_write(GMimeStream *stream, const char *buf, size_t len)
+{
+    (void)stream, (void)buf, (void)len;
+    return -1;
+}
+
+/* bs_flush, bs_close - nothing to do */
+static int bs_flush(GMimeStream *stream)
+{
+    (void)stream;
+    return 0;
+}
+
+static int bs_close(GMimeStream *stream)
+{
+    (void)stream;
+    return 0;
+}
+
+/* bs_eos - at the end, or cut */
+static gboolean bs_eos(GMimeStream *stream)
+{
+    PcBudgetStream *b = (PcBudgetStream *)stream;
+
+    return b->cut || g_mime_stream_eos(b->inner);
+}
+
+/* bs_reset - back to the start */
+static int bs_reset(GMimeStream *stream)
+{
+    stream->position = 0;
+    return g_mime_stream_reset(((PcBudgetStream *)stream)->inner);
+}
+
+/* bs_seek, bs_tell, bs_length, bs_substream - the inner stream's */
+static gint64 bs_seek(GMimeStream *stream, gint64 offset, GMimeSeekWhence whence)
+{
+    gint64 r = g_mime_stream_seek(((PcBudgetStream *)stream)->inner, offset, whence);
+
+    if (r >= 0)
+        stream->position = r;
+    return r;
+}
+
+static gint64 bs_tell(GMimeStream *stream)
+{
+    return g_mime_stream_tell(((PcBudgetStream *)stream)->inner);
+}
+
+static gint64 bs_length(GMimeStream *stream)
+{
+    return g_mime_stream_length(((PcBudgetStream *)stream)->inner);
+}
+
+static GMimeStream *bs_substream(GMimeStream *stream, gint64 start, gint64 end)
+{
+    return g_mime_stream_substream(((PcBudgetStream *)stream)->inner, start, end);
+}
+
+/* pc_budget_stream_finalize - drop the inner stream */
+static void pc_budget_stream_finalize(GObject *obj)
+{
+    g_object_unref(((PcBudgetStream *)obj)->inner);
+    G_OBJECT_CLASS(pc_budget_stream_parent_class)->finalize(obj);
+}
+
+/* pc_budget_stream_class_init - the vtable */
+static void pc_budget_stream_class_init(PcBudgetStreamClass *klass)
+{
+    GMimeStreamClass *sc = GMIME_STREAM_CLASS(klass);
+
+    G_OBJECT_CLASS(klass)->finalize = pc_budget_stream_finalize;
+    sc->read = bs_read;
+    sc->write = bs_write;
+    sc->flush = bs_flush;
+    sc->close = bs_close;
+    sc->eos = bs_eos;
+    sc->reset = bs_reset;
+    sc->seek = bs_seek;
+    sc->tell = bs_tell;
+    sc->length = bs_length;
+    sc->substream = bs_substream;
+}
+
+/* pc_budget_stream_init - nothing before construction */
+static void pc_budget_stream_init(PcBudgetStream *b)
+{
+    (void)b;
+}
+
+/* budget_stream_new - wrap inner (a reference is taken) */
+static GMimeStream *budget_stream_new(GMimeStream *inner, const atomic_bool *stop,
+                                      unsigned long budget_ms)
+{
+    PcBudgetStream *b = g_object_new(pc_budget_stream_get_type(), NULL);
+
+    g_mime_stream_construct(GMIME_STREAM(b), 0, -1);
+    b->inner = g_object_ref(inner);
+    b->stop = stop;
+    b->budget_ns = (uint64_t)budget_ms * 1000000u;
+    b->wall0 = clock_ns(CLOCK_MONOTONIC);
+    b->cpu0 = clock_ns(CLOCK_THREAD_CPUTIME_ID);
+    return GMIME_STREAM(b);
+}
+
+/* pc_mime_src_budget - bound the parse of a snapshot: CPU time, and a flag to abandon it */
+void pc_mime_src_budget(struct pc_mime_src *src, const atomic_bool *stop, unsigned long ms)
+{
+    src->stop = stop;
+    src->budget_ms = ms;
+}
+
+/* pc_mime_src_new - the spooled message: header block, separator, body (memory or file) */
+struct pc_mime_src *pc_mime_src_new(const struct pc_msg *msg)
+{
+    struct pc_mime_src *src = calloc(1, sizeof(*src));
+
+    if (src == NULL)
+        pc_fatal("out of memory");
     pthread_once(&mime_once, mime_init);
+    /* Memory streams made "with buffer" copy the bytes: the snapshot owns what it reads. */
     GMimeStream *cat = g_mime_stream_cat_new();
-    GMimeStream *h = g_mime_stream_mem_new_with_buffer(msg->head.data ? msg->head.data : "",
-                                                       msg->head.len);
+    GMimeStream *h =
+        g_mime_stream_mem_new_with_buffer(msg->head.data ? msg->head.data : "", msg->head.len);
     g_mime_stream_cat_add_source(GMIME_STREAM_CAT(cat), h);
     g_object_unref(h);
     if (msg->separator || msg->body_len) {
@@ -287,7 +524,6 @@ struct pc_mime *pc_mime_parse_msg(const struct pc_msg *msg, const struct pc_mime
         g_mime_stream_cat_add_source(GMIME_STREAM_CAT(cat), sep);
         g_object_unref(sep);
     }
-    bool persist = false;
     if (msg->body_fd >= 0) {
         int fd = dup(msg->body_fd);
         if (fd >= 0) {
@@ -295,15 +531,46 @@ struct pc_mime *pc_mime_parse_msg(const struct pc_msg *msg, const struct pc_mime
             GMimeStream *b = g_mime_stream_fs_new_with_bounds(fd, 0, (gint64)msg->body_len);
             g_mime_stream_cat_add_source(GMIME_STREAM_CAT(cat), b);
             g_object_unref(b);
-            persist = true;
+            src->persist = true;
         }
     } else if (msg->body_len) {
         GMimeStream *b = g_mime_stream_mem_new_with_buffer(msg->body.data, msg->body_len);
         g_mime_stream_cat_add_source(GMIME_STREAM_CAT(cat), b);
         g_object_unref(b);
     }
-    struct pc_mime *m = parse_stream(cat, persist, lim);
-    g_object_unref(cat);
+    src->stream = cat;
+    return src;
+}
+
+/* pc_mime_parse_src - parse a snapshot */
+struct pc_mime *pc_mime_parse_src(struct pc_mime_src *src, const struct pc_mime_limits *lim)
+{
+    g_mime_stream_reset(src->stream);
+    if (src->stop == NULL && src->budget_ms == 0)
+        return parse_stream(src->stream, src->persist, lim);
+    GMimeStream *b = budget_stream_new(src->stream, src->stop, src->budget_ms);
+    struct pc_mime *m = parse_stream(b, src->persist, lim);
+    if (((PcBudgetStream *)b)->cut)
+        set_limit(m, PC_MIME_LIM_BUDGET, "budget");
+    g_object_unref(b);
+    return m;
+}
+
+/* pc_mime_src_free - release a snapshot (and its file descriptor) */
+void pc_mime_src_free(struct pc_mime_src *src)
+{
+    if (src == NULL)
+        return;
+    g_object_unref(src->stream);
+    free(src);
+}
+
+/* pc_mime_parse_msg - the spooled message, on the calling thread */
+struct pc_mime *pc_mime_parse_msg(const struct pc_msg *msg, const struct pc_mime_limits *lim)
+{
+    struct pc_mime_src *src = pc_mime_src_new(msg);
+    struct pc_mime *m = pc_mime_parse_src(src, lim);
+    pc_mime_src_free(src);
     return m;
 }
 

@@ -10,24 +10,47 @@
  *	The text of all text parts is also joined into one body text.
  *
  *	Limits (depth, part count, decoded text) stop the walk instead of
- *	failing it: "limit" then names the first limit reached, and rules see
- *	it as the fact mime.limit.
+ *	failing it: "limit" then names the first limit reached and "limits"
+ *	has a bit for every limit reached (a text limit must not hide a parts
+ *	limit behind it); rules see them as the facts mime.limit.
+ *
+ *	Only what a rule set reads is computed: "skip" in the limits drops the
+ *	decoded text (no rule reads body) or the decoding of non-text parts
+ *	(no rule reads part.size), so a 10 MB attachment is not decoded just
+ *	to be thrown away.
+ *
+ *	A view can be parsed off the event loop: pc_mime_src_new() takes a
+ *	private snapshot of the spooled message on the loop thread (a copy of
+ *	the header block and an in-memory body, a dup of the spool file
+ *	descriptor), and pc_mime_parse_src() may then run on any thread, even
+ *	after the transaction is gone.
  * SEE ALSO
  *	RFC 2045, RFC 2046, RFC 2047, RFC 2183, RFC 2231
  */
 #ifndef PC_MIME_H
 #define PC_MIME_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 
 struct pc_msg;
+struct pc_mime_src;
 
 struct pc_mime_limits {
-    unsigned max_depth;   /* nesting of multiparts and message/rfc822 */
-    unsigned max_parts;   /* leaf parts */
-    size_t max_text;      /* decoded text kept for rules, whole message */
+    unsigned max_depth; /* nesting of multiparts and message/rfc822 */
+    unsigned max_parts; /* leaf parts */
+    size_t max_text;    /* decoded text kept for rules, whole message */
+    unsigned skip;      /* PC_MIME_SKIP_*: what no rule reads */
 };
+
+#define PC_MIME_SKIP_TEXT 0x1 /* no decoded text (no rule reads body) */
+#define PC_MIME_SKIP_SIZE 0x2 /* do not decode non-text parts for their size */
+
+#define PC_MIME_LIM_DEPTH  0x1
+#define PC_MIME_LIM_PARTS  0x2
+#define PC_MIME_LIM_TEXT   0x4
+#define PC_MIME_LIM_BUDGET 0x8 /* the parse was cut: its CPU budget, or abandoned */
 
 struct pc_mime_part {
     const char *type;        /* "text/plain", lower case */
@@ -48,13 +71,22 @@ struct pc_mime {
     size_t nparts;
     char *text; /* text of every text part, joined with newlines, at most max_text */
     size_t text_len;
-    unsigned depth; /* deepest nesting seen */
-    const char *limit; /* "depth", "parts", "text" or NULL */
+    size_t text_map;   /* bytes mapped for text, or 0 when it is malloc'd */
+    unsigned depth;    /* deepest nesting seen */
+    const char *limit; /* first limit reached: "depth", "parts", "text", "budget" or NULL */
+    unsigned limits;   /* PC_MIME_LIM_* of every limit reached */
     bool error;        /* GMime could not make a message of it */
 };
 
 /* pc_mime_parse_msg - the spooled message; the body is read through a file-backed stream */
 struct pc_mime *pc_mime_parse_msg(const struct pc_msg *, const struct pc_mime_limits *);
+/* pc_mime_src_new - snapshot of the spooled message, independent of it afterwards */
+struct pc_mime_src *pc_mime_src_new(const struct pc_msg *);
+/* pc_mime_parse_src - parse a snapshot (any thread); the snapshot stays the caller's */
+struct pc_mime *pc_mime_parse_src(struct pc_mime_src *, const struct pc_mime_limits *);
+void pc_mime_src_free(struct pc_mime_src *);
+/* pc_mime_src_budget - cut the parse (as if the input ended) past ms of CPU or once *stop */
+void pc_mime_src_budget(struct pc_mime_src *, const atomic_bool *stop, unsigned long ms);
 /* pc_mime_parse_buf - a whole message in memory */
 struct pc_mime *pc_mime_parse_buf(const char *data, size_t len, const struct pc_mime_limits *);
 void pc_mime_free(struct pc_mime *);

@@ -19,12 +19,34 @@ struct pc_pool;
 enum rl_kind { RK_STR, RK_NUM, RK_IP };
 
 enum rl_field {
-    RF_CLIENT_IP, RF_CLIENT_NAME, RF_CLIENT_PTR, RF_HELO, RF_AUTH,
-    RF_FROM, RF_FROM_LOCAL, RF_FROM_DOMAIN,
-    RF_RCPT, RF_RCPT_LOCAL, RF_RCPT_DOMAIN, RF_RCPT_COUNT,
-    RF_SIZE, RF_HEADER, RF_HEADER_RAW, RF_HEADERS, RF_BODY, RF_BODY_RAW,
-    RF_PART_TYPE, RF_PART_FILENAME, RF_PART_SIZE, RF_PART_ENCODING, RF_PART_DISPOSITION,
-    RF_PART_CHARSET, RF_MIME_PARTS, RF_MIME_DEPTH, RF_FACT, RF_SCORE,
+    RF_CLIENT_IP,
+    RF_CLIENT_NAME,
+    RF_CLIENT_PTR,
+    RF_HELO,
+    RF_AUTH,
+    RF_FROM,
+    RF_FROM_LOCAL,
+    RF_FROM_DOMAIN,
+    RF_RCPT,
+    RF_RCPT_LOCAL,
+    RF_RCPT_DOMAIN,
+    RF_RCPT_COUNT,
+    RF_SIZE,
+    RF_HEADER,
+    RF_HEADER_RAW,
+    RF_HEADERS,
+    RF_BODY,
+    RF_BODY_RAW,
+    RF_PART_TYPE,
+    RF_PART_FILENAME,
+    RF_PART_SIZE,
+    RF_PART_ENCODING,
+    RF_PART_DISPOSITION,
+    RF_PART_CHARSET,
+    RF_MIME_PARTS,
+    RF_MIME_DEPTH,
+    RF_FACT,
+    RF_SCORE,
     RF_COUNT
 };
 
@@ -36,8 +58,18 @@ struct rl_field_info {
 };
 extern const struct rl_field_info pc_rl_fields[RF_COUNT];
 
-enum rl_op { RO_EQ, RO_CONTAINS, RO_MATCH, RO_IN_LIST, RO_IN_CIDR, RO_EXISTS, RO_LT, RO_LE,
-             RO_GT, RO_GE };
+enum rl_op {
+    RO_EQ,
+    RO_CONTAINS,
+    RO_MATCH,
+    RO_IN_LIST,
+    RO_IN_CIDR,
+    RO_EXISTS,
+    RO_LT,
+    RO_LE,
+    RO_GT,
+    RO_GE
+};
 
 enum rl_list_kind { RL_DOMAINS, RL_ADDRESSES, RL_CIDRS };
 
@@ -64,12 +96,22 @@ struct rl_node {
     size_t str_len;
     double num;
     pcre2_code *re;
+    pcre2_code **lits; /* body regexes: some literal every match contains (prefilter.c) */
+    const char **lit_strs;
+    size_t nlits;
     const struct rl_list *list;
     struct pc_cidr cidr;
 };
 
-enum rl_act_type { RA_ACCEPT, RA_REJECT, RA_TEMPFAIL, RA_DISCARD, RA_ADD_HEADER,
-                   RA_REMOVE_HEADER, RA_SCORE };
+enum rl_act_type {
+    RA_ACCEPT,
+    RA_REJECT,
+    RA_TEMPFAIL,
+    RA_DISCARD,
+    RA_ADD_HEADER,
+    RA_REMOVE_HEADER,
+    RA_SCORE
+};
 
 struct rl_action {
     enum rl_act_type type;
@@ -106,10 +148,19 @@ struct pc_rules {
     struct rl_list **lists;
     size_t nlists;
     pcre2_match_context *mctx;
-    struct pc_rules_limits lim;
+    struct pc_rules_limits lim; /* lim.mime.skip: what no rule reads */
+    unsigned mime_reads;        /* PC_MIME_SKIP_* bits some rule needs */
+    bool needs_mime;            /* some body-stage rule reads the MIME view */
 };
 
 const char *pc_rl_stage_name(enum pc_rstage);
+
+/* prefilter.c */
+/* pc_rl_prefilter - literals for a body regex into the node; false when there are none */
+bool pc_rl_prefilter(struct pc_pool *, struct rl_node *, const char *pat, size_t len,
+                     uint32_t reflags);
+/* pc_rl_prefilter_pass - false when none of the node's literals occurs: the regex cannot match */
+bool pc_rl_prefilter_pass(const struct rl_node *, const char *text, size_t len, pcre2_match_data *);
 
 /* list.c */
 struct rl_list *pc_rl_list_new(struct pc_pool *, const char *name, enum rl_list_kind);

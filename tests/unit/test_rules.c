@@ -9,9 +9,11 @@
  */
 #include <arpa/inet.h>
 #include <check.h>
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "gateway/session.h"
@@ -21,8 +23,9 @@
 #include "rules/rules_int.h"
 
 static const struct pc_rules_limits lim = {
-    .match_limit = 100000, .depth_limit = 1000, .mime = {.max_depth = 5, .max_parts = 20,
-                                                          .max_text = 65536}};
+    .match_limit = 100000,
+    .depth_limit = 1000,
+    .mime = {.max_depth = 5, .max_parts = 20, .max_text = 65536}};
 
 struct errs {
     char buf[4096];
@@ -121,8 +124,7 @@ static const struct {
      "t.rules:1:29: unknown regular expression flag 'q' (i, m, s, x)\n"},
     {"list l things \"x\"", "t.rules:1:8: expected the list kind (domains, addresses or cidrs), "
                             "found \"things\"\n"},
-    {"rule a at helo if helo exists then accept\n\x01",
-     "t.rules:2:1: unexpected byte 0x01\n"},
+    {"rule a at helo if helo exists then accept\n\x01", "t.rules:2:1: unexpected byte 0x01\n"},
     {"rule a at connect if client.ip in \"300.1.1.1/8\" then accept",
      "t.rules:1:35: bad network \"300.1.1.1/8\"\n"},
 };
@@ -235,14 +237,17 @@ static const struct {
     {"rule r at header if headers ~ /^Date: x$/", "plain", "192.0.2.7", true},
     {"rule r at header if headers ~ /^X-Mailer:/i", "plain", "192.0.2.7", false},
     {"rule r at body if body ~ /\\bviagra\\b/", "plain", "192.0.2.7", false},
+    {"rule r at body if body contains \"hello viagra WORLD\"", "plain", "192.0.2.7", true},
+    {"rule r at body if body contains \"viagra worlds\"", "plain", "192.0.2.7", false},
+    {"rule r at eom if body.raw contains \"vIaGrA\"", "plain", "192.0.2.7", true},
     {"rule r at mime if part.filename ~ /\\.exe$/i", "exe", "192.0.2.7", true},
     {"rule r at mime if part.filename == \"rechnung märz.pdf.exe\"", "exe", "192.0.2.7", true},
     {"rule r at mime if part.filename ~ /\\.exe$/i", "plain", "192.0.2.7", false},
     {"rule r at mime if body contains \"grüße\"", "exe", "192.0.2.7", true},
     {"rule r at mime if part.type == \"application/octet-stream\" and part.size == 33", "exe",
      "192.0.2.7", true},
-    {"rule r at mime if part.encoding == \"base64\" and mime.parts == 2 and mime.depth == 1",
-     "exe", "192.0.2.7", true},
+    {"rule r at mime if part.encoding == \"base64\" and mime.parts == 2 and mime.depth == 1", "exe",
+     "192.0.2.7", true},
     {"rule r at mime if part.disposition == \"attachment\" and part.charset == \"iso-8859-1\"",
      "exe", "192.0.2.7", true},
     {"rule r at eom if size > 100 and size < 1k", "exe", "192.0.2.7", true},
@@ -257,8 +262,9 @@ START_TEST(test_eval)
     snprintf(text, sizeof(text), "%s then reject 550 5.7.1 \"hit\"", evals[_i].stage_rule);
     struct pc_rules *rs = compile(text, &e);
     ck_assert_msg(rs != NULL, "%s: %s", text, e.buf);
-    const char *m = evals[_i].msg == NULL ? "Subject: x\n\nbody\n"
-                    : strcmp(evals[_i].msg, "exe") == 0 ? msg_exe : msg_plain;
+    const char *m = evals[_i].msg == NULL               ? "Subject: x\n\nbody\n"
+                    : strcmp(evals[_i].msg, "exe") == 0 ? msg_exe
+                                                        : msg_plain;
     struct pc_session *s = session_with(evals[_i].ip, "a@example.org", "b@example.com", m);
     struct pc_rules_run *run = pc_rules_run_new(rs);
     struct pc_verdict v;
@@ -371,8 +377,10 @@ START_TEST(test_lists)
     f = fopen(path, "w");
     fputs("10.0.0.0/8\n  not-a-net\n", f);
     fclose(f);
-    snprintf(text, sizeof(text), "%s/n.list:2:3: \"not-a-net\": not an IP address or network "
-             "(e.g. 192.0.2.0/24, 2001:db8::/32)\n", dir);
+    snprintf(text, sizeof(text),
+             "%s/n.list:2:3: \"not-a-net\": not an IP address or network "
+             "(e.g. 192.0.2.0/24, 2001:db8::/32)\n",
+             dir);
     memset(&e, 0, sizeof(e));
     rs = pc_rules_compile(files, 1, &lim, collect, &e);
     ck_assert_ptr_null(rs);
@@ -399,9 +407,349 @@ START_TEST(test_mime_limits)
                        "--b\n\none one one\n--b\n\ntwo\n--b\n\nthree\n--b\n\nfour\n--b--\n";
     m = pc_mime_parse_buf(many, strlen(many), &ml);
     ck_assert_str_eq(m->limit, "text");
+    /* the text limit came first; it must not hide the parts limit behind it */
+    ck_assert_uint_eq(m->limits, PC_MIME_LIM_TEXT | PC_MIME_LIM_PARTS);
     ck_assert_int_eq(m->nparts, 3);
     ck_assert_int_eq(m->text_len, 10);
     pc_mime_free(m);
+}
+END_TEST
+
+/* many_parts - a multipart with n text parts (the first with 2000 bytes), then an .exe */
+static char *many_parts(int n)
+{
+    size_t cap = 8192 + (size_t)n * 64;
+    char *msg = malloc(cap);
+    size_t l = (size_t)snprintf(msg, cap,
+                                "From: a@example.org\nMIME-Version: 1.0\n"
+                                "Content-Type: multipart/mixed; boundary=b\n\n");
+    for (int i = 0; i < n; i++) {
+        l += (size_t)snprintf(msg + l, cap - l, "--b\nContent-Type: text/plain\n\n");
+        for (int k = 0; i == 0 && k < 40; k++)
+            l += (size_t)snprintf(msg + l, cap - l, "%s\n",
+                                  "0123456789012345678901234567890123456789012345678");
+        l += (size_t)snprintf(msg + l, cap - l, "part %d\n", i);
+    }
+    snprintf(msg + l, cap - l,
+             "--b\nContent-Type: application/octet-stream\nContent-Disposition: attachment; "
+             "filename=setup.exe\nContent-Transfer-Encoding: base64\n\nTVqQAAMAAAAE\n--b--\n");
+    return msg;
+}
+
+/* eval_body - compile text with limits, run every stage over msg; the action */
+static enum pc_action eval_body(const char *text, const struct pc_rules_limits *l, const char *msg,
+                                struct pc_verdict *v, struct pc_session **sp)
+{
+    struct errs e;
+    memset(&e, 0, sizeof(e));
+    struct pc_rules *rs = pc_rules_compile_buf("t.rules", text, strlen(text), l, collect, &e);
+    ck_assert_msg(rs != NULL, "%s", e.buf);
+    struct pc_session *s = session_with("192.0.2.7", "a@example.org", "b@example.com", msg);
+    struct pc_rules_run *run = pc_rules_run_new(rs);
+    enum pc_action got = PC_CONTINUE;
+    pc_verdict_clear(v);
+    for (int st = 0; st < PC_RS_COUNT && got == PC_CONTINUE; st++)
+        got = pc_rules_eval(rs, run, s, (enum pc_rstage)st, v);
+    pc_rules_run_free(run);
+    pc_rules_free(rs);
+    if (sp)
+        *sp = s;
+    else
+        pc_session_free(s);
+    return got;
+}
+
+/* has_fact - does the fact have this value among its values */
+static bool has_fact(struct pc_session *s, const char *name, const char *value)
+{
+    for (const struct pc_fact *f = pc_fact_next(s, name, NULL); f; f = pc_fact_next(s, name, f))
+        if (strcmp(f->value, value) == 0)
+            return true;
+    return false;
+}
+
+/* Issue 13 section 4: an .exe past the parts or depth limit is not delivered by default. */
+START_TEST(test_mime_limit_action)
+{
+    static const char *exe_rule = "rule banned at mime if part.filename ~ /\\.exe$/i "
+                                  "then reject 550 5.7.1 \"exe\"\n";
+    struct pc_rules_limits l = lim;
+    struct pc_verdict v;
+    struct pc_session *s;
+    char *msg = many_parts(25); /* the .exe is part 26, past max_parts = 20 */
+
+    /* default: reject 552 5.3.4, and the limit is a fact with every limit reached */
+    l.mime.max_text = 1024; /* reached first, by the first part (a rule reads body) */
+    char both[512];
+    snprintf(both, sizeof(both), "%srule b at body if body contains \"zzz\" then score 1\n",
+             exe_rule);
+    ck_assert_int_eq(eval_body(both, &l, msg, &v, &s), PC_REJECT);
+    ck_assert_int_eq(v.code, 552);
+    ck_assert_int_eq(v.enh.cls, 5);
+    ck_assert_int_eq(v.enh.subject, 3);
+    ck_assert_int_eq(v.enh.detail, 4);
+    ck_assert(has_fact(s, "mime.limit", "parts"));
+    ck_assert(has_fact(s, "mime.limit", "text"));
+    pc_session_free(s);
+    l.mime.max_text = 65536;
+    l.mime_limit_action = PC_MLA_TEMPFAIL;
+    ck_assert_int_eq(eval_body(exe_rule, &l, msg, &v, NULL), PC_TEMPFAIL);
+    ck_assert_int_eq(v.code, 451);
+    l.mime_limit_action = PC_MLA_ACCEPT; /* the old behaviour, on request: a fact only */
+    ck_assert_int_eq(eval_body(exe_rule, &l, msg, &v, NULL), PC_CONTINUE);
+    /* a rule on the fact decides first */
+    l.mime_limit_action = PC_MLA_REJECT;
+    ck_assert_int_eq(eval_body("rule lim at mime if fact \"mime.limit\" == \"parts\" then "
+                               "reject 550 5.7.0 \"too many\"\n",
+                               &l, msg, &v, NULL),
+                     PC_REJECT);
+    ck_assert_int_eq(v.code, 550);
+    ck_assert_str_eq(v.text, "too many"); /* v.rule points into the freed rule set */
+    /* within the limit the exe rule itself refuses */
+    l.mime.max_parts = 100;
+    ck_assert_int_eq(eval_body(exe_rule, &l, msg, &v, NULL), PC_REJECT);
+    ck_assert_int_eq(v.code, 550);
+    /* rules that never read MIME do not parse it, and do not fail closed on it */
+    l.mime.max_parts = 2;
+    ck_assert_int_eq(
+        eval_body("rule h at header if header \"X\" exists then score 1\n", &l, msg, &v, NULL),
+        PC_CONTINUE);
+    free(msg);
+    /* depth 6 > max_depth 5 */
+    char deep[4096] = "Content-Type: multipart/mixed; boundary=a0\n\n";
+    for (int i = 0; i < 6; i++)
+        snprintf(deep + strlen(deep), sizeof(deep) - strlen(deep),
+                 "--a%d\nContent-Type: multipart/mixed; boundary=a%d\n\n", i, i + 1);
+    strcat(deep, "--a6\nContent-Type: application/octet-stream\nContent-Disposition: "
+                 "attachment; filename=x.exe\n\nMZ\n--a6--\n");
+    l = lim;
+    ck_assert_int_eq(eval_body(exe_rule, &l, deep, &v, NULL), PC_REJECT);
+    ck_assert_int_eq(v.code, 552);
+}
+END_TEST
+
+/* Issue 13 section 5: the header and body stages of one message share one CPU budget. */
+START_TEST(test_cpu_budget)
+{
+    struct pc_rules_limits l = lim;
+    struct pc_verdict v;
+    struct pc_session *s;
+    char *msg = malloc(1000 * 48 + 64), *p = msg;
+
+    for (int i = 0; i < 900; i++)
+        p += sprintf(p, "X-Junk: %s!\n", "aaaaaaaaaaaaaaaaaaaaaaaaaaaa");
+    strcpy(p, "Subject: x\n\nbody\n");
+    static const char *evil = "rule evil at header if headers ~ /^X-Junk: (\\w+\\s?)*$/ then "
+                              "score 1\nrule later at body if body contains \"body\" then "
+                              "reject 550 5.7.1 \"x\"\n";
+    l.match_limit = 1000000;
+    l.cpu_budget_ms = 50;
+    ck_assert_int_eq(eval_body(evil, &l, msg, &v, &s), PC_ERROR);
+    ck_assert_int_eq(v.code, 451);
+    ck_assert_str_eq(v.rule, "cpu_budget");
+    ck_assert(has_fact(s, "rules.budget", "exceeded"));
+    pc_session_free(s);
+    /* without a budget the same rules run to their end (each call bounded by its limit) */
+    l.cpu_budget_ms = 0;
+    l.match_limit = 1000;
+    ck_assert_int_eq(eval_body(evil, &l, msg, &v, NULL), PC_REJECT);
+    free(msg);
+}
+END_TEST
+
+/* 30,000 nested multiparts keep GMime's parser busy: the parse is cut at the budget. */
+START_TEST(test_mime_parse_budget)
+{
+    int depth = 30000;
+    size_t cap = (size_t)depth * 70 + 256, l = 0;
+    char *msg = malloc(cap);
+    l += (size_t)snprintf(msg + l, cap - l, "Content-Type: multipart/mixed; boundary=n0\n\n");
+    for (int i = 0; i < depth - 1; i++)
+        l += (size_t)snprintf(msg + l, cap - l,
+                              "--n%d\nContent-Type: multipart/mixed; "
+                              "boundary=n%d\n\n",
+                              i, i + 1);
+    l += (size_t)snprintf(msg + l, cap - l, "--n%d\nContent-Type: text/plain\n\nhi\n", depth - 1);
+    for (int i = depth - 1; i >= 0 && l + 16 < cap; i--)
+        l += (size_t)snprintf(msg + l, cap - l, "--n%d--\n", i);
+    struct pc_rules_limits bl = lim;
+    bl.cpu_budget_ms = 20;
+    bl.mime.max_depth = 1000;
+    struct pc_verdict v;
+    struct pc_session *s;
+    ck_assert_int_eq(eval_body("rule r at mime if part.filename ~ /\\.exe$/ then reject 550 5.7.1 "
+                               "\"x\"\n",
+                               &bl, msg, &v, &s),
+                     PC_ERROR);
+    ck_assert(has_fact(s, "mime.limit", "budget"));
+    ck_assert(has_fact(s, "rules.budget", "exceeded"));
+    pc_session_free(s);
+    free(msg);
+}
+END_TEST
+
+/* Issue 14: the MIME view computes only what the rules read. */
+START_TEST(test_mime_skip)
+{
+    struct errs e;
+    struct pc_rules *rs = compile("rule r at mime if part.filename ~ /x/ then score 1\n", &e);
+    ck_assert_ptr_nonnull(rs);
+    ck_assert(pc_rules_needs_mime(rs));
+    const struct pc_mime_limits *ml = pc_rules_mime_limits(rs);
+    ck_assert_uint_eq(ml->skip, PC_MIME_SKIP_TEXT | PC_MIME_SKIP_SIZE);
+    struct pc_mime *m = pc_mime_parse_buf(msg_exe, strlen(msg_exe), ml);
+    ck_assert_int_eq(m->nparts, 2);
+    ck_assert_int_eq(m->text_len, 0);
+    ck_assert_int_eq(m->parts[1].size, 0);
+    ck_assert_str_eq(m->parts[1].filename, "rechnung märz.pdf.exe");
+    pc_mime_free(m);
+    pc_rules_free(rs);
+    rs = compile("rule r at mime if part.size > 1 or body contains \"x\" then score 1\n", &e);
+    ck_assert_uint_eq(pc_rules_mime_limits(rs)->skip, 0);
+    pc_rules_free(rs);
+    rs = compile("rule r at eom if fact \"spf\" == \"fail\" then score 1\n", &e);
+    ck_assert(!pc_rules_needs_mime(rs));
+    pc_rules_free(rs);
+}
+END_TEST
+
+/* The literal prefilter: what it derives, and nothing it derives can hide a match. */
+static const struct {
+    const char *pat;
+    uint32_t flags;
+    const char *lits; /* "a|b", or NULL: no prefilter */
+} prefilters[] = {
+    {"\\b(viagra|cialis|levitra|pharmacy online)\\b", PCRE2_CASELESS,
+     "viagra|ciali|levitra|pharmacy online"},
+    {"\\b(next of kin|beneficiary|transfer of (the )?sum|million (united states )?dollars)\\b",
+     PCRE2_CASELESS, "next of |beneficiary|fer of |million "},
+    /* caseless k and s may be matched by U+212A and U+017F: they end a literal */
+    {"click (here|below) to (unsubscribe|be removed)", PCRE2_CASELESS, "cribe|be removed"},
+    {"click (here|below) to (unsubscribe|be removed)", 0, "unsubscribe|be removed"},
+    {"abc?def", 0, "def"},
+    {"abc+de", 0, "abc"},
+    {"ab+cd", 0, NULL},
+    {"x(foo|bar)?yz", 0, NULL},
+    {"(foo|ba)", 0, NULL},
+    {"(?i)viagra", 0, NULL},
+    {"viagra", PCRE2_EXTENDED, NULL},
+    {"[a-z]+\\.exe\\b", 0, ".exe"},
+    {"a{0,3}bcd", 0, "bcd"},
+    {"a{2}bcd", 0, "bcd"},
+    {"q{x", 0, NULL},
+    {"\\x41bcd", 0, NULL},
+    {"(foo)|bar|(baz|qux)", 0, "foo|bar|baz|qux"},
+    {"foo|.*", 0, NULL},
+};
+
+START_TEST(test_prefilter_derive)
+{
+    struct pc_pool *pool = pc_pool_create(4096);
+    struct rl_node n;
+    char got[256];
+
+    memset(&n, 0, sizeof(n));
+    bool have = pc_rl_prefilter(pool, &n, prefilters[_i].pat, strlen(prefilters[_i].pat),
+                                prefilters[_i].flags);
+    got[0] = 0;
+    for (size_t i = 0; have && i < n.nlits; i++)
+        snprintf(got + strlen(got), sizeof(got) - strlen(got), "%s%s", i ? "|" : "", n.lit_strs[i]);
+    if (prefilters[_i].lits == NULL)
+        ck_assert_msg(!have, "%s: got %s", prefilters[_i].pat, got);
+    else
+        ck_assert_msg(have && strcmp(got, prefilters[_i].lits) == 0, "%s: got \"%s\"",
+                      prefilters[_i].pat, got);
+    pc_pool_destroy(pool);
+}
+END_TEST
+
+/* Random patterns and subjects: whenever the regex matches, the prefilter must let it run. */
+START_TEST(test_prefilter_sound)
+{
+    static const char *atoms[] = {"a",    "b",   "k",   "s",   "ab",  "bk",  " ",     "(",
+                                  ")",    "|",   "?",   "*",   "+",   "{2}", "{0,1}", ".",
+                                  "[ab]", "\\b", "\\w", "(?:", "\\.", "A",   "S"};
+    static const char *sub_atoms[] = {
+        "a",       "b", "k", "s", "A", "B", "K", "S", " ", ".", "\xe2\x84\xaa" /* KELVIN SIGN */,
+        "\xc5\xbf" /* LONG S */};
+    unsigned seed = 12345;
+    pcre2_match_data *md = pcre2_match_data_create(1, NULL);
+    int checked = 0;
+
+    for (int round = 0; round < 20000; round++) {
+        char pat[128] = "", subj[256] = "";
+        int na = 1 + (int)(rand_r(&seed) % 6);
+        for (int i = 0; i < na; i++)
+            strcat(pat, atoms[rand_r(&seed) % (sizeof(atoms) / sizeof(atoms[0]))]);
+        uint32_t flags = (rand_r(&seed) & 1) ? PCRE2_CASELESS : 0;
+        int ec;
+        PCRE2_SIZE off;
+        pcre2_code *re =
+            pcre2_compile((PCRE2_SPTR)pat, PCRE2_ZERO_TERMINATED,
+                          flags | PCRE2_UTF | PCRE2_MATCH_INVALID_UTF, &ec, &off, NULL);
+        if (re == NULL)
+            continue;
+        struct pc_pool *pool = pc_pool_create(4096);
+        struct rl_node n;
+        memset(&n, 0, sizeof(n));
+        if (pc_rl_prefilter(pool, &n, pat, strlen(pat), flags)) {
+            for (int k = 0; k < 50; k++) {
+                subj[0] = 0;
+                int ns = (int)(rand_r(&seed) % 6);
+                for (int i = 0; i < ns; i++)
+                    strcat(subj,
+                           sub_atoms[rand_r(&seed) % (sizeof(sub_atoms) / sizeof(sub_atoms[0]))]);
+                /* the pattern's letters, in any case, k and s sometimes as their Unicode
+                 * caseless partners: many of these match, which is what we want to check */
+                for (const char *c = pat; *c && strlen(subj) < sizeof(subj) - 8; c++) {
+                    if (!isalpha((unsigned char)*c) && *c != ' ' && *c != '.')
+                        continue;
+                    unsigned r = rand_r(&seed) % 4;
+                    char one[2] = {r == 1 ? (char)toupper((unsigned char)*c) : *c, 0};
+                    if (r == 3 && (*c == 'k' || *c == 'K'))
+                        strcat(subj, "\xe2\x84\xaa");
+                    else if (r == 3 && (*c == 's' || *c == 'S'))
+                        strcat(subj, "\xc5\xbf");
+                    else
+                        strcat(subj, one);
+                }
+                if (pcre2_match(re, (PCRE2_SPTR)subj, strlen(subj), 0, 0, md, NULL) >= 0) {
+                    checked++;
+                    ck_assert_msg(pc_rl_prefilter_pass(&n, subj, strlen(subj), md),
+                                  "pattern /%s/%s matches \"%s\" but the prefilter said no", pat,
+                                  flags ? "i" : "", subj);
+                }
+            }
+        }
+        pc_pool_destroy(pool);
+        pcre2_code_free(re);
+    }
+    ck_assert_int_gt(checked, 500);
+    pcre2_match_data_free(md);
+}
+END_TEST
+
+/* Body searches are JIT-compiled where the library has a JIT (Debian's amd64 build has). */
+START_TEST(test_jit)
+{
+    uint32_t jit = 0;
+    struct errs e;
+    size_t size = 0;
+
+    pcre2_config(PCRE2_CONFIG_JIT, &jit);
+    if (!jit)
+        return;
+    struct pc_rules *rs = compile("rule a at body if body ~ /\\b(viagra|cialis)\\b/i then score 1\n"
+                                  "rule b at body if body contains \"GTUBE\" then score 1\n",
+                                  &e);
+    ck_assert_ptr_nonnull(rs);
+    for (int i = 0; i < 2; i++) {
+        const pcre2_code *re = rs->rules[PC_RS_BODY][i]->cond->re;
+        ck_assert_ptr_nonnull(re);
+        ck_assert_int_eq(pcre2_pattern_info(re, PCRE2_INFO_JITSIZE, &size), 0);
+        ck_assert_uint_gt(size, 0);
+    }
+    pc_rules_free(rs);
 }
 END_TEST
 
@@ -419,6 +767,13 @@ static Suite *suite(void)
     tcase_add_test(tc, test_scores_thresholds);
     tcase_add_test(tc, test_lists);
     tcase_add_test(tc, test_mime_limits);
+    tcase_add_test(tc, test_mime_limit_action);
+    tcase_add_test(tc, test_cpu_budget);
+    tcase_add_test(tc, test_mime_skip);
+    tcase_add_test(tc, test_mime_parse_budget);
+    tcase_add_test(tc, test_jit);
+    tcase_add_loop_test(tc, test_prefilter_derive, 0, sizeof(prefilters) / sizeof(prefilters[0]));
+    tcase_add_test(tc, test_prefilter_sound);
     suite_add_tcase(s, tc);
     return s;
 }
