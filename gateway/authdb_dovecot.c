@@ -66,6 +66,7 @@ TAILQ_HEAD(dv_list, dv_req);
 struct dv_db {
     struct pc_authdb base;
     struct event_base *evb;
+    char spec[128]; /* for the log */
     struct sockaddr_storage sa;
     socklen_t salen;
     unsigned timeout_ms;
@@ -152,7 +153,7 @@ static void dv_reset(struct dv_db *d, const char *why)
         d->bev = NULL;
     }
     d->state = DV_DOWN;
-    pc_warn("auth: dovecot: %s", why);
+    pc_warn("auth: dovecot %s: %s", d->spec, why);
     /* Answer on the next loop turn: a callback that starts a new request must not re-enter. */
     struct dv_req *r;
     TAILQ_FOREACH(r, &d->reqs, link)
@@ -263,7 +264,13 @@ static void dv_event(struct bufferevent *bev, short what, void *arg)
         bufferevent_write(bev, hello, (size_t)n);
         return;
     }
-    dv_reset(d, what & BEV_EVENT_EOF ? "connection closed" : "connection failed");
+    char why[160];
+    int e = EVUTIL_SOCKET_ERROR();
+    snprintf(why, sizeof(why), "%s%s%s",
+             what & BEV_EVENT_EOF ? "connection closed" : "connection failed",
+             what & BEV_EVENT_EOF || e == 0 ? "" : ": ",
+             what & BEV_EVENT_EOF || e == 0 ? "" : evutil_socket_error_to_string(e));
+    dv_reset(d, why);
 }
 
 /* dv_connect - start connecting; false when it failed at once */
@@ -380,9 +387,10 @@ static struct pc_auth_req *dv_start(struct pc_authdb *db, const struct pc_auth_c
         req_later(r, PC_AUTH_FAIL);
         return &r->base;
     }
-    if (d->state == DV_DOWN && !dv_connect(d))
+    if (d->state == DV_DOWN && !dv_connect(d)) {
+        pc_warn("auth: dovecot %s: cannot connect: %m", d->spec);
         req_later(r, PC_AUTH_TEMPFAIL);
-    else if (d->state == DV_READY)
+    } else if (d->state == DV_READY)
         dv_send(d, r);
     return &r->base;
 }
@@ -432,6 +440,7 @@ struct pc_authdb *pc_authdb_dovecot_new(struct event_base *evb, const char *spec
     }
     d->base.ops = &dv_ops;
     d->evb = evb;
+    snprintf(d->spec, sizeof(d->spec), "%s", spec);
     d->timeout_ms = timeout_ms;
     TAILQ_INIT(&d->reqs);
     return &d->base;
