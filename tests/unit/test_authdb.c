@@ -197,6 +197,42 @@ START_TEST(passwd_file)
 }
 END_TEST
 
+/* tick - the loop is alive */
+static void tick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    ++*(int *)arg;
+}
+
+START_TEST(passwd_off_the_loop)
+{
+    /* bcrypt at cost 12 takes a few hundred milliseconds: long enough for a 10 ms timer on the
+     * loop to fire several times, unless the hash blocked the loop. */
+    char h[256], text[400], path[300];
+    char salt[CRYPT_GENSALT_OUTPUT_SIZE];
+    struct crypt_data cd;
+    memset(&cd, 0, sizeof(cd));
+    ck_assert_ptr_nonnull(crypt_gensalt_rn("$2b$", 12, NULL, 0, salt, sizeof(salt)));
+    snprintf(h, sizeof(h), "%s", crypt_rn("slow-pw", salt, &cd, sizeof(cd)));
+    snprintf(text, sizeof(text), "slow:%s\n", h);
+    write_file("passwd-slow", text);
+    snprintf(path, sizeof(path), "%s/passwd-slow", dir);
+    struct pc_err err = {{0}};
+    struct pc_workers *w = pc_workers_create(base, 1);
+    struct pc_authdb *db = pc_authdb_passwd_new(path, "t.conf:1", w, &err);
+    ck_assert_msg(db != NULL, "%s", err.msg);
+    int ticks = 0;
+    struct event *t = event_new(base, -1, EV_PERSIST, tick, &ticks);
+    struct timeval every = {0, 10000};
+    event_add(t, &every);
+    ck_assert_int_eq(check_one(db, "slow", "slow-pw"), PC_AUTH_OK);
+    event_free(t);
+    ck_assert_msg(ticks >= 3, "the loop ticked %d times during a hash", ticks);
+    pc_authdb_free(db);
+    pc_workers_destroy(w);
+}
+END_TEST
+
 START_TEST(passwd_file_errors)
 {
     static const struct {
@@ -474,6 +510,7 @@ int main(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, passwd_file);
     tcase_add_test(tc, passwd_file_errors);
+    tcase_add_test(tc, passwd_off_the_loop);
     tcase_add_test(tc, failure_counter);
     tcase_add_test(tc, dovecot_spec);
     tcase_add_test(tc, dovecot_answers);
