@@ -27,6 +27,7 @@
  *	RFC 4616
  */
 #include <errno.h>
+#include <limits.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
@@ -192,6 +193,33 @@ static bool dv_has_arg(const char *args, const char *name)
     return false;
 }
 
+/* pc_dovecot_reply - parse one answer line (OK, FAIL, CONT) into its id and result */
+bool pc_dovecot_reply(const char *line, unsigned long *id, enum pc_auth_result *res, bool *cont)
+{
+    const char *rest;
+    char *end;
+
+    *cont = false;
+    if (strncmp(line, "OK\t", 3) == 0)
+        *res = PC_AUTH_OK, rest = line + 3;
+    else if (strncmp(line, "FAIL\t", 5) == 0)
+        *res = PC_AUTH_FAIL, rest = line + 5;
+    else if (strncmp(line, "CONT\t", 5) == 0) /* never needed after a PLAIN initial response */
+        *res = PC_AUTH_TEMPFAIL, rest = line + 5, *cont = true;
+    else
+        return false;
+    if (rest[0] < '0' || rest[0] > '9')
+        return false;
+    errno = 0;
+    *id = strtoul(rest, &end, 10);
+    if (errno || *id > UINT_MAX || (*end != '\t' && *end != 0))
+        return false;
+    /* FAIL with "temp": Dovecot could not decide (its passdb is down), not a wrong password. */
+    if (*res == PC_AUTH_FAIL && *end && dv_has_arg(end + 1, "temp"))
+        *res = PC_AUTH_TEMPFAIL;
+    return true;
+}
+
 /* dv_line - one line from Dovecot; false breaks the connection */
 static bool dv_line(struct dv_db *d, char *line)
 {
@@ -207,28 +235,16 @@ static bool dv_line(struct dv_db *d, char *line)
         }
         return true; /* MECH, SPID, CUID, COOKIE: nothing we need */
     }
+    unsigned long id;
     enum pc_auth_result res;
-    char *rest;
-    if (strncmp(line, "OK\t", 3) == 0)
-        res = PC_AUTH_OK, rest = line + 3;
-    else if (strncmp(line, "FAIL\t", 5) == 0)
-        res = PC_AUTH_FAIL, rest = line + 5;
-    else if (strncmp(line, "CONT\t", 5) == 0)
-        res = PC_AUTH_TEMPFAIL, rest = line + 5;
-    else
-        return false;
-    char *end;
-    errno = 0;
-    unsigned long id = strtoul(rest, &end, 10);
-    if (errno || end == rest || (*end != '\t' && *end != 0))
+    bool cont;
+    if (!pc_dovecot_reply(line, &id, &res, &cont))
         return false;
     struct dv_req *r = dv_find(d, id);
     if (r == NULL)
         return true; /* its deadline passed */
-    if (res == PC_AUTH_FAIL && *end && dv_has_arg(end + 1, "temp"))
-        res = PC_AUTH_TEMPFAIL;
-    if (line[0] == 'C')
-        pc_warn("auth: dovecot asked to continue a PLAIN exchange (id %lu)", id);
+    if (cont)
+        pc_warn("auth: dovecot %s asked to continue a PLAIN exchange (id %lu)", d->spec, id);
     req_answer(d, r, res);
     return true;
 }

@@ -28,4 +28,9 @@ struct pc_auth_req {
     struct pc_authdb *db;
 };
 
+/* pc_dovecot_reply - one answer line from Dovecot's auth service ("OK\t7\tuser=a",
+ * "FAIL\t7\ttemp", "CONT\t7\t..."): its request id and result; cont for CONT. False for
+ * anything else (the connection is then broken off). For the fuzz target too. */
+bool pc_dovecot_reply(const char *line, unsigned long *id, enum pc_auth_result *res, bool *cont);
+
 #endif

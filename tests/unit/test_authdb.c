@@ -33,6 +33,7 @@
 
 #include "filters/filter.h"
 #include "gateway/authdb.h"
+#include "gateway/authdb_int.h"
 #include "gateway/worker.h"
 
 static char dir[] = "/tmp/pc-authdb-XXXXXX";
@@ -486,6 +487,43 @@ START_TEST(dovecot_down_hung_and_back)
 }
 END_TEST
 
+START_TEST(dovecot_reply_lines)
+{
+    static const struct {
+        const char *line;
+        bool ok;
+        unsigned long id;
+        enum pc_auth_result res;
+    } t[] = {
+        {"OK\t1\tuser=alice", true, 1, PC_AUTH_OK},
+        {"OK\t42", true, 42, PC_AUTH_OK},
+        {"FAIL\t7\tuser=alice", true, 7, PC_AUTH_FAIL},
+        {"FAIL\t7\tuser=alice\ttemp", true, 7, PC_AUTH_TEMPFAIL},
+        {"FAIL\t7\ttemp\treason=passdb down", true, 7, PC_AUTH_TEMPFAIL},
+        {"FAIL\t7\tuser=temp", true, 7, PC_AUTH_FAIL}, /* a value, not the flag */
+        {"FAIL\t7\ttemporary", true, 7, PC_AUTH_FAIL},
+        {"CONT\t3\tAAAA", true, 3, PC_AUTH_TEMPFAIL},
+        {"OK\t", false, 0, 0},
+        {"OK\t-1", false, 0, 0},
+        {"OK\t 1", false, 0, 0},
+        {"OK\t1x", false, 0, 0},
+        {"OK\t4294967296", false, 0, 0}, /* ids are unsigned int */
+        {"ok\t1", false, 0, 0},
+        {"DONE", false, 0, 0},
+        {"", false, 0, 0},
+    };
+    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+        unsigned long id = 0;
+        enum pc_auth_result res = PC_AUTH_OK;
+        bool cont;
+        bool ok = pc_dovecot_reply(t[i].line, &id, &res, &cont);
+        ck_assert_msg(ok == t[i].ok, "%s", t[i].line);
+        if (ok)
+            ck_assert_msg(id == t[i].id && res == t[i].res, "%s: %lu %d", t[i].line, id, res);
+    }
+}
+END_TEST
+
 START_TEST(dovecot_spec)
 {
     struct pc_err err;
@@ -513,6 +551,7 @@ int main(void)
     tcase_add_test(tc, passwd_off_the_loop);
     tcase_add_test(tc, failure_counter);
     tcase_add_test(tc, dovecot_spec);
+    tcase_add_test(tc, dovecot_reply_lines);
     tcase_add_test(tc, dovecot_answers);
     tcase_add_test(tc, dovecot_concurrent_one_connection);
     tcase_add_test(tc, dovecot_down_hung_and_back);
