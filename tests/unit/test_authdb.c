@@ -454,6 +454,10 @@ START_TEST(dovecot_down_hung_and_back)
     if (access("/usr/sbin/dovecot", X_OK) != 0)
         return;
     dovecot_start();
+    /* Our log lines go to stderr: capture them to show the credential never appears. */
+    char logpath[300];
+    snprintf(logpath, sizeof(logpath), "%s/ours.log", dir);
+    ck_assert_ptr_nonnull(freopen(logpath, "w", stderr));
     struct pc_authdb *udb = dovecot_db(false, 1500), *idb = dovecot_db(true, 1500);
     ck_assert_int_eq(check_one(udb, "alice", "secret"), PC_AUTH_OK);
     ck_assert_int_eq(check_one(idb, "alice", "secret"), PC_AUTH_OK);
@@ -484,6 +488,15 @@ START_TEST(dovecot_down_hung_and_back)
     pc_authdb_free(udb);
     pc_authdb_free(idb);
     dovecot_stop();
+    fflush(stderr);
+    char logged[8192] = "";
+    FILE *f = fopen(logpath, "r");
+    size_t n = fread(logged, 1, sizeof(logged) - 1, f);
+    fclose(f);
+    logged[n] = 0;
+    ck_assert_msg(strstr(logged, "auth: dovecot") != NULL, "nothing logged: %s", logged);
+    ck_assert_ptr_null(strstr(logged, "secret"));
+    ck_assert_ptr_null(strstr(logged, "AGFsaWNlAHNlY3JldA")); /* base64 of the PLAIN message */
 }
 END_TEST
 
