@@ -856,6 +856,23 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
     be_leave(be);
 }
 
+/* format_relay - Postfix's relay=name[addr]:port (name[path] for a UNIX socket), for the log */
+static void format_relay(struct pc_backend *be, const char *host, const char *port,
+                         const struct sockaddr_storage *ss, socklen_t sl)
+{
+    char addr[INET6_ADDRSTRLEN + 8] = "";
+
+    /* Bounded pieces: 200 + 62 + 15 and the punctuation fit be->relay. */
+    if (port[0] == 0) {
+        snprintf(be->relay, sizeof(be->relay), "local[%.200s]", host);
+        return;
+    }
+    if (getnameinfo((const struct sockaddr *)ss, sl, addr, sizeof(addr), NULL, 0, NI_NUMERICHOST) !=
+        0)
+        snprintf(addr, sizeof(addr), "%.50s", host);
+    snprintf(be->relay, sizeof(be->relay), "%.200s[%.62s]:%.15s", host, addr, port);
+}
+
 /* be_connect - the current address */
 static bool be_connect(struct pc_backend *be)
 {
@@ -887,7 +904,7 @@ static bool be_connect(struct pc_backend *be)
         sl = res->ai_addrlen;
         freeaddrinfo(res);
     }
-    snprintf(be->relay, sizeof(be->relay), "%s", a);
+    format_relay(be, host, port, &ss, sl);
     be->bev = bufferevent_socket_new(be->base, -1, BEV_OPT_CLOSE_ON_FREE);
     bufferevent_setcb(be->bev, on_read, on_write, on_event, be);
     bufferevent_setwatermark(be->bev, EV_WRITE, PC_BE_FILL / 4, 0);

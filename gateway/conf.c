@@ -14,6 +14,7 @@
 #include "gateway/conf.h"
 
 #include <confuse.h>
+#include <ctype.h>
 #include <grp.h>
 #include <limits.h>
 #include <pwd.h>
@@ -104,6 +105,9 @@ static cfg_opt_t timeouts_opts[] = {
     CFG_STR("backend_data_block", "3m", CFGF_NONE),
     CFG_STR("backend_data_done", "10m", CFGF_NONE),
     CFG_END()};
+
+static cfg_opt_t metrics_opts[] = {CFG_BOOL("enabled", cfg_false, CFGF_NONE),
+                                   CFG_STR("address", "127.0.0.1:9465", CFGF_NONE), CFG_END()};
 
 static cfg_opt_t dns_opts[] = {
     CFG_STR_LIST("nameservers", "{}", CFGF_NONE),
@@ -200,6 +204,19 @@ static int validate_on_error(cfg_t *cfg, cfg_opt_t *opt)
     return 0;
 }
 
+/* syslog_name_valid - an ident that log tools can match (Postfix allows the same set) */
+static bool syslog_name_valid(const char *v)
+{
+    size_t n = strlen(v);
+
+    if (n == 0 || n > 40)
+        return false;
+    for (; *v; v++)
+        if (!isalnum((unsigned char)*v) && !strchr(".-_", *v))
+            return false;
+    return true;
+}
+
 /* validate_top - hostname, log and bare_newline, checked while parsing so the error has a line */
 static int validate_top(cfg_t *cfg, cfg_opt_t *opt)
 {
@@ -211,8 +228,18 @@ static int validate_top(cfg_t *cfg, cfg_opt_t *opt)
         cfg_error(cfg, "hostname \"%s\" is not a valid domain name", v);
         return -1;
     }
-    if (strcmp(opt->name, "log") == 0 && strcmp(v, "stderr") != 0 && strcmp(v, "syslog") != 0) {
-        cfg_error(cfg, "log must be stderr or syslog, not \"%s\"", v);
+    enum pc_log_target lt;
+    if (strcmp(opt->name, "log") == 0 && !pc_log_parse_target(v, &lt)) {
+        cfg_error(cfg, "log must be auto, journal, syslog or stderr, not \"%s\"", v);
+        return -1;
+    }
+    if (strcmp(opt->name, "log_format") == 0 && strcmp(v, "text") != 0 && strcmp(v, "json") != 0) {
+        cfg_error(cfg, "log_format must be text or json, not \"%s\"", v);
+        return -1;
+    }
+    if (strcmp(opt->name, "syslog_name") == 0 && !syslog_name_valid(v)) {
+        cfg_error(cfg, "syslog_name must be 1 to 40 letters, digits, '.', '-' or '_', not \"%s\"",
+                  v);
         return -1;
     }
     if (strcmp(opt->name, "bare_newline") == 0 && strcmp(v, "reject") != 0 &&
@@ -265,7 +292,9 @@ static cfg_opt_t *build_opts(cfg_opt_t ***fopts_out)
         CFG_STR("hostname", NULL, CFGF_NODEFAULT),
         CFG_STR("banner", "ESMTP", CFGF_NONE),
         CFG_STR("spool_dir", "/tmp", CFGF_NONE),
-        CFG_STR("log", "stderr", CFGF_NONE),
+        CFG_STR("log", "auto", CFGF_NONE),
+        CFG_STR("log_format", "text", CFGF_NONE),
+        CFG_STR("syslog_name", "portcullis", CFGF_NONE),
         CFG_STR("user", "", CFGF_NONE),
         CFG_STR("group", "", CFGF_NONE),
         CFG_BOOL("run_as_root", cfg_false, CFGF_NONE),
@@ -279,6 +308,7 @@ static cfg_opt_t *build_opts(cfg_opt_t ***fopts_out)
         CFG_SEC("limits", limits_opts, CFGF_NONE),
         CFG_SEC("timeouts", timeouts_opts, CFGF_NONE),
         CFG_SEC("dns", dns_opts, CFGF_NONE),
+        CFG_SEC("metrics", metrics_opts, CFGF_NONE),
     };
     size_t nc = sizeof(core) / sizeof(core[0]);
     memcpy(opts, core, sizeof(core));
@@ -597,6 +627,8 @@ static cfg_t *cfg_new(void)
         cfg_set_validate_func(cfg, pc_duration_opts[i], validate_duration);
     cfg_set_validate_func(cfg, "hostname", validate_top);
     cfg_set_validate_func(cfg, "log", validate_top);
+    cfg_set_validate_func(cfg, "log_format", validate_top);
+    cfg_set_validate_func(cfg, "syslog_name", validate_top);
     cfg_set_validate_func(cfg, "bare_newline", validate_top);
     for (size_t i = 0; pc_filter_registry[i]; i++) {
         char path[128];
@@ -727,9 +759,28 @@ struct pc_conf *pc_conf_load(const char *path, struct pc_err *err)
     c->banner = cfg_getstr(cfg, "banner");
     c->spool_dir = cfg_getstr(cfg, "spool_dir");
     c->log = cfg_getstr(cfg, "log");
-    if (strcmp(c->log, "stderr") != 0 && strcmp(c->log, "syslog") != 0) {
-        snprintf(err->msg, sizeof(err->msg), "%s: log must be stderr or syslog", c->path);
+    if (!pc_log_parse_target(c->log, &c->log_target)) {
+        snprintf(err->msg, sizeof(err->msg), "%s: log must be auto, journal, syslog or stderr",
+                 c->path);
         goto fail;
+    }
+    c->log_json = strcmp(cfg_getstr(cfg, "log_format"), "json") == 0;
+    c->syslog_name = cfg_getstr(cfg, "syslog_name");
+    if (!syslog_name_valid(c->syslog_name)) {
+        snprintf(err->msg, sizeof(err->msg), "%s: syslog_name \"%s\" is not valid", c->path,
+                 c->syslog_name);
+        goto fail;
+    }
+    cfg_t *msec = cfg_getsec(cfg, "metrics");
+    c->metrics_enabled = cfg_getbool(msec, "enabled");
+    c->metrics_address = cfg_getstr(msec, "address");
+    {
+        char h[256], pt[16];
+        if (!pc_parse_hostport(c->metrics_address, h, sizeof(h), pt, sizeof(pt)) || !pt[0]) {
+            snprintf(err->msg, sizeof(err->msg), "%s: metrics.address \"%s\" must be host:port",
+                     c->path, c->metrics_address);
+            goto fail;
+        }
     }
     c->user = cfg_getstr(cfg, "user");
     c->group = cfg_getstr(cfg, "group");

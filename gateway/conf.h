@@ -18,6 +18,7 @@
 #include <sys/socket.h>
 
 #include "lib/cidr.h"
+#include "lib/log.h"
 #include "policy/chain.h"
 
 struct pc_err;
@@ -79,6 +80,11 @@ struct pc_conf {
     const char *banner;
     const char *spool_dir;
     const char *log;
+    enum pc_log_target log_target;
+    bool log_json;
+    const char *syslog_name;
+    bool metrics_enabled;
+    const char *metrics_address; /* host:port of the Prometheus endpoint */
     const char *user, *group; /* drop to these after binding ("" = stay) */
     bool run_as_root;         /* started as root without user: allowed to keep running */
     bool delay_reject, soft_bounce, smtputf8;

@@ -31,11 +31,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unbound.h>
 
 #include "filters/filter.h"
 #include "lib/cidr.h"
 #include "lib/log.h"
+#include "lib/metrics.h"
 
 struct pc_dns {
     struct ub_ctx *ub;
@@ -54,6 +56,7 @@ struct pc_dns_query {
     pc_dns_cb *cb;
     void *arg;
     int rrtype;
+    struct timespec t0; /* for portcullis_dns_query_duration_seconds */
 };
 
 /* Default local zones of libunbound (unbound.conf(5), "local-zone" defaults). */
@@ -103,6 +106,9 @@ static void dns_deliver(struct pc_dns_query *q, int err, struct ub_result *r)
             st = PC_DNS_NOTFOUND; /* NODATA */
         }
     }
+    static const char *const names[] = {
+        [PC_DNS_FOUND] = "found", [PC_DNS_NOTFOUND] = "notfound", [PC_DNS_TRYLATER] = "trylater"};
+    pc_metric_observe(PC_M_DNS_SECONDS, names[st], pc_seconds_since(&q->t0));
     query_free(q);
     cb(arg, st, st == PC_DNS_TRYLATER ? NULL : &a);
 }
@@ -318,6 +324,7 @@ struct pc_dns_query *pc_dns_lookup(struct pc_dns *d, const char *name, int rrtyp
     q->cb = cb;
     q->arg = arg;
     q->rrtype = rrtype;
+    clock_gettime(CLOCK_MONOTONIC, &q->t0);
     q->timer = evtimer_new(d->base, on_timer, q);
     if (q->timer == NULL) {
         free(q);

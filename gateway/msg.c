@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "lib/log.h"
+#include "lib/metrics.h"
 #include "lib/pool.h"
 
 #define PC_SPOOL_WBUF 65536
@@ -40,9 +41,20 @@ void pc_msg_init(struct pc_msg *m, size_t max_header_size, size_t max_headers,
     m->added_tail = &m->added;
 }
 
+/* hold - account message bytes in portcullis_spool_bytes (negative n: release) */
+static void hold(struct pc_msg *m, bool file, long long n)
+{
+    if (n == 0)
+        return;
+    *(file ? &m->held_file : &m->held_mem) += (size_t)n;
+    pc_metric_add(PC_M_SPOOL_BYTES, file ? "file" : "memory", NULL, (double)n);
+}
+
 /* pc_msg_free - release memory and the spool file */
 void pc_msg_free(struct pc_msg *m)
 {
+    hold(m, false, -(long long)m->held_mem);
+    hold(m, true, -(long long)m->held_file);
     pc_buf_free(&m->head);
     pc_buf_free(&m->body);
     free(m->hdrs);
@@ -107,6 +119,10 @@ static int body_append(struct pc_msg *m, const char *p, size_t n)
             return -1;
         }
         unlink(path);
+        /* From now on the message lives in the file. */
+        long long moved = (long long)m->held_mem;
+        hold(m, false, -moved);
+        hold(m, true, moved);
     }
     if (m->body_fd >= 0 && m->body.len >= PC_SPOOL_WBUF)
         return spool_flush(m);
@@ -129,6 +145,7 @@ static bool header_append(struct pc_msg *m, const char *line, size_t len)
 int pc_msg_line(struct pc_msg *m, const char *line, size_t len)
 {
     m->size += len + 2;
+    hold(m, m->body_fd >= 0, (long long)(len + 2));
     if (!m->in_body) {
         if (len == 0) {
             m->in_body = true;

@@ -50,6 +50,7 @@ struct pc_msg {
     bool separator;     /* header section ended with an empty line */
     bool header_overflow;
     bool io_error;
+    size_t held_mem, held_file; /* counted in portcullis_spool_bytes until freed */
 };
 
 void pc_msg_init(struct pc_msg *, size_t max_header_size, size_t max_headers,

@@ -33,11 +33,13 @@
 #include "filters/filter.h"
 #include "gateway/conf.h"
 #include "gateway/dns.h"
+#include "gateway/metrics_http.h"
 #include "gateway/service.h"
 #include "gateway/smtp_server.h"
 #include "gateway/worker.h"
 #include "lib/buf.h"
 #include "lib/log.h"
+#include "lib/metrics.h"
 #include "lib/parse.h"
 
 #define PC_GRACE_SECONDS 30
@@ -153,12 +155,14 @@ static void on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct soc
 
     (void)evl;
     if (lc == NULL || srv->stopping) {
+        pc_metric_add(PC_M_CONNECTIONS_REFUSED, "stopping", NULL, 1);
         refuse(srv, fd, "service shutting down");
         return;
     }
     pc_ip_from_sockaddr(sa, &ip);
     if (srv->nconn >= lim->max_connections) {
         pc_warn("connection limit %zu reached; refusing a client", lim->max_connections);
+        pc_metric_add(PC_M_CONNECTIONS_REFUSED, "limit", NULL, 1);
         refuse(srv, fd, "too many connections");
         return;
     }
@@ -167,6 +171,7 @@ static void on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct soc
         !pc_cidr_list_match(&lim->connection_limit_exceptions, &ip)) {
         char a[64];
         pc_warn("too many connections from %s", pc_ip_format(&ip, a, sizeof(a)));
+        pc_metric_add(PC_M_CONNECTIONS_REFUSED, "per_ip_limit", NULL, 1);
         refuse(srv, fd, "too many connections from your address");
         return;
     }
@@ -223,6 +228,13 @@ static int bind_listener(struct pc_server *srv, struct pc_listener *l,
     return 0;
 }
 
+/* apply_log_conf - log target, format and syslog_name of a configuration generation */
+static void apply_log_conf(const struct pc_conf *conf)
+{
+    pc_log_init(conf->syslog_name, conf->log_target, LOG_MAIL);
+    pc_log_set_format(conf->log_json ? PC_LOG_JSON : PC_LOG_TEXT);
+}
+
 /* notify_status - the counts systemctl status shows */
 static void notify_status(struct pc_server *srv, const char *state)
 {
@@ -256,10 +268,12 @@ static void reload(struct pc_server *srv)
     struct pc_conf *next = pc_conf_load(path, &err);
     if (next == NULL) {
         pc_err("reload failed, keeping the running configuration: %s", err.msg);
+        pc_metric_add(PC_M_RELOADS, "failed", NULL, 1);
         return;
     }
     if (pc_conf_start(next, &srv->svc, &err) < 0) {
         pc_err("reload failed, keeping the running configuration: %s", err.msg);
+        pc_metric_add(PC_M_RELOADS, "failed", NULL, 1);
         pc_conf_unref(next);
         return;
     }
@@ -281,6 +295,9 @@ static void reload(struct pc_server *srv)
     pc_conf_unref(srv->conf);
     srv->conf = next;
     srv->svc.hostname = next->hostname;
+    apply_log_conf(next);
+    pc_metrics_http_configure(srv->base, next->metrics_enabled, next->metrics_address);
+    pc_metric_add(PC_M_RELOADS, "ok", NULL, 1);
     srv->nreloads++;
     pc_info("reloaded %s", next->path);
 }
@@ -359,8 +376,7 @@ int pc_server_run(struct pc_conf *conf)
     if (srv == NULL)
         pc_fatal("out of memory");
     pc_running = srv;
-    pc_log_init("portcullis", strcmp(conf->log, "syslog") == 0 ? PC_LOG_SYSLOG : PC_LOG_STDERR,
-                LOG_MAIL);
+    apply_log_conf(conf);
     signal(SIGPIPE, SIG_IGN);
     raise_nofile();
     evthread_use_pthreads();
@@ -387,6 +403,14 @@ int pc_server_run(struct pc_conf *conf)
         if (bind_listener(srv, &srv->listeners[i], &conf->listeners[i]) < 0)
             return EX_UNAVAILABLE;
     pc_listen_fds_close_unused();
+    {
+        struct timespec now;
+        clock_gettime(CLOCK_REALTIME, &now);
+        pc_metric_set(PC_M_START_TIME, NULL, NULL, (double)now.tv_sec);
+    }
+    /* Bound before the privileges go, like the listeners (a reload rebinds as the user). */
+    if (pc_metrics_http_configure(srv->base, conf->metrics_enabled, conf->metrics_address) < 0)
+        return EX_UNAVAILABLE;
     /* Everything root is needed for is done: listeners bound, logs open, keys read. */
     if (pc_privs_drop(conf->user, conf->group, conf->run_as_root, &err) < 0) {
         pc_err("%s", err.msg);
@@ -420,6 +444,7 @@ int pc_server_run(struct pc_conf *conf)
     event_free(srv->sigint);
     event_free(srv->sighup);
     event_free(srv->sigusr1);
+    pc_metrics_http_stop();
     if (srv->tick)
         event_free(srv->tick);
     if (srv->grace)

@@ -18,6 +18,7 @@
 
 #include "gateway/conf.h"
 #include "lib/log.h"
+#include "lib/qid.h"
 #include "lib/pool.h"
 #include "policy/chain.h"
 
@@ -85,17 +86,16 @@ static void msg_free(void *arg)
 /* pc_txn_new - start a transaction (at MAIL) */
 struct pc_txn *pc_txn_new(struct pc_session *s)
 {
-    static uint32_t seq;
     struct pc_pool *pool = pc_pool_create(4096);
     struct pc_txn *t = pc_pool_zalloc(pool, sizeof(*t));
     const struct pc_conf *c = s->conf;
     struct timespec ts;
 
     t->pool = pool;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    /* Postfix-like queue id: time and a sequence, unique within this process. */
-    snprintf(t->id, sizeof(t->id), "%08llX%05X", (unsigned long long)ts.tv_sec & 0xffffffffULL,
-             (++seq) & 0xfffff);
+    /* Unique across gateways and restarts, so that ids from several hosts can share a log. */
+    pc_qid_make(t->id, sizeof(t->id));
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    t->out.t_mail = ts;
     t->facts_tail = &t->facts;
     pc_msg_init(&t->msg, c ? c->limits.max_header_size : 102400, c ? c->limits.max_headers : 1000,
                 c ? c->limits.spool_threshold : 262144, c ? c->spool_dir : "/tmp");

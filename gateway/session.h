@@ -18,6 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #include "gateway/msg.h"
 #include "lib/addr.h"
@@ -52,9 +53,19 @@ struct pc_rcpt {
     unsigned flags;
 };
 
+/* How a transaction ended, for its log lines and metrics (gateway/txnlog.h). */
+struct pc_txn_outcome {
+    const char *status; /* "sent", "rejected", "tempfail", "discarded"; NULL: abandoned */
+    int code;
+    struct pc_enh enh;
+    const char *text, *relay, *filter, *rule; /* pool or static storage */
+    unsigned rejected_rcpts;
+    struct timespec t_mail, t_eod, t_eom; /* MAIL; final dot received; checks done */
+};
+
 struct pc_txn {
     struct pc_pool *pool;
-    char id[24]; /* our queue id, logged everywhere */
+    char id[24]; /* our queue id (lib/qid.h), logged everywhere */
     struct pc_mailbox from;
     const char *mail_params;
     size_t size_param; /* SIZE= or 0 */
@@ -72,6 +83,7 @@ struct pc_txn {
     double score;
     bool accepted; /* a filter said ACCEPT: non-gate filters skip the rest */
     bool discard;
+    struct pc_txn_outcome out;
 };
 
 struct pc_client {
@@ -121,6 +133,9 @@ struct pc_session {
     void **fctx;                  /* per chain link filter context */
     struct pc_chain_state *run;   /* chain runner state */
     struct pc_verdict delayed;    /* a connect/helo/mail refusal held until RCPT */
+    /* The door holds CONNECT/HELO/MAIL refusals until RCPT when delay_reject is on and logs
+     * them there: the chain must not log them when it decides (one line per refusal). */
+    bool holds_refusals;
 };
 
 struct pc_session *pc_session_new(struct pc_services *, struct pc_conf *, const char *listener,

@@ -36,7 +36,9 @@
 #include "gateway/conf.h"
 #include "gateway/session.h"
 #include "gateway/smtp_proto.h"
+#include "gateway/txnlog.h"
 #include "lib/log.h"
+#include "lib/metrics.h"
 #include "lib/pool.h"
 #include "policy/chain.h"
 
@@ -68,6 +70,7 @@ struct pc_smtp {
     bool skipping_line;
     bool in_input; /* inside process_input(): resume() must not recurse into it */
     bool out_full; /* our replies are backed up: input waits for on_write */
+    struct timespec be_t0; /* the command the backend is answering was sent */
     struct pc_data data;
     struct pc_path_args pa;
     struct event *free_ev;
@@ -107,6 +110,8 @@ static void reply_text(struct pc_smtp *c, int code, const struct pc_enh *e, cons
     pc_buf_reset(&c->out);
     int sent = pc_reply_format(&c->out, code, e, text, &o);
     bufferevent_write(c->bev, c->out.data, c->out.len);
+    static const char *const cls[] = {"1xx", "1xx", "2xx", "3xx", "4xx", "5xx"};
+    pc_metric_add(PC_M_REPLIES, cls[sent / 100 >= 1 && sent / 100 <= 5 ? sent / 100 : 0], NULL, 1);
     if (sent >= 400)
         c->errors++;
     if (sent == 421) {
@@ -175,6 +180,8 @@ static void on_free(evutil_socket_t fd, short what, void *arg)
     line[o] = 0;
     pc_info("%s: disconnect from %s[%s]%s commands=%u", c->s->sid, c->s->client.name,
             c->s->client.addr, line, c->ncmds);
+    pc_txnlog_end(c->s);
+    pc_metric_add(PC_M_CONNECTIONS_ACTIVE, NULL, NULL, -1);
     pc_backend_free(c->be);
     pc_session_free(c->s);
     if (c->bev)
@@ -225,6 +232,7 @@ static void txn_end(struct pc_smtp *c)
         c->be = NULL;
         c->be_in_txn = false;
     }
+    pc_txnlog_end(c->s);
     pc_txn_free(c->s);
     pc_verdict_clear(&c->txn_delayed);
     c->too_big = false;
@@ -353,6 +361,20 @@ static void cmd_helo(struct pc_smtp *c, const struct pc_cmd *cmd, bool ehlo)
     helo_done(c, &v, ehlo);
 }
 
+/* log_backend_refusal - the backend's refusal as the client hears it (see reply_backend) */
+static void log_backend_refusal(struct pc_smtp *c, const char *stage,
+                                const struct pc_backend_result *r, const char *dflt)
+{
+    struct pc_enh e;
+
+    if (r->reply.enh.cls)
+        e = r->reply.enh;
+    else
+        pc_enh_parse(dflt, &e);
+    pc_txnlog_refusal(c->s, "reject", stage, r->reply.code == 421 ? 451 : r->reply.code, &e,
+                      r->reply.text, r->local ? "core" : "backend", NULL, r->relay);
+}
+
 /* mail_backend_done - the backend answered our MAIL */
 static void mail_backend_done(struct pc_smtp *c, struct pc_backend_result *r)
 {
@@ -360,9 +382,7 @@ static void mail_backend_done(struct pc_smtp *c, struct pc_backend_result *r)
         c->be_in_txn = true;
         reply_backend(c, r, "2.1.0");
     } else {
-        pc_info("%s: reject: MAIL from %s[%s]: %d %s; from=<%s> relay=%s", c->s->txn->id,
-                c->s->client.name, c->s->client.addr, r->reply.code, r->reply.text,
-                c->s->txn->from.addr, r->relay);
+        log_backend_refusal(c, "MAIL", r, r->reply.code / 100 == 4 ? "4.0.0" : "5.0.0");
         reply_backend(c, r, r->reply.code / 100 == 4 ? "4.0.0" : "5.0.0");
         txn_end(c);
     }
@@ -411,6 +431,7 @@ static void to_backend(struct pc_smtp *c, enum pc_verb verb, const char *addr)
     snprintf(line, sizeof(line), "%s:<%s>", verb == PC_VERB_MAIL ? "MAIL FROM" : "RCPT TO",
              addr);
     c->be_wait = verb;
+    clock_gettime(CLOCK_MONOTONIC, &c->be_t0);
     wait_for(c);
     pc_backend_command(c->be, line, c->pa.params, c->pa.nparams);
 }
@@ -422,14 +443,11 @@ static bool rcpt_refuse_delayed(struct pc_smtp *c)
     const struct pc_verdict *v = c->s->delayed.action    ? &c->s->delayed
                                  : c->txn_delayed.action ? &c->txn_delayed
                                                          : NULL;
-    char enh[16];
 
     if (v == NULL)
         return false;
-    pc_info("%s: %s: RCPT from %s[%s]: %d %s %s; from=<%s> to=<%s> filter=%s (delayed)",
-            c->s->txn->id, pc_action_name(v->action), c->s->client.name, c->s->client.addr,
-            v->code, pc_enh_format(&v->enh, enh, sizeof(enh)), v->text, c->s->txn->from.addr,
-            c->s->txn->cur_rcpt->mb.addr, v->filter ? v->filter : "-");
+    /* The one line for this refusal (the chain did not log it when it decided). */
+    pc_txnlog_verdict(c->s, v, PC_STAGE_RCPT, "reject");
     reply_text(c, v->code, &v->enh, v->text);
     return true;
 }
@@ -448,11 +466,11 @@ static void rcpt_done(struct pc_smtp *c, struct pc_verdict *v)
     }
     if (!(r->flags & PC_RCPT_RELAY_OK)) {
         /* No filter authorised this recipient: an empty chain relays nothing. */
-        pc_info("%s: reject: RCPT from %s[%s]: 554 5.7.1 <%s>: Relay access denied; from=<%s> "
-                "to=<%s> filter=core",
-                t->id, c->s->client.name, c->s->client.addr, r->mb.addr, t->from.addr,
-                r->mb.addr);
-        reply(c, 554, "5.7.1", "<%s>: Relay access denied", r->mb.addr);
+        char text[PC_PATH_MAX + 32];
+        struct pc_enh e = {5, 7, 1};
+        snprintf(text, sizeof(text), "<%s>: Relay access denied", r->mb.addr);
+        pc_txnlog_refusal(c->s, "reject", "RCPT", 554, &e, text, "core", NULL, NULL);
+        reply(c, 554, "5.7.1", "%s", text);
         return;
     }
     if (t->discard) {
@@ -475,9 +493,7 @@ static void rcpt_backend_done(struct pc_smtp *c, struct pc_backend_result *r)
         reply_backend(c, r, "2.1.5");
         return;
     }
-    pc_info("%s: reject: RCPT from %s[%s]: %d %s; from=<%s> to=<%s> relay=%s", t->id,
-            c->s->client.name, c->s->client.addr, r->reply.code, r->reply.text, t->from.addr,
-            t->cur_rcpt->mb.addr, r->relay);
+    log_backend_refusal(c, "RCPT", r, r->reply.code / 100 == 4 ? "4.0.0" : "5.0.0");
     reply_backend(c, r, r->reply.code / 100 == 4 ? "4.0.0" : "5.0.0");
     if (r->local || r->reply.code == 421) {
         /* The backend went away: this transaction cannot go on. */
@@ -512,27 +528,10 @@ static char *received_header(struct pc_smtp *c)
                           forc, date);
 }
 
-/* log_delivery - one line per delivered (or refused) message */
-static void log_delivery(struct pc_smtp *c, const char *status, int code,
-                         const struct pc_enh *enh, const char *text, const char *relay)
+/* delivery_prog - the Postfix program a delivery line names */
+static const char *delivery_prog(const struct pc_smtp *c)
 {
-    char es[20] = "";
-    struct pc_txn *t = c->s->txn;
-    char to[1024];
-    size_t o = 0;
-
-    to[0] = 0;
-    for (size_t i = 0; i < t->nrcpt && o < sizeof(to) - 8; i++)
-        if (t->rcpts[i].flags & PC_RCPT_ACCEPTED)
-            o += (size_t)snprintf(to + o, sizeof(to) - o, "%s<%s>", o ? "," : "",
-                                  t->rcpts[i].mb.addr);
-    if (enh && enh->cls) {
-        pc_enh_format(enh, es, sizeof(es) - 1);
-        strcat(es, " ");
-    }
-    pc_info("%s: from=<%s>, to=%s, size=%zu, client=%s[%s], relay=%s, status=%s (%d %s%s)",
-            t->id, t->from.addr, to, t->msg.size, c->s->client.name, c->s->client.addr, relay,
-            status, code, es, text);
+    return c->lc->backend->maildir ? "local" : c->lc->backend->lmtp ? "lmtp" : "smtp";
 }
 
 /* eom_backend_done - the backend's answer to the message */
@@ -541,16 +540,24 @@ static void eom_backend_done(struct pc_smtp *c, struct pc_backend_result *r)
     int code = r->reply.code;
 
     c->be_in_txn = false;
-    log_delivery(c, code / 100 == 2 ? "sent" : code / 100 == 4 ? "deferred" : "bounced", code,
-                 &r->reply.enh, r->reply.text, r->relay);
-    if (code / 100 == 2 && !r->local)
+    if (code / 100 == 2 && !r->local) {
+        struct pc_enh e = r->reply.enh;
+        if (!e.cls)
+            pc_enh_parse("2.0.0", &e);
+        pc_txnlog_delivered(c->s, delivery_prog(c), r->relay, code, &e, r->reply.text);
         reply_backend(c, r, "2.0.0");
-    else if (code / 100 == 5 && !r->local)
+    } else if (code / 100 == 5 && !r->local) {
+        log_backend_refusal(c, "END-OF-MESSAGE", r, "5.0.0");
         reply_backend(c, r, "5.0.0");
-    else if (code / 100 == 4)
+    } else if (code / 100 == 4) {
+        log_backend_refusal(c, "END-OF-MESSAGE", r, "4.0.0");
         reply_backend(c, r, "4.0.0");
-    else
-        reply(c, 451, "4.3.0", "Error: unexpected backend reply, try again later");
+    } else {
+        struct pc_enh e = {4, 3, 0};
+        const char *text = "Error: unexpected backend reply, try again later";
+        pc_txnlog_refusal(c->s, "reject", "END-OF-MESSAGE", 451, &e, text, "core", NULL, r->relay);
+        reply(c, 451, "4.3.0", "%s", text);
+    }
     if (r->local || r->reply.code == 421) {
         pc_backend_free(c->be);
         c->be = NULL;
@@ -565,6 +572,13 @@ static void backend_cb(void *arg, struct pc_backend_result *r)
     enum pc_verb w = c->be_wait;
 
     c->be_wait = PC_VERB_UNKNOWN;
+    if (w == PC_VERB_MAIL || w == PC_VERB_RCPT || w == PC_VERB_DATA) {
+        const char *cmd = verb_names[w];
+        pc_metric_observe(PC_M_BACKEND_SECONDS, cmd, pc_seconds_since(&c->be_t0));
+        if (r->local)
+            pc_metric_add(PC_M_BACKEND_ERRORS, cmd, NULL, 1);
+        pc_metric_set(PC_M_BACKEND_UP, c->lc->backend->name, NULL, r->local ? 0 : 1);
+    }
     if (c->closing || c->s->txn == NULL)
         return;
     if (w == PC_VERB_MAIL)
@@ -618,6 +632,8 @@ static void end_of_data(struct pc_smtp *c)
     int code = 0;
 
     c->state = SM_CMD;
+    clock_gettime(CLOCK_MONOTONIC, &t->out.t_eod);
+    pc_metric_add(PC_M_MESSAGE_BYTES, NULL, NULL, (double)t->msg.size);
     pc_data_free(&c->data);
     struct timeval rt = tv_ms(c->conf->timeouts.command);
     bufferevent_set_timeouts(c->bev, &rt, &rt);
@@ -634,8 +650,9 @@ static void end_of_data(struct pc_smtp *c)
         code = 550, enh = "5.6.0",
         why = "Error: bare CR or LF in message; lines must end with CR LF (RFC 5321 2.3.8)";
     if (why) {
-        pc_info("%s: reject: END-OF-MESSAGE from %s[%s]: %d %s %s; from=<%s>", t->id,
-                c->s->client.name, c->s->client.addr, code, enh, why, t->from.addr);
+        struct pc_enh e;
+        pc_enh_parse(enh, &e);
+        pc_txnlog_refusal(c->s, "reject", "END-OF-MESSAGE", code, &e, why, "core", NULL, NULL);
         reply(c, code, enh, "%s", why);
         txn_end(c);
         return;
@@ -652,7 +669,7 @@ static void eom_finish(struct pc_smtp *c, struct pc_verdict *v)
     struct pc_txn *t = c->s->txn;
 
     if (v->action == PC_DISCARD || (v->action == PC_CONTINUE && t->discard)) {
-        log_delivery(c, "discarded", 250, NULL, "Ok", "none");
+        pc_txnlog_discarded(c->s);
         reply(c, 250, "2.0.0", "Ok: queued as %s", t->id);
         txn_end(c);
         resume(c);
@@ -665,6 +682,8 @@ static void eom_finish(struct pc_smtp *c, struct pc_verdict *v)
         return;
     }
     c->be_wait = PC_VERB_DATA;
+    clock_gettime(CLOCK_MONOTONIC, &c->be_t0);
+    t->out.t_eom = c->be_t0;
     pc_backend_data(c->be, received_header(c));
 }
 
@@ -1126,6 +1145,7 @@ void pc_smtp_accept(struct pc_services *svc, struct pc_conf *conf,
     pc_buf_init(&c->out, 0);
     c->s = pc_session_new(svc, conf, lc->name, &lc->chain, &pc_smtp_door, c);
     c->s->trusted = lc->trusted;
+    c->s->holds_refusals = true;
     pc_session_set_client(c->s, sa, salen);
     c->free_ev = event_new(svc->base, -1, 0, on_free, c);
     c->bev = bufferevent_socket_new(svc->base, fd, BEV_OPT_CLOSE_ON_FREE);
@@ -1137,6 +1157,8 @@ void pc_smtp_accept(struct pc_services *svc, struct pc_conf *conf,
     bufferevent_set_timeouts(c->bev, &rt, &rt);
     pc_info("%s: connect from %s[%s]:%u to %s", c->s->sid, c->s->client.name, c->s->client.addr,
             c->s->client.port, lc->name);
+    pc_metric_add(PC_M_CONNECTIONS, lc->name, NULL, 1);
+    pc_metric_add(PC_M_CONNECTIONS_ACTIVE, NULL, NULL, 1);
     if (pc_chain_attach(c->s) < 0) {
         c->state = SM_CMD;
         reply(c, 421, "4.3.0", "%s Error: temporary failure, try again later",

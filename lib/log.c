@@ -1,41 +1,139 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * NAME
- *	log 3 - logging to syslog (LOG_MAIL) or stderr
+ *	log 3 - logging to the journal, syslog (LOG_MAIL) or stderr
  * DESCRIPTION
- *	stderr lines carry a timestamp and the program name so that the
- *	foreground (systemd) and test modes read like syslog.
+ *	Lines are Postfix's: "syslog_name/program[pid]: text", with
+ *	"warning: ", "error: " and "fatal: " before the text of those
+ *	priorities, so that log tools written for Postfix (pflogsumm,
+ *	fail2ban) read ours.
+ *
+ *	The journal gets each line through sd_journal_sendv(3) with its
+ *	priority, SYSLOG_IDENTIFIER and our structured fields. Standard error
+ *	gets a syslog-like line (timestamp, host, ident) unless it is itself
+ *	connected to the journal (JOURNAL_STREAM names its device and inode,
+ *	systemd.exec(5)): then the line is only "<priority>text", since the
+ *	journal adds the rest and a second timestamp and ident would only be
+ *	noise. "auto" picks the journal in that case and standard error
+ *	otherwise.
+ *
+ *	The JSON format writes one object per line instead of the text (for
+ *	log shippers); pc_log_event() adds summary objects that only exist
+ *	in that format.
+ *
+ *	Lines may come from worker threads: one mutex around the output.
+ * SEE ALSO
+ *	sd_journal_send(3), systemd.exec(5) JOURNAL_STREAM, RFC 8259 (JSON)
  */
 #include "lib/log.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <systemd/sd-journal.h>
 #include <time.h>
 #include <unistd.h>
 
 int pc_verbose;
 static enum pc_log_target pc_log_target = PC_LOG_STDERR;
-static const char *pc_log_ident = "portcullis";
+static enum pc_log_format pc_log_format = PC_LOG_TEXT;
+static char pc_log_name[64] = "portcullis";
+static char pc_log_host[64] = "localhost";
+static int pc_log_facility = LOG_MAIL;
+static bool pc_stderr_journal; /* stderr is a journal stream */
+static pthread_mutex_t pc_log_lock = PTHREAD_MUTEX_INITIALIZER;
 
-/* pc_log_init - choose the log target */
-void pc_log_init(const char *ident, enum pc_log_target target, int facility)
+/* Idents handed to openlog(): glibc keeps the pointer, so each lives as long as we do. */
+#define PC_IDENTS 16
+static char pc_idents[PC_IDENTS][96];
+static const char *pc_syslog_ident;
+
+/* stderr_is_journal - JOURNAL_STREAM is "device:inode" of the stream stderr is connected to */
+static bool stderr_is_journal(void)
 {
-    pc_log_ident = ident;
-    pc_log_target = target;
-    if (target == PC_LOG_SYSLOG)
-        openlog(ident, LOG_PID | LOG_NDELAY, facility);
+    const char *js = getenv("JOURNAL_STREAM");
+    unsigned long long dev, ino;
+    struct stat st;
+
+    if (js == NULL || sscanf(js, "%llu:%llu", &dev, &ino) != 2 || fstat(2, &st) < 0)
+        return false;
+    return (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
 }
 
-/* pc_log_reopen - reopen the log after rotation (SIGUSR1) */
+/* pc_log_parse_target - name to target */
+bool pc_log_parse_target(const char *s, enum pc_log_target *out)
+{
+    static const char *const names[] = {"auto", "stderr", "syslog", "journal"};
+
+    for (int i = 0; i < 4; i++)
+        if (strcmp(s, names[i]) == 0) {
+            *out = (enum pc_log_target)i;
+            return true;
+        }
+    return false;
+}
+
+/* pc_log_init - choose the log target */
+void pc_log_init(const char *name, enum pc_log_target target, int facility)
+{
+    char *dot;
+
+    pthread_mutex_lock(&pc_log_lock);
+    snprintf(pc_log_name, sizeof(pc_log_name), "%s", name && *name ? name : "portcullis");
+    if (gethostname(pc_log_host, sizeof(pc_log_host) - 1) < 0)
+        snprintf(pc_log_host, sizeof(pc_log_host), "localhost");
+    pc_log_host[sizeof(pc_log_host) - 1] = 0;
+    if ((dot = strchr(pc_log_host, '.')) != NULL)
+        *dot = 0; /* syslog's short host name */
+    pc_stderr_journal = stderr_is_journal();
+    if (target == PC_LOG_AUTO)
+        target = pc_stderr_journal ? PC_LOG_JOURNAL : PC_LOG_STDERR;
+    pc_log_target = target;
+    pc_log_facility = facility ? facility : LOG_MAIL;
+    pc_syslog_ident = NULL;
+    memset(pc_idents, 0, sizeof(pc_idents));
+    if (target == PC_LOG_SYSLOG) {
+        closelog();
+        snprintf(pc_idents[0], sizeof(pc_idents[0]), "%s", pc_log_name);
+        pc_syslog_ident = pc_idents[0];
+        openlog(pc_syslog_ident, LOG_PID | LOG_NDELAY, pc_log_facility);
+    }
+    pthread_mutex_unlock(&pc_log_lock);
+}
+
+/* pc_log_set_format - text or JSON */
+void pc_log_set_format(enum pc_log_format f)
+{
+    pc_log_format = f;
+}
+
+/* pc_log_get_format - the format in use */
+enum pc_log_format pc_log_get_format(void)
+{
+    return pc_log_format;
+}
+
+/* pc_log_get_target - the target in use */
+enum pc_log_target pc_log_get_target(void)
+{
+    return pc_log_target;
+}
+
+/* pc_log_reopen - SIGUSR1: a new connection to syslog (after a syslog daemon restart) */
 void pc_log_reopen(void)
 {
-    /* syslog: a fresh connection to /dev/log (syslogd restarted); stderr belongs to our parent. */
+    pthread_mutex_lock(&pc_log_lock);
+    pc_stderr_journal = stderr_is_journal();
     if (pc_log_target == PC_LOG_SYSLOG) {
         closelog();
-        openlog(pc_log_ident, LOG_PID | LOG_NDELAY, LOG_MAIL);
+        openlog(pc_syslog_ident ? pc_syslog_ident : pc_log_name, LOG_PID | LOG_NDELAY,
+                pc_log_facility);
     }
+    pthread_mutex_unlock(&pc_log_lock);
 }
 
 /* pc_log_set_verbose - debug logging on or off */
@@ -44,29 +142,253 @@ void pc_log_set_verbose(int level)
     pc_verbose = level;
 }
 
-/* pc_vlog - format one line and send it */
-static void pc_vlog(int prio, const char *fmt, va_list ap)
+/* ident_for - "name/prog", stable storage for openlog() */
+static const char *ident_for(const char *prog)
 {
-    char line[2048];
+    char want[96];
+    int i;
+
+    snprintf(want, sizeof(want), "%s/%s", pc_log_name, prog);
+    for (i = 0; i < PC_IDENTS && pc_idents[i][0]; i++)
+        if (strcmp(pc_idents[i], want) == 0)
+            return pc_idents[i];
+    if (i == PC_IDENTS)
+        i = PC_IDENTS - 1; /* more programs than we name: reuse the last slot */
+    snprintf(pc_idents[i], sizeof(pc_idents[i]), "%s", want);
+    return pc_idents[i];
+}
+
+/* pc_json_str - a JSON string literal (RFC 8259 7); 8-bit bytes as \u00XX */
+char *pc_json_str(char *dst, size_t size, const char *src)
+{
+    size_t o = 0;
+
+    if (size < 3) {
+        if (size)
+            dst[0] = 0;
+        return dst;
+    }
+    dst[o++] = '"';
+    for (const unsigned char *p = (const unsigned char *)(src ? src : ""); *p; p++) {
+        char esc[8];
+        size_t n;
+        if (*p == '"' || *p == '\\')
+            n = (size_t)snprintf(esc, sizeof(esc), "\\%c", *p);
+        else if (*p < 0x20 || *p >= 0x7f)
+            n = (size_t)snprintf(esc, sizeof(esc), "\\u%04x", *p);
+        else
+            esc[0] = (char)*p, n = 1;
+        if (o + n + 2 > size)
+            break;
+        memcpy(dst + o, esc, n);
+        o += n;
+    }
+    dst[o++] = '"';
+    dst[o] = 0;
+    return dst;
+}
+
+/* escape_set - copy with the bytes that bad() names as \xHH */
+static char *escape_set(char *dst, size_t size, const char *src, bool (*bad)(unsigned char))
+{
+    size_t o = 0;
+
+    if (size == 0)
+        return dst;
+    for (const unsigned char *p = (const unsigned char *)(src ? src : ""); *p; p++) {
+        if (bad(*p)) {
+            if (o + 5 > size)
+                break;
+            snprintf(dst + o, 5, "\\x%02x", *p);
+            o += 4;
+        } else {
+            if (o + 2 > size)
+                break;
+            dst[o++] = (char)*p;
+        }
+    }
+    dst[o] = 0;
+    return dst;
+}
+
+/* field_bad - what could end a field value or start another one */
+static bool field_bad(unsigned char c)
+{
+    return c <= 0x20 || c >= 0x7f || strchr("<>,;()[]\\", c) != NULL;
+}
+
+/* text_bad - what could forge "name=value" inside a text */
+static bool text_bad(unsigned char c)
+{
+    return c < 0x20 || c >= 0x7f || c == '=' || c == '\\';
+}
+
+/* pc_log_field - a peer's value for a log field */
+char *pc_log_field(char *dst, size_t size, const char *src)
+{
+    return escape_set(dst, size, src, field_bad);
+}
+
+/* pc_log_text - a reply text for a log line */
+char *pc_log_text(char *dst, size_t size, const char *src)
+{
+    return escape_set(dst, size, src, text_bad);
+}
+
+/* level_prefix - Postfix's "warning: " and friends; nothing for info and notice */
+static const char *level_prefix(int prio)
+{
+    static const char *const names[] = {
+        "panic: ", "panic: ", "fatal: ", "error: ", "warning: ", "", "", "debug: "};
+    return names[prio & 7];
+}
+
+/* json_object - {"time":...,"message":...} with the fields and extra members */
+static void json_object(char *out, size_t size, int prio, const char *ident,
+                        const struct pc_log_fields *f, const char *msg, const char *members)
+{
+    static const char *const lv[] = {"emerg",   "alert",  "crit", "err",
+                                     "warning", "notice", "info", "debug"};
+    char stamp[40], js[2400];
+    struct timespec ts;
+    struct tm tm;
+    size_t o;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S", &tm);
+    o = (size_t)snprintf(out, size, "{\"time\":\"%s.%06ldZ\",\"host\":%s,\"ident\":", stamp,
+                         ts.tv_nsec / 1000, pc_json_str(js, sizeof(js), pc_log_host));
+    o += (size_t)snprintf(out + (o < size ? o : size), o < size ? size - o : 0,
+                          "%s,\"pid\":%ld,\"level\":\"%s\"", pc_json_str(js, sizeof(js), ident),
+                          (long)getpid(), lv[prio & 7]);
+    const char *names[] = {"queue_id", "client", "filter", "rule"};
+    const char *vals[] = {f ? f->queue_id : NULL, f ? f->client : NULL, f ? f->filter : NULL,
+                          f ? f->rule : NULL};
+    for (int i = 0; i < 4; i++)
+        if (vals[i] && o < size)
+            o += (size_t)snprintf(out + o, size - o, ",\"%s\":%s", names[i],
+                                  pc_json_str(js, sizeof(js), vals[i]));
+    if (members && *members && o < size)
+        o += (size_t)snprintf(out + o, size - o, ",%s", members);
+    if (msg && o < size)
+        o += (size_t)snprintf(out + o, size - o, ",\"message\":%s",
+                              pc_json_str(js, sizeof(js), msg));
+    if (o + 2 > size) {
+        /* Too long for one line: say so in valid JSON rather than cut an object in half. */
+        snprintf(out, size,
+                 "{\"time\":\"%s.%06ldZ\",\"level\":\"err\",\"message\":\"log "
+                 "record too long\"}",
+                 stamp, ts.tv_nsec / 1000);
+        return;
+    }
+    snprintf(out + o, size - o, "}");
+}
+
+/* emit_stderr - one write(2) per line, so that lines from threads never interleave */
+static void emit_stderr(int prio, const char *ident, const char *text, bool bare)
+{
+    char buf[8192];
+    int n;
+
+    if (pc_log_format == PC_LOG_JSON) {
+        /* The object has its own time, host and ident: nothing may precede it. */
+        n = snprintf(buf, sizeof(buf), "%s\n", text);
+    } else if (bare) {
+        /* The journal reads "<N>" as the priority (sd-daemon(3)) and adds time and ident. */
+        n = snprintf(buf, sizeof(buf), "<%d>%s\n", prio & 7, text);
+    } else {
+        char stamp[32];
+        time_t now = time(NULL);
+        struct tm tm;
+        localtime_r(&now, &tm);
+        strftime(stamp, sizeof(stamp), "%b %e %H:%M:%S", &tm);
+        n = snprintf(buf, sizeof(buf), "%s %s %s[%ld]: %s\n", stamp, pc_log_host, ident,
+                     (long)getpid(), text);
+    }
+    if (n < 0)
+        return;
+    if ((size_t)n >= sizeof(buf)) {
+        n = sizeof(buf) - 1;
+        buf[n - 1] = '\n';
+    }
+    if (write(2, buf, (size_t)n) < 0) {
+        /* Nowhere left to say it. */
+    }
+}
+
+/* emit_journal - the native protocol with our fields; false when the journal is gone */
+static bool emit_journal(int prio, const char *ident, const struct pc_log_fields *f,
+                         const char *text)
+{
+    char msg[4200], pr[16], fac[24], id[128], pid[32], q[80], cl[400], fi[80], ru[200];
+    struct iovec iov[10];
+    int n = 0;
+
+#define PC_IOV(buf, ...)                                                                           \
+    do {                                                                                           \
+        int k_ = snprintf(buf, sizeof(buf), __VA_ARGS__);                                          \
+        iov[n].iov_base = buf;                                                                     \
+        iov[n++].iov_len = k_ < (int)sizeof(buf) ? (size_t)k_ : sizeof(buf) - 1;                   \
+    } while (0)
+    PC_IOV(msg, "MESSAGE=%s", text);
+    PC_IOV(pr, "PRIORITY=%d", prio & 7);
+    PC_IOV(fac, "SYSLOG_FACILITY=%d", pc_log_facility >> 3);
+    PC_IOV(id, "SYSLOG_IDENTIFIER=%s", ident);
+    PC_IOV(pid, "SYSLOG_PID=%ld", (long)getpid());
+    if (f && f->queue_id)
+        PC_IOV(q, "PORTCULLIS_QUEUE_ID=%s", f->queue_id);
+    if (f && f->client)
+        PC_IOV(cl, "PORTCULLIS_CLIENT=%s", f->client);
+    if (f && f->filter)
+        PC_IOV(fi, "PORTCULLIS_FILTER=%s", f->filter);
+    if (f && f->rule)
+        PC_IOV(ru, "PORTCULLIS_RULE=%s", f->rule);
+#undef PC_IOV
+    return sd_journal_sendv(iov, n) >= 0;
+}
+
+/* emit - one finished line to the target */
+static void emit(int prio, const char *ident, const struct pc_log_fields *f, const char *text)
+{
+    switch (pc_log_target) {
+    case PC_LOG_JOURNAL:
+        if (emit_journal(prio, ident, f, text))
+            return;
+        emit_stderr(prio, ident, text, pc_stderr_journal);
+        return;
+    case PC_LOG_SYSLOG:
+        if (pc_syslog_ident == NULL || strcmp(pc_syslog_ident, ident) != 0) {
+            pc_syslog_ident = ident;
+            openlog(ident, LOG_PID | LOG_NDELAY, pc_log_facility);
+        }
+        syslog(prio, "%s", text);
+        return;
+    default:
+        emit_stderr(prio, ident, text, pc_stderr_journal);
+    }
+}
+
+/* pc_vlogf - format one line and send it */
+static void pc_vlogf(int prio, const struct pc_log_fields *f, const char *fmt, va_list ap)
+{
+    char line[2048], text[2100];
 
     /* Verbosity below zero silences routine lines (fuzzers, benchmarks). */
     if (pc_verbose < 0 && prio >= LOG_NOTICE)
         return;
     vsnprintf(line, sizeof(line), fmt, ap);
-    if (pc_log_target == PC_LOG_SYSLOG) {
-        syslog(prio, "%s", line);
-        return;
+    snprintf(text, sizeof(text), "%s%s", level_prefix(prio), line);
+    pthread_mutex_lock(&pc_log_lock);
+    const char *ident = ident_for(f && f->prog ? f->prog : "smtpd");
+    if (pc_log_format == PC_LOG_JSON) {
+        char obj[8192];
+        json_object(obj, sizeof(obj), prio, ident, f, text, NULL);
+        emit(prio, ident, f, obj);
+    } else {
+        emit(prio, ident, f, text);
     }
-    static const char *names[] = {"emerg", "alert", "crit", "error",
-                                  "warning", "notice", "info", "debug"};
-    char stamp[32];
-    time_t now = time(NULL);
-    struct tm tm;
-    localtime_r(&now, &tm);
-    strftime(stamp, sizeof(stamp), "%b %e %H:%M:%S", &tm);
-    const char *level = (prio == LOG_INFO || prio == LOG_NOTICE) ? "" : names[prio & 7];
-    fprintf(stderr, "%s %s[%ld]: %s%s%s\n", stamp, pc_log_ident, (long)getpid(), level,
-            *level ? ": " : "", line);
+    pthread_mutex_unlock(&pc_log_lock);
 }
 
 /* pc_log - log one line */
@@ -74,8 +396,31 @@ void pc_log(int prio, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    pc_vlog(prio, fmt, ap);
+    pc_vlogf(prio, NULL, fmt, ap);
     va_end(ap);
+}
+
+/* pc_logf - log one line with fields */
+void pc_logf(int prio, const struct pc_log_fields *f, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    pc_vlogf(prio, f, fmt, ap);
+    va_end(ap);
+}
+
+/* pc_log_event - a JSON-only record (the transaction summary) */
+void pc_log_event(int prio, const struct pc_log_fields *f, const char *members)
+{
+    char obj[8192];
+
+    if (pc_log_format != PC_LOG_JSON || (pc_verbose < 0 && prio >= LOG_NOTICE))
+        return;
+    pthread_mutex_lock(&pc_log_lock);
+    const char *ident = ident_for(f && f->prog ? f->prog : "smtpd");
+    json_object(obj, sizeof(obj), prio, ident, f, NULL, members);
+    emit(prio, ident, f, obj);
+    pthread_mutex_unlock(&pc_log_lock);
 }
 
 /* pc_fatal - log and exit */
@@ -83,7 +428,7 @@ void pc_fatal(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    pc_vlog(LOG_CRIT, fmt, ap);
+    pc_vlogf(LOG_CRIT, NULL, fmt, ap);
     va_end(ap);
     exit(1);
 }

@@ -15,8 +15,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
+#include "gateway/conf.h"
+#include "gateway/session.h"
+#include "gateway/txnlog.h"
 #include "lib/log.h"
+#include "lib/metrics.h"
 #include "lib/pool.h"
 
 #define PC_BODY_CHUNK 65536
@@ -25,6 +30,7 @@ struct pc_chain_state {
     enum pc_stage stage;
     size_t item, link;
     bool pending, running;
+    struct timespec t0; /* the stage started (for portcullis_stage_duration_seconds) */
     struct event *timer;
     char *chunk;
 };
@@ -116,21 +122,36 @@ bool pc_chain_pending(const struct pc_session *s)
     return s->run && s->run->pending;
 }
 
-/* log_decision - one Postfix-style line per decision */
-static void log_decision(struct pc_session *s, const struct pc_verdict *v, const char *prefix)
+/* held_for_rcpt - a refusal the door keeps until RCPT (delay_reject) and logs there */
+static bool held_for_rcpt(const struct pc_session *s, const struct pc_verdict *v)
 {
-    char enh[16];
-    const struct pc_txn *t = s->txn;
-    const char *to = t && t->cur_rcpt ? t->cur_rcpt->mb.addr : NULL;
+    return s->holds_refusals && s->conf && s->conf->delay_reject &&
+           s->run->stage <= PC_STAGE_MAIL && (v->action == PC_REJECT || v->action == PC_TEMPFAIL);
+}
 
-    pc_info("%s: %s%s: %s from %s[%s]: %d %s %s; from=<%s>%s%s%s proto=%s helo=<%s> filter=%s%s%s",
-            t ? t->id : "NOQUEUE", prefix, pc_action_name(v->action),
-            pc_stage_name(s->run->stage), s->client.name, s->client.addr, v->code,
-            pc_enh_format(&v->enh, enh, sizeof(enh)), v->text,
-            t && t->from.addr ? t->from.addr : "",
-            to ? " to=<" : "", to ? to : "", to ? ">" : "", s->esmtp ? "ESMTP" : "SMTP",
-            s->helo ? s->helo : "", v->filter ? v->filter : "-", v->rule ? " rule=" : "",
-            v->rule ? v->rule : "");
+/* log_decision - one Postfix-style line per decision the client hears (gateway/txnlog.h) */
+static void log_decision(struct pc_session *s, const struct pc_verdict *v, bool dry_run)
+{
+    char client[PC_HOSTNAME_MAX + 80];
+    const char *qid = s->txn ? s->txn->id : "NOQUEUE";
+
+    pc_metric_add(PC_M_VERDICTS, v->filter ? v->filter : "-",
+                  dry_run ? "dry_run" : pc_action_name(v->action), 1);
+    if (dry_run) {
+        pc_txnlog_verdict(s, v, s->run->stage, "reject_warning");
+    } else if (v->action == PC_ACCEPT) {
+        /* Not a refusal: no "reject:"-style line that log tools would count. */
+        struct pc_log_fields f = {.queue_id = s->txn ? s->txn->id : NULL,
+                                  .client = client,
+                                  .filter = v->filter,
+                                  .rule = v->rule};
+        snprintf(client, sizeof(client), "%s[%s]", s->client.name, s->client.addr);
+        pc_logf(LOG_INFO, &f, "%s: %s: filter %s accepted%s%s at %s", qid, client,
+                v->filter ? v->filter : "-", v->rule ? ", rule " : "", v->rule ? v->rule : "",
+                pc_txnlog_stage(s, s->run->stage));
+    } else if (!held_for_rcpt(s, v)) {
+        pc_txnlog_verdict(s, v, s->run->stage, v->action == PC_DISCARD ? "discard" : "reject");
+    }
 }
 
 /* settle - apply on_error, ACCEPT and dry-run; true when the verdict ends the stage */
@@ -170,19 +191,19 @@ static bool settle(struct pc_session *s, const struct pc_chain_link *l, struct p
         else
             s->accepted = true;
         pc_verdict_finish(v, stage);
-        log_decision(s, v, "");
+        log_decision(s, v, false);
         pc_verdict_clear(v);
         return false;
     }
     pc_verdict_finish(v, stage);
     if (s->chain->dry_run) {
-        log_decision(s, v, "dry-run: would ");
+        log_decision(s, v, true);
         pc_verdict_clear(v);
         return false;
     }
     if (v->action == PC_DISCARD && s->txn)
         s->txn->discard = true;
-    log_decision(s, v, "");
+    log_decision(s, v, false);
     return true;
 }
 
@@ -276,8 +297,11 @@ enum pc_action pc_chain_run(struct pc_session *s, enum pc_stage stage, struct pc
     st->item = 0;
     st->link = 0;
     st->running = true;
+    clock_gettime(CLOCK_MONOTONIC, &st->t0);
     enum pc_action a = run_loop(s, out);
     st->running = false;
+    if (a != PC_PENDING)
+        pc_metric_observe(PC_M_STAGE_SECONDS, pc_stage_name(stage), pc_seconds_since(&st->t0));
     return a;
 }
 
@@ -295,6 +319,7 @@ static void finish_async(struct pc_session *s, struct pc_verdict *v)
         if (a == PC_PENDING)
             return;
     }
+    pc_metric_observe(PC_M_STAGE_SECONDS, pc_stage_name(st->stage), pc_seconds_since(&st->t0));
     s->door->stage_done(s, st->stage, v);
 }
 

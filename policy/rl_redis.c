@@ -48,6 +48,7 @@
 
 #include "filters/filter.h"
 #include "lib/log.h"
+#include "lib/metrics.h"
 #include "lib/parse.h"
 #include "policy/ratelimit.h"
 
@@ -103,6 +104,7 @@ struct rlr_req {
     pc_rl_cb *cb;
     void *arg;
     uint64_t deadline; /* monotonic ms */
+    struct timespec t0; /* sent, for portcullis_redis_request_duration_seconds */
     bool queued, answered, cancelled, retried;
     size_t n;
     int argc;
@@ -305,6 +307,9 @@ static void answer(struct rlr_req *r, struct pc_rl_result *res)
     if (r->answered || r->cancelled)
         return;
     r->answered = true;
+    pc_metric_observe(PC_M_REDIS_SECONDS, res->error ? "error" : "ok", pc_seconds_since(&r->t0));
+    if (!res->error)
+        pc_metric_set(PC_M_REDIS_UP, st->cur[0] ? st->cur : "(unresolved)", NULL, 1);
     if (res->error)
         st->base.stats.errors++;
     else if (!res->allowed)
@@ -330,6 +335,8 @@ static void down(struct rlr_store *st, const char *why)
     if (!st->was_down && !st->closing)
         pc_warn("ratelimit: redis %s unavailable: %s; limits follow on_error until it is back",
                 st->cur[0] ? st->cur : "(unresolved)", why);
+    if (!st->closing)
+        pc_metric_set(PC_M_REDIS_UP, st->cur[0] ? st->cur : "(unresolved)", NULL, 0);
     st->was_down = true;
 }
 
@@ -762,6 +769,7 @@ static enum pc_rl_status rlr_check(struct pc_rl_store *base, const struct pc_rl_
         res->error = true;
         res->why = "redis unavailable";
         base->stats.errors++;
+        pc_metric_observe(PC_M_REDIS_SECONDS, "unavailable", 0);
         return PC_RL_DONE;
     }
     if ((r = calloc(1, sizeof(*r))) == NULL) {
@@ -776,6 +784,7 @@ static enum pc_rl_status rlr_check(struct pc_rl_store *base, const struct pc_rl_
     r->arg = arg;
     r->n = n;
     r->deadline = now_ms() + st->timeout_ms;
+    clock_gettime(CLOCK_MONOTONIC, &r->t0);
     snprintf(r->numkeys, sizeof(r->numkeys), "%zu", n);
     r->argv[0] = "EVALSHA";
     r->argv[1] = st->sha;

@@ -30,6 +30,7 @@
 
 #include "gateway/session.h"
 #include "lib/log.h"
+#include "lib/metrics.h"
 #include "lib/pool.h"
 #include "rules/rules_int.h"
 
@@ -663,6 +664,7 @@ enum pc_action pc_rules_eval(const struct pc_rules *rs, struct pc_rules_run *run
             if (r->act[k].type == RA_SCORE)
                 score += r->act[k].score;
         pc_fact_add(s, "rule", "%s", r->name);
+        pc_metric_add(PC_M_RULE_HITS, r->name, NULL, 1);
         pc_info("%s: rules: rule %s matched at %s%s (score %g)", txn_id(s), r->name,
                 pc_rl_stage_name(stage), r->log_only ? ", log-only: actions not applied" : "",
                 score);

@@ -233,7 +233,7 @@ class DnsTests(unittest.TestCase):
         self.assertEqual(code, 550, text)
         self.assertIn("5.7.25", text)
         c.close()
-        self.assertRegex(gw.log(), r"rcpt from unknown\[127\.0\.0\.3\]: 550 5\.7\.25 .*"
+        self.assertRegex(gw.log(), r"reject: RCPT from unknown\[127\.0\.0\.3\]: 550 5\.7\.25 .*"
                                    r"from=<a@soft\.test> to=<u@example\.com>")
 
     def test_unanswered_list_that_could_decide_is_4xx(self):
