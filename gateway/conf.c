@@ -284,10 +284,6 @@ static cfg_opt_t *build_opts(cfg_opt_t ***fopts_out)
 
     while (pc_filter_registry[nf])
         nf++;
-    cfg_opt_t **fopts = calloc(nf + 1, sizeof(*fopts));
-    cfg_opt_t *opts = calloc(nf + 20, sizeof(*opts));
-    if (fopts == NULL || opts == NULL)
-        pc_fatal("out of memory");
     cfg_opt_t core[] = {
         CFG_STR("hostname", NULL, CFGF_NODEFAULT),
         CFG_STR("banner", "ESMTP", CFGF_NONE),
@@ -311,6 +307,11 @@ static cfg_opt_t *build_opts(cfg_opt_t ***fopts_out)
         CFG_SEC("metrics", metrics_opts, CFGF_NONE),
     };
     size_t nc = sizeof(core) / sizeof(core[0]);
+    /* Sized from the table itself: a fixed "+ 20" overflowed once a 20th core entry came. */
+    cfg_opt_t **fopts = calloc(nf + 1, sizeof(*fopts));
+    cfg_opt_t *opts = calloc(nc + nf + 1, sizeof(*opts));
+    if (fopts == NULL || opts == NULL)
+        pc_fatal("out of memory");
     memcpy(opts, core, sizeof(core));
     for (size_t i = 0; i < nf; i++) {
         fopts[i] = filter_opts(pc_filter_registry[i]);
