@@ -73,6 +73,8 @@ struct rl_limit {
 
 struct rl_conf {
     struct pc_rl_store *store;
+    bool slot_tag;                    /* Redis Cluster: one hash tag per check */
+    unsigned common[PC_STAGE_COUNT];  /* key fields every limit of a stage has (bit mask) */
     char prefix[65];
     unsigned v4_prefix, v6_prefix;
     struct rl_limit *limits;
@@ -319,6 +321,15 @@ static int rl_configure(cfg_t *sec, void **out, struct pc_err *err)
         pc_err_set(err, sec, "%s", m);
         goto fail;
     }
+    c->slot_tag = strcmp(c->store->ops->kind, "redis-cluster") == 0;
+    for (int st = 0; st < PC_STAGE_COUNT; st++)
+        c->common[st] = ~0u;
+    for (size_t i = 0; i < c->nlimits; i++) {
+        unsigned m = 0;
+        for (size_t k = 0; k < c->limits[i].nfields; k++)
+            m |= 1u << c->limits[i].fields[k];
+        c->common[c->limits[i].stage] &= m;
+    }
     *out = c;
     return 0;
 fail:
@@ -452,7 +463,26 @@ static bool rl_item(const struct rl_conf *c, const struct rl_limit *l, struct pc
             break;
         }
     }
-    pc_rl_key(c->prefix, l->name, val, l->nfields, it->key);
+    if (c->slot_tag) {
+        /* Redis Cluster runs a script atomically only on keys of one slot: every key of this
+         * check carries the same hash tag, made of the stage and the values of the key fields
+         * all its limits share (so one client's counters spread over the cluster, and a
+         * limit's key is the same in every check). */
+        char pfx[sizeof(c->prefix) + 24], tagkey[PC_RL_KEY_MAX];
+        const char *tv[RL_FIELDS_MAX];
+        size_t nt = 0;
+        for (unsigned f = 0; f < RL_FIELDS_MAX; f++) /* in field order, whatever each key's */
+            for (size_t i = 0; i < l->nfields; i++)
+                if ((c->common[l->stage] & (1u << f)) && l->fields[i] == f) {
+                    tv[nt++] = val[i];
+                    break;
+                }
+        pc_rl_key("", pc_stage_name(l->stage), tv, nt, tagkey);
+        snprintf(pfx, sizeof(pfx), "%s{%.16s}", c->prefix, tagkey);
+        pc_rl_key(pfx, l->name, val, l->nfields, it->key);
+    } else {
+        pc_rl_key(c->prefix, l->name, val, l->nfields, it->key);
+    }
     it->interval_us = l->interval_us;
     it->burst = l->burst;
     it->cost = 1;

@@ -20,6 +20,7 @@ extern const struct pc_filter_ops pc_filter_dkim;
 extern const struct pc_filter_ops pc_filter_dmarc;
 extern const struct pc_filter_ops pc_filter_rules;
 extern const struct pc_filter_ops pc_filter_authres;
+extern const struct pc_filter_ops pc_filter_greylist;
 
 const struct pc_filter_ops *const pc_filter_registry[] = {
     &pc_filter_relay,
@@ -31,6 +32,7 @@ const struct pc_filter_ops *const pc_filter_registry[] = {
     &pc_filter_dmarc,
     &pc_filter_rules,
     &pc_filter_authres,
+    &pc_filter_greylist,
     NULL,
 };
 

@@ -112,6 +112,9 @@ static enum pc_action relay_rcpt(struct pc_session *s, void *conf, void *ctx,
                        "<%s>: Relay access denied (sender-specified routing)", r->mb.addr);
         return PC_REJECT;
     }
+    /* Filters after us (greylist) share this trust: one fact per transaction. */
+    if (trusted && !pc_fact_get(s, "relay"))
+        pc_fact_add(s, "relay", "trusted");
     if (trusted || relay_local(c, &r->mb)) {
         r->flags |= PC_RCPT_RELAY_OK;
         return PC_CONTINUE;

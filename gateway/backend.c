@@ -13,6 +13,24 @@
  *	again, in blocks bounded by the write watermark, so that a large
  *	spooled message never sits in memory whole.
  *
+ *	Reply accounting is strict (RFC 2920 3.1): we have at most one command
+ *	outstanding (LMTP: one reply per accepted recipient after the dot),
+ *	and every reply line must answer it. A line nobody asked for, a
+ *	surplus line behind a complete reply, a reply of a class the command
+ *	cannot take (250 to DATA) or a reply to the end of data before it
+ *	left our buffer marks the connection broken: the waiting command gets
+ *	a local 4xx, the connection is never reused, and a transaction never
+ *	moves to another connection (only MAIL opens one). Each command has a
+ *	deadline for its whole reply, not an idle timer between bytes.
+ *
+ *	Identity goes with every transaction: before each MAIL the identity
+ *	of the session's client (address, name, port, HELO) is compared with
+ *	the one this connection speaks for; if it differs, XCLIENT again when
+ *	the backend still offers it (Postfix checks its authorisation against
+ *	the client XCLIENT set, so it usually does not), otherwise QUIT and a
+ *	new connection. XFORWARD is sent before every MAIL (Postfix resets
+ *	its attributes after each transaction).
+ *
  *	The Maildir backend answers the same calls locally; it writes on the
  *	loop thread (it is the embedded default for trying portcullis out,
  *	not the production path) and fsyncs before it says 250.
@@ -34,6 +52,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/un.h>
@@ -41,6 +60,7 @@
 #include <unistd.h>
 
 #include "filters/filter.h"
+#include "gateway/bevio.h"
 #include "gateway/conf.h"
 #include "gateway/session.h"
 #include "lib/log.h"
@@ -48,7 +68,7 @@
 #include "lib/pool.h"
 
 #define PC_BE_LINE_MAX 4096
-#define PC_BE_FILL 262144
+#define PC_BE_FILL     262144
 
 enum be_state {
     BE_IDLE,
@@ -65,6 +85,11 @@ enum be_state {
     BE_DATA_DONE,
     BE_DEAD
 };
+
+static const char *const be_state_names[] = {
+    "idle",     "connect", "greeting", "EHLO", "XCLIENT",         "EHLO after XCLIENT",
+    "XFORWARD", "ready",   "command",  "DATA", "message content", "end of data",
+    "dead"};
 
 struct pc_backend {
     struct pc_session *s;
@@ -95,9 +120,15 @@ struct pc_backend {
     struct pc_backend_result synth_result;
     int depth;     /* inside one of our libevent callbacks */
     bool free_req; /* pc_backend_free() was called from inside: destroy on the way out */
-    bool reused;   /* taken from the idle pool: identify the new client first */
     bool in_txn;   /* the backend holds our MAIL: never pool such a connection */
     bool cmd_is_mail, cmd_is_rset;
+    bool broken;        /* the backend broke the protocol: never reuse, never reconnect midway */
+    bool identified;    /* ident_key is the client this connection speaks for (XCLIENT) */
+    bool ident_refresh; /* XCLIENT on an established connection: a refusal means reconnect */
+    bool xforward_sent; /* XFORWARD went out for the coming MAIL */
+    char ident_key[1100], ident_sending[1100];
+    char cmd_name[16]; /* the outstanding command, for the log */
+    struct event *deadline;
     struct pc_backend *pool_next;
     struct event *pool_timer;
 };
@@ -105,17 +136,30 @@ struct pc_backend {
 /*
  * Idle backend connections are kept for a short while and reused by the
  * next session to the same backend: connecting, the greeting and EHLO cost
- * as much as the transaction itself. Postfix accepts XCLIENT again outside
- * a transaction, so a reused connection is re-identified before MAIL.
- * XFORWARD backends are not pooled (their attributes are per transaction
- * and Exim does not take them again). Pooled entries hold a reference to
- * their configuration generation; after a reload they are not matched
- * (their backend section is another object) and simply expire.
+ * as much as the transaction itself. Only a connection whose identity can
+ * be set again is kept (identity "none", or XCLIENT still offered after
+ * the last XCLIENT); the next MAIL re-identifies it. XFORWARD backends are
+ * not pooled. Pooled entries belong to the current configuration
+ * generation and hold no reference to it: pc_backend_generation() QUITs
+ * them all when a new generation starts, and a session of an older
+ * generation QUITs its connection instead of pooling it, so an idle
+ * connection never keeps an old generation alive.
  */
-#define PC_BE_POOL_MAX 64
+#define PC_BE_POOL_MAX     64
 #define PC_BE_POOL_IDLE_MS 10000
 static struct pc_backend *pc_be_pool;
 static size_t pc_be_pool_n;
+static const struct pc_conf *pc_be_current; /* the generation new sessions start under */
+
+/* A connection we said QUIT on, waiting for the 221 (or EOF, or a deadline) before it closes,
+ * so that the backend sees an orderly end and not a reset. Owns nothing but the socket. */
+struct be_quitter {
+    struct bufferevent *bev;
+    struct event *timer;
+    struct be_quitter *next, **prev;
+};
+static struct be_quitter *pc_be_quitters;
+#define PC_BE_QUIT_MS 5000
 
 static void be_fail(struct pc_backend *, const char *enh, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -126,6 +170,17 @@ static struct pc_backend *pool_take(struct pc_session *, const struct pc_backend
                                     pc_backend_cb *, void *);
 static void send_pending(struct pc_backend *);
 static void keep_pending(struct pc_backend *, const char *, const struct pc_param *, size_t);
+static void be_retire(struct pc_backend *, bool quit);
+static void on_deadline(evutil_socket_t, short, void *);
+static bool be_sockaddr(const char *, struct sockaddr_storage *, socklen_t *);
+static void be_lost(struct pc_backend *, const char *why);
+static void known_ext_set(const struct pc_backend *, unsigned);
+
+/* sid - the session id for the log ("-" when the connection belongs to nobody) */
+static const char *sid(const struct pc_backend *be)
+{
+    return be->s ? be->s->sid : "-";
+}
 
 /* tv_ms - milliseconds to timeval */
 static struct timeval tv_ms(unsigned ms)
@@ -186,13 +241,23 @@ struct pc_backend *pc_backend_new(struct pc_session *s, const struct pc_backend_
     be->arg = arg;
     be->base = s->svc->base;
     be->synth = event_new(be->base, -1, 0, on_synth, be);
+    be->deadline = evtimer_new(be->base, on_deadline, be);
     snprintf(be->relay, sizeof(be->relay), "%s", bc->maildir ? "maildir" : "none");
     return be;
+}
+
+/* be_arm - a deadline for the whole reply to what we just sent (RFC 5321 4.5.3.2) */
+static void be_arm(struct pc_backend *be, unsigned ms)
+{
+    struct timeval tv = tv_ms(ms);
+
+    evtimer_add(be->deadline, &tv);
 }
 
 /* be_close - drop the socket */
 static void be_close(struct pc_backend *be)
 {
+    evtimer_del(be->deadline);
     if (be->bev) {
         bufferevent_free(be->bev);
         be->bev = NULL;
@@ -202,7 +267,9 @@ static void be_close(struct pc_backend *be)
 /* be_destroy - release everything */
 static void be_destroy(struct pc_backend *be)
 {
+    be_close(be);
     event_free(be->synth);
+    event_free(be->deadline);
     keep_pending(be, NULL, NULL, 0);
     free(be->received);
     free(be->chunk);
@@ -229,8 +296,68 @@ static void on_read(struct bufferevent *, void *);
 static void on_write(struct bufferevent *, void *);
 static void on_event(struct bufferevent *, short, void *);
 
-/* pool_drop - an idle connection ends */
-static void pool_drop(struct pc_backend *be)
+/* quitter_free - the QUIT exchange is over */
+static void quitter_free(struct be_quitter *q)
+{
+    *q->prev = q->next;
+    if (q->next)
+        q->next->prev = q->prev;
+    bufferevent_free(q->bev);
+    event_free(q->timer);
+    free(q);
+}
+
+/* quitter_on_read - the backend answered QUIT */
+static void quitter_on_read(struct bufferevent *bev, void *arg)
+{
+    (void)bev;
+    quitter_free(arg);
+}
+
+/* quitter_on_event - closed, or an error */
+static void quitter_on_event(struct bufferevent *bev, short what, void *arg)
+{
+    (void)bev, (void)what;
+    quitter_free(arg);
+}
+
+/* quitter_on_timer - no answer to QUIT in time */
+static void quitter_on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    quitter_free(arg);
+}
+
+/* be_retire - give up this connection: QUIT when it is between commands, else just close */
+static void be_retire(struct pc_backend *be, bool quit)
+{
+    struct be_quitter *q;
+    struct timeval tv = tv_ms(PC_BE_QUIT_MS);
+
+    if (be->bev == NULL || !quit || be->broken || (q = calloc(1, sizeof(*q))) == NULL) {
+        be_close(be);
+        return;
+    }
+    evtimer_del(be->deadline);
+    q->bev = be->bev;
+    be->bev = NULL;
+    struct evbuffer *in = bufferevent_get_input(q->bev);
+    evbuffer_drain(in, evbuffer_get_length(in));
+    bufferevent_setcb(q->bev, quitter_on_read, NULL, quitter_on_event, q);
+    bufferevent_set_timeouts(q->bev, NULL, NULL);
+    bufferevent_enable(q->bev, EV_READ | EV_WRITE);
+    bufferevent_write(q->bev, "QUIT\r\n", 6);
+    q->timer = evtimer_new(bufferevent_get_base(q->bev), quitter_on_timer, q);
+    evtimer_add(q->timer, &tv);
+    q->next = pc_be_quitters;
+    q->prev = &pc_be_quitters;
+    if (q->next)
+        q->next->prev = &q->next;
+    pc_be_quitters = q;
+}
+
+/* pool_drop - an idle connection ends (QUIT when it is still healthy) */
+static void pool_drop(struct pc_backend *be, bool quit)
 {
     for (struct pc_backend **p = &pc_be_pool; *p; p = &(*p)->pool_next)
         if (*p == be) {
@@ -238,10 +365,9 @@ static void pool_drop(struct pc_backend *be)
             pc_be_pool_n--;
             break;
         }
-    be_close(be);
     event_free(be->pool_timer);
     be->pool_timer = NULL;
-    pc_conf_unref((struct pc_conf *)be->conf);
+    be_retire(be, quit);
     be_destroy(be);
 }
 
@@ -249,39 +375,40 @@ static void pool_drop(struct pc_backend *be)
 static void pool_on_event(struct bufferevent *bev, short what, void *arg)
 {
     (void)bev, (void)what;
-    pool_drop(arg);
+    pool_drop(arg, false);
 }
 
-/* pool_on_read - an idle connection spoke (e.g. 421 idle timeout): drop it */
+/* pool_on_read - an idle connection spoke (e.g. 421 idle timeout): nobody asked, drop it */
 static void pool_on_read(struct bufferevent *bev, void *arg)
 {
     (void)bev;
-    pool_drop(arg);
+    pool_drop(arg, false);
 }
 
 /* pool_on_timer - idle too long: QUIT */
 static void pool_on_timer(evutil_socket_t fd, short what, void *arg)
 {
-    struct pc_backend *be = arg;
-
     (void)fd, (void)what;
-    bufferevent_write(be->bev, "QUIT\r\n", 6);
-    bufferevent_flush(be->bev, EV_WRITE, BEV_FLUSH);
-    pool_drop(be);
+    pool_drop(arg, true);
 }
 
 /* pool_put - keep an idle, ready connection for the next session */
 static bool pool_put(struct pc_backend *be)
 {
-    if (be->depth > 0 || be->bev == NULL || be->state != BE_READY || be->in_txn || be->bc->maildir ||
-        be->bc->identity == PC_IDENT_XFORWARD || pc_be_pool_n >= PC_BE_POOL_MAX)
+    if (be->depth > 0 || be->bev == NULL || be->state != BE_READY || be->in_txn || be->broken ||
+        be->bc->maildir || be->conf != pc_be_current || be->bc->identity == PC_IDENT_XFORWARD ||
+        pc_be_pool_n >= PC_BE_POOL_MAX)
+        return false;
+    /* Postfix evaluates XCLIENT authorisation against the client XCLIENT set: when the last
+     * EHLO no longer offers XCLIENT, the next client's identity cannot be set here. */
+    if (be->bc->identity == PC_IDENT_XCLIENT && !(be->ext & PC_EXT_XCLIENT))
         return false;
     struct timeval tv = {PC_BE_POOL_IDLE_MS / 1000, 0};
     event_del(be->synth);
+    evtimer_del(be->deadline);
     be->s = NULL;
     be->cb = NULL;
     be->arg = NULL;
-    pc_conf_ref((struct pc_conf *)be->conf);
     bufferevent_setcb(be->bev, pool_on_read, NULL, pool_on_event, be);
     bufferevent_set_timeouts(be->bev, NULL, NULL);
     be->pool_timer = evtimer_new(be->base, pool_on_timer, be);
@@ -298,17 +425,16 @@ static struct pc_backend *pool_take(struct pc_session *s, const struct pc_backen
 {
     for (struct pc_backend **p = &pc_be_pool; *p; p = &(*p)->pool_next) {
         struct pc_backend *be = *p;
-        if (be->bc != bc)
+        if (be->bc != bc || s->conf != pc_be_current)
             continue;
         *p = be->pool_next;
         pc_be_pool_n--;
         event_free(be->pool_timer);
         be->pool_timer = NULL;
-        pc_conf_unref((struct pc_conf *)be->conf);
         be->s = s;
+        be->conf = s->conf;
         be->cb = cb;
         be->arg = arg;
-        be->reused = true;
         bufferevent_setcb(be->bev, on_read, on_write, on_event, be);
         return be;
     }
@@ -322,12 +448,9 @@ void pc_backend_free(struct pc_backend *be)
         return;
     if (pool_put(be))
         return;
-    if (be->bev && be->state == BE_READY) {
-        /* Polite QUIT; the kernel sends it while we close. */
-        bufferevent_write(be->bev, "QUIT\r\n", 6);
-        bufferevent_flush(be->bev, EV_WRITE, BEV_FLUSH);
-    }
-    be_close(be);
+    /* An orderly QUIT when no command is outstanding (RFC 5321 4.1.1.10); a connection in the
+     * middle of a command or broken by the backend is just closed. */
+    be_retire(be, be->state == BE_READY);
     event_del(be->synth);
     be->state = BE_DEAD;
     if (be->depth > 0) {
@@ -343,79 +466,56 @@ bool pc_backend_ready(const struct pc_backend *be)
     return be->bc->maildir || be->state == BE_READY;
 }
 
-/* Extensions each backend offered last time, for EHLO before we connect. */
-#define PC_BE_KNOWN_MAX 32
-static struct {
-    const struct pc_backend_conf *bc;
-    unsigned ext;
-} pc_be_known[PC_BE_KNOWN_MAX];
+/*
+ * What each backend of the current generation offers, for our EHLO before a session has its
+ * own connection. Learnt by a probe (connect, EHLO, QUIT) when the generation starts, and
+ * again from every real connection. Unknown (never reached, or a session of an older
+ * generation) means "offer only what is safe": never SMTPUTF8 or DSN (RFC 6531 3.4,
+ * RFC 3461 4), which we cannot honour without a backend that takes them.
+ */
+#define PC_EXT_KNOWN 0x80000000u
+static unsigned *pc_be_caps;
+static size_t pc_be_ncaps;
 
-/* known_ext_set - remember what a backend offers */
-static void known_ext_set(const struct pc_backend_conf *bc, unsigned ext)
+/* caps_slot - the slot of a backend of the current generation, or NULL */
+static unsigned *caps_slot(const struct pc_conf *conf, const struct pc_backend_conf *bc)
 {
-    size_t free_slot = PC_BE_KNOWN_MAX;
-
-    for (size_t i = 0; i < PC_BE_KNOWN_MAX; i++) {
-        if (pc_be_known[i].bc == bc) {
-            pc_be_known[i].ext = ext | 0x80000000u;
-            return;
-        }
-        if (pc_be_known[i].bc == NULL && free_slot == PC_BE_KNOWN_MAX)
-            free_slot = i;
-    }
-    /* Full (many reloads): overwrite the first slot; an unknown backend is offered all. */
-    if (free_slot == PC_BE_KNOWN_MAX)
-        free_slot = 0;
-    pc_be_known[free_slot].bc = bc;
-    pc_be_known[free_slot].ext = ext | 0x80000000u;
+    if (conf == NULL || conf != pc_be_current || bc < conf->backends ||
+        bc >= conf->backends + conf->nbackends || (size_t)(bc - conf->backends) >= pc_be_ncaps)
+        return NULL;
+    return &pc_be_caps[bc - conf->backends];
 }
 
-/* pc_backend_known_ext - last seen extensions, or all of them when never connected */
+/* known_ext_set - remember what this connection's backend offers (its first EHLO) */
+static void known_ext_set(const struct pc_backend *be, unsigned ext)
+{
+    unsigned *slot = caps_slot(be->conf, be->bc);
+
+    if (slot)
+        *slot = ext | PC_EXT_KNOWN;
+}
+
+/* pc_backend_known_ext - what the backend offered last time; 0 while unknown */
 unsigned pc_backend_known_ext(const struct pc_backend_conf *bc)
 {
     if (bc->maildir)
         return PC_EXT_PIPELINING | PC_EXT_SIZE | PC_EXT_8BITMIME | PC_EXT_SMTPUTF8;
-    for (size_t i = 0; i < PC_BE_KNOWN_MAX; i++)
-        if (pc_be_known[i].bc == bc)
-            return pc_be_known[i].ext & ~0x80000000u;
-    return ~0u & ~0x80000000u;
+    for (size_t i = 0; pc_be_current && i < pc_be_current->nbackends && i < pc_be_ncaps; i++)
+        if (&pc_be_current->backends[i] == bc)
+            return pc_be_caps[i] & ~PC_EXT_KNOWN;
+    return 0;
 }
 
-/* pc_backend_ext - extensions the backend offered */
-unsigned pc_backend_ext(const struct pc_backend *be)
+/* ehlo_ext - extensions (and XCLIENT/XFORWARD attributes) from an EHLO reply text */
+static unsigned ehlo_ext(const char *text, char *xc, size_t xcsize, char *xf, size_t xfsize)
 {
-    if (be->bc->maildir)
-        return PC_EXT_PIPELINING | PC_EXT_SIZE | PC_EXT_8BITMIME | PC_EXT_SMTPUTF8;
-    return be->ext;
-}
+    const char *p = strchr(text, '\n'); /* the first line is the greeting name */
+    unsigned ext = 0;
 
-/* be_send - one command line */
-static void be_send(struct pc_backend *be, enum be_state next, unsigned timeout_ms,
-                    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-static void be_send(struct pc_backend *be, enum be_state next, unsigned timeout_ms,
-                    const char *fmt, ...)
-{
-    struct evbuffer *out = bufferevent_get_output(be->bev);
-    struct timeval rt = tv_ms(timeout_ms), wt = tv_ms(be->conf->timeouts.backend_command);
-    va_list ap;
-
-    va_start(ap, fmt);
-    evbuffer_add_vprintf(out, fmt, ap);
-    va_end(ap);
-    evbuffer_add(out, "\r\n", 2);
-    memset(&be->reply, 0, sizeof(be->reply));
-    be->state = next;
-    bufferevent_set_timeouts(be->bev, &rt, &wt);
-}
-
-/* parse_ehlo - extensions from the EHLO reply text */
-static void parse_ehlo(struct pc_backend *be)
-{
-    const char *p = be->reply.text;
-
-    be->ext = 0;
-    be->xclient_attrs[0] = be->xforward_attrs[0] = 0;
-    p = strchr(p, '\n'); /* the first line is the greeting name */
+    if (xc)
+        xc[0] = 0;
+    if (xf)
+        xf[0] = 0;
     while (p) {
         p++;
         const char *nl = strchr(p, '\n');
@@ -428,25 +528,252 @@ static void parse_ehlo(struct pc_backend *be)
         const char *rest = k < len ? p + k + 1 : "";
         size_t rl = k < len ? len - k - 1 : 0;
         if (strcmp(kw, "PIPELINING") == 0)
-            be->ext |= PC_EXT_PIPELINING;
+            ext |= PC_EXT_PIPELINING;
         else if (strcmp(kw, "SIZE") == 0)
-            be->ext |= PC_EXT_SIZE;
+            ext |= PC_EXT_SIZE;
         else if (strcmp(kw, "8BITMIME") == 0)
-            be->ext |= PC_EXT_8BITMIME;
+            ext |= PC_EXT_8BITMIME;
         else if (strcmp(kw, "SMTPUTF8") == 0)
-            be->ext |= PC_EXT_SMTPUTF8;
+            ext |= PC_EXT_SMTPUTF8;
         else if (strcmp(kw, "DSN") == 0)
-            be->ext |= PC_EXT_DSN;
+            ext |= PC_EXT_DSN;
         else if (strcmp(kw, "XCLIENT") == 0) {
-            be->ext |= PC_EXT_XCLIENT;
-            snprintf(be->xclient_attrs, sizeof(be->xclient_attrs), " %.*s ", (int)rl, rest);
+            ext |= PC_EXT_XCLIENT;
+            if (xc)
+                snprintf(xc, xcsize, " %.*s ", (int)rl, rest);
         } else if (strcmp(kw, "XFORWARD") == 0) {
-            be->ext |= PC_EXT_XFORWARD;
-            snprintf(be->xforward_attrs, sizeof(be->xforward_attrs), " %.*s ", (int)rl, rest);
+            ext |= PC_EXT_XFORWARD;
+            if (xf)
+                snprintf(xf, xfsize, " %.*s ", (int)rl, rest);
         }
         p = nl;
     }
-    known_ext_set(be->bc, be->ext);
+    return ext;
+}
+
+/* A capability probe: connect, greeting, EHLO (LHLO), QUIT, on each address in turn. */
+struct be_probe {
+    struct pc_conf *conf; /* referenced while the probe runs (bounded by its deadline) */
+    size_t bi, addr_idx;
+    int step; /* 0 greeting, 1 EHLO, 2 QUIT */
+    struct bufferevent *bev;
+    struct event *timer;
+    struct pc_reply reply;
+    struct event_base *base;
+};
+static size_t pc_be_probes; /* in flight */
+/* At most this long (or the backend timeouts, if shorter): the start waits for the probe. */
+#define PC_BE_PROBE_MS 5000
+
+static void probe_next(struct be_probe *, const char *why);
+
+/* probe_end - the probe is over */
+static void probe_end(struct be_probe *p)
+{
+    if (p->bev)
+        bufferevent_free(p->bev);
+    event_free(p->timer);
+    pc_conf_unref(p->conf);
+    free(p);
+    pc_be_probes--;
+}
+
+/* probe_on_read - greeting, EHLO reply, QUIT reply */
+static void probe_on_read(struct bufferevent *bev, void *arg)
+{
+    struct be_probe *p = arg;
+    const struct pc_backend_conf *bc = &p->conf->backends[p->bi];
+    char *line;
+    size_t len;
+
+    while ((line = evbuffer_readln(bufferevent_get_input(bev), &len, EVBUFFER_EOL_CRLF))) {
+        int rc = len > PC_BE_LINE_MAX ? -1 : pc_reply_parse_line(&p->reply, line, len);
+        free(line);
+        if (p->step == 2) {
+            probe_end(p);
+            return;
+        }
+        if (rc < 0) {
+            probe_next(p, "garbled reply");
+            return;
+        }
+        if (rc == 0)
+            continue;
+        if (p->step == 0 && p->reply.code == 220) {
+            const char *name = bc->helo_name ? bc->helo_name : p->conf->hostname;
+            evbuffer_add_printf(bufferevent_get_output(bev), "%s %s\r\n",
+                                bc->lmtp ? "LHLO" : "EHLO", name);
+            memset(&p->reply, 0, sizeof(p->reply));
+            p->step = 1;
+        } else if (p->step == 1 && p->reply.code == 250) {
+            unsigned ext = ehlo_ext(p->reply.text, NULL, 0, NULL, 0);
+            if (p->conf == pc_be_current && p->bi < pc_be_ncaps)
+                pc_be_caps[p->bi] = ext | PC_EXT_KNOWN;
+            pc_info("backend %s: %s offers%s%s%s%s%s", bc->name, bc->addresses[p->addr_idx],
+                    ext & PC_EXT_PIPELINING ? " PIPELINING" : "",
+                    ext & PC_EXT_8BITMIME ? " 8BITMIME" : "",
+                    ext & PC_EXT_SMTPUTF8 ? " SMTPUTF8" : "", ext & PC_EXT_DSN ? " DSN" : "",
+                    ext & PC_EXT_XCLIENT    ? " XCLIENT"
+                    : ext & PC_EXT_XFORWARD ? " XFORWARD"
+                                            : "");
+            bufferevent_write(bev, "QUIT\r\n", 6);
+            p->step = 2;
+        } else {
+            probe_next(p, p->step == 0 ? "greeting was not 220" : "EHLO refused");
+            return;
+        }
+    }
+}
+
+/* probe_on_event - connected, or it failed */
+static void probe_on_event(struct bufferevent *bev, short what, void *arg)
+{
+    (void)bev;
+    if (what & BEV_EVENT_CONNECTED)
+        return;
+    struct be_probe *p = arg;
+    if (p->step == 2)
+        probe_end(p);
+    else
+        probe_next(p, (what & BEV_EVENT_EOF) ? "closed the connection" : "connection error");
+}
+
+/* probe_on_timer - the whole probe took too long */
+static void probe_on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct be_probe *p = arg;
+
+    (void)fd, (void)what;
+    if (p->step == 2) {
+        probe_end(p);
+        return;
+    }
+    p->addr_idx = p->conf->backends[p->bi].naddr; /* no time left for the others */
+    probe_next(p, "timed out");
+}
+
+/* probe_connect - start on the current address */
+static bool probe_connect(struct be_probe *p)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl;
+
+    if (!be_sockaddr(p->conf->backends[p->bi].addresses[p->addr_idx], &ss, &sl))
+        return false;
+    memset(&p->reply, 0, sizeof(p->reply));
+    p->step = 0;
+    p->bev = bufferevent_socket_new(p->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    bufferevent_setcb(p->bev, probe_on_read, NULL, probe_on_event, p);
+    bufferevent_enable(p->bev, EV_READ | EV_WRITE);
+    if (bufferevent_socket_connect(p->bev, (struct sockaddr *)&ss, (int)sl) < 0) {
+        bufferevent_free(p->bev);
+        p->bev = NULL;
+        return false;
+    }
+    return true;
+}
+
+/* probe_next - this address failed: the next one, or give up (capabilities stay unknown) */
+static void probe_next(struct be_probe *p, const char *why)
+{
+    const struct pc_backend_conf *bc = &p->conf->backends[p->bi];
+
+    if (p->addr_idx < bc->naddr)
+        pc_warn("backend %s: capability probe of %s: %s", bc->name, bc->addresses[p->addr_idx],
+                why);
+    if (p->bev) {
+        bufferevent_free(p->bev);
+        p->bev = NULL;
+    }
+    while (++p->addr_idx < bc->naddr)
+        if (probe_connect(p))
+            return;
+    pc_warn("backend %s: capabilities unknown; EHLO offers neither SMTPUTF8 nor DSN until a "
+            "connection succeeds",
+            bc->name);
+    probe_end(p);
+}
+
+/* pc_backend_generation - a configuration generation starts serving: forget the pooled
+ * connections of the previous one, and probe each backend's capabilities */
+void pc_backend_generation(struct event_base *base, struct pc_conf *conf)
+{
+    const struct pc_timeouts *t = &conf->timeouts;
+    unsigned long ms = (unsigned long)t->backend_connect + t->backend_greeting + t->backend_command;
+    struct timeval tv = tv_ms(ms < PC_BE_PROBE_MS ? (unsigned)ms : PC_BE_PROBE_MS);
+
+    while (pc_be_pool)
+        pool_drop(pc_be_pool, true);
+    pc_be_current = conf;
+    free(pc_be_caps);
+    pc_be_ncaps = conf->nbackends;
+    pc_be_caps = calloc(pc_be_ncaps ? pc_be_ncaps : 1, sizeof(*pc_be_caps));
+    if (pc_be_caps == NULL)
+        pc_fatal("out of memory");
+    for (size_t i = 0; i < conf->nbackends; i++) {
+        if (conf->backends[i].maildir || conf->backends[i].naddr == 0)
+            continue;
+        struct be_probe *p = calloc(1, sizeof(*p));
+        if (p == NULL)
+            pc_fatal("out of memory");
+        p->conf = conf;
+        pc_conf_ref(conf);
+        p->bi = i;
+        p->base = base;
+        p->timer = evtimer_new(base, probe_on_timer, p);
+        evtimer_add(p->timer, &tv);
+        pc_be_probes++;
+        if (!probe_connect(p))
+            probe_next(p, "cannot connect");
+    }
+}
+
+/* pc_backend_probing - capability probes still running */
+bool pc_backend_probing(void)
+{
+    return pc_be_probes > 0;
+}
+
+/* pc_backend_ext - extensions the backend offered */
+unsigned pc_backend_ext(const struct pc_backend *be)
+{
+    if (be->bc->maildir)
+        return PC_EXT_PIPELINING | PC_EXT_SIZE | PC_EXT_8BITMIME | PC_EXT_SMTPUTF8;
+    return be->ext;
+}
+
+/* be_send - one command line; its reply is due within timeout_ms */
+static void be_send(struct pc_backend *be, enum be_state next, unsigned timeout_ms, const char *fmt,
+                    ...) __attribute__((format(printf, 4, 5)));
+static void be_send(struct pc_backend *be, enum be_state next, unsigned timeout_ms, const char *fmt,
+                    ...)
+{
+    struct timeval wt = tv_ms(be->conf->timeouts.backend_command);
+    struct pc_buf line;
+    va_list ap;
+
+    pc_buf_init(&line, 0);
+    va_start(ap, fmt);
+    pc_buf_vprintf(&line, fmt, ap);
+    va_end(ap);
+    pc_buf_append(&line, "\r\n", 2);
+    pc_bev_write(be->bev, line.data, line.len);
+    pc_buf_free(&line);
+    memset(&be->reply, 0, sizeof(be->reply));
+    be->state = next;
+    /* The write side keeps an idle timer (a backend that stops reading); the reply has a
+     * deadline, however slowly its bytes trickle in. */
+    bufferevent_set_timeouts(be->bev, NULL, &wt);
+    be_arm(be, timeout_ms);
+}
+
+/* parse_ehlo - extensions from the EHLO reply */
+static void parse_ehlo(struct pc_backend *be)
+{
+    be->ext = ehlo_ext(be->reply.text, be->xclient_attrs, sizeof(be->xclient_attrs),
+                       be->xforward_attrs, sizeof(be->xforward_attrs));
+    if (be->state == BE_EHLO)
+        known_ext_set(be, be->ext);
 }
 
 /* attr_ok - does the backend take this XCLIENT/XFORWARD attribute */
@@ -475,8 +802,8 @@ static const char *xtext(const char *v, char *buf, size_t size)
 }
 
 /* identity_line - "XCLIENT NAME=... ADDR=..." with the attributes the backend takes */
-static void identity_line(struct pc_backend *be, const char *verb, const char *attrs,
-                          char *out, size_t size)
+static void identity_line(struct pc_backend *be, const char *verb, const char *attrs, char *out,
+                          size_t size)
 {
     const struct pc_session *s = be->s;
     char v[600], addr[80];
@@ -486,8 +813,7 @@ static void identity_line(struct pc_backend *be, const char *verb, const char *a
                        : xclient                         ? "[UNAVAILABLE]"
                                                          : "[UNAVAILABLE]";
 
-    snprintf(addr, sizeof(addr), "%s%s", pc_ip_is_v4(&s->client.ip) ? "" : "IPV6:",
-             s->client.addr);
+    snprintf(addr, sizeof(addr), "%s%s", pc_ip_is_v4(&s->client.ip) ? "" : "IPV6:", s->client.addr);
     struct {
         const char *k, *v;
     } kv[] = {
@@ -564,40 +890,96 @@ static bool param_ok(const struct pc_backend *be, const char *k)
     return true;
 }
 
+/* ident_key - the client this session would have the backend see (every XCLIENT attribute) */
+static void ident_key(struct pc_backend *be, char *out, size_t size)
+{
+    identity_line(be, "XCLIENT", " NAME ADDR PORT PROTO HELO LOGIN ", out, size);
+}
+
+/* be_xclient - tell the backend who the client is; EHLO follows (it restarts the session) */
+static void be_xclient(struct pc_backend *be)
+{
+    char line[1024];
+
+    ident_key(be, be->ident_sending, sizeof(be->ident_sending));
+    identity_line(be, "XCLIENT", be->xclient_attrs, line, sizeof(line));
+    be->identified = false;
+    be_send(be, BE_XCLIENT, be->conf->timeouts.backend_command, "%s", line);
+}
+
 /* be_after_ehlo - pass identity or become ready */
 static void be_after_ehlo(struct pc_backend *be, bool second)
 {
-    char line[1024];
-    const struct pc_timeouts *t = &be->conf->timeouts;
-
     if (!second && be->bc->identity == PC_IDENT_XCLIENT) {
         if (!(be->ext & PC_EXT_XCLIENT)) {
             /* Delivering anyway would make every client look like us (often "mynetworks" to
              * the backend) and skip the backend's own client checks. */
             pc_err("%s: backend %s does not offer XCLIENT although identity = xclient: allow "
                    "our address in smtpd_authorized_xclient_hosts, or set identity = \"none\"",
-                   be->s->sid, be->relay);
+                   sid(be), be->relay);
             be_try_next(be, "no XCLIENT");
             return;
         }
-        identity_line(be, "XCLIENT", be->xclient_attrs, line, sizeof(line));
-        be_send(be, BE_XCLIENT, t->backend_command, "%s", line);
+        be->ident_refresh = false;
+        be_xclient(be);
         return;
     }
-    if (be->bc->identity == PC_IDENT_XFORWARD && (be->ext & PC_EXT_XFORWARD)) {
-        identity_line(be, "XFORWARD", be->xforward_attrs, line, sizeof(line));
-        be_send(be, BE_XFORWARD, t->backend_command, "%s", line);
-        return;
+    if (second) {
+        /* Confirmed: XCLIENT was taken and the session restarted under the client's name. */
+        be->identified = true;
+        be->ident_refresh = false;
+        memcpy(be->ident_key, be->ident_sending, sizeof(be->ident_key));
     }
     be->state = BE_READY;
     send_pending(be);
 }
 
-/* be_ehlo - greet the backend */
+/* be_reconnect - this connection cannot speak for the next client: QUIT it, open another */
+static void be_reconnect(struct pc_backend *be, const char *why)
+{
+    pc_info("%s: backend %s: %s; new connection", sid(be), be->relay, why);
+    be_retire(be, true);
+    be->state = BE_IDLE;
+    be->identified = be->ident_refresh = be->xforward_sent = false;
+    pc_backend_open(be);
+}
+
+/* identity_ready - before MAIL: does this connection speak for the session's client now?
+ * If not, start what makes it so (the command waits in pending) and say false. */
+static bool identity_ready(struct pc_backend *be)
+{
+    char key[sizeof(be->ident_key)];
+
+    if (be->bc->identity == PC_IDENT_XCLIENT) {
+        ident_key(be, key, sizeof(key));
+        if (be->identified && strcmp(key, be->ident_key) == 0)
+            return true;
+        if (be->ext & PC_EXT_XCLIENT) {
+            be->ident_refresh = true;
+            be_xclient(be);
+            return false;
+        }
+        be_reconnect(be, "XCLIENT is no longer offered for another client");
+        return false;
+    }
+    if (be->bc->identity == PC_IDENT_XFORWARD && (be->ext & PC_EXT_XFORWARD) &&
+        !be->xforward_sent) {
+        char line[1024];
+        identity_line(be, "XFORWARD", be->xforward_attrs, line, sizeof(line));
+        be_send(be, BE_XFORWARD, be->conf->timeouts.backend_command, "%s", line);
+        return false;
+    }
+    return true;
+}
+
+/* be_ehlo - greet the backend; after XCLIENT under the client's own HELO name, which is what
+ * Postfix logs and writes into its Received header (XCLIENT_README) */
 static void be_ehlo(struct pc_backend *be, enum be_state next)
 {
     const char *name = be->bc->helo_name ? be->bc->helo_name : be->conf->hostname;
 
+    if (next == BE_EHLO2 && be->s && be->s->helo && be->s->helo[0])
+        name = be->s->helo;
     be_send(be, next, be->conf->timeouts.backend_command, "%s %s", be->bc->lmtp ? "LHLO" : "EHLO",
             name);
 }
@@ -618,23 +1000,30 @@ static void fill(struct pc_backend *be)
             be_fail(be, "4.3.0", "Error reading the spooled message");
             return;
         }
-        if (n == 0) {
-            /* Every line we send ends in CRLF; the message ends with CRLF . CRLF. */
-            if (!be->stuff.bol)
-                evbuffer_add(out, "\r\n", 2);
-            evbuffer_add(out, ".\r\n", 3);
-            struct timeval rt = tv_ms(be->conf->timeouts.backend_data_done);
-            struct timeval wt = tv_ms(be->conf->timeouts.backend_data_block);
-            bufferevent_set_timeouts(be->bev, &rt, &wt);
-            memset(&be->reply, 0, sizeof(be->reply));
-            be->state = BE_DATA_DONE;
-            be->lmtp_left = be->bc->lmtp ? be->rcpt_ok : 1;
-            be->lmtp_any_ok = be->lmtp_any_fail = false;
-            break;
+        /* Up to 64 KB per write, the end of data in the same one: a separate small write
+         * of ".\r\n" would wait for an ACK (Nagle) the receiver delays. */
+        if (n > 0) {
+            pc_stuff(&be->stuff, be->chunk, (size_t)n, &b);
+            if (b.len < 65536)
+                continue;
+            pc_bev_write(be->bev, b.data, b.len);
+            pc_buf_reset(&b);
+            continue;
         }
-        pc_buf_reset(&b);
-        pc_stuff(&be->stuff, be->chunk, (size_t)n, &b);
-        evbuffer_add(out, b.data, b.len);
+        /* Every line we send ends in CRLF; the message ends with CRLF . CRLF. */
+        if (be->stuff.bol)
+            pc_buf_append(&b, ".\r\n", 3);
+        else
+            pc_buf_append(&b, "\r\n.\r\n", 5);
+        pc_bev_write(be->bev, b.data, b.len);
+        struct timeval wt = tv_ms(be->conf->timeouts.backend_data_block);
+        bufferevent_set_timeouts(be->bev, NULL, &wt);
+        be_arm(be, be->conf->timeouts.backend_data_done);
+        memset(&be->reply, 0, sizeof(be->reply));
+        be->state = BE_DATA_DONE;
+        be->lmtp_left = be->bc->lmtp ? be->rcpt_ok : 1;
+        be->lmtp_any_ok = be->lmtp_any_fail = false;
+        break;
     }
     pc_buf_free(&b);
 }
@@ -690,6 +1079,8 @@ static void handle_reply(struct pc_backend *be)
     struct pc_backend_result r = {.reply = be->reply};
     int code = be->reply.code;
 
+    if (!(be->state == BE_DATA_DONE && be->bc->lmtp && be->lmtp_left > 1))
+        evtimer_del(be->deadline);
     switch (be->state) {
     case BE_GREETING:
         if (code != 220) {
@@ -701,6 +1092,10 @@ static void handle_reply(struct pc_backend *be)
     case BE_EHLO:
     case BE_EHLO2:
         if (code != 250) {
+            if (be->ident_refresh) {
+                be_reconnect(be, "EHLO after XCLIENT refused");
+                return;
+            }
             be_try_next(be, "EHLO refused");
             return;
         }
@@ -710,9 +1105,14 @@ static void handle_reply(struct pc_backend *be)
     case BE_XCLIENT:
         /* Postfix answers 220 (a new greeting); smtp-sink 250. Either way, EHLO again. */
         if (code / 100 != 2) {
+            if (be->ident_refresh) {
+                /* The connection still speaks for the previous client: never use it. */
+                be_reconnect(be, "XCLIENT refused for another client");
+                return;
+            }
             pc_err("%s: backend %s refused XCLIENT (%d %s): allow our address in "
                    "smtpd_authorized_xclient_hosts, or set identity = \"none\"",
-                   be->s->sid, be->relay, code, be->reply.text);
+                   sid(be), be->relay, code, be->reply.text);
             be_try_next(be, "XCLIENT refused");
             return;
         }
@@ -720,8 +1120,9 @@ static void handle_reply(struct pc_backend *be)
         return;
     case BE_XFORWARD:
         if (code != 250)
-            pc_warn("%s: backend %s refused XFORWARD (%d %s)", be->s->sid, be->relay, code,
+            pc_warn("%s: backend %s refused XFORWARD (%d %s)", sid(be), be->relay, code,
                     be->reply.text);
+        be->xforward_sent = true;
         be->state = BE_READY;
         send_pending(be);
         return;
@@ -733,6 +1134,10 @@ static void handle_reply(struct pc_backend *be)
             be->in_txn = true;
         if (be->cmd_is_rset && code / 100 == 2)
             be->in_txn = false;
+        if (code == 421) {
+            be->broken = true;
+            be_close(be);
+        }
         deliver(be, &r);
         return;
     case BE_DATA_INIT:
@@ -742,22 +1147,14 @@ static void handle_reply(struct pc_backend *be)
             pc_stuff_init(&be->stuff);
             memset(&be->reply, 0, sizeof(be->reply));
             struct timeval wt = tv_ms(be->conf->timeouts.backend_data_block);
-            struct timeval rt = tv_ms(be->conf->timeouts.backend_data_done);
-            bufferevent_set_timeouts(be->bev, &rt, &wt);
+            bufferevent_set_timeouts(be->bev, NULL, &wt);
             fill(be);
             return;
         }
         be->state = code == 421 ? BE_DEAD : BE_READY;
-        deliver(be, &r);
-        return;
-    case BE_DATA_BODY:
-        /* The backend spoke before we finished: it refused mid-stream. */
-        be->state = BE_DEAD;
-        be_close(be);
-        if (code / 100 == 2) {
-            /* Never pass on a 250 for a message we did not finish sending. */
-            be_fail(be, "4.4.2", "Backend answered before the end of data");
-            return;
+        if (code == 421) {
+            be->broken = true;
+            be_close(be);
         }
         deliver(be, &r);
         return;
@@ -771,13 +1168,70 @@ static void handle_reply(struct pc_backend *be)
         deliver(be, &r);
         return;
     default:
-        pc_warn("%s: backend %s: unexpected reply %d %s", be->s->sid, be->relay, code,
-                be->reply.text);
         return;
     }
 }
 
-/* on_read - reply lines */
+/* be_broken - the backend broke the reply accounting: the waiting command (if any) gets a
+ * local 4xx, the connection is closed and never reused, and the log says what happened */
+static void be_broken(struct pc_backend *be, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void be_broken(struct pc_backend *be, const char *fmt, ...)
+{
+    char what[600];
+    va_list ap;
+    enum be_state st = be->state;
+
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof(what), fmt, ap);
+    va_end(ap);
+    pc_warn("%s: backend %s broke the protocol while we waited for %s%s%s: %s", sid(be), be->relay,
+            be_state_names[st], st == BE_CMD ? " " : "", st == BE_CMD ? be->cmd_name : "", what);
+    be->broken = true;
+    if (st >= BE_GREETING && st <= BE_XFORWARD && !be->ident_refresh && !be->in_txn) {
+        /* Nothing of a transaction is there yet: another address may do better. */
+        be_try_next(be, "protocol error");
+        return;
+    }
+    if (st == BE_READY || st == BE_IDLE || st == BE_DEAD) {
+        /* Nobody is waiting: the next command hears about it. */
+        be_close(be);
+        be->state = BE_DEAD;
+        return;
+    }
+    be_fail(be, "4.4.2", "Backend protocol error, try again later");
+}
+
+/* input_pending - bytes from the backend beyond the reply we just completed */
+static bool input_pending(struct pc_backend *be)
+{
+    int n = 0;
+
+    if (evbuffer_get_length(bufferevent_get_input(be->bev)) > 0)
+        return true;
+    return ioctl(bufferevent_getfd(be->bev), FIONREAD, &n) == 0 && n > 0;
+}
+
+/* class_ok - can the command we wait for take a reply of this code */
+static bool class_ok(enum be_state st, int code)
+{
+    switch (st) {
+    case BE_DATA_INIT:
+        return code == 354 || code / 100 == 4 || code / 100 == 5;
+    case BE_CMD:
+    case BE_DATA_DONE:
+    case BE_XCLIENT:
+    case BE_XFORWARD:
+    case BE_EHLO:
+    case BE_EHLO2:
+    case BE_GREETING:
+        return code / 100 != 3;
+    default:
+        return false;
+    }
+}
+
+/* on_read - reply lines, each accounted to the one command it answers */
 static void on_read(struct bufferevent *bev, void *arg)
 {
     struct pc_backend *be = arg;
@@ -786,26 +1240,53 @@ static void on_read(struct bufferevent *bev, void *arg)
     char *line;
 
     be_enter(be);
-    while (!be->free_req && be->bev &&
+    while (!be->free_req && be->bev && bev == be->bev &&
            (line = evbuffer_readln(in, &len, EVBUFFER_EOL_CRLF)) != NULL) {
+        enum be_state st = be->state;
+        if ((st == BE_READY || st == BE_IDLE || st == BE_DEAD) && len >= 3 &&
+            memcmp(line, "421", 3) == 0) {
+            /* RFC 5321 3.8: a server about to close may say 421 at any time. */
+            free(line);
+            be_lost(be, "closed the connection (421)");
+            break;
+        }
+        if (st == BE_IDLE || st == BE_CONNECTING || st == BE_READY || st == BE_DEAD ||
+            st == BE_DATA_BODY) {
+            /* RFC 2920 3.1: a server replies to commands; nothing was outstanding (or the
+             * message was still on its way: a reply now cannot be to all of it). */
+            be_broken(be, "reply nobody asked for: \"%.200s\"", line);
+            free(line);
+            break;
+        }
         int rc = len > PC_BE_LINE_MAX ? -1 : pc_reply_parse_line(&be->reply, line, len);
-        free(line);
         if (rc < 0) {
-            be_fail(be, "4.4.2", "Garbled reply from backend");
+            be_broken(be, "garbled reply line: \"%.200s\"", line);
+            free(line);
             break;
         }
-        if (rc == 1) {
-            handle_reply(be);
-            if (be->state == BE_GREETING || be->state == BE_EHLO || be->state == BE_EHLO2 ||
-                be->state == BE_XCLIENT || be->state == BE_XFORWARD || be->state == BE_CMD ||
-                be->state == BE_DATA_INIT || be->state == BE_DATA_DONE)
-                continue; /* a new reply is expected; its memory was reset when sent */
-            /* Anything else left in the buffer is a reply nobody asked for. */
+        free(line);
+        if (rc == 0)
+            continue;
+        int code = be->reply.code;
+        if (!class_ok(st, code)) {
+            be_broken(be, "%d reply (%.200s)", code, be->reply.text);
             break;
         }
+        if (st == BE_DATA_DONE && evbuffer_get_length(bufferevent_get_output(bev)) > 0) {
+            be_broken(be, "%d reply (%.200s) before the end of the message was sent", code,
+                      be->reply.text);
+            break;
+        }
+        bool more = st == BE_DATA_DONE && be->bc->lmtp && be->lmtp_left > 1;
+        if (!more && input_pending(be)) {
+            /* One command, one reply: whatever follows it was not asked for. */
+            be_broken(be, "more after its %d reply (%.200s)", code, be->reply.text);
+            break;
+        }
+        handle_reply(be);
     }
-    if (!be->free_req && be->bev && evbuffer_get_length(in) > PC_BE_LINE_MAX)
-        be_fail(be, "4.4.2", "Reply line from backend too long");
+    if (!be->free_req && be->bev && bev == be->bev && evbuffer_get_length(in) > PC_BE_LINE_MAX)
+        be_broken(be, "reply line too long");
     be_leave(be);
 }
 
@@ -823,11 +1304,36 @@ static void be_fail(struct pc_backend *be, const char *enh, const char *fmt, ...
     vsnprintf(r.reply.text, sizeof(r.reply.text), fmt, ap);
     va_end(ap);
     r.reply.complete = true;
-    pc_warn("%s: backend %s: %s", be->s->sid, be->relay, r.reply.text);
+    pc_warn("%s: backend %s: %s", sid(be), be->relay, r.reply.text);
     deliver(be, &r);
 }
 
-/* on_event - connected, closed, error, timeout */
+/* be_lost - the connection closed, failed or missed a deadline */
+static void be_lost(struct pc_backend *be, const char *why)
+{
+    if (be->state <= BE_XFORWARD && be->state != BE_IDLE && !be->ident_refresh) {
+        be_try_next(be, why);
+    } else if (be->state <= BE_XFORWARD && be->state != BE_IDLE) {
+        /* Lost while identifying the next client on an established connection. */
+        be_close(be);
+        be->state = BE_IDLE;
+        be_reconnect(be, why);
+    } else if (be->state == BE_READY || be->state == BE_DEAD || be->state == BE_IDLE) {
+        /* Idle between commands: a new connection at the next MAIL, but a transaction that
+         * holds this one is over (it never moves to another connection). */
+        if (be->in_txn) {
+            pc_warn("%s: backend %s %s during the transaction", sid(be), be->relay, why);
+            be->broken = true;
+        }
+        be_close(be);
+        be->state = be->in_txn ? BE_DEAD : BE_IDLE;
+    } else {
+        be->broken = true;
+        be_fail(be, "4.4.2", "Lost connection with backend (%s)", why);
+    }
+}
+
+/* on_event - connected, closed, error, a write timeout */
 static void on_event(struct bufferevent *bev, short what, void *arg)
 {
     struct pc_backend *be = arg;
@@ -835,24 +1341,16 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
     (void)bev;
     be_enter(be);
     if (what & BEV_EVENT_CONNECTED) {
-        struct timeval rt = tv_ms(be->conf->timeouts.backend_greeting);
+        pc_bev_nodelay(be->bev);
         be->state = BE_GREETING;
-        bufferevent_set_timeouts(be->bev, &rt, NULL);
+        bufferevent_set_timeouts(be->bev, NULL, NULL);
+        be_arm(be, be->conf->timeouts.backend_greeting);
         be_leave(be);
         return;
     }
-    const char *why = (what & BEV_EVENT_TIMEOUT) ? "timed out"
-                      : (what & BEV_EVENT_EOF)   ? "closed the connection"
-                                                 : "connection error";
-    if (be->state <= BE_XFORWARD && be->state != BE_IDLE) {
-        be_try_next(be, why);
-    } else if (be->state == BE_READY) {
-        /* Idle between transactions: reconnect on the next MAIL. */
-        be_close(be);
-        be->state = BE_IDLE;
-    } else {
-        be_fail(be, "4.4.2", "Lost connection with backend (%s)", why);
-    }
+    be_lost(be, (what & BEV_EVENT_TIMEOUT) ? "timed out"
+                : (what & BEV_EVENT_EOF)   ? "closed the connection"
+                                           : "connection error");
     be_leave(be);
 }
 
@@ -873,45 +1371,70 @@ static void format_relay(struct pc_backend *be, const char *host, const char *po
     snprintf(be->relay, sizeof(be->relay), "%.200s[%.62s]:%.15s", host, addr, port);
 }
 
-/* be_connect - the current address */
-static bool be_connect(struct pc_backend *be)
+/* on_deadline - the whole reply did not arrive in time */
+static void on_deadline(evutil_socket_t fd, short what, void *arg)
 {
-    const char *a = be->bc->addresses[be->addr_idx];
+    struct pc_backend *be = arg;
+
+    (void)fd, (void)what;
+    be_enter(be);
+    be_lost(be, "timed out");
+    be_leave(be);
+}
+
+/* be_sockaddr - a backend address ("host:port", "[v6]:port" or a socket path) */
+static bool be_sockaddr(const char *a, struct sockaddr_storage *ss, socklen_t *sl)
+{
     char host[256], port[16];
-    struct sockaddr_storage ss;
-    socklen_t sl = 0;
 
     if (!pc_parse_hostport(a, host, sizeof(host), port, sizeof(port)))
         return false;
-    memset(&ss, 0, sizeof(ss));
+    memset(ss, 0, sizeof(*ss));
     if (port[0] == 0) {
-        struct sockaddr_un *un = (struct sockaddr_un *)&ss;
+        struct sockaddr_un *un = (struct sockaddr_un *)ss;
         un->sun_family = AF_UNIX;
         if (strlen(host) >= sizeof(un->sun_path))
             return false;
         pc_strlcpy(un->sun_path, host, sizeof(un->sun_path));
-        sl = sizeof(*un);
-    } else {
-        struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICHOST |
-                                                                       AI_NUMERICSERV}, *res;
-        /* Backends are addresses; a host name is looked up once here (blocking). */
-        if (getaddrinfo(host, port, &hints, &res) != 0) {
-            hints.ai_flags = AI_NUMERICSERV;
-            if (getaddrinfo(host, port, &hints, &res) != 0)
-                return false;
-        }
-        memcpy(&ss, res->ai_addr, res->ai_addrlen);
-        sl = res->ai_addrlen;
-        freeaddrinfo(res);
+        *sl = sizeof(*un);
+        return true;
     }
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV},
+                    *res;
+    /* Backends are addresses; a host name is looked up once here (blocking). */
+    if (getaddrinfo(host, port, &hints, &res) != 0) {
+        hints.ai_flags = AI_NUMERICSERV;
+        if (getaddrinfo(host, port, &hints, &res) != 0)
+            return false;
+    }
+    memcpy(ss, res->ai_addr, res->ai_addrlen);
+    *sl = res->ai_addrlen;
+    freeaddrinfo(res);
+    return true;
+}
+
+/* be_connect - the current address */
+static bool be_connect(struct pc_backend *be)
+{
+    const char *a = be->bc->addresses[be->addr_idx];
+    struct sockaddr_storage ss;
+    socklen_t sl = 0;
+
+    if (!be_sockaddr(a, &ss, &sl))
+        return false;
+    char host[256], port[16];
+    if (!pc_parse_hostport(a, host, sizeof(host), port, sizeof(port)))
+        return false;
     format_relay(be, host, port, &ss, sl);
     be->bev = bufferevent_socket_new(be->base, -1, BEV_OPT_CLOSE_ON_FREE);
     bufferevent_setcb(be->bev, on_read, on_write, on_event, be);
     bufferevent_setwatermark(be->bev, EV_WRITE, PC_BE_FILL / 4, 0);
     bufferevent_enable(be->bev, EV_READ | EV_WRITE);
-    struct timeval ct = tv_ms(be->conf->timeouts.backend_connect);
-    bufferevent_set_timeouts(be->bev, &ct, &ct);
+    be_arm(be, be->conf->timeouts.backend_connect);
     be->state = BE_CONNECTING;
+    be->broken = be->in_txn = be->identified = be->ident_refresh = be->xforward_sent = false;
+    be->ext = 0;
     memset(&be->reply, 0, sizeof(be->reply));
     if (bufferevent_socket_connect(be->bev, (struct sockaddr *)&ss, (int)sl) < 0) {
         be_close(be);
@@ -923,7 +1446,7 @@ static bool be_connect(struct pc_backend *be)
 /* be_try_next - fail over to the next address, or give up */
 static void be_try_next(struct pc_backend *be, const char *why)
 {
-    pc_warn("%s: backend %s: %s", be->s->sid, be->relay, why);
+    pc_warn("%s: backend %s: %s", sid(be), be->relay, why);
     be_close(be);
     while (++be->addr_idx < be->bc->naddr)
         if (be_connect(be))
@@ -1009,6 +1532,13 @@ void pc_backend_command(struct pc_backend *be, const char *line, const struct pc
         synth(be, 250, enh, "Ok", false);
         return;
     }
+    bool is_mail = strncasecmp(line, "MAIL", 4) == 0;
+    if (!is_mail && (!be->in_txn || be->broken || be->state == BE_IDLE || be->state == BE_DEAD)) {
+        /* A transaction never moves to another connection: the one that took our MAIL is
+         * gone (or broken), so there is nothing to send RCPT or RSET on. */
+        synth(be, 451, "4.4.2", "Lost connection with backend, try again later", true);
+        return;
+    }
     if (be->state == BE_IDLE || be->state == BE_DEAD) {
         keep_pending(be, line, params, nparams);
         be_close(be);
@@ -1019,30 +1549,44 @@ void pc_backend_command(struct pc_backend *be, const char *line, const struct pc
         keep_pending(be, line, params, nparams);
         return;
     }
-    if (be->reused) {
-        /* A pooled connection still speaks for the previous client: identify this one. */
-        be->reused = false;
-        if (be->bc->identity == PC_IDENT_XCLIENT && (be->ext & PC_EXT_XCLIENT)) {
-            keep_pending(be, line, params, nparams);
-            be_after_ehlo(be, false);
-            return;
-        }
-    }
-    if (strncasecmp(line, "MAIL", 4) == 0) {
+    if (is_mail) {
+        /* Every transaction carries its client's identity (a pooled connection, a new HELO
+         * name, Postfix's reset of XFORWARD attributes after each transaction). */
+        keep_pending(be, line, params, nparams);
+        if (!identity_ready(be))
+            return; /* MAIL waits in pending */
+        keep_pending(be, NULL, NULL, 0);
+        be->xforward_sent = false;
         be->rcpt_ok = 0;
+        unsigned ext = pc_backend_ext(be);
         /* RFC 6531 3.4: a transaction that declared SMTPUTF8 must not reach a server that does
-         * not offer it. Our EHLO offered it before we knew this backend; the client's retry
-         * will not see it offered any more. */
-        for (size_t i = 0; i < nparams; i++)
-            if (!strcasecmp(params[i].key, "SMTPUTF8") && !(pc_backend_ext(be) & PC_EXT_SMTPUTF8)) {
+         * not offer it; RFC 3461 4: DSN requests must be passed on or honoured by us, which we
+         * cannot. Our EHLO offered them from what this backend said before; the client's retry
+         * will not see them offered any more. */
+        for (size_t i = 0; i < nparams; i++) {
+            const char *k = params[i].key;
+            if (!strcasecmp(k, "SMTPUTF8") && !(ext & PC_EXT_SMTPUTF8)) {
                 synth(be, 451, "4.6.7", "SMTPUTF8 is not available on this path, try again later",
                       true);
+                return;
+            }
+            if ((!strcasecmp(k, "RET") || !strcasecmp(k, "ENVID")) && !(ext & PC_EXT_DSN)) {
+                synth(be, 451, "4.3.3", "DSN is not available on this path, try again later", true);
+                return;
+            }
+        }
+    } else {
+        for (size_t i = 0; i < nparams; i++)
+            if ((!strcasecmp(params[i].key, "NOTIFY") || !strcasecmp(params[i].key, "ORCPT")) &&
+                !(pc_backend_ext(be) & PC_EXT_DSN)) {
+                synth(be, 451, "4.3.3", "DSN is not available on this path, try again later", true);
                 return;
             }
     }
     be->cmd_is_rcpt = strncasecmp(line, "RCPT", 4) == 0;
     be->cmd_is_mail = strncasecmp(line, "MAIL", 4) == 0;
     be->cmd_is_rset = strncasecmp(line, "RSET", 4) == 0;
+    snprintf(be->cmd_name, sizeof(be->cmd_name), "%.4s", line);
     struct pc_buf b;
     pc_buf_init(&b, 0);
     pc_buf_puts(&b, line);
@@ -1063,7 +1607,7 @@ void pc_backend_data(struct pc_backend *be, const char *received)
         maildir_deliver(be, received);
         return;
     }
-    if (be->state != BE_READY) {
+    if (be->state != BE_READY || !be->in_txn) {
         synth(be, 451, "4.4.2", "Lost connection with backend, try again later", true);
         return;
     }

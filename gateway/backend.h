@@ -32,12 +32,12 @@ struct pc_backend_result {
 typedef void pc_backend_cb(void *arg, struct pc_backend_result *);
 
 #define PC_EXT_PIPELINING 0x01
-#define PC_EXT_SIZE 0x02
-#define PC_EXT_8BITMIME 0x04
-#define PC_EXT_SMTPUTF8 0x08
-#define PC_EXT_DSN 0x10
-#define PC_EXT_XCLIENT 0x20
-#define PC_EXT_XFORWARD 0x40
+#define PC_EXT_SIZE       0x02
+#define PC_EXT_8BITMIME   0x04
+#define PC_EXT_SMTPUTF8   0x08
+#define PC_EXT_DSN        0x10
+#define PC_EXT_XCLIENT    0x20
+#define PC_EXT_XFORWARD   0x40
 
 struct pc_backend *pc_backend_new(struct pc_session *, const struct pc_backend_conf *,
                                   pc_backend_cb *, void *arg);
@@ -51,8 +51,17 @@ void pc_backend_command(struct pc_backend *, const char *line, const struct pc_p
 void pc_backend_data(struct pc_backend *, const char *received);
 bool pc_backend_ready(const struct pc_backend *);
 unsigned pc_backend_ext(const struct pc_backend *);
-/* pc_backend_known_ext - what this backend offered last time (all, before the first contact) */
+/* pc_backend_known_ext - what this backend offered last time (0 while unknown: offer only what
+ * is safe) */
 unsigned pc_backend_known_ext(const struct pc_backend_conf *);
 void pc_backend_free(struct pc_backend *);
+
+struct event_base;
+struct pc_conf;
+/* pc_backend_generation - a configuration generation starts serving: QUIT the idle pooled
+ * connections of the previous one and probe each backend's EHLO capabilities */
+void pc_backend_generation(struct event_base *, struct pc_conf *);
+/* pc_backend_probing - capability probes still running */
+bool pc_backend_probing(void);
 
 #endif

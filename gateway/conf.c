@@ -66,6 +66,9 @@ static cfg_opt_t listener_opts[] = {
     CFG_STR_LIST("filters", "{relay}", CFGF_NONE),
     CFG_BOOL("trusted", cfg_false, CFGF_NONE),
     CFG_BOOL("dry_run", cfg_false, CFGF_NONE),
+    CFG_BOOL("proxy_protocol", cfg_false, CFGF_NONE),
+    CFG_STR_LIST("proxy_from", "{}", CFGF_NONE),
+    CFG_STR("proxy_timeout", "5s", CFGF_NONE),
     CFG_END()};
 
 static cfg_opt_t backend_opts[] = {
@@ -518,6 +521,39 @@ static int chain_build(struct pc_conf *c, cfg_t *cfg, cfg_t *lsec, struct pc_lis
     return 0;
 }
 
+/* listener_proxy_load - proxy_protocol, proxy_from, proxy_timeout */
+static int listener_proxy_load(struct pc_conf *c, cfg_t *sec, struct pc_listener_conf *l,
+                               struct pc_err *err)
+{
+    unsigned long long ms;
+
+    pc_cidr_list_init(&l->proxy_from);
+    pc_pool_cleanup(c->pool, cidr_free_cb, &l->proxy_from);
+    l->proxy_protocol = cfg_getbool(sec, "proxy_protocol");
+    for (unsigned i = 0; i < cfg_size(sec, "proxy_from"); i++) {
+        const char *n = cfg_getnstr(sec, "proxy_from", i);
+        if (!pc_cidr_list_add(&l->proxy_from, n)) {
+            pc_err_set(err, sec, "listener \"%s\": proxy_from: bad network \"%s\"", l->name, n);
+            return -1;
+        }
+    }
+    /* The specification asks for at least 3 s, to cover a TCP retransmission. */
+    if (!pc_parse_duration(cfg_getstr(sec, "proxy_timeout"), &ms) || ms < 1000 || ms > 60000) {
+        pc_err_set(err, sec, "listener \"%s\": proxy_timeout must be a duration from 1s to 60s",
+                   l->name);
+        return -1;
+    }
+    l->proxy_timeout_ms = (unsigned)ms;
+    if (l->proxy_protocol && cfg_size(sec, "proxy_from") == 0) {
+        pc_err_set(err, sec,
+                   "listener \"%s\": proxy_protocol needs proxy_from (the proxies that may "
+                   "speak it)",
+                   l->name);
+        return -1;
+    }
+    return 0;
+}
+
 /* listeners_load - listener sections, or the embedded default */
 static int listeners_load(struct pc_conf *c, cfg_t *cfg, struct pc_err *err)
 {
@@ -572,7 +608,7 @@ static int listeners_load(struct pc_conf *c, cfg_t *cfg, struct pc_err *err)
                 return -1;
             }
         }
-        if (chain_build(c, cfg, sec, l, err) < 0)
+        if (chain_build(c, cfg, sec, l, err) < 0 || listener_proxy_load(c, sec, l, err) < 0)
             return -1;
     }
     return 0;

@@ -53,6 +53,9 @@ struct pc_listener_conf {
     struct pc_chain chain;
     bool trusted;
     int line;
+    bool proxy_protocol;            /* a PROXY protocol header precedes the SMTP session */
+    struct pc_cidr_list proxy_from; /* the proxies allowed to send it */
+    unsigned proxy_timeout_ms;      /* to receive the whole header */
 };
 
 struct pc_limits {

@@ -31,9 +31,11 @@
 #include <unistd.h>
 
 #include "filters/filter.h"
+#include "gateway/backend.h"
 #include "gateway/conf.h"
 #include "gateway/dns.h"
 #include "gateway/metrics_http.h"
+#include "gateway/proxy_in.h"
 #include "gateway/service.h"
 #include "gateway/smtp_server.h"
 #include "gateway/worker.h"
@@ -102,11 +104,30 @@ static struct pc_ipcount *ip_count(struct pc_server *srv, const struct pc_ip *ip
     return e;
 }
 
-/* on_session_closed - counters down; exit when draining and idle */
-static void on_session_closed(void *arg, const struct pc_ip *ip)
+/* One admitted connection: the address its per-client counter was charged to. */
+struct pc_conn_ticket {
+    struct pc_server *srv;
+    struct pc_ip ip;
+};
+
+/* A connection whose PROXY header is being read. */
+struct pc_proxy_wait {
+    struct pc_server *srv;
+    char listener[128];
+    struct sockaddr_storage peer;
+    socklen_t peerlen;
+};
+
+/* on_session_closed - counters down, for the address charged at admission (whatever the
+ * session's client became since); exit when draining and idle */
+static void on_session_closed(void *arg, const struct pc_ip *client)
 {
-    struct pc_server *srv = arg;
+    struct pc_conn_ticket *t = arg;
+    struct pc_server *srv = t->srv;
+    const struct pc_ip *ip = &t->ip;
     struct pc_ipcount **slot = ip_slot(srv, ip);
+
+    (void)client;
 
     srv->nconn--;
     for (struct pc_ipcount **pe = slot; *pe; pe = &(*pe)->next)
@@ -118,6 +139,7 @@ static void on_session_closed(void *arg, const struct pc_ip *ip)
             }
             break;
         }
+    free(t);
     if (srv->stopping && srv->nconn == 0)
         event_base_loopexit(srv->base, NULL);
 }
@@ -143,6 +165,72 @@ static const struct pc_listener_conf *listener_conf(struct pc_server *srv, const
     return NULL;
 }
 
+/* admit - per-client limit on the client's address (the real one behind a proxy), then SMTP */
+static void admit(struct pc_server *srv, const struct pc_listener_conf *lc, evutil_socket_t fd,
+                  const struct sockaddr *sa, socklen_t salen, const struct pc_pp_info *proxy)
+{
+    const struct pc_limits *lim = &srv->conf->limits;
+    struct pc_conn_ticket *t = calloc(1, sizeof(*t));
+
+    if (t == NULL)
+        pc_fatal("out of memory");
+    t->srv = srv;
+    pc_ip_from_sockaddr(sa, &t->ip);
+    struct pc_ipcount *e = ip_count(srv, &t->ip, true);
+    if (e->n >= lim->max_connections_per_ip &&
+        !pc_cidr_list_match(&lim->connection_limit_exceptions, &t->ip)) {
+        char a[64];
+        pc_warn("too many connections from %s", pc_ip_format(&t->ip, a, sizeof(a)));
+        pc_metric_add(PC_M_CONNECTIONS_REFUSED, "per_ip_limit", NULL, 1);
+        free(t); /* max_connections_per_ip >= 1: the counter existed already */
+        refuse(srv, fd, "too many connections from your address");
+        return;
+    }
+    e->n++;
+    srv->nconn++;
+    srv->naccepted++;
+    evutil_make_socket_nonblocking(fd);
+    pc_smtp_accept(&srv->svc, srv->conf, lc, fd, sa, salen, on_session_closed, t, proxy);
+}
+
+/* on_proxy_header - the PROXY header was read (info) or not (why) */
+static void on_proxy_header(void *arg, evutil_socket_t fd, const struct pc_pp_info *info,
+                            const char *why)
+{
+    struct pc_proxy_wait *w = arg;
+    struct pc_server *srv = w->srv;
+    const struct pc_listener_conf *lc = listener_conf(srv, w->listener);
+    char peer[64], client[64];
+    struct pc_ip ip;
+
+    srv->nconn--;
+    pc_ip_from_sockaddr((struct sockaddr *)&w->peer, &ip);
+    pc_ip_format(&ip, peer, sizeof(peer));
+    if (info == NULL) {
+        pc_warn("listener %s: bad PROXY header from %s: %s; connection closed", w->listener,
+                peer, why);
+        evutil_closesocket(fd);
+    } else if (lc == NULL || srv->stopping) {
+        refuse(srv, fd, "service shutting down");
+    } else {
+        const struct sockaddr *sa = (const struct sockaddr *)&w->peer;
+        socklen_t salen = w->peerlen;
+        if (!info->local) {
+            sa = (const struct sockaddr *)&info->src;
+            salen = info->srclen;
+        }
+        pc_ip_from_sockaddr(sa, &ip);
+        pc_info("listener %s: PROXY v%d from %s: client %s%s%s%s", w->listener, info->version,
+                peer, info->local ? "(the proxy itself) " : "",
+                pc_ip_format(&ip, client, sizeof(client)), info->tls.present ? " tls=" : "",
+                info->tls.present ? (info->tls.version[0] ? info->tls.version : "yes") : "");
+        admit(srv, lc, fd, sa, salen, info);
+    }
+    free(w);
+    if (srv->stopping && srv->nconn == 0)
+        event_base_loopexit(srv->base, NULL);
+}
+
 /* on_accept - a new connection */
 static void on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa,
                       int salen, void *arg)
@@ -151,7 +239,6 @@ static void on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct soc
     struct pc_server *srv = l->srv;
     const struct pc_limits *lim = &srv->conf->limits;
     const struct pc_listener_conf *lc = listener_conf(srv, l->name);
-    struct pc_ip ip;
 
     (void)evl;
     if (lc == NULL || srv->stopping) {
@@ -159,27 +246,38 @@ static void on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct soc
         refuse(srv, fd, "service shutting down");
         return;
     }
-    pc_ip_from_sockaddr(sa, &ip);
     if (srv->nconn >= lim->max_connections) {
         pc_warn("connection limit %zu reached; refusing a client", lim->max_connections);
         pc_metric_add(PC_M_CONNECTIONS_REFUSED, "limit", NULL, 1);
         refuse(srv, fd, "too many connections");
         return;
     }
-    struct pc_ipcount *e = ip_count(srv, &ip, true);
-    if (e->n >= lim->max_connections_per_ip &&
-        !pc_cidr_list_match(&lim->connection_limit_exceptions, &ip)) {
-        char a[64];
-        pc_warn("too many connections from %s", pc_ip_format(&ip, a, sizeof(a)));
-        pc_metric_add(PC_M_CONNECTIONS_REFUSED, "per_ip_limit", NULL, 1);
-        refuse(srv, fd, "too many connections from your address");
+    if (!lc->proxy_protocol) {
+        admit(srv, lc, fd, sa, (socklen_t)salen, NULL);
         return;
     }
-    e->n++;
-    srv->nconn++;
-    srv->naccepted++;
+    /* The header comes first, and only from the proxies we know (section 2: a receiver
+     * that accepted it from anyone would let any client choose its address). */
+    struct pc_ip ip;
+    char a[64];
+    pc_ip_from_sockaddr(sa, &ip);
+    if (!pc_cidr_list_match(&lc->proxy_from, &ip)) {
+        pc_warn("listener %s: connection from %s, which is not in proxy_from; closed", l->name,
+                pc_ip_format(&ip, a, sizeof(a)));
+        evutil_closesocket(fd);
+        return;
+    }
+    struct pc_proxy_wait *w = calloc(1, sizeof(*w));
+    if (w == NULL)
+        pc_fatal("out of memory");
+    w->srv = srv;
+    pc_strlcpy(w->listener, l->name, sizeof(w->listener));
+    memcpy(&w->peer, sa, (size_t)salen < sizeof(w->peer) ? (size_t)salen : sizeof(w->peer));
+    w->peerlen = (socklen_t)salen;
     evutil_make_socket_nonblocking(fd);
-    pc_smtp_accept(&srv->svc, srv->conf, lc, fd, sa, (socklen_t)salen, on_session_closed, srv);
+    srv->nconn++; /* a header being read holds a connection slot */
+    if (pc_proxy_read(srv->base, fd, lc->proxy_timeout_ms, on_proxy_header, w) < 0)
+        pc_fatal("out of memory");
 }
 
 /* on_accept_error - EMFILE and friends: pause instead of spinning */
@@ -292,6 +390,7 @@ static void reload(struct pc_server *srv)
     }
     if (next->nlisteners > srv->nlisteners)
         pc_warn("reload: new listeners need a restart");
+    pc_backend_generation(srv->base, next);
     pc_conf_unref(srv->conf);
     srv->conf = next;
     srv->svc.hostname = next->hostname;
@@ -396,6 +495,10 @@ int pc_server_run(struct pc_conf *conf)
         pc_err("%s", err.msg);
         return EX_CONFIG;
     }
+    /* Learn what the backends offer before the first client hears our EHLO (bounded). */
+    pc_backend_generation(srv->base, conf);
+    while (pc_backend_probing())
+        event_base_loop(srv->base, EVLOOP_ONCE);
     pc_listen_fds_init();
     srv->nlisteners = conf->nlisteners;
     srv->listeners = calloc(conf->nlisteners, sizeof(*srv->listeners));

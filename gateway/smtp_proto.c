@@ -190,11 +190,12 @@ void pc_data_free(struct pc_data *d)
     pc_buf_free(&d->line);
 }
 
-/* line_end - a line is complete; real says it ended in CR LF. 1 = end of data, -1 = emit error */
-static int line_end(struct pc_data *d, bool real, pc_data_emit *emit, void *arg)
+/* line_end - a line is complete: p[0..n) (the line buffer, or the wire bytes themselves
+ * when the whole line arrived in one piece); real says it ended in CR LF. 1 = end of data,
+ * -1 = emit error */
+static int line_end(struct pc_data *d, const char *p, size_t n, bool real, pc_data_emit *emit,
+                    void *arg)
 {
-    const char *p = d->line.data ? d->line.data : "";
-    size_t n = d->line.len;
     int rc = 0;
 
     if (n == 1 && p[0] == '.' && real && d->after_crlf) {
@@ -215,6 +216,12 @@ static int line_end(struct pc_data *d, bool real, pc_data_emit *emit, void *arg)
     return rc;
 }
 
+/* line_done - the buffered line is complete */
+static int line_done(struct pc_data *d, bool real, pc_data_emit *emit, void *arg)
+{
+    return line_end(d, d->line.data ? d->line.data : "", d->line.len, real, emit, arg);
+}
+
 /* line_add - content bytes of the current line, bounded */
 static void line_add(struct pc_data *d, const char *p, size_t n)
 {
@@ -230,7 +237,8 @@ static void line_add(struct pc_data *d, const char *p, size_t n)
     pc_buf_append(&d->line, p, n);
 }
 
-/* pc_data_feed - decode wire bytes */
+/* pc_data_feed - decode wire bytes. The scan is memchr (word-at-a-time in libc) for the next LF
+ * and then for a CR before it; a line that arrives whole is handed on without a copy. */
 size_t pc_data_feed(struct pc_data *d, const char *p, size_t n, pc_data_emit *emit, void *arg)
 {
     size_t i = 0;
@@ -240,20 +248,30 @@ size_t pc_data_feed(struct pc_data *d, const char *p, size_t n, pc_data_emit *em
             d->cr = false;
             if (p[i] == '\n') {
                 i++;
-                if (line_end(d, true, emit, arg) != 0)
+                if (line_done(d, true, emit, arg) != 0)
                     break;
                 continue;
             }
             /* A CR not followed by LF: it ends the line but is not a line ending. */
             d->flags |= PC_DATA_BARE_CR;
-            if (line_end(d, false, emit, arg) < 0)
+            if (line_done(d, false, emit, arg) < 0)
                 break;
             continue;
         }
-        /* Copy the run up to the next CR or LF in one go. */
-        size_t k = i;
-        while (k < n && p[k] != '\r' && p[k] != '\n')
-            k++;
+        /* The run up to the first CR or LF: k is where the first of them is, or n. */
+        const char *lf = memchr(p + i, '\n', n - i);
+        size_t lim = lf ? (size_t)(lf - p) : n;
+        const char *cr = memchr(p + i, '\r', lim - i);
+        size_t k = cr ? (size_t)(cr - p) : lim;
+        if (cr && k + 1 == lim && lf && d->line.len == 0 && !d->skipping &&
+            k - i <= d->max_line) {
+            /* A whole CR LF line in this buffer: no copy. */
+            size_t start = i;
+            i = lim + 1;
+            if (line_end(d, p + start, k - start, true, emit, arg) != 0)
+                break;
+            continue;
+        }
         if (k > i)
             line_add(d, p + i, k - i);
         i = k;
@@ -267,7 +285,7 @@ size_t pc_data_feed(struct pc_data *d, const char *p, size_t n, pc_data_emit *em
         /* A bare LF. */
         d->flags |= PC_DATA_BARE_LF;
         i++;
-        if (line_end(d, false, emit, arg) < 0)
+        if (line_done(d, false, emit, arg) < 0)
             break;
     }
     d->bytes += i;
@@ -280,18 +298,25 @@ void pc_stuff_init(struct pc_stuffer *st)
     st->bol = true;
 }
 
-/* pc_stuff - dot-stuff a CRLF-clean stream */
+/* pc_stuff - dot-stuff a CRLF-clean stream: only the byte after each LF (found by memchr)
+ * can need a second dot */
 bool pc_stuff(struct pc_stuffer *st, const char *p, size_t n, struct pc_buf *out)
 {
-    size_t start = 0;
+    size_t start = 0, i = 0;
 
-    for (size_t i = 0; i < n; i++) {
+    while (i < n) {
         if (st->bol && p[i] == '.') {
             if (!pc_buf_append(out, p + start, i - start) || !pc_buf_putc(out, '.'))
                 return false;
             start = i;
         }
-        st->bol = p[i] == '\n';
+        const char *nl = memchr(p + i, '\n', n - i);
+        if (nl == NULL) {
+            st->bol = false; /* p[i..n) is not empty and holds no LF */
+            break;
+        }
+        i = (size_t)(nl - p) + 1;
+        st->bol = true;
     }
     return pc_buf_append(out, p + start, n - start);
 }

@@ -33,7 +33,9 @@
 
 #include "filters/filter.h"
 #include "gateway/backend.h"
+#include "gateway/bevio.h"
 #include "gateway/conf.h"
+#include "gateway/proxy_in.h"
 #include "gateway/session.h"
 #include "gateway/smtp_proto.h"
 #include "gateway/txnlog.h"
@@ -57,6 +59,7 @@ struct pc_smtp {
     struct bufferevent *bev;
     struct pc_backend *be;
     bool be_in_txn; /* the backend has our MAIL for the open transaction */
+    bool be_lost;   /* the backend connection of the open transaction broke: only 4xx now */
     enum pc_verb be_wait; /* which command's backend reply we wait for */
     enum sm_state state;
     bool busy;    /* a stage or the backend is pending: do not read */
@@ -109,7 +112,7 @@ static void reply_text(struct pc_smtp *c, int code, const struct pc_enh *e, cons
         return;
     pc_buf_reset(&c->out);
     int sent = pc_reply_format(&c->out, code, e, text, &o);
-    bufferevent_write(c->bev, c->out.data, c->out.len);
+    pc_bev_write(c->bev, c->out.data, c->out.len);
     static const char *const cls[] = {"1xx", "1xx", "2xx", "3xx", "4xx", "5xx"};
     pc_metric_add(PC_M_REPLIES, cls[sent / 100 >= 1 && sent / 100 <= 5 ? sent / 100 : 0], NULL, 1);
     if (sent >= 400)
@@ -125,7 +128,7 @@ static void reply_text(struct pc_smtp *c, int code, const struct pc_enh *e, cons
         struct pc_enh e2 = {4, 7, 0};
         pc_buf_reset(&c->out);
         pc_reply_format(&c->out, 421, &e2, "Error: too many errors", &o);
-        bufferevent_write(c->bev, c->out.data, c->out.len);
+        pc_bev_write(c->bev, c->out.data, c->out.len);
         smtp_close(c);
     }
 }
@@ -233,6 +236,7 @@ static void txn_end(struct pc_smtp *c)
         c->be_in_txn = false;
     }
     pc_txnlog_end(c->s);
+    c->be_lost = false;
     pc_txn_free(c->s);
     pc_verdict_clear(&c->txn_delayed);
     c->too_big = false;
@@ -298,11 +302,19 @@ static void greet(struct pc_smtp *c, struct pc_verdict *v)
     resume(c);
 }
 
-/* ehlo_reply - our extensions (RFC 5321 4.1.1.1) */
+/* path_ext - what the backend behind us offers, as far as we know (0 while unknown) */
+static unsigned path_ext(const struct pc_smtp *c)
+{
+    return c->be && pc_backend_ready(c->be) ? pc_backend_ext(c->be)
+                                            : pc_backend_known_ext(c->lc->backend);
+}
+
+/* ehlo_reply - our extensions (RFC 5321 4.1.1.1); SMTPUTF8 and DSN only when the backend
+ * offers them, since we can honour neither ourselves (RFC 6531 3.4, RFC 3461 4) */
 static void ehlo_reply(struct pc_smtp *c)
 {
     char text[512];
-    unsigned ext = c->be ? pc_backend_ext(c->be) : pc_backend_known_ext(c->lc->backend);
+    unsigned ext = path_ext(c);
 
     snprintf(text, sizeof(text),
              "%s\nPIPELINING\nSIZE %zu\n8BITMIME\nENHANCEDSTATUSCODES%s%s", c->conf->hostname,
@@ -496,11 +508,13 @@ static void rcpt_backend_done(struct pc_smtp *c, struct pc_backend_result *r)
     log_backend_refusal(c, "RCPT", r, r->reply.code / 100 == 4 ? "4.0.0" : "5.0.0");
     reply_backend(c, r, r->reply.code / 100 == 4 ? "4.0.0" : "5.0.0");
     if (r->local || r->reply.code == 421) {
-        /* The backend went away: this transaction cannot go on. */
+        /* The backend connection of this transaction is gone: it cannot go on, and it never
+         * moves to another connection. Later RCPTs and DATA hear 4xx (never 503, a 5xx for
+         * our trouble) until the client ends the transaction. */
         c->be_in_txn = false;
+        c->be_lost = true;
         pc_backend_free(c->be);
         c->be = NULL;
-        txn_end(c);
     }
 }
 
@@ -792,6 +806,10 @@ static void cmd_mail(struct pc_smtp *c, const struct pc_cmd *cmd)
                 goto bad;
             }
             t->smtputf8 = true;
+        } else if ((!strcmp(k, "RET") || !strcmp(k, "ENVID")) && !(path_ext(c) & PC_EXT_DSN)) {
+            /* Not offered: accepting it would drop the request on the floor (RFC 3461 4). */
+            reply(c, 555, "5.5.4", "Unsupported option: %s", k);
+            goto bad;
         } else if (!strcmp(k, "RET")) {
             if (val == NULL || (strcasecmp(val, "FULL") && strcasecmp(val, "HDRS"))) {
                 reply(c, 501, "5.5.4", "Bad RET parameter");
@@ -839,6 +857,10 @@ static void cmd_rcpt(struct pc_smtp *c, const struct pc_cmd *cmd)
         reply(c, 503, "5.5.1", "Error: need MAIL command");
         return;
     }
+    if (c->be_lost) {
+        reply(c, 451, "4.4.2", "Error: lost connection with the backend, try again later");
+        return;
+    }
     if (t->nrcpt >= c->conf->limits.max_recipients) {
         reply(c, 452, "4.5.3", "Error: too many recipients");
         return;
@@ -852,7 +874,10 @@ static void cmd_rcpt(struct pc_smtp *c, const struct pc_cmd *cmd)
     }
     for (size_t i = 0; i < c->pa.nparams; i++) {
         const char *k = c->pa.params[i].key, *val = c->pa.params[i].value;
-        if (!strcmp(k, "NOTIFY") || !strcmp(k, "ORCPT")) {
+        if ((!strcmp(k, "NOTIFY") || !strcmp(k, "ORCPT")) && !(path_ext(c) & PC_EXT_DSN)) {
+            reply(c, 555, "5.5.4", "Unsupported option: %s", k);
+            return;
+        } else if (!strcmp(k, "NOTIFY") || !strcmp(k, "ORCPT")) {
             if (val == NULL) {
                 reply(c, 501, "5.5.4", "Bad %s parameter", k);
                 return;
@@ -889,6 +914,11 @@ static void cmd_data(struct pc_smtp *c, const struct pc_cmd *cmd)
     }
     if (t == NULL) {
         reply(c, 503, "5.5.1", "Error: need MAIL command");
+        return;
+    }
+    if (c->be_lost) {
+        reply(c, 451, "4.4.2", "Error: lost connection with the backend, try again later");
+        txn_end(c);
         return;
     }
     if (t->naccepted == 0) {
@@ -1131,7 +1161,7 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 void pc_smtp_accept(struct pc_services *svc, struct pc_conf *conf,
                     const struct pc_listener_conf *lc, evutil_socket_t fd,
                     const struct sockaddr *sa, socklen_t salen, pc_smtp_closed_fn *closed,
-                    void *closed_arg)
+                    void *closed_arg, const struct pc_pp_info *proxy)
 {
     struct pc_smtp *c = calloc(1, sizeof(*c));
     struct pc_verdict v;
@@ -1147,9 +1177,12 @@ void pc_smtp_accept(struct pc_services *svc, struct pc_conf *conf,
     c->s->trusted = lc->trusted;
     c->s->holds_refusals = true;
     pc_session_set_client(c->s, sa, salen);
+    if (proxy) /* before the connect stage: facts for its filters and rules */
+        pc_proxy_session_facts(c->s, proxy);
     c->free_ev = event_new(svc->base, -1, 0, on_free, c);
     c->bev = bufferevent_socket_new(svc->base, fd, BEV_OPT_CLOSE_ON_FREE);
     bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
+    pc_bev_nodelay(c->bev);
     bufferevent_setwatermark(c->bev, EV_READ, 0, PC_SMTP_READ_MAX);
     bufferevent_setwatermark(c->bev, EV_WRITE, PC_SMTP_OUT_MAX / 2, 0);
     bufferevent_enable(c->bev, EV_READ);

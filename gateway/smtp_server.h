@@ -13,12 +13,13 @@ struct pc_services;
 struct pc_conf;
 struct pc_listener_conf;
 struct pc_ip;
+struct pc_pp_info;
 
 typedef void pc_smtp_closed_fn(void *arg, const struct pc_ip *client);
 
-/* pc_smtp_accept - take over an accepted socket */
+/* pc_smtp_accept - take over an accepted socket; proxy: the PROXY header it came with, or NULL */
 void pc_smtp_accept(struct pc_services *, struct pc_conf *, const struct pc_listener_conf *,
                     evutil_socket_t fd, const struct sockaddr *, socklen_t, pc_smtp_closed_fn *,
-                    void *closed_arg);
+                    void *closed_arg, const struct pc_pp_info *proxy);
 
 #endif

@@ -46,6 +46,27 @@ static char pc_log_host[64] = "localhost";
 static int pc_log_facility = LOG_MAIL;
 static bool pc_stderr_journal; /* stderr is a journal stream */
 static pthread_mutex_t pc_log_lock = PTHREAD_MUTEX_INITIALIZER;
+static pid_t pc_log_pid; /* getpid() is a system call in glibc >= 2.25: once per process */
+
+/* pc_log_forget_pid - in a child after fork() */
+static void pc_log_forget_pid(void)
+{
+    pc_log_pid = 0;
+}
+
+/* pc_log_getpid - our pid, asked once (and again after a fork) */
+static pid_t pc_log_getpid(void)
+{
+    static bool hooked;
+
+    if (!hooked) {
+        hooked = true;
+        pthread_atfork(NULL, NULL, pc_log_forget_pid);
+    }
+    if (pc_log_pid == 0)
+        pc_log_pid = getpid();
+    return pc_log_pid;
+}
 
 /* Idents handed to openlog(): glibc keeps the pointer, so each lives as long as we do. */
 #define PC_IDENTS 16
@@ -261,7 +282,7 @@ static void json_object(char *out, size_t size, int prio, const char *ident,
                          ts.tv_nsec / 1000, pc_json_str(js, sizeof(js), pc_log_host));
     o += (size_t)snprintf(out + (o < size ? o : size), o < size ? size - o : 0,
                           "%s,\"pid\":%ld,\"level\":\"%s\"", pc_json_str(js, sizeof(js), ident),
-                          (long)getpid(), lv[prio & 7]);
+                          (long)pc_log_getpid(), lv[prio & 7]);
     const char *names[] = {"queue_id", "client", "filter", "rule"};
     const char *vals[] = {f ? f->queue_id : NULL, f ? f->client : NULL, f ? f->filter : NULL,
                           f ? f->rule : NULL};
@@ -304,7 +325,7 @@ static void emit_stderr(int prio, const char *ident, const char *text, bool bare
         localtime_r(&now, &tm);
         strftime(stamp, sizeof(stamp), "%b %e %H:%M:%S", &tm);
         n = snprintf(buf, sizeof(buf), "%s %s %s[%ld]: %s\n", stamp, pc_log_host, ident,
-                     (long)getpid(), text);
+                     (long)pc_log_getpid(), text);
     }
     if (n < 0)
         return;
@@ -335,7 +356,7 @@ static bool emit_journal(int prio, const char *ident, const struct pc_log_fields
     PC_IOV(pr, "PRIORITY=%d", prio & 7);
     PC_IOV(fac, "SYSLOG_FACILITY=%d", pc_log_facility >> 3);
     PC_IOV(id, "SYSLOG_IDENTIFIER=%s", ident);
-    PC_IOV(pid, "SYSLOG_PID=%ld", (long)getpid());
+    PC_IOV(pid, "SYSLOG_PID=%ld", (long)pc_log_getpid());
     if (f && f->queue_id)
         PC_IOV(q, "PORTCULLIS_QUEUE_ID=%s", f->queue_id);
     if (f && f->client)
@@ -376,6 +397,9 @@ static void pc_vlogf(int prio, const struct pc_log_fields *f, const char *fmt, v
 
     /* Verbosity below zero silences routine lines (fuzzers, benchmarks). */
     if (pc_verbose < 0 && prio >= LOG_NOTICE)
+        return;
+    /* Below -1 errors and warnings too (fuzz targets that play a hostile peer). */
+    if (pc_verbose < -1 && prio >= LOG_ERR)
         return;
     vsnprintf(line, sizeof(line), fmt, ap);
     snprintf(text, sizeof(text), "%s%s", level_prefix(prio), line);

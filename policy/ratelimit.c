@@ -11,6 +11,7 @@
  *	ITU-T I.371 (GCRA), FIPS 180-4 (SHA-256)
  */
 #include "policy/ratelimit.h"
+#include "policy/rl_redis.h"
 
 #include <ctype.h>
 #include <math.h>
@@ -190,5 +191,12 @@ struct pc_rl_store *pc_rl_store_create(const struct pc_rl_store_conf *c, struct 
 {
     if ((c->url == NULL || c->url[0] == 0) && c->nsentinels == 0)
         return pc_rl_memory_create(c->max_entries, NULL);
+    if (c->url && strncmp(c->url, "redis-cluster://", 16) == 0) {
+        if (c->nsentinels) {
+            pc_err_set(err, NULL, "ratelimit: a cluster store takes no sentinels");
+            return NULL;
+        }
+        return pc_rl_cluster_create(c, err);
+    }
     return pc_rl_redis_create(c, err);
 }

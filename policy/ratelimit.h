@@ -35,9 +35,11 @@
 struct event_base;
 struct pc_err;
 
-#define PC_RL_KEY_MAX    128               /* prefix (<= 64) + 64 hex digits */
-#define PC_RL_BATCH_MAX  16                /* limits in one check */
+#define PC_RL_KEY_MAX    160 /* prefix (<= 64) + a cluster hash tag (18) + 64 hex digits */
+#define PC_RL_BATCH_MAX  16  /* limits in one check */
 #define PC_RL_FACT_APPLY "ratelimit.apply" /* fact naming a limit that has named_only set */
+#define PC_RL_INTS_MAX   8                 /* integers a pc_rl_redis_eval script may return */
+#define PC_RL_ARG_MAX    39                /* bytes of one pc_rl_redis_eval argument */
 
 /* pc_rl_rate - a parsed "100/1h" */
 struct pc_rl_rate {
@@ -64,6 +66,8 @@ struct pc_rl_result {
     const char *why; /* static text when error */
     bool allowed;    /* every item allowed (and charged) */
     struct pc_rl_answer a[PC_RL_BATCH_MAX];
+    int64_t ints[PC_RL_INTS_MAX]; /* pc_rl_redis_eval: the script's array of integers */
+    size_t nints;
 };
 
 typedef void pc_rl_cb(void *arg, const struct pc_rl_result *);
@@ -158,5 +162,27 @@ size_t pc_rl_memory_entries(const struct pc_rl_store *);
 
 /* pc_rl_redis_script - the Lua text (tests, benchmarks) */
 const char *pc_rl_redis_script(void);
+
+/* Another filter's Lua script run on a Redis store's connection (greylist), with the same
+ * deadline, reconnect, Sentinel and NOSCRIPT handling as the rate limit checks. */
+struct pc_rl_script {
+    const char *text;
+    char sha[41]; /* hex SHA-1 of text: pc_rl_script_init */
+};
+
+/* pc_rl_script_init - compute the script's digest for EVALSHA */
+void pc_rl_script_init(struct pc_rl_script *, const char *text);
+
+/* pc_rl_store_is_redis - can pc_rl_redis_eval run on this store */
+bool pc_rl_store_is_redis(const struct pc_rl_store *);
+
+/* pc_rl_redis_eval - EVALSHA script with keys (< PC_RL_KEY_MAX bytes each, at most
+ * PC_RL_BATCH_MAX) and args (at most PC_RL_ARG_MAX bytes, at most 3 * PC_RL_BATCH_MAX); the
+ * script must return an array of at most PC_RL_INTS_MAX integers, given in res->ints. The script
+ * must outlive the request. Answers like pc_rl_check; pc_rl_cancel cancels. */
+enum pc_rl_status pc_rl_redis_eval(struct pc_rl_store *, const struct pc_rl_script *,
+                                   const char *const *keys, size_t nkeys, const char *const *args,
+                                   size_t nargs, struct pc_rl_result *res, pc_rl_cb *cb, void *arg,
+                                   struct pc_rl_req **out);
 
 #endif

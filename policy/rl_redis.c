@@ -51,8 +51,8 @@
 #include "lib/metrics.h"
 #include "lib/parse.h"
 #include "policy/ratelimit.h"
+#include "policy/rl_redis.h"
 
-#define PC_RLR_REPLY_MAX   65536 /* bytes a reply may hold; ours are a few hundred */
 #define PC_RLR_BACKOFF_MIN 100
 #define PC_RLR_BACKOFF_MAX 2000
 
@@ -106,6 +106,7 @@ struct rlr_req {
     uint64_t deadline; /* monotonic ms */
     struct timespec t0; /* sent, for portcullis_redis_request_duration_seconds */
     bool queued, answered, cancelled, retried;
+    const struct pc_rl_script *script; /* pc_rl_redis_eval, or NULL for the GCRA check */
     size_t n;
     int argc;
     const char *argv[3 + 4 * PC_RL_BATCH_MAX];
@@ -142,7 +143,7 @@ struct rlr_store {
 
 struct rlr_ev {
     redisAsyncContext *ac;
-    struct rlr_store *st;
+    void (*too_big)(redisAsyncContext *); /* the reader holds more than PC_RLR_REPLY_MAX */
     struct event *rev, *wev;
     bool in_read, dead;
 };
@@ -175,20 +176,26 @@ static void ev_read(evutil_socket_t fd, short what, void *arg)
         return;
     }
     redisReader *r = ac->c.reader;
-    if (r && r->len - r->pos > PC_RLR_REPLY_MAX) {
-        struct rlr_store *st = e->st;
-        pc_warn("ratelimit: redis %s: reply larger than %d bytes, dropping the connection", st->cur,
-                PC_RLR_REPLY_MAX);
-        if (ac == st->ac) {
-            drop(st, "reply too large");
-            return;
-        } else if (ac == st->sq) {
-            st->sq = NULL;
-        } else if (ac == st->sub) {
-            st->sub = NULL;
-        }
-        redisAsyncFree(ac);
+    if (r && r->len - r->pos > PC_RLR_REPLY_MAX)
+        e->too_big(ac);
+}
+
+/* too_big - a reply beyond any of ours: not our Redis answering our script */
+static void too_big(redisAsyncContext *ac)
+{
+    struct rlr_store *st = ac->data;
+
+    pc_warn("ratelimit: redis %s: reply larger than %d bytes, dropping the connection", st->cur,
+            PC_RLR_REPLY_MAX);
+    if (ac == st->ac) {
+        drop(st, "reply too large");
+        return;
+    } else if (ac == st->sq) {
+        st->sq = NULL;
+    } else if (ac == st->sub) {
+        st->sub = NULL;
     }
+    redisAsyncFree(ac);
 }
 
 /* ev_write - hiredis writes */
@@ -237,27 +244,42 @@ static void ev_cleanup(void *p)
         free(e);
 }
 
-/* ev_attach - put an async context on our loop */
-static int ev_attach(struct rlr_store *st, redisAsyncContext *ac)
+/* pc_rlr_attach - put an async context on our loop */
+int pc_rlr_attach(struct event_base *evb, redisAsyncContext *ac, void (*big)(redisAsyncContext *),
+                  void *data)
 {
     struct rlr_ev *e = calloc(1, sizeof(*e));
 
     if (e == NULL)
         return -1;
     e->ac = ac;
-    e->st = st;
-    e->rev = event_new(st->evb, ac->c.fd, EV_READ, ev_read, e);
-    e->wev = event_new(st->evb, ac->c.fd, EV_WRITE, ev_write, e);
+    e->too_big = big;
+    e->rev = event_new(evb, ac->c.fd, EV_READ, ev_read, e);
+    e->wev = event_new(evb, ac->c.fd, EV_WRITE, ev_write, e);
+    if (e->rev == NULL || e->wev == NULL) {
+        if (e->rev)
+            event_free(e->rev);
+        if (e->wev)
+            event_free(e->wev);
+        free(e);
+        return -1;
+    }
     ac->ev.addRead = ev_add_read;
     ac->ev.delRead = ev_del_read;
     ac->ev.addWrite = ev_add_write;
     ac->ev.delWrite = ev_del_write;
     ac->ev.cleanup = ev_cleanup;
     ac->ev.data = e;
-    ac->data = st;
+    ac->data = data;
     event_add(e->rev, NULL);
     event_add(e->wev, NULL);
     return 0;
+}
+
+/* ev_attach - our store's connections */
+static int ev_attach(struct rlr_store *st, redisAsyncContext *ac)
+{
+    return pc_rlr_attach(st->evb, ac, too_big, st);
 }
 
 /* arm - the request timer follows the earliest deadline */
@@ -435,6 +457,65 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
     drop(st, ac->errstr[0] ? ac->errstr : "connection closed");
 }
 
+/* mark_up - an answer came on the current connection: it works */
+static void mark_up(struct rlr_store *st, redisAsyncContext *ac)
+{
+    if (ac != st->ac)
+        return;
+    st->backoff = PC_RLR_BACKOFF_MIN;
+    if (st->was_down && !st->up)
+        pc_info("ratelimit: redis %s is back", st->cur);
+    st->was_down = false;
+    st->up = true;
+}
+
+/* eval_reply - a pc_rl_redis_eval answer: an array of integers */
+static void eval_reply(redisAsyncContext *ac, struct rlr_req *r, redisReply *reply)
+{
+    struct pc_rl_result res;
+
+    memset(&res, 0, sizeof(res));
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements > PC_RL_INTS_MAX) {
+        fail(r, "unexpected reply from redis");
+        free(r);
+        return;
+    }
+    for (size_t i = 0; i < reply->elements; i++) {
+        if (reply->element[i]->type != REDIS_REPLY_INTEGER) {
+            fail(r, "unexpected reply from redis");
+            free(r);
+            return;
+        }
+        res.ints[i] = reply->element[i]->integer;
+    }
+    res.nints = reply->elements;
+    res.allowed = true;
+    mark_up(r->st, ac);
+    answer(r, &res);
+    free(r);
+}
+
+/* pc_rlr_result - the script's array (allowed, retry ms, remaining per item); false if malformed */
+bool pc_rlr_result(const redisReply *reply, size_t n, struct pc_rl_result *res)
+{
+    memset(res, 0, sizeof(*res));
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3 * n)
+        return false;
+    res->allowed = true;
+    for (size_t i = 0; i < n; i++) {
+        redisReply **e = reply->element + 3 * i;
+        if (e[0]->type != REDIS_REPLY_INTEGER || e[1]->type != REDIS_REPLY_INTEGER ||
+            e[2]->type != REDIS_REPLY_INTEGER || e[1]->integer < 0)
+            return false;
+        res->a[i].allowed = e[0]->integer == 1;
+        res->a[i].retry_after_ms = (uint64_t)e[1]->integer;
+        res->a[i].remaining = (double)e[2]->integer;
+        if (!res->a[i].allowed)
+            res->allowed = false;
+    }
+    return true;
+}
+
 /* reply_cb - a check's answer */
 static void reply_cb(redisAsyncContext *ac, void *reply_, void *priv)
 {
@@ -456,8 +537,8 @@ static void reply_cb(redisAsyncContext *ac, void *reply_, void *priv)
             st->base.stats.noscript++;
             r->argv[0] = "EVAL";
             r->argl[0] = 4;
-            r->argv[1] = rlr_script;
-            r->argl[1] = sizeof(rlr_script) - 1;
+            r->argv[1] = r->script ? r->script->text : rlr_script;
+            r->argl[1] = strlen(r->argv[1]);
             if (redisAsyncCommandArgv(ac, reply_cb, r, r->argc, r->argv, r->argl) == REDIS_OK) {
                 unqueue(st, r);
                 enqueue(st, r);
@@ -474,26 +555,14 @@ static void reply_cb(redisAsyncContext *ac, void *reply_, void *priv)
             drop(st, reply->str);
         return;
     }
-    memset(&res, 0, sizeof(res));
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3 * r->n) {
+    if (r->script) { /* pc_rl_redis_eval: an array of integers */
+        eval_reply(ac, r, reply);
+        return;
+    }
+    if (!pc_rlr_result(reply, r->n, &res)) {
         fail(r, "unexpected reply from redis");
         free(r);
         return;
-    }
-    res.allowed = true;
-    for (size_t i = 0; i < r->n; i++) {
-        redisReply **e = reply->element + 3 * i;
-        if (e[0]->type != REDIS_REPLY_INTEGER || e[1]->type != REDIS_REPLY_INTEGER ||
-            e[2]->type != REDIS_REPLY_INTEGER || e[1]->integer < 0) {
-            fail(r, "unexpected reply from redis");
-            free(r);
-            return;
-        }
-        res.a[i].allowed = e[0]->integer == 1;
-        res.a[i].retry_after_ms = (uint64_t)e[1]->integer;
-        res.a[i].remaining = (double)e[2]->integer;
-        if (!res.a[i].allowed)
-            res.allowed = false;
     }
     if (ac == st->ac) {
         st->backoff = PC_RLR_BACKOFF_MIN;
@@ -887,6 +956,81 @@ static void rlr_destroy(struct pc_rl_store *base)
     free(st);
 }
 
+/* pc_rl_redis_eval - another filter's script on this store's connection */
+enum pc_rl_status pc_rl_redis_eval(struct pc_rl_store *base, const struct pc_rl_script *script,
+                                   const char *const *keys, size_t nkeys, const char *const *args,
+                                   size_t nargs, struct pc_rl_result *res, pc_rl_cb *cb, void *arg,
+                                   struct pc_rl_req **out)
+{
+    struct rlr_store *st = (struct rlr_store *)base;
+    struct rlr_req *r;
+
+    *out = NULL;
+    memset(res, 0, sizeof(*res));
+    res->error = true;
+    if (!pc_rl_store_is_redis(base) || nkeys > PC_RL_BATCH_MAX || nargs > 3 * PC_RL_BATCH_MAX) {
+        res->why = "bad script call";
+        return PC_RL_DONE;
+    }
+    base->stats.checks++;
+    if (st->ac == NULL && st->sq == NULL) { /* as rlr_check: fail at once while Redis is away */
+        res->why = "redis unavailable";
+        base->stats.errors++;
+        return PC_RL_DONE;
+    }
+    if ((r = calloc(1, sizeof(*r))) == NULL) {
+        res->why = "out of memory";
+        base->stats.errors++;
+        return PC_RL_DONE;
+    }
+    r->st = st;
+    r->ac = st->ac;
+    r->cb = cb;
+    r->arg = arg;
+    r->script = script;
+    r->deadline = now_ms() + st->timeout_ms;
+    snprintf(r->numkeys, sizeof(r->numkeys), "%zu", nkeys);
+    r->argv[0] = "EVALSHA";
+    r->argv[1] = script->sha;
+    r->argv[2] = r->numkeys;
+    r->argc = 3;
+    for (size_t i = 0; i < nkeys; i++) {
+        snprintf(r->keys[i], sizeof(r->keys[i]), "%s", keys[i]);
+        r->argv[r->argc++] = r->keys[i];
+    }
+    for (size_t i = 0; i < nargs; i++) {
+        snprintf(r->args[i / 3][i % 3], sizeof(r->args[0][0]), "%s", args[i]);
+        r->argv[r->argc++] = r->args[i / 3][i % 3];
+    }
+    for (int i = 0; i < r->argc; i++)
+        r->argl[i] = strlen(r->argv[i]);
+    if (st->ac &&
+        redisAsyncCommandArgv(st->ac, reply_cb, r, r->argc, r->argv, r->argl) != REDIS_OK) {
+        free(r);
+        res->why = "redis unavailable";
+        base->stats.errors++;
+        return PC_RL_DONE;
+    }
+    res->error = false;
+    enqueue(st, r);
+    arm(st);
+    *out = (struct pc_rl_req *)r;
+    return PC_RL_PENDING;
+}
+
+/* pc_rl_script_init - the digest EVALSHA names the script by */
+void pc_rl_script_init(struct pc_rl_script *s, const char *text)
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned mdlen = 0;
+
+    s->text = text;
+    s->sha[0] = 0;
+    EVP_Digest(text, strlen(text), md, &mdlen, EVP_sha1(), NULL);
+    for (unsigned i = 0; i < mdlen && i < 20; i++)
+        snprintf(s->sha + 2 * i, 3, "%02x", md[i]);
+}
+
 static const struct pc_rl_store_ops rlr_ops = {
     .kind = "redis",
     .start = rlr_start,
@@ -895,18 +1039,34 @@ static const struct pc_rl_store_ops rlr_ops = {
     .destroy = rlr_destroy,
 };
 
+/* pc_rl_store_is_redis - a Redis store (pc_rl_redis_eval works on it) */
+bool pc_rl_store_is_redis(const struct pc_rl_store *st)
+{
+    return st && st->ops == &rlr_ops;
+}
+
 /* pc_rl_redis_script - the Lua text */
 const char *pc_rl_redis_script(void)
 {
     return rlr_script;
 }
 
+/* pc_rlr_sha - the script's digest, the name EVALSHA runs it by */
+void pc_rlr_sha(char out[41])
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned mdlen = 0;
+
+    EVP_Digest(rlr_script, sizeof(rlr_script) - 1, md, &mdlen, EVP_sha1(), NULL);
+    out[0] = 0;
+    for (unsigned i = 0; i < mdlen && i < 20; i++)
+        snprintf(out + 2 * i, 3, "%02x", md[i]);
+}
+
 /* pc_rl_redis_create - parse the address, compute the script digest */
 struct pc_rl_store *pc_rl_redis_create(const struct pc_rl_store_conf *c, struct pc_err *err)
 {
     struct rlr_store *st = calloc(1, sizeof(*st));
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned mdlen = 0;
 
     if (st == NULL)
         return NULL;
@@ -948,9 +1108,7 @@ struct pc_rl_store *pc_rl_redis_create(const struct pc_rl_store_conf *c, struct 
     }
     if (c->password && c->password[0])
         st->password = strdup(c->password);
-    EVP_Digest(rlr_script, sizeof(rlr_script) - 1, md, &mdlen, EVP_sha1(), NULL);
-    for (unsigned i = 0; i < mdlen && i < 20; i++)
-        snprintf(st->sha + 2 * i, 3, "%02x", md[i]);
+    pc_rlr_sha(st->sha);
     return &st->base;
 fail:
     rlr_destroy(&st->base);

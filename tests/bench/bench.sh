@@ -6,6 +6,9 @@
 #               20 sessions, 5 KB and 100 KB messages: msgs/s of both and their ratio
 #   latency     one sequential session: added milliseconds per message
 #   memory      RSS of portcullis holding 5,000 idle connections
+#   cpu         CPU time per message of portcullis (utime+stime from /proc/PID/stat) against
+#               smtp-source and smtp-sink's together in the same run, 5 KB, relay filter
+#   syscalls    system calls per message of portcullis (strace -c -f on it during a run)
 #
 # Each throughput figure is the best of ROUNDS alternating runs, because these machines are noisy.
 # Only loopback is used. Sub-benchmarks of other parts (tests/bench/*-bench.sh) run afterwards.
@@ -26,7 +29,7 @@ wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/n
 
 SINK=$(port); GW=$(port)
 sinkuser=(); [ "$(id -u)" -eq 0 ] && sinkuser=(-u nobody)
-smtp-sink "${sinkuser[@]}" -c 127.0.0.1:"$SINK" 1000 > "$TMP/sink.log" 2>&1 & pids+=($!)
+smtp-sink "${sinkuser[@]}" -c 127.0.0.1:"$SINK" 1000 > "$TMP/sink.log" 2>&1 & SINKPID=$!; pids+=($SINKPID)
 cat > "$TMP/bench.conf" <<CONF
 hostname = "bench.test"
 log = "stderr"
@@ -76,6 +79,38 @@ bd=$(printf '%s\n' "${d[@]}" | best); bg=$(printf '%s\n' "${g[@]}" | best)
 printf 'latency one session, 5KB: direct %.3f ms/msg, portcullis %.3f ms/msg, added %.3f ms/msg, ratio %.2f (target < 1 ms added)\n' \
     "$(calc "$bd * 1000 / $N")" "$(calc "$bg * 1000 / $N")" "$(calc "($bg - $bd) * 1000 / $N")" "$(calc "$bg / $bd")"
 
+# CPU seconds (user + system) a process has used so far: /proc/PID/stat fields 14 and 15.
+TCK=$(getconf CLK_TCK)
+cpu_of() { awk -v t="$TCK" '{ printf "%.6f", ($14 + $15) / t }' /proc/"$1"/stat; }
+# cpu_run SESSIONS COUNT SIZE PORT -> smtp-source's own CPU seconds (its rusage, as a child)
+cpu_run() { python3 -c 'import resource, subprocess, sys
+subprocess.run(sys.argv[1:], check=True)
+r = resource.getrusage(resource.RUSAGE_CHILDREN)
+print("%.6f" % (r.ru_utime + r.ru_stime))' smtp-source -s "$1" -m "$2" -l "$3" -f bench@example.org -t rcpt@example.com 127.0.0.1:"$4"; }
+
+N=$MSGS
+g0=$(cpu_of "$GWPID"); k0=$(cpu_of "$SINKPID")
+src=$(cpu_run 20 "$N" 5120 "$GW")
+g1=$(cpu_of "$GWPID"); k1=$(cpu_of "$SINKPID")
+gw_us=$(calc "($g1 - $g0) * 1e6 / $N"); ss_us=$(calc "($src + $k1 - $k0) * 1e6 / $N")
+printf 'cpu 5KB x20 sessions, relay: portcullis %.1f us/msg, smtp-source+smtp-sink %.1f us/msg, ratio %.2f (target <= 0.6)\n' \
+    "$gw_us" "$ss_us" "$(calc "$gw_us / $ss_us")"
+
+# System calls per message: strace counts every call of every thread of the gateway.
+if command -v strace > /dev/null; then
+    N=$(( MSGS / 3 ))
+    strace -c -f -q -o "$TMP/strace.txt" -p "$GWPID" & ST=$!
+    sleep 1
+    run 20 "$N" 5120 "$GW" > /dev/null
+    kill -INT "$ST"; wait "$ST" 2>/dev/null || true
+    calls=$(awk '$NF == "total" { print $4 }' "$TMP/strace.txt")
+    top=$(awk '$1 ~ /^[0-9.]+$/ && $NF != "total" && NF >= 5 { c = (NF == 6 ? $4 : $4); printf "%s %s\n", c, $NF }' \
+          "$TMP/strace.txt" | sort -rn | head -5 | awk -v n="$N" '{ printf "%s %.1f, ", $2, $1 / n }')
+    printf 'syscalls 5KB x20 sessions, relay: %.1f per message (target <= 40): %s\n' "$(calc "$calls / $N")" "${top%, }"
+else
+    echo "syscalls: strace not installed, skipped"
+fi
+
 python3 - "$GWPID" "$GW" <<'PY'
 import resource, socket, sys, time
 pid, port, n = int(sys.argv[1]), int(sys.argv[2]), 5000
@@ -100,6 +135,7 @@ for s in socks:
     s.close()
 PY
 
+[ "${BENCH_SUBS:-1}" = 0 ] && exit 0  # BENCH_SUBS=0: the main figures only
 for sub in "$HERE"/*-bench.sh; do
     [ -x "$sub" ] && { echo "--- $(basename "$sub")"; "$sub" "$BIN" || echo "$(basename "$sub") failed"; }
 done

@@ -4,7 +4,8 @@
 Sink        Postfix's smtp-sink, optionally failing at a command (-f 5xx, -r 4xx, -q drop),
             dumping every message it accepts into a directory.
 Postfix     a real Postfix instance in a temporary directory: its own main.cf/master.cf, queue,
-            XCLIENT and XFORWARD allowed from loopback, example.com delivered to a Maildir,
+            XCLIENT and XFORWARD allowed from 127.0.0.1 only (README's setting),
+            example.com delivered to a Maildir,
             its log in a file (maillog_file) so tests can read the client address it saw.
 Gateway     portcullis with a configuration written by the test, in the foreground.
 FakeMTA     an in-process scripted SMTP server: records the exact bytes it receives (dot-stuffing,
@@ -117,7 +118,7 @@ class Sink(_Closing):
     r = 4xx at, q = drop at, Q = 421 and drop at, W = "command:delay", w = delay before DATA's
     354, A = 550 abort after DATA, t = command timeout."""
 
-    def __init__(self, tmp, fail=None, lmtp=False):
+    def __init__(self, tmp, fail=None, lmtp=False, flags=()):
         self.port = free_port()
         self.dir = os.path.join(tmp, f"sink{self.port}")
         os.makedirs(self.dir)
@@ -129,6 +130,7 @@ class Sink(_Closing):
             argv += [f"-{opt}", val]
         if lmtp:
             argv.append("-L")
+        argv += [f"-{f}" for f in flags]  # e.g. "N": no DSN, "C": no XCLIENT
         argv += [f"127.0.0.1:{self.port}", "100"]
         self.proc = Proc(argv, log=os.path.join(tmp, f"sink{self.port}.log"))
         wait_port(self.port)
@@ -163,7 +165,15 @@ def _stop_postfixes():
 
 
 class Postfix(_Closing):
-    """A real Postfix instance with its own configuration directory (needs root)."""
+    """A real Postfix instance with its own configuration directory (needs root).
+
+    XCLIENT and XFORWARD are authorised exactly as README tells a postmaster: for the
+    gateway's own address only (127.0.0.1, the source of its connections to 127.0.0.1).
+    Postfix's check_client_access refuses the client REFUSED (a real client address, as
+    XCLIENT sets it) at RCPT with 554 5.7.1.
+    """
+
+    REFUSED = "127.0.0.66"
 
     MASTER = """\
 {addr} inet n - n - - smtpd
@@ -216,11 +226,11 @@ virtual_mailbox_base = {self.maildir}
 virtual_mailbox_maps = static:inbox/
 virtual_uid_maps = static:{nobody.pw_uid}
 virtual_gid_maps = static:{nobody.pw_gid}
-smtpd_authorized_xclient_hosts = 127.0.0.0/8
-smtpd_authorized_xforward_hosts = 127.0.0.0/8
+smtpd_authorized_xclient_hosts = 127.0.0.1
+smtpd_authorized_xforward_hosts = 127.0.0.1
 mynetworks = 127.0.0.0/8
 smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
-smtpd_recipient_restrictions = check_recipient_access inline:{{{{ nosuchuser@example.com = 550 5.1.1 User unknown }}}}
+smtpd_recipient_restrictions = check_client_access inline:{{{{ {self.REFUSED} = 554 5.7.1 Client host refused by the backend }}}}, check_recipient_access inline:{{{{ nosuchuser@example.com = 550 5.1.1 User unknown }}}}
 maillog_file_prefixes = {tmp}
 maillog_file = {self.maillog}
 """
@@ -573,3 +583,90 @@ def tempdir():
 
 def rmtree(d):
     shutil.rmtree(d, ignore_errors=True)
+
+
+class PostfixSender(Postfix):
+    """A real Postfix as the *sending* MTA: mail submitted to its port (from loopback) goes to
+    relayhost [127.0.0.1]:relay_port from the source address bind, with backoff times short
+    enough that a deferred message is retried within a test (PEERS.md)."""
+
+    def __init__(self, tmp, relay_port, bind="127.0.0.1"):
+        self.port = free_port()
+        self.dir = os.path.join(tmp, f"postfix{self.port}")
+        self.conf = os.path.join(self.dir, "conf")
+        self.maildir = os.path.join(self.dir, "mail")
+        self.maillog = os.path.join(self.dir, "maillog")
+        for d in ("conf", "queue", "data", "mail"):
+            os.makedirs(os.path.join(self.dir, d))
+        pf = pwd.getpwnam("postfix")
+        os.chown(os.path.join(self.dir, "data"), pf.pw_uid, pf.pw_gid)
+        main_cf = f"""\
+compatibility_level = 3.6
+queue_directory = {self.dir}/queue
+data_directory = {self.dir}/data
+mail_owner = postfix
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+myhostname = sender.test
+mydestination =
+alias_maps =
+alias_database =
+mynetworks = 127.0.0.0/8
+smtpd_relay_restrictions = permit_mynetworks, reject
+relayhost = [127.0.0.1]:{relay_port}
+smtp_bind_address = {bind}
+minimal_backoff_time = 1s
+maximal_backoff_time = 2s
+queue_run_delay = 1s
+maillog_file_prefixes = {tmp}
+maillog_file = {self.maillog}
+"""
+        with open(os.path.join(self.conf, "main.cf"), "w") as f:
+            f.write(main_cf)
+        with open(os.path.join(self.conf, "master.cf"), "w") as f:
+            f.write(self.MASTER.format(addr=f"127.0.0.1:{self.port}"))
+        self._postfix("check")
+        self._postfix("start")
+        _postfixes.append(self)
+        wait_port(self.port, timeout=20)
+
+    def flush(self):
+        """Ask the queue manager to retry deferred mail now (postqueue -f)."""
+        subprocess.run(["postqueue", "-c", self.conf, "-f"], capture_output=True)
+
+
+class HAProxy(_Closing):
+    """A real HAProxy in TCP mode in front of a port, sending the PROXY protocol header
+    (send="send-proxy" for v1, "send-proxy-v2" for v2), as PEERS.md describes. It listens on
+    127.0.0.1 and [::1] (the same port)."""
+
+    def __init__(self, tmp, target_port, send="send-proxy", tls_pem=None):
+        """tls_pem: certificate and key in one file; the frontend then terminates TLS (implicit
+        TLS, like port 465) and v2 passes what it negotiated in the SSL TLV."""
+        self.port = free_port()
+        ssl = f" ssl crt {tls_pem}" if tls_pem else ""
+        self.path = os.path.join(tmp, f"haproxy{self.port}.cfg")
+        self.logpath = os.path.join(tmp, f"haproxy{self.port}.log")
+        with open(self.path, "w") as f:
+            f.write(f"""global
+    maxconn 200
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+frontend fe
+    bind 127.0.0.1:{self.port}{ssl}
+    bind [::1]:{self.port}{ssl}
+    default_backend be
+backend be
+    server gw 127.0.0.1:{target_port} {send}
+""")
+        self.proc = Proc(["haproxy", "-f", self.path, "-db"], log=self.logpath)
+        wait_port(self.port, proc=self.proc.p)
+
+    def log(self):
+        return read(self.logpath)
+
+    def close(self):
+        self.proc.stop()

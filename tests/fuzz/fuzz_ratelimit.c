@@ -7,13 +7,17 @@
  *	URL and a key value. Invariants: no crash; a parsed rate is within
  *	its documented bounds; a parsed URL gives a non-empty host and a port
  *	and db in range; a key is the prefix plus 64 hex digits whatever the
- *	value; a GCRA step never charges a refused request.
+ *	value; a GCRA step never charges a refused request; a Redis Cluster
+ *	slot is below 16384 and a key's {tag} alone decides it; a
+ *	redis-cluster:// store is made or refused, never half made.
  */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "filters/filter.h"
 #include "policy/ratelimit.h"
+#include "policy/rl_redis.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -62,6 +66,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     pc_rl_key("pc:", part[1], &part[2], 1, key);
     if (strlen(key) != 3 + 64 || strspn(key + 3, "0123456789abcdef") != 64)
         abort();
+    /* Cluster slots: the key's first non-empty {tag} is all that counts. */
+    size_t l2 = strlen(part[2]);
+    unsigned slot = pc_rl_cluster_slot(part[2], l2);
+    if (slot >= 16384)
+        abort();
+    const char *o = memchr(part[2], '{', l2),
+               *c = o ? memchr(o + 1, '}', l2 - (size_t)(o + 1 - part[2])) : NULL;
+    if (c && c > o + 1 && pc_rl_cluster_slot(o + 1, (size_t)(c - o - 1)) != slot)
+        abort();
+    if (strncmp(part[1], "redis-cluster://", 16) == 0) {
+        struct pc_rl_store_conf sc = {.url = part[1], .timeout_ms = 100};
+        struct pc_err err = {{0}};
+        struct pc_rl_store *st = pc_rl_store_create(&sc, &err);
+        if ((st == NULL) == (err.msg[0] == 0))
+            abort();
+        pc_rl_store_free(st);
+    }
     free(buf);
     return 0;
 }

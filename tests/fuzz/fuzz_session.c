@@ -94,7 +94,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     inet_pton(AF_INET, "127.0.0.1", &sin.sin_addr);
     fcntl(sv[1], F_SETFL, O_NONBLOCK);
     pc_smtp_accept(&svc, conf, &conf->listeners[0], sv[0], (struct sockaddr *)&sin, sizeof(sin),
-                   closed, &done);
+                   closed, &done, NULL);
     for (int i = 0; i < 100 && !greeted && !done; i++) {
         event_base_loop(base, EVLOOP_NONBLOCK);
         drain(sv[1], &greeted);

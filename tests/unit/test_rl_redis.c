@@ -44,6 +44,7 @@
 #include "lib/log.h"
 #include "lib/pool.h"
 #include "policy/chain.h"
+#include "policy/rl_redis.h"
 
 #define PORT_LO 24000
 #define PORT_HI 24999
@@ -1151,6 +1152,291 @@ START_TEST(sentinel_switch_master)
 }
 END_TEST
 
+/* cluster_state_ok - CLUSTER INFO on port says cluster_state:ok */
+static bool cluster_state_ok(int port)
+{
+    char info[4096];
+
+    redis_str(port, "CLUSTER INFO", info, sizeof(info));
+    return strstr(info, "cluster_state:ok") != NULL;
+}
+
+/* cluster_role_master - ROLE on port answers master */
+static bool cluster_role_master(int port)
+{
+    char role[64];
+
+    redis_str(port, "ROLE", role, sizeof(role));
+    return strcmp(role, "master") == 0;
+}
+
+/* cluster_start - six cluster-enabled servers, made a cluster of three masters with one
+ * replica each by redis-cli, as the Redis docs tell an operator */
+static void cluster_start(int *port, pid_t *pid)
+{
+    char p[6][16], bus[6][16], dir[6][200], cmd[1024];
+    size_t o;
+
+    for (int i = 0; i < 6; i++) {
+        port[i] = pick_port();
+        snprintf(p[i], sizeof(p[i]), "%d", port[i]);
+        /* The bus port would be port + 10000, in the ephemeral range: choose it too. */
+        snprintf(bus[i], sizeof(bus[i]), "%d", pick_port());
+        /* Each node its own directory: replicas save the master's RDB there during a full
+         * sync, and a shared dump.rdb would give one node another's data (or an earlier
+         * cluster's, at start). */
+        snprintf(dir[i], sizeof(dir[i]), "%s/node-%d-%d", tmpdir, (int)getpid(), port[i]);
+        ck_assert_int_eq(mkdir(dir[i], 0700), 0);
+        const char *argv[] = {"redis-server",
+                              "--port",
+                              p[i],
+                              "--bind",
+                              "127.0.0.1",
+                              "--save",
+                              "",
+                              "--appendonly",
+                              "no",
+                              "--dir",
+                              dir[i],
+                              "--cluster-enabled",
+                              "yes",
+                              "--cluster-config-file",
+                              "nodes.conf",
+                              "--cluster-node-timeout",
+                              "1000",
+                              "--cluster-port",
+                              bus[i],
+                              NULL};
+        pid[i] = spawn(argv);
+    }
+    for (int i = 0; i < 6; i++) {
+        for (int k = 0; k < 100 && !redis_ping(port[i]); k++)
+            usleep(50000);
+        ck_assert_msg(redis_ping(port[i]), "cluster node on %d did not start", port[i]);
+    }
+    o = (size_t)snprintf(cmd, sizeof(cmd), "redis-cli --cluster create");
+    for (int i = 0; i < 6; i++)
+        o += (size_t)snprintf(cmd + o, sizeof(cmd) - o, " 127.0.0.1:%d", port[i]);
+    snprintf(cmd + o, sizeof(cmd) - o, " --cluster-replicas 1 --cluster-yes >%s/cli.log 2>&1",
+             tmpdir);
+    if (system(cmd) != 0) {
+        char log[600] = "";
+        snprintf(cmd, sizeof(cmd), "%s/cli.log", tmpdir);
+        FILE *f = fopen(cmd, "r");
+        if (f) {
+            fseek(f, -(long)sizeof(log) + 1, SEEK_END);
+            log[fread(log, 1, sizeof(log) - 1, f)] = 0;
+            fclose(f);
+        }
+        ck_abort_msg("redis-cli --cluster create failed: ...%s", log);
+    }
+    bool ok = false;
+    for (int k = 0; k < 200 && !ok; k++) {
+        ok = true;
+        for (int i = 0; i < 6; i++)
+            ok = ok && cluster_state_ok(port[i]);
+        if (!ok)
+            usleep(100000);
+    }
+    ck_assert_msg(ok, "the cluster did not come up");
+}
+
+/* cluster_synced - the master's replica has everything written so far: WAIT counts the
+ * replicas that acknowledged this connection's own last write, so write one (into the slot
+ * of our counters, by their hash tag) and wait for it on the same connection */
+static bool cluster_synced(int port)
+{
+    struct timeval tv = {2, 0};
+    char key[200], tag[40];
+    bool ok = false;
+
+    redis_str(port, "RANDOMKEY", key, sizeof(key));
+    const char *o = strchr(key, '{'), *c = o ? strchr(o, '}') : NULL;
+    if (c == NULL || (size_t)(c - o) >= sizeof(tag))
+        return false;
+    snprintf(tag, sizeof(tag), "%.*s", (int)(c - o + 1), o);
+    redisContext *ctx = redisConnectWithTimeout("127.0.0.1", port, tv);
+    if (ctx && !ctx->err) {
+        redisSetTimeout(ctx, tv);
+        redisReply *r = redisCommand(ctx, "SET %ssync 1", tag);
+        if (r)
+            freeReplyObject(r);
+        for (int i = 0; i < 50 && !ok; i++) {
+            r = redisCommand(ctx, "WAIT 1 100");
+            ok = r && r->type == REDIS_REPLY_INTEGER && r->integer >= 1;
+            if (r)
+                freeReplyObject(r);
+        }
+    }
+    if (ctx)
+        redisFree(ctx);
+    return ok;
+}
+
+/* cluster_owner - the index of the master holding a portcullis key, or -1 */
+static int cluster_owner(const int *port)
+{
+    for (int i = 0; i < 6; i++)
+        if (cluster_role_master(port[i]) && redis_cmd(port[i], "DBSIZE") > 0)
+            return i;
+    return -1;
+}
+
+START_TEST(cluster_slot_of_keys)
+{
+    /* The cluster specification's example: CRC16 of "123456789" is 0x31C3. */
+    ck_assert_uint_eq(pc_rl_cluster_slot("123456789", 9), 0x31c3);
+    ck_assert_uint_eq(pc_rl_cluster_slot("x{123456789}y", 13), 0x31c3);
+    ck_assert_uint_eq(pc_rl_cluster_slot("{}123456789", 11), pc_rl_cluster_slot("{}123456789", 11));
+    /* An empty tag hashes the whole key; only the first tag counts. */
+    ck_assert_uint_ne(pc_rl_cluster_slot("{}a", 3), pc_rl_cluster_slot("{}b", 3));
+    ck_assert_uint_eq(pc_rl_cluster_slot("{a}{b}", 6), pc_rl_cluster_slot("a", 1));
+}
+END_TEST
+
+START_TEST(cluster_failover)
+{
+    struct event_base *base = event_base_new();
+    struct env a, b;
+    int port[6];
+    pid_t pid[6];
+    char lines[512];
+
+    cluster_start(port, pid);
+    /* Two seeds, one of which may well be a replica: the map comes from CLUSTER SLOTS. */
+    snprintf(lines, sizeof(lines), "  store = \"redis-cluster://127.0.0.1:%d,127.0.0.1:%d\"\n",
+             port[5], port[0]);
+    /* Two limits at one stage, keyed differently: one check, so one slot. 5/1h: no unit
+     * comes back however long the failover takes. */
+    static const char lims[] =
+        "limit \"msgs\" { key = { \"client_ip\" } count = \"messages\" rate = \"5/1h\" }\n"
+        "limit \"pairs\" { key = { \"client_ip\", \"sender\" } count = \"messages\" "
+        "rate = \"100/1h\" }";
+    env_open(&a, base, conf_text(lines, lims));
+    env_open(&b, base, conf_text(lines, lims));
+    struct pc_session *sa = session(&a, "192.0.2.70"), *sb = session(&b, "192.0.2.70");
+    for (int i = 0; i < 3; i++) {
+        struct pc_verdict v = message(i % 2 ? &b : &a, i % 2 ? sb : sa, "<a@b.example>");
+        ck_assert_msg(v.action == PC_CONTINUE, "message %d: %s %d %s", i + 1,
+                      pc_action_name(v.action), v.code, v.text);
+        ck_assert(!has_fact(i % 2 ? sb : sa, "ratelimit", "msgs=error"));
+    }
+    int m = cluster_owner(port);
+    ck_assert_msg(m >= 0, "no master holds the counters");
+    ck_assert_int_eq(redis_cmd(port[m], "DBSIZE"), 2); /* both keys, one slot, one node */
+    ck_assert_int_eq(cluster_owner(port), m);
+    ck_assert_msg(cluster_synced(port[m]), "the replica of %d did not acknowledge the counters",
+                  port[m]);
+    /* The master dies without a word; its replica is promoted after cluster-node-timeout. */
+    kill(pid[m], SIGKILL);
+    waitpid(pid[m], NULL, 0);
+    pid[m] = 0;
+    int ok = 0;
+    for (int tries = 0; ok < 2 && tries < 300; tries++) {
+        struct timeval tv = {0, 100000};
+        event_base_loopexit(base, &tv);
+        event_base_dispatch(base);
+        struct env *e = ok % 2 ? &b : &a;
+        struct pc_session *s = ok % 2 ? sb : sa;
+        mail(s, "<a@b.example>", "<u@example.com>");
+        struct pc_verdict v = stage(e, s, PC_STAGE_EOM);
+        if (!has_fact(s, "ratelimit", "msgs=error")) {
+            ck_assert_msg(v.action == PC_CONTINUE, "after failover: %s %d %s",
+                          pc_action_name(v.action), v.code, v.text);
+            ok++;
+        }
+        pc_txn_free(s);
+    }
+    ck_assert_msg(ok == 2, "no answer from the promoted replica");
+    /* 3 before, 2 after, through two gateways: the 6th is refused by either. */
+    ck_assert_int_eq(message(&b, sb, "<a@b.example>").code, 450);
+    ck_assert_int_eq(message(&a, sa, "<a@b.example>").code, 450);
+    session_free(sa);
+    session_free(sb);
+    env_close(&a);
+    env_close(&b);
+    event_base_free(base);
+    for (int i = 0; i < 6; i++)
+        redis_stop(pid[i]);
+}
+END_TEST
+
+/* cluster_msg - one message through gateway e; true when the store answered */
+static bool cluster_msg(struct env *e, struct pc_session *s, struct pc_verdict *out)
+{
+    mail(s, "<a@b.example>", "<u@example.com>");
+    *out = stage(e, s, PC_STAGE_EOM);
+    bool answered = !has_fact(s, "ratelimit", "msgs=error");
+    pc_txn_free(s);
+    return answered;
+}
+
+START_TEST(cluster_reshard)
+{
+    struct event_base *base = event_base_new();
+    struct env e;
+    int port[6];
+    pid_t pid[6];
+    char lines[512], key[200], cmd[600], mid[64], tid[64], out[64];
+    struct pc_verdict v;
+
+    cluster_start(port, pid);
+    snprintf(lines, sizeof(lines), "  store = \"redis-cluster://127.0.0.1:%d\"\n", port[0]);
+    env_open(&e, base,
+             conf_text(lines, "limit \"msgs\" { key = { \"client_ip\" } count = \"messages\" "
+                              "rate = \"5/1h\" }"));
+    struct pc_session *s = session(&e, "192.0.2.71");
+    for (int i = 0; i < 2; i++) {
+        ck_assert(cluster_msg(&e, s, &v));
+        ck_assert_int_eq(v.action, PC_CONTINUE);
+    }
+    int m = cluster_owner(port), t = -1;
+    ck_assert_int_ge(m, 0);
+    for (int i = 0; i < 6 && t < 0; i++)
+        if (i != m && cluster_role_master(port[i]))
+            t = i;
+    ck_assert_int_ge(t, 0);
+    redis_str(port[m], "RANDOMKEY", key, sizeof(key));
+    snprintf(cmd, sizeof(cmd), "CLUSTER KEYSLOT %s", key);
+    long long slot = redis_cmd(port[m], cmd);
+    ck_assert_int_ge(slot, 0);
+    redis_str(port[m], "CLUSTER MYID", mid, sizeof(mid));
+    redis_str(port[t], "CLUSTER MYID", tid, sizeof(tid));
+    /* Resharding as redis-cli does it: the slot migrates from m to t (cluster spec, "Live
+     * resharding"); its key moves now, so m answers ASK and t serves the check after ASKING. */
+    snprintf(cmd, sizeof(cmd), "CLUSTER SETSLOT %lld IMPORTING %s", slot, mid);
+    redis_str(port[t], cmd, out, sizeof(out));
+    ck_assert_str_eq(out, "OK");
+    snprintf(cmd, sizeof(cmd), "CLUSTER SETSLOT %lld MIGRATING %s", slot, tid);
+    redis_str(port[m], cmd, out, sizeof(out));
+    ck_assert_str_eq(out, "OK");
+    snprintf(cmd, sizeof(cmd), "MIGRATE 127.0.0.1 %d %s 0 5000", port[t], key);
+    redis_str(port[m], cmd, out, sizeof(out));
+    ck_assert_str_eq(out, "OK");
+    ck_assert(cluster_msg(&e, s, &v));
+    ck_assert_msg(v.action == PC_CONTINUE, "during migration: %d %s", v.code, v.text);
+    ck_assert_int_eq(redis_cmd(port[m], "DBSIZE"), 0);
+    ck_assert_int_eq(redis_cmd(port[t], "DBSIZE"), 1);
+    /* The migration ends: every master learns the new owner; m now answers MOVED. */
+    snprintf(cmd, sizeof(cmd), "CLUSTER SETSLOT %lld NODE %s", slot, tid);
+    for (int i = 0; i < 6; i++)
+        if (cluster_role_master(port[i]))
+            redis_str(port[i], cmd, out, sizeof(out));
+    for (int i = 0; i < 2; i++) {
+        ck_assert(cluster_msg(&e, s, &v));
+        ck_assert_msg(v.action == PC_CONTINUE, "after migration: %d %s", v.code, v.text);
+    }
+    /* 2 + 1 + 2: the 6th is refused, so the counter went along with its slot. */
+    ck_assert(cluster_msg(&e, s, &v));
+    ck_assert_int_eq(v.code, 450);
+    session_free(s);
+    env_close(&e);
+    event_base_free(base);
+    for (int i = 0; i < 6; i++)
+        redis_stop(pid[i]);
+}
+END_TEST
+
 /* rl_redis_suite - every case gets a fresh server */
 static Suite *rl_redis_suite(void)
 {
@@ -1175,6 +1461,13 @@ static Suite *rl_redis_suite(void)
     tcase_add_test(tc, sentinel_failover);
     tcase_add_test(tc, sentinel_switch_master);
     suite_add_tcase(s, tc);
+    /* CK_RUN_CASE=cluster runs only these. */
+    TCase *cl = tcase_create("cluster");
+    tcase_set_timeout(cl, 90);
+    tcase_add_test(cl, cluster_slot_of_keys);
+    tcase_add_test(cl, cluster_failover);
+    tcase_add_test(cl, cluster_reshard);
+    suite_add_tcase(s, cl);
     return s;
 }
 
