@@ -60,6 +60,7 @@
 #include "gateway/backend.h"
 #include "gateway/bevio.h"
 #include "gateway/conf.h"
+#include "gateway/engine.h"
 #include "gateway/proxy_in.h"
 #include "gateway/session.h"
 #include "gateway/smtp_proto.h"
@@ -84,16 +85,14 @@ struct pc_smtp {
     const struct pc_conf *conf;
     struct bufferevent *bev;
     struct pc_backend *be;
-    bool be_in_txn; /* the backend has our MAIL for the open transaction */
-    bool be_lost;   /* the backend connection of the open transaction broke: only 4xx now */
+    bool be_in_txn;       /* the backend has our MAIL for the open transaction */
+    bool be_lost;         /* the backend connection of the open transaction broke: only 4xx now */
     enum pc_verb be_wait; /* which command's backend reply we wait for */
     enum sm_state state;
     bool busy;    /* a stage or the backend is pending: do not read */
     bool refused; /* greeted with 554: only QUIT is served (RFC 5321 3.1) */
     bool closing;
-    bool too_big;
-    bool discard_all;
-    struct pc_verdict txn_delayed; /* a MAIL-stage refusal held until RCPT */
+    struct pc_engine eng; /* the transaction's rules (gateway/engine.h) */
     unsigned errors, ncmds;
     unsigned junk;                  /* NOOP, RSET, VRFY, HELP... since the last delivered message */
     char helo[PC_HOSTNAME_MAX + 1]; /* s->helo points here: no allocation per HELO */
@@ -101,10 +100,10 @@ struct pc_smtp {
     uint64_t deadline;              /* when it expires, monotonic milliseconds */
     unsigned counts[PC_VERB_FORBIDDEN + 1];
     bool skipping_line;
-    bool in_input; /* inside process_input(): resume() must not recurse into it */
-    bool out_full; /* our replies are backed up: input waits for on_write */
-    bool eof;      /* the client shut down its sending side: serve what it sent, then close */
-    bool not_error;         /* the reply being written is flow control, not a client error */
+    bool in_input;  /* inside process_input(): resume() must not recurse into it */
+    bool out_full;  /* our replies are backed up: input waits for on_write */
+    bool eof;       /* the client shut down its sending side: serve what it sent, then close */
+    bool not_error; /* the reply being written is flow control, not a client error */
     unsigned lmtp_deferred; /* RCPTs of this transaction told 452 (one recipient per LMTP txn) */
     struct timespec be_t0;  /* the command the backend is answering was sent */
     struct pc_data data;
@@ -117,14 +116,13 @@ struct pc_smtp {
 
 static void process_input(struct pc_smtp *);
 static void smtp_close(struct pc_smtp *);
-static void eom_next(struct pc_smtp *, enum pc_stage done);
-static void stage_done(struct pc_session *, enum pc_stage, struct pc_verdict *);
+static void eng_done(void *, enum pc_stage, enum pc_action, struct pc_verdict *);
 static void to_backend(struct pc_smtp *, enum pc_verb, const char *addr);
 
-static const struct pc_door pc_smtp_door = {"smtp", stage_done};
+static const struct pc_door pc_smtp_door = {"smtp", pc_engine_door_done};
 
 static const char *const verb_names[] = {
-    "unknown", "helo", "ehlo", "mail",     "rcpt", "data", "rset", "noop", "quit",
+    "unknown", "helo", "ehlo", "mail",     "rcpt", "data", "rset", "noop",     "quit",
     "help",    "vrfy", "expn", "starttls", "auth", "bdat", "etrn", "obsolete", "forbidden"};
 
 /* tv_ms - milliseconds to timeval */
@@ -194,8 +192,7 @@ static void reply_text(struct pc_smtp *c, int code, const struct pc_enh *e, cons
         return;
     }
     if (c->errors >= c->conf->limits.max_errors && sent >= 400) {
-        pc_info("%s: too many errors from %s[%s]", c->s->sid, c->s->client.name,
-                c->s->client.addr);
+        pc_info("%s: too many errors from %s[%s]", c->s->sid, c->s->client.name, c->s->client.addr);
         struct pc_enh e2 = {4, 7, 0};
         pc_buf_reset(&c->out);
         pc_reply_format(&c->out, 421, &e2, "Error: too many errors", &o);
@@ -249,8 +246,8 @@ static void on_free(evutil_socket_t fd, short what, void *arg)
     (void)fd, (void)what;
     for (int v = 1; v <= PC_VERB_FORBIDDEN && o < sizeof(line) - 40; v++)
         if (c->counts[v])
-            o += (size_t)snprintf(line + o, sizeof(line) - o, " %s=%u", verb_names[v],
-                                  c->counts[v]);
+            o +=
+                (size_t)snprintf(line + o, sizeof(line) - o, " %s=%u", verb_names[v], c->counts[v]);
     line[o] = 0;
     pc_info("%s: disconnect from %s[%s]%s commands=%u", c->s->sid, c->s->client.name,
             c->s->client.addr, line, c->ncmds);
@@ -311,8 +308,7 @@ static void txn_end(struct pc_smtp *c)
     pc_txnlog_end(c->s);
     c->be_lost = false;
     pc_txn_free(c->s);
-    pc_verdict_clear(&c->txn_delayed);
-    c->too_big = false;
+    pc_engine_txn_end(&c->eng);
     c->lmtp_deferred = 0;
 }
 
@@ -398,14 +394,8 @@ static void wait_for(struct pc_smtp *c)
     evtimer_del(c->deadline_ev);
 }
 
-/* delayable - may this refusal wait until RCPT (Postfix's smtpd_delay_reject) */
-static bool delayable(const struct pc_smtp *c, const struct pc_verdict *v)
-{
-    return c->conf->delay_reject && (v->action == PC_REJECT || v->action == PC_TEMPFAIL);
-}
-
 /* greet - after the connect stage */
-static void greet(struct pc_smtp *c, struct pc_verdict *v)
+static void greet(struct pc_smtp *c, enum pc_action a, struct pc_verdict *v)
 {
     struct pc_session *s = c->s;
     char peek;
@@ -414,20 +404,16 @@ static void greet(struct pc_smtp *c, struct pc_verdict *v)
     /* A client that talks before the greeting is not an SMTP client (RFC 5321 3.1). */
     if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0 ||
         recv(fd, &peek, 1, MSG_PEEK | MSG_DONTWAIT) == 1) {
-        pc_info("%s: improper command pipelining: client %s[%s] talked before the greeting",
-                s->sid, s->client.name, s->client.addr);
+        pc_info("%s: improper command pipelining: client %s[%s] talked before the greeting", s->sid,
+                s->client.name, s->client.addr);
         reply(c, 554, "5.5.0", "Error: SMTP protocol synchronization");
         smtp_close(c);
         return;
     }
     c->state = SM_CMD;
-    if (v->action == PC_CONTINUE || v->action == PC_DISCARD || delayable(c, v)) {
-        if (v->action == PC_DISCARD)
-            c->discard_all = true;
-        else if (v->action != PC_CONTINUE)
-            s->delayed = *v;
+    if (a == PC_CONTINUE) {
         reply(c, 220, NULL, "%s %s", c->conf->hostname, c->conf->banner);
-    } else if (v->action == PC_REJECT) {
+    } else if (a == PC_REJECT) {
         reply_verdict(c, v);
         c->refused = true;
     } else {
@@ -453,34 +439,22 @@ static void ehlo_reply(struct pc_smtp *c)
     char text[512];
     unsigned ext = path_ext(c);
 
-    snprintf(text, sizeof(text),
-             "%s\nPIPELINING\nSIZE %zu\n8BITMIME\nENHANCEDSTATUSCODES%s%s", c->conf->hostname,
-             c->conf->limits.max_message_size,
+    snprintf(text, sizeof(text), "%s\nPIPELINING\nSIZE %zu\n8BITMIME\nENHANCEDSTATUSCODES%s%s",
+             c->conf->hostname, c->conf->limits.max_message_size,
              (c->conf->smtputf8 && (ext & PC_EXT_SMTPUTF8)) ? "\nSMTPUTF8" : "",
              (ext & PC_EXT_DSN) ? "\nDSN" : "");
     reply_text(c, 250, NULL, text);
 }
 
 /* helo_done - after the HELO stage */
-static void helo_done(struct pc_smtp *c, struct pc_verdict *v, bool ehlo)
+static void helo_done(struct pc_smtp *c, enum pc_action a, struct pc_verdict *v)
 {
-    if (v->action == PC_CONTINUE || v->action == PC_DISCARD) {
-        if (v->action == PC_DISCARD)
-            c->discard_all = true;
-        if (ehlo)
-            ehlo_reply(c);
-        else
-            reply(c, 250, NULL, "%s", c->conf->hostname);
-    } else if (delayable(c, v)) {
-        c->s->delayed = *v;
-        if (ehlo)
-            ehlo_reply(c);
-        else
-            reply(c, 250, NULL, "%s", c->conf->hostname);
-    } else {
-        c->s->helo = NULL;
+    if (a != PC_CONTINUE)
         reply_verdict(c, v);
-    }
+    else if (c->s->esmtp)
+        ehlo_reply(c);
+    else
+        reply(c, 250, NULL, "%s", c->conf->hostname);
 }
 
 /* cmd_helo - HELO and EHLO */
@@ -501,14 +475,13 @@ static void cmd_helo(struct pc_smtp *c, const struct pc_cmd *cmd, bool ehlo)
     pc_printable_copy(c->helo, (n > PC_HOSTNAME_MAX ? PC_HOSTNAME_MAX : n) + 1, cmd->arg, n);
     s->helo = c->helo;
     /* What filters found about the previous HELO no longer holds (RFC 5321 4.1.4). */
-    pc_session_helo_reset(s);
     s->esmtp = ehlo;
-    enum pc_action a = pc_chain_run(s, PC_STAGE_HELO, &v);
+    enum pc_action a = pc_engine_helo(&c->eng, &v);
     if (a == PC_PENDING) {
         wait_for(c);
         return;
     }
-    helo_done(c, &v, ehlo);
+    helo_done(c, a, &v);
 }
 
 /* log_backend_refusal - the backend's refusal as the client hears it (see reply_backend) */
@@ -539,38 +512,16 @@ static void mail_backend_done(struct pc_smtp *c, struct pc_backend_result *r)
 }
 
 /* mail_done - after the MAIL stage */
-static void mail_done(struct pc_smtp *c, struct pc_verdict *v)
+static void mail_done(struct pc_smtp *c, enum pc_action a, struct pc_verdict *v)
 {
-    struct pc_txn *t = c->s->txn;
-
-    switch (v->action) {
-    case PC_CONTINUE:
-        break;
-    case PC_DISCARD:
-        t->discard = true;
+    if (a == PC_ACCEPT) {
         reply(c, 250, "2.1.0", "Ok");
-        return;
-    case PC_REJECT:
-    case PC_TEMPFAIL:
-        if (delayable(c, v)) {
-            c->txn_delayed = *v;
-            reply(c, 250, "2.1.0", "Ok");
-            return;
-        }
+    } else if (a != PC_CONTINUE) {
         reply_verdict(c, v);
         txn_end(c);
-        return;
-    default:
-        reply_verdict(c, v);
-        txn_end(c);
-        return;
+    } else {
+        to_backend(c, PC_VERB_MAIL, c->s->txn->from.addr);
     }
-    if (c->discard_all) {
-        t->discard = true;
-        reply(c, 250, "2.1.0", "Ok");
-        return;
-    }
-    to_backend(c, PC_VERB_MAIL, t->from.addr);
 }
 
 /* to_backend - MAIL or RCPT with the client's parameters (the backend opens when needed) */
@@ -578,68 +529,29 @@ static void to_backend(struct pc_smtp *c, enum pc_verb verb, const char *addr)
 {
     char line[PC_PATH_MAX + 32];
 
-    snprintf(line, sizeof(line), "%s:<%s>", verb == PC_VERB_MAIL ? "MAIL FROM" : "RCPT TO",
-             addr);
+    snprintf(line, sizeof(line), "%s:<%s>", verb == PC_VERB_MAIL ? "MAIL FROM" : "RCPT TO", addr);
     c->be_wait = verb;
     clock_gettime(CLOCK_MONOTONIC, &c->be_t0);
     wait_for(c);
     pc_backend_command(c->be, line, c->pa.params, c->pa.nparams);
 }
 
-/* rcpt_refuse_delayed - a held connect/HELO/MAIL refusal answers this RCPT */
-static bool rcpt_refuse_delayed(struct pc_smtp *c)
-{
-    /* The earliest refusal speaks first: the client's (connect, HELO) before the sender's. */
-    const struct pc_verdict *v = c->s->delayed.action    ? &c->s->delayed
-                                 : c->txn_delayed.action ? &c->txn_delayed
-                                                         : NULL;
-
-    if (v == NULL)
-        return false;
-    /* The one line for this refusal (the chain did not log it when it decided). */
-    pc_txnlog_verdict(c->s, v, PC_STAGE_RCPT, "reject");
-    reply_text(c, v->code, &v->enh, v->text);
-    return true;
-}
-
 /* rcpt_done - after the RCPT stage */
-static void rcpt_done(struct pc_smtp *c, struct pc_verdict *v)
+static void rcpt_done(struct pc_smtp *c, enum pc_action a, struct pc_verdict *v)
 {
-    struct pc_txn *t = c->s->txn;
-    struct pc_rcpt *r = t->cur_rcpt;
-
-    if (v->action == PC_DISCARD) {
-        t->discard = true;
-    } else if (v->action != PC_CONTINUE) {
-        reply_verdict(c, v);
-        return;
-    }
-    if (!(r->flags & PC_RCPT_RELAY_OK)) {
-        /* No filter authorised this recipient: an empty chain relays nothing. */
-        char text[PC_PATH_MAX + 32];
-        struct pc_enh e = {5, 7, 1};
-        snprintf(text, sizeof(text), "<%s>: Relay access denied", r->mb.addr);
-        pc_txnlog_refusal(c->s, "reject", "RCPT", 554, &e, text, "core", NULL, NULL);
-        reply(c, 554, "5.7.1", "%s", text);
-        return;
-    }
-    if (t->discard) {
-        r->flags |= PC_RCPT_ACCEPTED;
-        t->naccepted++;
+    if (a == PC_ACCEPT)
         reply(c, 250, "2.1.5", "Ok");
-        return;
-    }
-    to_backend(c, PC_VERB_RCPT, r->mb.addr);
+    else if (a != PC_CONTINUE)
+        reply_verdict(c, v);
+    else
+        to_backend(c, PC_VERB_RCPT, c->s->txn->cur_rcpt->mb.addr);
 }
 
 /* rcpt_backend_done - the backend answered our RCPT */
 static void rcpt_backend_done(struct pc_smtp *c, struct pc_backend_result *r)
 {
-    struct pc_txn *t = c->s->txn;
-
     if (r->reply.code / 100 == 2) {
-        t->cur_rcpt->flags |= PC_RCPT_ACCEPTED;
-        t->naccepted++;
+        pc_engine_rcpt_accepted(&c->eng);
         reply_backend(c, r, "2.1.5");
         return;
     }
@@ -654,34 +566,6 @@ static void rcpt_backend_done(struct pc_smtp *c, struct pc_backend_result *r)
         pc_backend_free(c->be);
         c->be = NULL;
     }
-}
-
-/* received_header - our trace field (RFC 5321 4.4) */
-static char *received_header(struct pc_smtp *c)
-{
-    struct pc_session *s = c->s;
-    struct pc_txn *t = s->txn;
-    char date[64], forc[PC_PATH_MAX + 16] = "";
-    time_t now = time(NULL);
-    struct tm tm;
-
-    localtime_r(&now, &tm);
-    strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S %z", &tm);
-    if (t->naccepted == 1)
-        for (size_t i = 0; i < t->nrcpt; i++)
-            if (t->rcpts[i].flags & PC_RCPT_ACCEPTED)
-                snprintf(forc, sizeof(forc), "\r\n\tfor <%s>", t->rcpts[i].mb.addr);
-    return pc_pool_printf(t->pool,
-                          "Received: from %s (%s [%s])\r\n\tby %s (portcullis) with %s%s%s id "
-                          "%s%s;\r\n\t%s\r\n",
-                          s->helo ? s->helo : "unknown", s->client.name, s->client.addr,
-                          c->conf->hostname, t->smtputf8 ? "UTF8" : "",
-                          /* RFC 6531 3.7.3: UTF8SMTP, UTF8SMTPA, UTF8SMTPS, UTF8SMTPSA */
-                          t->smtputf8 ? "SMTP"
-                          : s->esmtp  ? "ESMTP"
-                                      : "SMTP",
-                          s->tls ? (s->auth_user ? "SA" : "S") : (s->auth_user ? "A" : ""), t->id,
-                          forc, date);
 }
 
 /* delivery_prog - the Postfix program a delivery line names */
@@ -772,11 +656,9 @@ static void backend_cb(void *arg, struct pc_backend_result *r)
 }
 
 /* data_done - after the DATA stage: go ahead */
-static void data_done(struct pc_smtp *c, struct pc_verdict *v)
+static void data_done(struct pc_smtp *c, enum pc_action a, struct pc_verdict *v)
 {
-    if (v->action == PC_DISCARD)
-        c->s->txn->discard = true;
-    else if (v->action != PC_CONTINUE) {
+    if (a != PC_CONTINUE) {
         reply_verdict(c, v);
         txn_end(c);
         return;
@@ -791,136 +673,82 @@ static void data_done(struct pc_smtp *c, struct pc_verdict *v)
 static int data_line(void *arg, const char *line, size_t len)
 {
     struct pc_smtp *c = arg;
-    struct pc_txn *t = c->s->txn;
 
-    if (c->too_big)
-        return 0;
-    if (t->msg.size + len + 2 > c->conf->limits.max_message_size) {
-        c->too_big = true;
-        return 0;
-    }
-    return pc_msg_line(&t->msg, line, len);
+    return pc_engine_line(&c->eng, line, len);
 }
 
-/* end_of_data - the final dot: check, run the message stages */
+/* eom_done - the message stages are over: deliver, discard or refuse */
+static void eom_done(struct pc_smtp *c, enum pc_action a, struct pc_verdict *v)
+{
+    struct pc_txn *t = c->s->txn;
+
+    if (a == PC_CONTINUE) {
+        c->be_wait = PC_VERB_DATA;
+        clock_gettime(CLOCK_MONOTONIC, &c->be_t0);
+        t->out.t_eom = c->be_t0;
+        pc_backend_data(c->be, pc_engine_received(&c->eng));
+        return;
+    }
+    if (a == PC_DISCARD) {
+        c->junk = 0;
+        reply(c, 250, "2.0.0", "Ok: queued as %s", t->id);
+    } else {
+        reply_verdict(c, v);
+    }
+    txn_end(c);
+    resume(c);
+}
+
+/* end_of_data - the final dot: the engine checks the message and runs its stages */
 static void end_of_data(struct pc_smtp *c)
 {
     struct pc_txn *t = c->s->txn;
-    const char *why = NULL, *enh = NULL;
-    int code = 0;
+    unsigned f = c->data.flags, flags = 0;
+    struct pc_verdict v;
 
     c->state = SM_CMD;
     clock_gettime(CLOCK_MONOTONIC, &t->out.t_eod);
     pc_metric_add(PC_M_MESSAGE_BYTES, NULL, NULL, (double)t->msg.size);
     pc_data_free(&c->data);
     command_deadline(c);
-    if (pc_msg_finish(&t->msg) < 0 || t->msg.io_error)
-        code = 451, enh = "4.3.0", why = "Error: queue file write error";
-    else if (c->too_big)
-        code = 552, enh = "5.3.4", why = "Error: message file too big";
-    else if (t->msg.header_overflow)
-        code = 552, enh = "5.3.4", why = "Error: message header size or count exceeds limit";
-    else if (c->data.flags & PC_DATA_LONG_LINE)
-        code = 552, enh = "5.3.4", why = "Error: message line too long";
-    else if ((c->data.flags & (PC_DATA_BARE_CR | PC_DATA_BARE_LF)) &&
-             c->conf->bare_newline == PC_BARE_REJECT)
-        code = 550, enh = "5.6.0",
-        why = "Error: bare CR or LF in message; lines must end with CR LF (RFC 5321 2.3.8)";
-    else if ((c->data.flags & PC_DATA_NUL) && !c->conf->nul_strip)
-        code = 550, enh = "5.6.0", why = "Error: NUL character in message content";
-    if (why) {
-        struct pc_enh e;
-        pc_enh_parse(enh, &e);
-        pc_txnlog_refusal(c->s, "reject", "END-OF-MESSAGE", code, &e, why, "core", NULL, NULL);
-        reply(c, code, enh, "%s", why);
-        txn_end(c);
-        return;
-    }
-    if (c->data.flags & (PC_DATA_BARE_CR | PC_DATA_BARE_LF))
-        pc_info("%s: bare CR or LF in message normalised to CR LF", t->id);
-    if (c->data.flags & PC_DATA_NUL)
-        pc_info("%s: NUL characters removed from the message", t->id);
+    flags |= (f & PC_DATA_LONG_LINE) ? PC_ENG_LONG_LINE : 0;
+    flags |= (f & (PC_DATA_BARE_CR | PC_DATA_BARE_LF)) ? PC_ENG_BARE_NL : 0;
+    flags |= (f & PC_DATA_NUL) ? PC_ENG_NUL : 0;
     wait_for(c);
-    eom_next(c, PC_STAGE_DATA);
+    enum pc_action a = pc_engine_eom(&c->eng, flags, &v);
+    if (a != PC_PENDING)
+        eom_done(c, a, &v);
 }
 
-/* eom_finish - the message stages are over: deliver, discard or refuse */
-static void eom_finish(struct pc_smtp *c, struct pc_verdict *v)
+/* eng_done - a pending step of the engine finished: continue where the command left off */
+static void eng_done(void *arg, enum pc_stage stage, enum pc_action a, struct pc_verdict *v)
 {
-    struct pc_txn *t = c->s->txn;
-
-    if (v->action == PC_DISCARD || (v->action == PC_CONTINUE && t->discard)) {
-        c->junk = 0;
-        pc_txnlog_discarded(c->s);
-        reply(c, 250, "2.0.0", "Ok: queued as %s", t->id);
-        txn_end(c);
-        resume(c);
-        return;
-    }
-    if (v->action != PC_CONTINUE) {
-        reply_verdict(c, v);
-        txn_end(c);
-        resume(c);
-        return;
-    }
-    c->be_wait = PC_VERB_DATA;
-    clock_gettime(CLOCK_MONOTONIC, &c->be_t0);
-    t->out.t_eom = c->be_t0;
-    pc_backend_data(c->be, received_header(c));
-}
-
-/* eom_next - run the message stages in order after "done" */
-static void eom_next(struct pc_smtp *c, enum pc_stage done)
-{
-    struct pc_verdict v;
-
-    for (enum pc_stage st = done + 1; st <= PC_STAGE_EOM; st++) {
-        if (st == PC_STAGE_DATA)
-            continue;
-        enum pc_action a = pc_chain_run(c->s, st, &v);
-        if (a == PC_PENDING)
-            return;
-        if (a != PC_CONTINUE) {
-            eom_finish(c, &v);
-            return;
-        }
-    }
-    pc_verdict_clear(&v);
-    eom_finish(c, &v);
-}
-
-/* stage_done - a pending stage finished: continue where the command left off */
-static void stage_done(struct pc_session *s, enum pc_stage stage, struct pc_verdict *v)
-{
-    struct pc_smtp *c = s->door_ctx;
+    struct pc_smtp *c = arg;
 
     if (c->closing)
         return;
     switch (stage) {
     case PC_STAGE_CONNECT:
-        greet(c, v);
+        greet(c, a, v);
         return;
     case PC_STAGE_HELO:
-        helo_done(c, v, s->esmtp);
+        helo_done(c, a, v);
         break;
     case PC_STAGE_MAIL:
-        mail_done(c, v);
+        mail_done(c, a, v);
         if (c->be_wait == PC_VERB_MAIL)
             return;
         break;
     case PC_STAGE_RCPT:
-        rcpt_done(c, v);
+        rcpt_done(c, a, v);
         if (c->be_wait == PC_VERB_RCPT)
             return;
         break;
     case PC_STAGE_DATA:
-        data_done(c, v);
+        data_done(c, a, v);
         break;
     default:
-        if (v->action != PC_CONTINUE)
-            eom_finish(c, v);
-        else
-            eom_next(c, stage);
+        eom_done(c, a, v);
         return;
     }
     resume(c);
@@ -1003,12 +831,12 @@ static void cmd_mail(struct pc_smtp *c, const struct pc_cmd *cmd)
     if (c->be == NULL)
         c->be = pc_backend_new(s, c->lc->backend, backend_cb, c);
     struct pc_verdict v;
-    enum pc_action a = pc_chain_run(s, PC_STAGE_MAIL, &v);
+    enum pc_action a = pc_engine_mail(&c->eng, &v);
     if (a == PC_PENDING) {
         wait_for(c);
         return;
     }
-    mail_done(c, &v);
+    mail_done(c, a, &v);
     return;
 bad:
     txn_end(c);
@@ -1084,15 +912,13 @@ static void cmd_rcpt(struct pc_smtp *c, const struct pc_cmd *cmd)
         reply_text(c, m.code, m.enh.cls ? &m.enh : NULL, m.text);
         return;
     }
-    if (rcpt_refuse_delayed(c))
-        return;
     struct pc_verdict v;
-    enum pc_action a = pc_chain_run(s, PC_STAGE_RCPT, &v);
+    enum pc_action a = pc_engine_rcpt(&c->eng, &v);
     if (a == PC_PENDING) {
         wait_for(c);
         return;
     }
-    rcpt_done(c, &v);
+    rcpt_done(c, a, &v);
 }
 
 /* cmd_data - DATA */
@@ -1113,9 +939,9 @@ static void cmd_data(struct pc_smtp *c, const struct pc_cmd *cmd)
         txn_end(c);
         return;
     }
-    if (t->naccepted == 0) {
-        reply(c, t->nrcpt ? 554 : 503, t->nrcpt ? "5.5.1" : "5.5.1",
-              t->nrcpt ? "Error: no valid recipients" : "Error: need RCPT command");
+    struct pc_verdict v;
+    if (!pc_engine_data_ready(&c->eng, &v)) {
+        reply_text(c, v.code, &v.enh, v.text);
         return;
     }
     /* RFC 2920 3.1: DATA ends a command group; content before our 354 is a violation. */
@@ -1127,13 +953,12 @@ static void cmd_data(struct pc_smtp *c, const struct pc_cmd *cmd)
         smtp_close(c);
         return;
     }
-    struct pc_verdict v;
-    enum pc_action a = pc_chain_run(c->s, PC_STAGE_DATA, &v);
+    enum pc_action a = pc_engine_data(&c->eng, &v);
     if (a == PC_PENDING) {
         wait_for(c);
         return;
     }
-    data_done(c, &v);
+    data_done(c, a, &v);
 }
 
 /* is_junk - a command that moves no mail (Postfix's junk commands, plus HELP and a HELO or
@@ -1436,9 +1261,9 @@ void pc_smtp_accept(struct pc_services *svc, struct pc_conf *conf,
     c->on_closed = closed;
     c->closed_arg = closed_arg;
     pc_buf_init(&c->out, 0);
-    c->s = pc_session_new(svc, conf, lc->name, &lc->chain, &pc_smtp_door, c);
+    c->s = pc_session_new(svc, conf, lc->name, &lc->chain, &pc_smtp_door, &c->eng);
     c->s->trusted = lc->trusted;
-    c->s->holds_refusals = true;
+    pc_engine_init(&c->eng, c->s, eng_done, c);
     pc_session_set_client(c->s, sa, salen);
     if (proxy) /* before the connect stage: facts for its filters and rules */
         pc_proxy_session_facts(c->s, proxy);
@@ -1456,15 +1281,14 @@ void pc_smtp_accept(struct pc_services *svc, struct pc_conf *conf,
     pc_metric_add(PC_M_CONNECTIONS_ACTIVE, NULL, NULL, 1);
     if (pc_chain_attach(c->s) < 0) {
         c->state = SM_CMD;
-        reply(c, 421, "4.3.0", "%s Error: temporary failure, try again later",
-              conf->hostname);
+        reply(c, 421, "4.3.0", "%s Error: temporary failure, try again later", conf->hostname);
         return;
     }
     c->state = SM_CONNECT;
-    enum pc_action a = pc_chain_run(c->s, PC_STAGE_CONNECT, &v);
+    enum pc_action a = pc_engine_connect(&c->eng, &v);
     if (a == PC_PENDING) {
         c->busy = true;
         return;
     }
-    greet(c, &v);
+    greet(c, a, &v);
 }
