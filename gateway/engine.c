@@ -49,8 +49,8 @@ static bool holdable(const struct pc_engine *e, const struct pc_verdict *v)
     return e->conf->delay_reject && (v->action == PC_REJECT || v->action == PC_TEMPFAIL);
 }
 
-/* connect_finish - discard and held refusals let the session go on */
-static enum pc_action connect_finish(struct pc_engine *e, struct pc_verdict *v)
+/* held_or_continue - discard and held refusals let the session go on */
+static enum pc_action held_or_continue(struct pc_engine *e, struct pc_verdict *v)
 {
     if (v->action == PC_DISCARD)
         e->discard_all = true;
@@ -61,10 +61,20 @@ static enum pc_action connect_finish(struct pc_engine *e, struct pc_verdict *v)
     return PC_CONTINUE;
 }
 
+/* connect_finish - as HELO; a temporary refusal of the session is a 421 (RFC 5321 3.8) */
+static enum pc_action connect_finish(struct pc_engine *e, struct pc_verdict *v)
+{
+    enum pc_action a = held_or_continue(e, v);
+
+    if (a == PC_TEMPFAIL || a == PC_DISCONNECT)
+        v->code = 421;
+    return a;
+}
+
 /* helo_finish - as connect; a refused HELO leaves the session without one */
 static enum pc_action helo_finish(struct pc_engine *e, struct pc_verdict *v)
 {
-    enum pc_action a = connect_finish(e, v);
+    enum pc_action a = held_or_continue(e, v);
 
     if (a != PC_CONTINUE)
         e->s->helo = NULL;

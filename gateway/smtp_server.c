@@ -417,8 +417,7 @@ static void greet(struct pc_smtp *c, enum pc_action a, struct pc_verdict *v)
         reply_verdict(c, v);
         c->refused = true;
     } else {
-        /* Tempfail or disconnect at connect: a 421 greeting closes the channel. */
-        v->code = 421;
+        /* Tempfail or disconnect at connect: the engine made it a 421, which closes. */
         reply_verdict(c, v);
         return;
     }
