@@ -117,13 +117,47 @@ struct pc_smtp {
 static void process_input(struct pc_smtp *);
 static void smtp_close(struct pc_smtp *);
 static void eng_done(void *, enum pc_stage, enum pc_action, struct pc_verdict *);
+static void step_over(struct pc_smtp *);
 static void to_backend(struct pc_smtp *, enum pc_verb, const char *addr);
 
 static const struct pc_door pc_smtp_door = {"smtp", pc_engine_door_done};
 
-static const char *const verb_names[] = {
-    "unknown", "helo", "ehlo", "mail",     "rcpt", "data", "rset", "noop",     "quit",
-    "help",    "vrfy", "expn", "starttls", "auth", "bdat", "etrn", "obsolete", "forbidden"};
+/* Sequencing flags of a command row, checked before the row's proceed (RFC 5321 4.1.4). */
+#define SM_ARG       0x01 /* needs an argument (501 with the row's syntax) */
+#define SM_NO_ARG    0x02 /* takes none (501 with the row's syntax) */
+#define SM_HELO      0x04 /* needs HELO/EHLO first (503) */
+#define SM_TXN       0x08 /* only inside a transaction: after MAIL (503) */
+#define SM_NO_TXN    0x10 /* only outside one (503) */
+#define SM_GROUP_END 0x20 /* ends a pipelining group: nothing may follow it unread (RFC 2920 3.1)  \
+                           */
+#define SM_NOT_TLS  0x40  /* refused once TLS is on (STARTTLS: RFC 3207 4.2) */
+#define SM_NOT_AUTH 0x80  /* refused while an AUTH exchange is open (RFC 4954 4) */
+#define SM_REFUSED  0x100 /* served after a 554 greeting (RFC 5321 3.1: QUIT, and NOOP) */
+
+/* One row per verb: flags, then proceed (the command's own checks, its engine step or reply);
+ * a pending engine step comes back in engine_done, a backend reply in backend_done, both
+ * through step_over(). Row 0 (the unknown verb) is also the connection: its engine step is
+ * the connect stage. */
+struct sm_row {
+    const char *name;   /* lower case, for metrics and logs */
+    const char *syntax; /* the 501 text for SM_ARG and SM_NO_ARG */
+    unsigned flags;
+    void (*proceed)(struct pc_smtp *, const struct pc_cmd *);
+    void (*engine_done)(struct pc_smtp *, enum pc_stage, enum pc_action, struct pc_verdict *);
+    void (*backend_done)(struct pc_smtp *, struct pc_backend_result *);
+};
+
+static const struct sm_row sm_rows[PC_VERB_FORBIDDEN + 1];
+static const char *const sm_state_names[] = {"connect", "command", "data", "closing"};
+
+/* set_state - the one place the session's input mode changes */
+static void set_state(struct pc_smtp *c, enum sm_state to)
+{
+    if (c->state != to)
+        pc_debug("%s: state %s -> %s", c->s ? c->s->sid : "-", sm_state_names[c->state],
+                 sm_state_names[to]);
+    c->state = to;
+}
 
 /* tv_ms - milliseconds to timeval */
 static struct timeval tv_ms(unsigned ms)
@@ -246,8 +280,8 @@ static void on_free(evutil_socket_t fd, short what, void *arg)
     (void)fd, (void)what;
     for (int v = 1; v <= PC_VERB_FORBIDDEN && o < sizeof(line) - 40; v++)
         if (c->counts[v])
-            o +=
-                (size_t)snprintf(line + o, sizeof(line) - o, " %s=%u", verb_names[v], c->counts[v]);
+            o += (size_t)snprintf(line + o, sizeof(line) - o, " %s=%u", sm_rows[v].name,
+                                  c->counts[v]);
     line[o] = 0;
     pc_info("%s: disconnect from %s[%s]%s commands=%u", c->s->sid, c->s->client.name,
             c->s->client.addr, line, c->ncmds);
@@ -271,7 +305,7 @@ static void on_free(evutil_socket_t fd, short what, void *arg)
 /* free_now - schedule the free */
 static void free_now(struct pc_smtp *c)
 {
-    c->state = SM_CLOSING;
+    set_state(c, SM_CLOSING);
     c->closing = true;
     evtimer_del(c->deadline_ev);
     if (c->bev)
@@ -284,7 +318,7 @@ static void smtp_close(struct pc_smtp *c)
 {
     if (c->state == SM_CLOSING)
         return;
-    c->state = SM_CLOSING;
+    set_state(c, SM_CLOSING);
     bufferevent_disable(c->bev, EV_READ);
     struct evbuffer *out = bufferevent_get_output(c->bev);
     if (evbuffer_get_length(out) == 0) {
@@ -410,7 +444,7 @@ static void greet(struct pc_smtp *c, enum pc_action a, struct pc_verdict *v)
         smtp_close(c);
         return;
     }
-    c->state = SM_CMD;
+    set_state(c, SM_CMD);
     if (a == PC_CONTINUE) {
         reply(c, 220, NULL, "%s %s", c->conf->hostname, c->conf->banner);
     } else if (a == PC_REJECT) {
@@ -419,9 +453,7 @@ static void greet(struct pc_smtp *c, enum pc_action a, struct pc_verdict *v)
     } else {
         /* Tempfail or disconnect at connect: the engine made it a 421, which closes. */
         reply_verdict(c, v);
-        return;
     }
-    resume(c);
 }
 
 /* path_ext - what the backend behind us offers, as far as we know (0 while unknown) */
@@ -457,15 +489,12 @@ static void helo_done(struct pc_smtp *c, enum pc_action a, struct pc_verdict *v)
 }
 
 /* cmd_helo - HELO and EHLO */
-static void cmd_helo(struct pc_smtp *c, const struct pc_cmd *cmd, bool ehlo)
+static void cmd_helo(struct pc_smtp *c, const struct pc_cmd *cmd)
 {
     struct pc_session *s = c->s;
     struct pc_verdict v;
+    bool ehlo = cmd->verb == PC_VERB_EHLO;
 
-    if (cmd->arg_len == 0) {
-        reply(c, 501, "5.5.4", "Syntax: %s hostname", ehlo ? "EHLO" : "HELO");
-        return;
-    }
     txn_end(c);
     /* Keep the first word, printable and bounded: it goes into logs and Received. */
     size_t n = 0;
@@ -635,23 +664,16 @@ static void backend_cb(void *arg, struct pc_backend_result *r)
 
     c->be_wait = PC_VERB_UNKNOWN;
     if (w == PC_VERB_MAIL || w == PC_VERB_RCPT || w == PC_VERB_DATA) {
-        const char *cmd = verb_names[w];
+        const char *cmd = sm_rows[w].name;
         pc_metric_observe(PC_M_BACKEND_SECONDS, cmd, pc_seconds_since(&c->be_t0));
         if (r->local)
             pc_metric_add(PC_M_BACKEND_ERRORS, cmd, NULL, 1);
         pc_metric_set(PC_M_BACKEND_UP, c->lc->backend->name, NULL, r->local ? 0 : 1);
     }
-    if (c->closing || c->s->txn == NULL)
+    if (c->closing || c->s->txn == NULL || sm_rows[w].backend_done == NULL)
         return;
-    if (w == PC_VERB_MAIL)
-        mail_backend_done(c, r);
-    else if (w == PC_VERB_RCPT)
-        rcpt_backend_done(c, r);
-    else if (w == PC_VERB_DATA)
-        eom_backend_done(c, r);
-    else
-        return;
-    resume(c);
+    sm_rows[w].backend_done(c, r);
+    step_over(c);
 }
 
 /* data_done - after the DATA stage: go ahead */
@@ -664,7 +686,7 @@ static void data_done(struct pc_smtp *c, enum pc_action a, struct pc_verdict *v)
     }
     reply(c, 354, NULL, "End data with <CR><LF>.<CR><LF>");
     pc_data_init(&c->data, c->conf->limits.max_line_length);
-    c->state = SM_DATA;
+    set_state(c, SM_DATA);
     deadline_at(c, now_ms() + c->conf->timeouts.data);
 }
 
@@ -695,7 +717,6 @@ static void eom_done(struct pc_smtp *c, enum pc_action a, struct pc_verdict *v)
         reply_verdict(c, v);
     }
     txn_end(c);
-    resume(c);
 }
 
 /* end_of_data - the final dot: the engine checks the message and runs its stages */
@@ -705,7 +726,7 @@ static void end_of_data(struct pc_smtp *c)
     unsigned f = c->data.flags, flags = 0;
     struct pc_verdict v;
 
-    c->state = SM_CMD;
+    set_state(c, SM_CMD);
     clock_gettime(CLOCK_MONOTONIC, &t->out.t_eod);
     pc_metric_add(PC_M_MESSAGE_BYTES, NULL, NULL, (double)t->msg.size);
     pc_data_free(&c->data);
@@ -715,42 +736,46 @@ static void end_of_data(struct pc_smtp *c)
     flags |= (f & PC_DATA_NUL) ? PC_ENG_NUL : 0;
     wait_for(c);
     enum pc_action a = pc_engine_eom(&c->eng, flags, &v);
-    if (a != PC_PENDING)
+    if (a != PC_PENDING) {
         eom_done(c, a, &v);
+        step_over(c);
+    }
 }
 
-/* eng_done - a pending step of the engine finished: continue where the command left off */
+/* step_over - a command's pending step ended: take input again unless the backend still works */
+static void step_over(struct pc_smtp *c)
+{
+    if (c->closing || c->be_wait != PC_VERB_UNKNOWN)
+        return;
+    resume(c);
+}
+
+/* stage_verb - the row whose engine step a stage belongs to */
+static enum pc_verb stage_verb(const struct pc_smtp *c, enum pc_stage st)
+{
+    switch (st) {
+    case PC_STAGE_CONNECT:
+        return PC_VERB_UNKNOWN;
+    case PC_STAGE_HELO:
+        return c->s->esmtp ? PC_VERB_EHLO : PC_VERB_HELO;
+    case PC_STAGE_MAIL:
+        return PC_VERB_MAIL;
+    case PC_STAGE_RCPT:
+        return PC_VERB_RCPT;
+    default:
+        return PC_VERB_DATA; /* DATA and the message stages */
+    }
+}
+
+/* eng_done - a pending engine step finished: its row continues, then step_over */
 static void eng_done(void *arg, enum pc_stage stage, enum pc_action a, struct pc_verdict *v)
 {
     struct pc_smtp *c = arg;
 
     if (c->closing)
         return;
-    switch (stage) {
-    case PC_STAGE_CONNECT:
-        greet(c, a, v);
-        return;
-    case PC_STAGE_HELO:
-        helo_done(c, a, v);
-        break;
-    case PC_STAGE_MAIL:
-        mail_done(c, a, v);
-        if (c->be_wait == PC_VERB_MAIL)
-            return;
-        break;
-    case PC_STAGE_RCPT:
-        rcpt_done(c, a, v);
-        if (c->be_wait == PC_VERB_RCPT)
-            return;
-        break;
-    case PC_STAGE_DATA:
-        data_done(c, a, v);
-        break;
-    default:
-        eom_done(c, a, v);
-        return;
-    }
-    resume(c);
+    sm_rows[stage_verb(c, stage)].engine_done(c, stage, a, v);
+    step_over(c);
 }
 
 /* cmd_mail - MAIL FROM */
@@ -760,14 +785,6 @@ static void cmd_mail(struct pc_smtp *c, const struct pc_cmd *cmd)
     const char *why, *enh;
     bool has;
 
-    if (s->helo == NULL) {
-        reply(c, 503, "5.5.1", "Error: send HELO/EHLO first");
-        return;
-    }
-    if (s->txn) {
-        reply(c, 503, "5.5.1", "Error: nested MAIL command");
-        return;
-    }
     struct pc_txn *t = pc_txn_new(s);
     why = pc_path_args_parse(cmd->arg, cmd->arg_len, "FROM:", t->pool, &c->pa, &enh);
     if (why) {
@@ -848,10 +865,6 @@ static void cmd_rcpt(struct pc_smtp *c, const struct pc_cmd *cmd)
     struct pc_txn *t = s->txn;
     const char *why, *enh;
 
-    if (t == NULL) {
-        reply(c, 503, "5.5.1", "Error: need MAIL command");
-        return;
-    }
     if (c->be_lost) {
         reply(c, 451, "4.4.2", "Error: lost connection with the backend, try again later");
         return;
@@ -923,16 +936,7 @@ static void cmd_rcpt(struct pc_smtp *c, const struct pc_cmd *cmd)
 /* cmd_data - DATA */
 static void cmd_data(struct pc_smtp *c, const struct pc_cmd *cmd)
 {
-    struct pc_txn *t = c->s->txn;
-
-    if (cmd->arg_len) {
-        reply(c, 501, "5.5.4", "Syntax: DATA");
-        return;
-    }
-    if (t == NULL) {
-        reply(c, 503, "5.5.1", "Error: need MAIL command");
-        return;
-    }
+    (void)cmd;
     if (c->be_lost) {
         reply(c, 451, "4.4.2", "Error: lost connection with the backend, try again later");
         txn_end(c);
@@ -980,7 +984,173 @@ static bool is_junk(const struct pc_smtp *c, const struct pc_cmd *cmd)
     }
 }
 
-/* handle_command - check, then dispatch through the verb table */
+/* sequence_ok - the row's sequencing flags; false when a reply refused the command */
+static bool sequence_ok(struct pc_smtp *c, const struct sm_row *row, const struct pc_cmd *cmd)
+{
+    const struct pc_session *s = c->s;
+
+    if (c->refused && !(row->flags & SM_REFUSED))
+        reply(c, 503, "5.5.1", "Error: access denied, send QUIT");
+    else if (((row->flags & SM_ARG) && cmd->arg_len == 0) ||
+             ((row->flags & SM_NO_ARG) && cmd->arg_len))
+        reply(c, 501, "5.5.4", "%s", row->syntax);
+    else if ((row->flags & SM_HELO) && s->helo == NULL)
+        reply(c, 503, "5.5.1", "Error: send HELO/EHLO first");
+    else if ((row->flags & SM_TXN) && s->txn == NULL)
+        reply(c, 503, "5.5.1", "Error: need MAIL command");
+    else if ((row->flags & SM_NO_TXN) && s->txn)
+        reply(c, 503, "5.5.1", "Error: nested MAIL command");
+    else if ((row->flags & SM_NOT_TLS) && s->tls)
+        reply(c, 503, "5.5.1", "Error: TLS already active");
+    else
+        return true;
+    return false;
+}
+
+/* cmd_rset - RSET: the transaction is over (RFC 5321 4.1.1.5) */
+static void cmd_rset(struct pc_smtp *c, const struct pc_cmd *cmd)
+{
+    (void)cmd;
+    txn_end(c);
+    reply(c, 250, "2.0.0", "Ok");
+}
+
+/* cmd_noop - NOOP */
+static void cmd_noop(struct pc_smtp *c, const struct pc_cmd *cmd)
+{
+    (void)cmd;
+    reply(c, 250, "2.0.0", "Ok");
+}
+
+/* cmd_quit - QUIT; anything pipelined after it is not served (RFC 2920 3.1) */
+static void cmd_quit(struct pc_smtp *c, const struct pc_cmd *cmd)
+{
+    (void)cmd;
+    if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
+        pc_info("%s: improper command pipelining after QUIT from %s[%s]", c->s->sid,
+                c->s->client.name, c->s->client.addr);
+    reply(c, 221, "2.0.0", "Bye");
+    txn_end(c);
+    smtp_close(c);
+}
+
+/* cmd_help - HELP */
+static void cmd_help(struct pc_smtp *c, const struct pc_cmd *cmd)
+{
+    (void)cmd;
+    reply(c, 214, "2.0.0", "See RFC 5321 (https://www.rfc-editor.org/rfc/rfc5321)");
+}
+
+/* cmd_vrfy - VRFY: 252 when we will accept but cannot verify (RFC 5321 3.5.3) */
+static void cmd_vrfy(struct pc_smtp *c, const struct pc_cmd *cmd)
+{
+    (void)cmd;
+    reply(c, 252, "2.5.2", "Cannot VRFY user, but will accept message and attempt delivery");
+}
+
+/* cmd_expn - EXPN */
+static void cmd_expn(struct pc_smtp *c, const struct pc_cmd *cmd)
+{
+    (void)cmd;
+    reply(c, 502, "5.5.1", "Error: EXPN not available");
+}
+
+/* cmd_obsolete - SEND, SOML, SAML, TURN */
+static void cmd_obsolete(struct pc_smtp *c, const struct pc_cmd *cmd)
+{
+    reply(c, 502, "5.5.1", "Error: %s is obsolete and not implemented (RFC 5321)", cmd->name);
+}
+
+/* cmd_later - STARTTLS, AUTH, BDAT, ETRN: rows waiting for their implementation */
+static void cmd_later(struct pc_smtp *c, const struct pc_cmd *cmd)
+{
+    (void)cmd;
+    reply(c, 502, "5.5.1", "Error: command not implemented");
+}
+
+/* cmd_forbidden - an HTTP or proxy verb: not an SMTP client */
+static void cmd_forbidden(struct pc_smtp *c, const struct pc_cmd *cmd)
+{
+    pc_info("%s: non-SMTP command from %s[%s]: %s", c->s->sid, c->s->client.name, c->s->client.addr,
+            cmd->name);
+    reply(c, 421, "4.7.0", "%s Error: non-SMTP command", c->conf->hostname);
+}
+
+/* cmd_unknown - a verb we do not know */
+static void cmd_unknown(struct pc_smtp *c, const struct pc_cmd *cmd)
+{
+    (void)cmd;
+    reply(c, 500, "5.5.2", "Error: command not recognized");
+}
+
+/* greet_row - the connect step's end (row 0) */
+static void greet_row(struct pc_smtp *c, enum pc_stage st, enum pc_action a, struct pc_verdict *v)
+{
+    (void)st;
+    greet(c, a, v);
+}
+
+/* helo_row - the HELO step's end */
+static void helo_row(struct pc_smtp *c, enum pc_stage st, enum pc_action a, struct pc_verdict *v)
+{
+    (void)st;
+    helo_done(c, a, v);
+}
+
+/* mail_row - the MAIL step's end */
+static void mail_row(struct pc_smtp *c, enum pc_stage st, enum pc_action a, struct pc_verdict *v)
+{
+    (void)st;
+    mail_done(c, a, v);
+}
+
+/* rcpt_row - the RCPT step's end */
+static void rcpt_row(struct pc_smtp *c, enum pc_stage st, enum pc_action a, struct pc_verdict *v)
+{
+    (void)st;
+    rcpt_done(c, a, v);
+}
+
+/* data_row - the DATA step's end, or the message's */
+static void data_row(struct pc_smtp *c, enum pc_stage st, enum pc_action a, struct pc_verdict *v)
+{
+    if (st == PC_STAGE_DATA)
+        data_done(c, a, v);
+    else
+        eom_done(c, a, v);
+}
+
+/* The command table. STARTTLS becomes {SM_HELO | SM_NO_TXN | SM_NO_ARG | SM_GROUP_END |
+ * SM_NOT_TLS, cmd_starttls} whose handshake resumes through step_over(); AUTH {SM_HELO |
+ * SM_NO_TXN | SM_ARG | SM_NOT_AUTH} plus an input mode (SM_AUTH beside SM_DATA) for the
+ * exchange's lines; BDAT {SM_TXN | SM_ARG} plus an input mode that counts octets
+ * (RFC 3030 2), its end joining end_of_data(). */
+static const struct sm_row sm_rows[PC_VERB_FORBIDDEN + 1] = {
+    [PC_VERB_UNKNOWN] = {"unknown", NULL, 0, cmd_unknown, greet_row, NULL},
+    [PC_VERB_HELO] = {"helo", "Syntax: HELO hostname", SM_ARG | SM_NOT_AUTH, cmd_helo, helo_row,
+                      NULL},
+    [PC_VERB_EHLO] = {"ehlo", "Syntax: EHLO hostname", SM_ARG | SM_NOT_AUTH, cmd_helo, helo_row,
+                      NULL},
+    [PC_VERB_MAIL] = {"mail", NULL, SM_HELO | SM_NO_TXN | SM_NOT_AUTH, cmd_mail, mail_row,
+                      mail_backend_done},
+    [PC_VERB_RCPT] = {"rcpt", NULL, SM_TXN | SM_NOT_AUTH, cmd_rcpt, rcpt_row, rcpt_backend_done},
+    [PC_VERB_DATA] = {"data", "Syntax: DATA", SM_NO_ARG | SM_TXN | SM_GROUP_END | SM_NOT_AUTH,
+                      cmd_data, data_row, eom_backend_done},
+    [PC_VERB_RSET] = {"rset", "Syntax: RSET", SM_NO_ARG, cmd_rset, NULL, NULL},
+    [PC_VERB_NOOP] = {"noop", NULL, SM_REFUSED, cmd_noop, NULL, NULL},
+    [PC_VERB_QUIT] = {"quit", NULL, SM_REFUSED | SM_GROUP_END, cmd_quit, NULL, NULL},
+    [PC_VERB_HELP] = {"help", NULL, 0, cmd_help, NULL, NULL},
+    [PC_VERB_VRFY] = {"vrfy", NULL, 0, cmd_vrfy, NULL, NULL},
+    [PC_VERB_EXPN] = {"expn", NULL, 0, cmd_expn, NULL, NULL},
+    [PC_VERB_STARTTLS] = {"starttls", NULL, 0, cmd_later, NULL, NULL},
+    [PC_VERB_AUTH] = {"auth", NULL, 0, cmd_later, NULL, NULL},
+    [PC_VERB_BDAT] = {"bdat", NULL, 0, cmd_later, NULL, NULL},
+    [PC_VERB_ETRN] = {"etrn", NULL, 0, cmd_later, NULL, NULL},
+    [PC_VERB_OBSOLETE] = {"obsolete", NULL, 0, cmd_obsolete, NULL, NULL},
+    [PC_VERB_FORBIDDEN] = {"forbidden", NULL, 0, cmd_forbidden, NULL, NULL},
+};
+
+/* handle_command - session limits, then the verb's row: sequencing flags, then proceed */
 static void handle_command(struct pc_smtp *c, const char *line, size_t len)
 {
     struct pc_cmd cmd;
@@ -1004,73 +1174,9 @@ static void handle_command(struct pc_smtp *c, const char *line, size_t len)
         reply(c, 421, "4.7.0", "%s Error: too many junk commands", c->conf->hostname);
         return;
     }
-    if (c->refused && cmd.verb != PC_VERB_QUIT && cmd.verb != PC_VERB_NOOP) {
-        reply(c, 503, "5.5.1", "Error: access denied, send QUIT");
-        return;
-    }
-    switch (cmd.verb) {
-    case PC_VERB_HELO:
-    case PC_VERB_EHLO:
-        cmd_helo(c, &cmd, cmd.verb == PC_VERB_EHLO);
-        return;
-    case PC_VERB_MAIL:
-        cmd_mail(c, &cmd);
-        return;
-    case PC_VERB_RCPT:
-        cmd_rcpt(c, &cmd);
-        return;
-    case PC_VERB_DATA:
-        cmd_data(c, &cmd);
-        return;
-    case PC_VERB_RSET:
-        if (cmd.arg_len) {
-            reply(c, 501, "5.5.4", "Syntax: RSET");
-            return;
-        }
-        txn_end(c);
-        reply(c, 250, "2.0.0", "Ok");
-        return;
-    case PC_VERB_NOOP:
-        reply(c, 250, "2.0.0", "Ok");
-        return;
-    case PC_VERB_QUIT: {
-        bool more = evbuffer_get_length(bufferevent_get_input(c->bev)) > 0;
-        if (more)
-            pc_info("%s: improper command pipelining after QUIT from %s[%s]", c->s->sid,
-                    c->s->client.name, c->s->client.addr);
-        reply(c, 221, "2.0.0", "Bye");
-        txn_end(c);
-        smtp_close(c);
-        return;
-    }
-    case PC_VERB_HELP:
-        reply(c, 214, "2.0.0", "See RFC 5321 (https://www.rfc-editor.org/rfc/rfc5321)");
-        return;
-    case PC_VERB_VRFY:
-        /* RFC 5321 3.5.3: 252 when we will accept but cannot verify. */
-        reply(c, 252, "2.5.2", "Cannot VRFY user, but will accept message and attempt delivery");
-        return;
-    case PC_VERB_EXPN:
-        reply(c, 502, "5.5.1", "Error: EXPN not available");
-        return;
-    case PC_VERB_OBSOLETE:
-        reply(c, 502, "5.5.1", "Error: %s is obsolete and not implemented (RFC 5321)", cmd.name);
-        return;
-    case PC_VERB_STARTTLS:
-    case PC_VERB_AUTH:
-    case PC_VERB_BDAT:
-    case PC_VERB_ETRN:
-        reply(c, 502, "5.5.1", "Error: command not implemented");
-        return;
-    case PC_VERB_FORBIDDEN:
-        pc_info("%s: non-SMTP command from %s[%s]: %s", c->s->sid, c->s->client.name,
-                c->s->client.addr, cmd.name);
-        reply(c, 421, "4.7.0", "%s Error: non-SMTP command", c->conf->hostname);
-        return;
-    default:
-        reply(c, 500, "5.5.2", "Error: command not recognized");
-        return;
-    }
+    const struct sm_row *row = &sm_rows[cmd.verb];
+    if (sequence_ok(c, row, &cmd))
+        row->proceed(c, &cmd);
 }
 
 /* feed_data - content bytes into the decoder */
@@ -1279,15 +1385,16 @@ void pc_smtp_accept(struct pc_services *svc, struct pc_conf *conf,
     pc_metric_add(PC_M_CONNECTIONS, lc->name, NULL, 1);
     pc_metric_add(PC_M_CONNECTIONS_ACTIVE, NULL, NULL, 1);
     if (pc_chain_attach(c->s) < 0) {
-        c->state = SM_CMD;
+        set_state(c, SM_CMD);
         reply(c, 421, "4.3.0", "%s Error: temporary failure, try again later", conf->hostname);
         return;
     }
-    c->state = SM_CONNECT;
+    set_state(c, SM_CONNECT);
     enum pc_action a = pc_engine_connect(&c->eng, &v);
     if (a == PC_PENDING) {
         c->busy = true;
         return;
     }
     greet(c, a, &v);
+    step_over(c);
 }
