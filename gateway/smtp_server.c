@@ -123,12 +123,13 @@ static void to_backend(struct pc_smtp *, enum pc_verb, const char *addr);
 static const struct pc_door pc_smtp_door = {"smtp", pc_engine_door_done};
 
 /* Sequencing flags of a command row, checked before the row's proceed (RFC 5321 4.1.4). */
-#define SM_ARG       0x01 /* needs an argument (501 with the row's syntax) */
-#define SM_NO_ARG    0x02 /* takes none (501 with the row's syntax) */
-#define SM_HELO      0x04 /* needs HELO/EHLO first (503) */
-#define SM_TXN       0x08 /* only inside a transaction: after MAIL (503) */
-#define SM_NO_TXN    0x10 /* only outside one (503) */
-#define SM_GROUP_END 0x20 /* ends a pipelining group: nothing may follow it unread (RFC 2920 3.1)  \
+#define SM_ARG    0x01 /* needs an argument (501 with the row's syntax) */
+#define SM_NO_ARG 0x02 /* takes none (501 with the row's syntax) */
+#define SM_HELO   0x04 /* needs HELO/EHLO first (503) */
+#define SM_TXN    0x08 /* only inside a transaction: after MAIL (503) */
+#define SM_NO_TXN 0x10 /* only outside one (503) */
+#define SM_GROUP_END                                                                               \
+    0x20                  /* ends a pipelining group: nothing may follow it unread (RFC 2920 3.1)  \
                            */
 #define SM_NOT_TLS  0x40  /* refused once TLS is on (STARTTLS: RFC 3207 4.2) */
 #define SM_NOT_AUTH 0x80  /* refused while an AUTH exchange is open (RFC 4954 4) */
@@ -778,6 +779,142 @@ static void eng_done(void *arg, enum pc_stage stage, enum pc_action a, struct pc
     step_over(c);
 }
 
+/* p_size - SIZE=n (RFC 1870 6): over our limit is refused at MAIL */
+static bool p_size(struct pc_smtp *c, struct pc_txn *t, const char *k, const char *val)
+{
+    char *end;
+    unsigned long long n = val ? strtoull(val, &end, 10) : 0;
+
+    (void)k;
+    if (val == NULL || *end || end == val) {
+        reply(c, 501, "5.5.4", "Bad SIZE parameter");
+        return false;
+    }
+    if (n > c->conf->limits.max_message_size) {
+        reply(c, 552, "5.3.4", "Message size exceeds fixed limit");
+        return false;
+    }
+    t->size_param = (size_t)n;
+    return true;
+}
+
+/* p_body - BODY=7BIT|8BITMIME (RFC 6152 2) */
+static bool p_body(struct pc_smtp *c, struct pc_txn *t, const char *k, const char *val)
+{
+    (void)k;
+    if (val == NULL || (strcasecmp(val, "7BIT") && strcasecmp(val, "8BITMIME"))) {
+        reply(c, 501, "5.5.4", "Unsupported BODY parameter");
+        return false;
+    }
+    t->body_8bit = strcasecmp(val, "8BITMIME") == 0;
+    return true;
+}
+
+/* p_smtputf8 - SMTPUTF8, no value (RFC 6531 3.4) */
+static bool p_smtputf8(struct pc_smtp *c, struct pc_txn *t, const char *k, const char *val)
+{
+    (void)k;
+    if (val) {
+        reply(c, 501, "5.5.4", "SMTPUTF8 takes no value");
+        return false;
+    }
+    t->smtputf8 = true;
+    return true;
+}
+
+/* p_ret - RET=FULL|HDRS (RFC 3461 4.3) */
+static bool p_ret(struct pc_smtp *c, struct pc_txn *t, const char *k, const char *val)
+{
+    (void)t, (void)k;
+    if (val == NULL || (strcasecmp(val, "FULL") && strcasecmp(val, "HDRS"))) {
+        reply(c, 501, "5.5.4", "Bad RET parameter");
+        return false;
+    }
+    return true;
+}
+
+/* p_xtext - ENVID and AUTH: an xtext value (RFC 3461 4, 4.4; RFC 4954 5) */
+static bool p_xtext(struct pc_smtp *c, struct pc_txn *t, const char *k, const char *val)
+{
+    (void)t;
+    if (val == NULL || !pc_xtext_valid(val)) {
+        reply(c, 501, "5.5.4", "Bad %s parameter", k);
+        return false;
+    }
+    return true;
+}
+
+/* p_notify - NOTIFY (RFC 3461 4.1); it reaches the backend and its DSNs */
+static bool p_notify(struct pc_smtp *c, struct pc_txn *t, const char *k, const char *val)
+{
+    (void)t;
+    if (val == NULL || !pc_notify_valid(val)) {
+        reply(c, 501, "5.5.4", "Bad %s parameter", k);
+        return false;
+    }
+    return true;
+}
+
+/* p_orcpt - ORCPT (RFC 3461 4.2, RFC 6533 3) */
+static bool p_orcpt(struct pc_smtp *c, struct pc_txn *t, const char *k, const char *val)
+{
+    if (val == NULL || !pc_orcpt_valid(val, t->smtputf8)) {
+        reply(c, 501, "5.5.4", "Bad %s parameter", k);
+        return false;
+    }
+    return true;
+}
+
+/* offer_dsn - DSN parameters only when the backend offers DSN: accepting them otherwise would
+ * drop the request on the floor (RFC 3461 4) */
+static bool offer_dsn(const struct pc_smtp *c)
+{
+    return (path_ext(c) & PC_EXT_DSN) != 0;
+}
+
+/* offer_smtputf8 - SMTPUTF8 unless the configuration turned it off */
+static bool offer_smtputf8(const struct pc_smtp *c)
+{
+    return c->conf->smtputf8;
+}
+
+/* The ESMTP parameter table: key, verb, whether it is offered now (NULL: always), check. A
+ * key not here, or not offered, is 555 (RFC 5321 4.1.1.11). */
+static const struct sm_param {
+    const char *key;
+    enum pc_verb verb;
+    bool (*offered)(const struct pc_smtp *);
+    bool (*check)(struct pc_smtp *, struct pc_txn *, const char *key, const char *val);
+} sm_params[] = {
+    {"SIZE", PC_VERB_MAIL, NULL, p_size},
+    {"BODY", PC_VERB_MAIL, NULL, p_body},
+    {"SMTPUTF8", PC_VERB_MAIL, offer_smtputf8, p_smtputf8},
+    {"RET", PC_VERB_MAIL, offer_dsn, p_ret},
+    {"ENVID", PC_VERB_MAIL, offer_dsn, p_xtext},
+    {"AUTH", PC_VERB_MAIL, NULL, p_xtext},
+    {"NOTIFY", PC_VERB_RCPT, offer_dsn, p_notify},
+    {"ORCPT", PC_VERB_RCPT, offer_dsn, p_orcpt},
+};
+
+/* params_ok - every parameter of the command through the table; false when one was refused */
+static bool params_ok(struct pc_smtp *c, struct pc_txn *t, enum pc_verb verb)
+{
+    for (size_t i = 0; i < c->pa.nparams; i++) {
+        const char *k = c->pa.params[i].key, *val = c->pa.params[i].value;
+        const struct sm_param *p = NULL;
+        for (size_t j = 0; j < sizeof(sm_params) / sizeof(sm_params[0]) && !p; j++)
+            if (sm_params[j].verb == verb && !strcmp(sm_params[j].key, k))
+                p = &sm_params[j];
+        if (p == NULL || (p->offered && !p->offered(c))) {
+            reply(c, 555, "5.5.4", "Unsupported option: %s", k);
+            return false;
+        }
+        if (!p->check(c, t, k, val))
+            return false;
+    }
+    return true;
+}
+
 /* cmd_mail - MAIL FROM */
 static void cmd_mail(struct pc_smtp *c, const struct pc_cmd *cmd)
 {
@@ -792,51 +929,8 @@ static void cmd_mail(struct pc_smtp *c, const struct pc_cmd *cmd)
         txn_end(c);
         return;
     }
-    for (size_t i = 0; i < c->pa.nparams; i++) {
-        const char *k = c->pa.params[i].key, *val = c->pa.params[i].value;
-        if (!strcmp(k, "SIZE")) {
-            char *end;
-            unsigned long long n = val ? strtoull(val, &end, 10) : 0;
-            if (val == NULL || *end || end == val) {
-                reply(c, 501, "5.5.4", "Bad SIZE parameter");
-                goto bad;
-            }
-            if (n > c->conf->limits.max_message_size) {
-                reply(c, 552, "5.3.4", "Message size exceeds fixed limit");
-                goto bad;
-            }
-            t->size_param = (size_t)n;
-        } else if (!strcmp(k, "BODY")) {
-            if (val == NULL || (strcasecmp(val, "7BIT") && strcasecmp(val, "8BITMIME"))) {
-                reply(c, 501, "5.5.4", "Unsupported BODY parameter");
-                goto bad;
-            }
-            t->body_8bit = strcasecmp(val, "8BITMIME") == 0;
-        } else if (!strcmp(k, "SMTPUTF8") && c->conf->smtputf8) {
-            if (val) {
-                reply(c, 501, "5.5.4", "SMTPUTF8 takes no value");
-                goto bad;
-            }
-            t->smtputf8 = true;
-        } else if ((!strcmp(k, "RET") || !strcmp(k, "ENVID")) && !(path_ext(c) & PC_EXT_DSN)) {
-            /* Not offered: accepting it would drop the request on the floor (RFC 3461 4). */
-            reply(c, 555, "5.5.4", "Unsupported option: %s", k);
-            goto bad;
-        } else if (!strcmp(k, "RET")) {
-            if (val == NULL || (strcasecmp(val, "FULL") && strcasecmp(val, "HDRS"))) {
-                reply(c, 501, "5.5.4", "Bad RET parameter");
-                goto bad;
-            }
-        } else if (!strcmp(k, "ENVID") || !strcmp(k, "AUTH")) {
-            if (val == NULL || !pc_xtext_valid(val)) {
-                reply(c, 501, "5.5.4", "Bad %s parameter", k);
-                goto bad;
-            }
-        } else {
-            reply(c, 555, "5.5.4", "Unsupported option: %s", k);
-            goto bad;
-        }
-    }
+    if (!params_ok(c, t, PC_VERB_MAIL))
+        goto bad;
     (void)pc_param_get(&c->pa, "SMTPUTF8", &has);
     if (c->pa.mb.utf8 && !t->smtputf8) {
         reply(c, 553, "5.6.7", "Must declare SMTPUTF8 to send an UTF-8 address");
@@ -894,23 +988,8 @@ static void cmd_rcpt(struct pc_smtp *c, const struct pc_cmd *cmd)
         reply(c, 501, enh, "%s", why);
         return;
     }
-    for (size_t i = 0; i < c->pa.nparams; i++) {
-        const char *k = c->pa.params[i].key, *val = c->pa.params[i].value;
-        if ((!strcmp(k, "NOTIFY") || !strcmp(k, "ORCPT")) && !(path_ext(c) & PC_EXT_DSN)) {
-            reply(c, 555, "5.5.4", "Unsupported option: %s", k);
-            return;
-        } else if (!strcmp(k, "NOTIFY") || !strcmp(k, "ORCPT")) {
-            /* They reach the backend and its DSNs: RFC 3461 4.1 and 4.2, RFC 6533 3. */
-            if (val == NULL ||
-                (k[0] == 'N' ? !pc_notify_valid(val) : !pc_orcpt_valid(val, t->smtputf8))) {
-                reply(c, 501, "5.5.4", "Bad %s parameter", k);
-                return;
-            }
-        } else {
-            reply(c, 555, "5.5.4", "Unsupported option: %s", k);
-            return;
-        }
-    }
+    if (!params_ok(c, t, PC_VERB_RCPT))
+        return;
     if (c->pa.mb.utf8 && !t->smtputf8) {
         reply(c, 553, "5.6.7", "Must declare SMTPUTF8 to send an UTF-8 address");
         return;
