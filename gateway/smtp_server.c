@@ -3,11 +3,22 @@
  * NAME
  *	smtp_server 3 - the SMTP front door: one client connection
  * DESCRIPTION
- *	A command table drives the session: each verb is checked (syntax,
- *	sequence, limits), then its filter stage runs, then it proceeds (to
- *	the backend, or to a reply). Filters never see SMTP syntax errors.
- *	While a stage or the backend is pending, reading stops; the pending
- *	work's completion resumes the state machine and the input loop.
+ *	A command table (sm_rows) drives the session: each verb's row has
+ *	sequencing flags (checked by sequence_ok), a proceed function (its own
+ *	syntax checks, then its step in the transaction engine, gateway/engine.h,
+ *	which runs the filter stage and owns the transaction's rules), and the
+ *	continuations for a pending engine step and for the backend's reply.
+ *	Filters never see SMTP syntax errors. While a step or the backend is
+ *	pending, input waits; every completion ends in step_over(), the one
+ *	path back to the input loop. ESMTP parameters are a table too
+ *	(sm_params: key, verb, when offered, validator).
+ *
+ *	Adding a verb (STARTTLS, AUTH, BDAT): fill its row in sm_rows with the
+ *	flags it needs and a proceed function; work that completes later (a
+ *	TLS handshake, an AUTH exchange) ends in step_over() like the engine
+ *	and the backend do; a verb that reads other input than command lines
+ *	(AUTH's responses, BDAT's octets) adds an input mode beside SM_DATA,
+ *	changed only through set_state(), and a branch in process_input().
  *
  *	Before-queue promise: the client hears 250 for a message only after
  *	the backend said 250 for it. Every failure on our side or the
