@@ -3,11 +3,22 @@
  * NAME
  *	smtp_server 3 - the SMTP front door: one client connection
  * DESCRIPTION
- *	Each verb is checked (syntax, sequence, limits) in the dispatch
- *	switch, then its filter stage runs, then it proceeds (to the backend,
- *	or to a reply). Filters never see SMTP syntax errors.
- *	While a stage or the backend is pending, reading stops; the pending
- *	work's completion resumes the state machine and the input loop.
+ *	A command table (sm_rows) drives the session: each verb's row has
+ *	sequencing flags (checked by sequence_ok), a proceed function (its own
+ *	syntax checks, then its step in the transaction engine, gateway/engine.h,
+ *	which runs the filter stage and owns the transaction's rules), and the
+ *	continuations for a pending engine step and for the backend's reply.
+ *	Filters never see SMTP syntax errors. While a step or the backend is
+ *	pending, input waits; every completion ends in step_over(), the one
+ *	path back to the input loop. ESMTP parameters are a table too
+ *	(sm_params: key, verb, when offered, validator).
+ *
+ *	Adding a verb (STARTTLS, AUTH, BDAT): fill its row in sm_rows with the
+ *	flags it needs and a proceed function; work that completes later (a
+ *	TLS handshake, an AUTH exchange) ends in step_over() like the engine
+ *	and the backend do; a verb that reads other input than command lines
+ *	(AUTH's responses, BDAT's octets) adds an input mode beside SM_DATA,
+ *	changed only through set_state(), and a branch in process_input().
  *
  *	Before-queue promise: the client hears 250 for a message only after
  *	the backend said 250 for it. Every failure on our side or the
@@ -60,6 +71,7 @@
 #include "gateway/backend.h"
 #include "gateway/bevio.h"
 #include "gateway/conf.h"
+#include "gateway/engine.h"
 #include "gateway/proxy_in.h"
 #include "core/session.h"
 #include "gateway/smtp_proto.h"
@@ -84,16 +96,14 @@ struct pc_smtp {
     const struct pc_conf *conf;
     struct bufferevent *bev;
     struct pc_backend *be;
-    bool be_in_txn; /* the backend has our MAIL for the open transaction */
-    bool be_lost;   /* the backend connection of the open transaction broke: only 4xx now */
+    bool be_in_txn;       /* the backend has our MAIL for the open transaction */
+    bool be_lost;         /* the backend connection of the open transaction broke: only 4xx now */
     enum pc_verb be_wait; /* which command's backend reply we wait for */
     enum sm_state state;
     bool busy;    /* a stage or the backend is pending: do not read */
     bool refused; /* greeted with 554: only QUIT is served (RFC 5321 3.1) */
     bool closing;
-    bool too_big;
-    bool discard_all;
-    struct pc_verdict txn_delayed; /* a MAIL-stage refusal held until RCPT */
+    struct pc_engine eng; /* the transaction's rules (gateway/engine.h) */
     unsigned errors, ncmds;
     unsigned junk;                  /* NOOP, RSET, VRFY, HELP... since the last delivered message */
     char helo[PC_HOSTNAME_MAX + 1]; /* s->helo points here: no allocation per HELO */
@@ -101,10 +111,10 @@ struct pc_smtp {
     uint64_t deadline;              /* when it expires, monotonic milliseconds */
     unsigned counts[PC_VERB_FORBIDDEN + 1];
     bool skipping_line;
-    bool in_input; /* inside process_input(): resume() must not recurse into it */
-    bool out_full; /* our replies are backed up: input waits for on_write */
-    bool eof;      /* the client shut down its sending side: serve what it sent, then close */
-    bool not_error;         /* the reply being written is flow control, not a client error */
+    bool in_input;  /* inside process_input(): resume() must not recurse into it */
+    bool out_full;  /* our replies are backed up: input waits for on_write */
+    bool eof;       /* the client shut down its sending side: serve what it sent, then close */
+    bool not_error; /* the reply being written is flow control, not a client error */
     unsigned lmtp_deferred; /* RCPTs of this transaction told 452 (one recipient per LMTP txn) */
     struct timespec be_t0;  /* the command the backend is answering was sent */
     struct pc_data data;
@@ -117,15 +127,49 @@ struct pc_smtp {
 
 static void process_input(struct pc_smtp *);
 static void smtp_close(struct pc_smtp *);
-static void eom_next(struct pc_smtp *, enum pc_stage done);
-static void stage_done(struct pc_session *, enum pc_stage, struct pc_verdict *);
+static void eng_done(void *, enum pc_stage, enum pc_action, struct pc_verdict *);
+static void step_over(struct pc_smtp *);
 static void to_backend(struct pc_smtp *, enum pc_verb, const char *addr);
 
-static const struct pc_door pc_smtp_door = {"smtp", stage_done};
+static const struct pc_door pc_smtp_door = {"smtp", pc_engine_door_done};
 
-static const char *const verb_names[] = {
-    "unknown", "helo", "ehlo", "mail",     "rcpt", "data", "rset", "noop", "quit",
-    "help",    "vrfy", "expn", "starttls", "auth", "bdat", "etrn", "obsolete", "forbidden"};
+/* Sequencing flags of a command row, checked before the row's proceed (RFC 5321 4.1.4). */
+#define SM_ARG    0x01 /* needs an argument (501 with the row's syntax) */
+#define SM_NO_ARG 0x02 /* takes none (501 with the row's syntax) */
+#define SM_HELO   0x04 /* needs HELO/EHLO first (503) */
+#define SM_TXN    0x08 /* only inside a transaction: after MAIL (503) */
+#define SM_NO_TXN 0x10 /* only outside one (503) */
+#define SM_GROUP_END                                                                               \
+    0x20                  /* ends a pipelining group: nothing may follow it unread (RFC 2920 3.1)  \
+                           */
+#define SM_NOT_TLS  0x40  /* refused once TLS is on (STARTTLS: RFC 3207 4.2) */
+#define SM_NOT_AUTH 0x80  /* refused while an AUTH exchange is open (RFC 4954 4) */
+#define SM_REFUSED  0x100 /* served after a 554 greeting (RFC 5321 3.1: QUIT, and NOOP) */
+
+/* One row per verb: flags, then proceed (the command's own checks, its engine step or reply);
+ * a pending engine step comes back in engine_done, a backend reply in backend_done, both
+ * through step_over(). Row 0 (the unknown verb) is also the connection: its engine step is
+ * the connect stage. */
+struct sm_row {
+    const char *name;   /* lower case, for metrics and logs */
+    const char *syntax; /* the 501 text for SM_ARG and SM_NO_ARG */
+    unsigned flags;
+    void (*proceed)(struct pc_smtp *, const struct pc_cmd *);
+    void (*engine_done)(struct pc_smtp *, enum pc_stage, enum pc_action, struct pc_verdict *);
+    void (*backend_done)(struct pc_smtp *, struct pc_backend_result *);
+};
+
+static const struct sm_row sm_rows[PC_VERB_FORBIDDEN + 1];
+static const char *const sm_state_names[] = {"connect", "command", "data", "closing"};
+
+/* set_state - the one place the session's input mode changes */
+static void set_state(struct pc_smtp *c, enum sm_state to)
+{
+    if (c->state != to)
+        pc_debug("%s: state %s -> %s", c->s ? c->s->sid : "-", sm_state_names[c->state],
+                 sm_state_names[to]);
+    c->state = to;
+}
 
 /* tv_ms - milliseconds to timeval */
 static struct timeval tv_ms(unsigned ms)
@@ -194,8 +238,7 @@ static void reply_text(struct pc_smtp *c, int code, const struct pc_enh *e, cons
         return;
     }
     if (c->errors >= c->conf->limits.max_errors && sent >= 400) {
-        pc_info("%s: too many errors from %s[%s]", c->s->sid, c->s->client.name,
-                c->s->client.addr);
+        pc_info("%s: too many errors from %s[%s]", c->s->sid, c->s->client.name, c->s->client.addr);
         struct pc_enh e2 = {4, 7, 0};
         pc_buf_reset(&c->out);
         pc_reply_format(&c->out, 421, &e2, "Error: too many errors", &o);
@@ -249,7 +292,7 @@ static void on_free(evutil_socket_t fd, short what, void *arg)
     (void)fd, (void)what;
     for (int v = 1; v <= PC_VERB_FORBIDDEN && o < sizeof(line) - 40; v++)
         if (c->counts[v])
-            o += (size_t)snprintf(line + o, sizeof(line) - o, " %s=%u", verb_names[v],
+            o += (size_t)snprintf(line + o, sizeof(line) - o, " %s=%u", sm_rows[v].name,
                                   c->counts[v]);
     line[o] = 0;
     pc_info("%s: disconnect from %s[%s]%s commands=%u", c->s->sid, c->s->client.name,
@@ -274,7 +317,7 @@ static void on_free(evutil_socket_t fd, short what, void *arg)
 /* free_now - schedule the free */
 static void free_now(struct pc_smtp *c)
 {
-    c->state = SM_CLOSING;
+    set_state(c, SM_CLOSING);
     c->closing = true;
     evtimer_del(c->deadline_ev);
     if (c->bev)
@@ -287,7 +330,7 @@ static void smtp_close(struct pc_smtp *c)
 {
     if (c->state == SM_CLOSING)
         return;
-    c->state = SM_CLOSING;
+    set_state(c, SM_CLOSING);
     bufferevent_disable(c->bev, EV_READ);
     struct evbuffer *out = bufferevent_get_output(c->bev);
     if (evbuffer_get_length(out) == 0) {
@@ -311,8 +354,7 @@ static void txn_end(struct pc_smtp *c)
     pc_txnlog_end(c->s);
     c->be_lost = false;
     pc_txn_free(c->s);
-    pc_verdict_clear(&c->txn_delayed);
-    c->too_big = false;
+    pc_engine_txn_end(&c->eng);
     c->lmtp_deferred = 0;
 }
 
@@ -398,14 +440,8 @@ static void wait_for(struct pc_smtp *c)
     evtimer_del(c->deadline_ev);
 }
 
-/* delayable - may this refusal wait until RCPT (Postfix's smtpd_delay_reject) */
-static bool delayable(const struct pc_smtp *c, const struct pc_verdict *v)
-{
-    return c->conf->delay_reject && (v->action == PC_REJECT || v->action == PC_TEMPFAIL);
-}
-
 /* greet - after the connect stage */
-static void greet(struct pc_smtp *c, struct pc_verdict *v)
+static void greet(struct pc_smtp *c, enum pc_action a, struct pc_verdict *v)
 {
     struct pc_session *s = c->s;
     char peek;
@@ -414,29 +450,22 @@ static void greet(struct pc_smtp *c, struct pc_verdict *v)
     /* A client that talks before the greeting is not an SMTP client (RFC 5321 3.1). */
     if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0 ||
         recv(fd, &peek, 1, MSG_PEEK | MSG_DONTWAIT) == 1) {
-        pc_info("%s: improper command pipelining: client %s[%s] talked before the greeting",
-                s->sid, s->client.name, s->client.addr);
+        pc_info("%s: improper command pipelining: client %s[%s] talked before the greeting", s->sid,
+                s->client.name, s->client.addr);
         reply(c, 554, "5.5.0", "Error: SMTP protocol synchronization");
         smtp_close(c);
         return;
     }
-    c->state = SM_CMD;
-    if (v->action == PC_CONTINUE || v->action == PC_DISCARD || delayable(c, v)) {
-        if (v->action == PC_DISCARD)
-            c->discard_all = true;
-        else if (v->action != PC_CONTINUE)
-            s->delayed = *v;
+    set_state(c, SM_CMD);
+    if (a == PC_CONTINUE) {
         reply(c, 220, NULL, "%s %s", c->conf->hostname, c->conf->banner);
-    } else if (v->action == PC_REJECT) {
+    } else if (a == PC_REJECT) {
         reply_verdict(c, v);
         c->refused = true;
     } else {
-        /* Tempfail or disconnect at connect: a 421 greeting closes the channel. */
-        v->code = 421;
+        /* Tempfail or disconnect at connect: the engine made it a 421, which closes. */
         reply_verdict(c, v);
-        return;
     }
-    resume(c);
 }
 
 /* path_ext - what the backend behind us offers, as far as we know (0 while unknown) */
@@ -453,46 +482,31 @@ static void ehlo_reply(struct pc_smtp *c)
     char text[512];
     unsigned ext = path_ext(c);
 
-    snprintf(text, sizeof(text),
-             "%s\nPIPELINING\nSIZE %zu\n8BITMIME\nENHANCEDSTATUSCODES%s%s", c->conf->hostname,
-             c->conf->limits.max_message_size,
+    snprintf(text, sizeof(text), "%s\nPIPELINING\nSIZE %zu\n8BITMIME\nENHANCEDSTATUSCODES%s%s",
+             c->conf->hostname, c->conf->limits.max_message_size,
              (c->conf->smtputf8 && (ext & PC_EXT_SMTPUTF8)) ? "\nSMTPUTF8" : "",
              (ext & PC_EXT_DSN) ? "\nDSN" : "");
     reply_text(c, 250, NULL, text);
 }
 
 /* helo_done - after the HELO stage */
-static void helo_done(struct pc_smtp *c, struct pc_verdict *v, bool ehlo)
+static void helo_done(struct pc_smtp *c, enum pc_action a, struct pc_verdict *v)
 {
-    if (v->action == PC_CONTINUE || v->action == PC_DISCARD) {
-        if (v->action == PC_DISCARD)
-            c->discard_all = true;
-        if (ehlo)
-            ehlo_reply(c);
-        else
-            reply(c, 250, NULL, "%s", c->conf->hostname);
-    } else if (delayable(c, v)) {
-        c->s->delayed = *v;
-        if (ehlo)
-            ehlo_reply(c);
-        else
-            reply(c, 250, NULL, "%s", c->conf->hostname);
-    } else {
-        c->s->helo = NULL;
+    if (a != PC_CONTINUE)
         reply_verdict(c, v);
-    }
+    else if (c->s->esmtp)
+        ehlo_reply(c);
+    else
+        reply(c, 250, NULL, "%s", c->conf->hostname);
 }
 
 /* cmd_helo - HELO and EHLO */
-static void cmd_helo(struct pc_smtp *c, const struct pc_cmd *cmd, bool ehlo)
+static void cmd_helo(struct pc_smtp *c, const struct pc_cmd *cmd)
 {
     struct pc_session *s = c->s;
     struct pc_verdict v;
+    bool ehlo = cmd->verb == PC_VERB_EHLO;
 
-    if (cmd->arg_len == 0) {
-        reply(c, 501, "5.5.4", "Syntax: %s hostname", ehlo ? "EHLO" : "HELO");
-        return;
-    }
     txn_end(c);
     /* Keep the first word, printable and bounded: it goes into logs and Received. */
     size_t n = 0;
@@ -501,14 +515,13 @@ static void cmd_helo(struct pc_smtp *c, const struct pc_cmd *cmd, bool ehlo)
     pc_printable_copy(c->helo, (n > PC_HOSTNAME_MAX ? PC_HOSTNAME_MAX : n) + 1, cmd->arg, n);
     s->helo = c->helo;
     /* What filters found about the previous HELO no longer holds (RFC 5321 4.1.4). */
-    pc_session_helo_reset(s);
     s->esmtp = ehlo;
-    enum pc_action a = pc_chain_run(s, PC_STAGE_HELO, &v);
+    enum pc_action a = pc_engine_helo(&c->eng, &v);
     if (a == PC_PENDING) {
         wait_for(c);
         return;
     }
-    helo_done(c, &v, ehlo);
+    helo_done(c, a, &v);
 }
 
 /* log_backend_refusal - the backend's refusal as the client hears it (see reply_backend) */
@@ -539,38 +552,16 @@ static void mail_backend_done(struct pc_smtp *c, struct pc_backend_result *r)
 }
 
 /* mail_done - after the MAIL stage */
-static void mail_done(struct pc_smtp *c, struct pc_verdict *v)
+static void mail_done(struct pc_smtp *c, enum pc_action a, struct pc_verdict *v)
 {
-    struct pc_txn *t = c->s->txn;
-
-    switch (v->action) {
-    case PC_CONTINUE:
-        break;
-    case PC_DISCARD:
-        t->discard = true;
+    if (a == PC_ACCEPT) {
         reply(c, 250, "2.1.0", "Ok");
-        return;
-    case PC_REJECT:
-    case PC_TEMPFAIL:
-        if (delayable(c, v)) {
-            c->txn_delayed = *v;
-            reply(c, 250, "2.1.0", "Ok");
-            return;
-        }
+    } else if (a != PC_CONTINUE) {
         reply_verdict(c, v);
         txn_end(c);
-        return;
-    default:
-        reply_verdict(c, v);
-        txn_end(c);
-        return;
+    } else {
+        to_backend(c, PC_VERB_MAIL, c->s->txn->from.addr);
     }
-    if (c->discard_all) {
-        t->discard = true;
-        reply(c, 250, "2.1.0", "Ok");
-        return;
-    }
-    to_backend(c, PC_VERB_MAIL, t->from.addr);
 }
 
 /* to_backend - MAIL or RCPT with the client's parameters (the backend opens when needed) */
@@ -578,68 +569,29 @@ static void to_backend(struct pc_smtp *c, enum pc_verb verb, const char *addr)
 {
     char line[PC_PATH_MAX + 32];
 
-    snprintf(line, sizeof(line), "%s:<%s>", verb == PC_VERB_MAIL ? "MAIL FROM" : "RCPT TO",
-             addr);
+    snprintf(line, sizeof(line), "%s:<%s>", verb == PC_VERB_MAIL ? "MAIL FROM" : "RCPT TO", addr);
     c->be_wait = verb;
     clock_gettime(CLOCK_MONOTONIC, &c->be_t0);
     wait_for(c);
     pc_backend_command(c->be, line, c->pa.params, c->pa.nparams);
 }
 
-/* rcpt_refuse_delayed - a held connect/HELO/MAIL refusal answers this RCPT */
-static bool rcpt_refuse_delayed(struct pc_smtp *c)
-{
-    /* The earliest refusal speaks first: the client's (connect, HELO) before the sender's. */
-    const struct pc_verdict *v = c->s->delayed.action    ? &c->s->delayed
-                                 : c->txn_delayed.action ? &c->txn_delayed
-                                                         : NULL;
-
-    if (v == NULL)
-        return false;
-    /* The one line for this refusal (the chain did not log it when it decided). */
-    pc_txnlog_verdict(c->s, v, PC_STAGE_RCPT, "reject");
-    reply_text(c, v->code, &v->enh, v->text);
-    return true;
-}
-
 /* rcpt_done - after the RCPT stage */
-static void rcpt_done(struct pc_smtp *c, struct pc_verdict *v)
+static void rcpt_done(struct pc_smtp *c, enum pc_action a, struct pc_verdict *v)
 {
-    struct pc_txn *t = c->s->txn;
-    struct pc_rcpt *r = t->cur_rcpt;
-
-    if (v->action == PC_DISCARD) {
-        t->discard = true;
-    } else if (v->action != PC_CONTINUE) {
-        reply_verdict(c, v);
-        return;
-    }
-    if (!(r->flags & PC_RCPT_RELAY_OK)) {
-        /* No filter authorised this recipient: an empty chain relays nothing. */
-        char text[PC_PATH_MAX + 32];
-        struct pc_enh e = {5, 7, 1};
-        snprintf(text, sizeof(text), "<%s>: Relay access denied", r->mb.addr);
-        pc_txnlog_refusal(c->s, "reject", "RCPT", 554, &e, text, "core", NULL, NULL);
-        reply(c, 554, "5.7.1", "%s", text);
-        return;
-    }
-    if (t->discard) {
-        r->flags |= PC_RCPT_ACCEPTED;
-        t->naccepted++;
+    if (a == PC_ACCEPT)
         reply(c, 250, "2.1.5", "Ok");
-        return;
-    }
-    to_backend(c, PC_VERB_RCPT, r->mb.addr);
+    else if (a != PC_CONTINUE)
+        reply_verdict(c, v);
+    else
+        to_backend(c, PC_VERB_RCPT, c->s->txn->cur_rcpt->mb.addr);
 }
 
 /* rcpt_backend_done - the backend answered our RCPT */
 static void rcpt_backend_done(struct pc_smtp *c, struct pc_backend_result *r)
 {
-    struct pc_txn *t = c->s->txn;
-
     if (r->reply.code / 100 == 2) {
-        t->cur_rcpt->flags |= PC_RCPT_ACCEPTED;
-        t->naccepted++;
+        pc_engine_rcpt_accepted(&c->eng);
         reply_backend(c, r, "2.1.5");
         return;
     }
@@ -654,34 +606,6 @@ static void rcpt_backend_done(struct pc_smtp *c, struct pc_backend_result *r)
         pc_backend_free(c->be);
         c->be = NULL;
     }
-}
-
-/* received_header - our trace field (RFC 5321 4.4) */
-static char *received_header(struct pc_smtp *c)
-{
-    struct pc_session *s = c->s;
-    struct pc_txn *t = s->txn;
-    char date[64], forc[PC_PATH_MAX + 16] = "";
-    time_t now = time(NULL);
-    struct tm tm;
-
-    localtime_r(&now, &tm);
-    strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S %z", &tm);
-    if (t->naccepted == 1)
-        for (size_t i = 0; i < t->nrcpt; i++)
-            if (t->rcpts[i].flags & PC_RCPT_ACCEPTED)
-                snprintf(forc, sizeof(forc), "\r\n\tfor <%s>", t->rcpts[i].mb.addr);
-    return pc_pool_printf(t->pool,
-                          "Received: from %s (%s [%s])\r\n\tby %s (portcullis) with %s%s%s id "
-                          "%s%s;\r\n\t%s\r\n",
-                          s->helo ? s->helo : "unknown", s->client.name, s->client.addr,
-                          c->conf->hostname, t->smtputf8 ? "UTF8" : "",
-                          /* RFC 6531 3.7.3: UTF8SMTP, UTF8SMTPA, UTF8SMTPS, UTF8SMTPSA */
-                          t->smtputf8 ? "SMTP"
-                          : s->esmtp  ? "ESMTP"
-                                      : "SMTP",
-                          s->tls ? (s->auth_user ? "SA" : "S") : (s->auth_user ? "A" : ""), t->id,
-                          forc, date);
 }
 
 /* delivery_prog - the Postfix program a delivery line names */
@@ -752,38 +676,29 @@ static void backend_cb(void *arg, struct pc_backend_result *r)
 
     c->be_wait = PC_VERB_UNKNOWN;
     if (w == PC_VERB_MAIL || w == PC_VERB_RCPT || w == PC_VERB_DATA) {
-        const char *cmd = verb_names[w];
+        const char *cmd = sm_rows[w].name;
         pc_metric_observe(PC_M_BACKEND_SECONDS, cmd, pc_seconds_since(&c->be_t0));
         if (r->local)
             pc_metric_add(PC_M_BACKEND_ERRORS, cmd, NULL, 1);
         pc_metric_set(PC_M_BACKEND_UP, c->lc->backend->name, NULL, r->local ? 0 : 1);
     }
-    if (c->closing || c->s->txn == NULL)
+    if (c->closing || c->s->txn == NULL || sm_rows[w].backend_done == NULL)
         return;
-    if (w == PC_VERB_MAIL)
-        mail_backend_done(c, r);
-    else if (w == PC_VERB_RCPT)
-        rcpt_backend_done(c, r);
-    else if (w == PC_VERB_DATA)
-        eom_backend_done(c, r);
-    else
-        return;
-    resume(c);
+    sm_rows[w].backend_done(c, r);
+    step_over(c);
 }
 
 /* data_done - after the DATA stage: go ahead */
-static void data_done(struct pc_smtp *c, struct pc_verdict *v)
+static void data_done(struct pc_smtp *c, enum pc_action a, struct pc_verdict *v)
 {
-    if (v->action == PC_DISCARD)
-        c->s->txn->discard = true;
-    else if (v->action != PC_CONTINUE) {
+    if (a != PC_CONTINUE) {
         reply_verdict(c, v);
         txn_end(c);
         return;
     }
     reply(c, 354, NULL, "End data with <CR><LF>.<CR><LF>");
     pc_data_init(&c->data, c->conf->limits.max_line_length);
-    c->state = SM_DATA;
+    set_state(c, SM_DATA);
     deadline_at(c, now_ms() + c->conf->timeouts.data);
 }
 
@@ -791,139 +706,224 @@ static void data_done(struct pc_smtp *c, struct pc_verdict *v)
 static int data_line(void *arg, const char *line, size_t len)
 {
     struct pc_smtp *c = arg;
-    struct pc_txn *t = c->s->txn;
 
-    if (c->too_big)
-        return 0;
-    if (t->msg.size + len + 2 > c->conf->limits.max_message_size) {
-        c->too_big = true;
-        return 0;
-    }
-    return pc_msg_line(&t->msg, line, len);
+    return pc_engine_line(&c->eng, line, len);
 }
 
-/* end_of_data - the final dot: check, run the message stages */
+/* eom_done - the message stages are over: deliver, discard or refuse */
+static void eom_done(struct pc_smtp *c, enum pc_action a, struct pc_verdict *v)
+{
+    struct pc_txn *t = c->s->txn;
+
+    if (a == PC_CONTINUE) {
+        c->be_wait = PC_VERB_DATA;
+        clock_gettime(CLOCK_MONOTONIC, &c->be_t0);
+        t->out.t_eom = c->be_t0;
+        pc_backend_data(c->be, pc_engine_received(&c->eng));
+        return;
+    }
+    if (a == PC_DISCARD) {
+        c->junk = 0;
+        reply(c, 250, "2.0.0", "Ok: queued as %s", t->id);
+    } else {
+        reply_verdict(c, v);
+    }
+    txn_end(c);
+}
+
+/* end_of_data - the final dot: the engine checks the message and runs its stages */
 static void end_of_data(struct pc_smtp *c)
 {
     struct pc_txn *t = c->s->txn;
-    const char *why = NULL, *enh = NULL;
-    int code = 0;
+    unsigned f = c->data.flags, flags = 0;
+    struct pc_verdict v;
 
-    c->state = SM_CMD;
+    set_state(c, SM_CMD);
     clock_gettime(CLOCK_MONOTONIC, &t->out.t_eod);
     pc_metric_add(PC_M_MESSAGE_BYTES, NULL, NULL, (double)t->msg.size);
     pc_data_free(&c->data);
     command_deadline(c);
-    if (pc_msg_finish(&t->msg) < 0 || t->msg.io_error)
-        code = 451, enh = "4.3.0", why = "Error: queue file write error";
-    else if (c->too_big)
-        code = 552, enh = "5.3.4", why = "Error: message file too big";
-    else if (t->msg.header_overflow)
-        code = 552, enh = "5.3.4", why = "Error: message header size or count exceeds limit";
-    else if (c->data.flags & PC_DATA_LONG_LINE)
-        code = 552, enh = "5.3.4", why = "Error: message line too long";
-    else if ((c->data.flags & (PC_DATA_BARE_CR | PC_DATA_BARE_LF)) &&
-             c->conf->bare_newline == PC_BARE_REJECT)
-        code = 550, enh = "5.6.0",
-        why = "Error: bare CR or LF in message; lines must end with CR LF (RFC 5321 2.3.8)";
-    else if ((c->data.flags & PC_DATA_NUL) && !c->conf->nul_strip)
-        code = 550, enh = "5.6.0", why = "Error: NUL character in message content";
-    if (why) {
-        struct pc_enh e;
-        pc_enh_parse(enh, &e);
-        pc_txnlog_refusal(c->s, "reject", "END-OF-MESSAGE", code, &e, why, "core", NULL, NULL);
-        reply(c, code, enh, "%s", why);
-        txn_end(c);
-        return;
-    }
-    if (c->data.flags & (PC_DATA_BARE_CR | PC_DATA_BARE_LF))
-        pc_info("%s: bare CR or LF in message normalised to CR LF", t->id);
-    if (c->data.flags & PC_DATA_NUL)
-        pc_info("%s: NUL characters removed from the message", t->id);
+    flags |= (f & PC_DATA_LONG_LINE) ? PC_ENG_LONG_LINE : 0;
+    flags |= (f & (PC_DATA_BARE_CR | PC_DATA_BARE_LF)) ? PC_ENG_BARE_NL : 0;
+    flags |= (f & PC_DATA_NUL) ? PC_ENG_NUL : 0;
     wait_for(c);
-    eom_next(c, PC_STAGE_DATA);
+    enum pc_action a = pc_engine_eom(&c->eng, flags, &v);
+    if (a != PC_PENDING) {
+        eom_done(c, a, &v);
+        step_over(c);
+    }
 }
 
-/* eom_finish - the message stages are over: deliver, discard or refuse */
-static void eom_finish(struct pc_smtp *c, struct pc_verdict *v)
+/* step_over - a command's pending step ended: take input again unless the backend still works */
+static void step_over(struct pc_smtp *c)
 {
-    struct pc_txn *t = c->s->txn;
-
-    if (v->action == PC_DISCARD || (v->action == PC_CONTINUE && t->discard)) {
-        c->junk = 0;
-        pc_txnlog_discarded(c->s);
-        reply(c, 250, "2.0.0", "Ok: queued as %s", t->id);
-        txn_end(c);
-        resume(c);
+    if (c->closing || c->be_wait != PC_VERB_UNKNOWN)
         return;
-    }
-    if (v->action != PC_CONTINUE) {
-        reply_verdict(c, v);
-        txn_end(c);
-        resume(c);
-        return;
-    }
-    c->be_wait = PC_VERB_DATA;
-    clock_gettime(CLOCK_MONOTONIC, &c->be_t0);
-    t->out.t_eom = c->be_t0;
-    pc_backend_data(c->be, received_header(c));
+    resume(c);
 }
 
-/* eom_next - run the message stages in order after "done" */
-static void eom_next(struct pc_smtp *c, enum pc_stage done)
+/* stage_verb - the row whose engine step a stage belongs to */
+static enum pc_verb stage_verb(const struct pc_smtp *c, enum pc_stage st)
 {
-    struct pc_verdict v;
-
-    for (enum pc_stage st = done + 1; st <= PC_STAGE_EOM; st++) {
-        if (st == PC_STAGE_DATA)
-            continue;
-        enum pc_action a = pc_chain_run(c->s, st, &v);
-        if (a == PC_PENDING)
-            return;
-        if (a != PC_CONTINUE) {
-            eom_finish(c, &v);
-            return;
-        }
+    switch (st) {
+    case PC_STAGE_CONNECT:
+        return PC_VERB_UNKNOWN;
+    case PC_STAGE_HELO:
+        return c->s->esmtp ? PC_VERB_EHLO : PC_VERB_HELO;
+    case PC_STAGE_MAIL:
+        return PC_VERB_MAIL;
+    case PC_STAGE_RCPT:
+        return PC_VERB_RCPT;
+    default:
+        return PC_VERB_DATA; /* DATA and the message stages */
     }
-    pc_verdict_clear(&v);
-    eom_finish(c, &v);
 }
 
-/* stage_done - a pending stage finished: continue where the command left off */
-static void stage_done(struct pc_session *s, enum pc_stage stage, struct pc_verdict *v)
+/* eng_done - a pending engine step finished: its row continues, then step_over */
+static void eng_done(void *arg, enum pc_stage stage, enum pc_action a, struct pc_verdict *v)
 {
-    struct pc_smtp *c = s->door_ctx;
+    struct pc_smtp *c = arg;
 
     if (c->closing)
         return;
-    switch (stage) {
-    case PC_STAGE_CONNECT:
-        greet(c, v);
-        return;
-    case PC_STAGE_HELO:
-        helo_done(c, v, s->esmtp);
-        break;
-    case PC_STAGE_MAIL:
-        mail_done(c, v);
-        if (c->be_wait == PC_VERB_MAIL)
-            return;
-        break;
-    case PC_STAGE_RCPT:
-        rcpt_done(c, v);
-        if (c->be_wait == PC_VERB_RCPT)
-            return;
-        break;
-    case PC_STAGE_DATA:
-        data_done(c, v);
-        break;
-    default:
-        if (v->action != PC_CONTINUE)
-            eom_finish(c, v);
-        else
-            eom_next(c, stage);
-        return;
+    sm_rows[stage_verb(c, stage)].engine_done(c, stage, a, v);
+    step_over(c);
+}
+
+/* p_size - SIZE=n (RFC 1870 6): over our limit is refused at MAIL */
+static bool p_size(struct pc_smtp *c, struct pc_txn *t, const char *k, const char *val)
+{
+    char *end;
+    unsigned long long n = val ? strtoull(val, &end, 10) : 0;
+
+    (void)k;
+    if (val == NULL || *end || end == val) {
+        reply(c, 501, "5.5.4", "Bad SIZE parameter");
+        return false;
     }
-    resume(c);
+    if (n > c->conf->limits.max_message_size) {
+        reply(c, 552, "5.3.4", "Message size exceeds fixed limit");
+        return false;
+    }
+    t->size_param = (size_t)n;
+    return true;
+}
+
+/* p_body - BODY=7BIT|8BITMIME (RFC 6152 2) */
+static bool p_body(struct pc_smtp *c, struct pc_txn *t, const char *k, const char *val)
+{
+    (void)k;
+    if (val == NULL || (strcasecmp(val, "7BIT") && strcasecmp(val, "8BITMIME"))) {
+        reply(c, 501, "5.5.4", "Unsupported BODY parameter");
+        return false;
+    }
+    t->body_8bit = strcasecmp(val, "8BITMIME") == 0;
+    return true;
+}
+
+/* p_smtputf8 - SMTPUTF8, no value (RFC 6531 3.4) */
+static bool p_smtputf8(struct pc_smtp *c, struct pc_txn *t, const char *k, const char *val)
+{
+    (void)k;
+    if (val) {
+        reply(c, 501, "5.5.4", "SMTPUTF8 takes no value");
+        return false;
+    }
+    t->smtputf8 = true;
+    return true;
+}
+
+/* p_ret - RET=FULL|HDRS (RFC 3461 4.3) */
+static bool p_ret(struct pc_smtp *c, struct pc_txn *t, const char *k, const char *val)
+{
+    (void)t, (void)k;
+    if (val == NULL || (strcasecmp(val, "FULL") && strcasecmp(val, "HDRS"))) {
+        reply(c, 501, "5.5.4", "Bad RET parameter");
+        return false;
+    }
+    return true;
+}
+
+/* p_xtext - ENVID and AUTH: an xtext value (RFC 3461 4, 4.4; RFC 4954 5) */
+static bool p_xtext(struct pc_smtp *c, struct pc_txn *t, const char *k, const char *val)
+{
+    (void)t;
+    if (val == NULL || !pc_xtext_valid(val)) {
+        reply(c, 501, "5.5.4", "Bad %s parameter", k);
+        return false;
+    }
+    return true;
+}
+
+/* p_notify - NOTIFY (RFC 3461 4.1); it reaches the backend and its DSNs */
+static bool p_notify(struct pc_smtp *c, struct pc_txn *t, const char *k, const char *val)
+{
+    (void)t;
+    if (val == NULL || !pc_notify_valid(val)) {
+        reply(c, 501, "5.5.4", "Bad %s parameter", k);
+        return false;
+    }
+    return true;
+}
+
+/* p_orcpt - ORCPT (RFC 3461 4.2, RFC 6533 3) */
+static bool p_orcpt(struct pc_smtp *c, struct pc_txn *t, const char *k, const char *val)
+{
+    if (val == NULL || !pc_orcpt_valid(val, t->smtputf8)) {
+        reply(c, 501, "5.5.4", "Bad %s parameter", k);
+        return false;
+    }
+    return true;
+}
+
+/* offer_dsn - DSN parameters only when the backend offers DSN: accepting them otherwise would
+ * drop the request on the floor (RFC 3461 4) */
+static bool offer_dsn(const struct pc_smtp *c)
+{
+    return (path_ext(c) & PC_EXT_DSN) != 0;
+}
+
+/* offer_smtputf8 - SMTPUTF8 unless the configuration turned it off */
+static bool offer_smtputf8(const struct pc_smtp *c)
+{
+    return c->conf->smtputf8;
+}
+
+/* The ESMTP parameter table: key, verb, whether it is offered now (NULL: always), check. A
+ * key not here, or not offered, is 555 (RFC 5321 4.1.1.11). */
+static const struct sm_param {
+    const char *key;
+    enum pc_verb verb;
+    bool (*offered)(const struct pc_smtp *);
+    bool (*check)(struct pc_smtp *, struct pc_txn *, const char *key, const char *val);
+} sm_params[] = {
+    {"SIZE", PC_VERB_MAIL, NULL, p_size},
+    {"BODY", PC_VERB_MAIL, NULL, p_body},
+    {"SMTPUTF8", PC_VERB_MAIL, offer_smtputf8, p_smtputf8},
+    {"RET", PC_VERB_MAIL, offer_dsn, p_ret},
+    {"ENVID", PC_VERB_MAIL, offer_dsn, p_xtext},
+    {"AUTH", PC_VERB_MAIL, NULL, p_xtext},
+    {"NOTIFY", PC_VERB_RCPT, offer_dsn, p_notify},
+    {"ORCPT", PC_VERB_RCPT, offer_dsn, p_orcpt},
+};
+
+/* params_ok - every parameter of the command through the table; false when one was refused */
+static bool params_ok(struct pc_smtp *c, struct pc_txn *t, enum pc_verb verb)
+{
+    for (size_t i = 0; i < c->pa.nparams; i++) {
+        const char *k = c->pa.params[i].key, *val = c->pa.params[i].value;
+        const struct sm_param *p = NULL;
+        for (size_t j = 0; j < sizeof(sm_params) / sizeof(sm_params[0]) && !p; j++)
+            if (sm_params[j].verb == verb && !strcmp(sm_params[j].key, k))
+                p = &sm_params[j];
+        if (p == NULL || (p->offered && !p->offered(c))) {
+            reply(c, 555, "5.5.4", "Unsupported option: %s", k);
+            return false;
+        }
+        if (!p->check(c, t, k, val))
+            return false;
+    }
+    return true;
 }
 
 /* cmd_mail - MAIL FROM */
@@ -933,14 +933,6 @@ static void cmd_mail(struct pc_smtp *c, const struct pc_cmd *cmd)
     const char *why, *enh;
     bool has;
 
-    if (s->helo == NULL) {
-        reply(c, 503, "5.5.1", "Error: send HELO/EHLO first");
-        return;
-    }
-    if (s->txn) {
-        reply(c, 503, "5.5.1", "Error: nested MAIL command");
-        return;
-    }
     struct pc_txn *t = pc_txn_new(s);
     why = pc_path_args_parse(cmd->arg, cmd->arg_len, "FROM:", t->pool, &c->pa, &enh);
     if (why) {
@@ -948,51 +940,8 @@ static void cmd_mail(struct pc_smtp *c, const struct pc_cmd *cmd)
         txn_end(c);
         return;
     }
-    for (size_t i = 0; i < c->pa.nparams; i++) {
-        const char *k = c->pa.params[i].key, *val = c->pa.params[i].value;
-        if (!strcmp(k, "SIZE")) {
-            char *end;
-            unsigned long long n = val ? strtoull(val, &end, 10) : 0;
-            if (val == NULL || *end || end == val) {
-                reply(c, 501, "5.5.4", "Bad SIZE parameter");
-                goto bad;
-            }
-            if (n > c->conf->limits.max_message_size) {
-                reply(c, 552, "5.3.4", "Message size exceeds fixed limit");
-                goto bad;
-            }
-            t->size_param = (size_t)n;
-        } else if (!strcmp(k, "BODY")) {
-            if (val == NULL || (strcasecmp(val, "7BIT") && strcasecmp(val, "8BITMIME"))) {
-                reply(c, 501, "5.5.4", "Unsupported BODY parameter");
-                goto bad;
-            }
-            t->body_8bit = strcasecmp(val, "8BITMIME") == 0;
-        } else if (!strcmp(k, "SMTPUTF8") && c->conf->smtputf8) {
-            if (val) {
-                reply(c, 501, "5.5.4", "SMTPUTF8 takes no value");
-                goto bad;
-            }
-            t->smtputf8 = true;
-        } else if ((!strcmp(k, "RET") || !strcmp(k, "ENVID")) && !(path_ext(c) & PC_EXT_DSN)) {
-            /* Not offered: accepting it would drop the request on the floor (RFC 3461 4). */
-            reply(c, 555, "5.5.4", "Unsupported option: %s", k);
-            goto bad;
-        } else if (!strcmp(k, "RET")) {
-            if (val == NULL || (strcasecmp(val, "FULL") && strcasecmp(val, "HDRS"))) {
-                reply(c, 501, "5.5.4", "Bad RET parameter");
-                goto bad;
-            }
-        } else if (!strcmp(k, "ENVID") || !strcmp(k, "AUTH")) {
-            if (val == NULL || !pc_xtext_valid(val)) {
-                reply(c, 501, "5.5.4", "Bad %s parameter", k);
-                goto bad;
-            }
-        } else {
-            reply(c, 555, "5.5.4", "Unsupported option: %s", k);
-            goto bad;
-        }
-    }
+    if (!params_ok(c, t, PC_VERB_MAIL))
+        goto bad;
     (void)pc_param_get(&c->pa, "SMTPUTF8", &has);
     if (c->pa.mb.utf8 && !t->smtputf8) {
         reply(c, 553, "5.6.7", "Must declare SMTPUTF8 to send an UTF-8 address");
@@ -1003,12 +952,12 @@ static void cmd_mail(struct pc_smtp *c, const struct pc_cmd *cmd)
     if (c->be == NULL)
         c->be = pc_backend_new(s, c->lc->backend, backend_cb, c);
     struct pc_verdict v;
-    enum pc_action a = pc_chain_run(s, PC_STAGE_MAIL, &v);
+    enum pc_action a = pc_engine_mail(&c->eng, &v);
     if (a == PC_PENDING) {
         wait_for(c);
         return;
     }
-    mail_done(c, &v);
+    mail_done(c, a, &v);
     return;
 bad:
     txn_end(c);
@@ -1021,10 +970,6 @@ static void cmd_rcpt(struct pc_smtp *c, const struct pc_cmd *cmd)
     struct pc_txn *t = s->txn;
     const char *why, *enh;
 
-    if (t == NULL) {
-        reply(c, 503, "5.5.1", "Error: need MAIL command");
-        return;
-    }
     if (c->be_lost) {
         reply(c, 451, "4.4.2", "Error: lost connection with the backend, try again later");
         return;
@@ -1054,23 +999,8 @@ static void cmd_rcpt(struct pc_smtp *c, const struct pc_cmd *cmd)
         reply(c, 501, enh, "%s", why);
         return;
     }
-    for (size_t i = 0; i < c->pa.nparams; i++) {
-        const char *k = c->pa.params[i].key, *val = c->pa.params[i].value;
-        if ((!strcmp(k, "NOTIFY") || !strcmp(k, "ORCPT")) && !(path_ext(c) & PC_EXT_DSN)) {
-            reply(c, 555, "5.5.4", "Unsupported option: %s", k);
-            return;
-        } else if (!strcmp(k, "NOTIFY") || !strcmp(k, "ORCPT")) {
-            /* They reach the backend and its DSNs: RFC 3461 4.1 and 4.2, RFC 6533 3. */
-            if (val == NULL ||
-                (k[0] == 'N' ? !pc_notify_valid(val) : !pc_orcpt_valid(val, t->smtputf8))) {
-                reply(c, 501, "5.5.4", "Bad %s parameter", k);
-                return;
-            }
-        } else {
-            reply(c, 555, "5.5.4", "Unsupported option: %s", k);
-            return;
-        }
-    }
+    if (!params_ok(c, t, PC_VERB_RCPT))
+        return;
     if (c->pa.mb.utf8 && !t->smtputf8) {
         reply(c, 553, "5.6.7", "Must declare SMTPUTF8 to send an UTF-8 address");
         return;
@@ -1084,38 +1014,27 @@ static void cmd_rcpt(struct pc_smtp *c, const struct pc_cmd *cmd)
         reply_text(c, m.code, m.enh.cls ? &m.enh : NULL, m.text);
         return;
     }
-    if (rcpt_refuse_delayed(c))
-        return;
     struct pc_verdict v;
-    enum pc_action a = pc_chain_run(s, PC_STAGE_RCPT, &v);
+    enum pc_action a = pc_engine_rcpt(&c->eng, &v);
     if (a == PC_PENDING) {
         wait_for(c);
         return;
     }
-    rcpt_done(c, &v);
+    rcpt_done(c, a, &v);
 }
 
 /* cmd_data - DATA */
 static void cmd_data(struct pc_smtp *c, const struct pc_cmd *cmd)
 {
-    struct pc_txn *t = c->s->txn;
-
-    if (cmd->arg_len) {
-        reply(c, 501, "5.5.4", "Syntax: DATA");
-        return;
-    }
-    if (t == NULL) {
-        reply(c, 503, "5.5.1", "Error: need MAIL command");
-        return;
-    }
+    (void)cmd;
     if (c->be_lost) {
         reply(c, 451, "4.4.2", "Error: lost connection with the backend, try again later");
         txn_end(c);
         return;
     }
-    if (t->naccepted == 0) {
-        reply(c, t->nrcpt ? 554 : 503, "5.5.1",
-              t->nrcpt ? "Error: no valid recipients" : "Error: need RCPT command");
+    struct pc_verdict v;
+    if (!pc_engine_data_ready(&c->eng, &v)) {
+        reply_text(c, v.code, &v.enh, v.text);
         return;
     }
     /* RFC 2920 3.1: DATA ends a command group; content before our 354 is a violation. */
@@ -1127,13 +1046,12 @@ static void cmd_data(struct pc_smtp *c, const struct pc_cmd *cmd)
         smtp_close(c);
         return;
     }
-    struct pc_verdict v;
-    enum pc_action a = pc_chain_run(c->s, PC_STAGE_DATA, &v);
+    enum pc_action a = pc_engine_data(&c->eng, &v);
     if (a == PC_PENDING) {
         wait_for(c);
         return;
     }
-    data_done(c, &v);
+    data_done(c, a, &v);
 }
 
 /* is_junk - a command that moves no mail (Postfix's junk commands, plus HELP and a HELO or
@@ -1156,7 +1074,173 @@ static bool is_junk(const struct pc_smtp *c, const struct pc_cmd *cmd)
     }
 }
 
-/* handle_command - check, then dispatch through the verb table */
+/* sequence_ok - the row's sequencing flags; false when a reply refused the command */
+static bool sequence_ok(struct pc_smtp *c, const struct sm_row *row, const struct pc_cmd *cmd)
+{
+    const struct pc_session *s = c->s;
+
+    if (c->refused && !(row->flags & SM_REFUSED))
+        reply(c, 503, "5.5.1", "Error: access denied, send QUIT");
+    else if (((row->flags & SM_ARG) && cmd->arg_len == 0) ||
+             ((row->flags & SM_NO_ARG) && cmd->arg_len))
+        reply(c, 501, "5.5.4", "%s", row->syntax);
+    else if ((row->flags & SM_HELO) && s->helo == NULL)
+        reply(c, 503, "5.5.1", "Error: send HELO/EHLO first");
+    else if ((row->flags & SM_TXN) && s->txn == NULL)
+        reply(c, 503, "5.5.1", "Error: need MAIL command");
+    else if ((row->flags & SM_NO_TXN) && s->txn)
+        reply(c, 503, "5.5.1", "Error: nested MAIL command");
+    else if ((row->flags & SM_NOT_TLS) && s->tls)
+        reply(c, 503, "5.5.1", "Error: TLS already active");
+    else
+        return true;
+    return false;
+}
+
+/* cmd_rset - RSET: the transaction is over (RFC 5321 4.1.1.5) */
+static void cmd_rset(struct pc_smtp *c, const struct pc_cmd *cmd)
+{
+    (void)cmd;
+    txn_end(c);
+    reply(c, 250, "2.0.0", "Ok");
+}
+
+/* cmd_noop - NOOP */
+static void cmd_noop(struct pc_smtp *c, const struct pc_cmd *cmd)
+{
+    (void)cmd;
+    reply(c, 250, "2.0.0", "Ok");
+}
+
+/* cmd_quit - QUIT; anything pipelined after it is not served (RFC 2920 3.1) */
+static void cmd_quit(struct pc_smtp *c, const struct pc_cmd *cmd)
+{
+    (void)cmd;
+    if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
+        pc_info("%s: improper command pipelining after QUIT from %s[%s]", c->s->sid,
+                c->s->client.name, c->s->client.addr);
+    reply(c, 221, "2.0.0", "Bye");
+    txn_end(c);
+    smtp_close(c);
+}
+
+/* cmd_help - HELP */
+static void cmd_help(struct pc_smtp *c, const struct pc_cmd *cmd)
+{
+    (void)cmd;
+    reply(c, 214, "2.0.0", "See RFC 5321 (https://www.rfc-editor.org/rfc/rfc5321)");
+}
+
+/* cmd_vrfy - VRFY: 252 when we will accept but cannot verify (RFC 5321 3.5.3) */
+static void cmd_vrfy(struct pc_smtp *c, const struct pc_cmd *cmd)
+{
+    (void)cmd;
+    reply(c, 252, "2.5.2", "Cannot VRFY user, but will accept message and attempt delivery");
+}
+
+/* cmd_expn - EXPN */
+static void cmd_expn(struct pc_smtp *c, const struct pc_cmd *cmd)
+{
+    (void)cmd;
+    reply(c, 502, "5.5.1", "Error: EXPN not available");
+}
+
+/* cmd_obsolete - SEND, SOML, SAML, TURN */
+static void cmd_obsolete(struct pc_smtp *c, const struct pc_cmd *cmd)
+{
+    reply(c, 502, "5.5.1", "Error: %s is obsolete and not implemented (RFC 5321)", cmd->name);
+}
+
+/* cmd_later - STARTTLS, AUTH, BDAT, ETRN: rows waiting for their implementation */
+static void cmd_later(struct pc_smtp *c, const struct pc_cmd *cmd)
+{
+    (void)cmd;
+    reply(c, 502, "5.5.1", "Error: command not implemented");
+}
+
+/* cmd_forbidden - an HTTP or proxy verb: not an SMTP client */
+static void cmd_forbidden(struct pc_smtp *c, const struct pc_cmd *cmd)
+{
+    pc_info("%s: non-SMTP command from %s[%s]: %s", c->s->sid, c->s->client.name, c->s->client.addr,
+            cmd->name);
+    reply(c, 421, "4.7.0", "%s Error: non-SMTP command", c->conf->hostname);
+}
+
+/* cmd_unknown - a verb we do not know */
+static void cmd_unknown(struct pc_smtp *c, const struct pc_cmd *cmd)
+{
+    (void)cmd;
+    reply(c, 500, "5.5.2", "Error: command not recognized");
+}
+
+/* greet_row - the connect step's end (row 0) */
+static void greet_row(struct pc_smtp *c, enum pc_stage st, enum pc_action a, struct pc_verdict *v)
+{
+    (void)st;
+    greet(c, a, v);
+}
+
+/* helo_row - the HELO step's end */
+static void helo_row(struct pc_smtp *c, enum pc_stage st, enum pc_action a, struct pc_verdict *v)
+{
+    (void)st;
+    helo_done(c, a, v);
+}
+
+/* mail_row - the MAIL step's end */
+static void mail_row(struct pc_smtp *c, enum pc_stage st, enum pc_action a, struct pc_verdict *v)
+{
+    (void)st;
+    mail_done(c, a, v);
+}
+
+/* rcpt_row - the RCPT step's end */
+static void rcpt_row(struct pc_smtp *c, enum pc_stage st, enum pc_action a, struct pc_verdict *v)
+{
+    (void)st;
+    rcpt_done(c, a, v);
+}
+
+/* data_row - the DATA step's end, or the message's */
+static void data_row(struct pc_smtp *c, enum pc_stage st, enum pc_action a, struct pc_verdict *v)
+{
+    if (st == PC_STAGE_DATA)
+        data_done(c, a, v);
+    else
+        eom_done(c, a, v);
+}
+
+/* The command table. STARTTLS becomes {SM_HELO | SM_NO_TXN | SM_NO_ARG | SM_GROUP_END |
+ * SM_NOT_TLS, cmd_starttls} whose handshake resumes through step_over(); AUTH {SM_HELO |
+ * SM_NO_TXN | SM_ARG | SM_NOT_AUTH} plus an input mode (SM_AUTH beside SM_DATA) for the
+ * exchange's lines; BDAT {SM_TXN | SM_ARG} plus an input mode that counts octets
+ * (RFC 3030 2), its end joining end_of_data(). */
+static const struct sm_row sm_rows[PC_VERB_FORBIDDEN + 1] = {
+    [PC_VERB_UNKNOWN] = {"unknown", NULL, 0, cmd_unknown, greet_row, NULL},
+    [PC_VERB_HELO] = {"helo", "Syntax: HELO hostname", SM_ARG | SM_NOT_AUTH, cmd_helo, helo_row,
+                      NULL},
+    [PC_VERB_EHLO] = {"ehlo", "Syntax: EHLO hostname", SM_ARG | SM_NOT_AUTH, cmd_helo, helo_row,
+                      NULL},
+    [PC_VERB_MAIL] = {"mail", NULL, SM_HELO | SM_NO_TXN | SM_NOT_AUTH, cmd_mail, mail_row,
+                      mail_backend_done},
+    [PC_VERB_RCPT] = {"rcpt", NULL, SM_TXN | SM_NOT_AUTH, cmd_rcpt, rcpt_row, rcpt_backend_done},
+    [PC_VERB_DATA] = {"data", "Syntax: DATA", SM_NO_ARG | SM_TXN | SM_GROUP_END | SM_NOT_AUTH,
+                      cmd_data, data_row, eom_backend_done},
+    [PC_VERB_RSET] = {"rset", "Syntax: RSET", SM_NO_ARG, cmd_rset, NULL, NULL},
+    [PC_VERB_NOOP] = {"noop", NULL, SM_REFUSED, cmd_noop, NULL, NULL},
+    [PC_VERB_QUIT] = {"quit", NULL, SM_REFUSED | SM_GROUP_END, cmd_quit, NULL, NULL},
+    [PC_VERB_HELP] = {"help", NULL, 0, cmd_help, NULL, NULL},
+    [PC_VERB_VRFY] = {"vrfy", NULL, 0, cmd_vrfy, NULL, NULL},
+    [PC_VERB_EXPN] = {"expn", NULL, 0, cmd_expn, NULL, NULL},
+    [PC_VERB_STARTTLS] = {"starttls", NULL, 0, cmd_later, NULL, NULL},
+    [PC_VERB_AUTH] = {"auth", NULL, 0, cmd_later, NULL, NULL},
+    [PC_VERB_BDAT] = {"bdat", NULL, 0, cmd_later, NULL, NULL},
+    [PC_VERB_ETRN] = {"etrn", NULL, 0, cmd_later, NULL, NULL},
+    [PC_VERB_OBSOLETE] = {"obsolete", NULL, 0, cmd_obsolete, NULL, NULL},
+    [PC_VERB_FORBIDDEN] = {"forbidden", NULL, 0, cmd_forbidden, NULL, NULL},
+};
+
+/* handle_command - session limits, then the verb's row: sequencing flags, then proceed */
 static void handle_command(struct pc_smtp *c, const char *line, size_t len)
 {
     struct pc_cmd cmd;
@@ -1180,73 +1264,9 @@ static void handle_command(struct pc_smtp *c, const char *line, size_t len)
         reply(c, 421, "4.7.0", "%s Error: too many junk commands", c->conf->hostname);
         return;
     }
-    if (c->refused && cmd.verb != PC_VERB_QUIT && cmd.verb != PC_VERB_NOOP) {
-        reply(c, 503, "5.5.1", "Error: access denied, send QUIT");
-        return;
-    }
-    switch (cmd.verb) {
-    case PC_VERB_HELO:
-    case PC_VERB_EHLO:
-        cmd_helo(c, &cmd, cmd.verb == PC_VERB_EHLO);
-        return;
-    case PC_VERB_MAIL:
-        cmd_mail(c, &cmd);
-        return;
-    case PC_VERB_RCPT:
-        cmd_rcpt(c, &cmd);
-        return;
-    case PC_VERB_DATA:
-        cmd_data(c, &cmd);
-        return;
-    case PC_VERB_RSET:
-        if (cmd.arg_len) {
-            reply(c, 501, "5.5.4", "Syntax: RSET");
-            return;
-        }
-        txn_end(c);
-        reply(c, 250, "2.0.0", "Ok");
-        return;
-    case PC_VERB_NOOP:
-        reply(c, 250, "2.0.0", "Ok");
-        return;
-    case PC_VERB_QUIT: {
-        bool more = evbuffer_get_length(bufferevent_get_input(c->bev)) > 0;
-        if (more)
-            pc_info("%s: improper command pipelining after QUIT from %s[%s]", c->s->sid,
-                    c->s->client.name, c->s->client.addr);
-        reply(c, 221, "2.0.0", "Bye");
-        txn_end(c);
-        smtp_close(c);
-        return;
-    }
-    case PC_VERB_HELP:
-        reply(c, 214, "2.0.0", "See RFC 5321 (https://www.rfc-editor.org/rfc/rfc5321)");
-        return;
-    case PC_VERB_VRFY:
-        /* RFC 5321 3.5.3: 252 when we will accept but cannot verify. */
-        reply(c, 252, "2.5.2", "Cannot VRFY user, but will accept message and attempt delivery");
-        return;
-    case PC_VERB_EXPN:
-        reply(c, 502, "5.5.1", "Error: EXPN not available");
-        return;
-    case PC_VERB_OBSOLETE:
-        reply(c, 502, "5.5.1", "Error: %s is obsolete and not implemented (RFC 5321)", cmd.name);
-        return;
-    case PC_VERB_STARTTLS:
-    case PC_VERB_AUTH:
-    case PC_VERB_BDAT:
-    case PC_VERB_ETRN:
-        reply(c, 502, "5.5.1", "Error: command not implemented");
-        return;
-    case PC_VERB_FORBIDDEN:
-        pc_info("%s: non-SMTP command from %s[%s]: %s", c->s->sid, c->s->client.name,
-                c->s->client.addr, cmd.name);
-        reply(c, 421, "4.7.0", "%s Error: non-SMTP command", c->conf->hostname);
-        return;
-    default:
-        reply(c, 500, "5.5.2", "Error: command not recognized");
-        return;
-    }
+    const struct sm_row *row = &sm_rows[cmd.verb];
+    if (sequence_ok(c, row, &cmd))
+        row->proceed(c, &cmd);
 }
 
 /* feed_data - content bytes into the decoder */
@@ -1436,9 +1456,9 @@ void pc_smtp_accept(struct pc_services *svc, struct pc_conf *conf,
     c->on_closed = closed;
     c->closed_arg = closed_arg;
     pc_buf_init(&c->out, 0);
-    c->s = pc_session_new(svc, conf, lc->name, &lc->chain, &pc_smtp_door, c);
+    c->s = pc_session_new(svc, conf, lc->name, &lc->chain, &pc_smtp_door, &c->eng);
     c->s->trusted = lc->trusted;
-    c->s->holds_refusals = true;
+    pc_engine_init(&c->eng, c->s, eng_done, c);
     pc_session_set_client(c->s, sa, salen);
     if (proxy) /* before the connect stage: facts for its filters and rules */
         pc_proxy_session_facts(c->s, proxy);
@@ -1455,16 +1475,16 @@ void pc_smtp_accept(struct pc_services *svc, struct pc_conf *conf,
     pc_metric_add(PC_M_CONNECTIONS, lc->name, NULL, 1);
     pc_metric_add(PC_M_CONNECTIONS_ACTIVE, NULL, NULL, 1);
     if (pc_chain_attach(c->s) < 0) {
-        c->state = SM_CMD;
-        reply(c, 421, "4.3.0", "%s Error: temporary failure, try again later",
-              conf->hostname);
+        set_state(c, SM_CMD);
+        reply(c, 421, "4.3.0", "%s Error: temporary failure, try again later", conf->hostname);
         return;
     }
-    c->state = SM_CONNECT;
-    enum pc_action a = pc_chain_run(c->s, PC_STAGE_CONNECT, &v);
+    set_state(c, SM_CONNECT);
+    enum pc_action a = pc_engine_connect(&c->eng, &v);
     if (a == PC_PENDING) {
         c->busy = true;
         return;
     }
-    greet(c, &v);
+    greet(c, a, &v);
+    step_over(c);
 }

@@ -49,13 +49,14 @@
 #include "gateway/conf.h"
 #include "gateway/testcmd.h"
 #include "core/dns.h"
+#include "gateway/engine.h"
 #include "core/session.h"
 #include "lib/log.h"
 #include "lib/pool.h"
 #include "core/chain.h"
 
 #define TC_MAX_RCPT 100
-#define TC_MAX_MSG (64u << 20)
+#define TC_MAX_MSG  (64u << 20)
 
 /* Verdicts 0-3; errors are sysexits(3) codes, as the daemon's, so no code means two things. */
 enum tc_exit {
@@ -85,48 +86,48 @@ struct tc_result {
 
 struct tc_wait {
     bool done;
+    enum pc_action a;
     struct pc_verdict v;
     struct event_base *base;
 };
 
-/* tc_stage_done - a pending stage finished */
-static void tc_stage_done(struct pc_session *s, enum pc_stage st, struct pc_verdict *v)
+/* tc_step_done - a pending step of the engine finished */
+static void tc_step_done(void *arg, enum pc_stage st, enum pc_action a, struct pc_verdict *v)
 {
-    struct tc_wait *w = s->door_ctx;
+    struct tc_wait *w = arg;
 
     (void)st;
+    w->a = a;
     w->v = *v;
     w->done = true;
     event_base_loopbreak(w->base);
 }
 
-static const struct pc_door tc_door = {.name = "test", .stage_done = tc_stage_done};
+static const struct pc_door tc_door = {.name = "test", .stage_done = pc_engine_door_done};
 
-/* run_stage - one stage, waiting on the loop when a filter is pending */
-static enum pc_action run_stage(struct pc_session *s, enum pc_stage st, struct pc_verdict *v,
-                                const char *what, bool quiet)
+/* step - one engine step's outcome, waiting on the loop when it is pending; printed */
+static enum pc_action step(struct tc_wait *w, enum pc_action a, struct pc_verdict *v,
+                           enum pc_stage st, const char *what, bool quiet)
 {
-    struct tc_wait *w = s->door_ctx;
     char enh[16];
 
-    enum pc_action a = pc_chain_run(s, st, v);
     if (a == PC_PENDING) {
         w->done = false;
         while (!w->done)
             if (event_base_loop(w->base, EVLOOP_ONCE) < 0)
                 break;
         *v = w->v;
-        a = w->done ? v->action : PC_TEMPFAIL;
+        a = w->done ? w->a : PC_TEMPFAIL;
     }
-    if (!quiet) {
-        if (a == PC_CONTINUE)
-            printf("%-8s %s%scontinue\n", pc_stage_name(st), what, *what ? " " : "");
-        else
-            printf("%-8s %s%s%s %d %s %s [%s%s%s]\n", pc_stage_name(st), what, *what ? " " : "",
-                   pc_action_name(a),
-                   v->code, pc_enh_format(&v->enh, enh, sizeof(enh)), v->text,
-                   v->filter ? v->filter : "-", v->rule ? ": " : "", v->rule ? v->rule : "");
-    }
+    if (quiet)
+        return a;
+    if (a == PC_CONTINUE || a == PC_ACCEPT)
+        printf("%-8s %s%s%s\n", pc_stage_name(st), what, *what ? " " : "",
+               a == PC_ACCEPT ? "accept" : "continue");
+    else
+        printf("%-8s %s%s%s %d %s %s [%s%s%s]\n", pc_stage_name(st), what, *what ? " " : "",
+               pc_action_name(a), v->code, pc_enh_format(&v->enh, enh, sizeof(enh)), v->text,
+               v->filter ? v->filter : "-", v->rule ? ": " : "", v->rule ? v->rule : "");
     return a;
 }
 
@@ -163,22 +164,22 @@ static bool parse_addr(struct pc_pool *pool, const char *a, struct pc_mailbox *m
     return pc_path_parse(p, strlen(p), pool, mb, &end) == NULL;
 }
 
-/* feed - the message into the spool, line by line, CRLF or LF endings */
-static int feed(struct pc_msg *m, const char *data, size_t len)
+/* feed - the message through the engine, line by line, CRLF or LF endings */
+static int feed(struct pc_engine *e, const char *data, size_t len)
 {
     size_t i = 0;
 
     while (i < len) {
         const char *nl = memchr(data + i, '\n', len - i);
-        size_t e = nl ? (size_t)(nl - data) : len;
-        size_t l = e - i;
+        size_t end = nl ? (size_t)(nl - data) : len;
+        size_t l = end - i;
         if (l && data[i + l - 1] == '\r')
             l--;
-        if (pc_msg_line(m, data + i, l) < 0)
+        if (pc_engine_line(e, data + i, l) < 0)
             return -1;
-        i = e + 1;
+        i = end + 1;
     }
-    return pc_msg_finish(m);
+    return 0;
 }
 
 /* set_final - the result from a final verdict */
@@ -188,8 +189,8 @@ static void set_final(struct tc_result *r, const struct pc_verdict *v)
     pc_enh_format(&v->enh, r->enh, sizeof(r->enh));
     snprintf(r->text, sizeof(r->text), "%s", v->text);
     snprintf(r->reply, sizeof(r->reply), "%d %s %s", v->code, r->enh, v->text);
-    r->status = v->action == PC_TEMPFAIL ? TC_TEMPFAIL
-                : v->action == PC_DISCARD ? TC_DISCARD
+    r->status = v->action == PC_TEMPFAIL                             ? TC_TEMPFAIL
+                : v->action == PC_DISCARD                            ? TC_DISCARD
                 : v->action == PC_ACCEPT || v->action == PC_CONTINUE ? TC_ACCEPT
                                                                      : TC_REJECT;
 }
@@ -226,8 +227,7 @@ static void report(struct pc_session *s, struct tc_result *r, bool quiet)
         for (int l = 0; l < 2; l++)
             for (const struct pc_symbol *y = lists[l]; y; y = y->next)
                 if (strcmp(y->filter ? y->filter : "", "rules") != 0)
-                    printf("symbol   %s=%g (%s)\n", y->name, y->score,
-                           y->filter ? y->filter : "-");
+                    printf("symbol   %s=%g (%s)\n", y->name, y->score, y->filter ? y->filter : "-");
         printf("score    %g\n", pc_score_total(s));
         const struct pc_fact *fl[2] = {s->facts, t ? t->facts : NULL};
         for (int l = 0; l < 2; l++)
@@ -267,7 +267,9 @@ static int run_message(struct pc_conf *conf, struct pc_services *svc, const stru
             return -1;
         }
     }
-    struct pc_session *s = pc_session_new(svc, conf, lc->name, &lc->chain, &tc_door, &w);
+    struct pc_engine eng;
+    struct pc_session *s = pc_session_new(svc, conf, lc->name, &lc->chain, &tc_door, &eng);
+    pc_engine_init(&eng, s, tc_step_done, &w);
     s->trusted = lc->trusted;
     if (!set_client(s, env->client_ip)) {
         fprintf(stderr, "portcullis test: bad client address \"%s\"\n", env->client_ip);
@@ -277,17 +279,18 @@ static int run_message(struct pc_conf *conf, struct pc_services *svc, const stru
     pc_strlcpy(s->client.name, env->client_name, sizeof(s->client.name));
     pc_strlcpy(s->client.ptr, env->client_name, sizeof(s->client.ptr));
     int rc = 0;
+    enum pc_action a;
     if (pc_chain_attach(s) < 0) {
         pc_verdict_set(&v, PC_TEMPFAIL, 421, "4.3.0", "filter attach failed");
         goto final;
     }
-    if (run_stage(s, PC_STAGE_CONNECT, &v, "", quiet) != PC_CONTINUE)
+    if (step(&w, pc_engine_connect(&eng, &v), &v, PC_STAGE_CONNECT, "", quiet) != PC_CONTINUE)
         goto final;
     s->helo = pc_pool_strdup(s->pool, env->helo);
     s->esmtp = true;
     if (env->auth)
         s->auth_user = pc_pool_strdup(s->pool, env->auth);
-    if (run_stage(s, PC_STAGE_HELO, &v, env->helo, quiet) != PC_CONTINUE)
+    if (step(&w, pc_engine_helo(&eng, &v), &v, PC_STAGE_HELO, env->helo, quiet) != PC_CONTINUE)
         goto final;
     struct pc_txn *t = pc_txn_new(s);
     if (!parse_addr(t->pool, env->from, &t->from)) {
@@ -295,8 +298,10 @@ static int run_message(struct pc_conf *conf, struct pc_services *svc, const stru
         goto final;
     }
     snprintf(what, sizeof(what), "<%s>", t->from.addr);
-    if (run_stage(s, PC_STAGE_MAIL, &v, what, quiet) != PC_CONTINUE)
+    a = step(&w, pc_engine_mail(&eng, &v), &v, PC_STAGE_MAIL, what, quiet);
+    if (a != PC_CONTINUE && a != PC_ACCEPT)
         goto final;
+    struct pc_verdict refused = {0}; /* the last recipient refusal, for the final reply */
     for (size_t i = 0; i < env->nrcpt; i++) {
         struct pc_mailbox mb;
         if (!parse_addr(t->pool, env->rcpt[i], &mb)) {
@@ -307,59 +312,43 @@ static int run_message(struct pc_conf *conf, struct pc_services *svc, const stru
         }
         t->cur_rcpt = pc_txn_add_rcpt(t, &mb, "");
         snprintf(what, sizeof(what), "<%s>", mb.addr);
-        enum pc_action a = run_stage(s, PC_STAGE_RCPT, &v, what, quiet);
-        if (a == PC_DISCARD)
-            t->discard = true;
-        else if (a != PC_CONTINUE)
-            continue; /* stays in the list unflagged, as in the SMTP door */
-        if (!(t->cur_rcpt->flags & PC_RCPT_RELAY_OK)) {
-            if (!quiet)
-                printf("%-8s %s reject 554 5.7.1 Relay access denied [core]\n", "rcpt", what);
-            continue;
-        }
-        t->cur_rcpt->flags |= PC_RCPT_ACCEPTED;
-        t->naccepted++;
+        a = step(&w, pc_engine_rcpt(&eng, &v), &v, PC_STAGE_RCPT, what, quiet);
+        if (a == PC_CONTINUE) /* what the SMTP door's backend would be asked: taken here */
+            pc_engine_rcpt_accepted(&eng);
+        else if (a != PC_ACCEPT)
+            refused = v; /* stays in the list unflagged, as in the SMTP door */
     }
     t->cur_rcpt = NULL;
-    if (t->naccepted == 0) {
-        if (v.action == PC_CONTINUE)
-            pc_verdict_set(&v, PC_REJECT, 554, "5.5.1", "Error: no valid recipients");
+    if (!pc_engine_data_ready(&eng, &v)) {
+        if (refused.action)
+            v = refused;
         v.action = v.code / 100 == 4 ? PC_TEMPFAIL : PC_REJECT;
         goto final;
     }
-    if (run_stage(s, PC_STAGE_DATA, &v, "", quiet) != PC_CONTINUE)
+    if (step(&w, pc_engine_data(&eng, &v), &v, PC_STAGE_DATA, "", quiet) != PC_CONTINUE)
         goto final;
-    if (feed(&t->msg, data, len) < 0 || t->msg.io_error) {
-        pc_verdict_set(&v, PC_TEMPFAIL, 451, "4.3.0", "Error: queue file write error");
+    if (feed(&eng, data, len) < 0)
+        t->msg.io_error = true;
+    a = step(&w, pc_engine_eom(&eng, 0, &v), &v, PC_STAGE_EOM, "", quiet);
+    if (a != PC_CONTINUE)
         goto final;
-    }
-    if (t->msg.size > conf->limits.max_message_size) { /* as the SMTP door does */
-        pc_verdict_set(&v, PC_REJECT, 552, "5.3.4", "Error: message file too big");
-        goto final;
-    }
-    if (t->msg.header_overflow) {
-        pc_verdict_set(&v, PC_REJECT, 552, "5.3.4",
-                       "Error: message header size or count exceeds limit");
-        goto final;
-    }
-    for (enum pc_stage st = PC_STAGE_HEADER; st <= PC_STAGE_EOM; st++)
-        if (run_stage(s, st, &v, "", quiet) != PC_CONTINUE)
-            goto final;
     pc_verdict_clear(&v);
-    if (t->discard)
-        v.action = PC_DISCARD;
     v.code = 250;
     v.enh = (struct pc_enh){2, 0, 0};
     snprintf(v.text, sizeof(v.text), "Ok: queued as %s (test: not delivered)", t->id);
 final:
+    if (v.action == PC_DISCARD && v.code == 0) /* the transaction's discard: no filter text */
+        pc_verdict_set(&v, PC_DISCARD, 250, "2.0.0", "Ok");
     report(s, r, quiet);
     set_final(r, &v);
     if (v.action == PC_DISCARD)
         snprintf(r->reply, sizeof(r->reply), "250 2.0.0 Ok (discarded)");
     if (!quiet)
         printf("result   %s: %s\n",
-               r->status == TC_ACCEPT ? "accept" : r->status == TC_REJECT ? "reject"
-               : r->status == TC_TEMPFAIL ? "tempfail" : "discard",
+               r->status == TC_ACCEPT     ? "accept"
+               : r->status == TC_REJECT   ? "reject"
+               : r->status == TC_TEMPFAIL ? "tempfail"
+                                          : "discard",
                r->reply);
     pc_session_free(s);
     return rc;
@@ -467,7 +456,8 @@ static int run_test_file(struct pc_conf *conf, struct pc_services *svc, const ch
         else if (strcmp(key, "expect") == 0)
             expect = val;
         else if ((strcmp(key, "expect-rule") == 0 || strcmp(key, "expect-no-rule") == 0 ||
-                  strcmp(key, "expect-header") == 0) && nchecks < 32) {
+                  strcmp(key, "expect-header") == 0) &&
+                 nchecks < 32) {
             val[-1] = ' ';
             checks[nchecks++] = key;
         } else if (bad == NULL) {
@@ -480,8 +470,8 @@ static int run_test_file(struct pc_conf *conf, struct pc_services *svc, const ch
         printf("FAIL %s:%d: %s\n", path, lineno,
                bad ? "unknown keyword (client-ip, client-name, helo, auth, from, rcpt, listener, "
                      "message, expect, expect-rule, expect-no-rule, expect-header, --)"
-                   : expect == NULL ? "no \"expect\" line"
-                                    : "give either \"message FILE\" or \"--\" and the message");
+               : expect == NULL ? "no \"expect\" line"
+                                : "give either \"message FILE\" or \"--\" and the message");
         free(text);
         return 1;
     }
@@ -518,8 +508,10 @@ static int run_test_file(struct pc_conf *conf, struct pc_services *svc, const ch
     /* expect accept|reject|tempfail|discard [CODE [ENH]] */
     char want[16] = "", wcode[8] = "", wenh[16] = "";
     sscanf(expect, "%15s %7s %15s", want, wcode, wenh);
-    const char *got = r.status == TC_ACCEPT ? "accept" : r.status == TC_REJECT ? "reject"
-                      : r.status == TC_TEMPFAIL ? "tempfail" : "discard";
+    const char *got = r.status == TC_ACCEPT     ? "accept"
+                      : r.status == TC_REJECT   ? "reject"
+                      : r.status == TC_TEMPFAIL ? "tempfail"
+                                                : "discard";
     char code[8];
     snprintf(code, sizeof(code), "%d", r.code);
     if (strcmp(want, got) != 0 || (wcode[0] && strcmp(wcode, code) != 0) ||
@@ -534,7 +526,9 @@ static int run_test_file(struct pc_conf *conf, struct pc_services *svc, const ch
         bool has = has_word(is_hdr ? r.headers : r.rules, arg);
         if (has == neg) {
             printf("FAIL %s: %s %s: matched rules:%s added headers:%s\n", path,
-                   neg ? "rule matched" : is_hdr ? "header not added" : "rule did not match",
+                   neg      ? "rule matched"
+                   : is_hdr ? "header not added"
+                            : "rule did not match",
                    arg, r.rules[0] ? r.rules : " none", r.headers[0] ? r.headers : " none");
             fails++;
         }
@@ -676,22 +670,43 @@ int pc_test_main(int argc, char **argv)
     optind = 1;
     while ((ch = getopt_long(argc, argv, "c:qv", longopts, NULL)) != -1) {
         switch (ch) {
-        case 'c': path = optarg; break;
-        case 'l': env.listener = optarg; break;
-        case 'i': env.client_ip = optarg; break;
-        case 'n': env.client_name = optarg; break;
-        case 'h': env.helo = optarg; break;
-        case 'a': env.auth = optarg; break;
-        case 'f': env.from = optarg; break;
+        case 'c':
+            path = optarg;
+            break;
+        case 'l':
+            env.listener = optarg;
+            break;
+        case 'i':
+            env.client_ip = optarg;
+            break;
+        case 'n':
+            env.client_name = optarg;
+            break;
+        case 'h':
+            env.helo = optarg;
+            break;
+        case 'a':
+            env.auth = optarg;
+            break;
+        case 'f':
+            env.from = optarg;
+            break;
         case 'r':
             if (env.nrcpt == TC_MAX_RCPT)
                 return tc_usage(stderr, TC_USAGE);
             env.rcpt[env.nrcpt++] = optarg;
             break;
-        case 'q': quiet = true; break;
-        case 'z': zone = optarg; break;
-        case 'H': return tc_usage(stdout, 0);
-        case 'v': verbose = true; break;
+        case 'q':
+            quiet = true;
+            break;
+        case 'z':
+            zone = optarg;
+            break;
+        case 'H':
+            return tc_usage(stdout, 0);
+        case 'v':
+            verbose = true;
+            break;
         case 'b':
             bench = strtol(optarg, NULL, 10);
             if (bench < 1 || bench > 1000000)
@@ -744,8 +759,7 @@ int pc_test_main(int argc, char **argv)
             fprintf(stderr, "portcullis test: %s: %s\n", argv[optind], strerror(errno));
             rc = EX_NOINPUT;
         } else {
-            rc = run_message(conf, &svc, &env, data, len, &r, quiet) < 0 ? TC_ERROR
-                                                                         : (int)r.status;
+            rc = run_message(conf, &svc, &env, data, len, &r, quiet) < 0 ? TC_ERROR : (int)r.status;
             free(data);
         }
     }
