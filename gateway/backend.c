@@ -91,6 +91,16 @@ static const char *const be_state_names[] = {
     "XFORWARD", "ready",   "command",  "DATA", "message content", "end of data",
     "dead"};
 
+/* The commands of a transaction, typed: the backend writes the line (never the door). */
+enum pc_backend_verb { PC_BACKEND_MAIL, PC_BACKEND_RCPT };
+static const char *const verb_name[] = {"MAIL", "RCPT"};
+struct pc_backend_cmd {
+    enum pc_backend_verb verb;
+    const char *addr; /* the path without angle brackets, "" for the null sender */
+    const struct pc_param *params;
+    size_t nparams;
+};
+
 struct pc_backend {
     struct pc_session *s;
     const struct pc_backend_conf *bc;
@@ -105,10 +115,12 @@ struct pc_backend {
     unsigned ext;
     char xclient_attrs[256], xforward_attrs[256];
     char relay[300];
-    char *pending; /* command waiting for the connection */
+    bool has_pending; /* a command waits for the connection */
+    enum pc_backend_verb pending_verb;
+    char *pending_addr;
     struct pc_param pending_params[PC_MAX_PARAMS];
     size_t pending_nparams;
-    bool cmd_is_rcpt;
+    enum pc_backend_verb cmd_verb; /* the outstanding command (BE_CMD) */
     size_t rcpt_ok, lmtp_left;
     struct pc_backend_result lmtp_first_fail;
     bool lmtp_any_ok, lmtp_any_fail;
@@ -118,16 +130,14 @@ struct pc_backend {
     char *chunk;
     struct event *synth;
     struct pc_backend_result synth_result;
-    int depth;     /* inside one of our libevent callbacks */
-    bool free_req; /* pc_backend_free() was called from inside: destroy on the way out */
-    bool in_txn;   /* the backend holds our MAIL: never pool such a connection */
-    bool cmd_is_mail, cmd_is_rset;
+    int depth;          /* inside one of our libevent callbacks */
+    bool free_req;      /* pc_backend_free() was called from inside: destroy on the way out */
+    bool in_txn;        /* the backend holds our MAIL: never pool such a connection */
     bool broken;        /* the backend broke the protocol: never reuse, never reconnect midway */
     bool identified;    /* ident_key is the client this connection speaks for (XCLIENT) */
     bool ident_refresh; /* XCLIENT on an established connection: a refusal means reconnect */
     bool xforward_sent; /* XFORWARD went out for the coming MAIL */
     char ident_key[1100], ident_sending[1100];
-    char cmd_name[16]; /* the outstanding command, for the log */
     struct event *deadline;
     struct pc_backend *pool_next;
     struct event *pool_timer;
@@ -169,7 +179,8 @@ static bool be_leave(struct pc_backend *);
 static struct pc_backend *pool_take(struct pc_session *, const struct pc_backend_conf *,
                                     pc_backend_cb *, void *);
 static void send_pending(struct pc_backend *);
-static void keep_pending(struct pc_backend *, const char *, const struct pc_param *, size_t);
+static void be_command(struct pc_backend *, const struct pc_backend_cmd *);
+static void keep_pending(struct pc_backend *, const struct pc_backend_cmd *);
 static void be_retire(struct pc_backend *, bool quit);
 static void on_deadline(evutil_socket_t, short, void *);
 static bool be_sockaddr(const char *, struct sockaddr_storage *, socklen_t *);
@@ -270,7 +281,7 @@ static void be_destroy(struct pc_backend *be)
     be_close(be);
     event_free(be->synth);
     event_free(be->deadline);
-    keep_pending(be, NULL, NULL, 0);
+    keep_pending(be, NULL);
     free(be->received);
     free(be->chunk);
     free(be);
@@ -835,37 +846,41 @@ static void identity_line(struct pc_backend *be, const char *verb, const char *a
     }
 }
 
-/* keep_pending - remember a command (and copies of its parameters) until we are ready */
-static void keep_pending(struct pc_backend *be, const char *line, const struct pc_param *params,
-                         size_t n)
+/* keep_pending - remember a command (copies of its address and parameters) until we are ready */
+static void keep_pending(struct pc_backend *be, const struct pc_backend_cmd *cmd)
 {
-    free(be->pending);
+    free(be->pending_addr);
     for (size_t i = 0; i < be->pending_nparams; i++) {
         free((char *)be->pending_params[i].key);
         free((char *)be->pending_params[i].value);
     }
-    be->pending = line ? strdup(line) : NULL;
-    be->pending_nparams = line && n <= PC_MAX_PARAMS ? n : 0;
+    be->has_pending = cmd != NULL;
+    be->pending_addr = cmd ? strdup(cmd->addr) : NULL;
+    be->pending_verb = cmd ? cmd->verb : PC_BACKEND_MAIL;
+    be->pending_nparams = cmd && cmd->nparams <= PC_MAX_PARAMS ? cmd->nparams : 0;
     for (size_t i = 0; i < be->pending_nparams; i++) {
-        be->pending_params[i].key = strdup(params[i].key);
-        be->pending_params[i].value = params[i].value ? strdup(params[i].value) : NULL;
+        be->pending_params[i].key = strdup(cmd->params[i].key);
+        be->pending_params[i].value = cmd->params[i].value ? strdup(cmd->params[i].value) : NULL;
     }
 }
 
 /* send_pending - the connection is ready: send what waited for it */
 static void send_pending(struct pc_backend *be)
 {
-    if (be->pending == NULL)
+    if (!be->has_pending)
         return;
-    char *line = be->pending;
     struct pc_param params[PC_MAX_PARAMS];
-    size_t n = be->pending_nparams;
-    memcpy(params, be->pending_params, n * sizeof(*params));
-    be->pending = NULL;
+    struct pc_backend_cmd cmd = {.verb = be->pending_verb,
+                                 .addr = be->pending_addr,
+                                 .params = params,
+                                 .nparams = be->pending_nparams};
+    memcpy(params, be->pending_params, cmd.nparams * sizeof(*params));
+    be->has_pending = false;
+    be->pending_addr = NULL;
     be->pending_nparams = 0;
-    pc_backend_command(be, line, params, n);
-    free(line);
-    for (size_t i = 0; i < n; i++) {
+    be_command(be, &cmd);
+    free((char *)cmd.addr);
+    for (size_t i = 0; i < cmd.nparams; i++) {
         free((char *)params[i].key);
         free((char *)params[i].value);
     }
@@ -1128,12 +1143,10 @@ static void handle_reply(struct pc_backend *be)
         return;
     case BE_CMD:
         be->state = code == 421 ? BE_DEAD : BE_READY;
-        if (be->cmd_is_rcpt && code / 100 == 2)
+        if (be->cmd_verb == PC_BACKEND_RCPT && code / 100 == 2)
             be->rcpt_ok++;
-        if (be->cmd_is_mail && code / 100 == 2)
+        if (be->cmd_verb == PC_BACKEND_MAIL && code / 100 == 2)
             be->in_txn = true;
-        if (be->cmd_is_rset && code / 100 == 2)
-            be->in_txn = false;
         if (code == 421) {
             be->broken = true;
             be_close(be);
@@ -1186,7 +1199,8 @@ static void be_broken(struct pc_backend *be, const char *fmt, ...)
     vsnprintf(what, sizeof(what), fmt, ap);
     va_end(ap);
     pc_warn("%s: backend %s broke the protocol while we waited for %s%s%s: %s", sid(be), be->relay,
-            be_state_names[st], st == BE_CMD ? " " : "", st == BE_CMD ? be->cmd_name : "", what);
+            be_state_names[st], st == BE_CMD ? " " : "",
+            st == BE_CMD ? verb_name[be->cmd_verb] : "", what);
     be->broken = true;
     if (st >= BE_GREETING && st <= BE_XFORWARD && !be->ident_refresh && !be->in_txn) {
         /* Nothing of a transaction is there yet: another address may do better. */
@@ -1452,7 +1466,7 @@ static void be_try_next(struct pc_backend *be, const char *why)
         if (be_connect(be))
             return;
     be->addr_idx = 0;
-    keep_pending(be, NULL, NULL, 0);
+    keep_pending(be, NULL);
     be_fail(be, "4.4.1", "Backend unavailable, try again later");
 }
 
@@ -1521,18 +1535,17 @@ fail:
     synth(be, 451, "4.3.0", "Local delivery failed, try again later", true);
 }
 
-/* pc_backend_command - send one command (connecting first when needed) */
-void pc_backend_command(struct pc_backend *be, const char *line, const struct pc_param *params,
-                        size_t nparams)
+/* be_command - send MAIL or RCPT (connecting first when needed) */
+static void be_command(struct pc_backend *be, const struct pc_backend_cmd *cmd)
 {
+    const struct pc_param *params = cmd->params;
+    size_t nparams = cmd->nparams;
+
     if (be->bc->maildir) {
-        const char *enh = strncasecmp(line, "MAIL", 4) == 0   ? "2.1.0"
-                          : strncasecmp(line, "RCPT", 4) == 0 ? "2.1.5"
-                                                              : "2.0.0";
-        synth(be, 250, enh, "Ok", false);
+        synth(be, 250, cmd->verb == PC_BACKEND_MAIL ? "2.1.0" : "2.1.5", "Ok", false);
         return;
     }
-    bool is_mail = strncasecmp(line, "MAIL", 4) == 0;
+    bool is_mail = cmd->verb == PC_BACKEND_MAIL;
     if (!is_mail && (!be->in_txn || be->broken || be->state == BE_IDLE || be->state == BE_DEAD)) {
         /* A transaction never moves to another connection: the one that took our MAIL is
          * gone (or broken), so there is nothing to send RCPT or RSET on. */
@@ -1540,22 +1553,22 @@ void pc_backend_command(struct pc_backend *be, const char *line, const struct pc
         return;
     }
     if (be->state == BE_IDLE || be->state == BE_DEAD) {
-        keep_pending(be, line, params, nparams);
+        keep_pending(be, cmd);
         be_close(be);
         pc_backend_open(be);
         return;
     }
     if (be->state != BE_READY) {
-        keep_pending(be, line, params, nparams);
+        keep_pending(be, cmd);
         return;
     }
     if (is_mail) {
         /* Every transaction carries its client's identity (a pooled connection, a new HELO
          * name, Postfix's reset of XFORWARD attributes after each transaction). */
-        keep_pending(be, line, params, nparams);
+        keep_pending(be, cmd);
         if (!identity_ready(be))
             return; /* MAIL waits in pending */
-        keep_pending(be, NULL, NULL, 0);
+        keep_pending(be, NULL);
         be->xforward_sent = false;
         be->rcpt_ok = 0;
         unsigned ext = pc_backend_ext(be);
@@ -1583,19 +1596,33 @@ void pc_backend_command(struct pc_backend *be, const char *line, const struct pc
                 return;
             }
     }
-    be->cmd_is_rcpt = strncasecmp(line, "RCPT", 4) == 0;
-    be->cmd_is_mail = strncasecmp(line, "MAIL", 4) == 0;
-    be->cmd_is_rset = strncasecmp(line, "RSET", 4) == 0;
-    snprintf(be->cmd_name, sizeof(be->cmd_name), "%.4s", line);
+    be->cmd_verb = cmd->verb;
     struct pc_buf b;
     pc_buf_init(&b, 0);
-    pc_buf_puts(&b, line);
+    /* RFC 5321 4.1.1.2, 4.1.1.3: the path goes in angle brackets, the null sender as <>. */
+    pc_buf_printf(&b, "%s:<%s>", is_mail ? "MAIL FROM" : "RCPT TO", cmd->addr);
     for (size_t i = 0; i < nparams; i++)
         if (param_ok(be, params[i].key))
             pc_buf_printf(&b, " %s%s%s", params[i].key, params[i].value ? "=" : "",
                           params[i].value ? params[i].value : "");
     be_send(be, BE_CMD, be->conf->timeouts.backend_command, "%s", b.data);
     pc_buf_free(&b);
+}
+
+/* pc_backend_mail - MAIL for this transaction's sender */
+void pc_backend_mail(struct pc_backend *be, const struct pc_mailbox *from,
+                     const struct pc_param *params, size_t nparams)
+{
+    struct pc_backend_cmd cmd = {PC_BACKEND_MAIL, from->addr, params, nparams};
+    be_command(be, &cmd);
+}
+
+/* pc_backend_rcpt - RCPT for one recipient of the transaction */
+void pc_backend_rcpt(struct pc_backend *be, const struct pc_mailbox *to,
+                     const struct pc_param *params, size_t nparams)
+{
+    struct pc_backend_cmd cmd = {PC_BACKEND_RCPT, to->addr, params, nparams};
+    be_command(be, &cmd);
 }
 
 /* pc_backend_data - DATA and the message */

@@ -119,7 +119,7 @@ static void process_input(struct pc_smtp *);
 static void smtp_close(struct pc_smtp *);
 static void eom_next(struct pc_smtp *, enum pc_stage done);
 static void stage_done(struct pc_session *, enum pc_stage, struct pc_verdict *);
-static void to_backend(struct pc_smtp *, enum pc_verb, const char *addr);
+static void to_backend(struct pc_smtp *, enum pc_verb, const struct pc_mailbox *);
 
 static const struct pc_door pc_smtp_door = {"smtp", stage_done};
 
@@ -570,20 +570,19 @@ static void mail_done(struct pc_smtp *c, struct pc_verdict *v)
         reply(c, 250, "2.1.0", "Ok");
         return;
     }
-    to_backend(c, PC_VERB_MAIL, t->from.addr);
+    to_backend(c, PC_VERB_MAIL, &t->from);
 }
 
 /* to_backend - MAIL or RCPT with the client's parameters (the backend opens when needed) */
-static void to_backend(struct pc_smtp *c, enum pc_verb verb, const char *addr)
+static void to_backend(struct pc_smtp *c, enum pc_verb verb, const struct pc_mailbox *mb)
 {
-    char line[PC_PATH_MAX + 32];
-
-    snprintf(line, sizeof(line), "%s:<%s>", verb == PC_VERB_MAIL ? "MAIL FROM" : "RCPT TO",
-             addr);
     c->be_wait = verb;
     clock_gettime(CLOCK_MONOTONIC, &c->be_t0);
     wait_for(c);
-    pc_backend_command(c->be, line, c->pa.params, c->pa.nparams);
+    if (verb == PC_VERB_MAIL)
+        pc_backend_mail(c->be, mb, c->pa.params, c->pa.nparams);
+    else
+        pc_backend_rcpt(c->be, mb, c->pa.params, c->pa.nparams);
 }
 
 /* rcpt_refuse_delayed - a held connect/HELO/MAIL refusal answers this RCPT */
@@ -629,7 +628,7 @@ static void rcpt_done(struct pc_smtp *c, struct pc_verdict *v)
         reply(c, 250, "2.1.5", "Ok");
         return;
     }
-    to_backend(c, PC_VERB_RCPT, r->mb.addr);
+    to_backend(c, PC_VERB_RCPT, &r->mb);
 }
 
 /* rcpt_backend_done - the backend answered our RCPT */
