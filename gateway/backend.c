@@ -31,9 +31,9 @@
  *	new connection. XFORWARD is sent before every MAIL (Postfix resets
  *	its attributes after each transaction).
  *
- *	The Maildir backend answers the same calls locally; it writes on the
- *	loop thread (it is the embedded default for trying portcullis out,
- *	not the production path) and fsyncs before it says 250.
+ *	Each backend kind (smtp, lmtp, maildir) is a small ops table; the
+ *	Maildir kind answers the same calls locally and writes the message
+ *	with gateway/maildir.c.
  * SEE ALSO
  *	RFC 5321, RFC 2033 (LMTP), Postfix XCLIENT_README and XFORWARD_README
  */
@@ -62,6 +62,7 @@
 #include "filters/filter.h"
 #include "gateway/bevio.h"
 #include "gateway/conf.h"
+#include "gateway/maildir.h"
 #include "gateway/session.h"
 #include "lib/log.h"
 #include "lib/parse.h"
@@ -104,6 +105,7 @@ struct pc_backend_cmd {
 struct pc_backend {
     struct pc_session *s;
     const struct pc_backend_conf *bc;
+    const struct be_kind *kind;
     const struct pc_conf *conf;
     pc_backend_cb *cb;
     void *arg;
@@ -180,6 +182,42 @@ static struct pc_backend *pool_take(struct pc_session *, const struct pc_backend
                                     pc_backend_cb *, void *);
 static void send_pending(struct pc_backend *);
 static void be_command(struct pc_backend *, const struct pc_backend_cmd *);
+static void be_data(struct pc_backend *, const char *received);
+static void maildir_command(struct pc_backend *, const struct pc_backend_cmd *);
+static void maildir_data(struct pc_backend *, const char *received);
+
+/*
+ * Backend kinds. smtp and lmtp are this file's client (they differ in the greeting and in
+ * LMTP's reply per accepted recipient after the dot, RFC 2033 4.1, 4.2); maildir has no
+ * connection and answers locally (gateway/maildir.c writes the message).
+ */
+struct be_kind {
+    const char *name;
+    const char *hello;   /* EHLO or LHLO; NULL: no connection, answered locally */
+    bool reply_per_rcpt; /* one reply per accepted recipient after the dot */
+    unsigned local_ext;  /* what a kind without a connection offers */
+    void (*command)(struct pc_backend *, const struct pc_backend_cmd *);
+    void (*data)(struct pc_backend *, const char *received);
+};
+
+static const struct be_kind be_kind_smtp = {
+    .name = "smtp", .hello = "EHLO", .command = be_command, .data = be_data};
+static const struct be_kind be_kind_lmtp = {.name = "lmtp",
+                                            .hello = "LHLO",
+                                            .reply_per_rcpt = true,
+                                            .command = be_command,
+                                            .data = be_data};
+static const struct be_kind be_kind_maildir = {.name = "maildir",
+                                               .local_ext = PC_EXT_PIPELINING | PC_EXT_SIZE |
+                                                            PC_EXT_8BITMIME | PC_EXT_SMTPUTF8,
+                                               .command = maildir_command,
+                                               .data = maildir_data};
+
+/* kind_of - the kind of a configured backend */
+static const struct be_kind *kind_of(const struct pc_backend_conf *bc)
+{
+    return bc->maildir ? &be_kind_maildir : bc->lmtp ? &be_kind_lmtp : &be_kind_smtp;
+}
 static void keep_pending(struct pc_backend *, const struct pc_backend_cmd *);
 static void be_retire(struct pc_backend *, bool quit);
 static void on_deadline(evutil_socket_t, short, void *);
@@ -253,7 +291,8 @@ struct pc_backend *pc_backend_new(struct pc_session *s, const struct pc_backend_
     be->base = s->svc->base;
     be->synth = event_new(be->base, -1, 0, on_synth, be);
     be->deadline = evtimer_new(be->base, on_deadline, be);
-    snprintf(be->relay, sizeof(be->relay), "%s", bc->maildir ? "maildir" : "none");
+    be->kind = kind_of(bc);
+    snprintf(be->relay, sizeof(be->relay), "%s", be->kind->hello ? "none" : be->kind->name);
     return be;
 }
 
@@ -407,8 +446,8 @@ static void pool_on_timer(evutil_socket_t fd, short what, void *arg)
 static bool pool_put(struct pc_backend *be)
 {
     if (be->depth > 0 || be->bev == NULL || be->state != BE_READY || be->in_txn || be->broken ||
-        be->bc->maildir || be->conf != pc_be_current || be->bc->identity == PC_IDENT_XFORWARD ||
-        pc_be_pool_n >= PC_BE_POOL_MAX)
+        be->kind->hello == NULL || be->conf != pc_be_current ||
+        be->bc->identity == PC_IDENT_XFORWARD || pc_be_pool_n >= PC_BE_POOL_MAX)
         return false;
     /* Postfix evaluates XCLIENT authorisation against the client XCLIENT set: when the last
      * EHLO no longer offers XCLIENT, the next client's identity cannot be set here. */
@@ -474,7 +513,7 @@ void pc_backend_free(struct pc_backend *be)
 /* pc_backend_ready - connected and idle */
 bool pc_backend_ready(const struct pc_backend *be)
 {
-    return be->bc->maildir || be->state == BE_READY;
+    return be->kind->hello == NULL || be->state == BE_READY;
 }
 
 /*
@@ -509,8 +548,8 @@ static void known_ext_set(const struct pc_backend *be, unsigned ext)
 /* pc_backend_known_ext - what the backend offered last time; 0 while unknown */
 unsigned pc_backend_known_ext(const struct pc_backend_conf *bc)
 {
-    if (bc->maildir)
-        return PC_EXT_PIPELINING | PC_EXT_SIZE | PC_EXT_8BITMIME | PC_EXT_SMTPUTF8;
+    if (kind_of(bc)->hello == NULL)
+        return kind_of(bc)->local_ext;
     for (size_t i = 0; pc_be_current && i < pc_be_current->nbackends && i < pc_be_ncaps; i++)
         if (&pc_be_current->backends[i] == bc)
             return pc_be_caps[i] & ~PC_EXT_KNOWN;
@@ -612,8 +651,7 @@ static void probe_on_read(struct bufferevent *bev, void *arg)
             continue;
         if (p->step == 0 && p->reply.code == 220) {
             const char *name = bc->helo_name ? bc->helo_name : p->conf->hostname;
-            evbuffer_add_printf(bufferevent_get_output(bev), "%s %s\r\n",
-                                bc->lmtp ? "LHLO" : "EHLO", name);
+            evbuffer_add_printf(bufferevent_get_output(bev), "%s %s\r\n", kind_of(bc)->hello, name);
             memset(&p->reply, 0, sizeof(p->reply));
             p->step = 1;
         } else if (p->step == 1 && p->reply.code == 250) {
@@ -722,7 +760,7 @@ void pc_backend_generation(struct event_base *base, struct pc_conf *conf)
     if (pc_be_caps == NULL)
         pc_fatal("out of memory");
     for (size_t i = 0; i < conf->nbackends; i++) {
-        if (conf->backends[i].maildir || conf->backends[i].naddr == 0)
+        if (kind_of(&conf->backends[i])->hello == NULL || conf->backends[i].naddr == 0)
             continue;
         struct be_probe *p = calloc(1, sizeof(*p));
         if (p == NULL)
@@ -748,9 +786,7 @@ bool pc_backend_probing(void)
 /* pc_backend_ext - extensions the backend offered */
 unsigned pc_backend_ext(const struct pc_backend *be)
 {
-    if (be->bc->maildir)
-        return PC_EXT_PIPELINING | PC_EXT_SIZE | PC_EXT_8BITMIME | PC_EXT_SMTPUTF8;
-    return be->ext;
+    return be->kind->hello ? be->ext : be->kind->local_ext;
 }
 
 /* be_send - one command line; its reply is due within timeout_ms */
@@ -995,8 +1031,7 @@ static void be_ehlo(struct pc_backend *be, enum be_state next)
 
     if (next == BE_EHLO2 && be->s && be->s->helo && be->s->helo[0])
         name = be->s->helo;
-    be_send(be, next, be->conf->timeouts.backend_command, "%s %s", be->bc->lmtp ? "LHLO" : "EHLO",
-            name);
+    be_send(be, next, be->conf->timeouts.backend_command, "%s %s", be->kind->hello, name);
 }
 
 /* fill - stream more of the message while the output buffer is low */
@@ -1036,7 +1071,7 @@ static void fill(struct pc_backend *be)
         be_arm(be, be->conf->timeouts.backend_data_done);
         memset(&be->reply, 0, sizeof(be->reply));
         be->state = BE_DATA_DONE;
-        be->lmtp_left = be->bc->lmtp ? be->rcpt_ok : 1;
+        be->lmtp_left = be->kind->reply_per_rcpt ? be->rcpt_ok : 1;
         be->lmtp_any_ok = be->lmtp_any_fail = false;
         break;
     }
@@ -1094,7 +1129,7 @@ static void handle_reply(struct pc_backend *be)
     struct pc_backend_result r = {.reply = be->reply};
     int code = be->reply.code;
 
-    if (!(be->state == BE_DATA_DONE && be->bc->lmtp && be->lmtp_left > 1))
+    if (!(be->state == BE_DATA_DONE && be->kind->reply_per_rcpt && be->lmtp_left > 1))
         evtimer_del(be->deadline);
     switch (be->state) {
     case BE_GREETING:
@@ -1172,7 +1207,7 @@ static void handle_reply(struct pc_backend *be)
         deliver(be, &r);
         return;
     case BE_DATA_DONE:
-        if (be->bc->lmtp) {
+        if (be->kind->reply_per_rcpt) {
             lmtp_reply(be);
             return;
         }
@@ -1291,7 +1326,7 @@ static void on_read(struct bufferevent *bev, void *arg)
                       be->reply.text);
             break;
         }
-        bool more = st == BE_DATA_DONE && be->bc->lmtp && be->lmtp_left > 1;
+        bool more = st == BE_DATA_DONE && be->kind->reply_per_rcpt && be->lmtp_left > 1;
         if (!more && input_pending(be)) {
             /* One command, one reply: whatever follows it was not asked for. */
             be_broken(be, "more after its %d reply (%.200s)", code, be->reply.text);
@@ -1480,71 +1515,12 @@ void pc_backend_open(struct pc_backend *be)
     be_try_next(be, "cannot connect");
 }
 
-/* maildir_deliver - write the message into a Maildir (tmp, fsync, rename to new) */
-static void maildir_deliver(struct pc_backend *be, const char *received)
-{
-    static unsigned seq;
-    const char *dir = be->bc->maildir;
-    char tmp[PATH_MAX], dst[PATH_MAX], name[256];
-    struct timeval tv;
-    int fd = -1;
-
-    gettimeofday(&tv, NULL);
-    snprintf(name, sizeof(name), "%ld.M%ldP%ldQ%u.%s", (long)tv.tv_sec, (long)tv.tv_usec,
-             (long)getpid(), ++seq, be->conf->hostname);
-    for (const char *sub = "tmp\0new\0cur\0"; *sub; sub += 4) {
-        char d[PATH_MAX];
-        snprintf(d, sizeof(d), "%s/%s", dir, sub);
-        mkdir(dir, 0700);
-        mkdir(d, 0700);
-    }
-    snprintf(tmp, sizeof(tmp), "%s/tmp/%s", dir, name);
-    snprintf(dst, sizeof(dst), "%s/new/%s", dir, name);
-    fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd < 0)
-        goto fail;
-    struct pc_msg_cursor c;
-    char buf[65536];
-    ssize_t n;
-    pc_msg_cursor_init(&c);
-    while ((n = pc_msg_read(&be->s->txn->msg, &c, received, buf, sizeof(buf))) > 0) {
-        /* Maildir files use the local line convention: LF. */
-        size_t o = 0;
-        for (ssize_t i = 0; i < n; i++)
-            if (buf[i] != '\r')
-                buf[o++] = buf[i];
-        if (write(fd, buf, o) != (ssize_t)o)
-            goto fail;
-    }
-    if (n < 0 || fsync(fd) < 0 || close(fd) < 0) {
-        fd = -1;
-        goto fail;
-    }
-    fd = -1;
-    if (rename(tmp, dst) < 0)
-        goto fail;
-    char text[200];
-    snprintf(text, sizeof(text), "Ok: queued as %s", be->s->txn->id);
-    synth(be, 250, "2.0.0", text, false);
-    return;
-fail:
-    pc_err("%s: maildir %s: %m", be->s->sid, dir);
-    if (fd >= 0)
-        close(fd);
-    unlink(tmp);
-    synth(be, 451, "4.3.0", "Local delivery failed, try again later", true);
-}
-
 /* be_command - send MAIL or RCPT (connecting first when needed) */
 static void be_command(struct pc_backend *be, const struct pc_backend_cmd *cmd)
 {
     const struct pc_param *params = cmd->params;
     size_t nparams = cmd->nparams;
 
-    if (be->bc->maildir) {
-        synth(be, 250, cmd->verb == PC_BACKEND_MAIL ? "2.1.0" : "2.1.5", "Ok", false);
-        return;
-    }
     bool is_mail = cmd->verb == PC_BACKEND_MAIL;
     if (!is_mail && (!be->in_txn || be->broken || be->state == BE_IDLE || be->state == BE_DEAD)) {
         /* A transaction never moves to another connection: the one that took our MAIL is
@@ -1609,12 +1585,18 @@ static void be_command(struct pc_backend *be, const struct pc_backend_cmd *cmd)
     pc_buf_free(&b);
 }
 
+/* maildir_command - the Maildir takes every sender and recipient */
+static void maildir_command(struct pc_backend *be, const struct pc_backend_cmd *cmd)
+{
+    synth(be, 250, cmd->verb == PC_BACKEND_MAIL ? "2.1.0" : "2.1.5", "Ok", false);
+}
+
 /* pc_backend_mail - MAIL for this transaction's sender */
 void pc_backend_mail(struct pc_backend *be, const struct pc_mailbox *from,
                      const struct pc_param *params, size_t nparams)
 {
     struct pc_backend_cmd cmd = {PC_BACKEND_MAIL, from->addr, params, nparams};
-    be_command(be, &cmd);
+    be->kind->command(be, &cmd);
 }
 
 /* pc_backend_rcpt - RCPT for one recipient of the transaction */
@@ -1622,7 +1604,32 @@ void pc_backend_rcpt(struct pc_backend *be, const struct pc_mailbox *to,
                      const struct pc_param *params, size_t nparams)
 {
     struct pc_backend_cmd cmd = {PC_BACKEND_RCPT, to->addr, params, nparams};
-    be_command(be, &cmd);
+    be->kind->command(be, &cmd);
+}
+
+/* maildir_data - write the message; 250 only once it is on disk */
+static void maildir_data(struct pc_backend *be, const char *received)
+{
+    char text[200];
+
+    if (!pc_maildir_deliver(be->s->sid, be->bc->maildir, be->conf->hostname, &be->s->txn->msg,
+                            received)) {
+        synth(be, 451, "4.3.0", "Local delivery failed, try again later", true);
+        return;
+    }
+    snprintf(text, sizeof(text), "Ok: queued as %s", be->s->txn->id);
+    synth(be, 250, "2.0.0", text, false);
+}
+
+/* be_data - DATA on the connection that holds our MAIL */
+static void be_data(struct pc_backend *be, const char *received)
+{
+    (void)received; /* kept in be->received for the cursor */
+    if (be->state != BE_READY || !be->in_txn) {
+        synth(be, 451, "4.4.2", "Lost connection with backend, try again later", true);
+        return;
+    }
+    be_send(be, BE_DATA_INIT, be->conf->timeouts.backend_data_init, "DATA");
 }
 
 /* pc_backend_data - DATA and the message */
@@ -1630,13 +1637,5 @@ void pc_backend_data(struct pc_backend *be, const char *received)
 {
     free(be->received);
     be->received = strdup(received);
-    if (be->bc->maildir) {
-        maildir_deliver(be, received);
-        return;
-    }
-    if (be->state != BE_READY || !be->in_txn) {
-        synth(be, 451, "4.4.2", "Lost connection with backend, try again later", true);
-        return;
-    }
-    be_send(be, BE_DATA_INIT, be->conf->timeouts.backend_data_init, "DATA");
+    be->kind->data(be, received);
 }
