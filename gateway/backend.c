@@ -106,6 +106,7 @@ struct pc_backend {
     struct pc_session *s;
     const struct pc_backend_conf *bc;
     const struct be_kind *kind;
+    const struct be_ident *ident;
     const struct pc_conf *conf;
     pc_backend_cb *cb;
     void *arg;
@@ -213,6 +214,55 @@ static const struct be_kind be_kind_maildir = {.name = "maildir",
                                                .command = maildir_command,
                                                .data = maildir_data};
 
+/*
+ * Identity kinds: how the backend learns who the real client is. start runs after the first
+ * EHLO (true: ready now), before_mail before every MAIL (true: this connection speaks for the
+ * session's client; false: it started what makes it so, and MAIL waits in pending). may_pool
+ * says whether an idle connection can be made to speak for another client later (with the
+ * extensions in pool_needs still offered); a PROXY header, sent once per connection, cannot.
+ */
+struct be_ident {
+    const char *name;
+    bool may_pool;
+    unsigned pool_needs;
+    bool (*start)(struct pc_backend *);
+    bool (*before_mail)(struct pc_backend *);
+};
+
+static bool ident_ready_now(struct pc_backend *);
+static bool xclient_start(struct pc_backend *);
+static bool xclient_before_mail(struct pc_backend *);
+static bool xforward_before_mail(struct pc_backend *);
+
+static const struct be_ident be_ident_none = {
+    .name = "none", .may_pool = true, .start = ident_ready_now, .before_mail = ident_ready_now};
+/* Postfix evaluates XCLIENT authorisation against the client XCLIENT set: when the last EHLO
+ * no longer offers XCLIENT, the next client's identity cannot be set on this connection. */
+static const struct be_ident be_ident_xclient = {.name = "xclient",
+                                                 .may_pool = true,
+                                                 .pool_needs = PC_EXT_XCLIENT,
+                                                 .start = xclient_start,
+                                                 .before_mail = xclient_before_mail};
+/* Not pooled: XFORWARD attributes cannot be taken back from a connection. */
+static const struct be_ident be_ident_xforward = {.name = "xforward",
+                                                  .may_pool = false,
+                                                  .start = ident_ready_now,
+                                                  .before_mail = xforward_before_mail};
+
+/* ident_of - the identity kind of a configured backend */
+static const struct be_ident *ident_of(const struct pc_backend_conf *bc)
+{
+    switch (bc->identity) {
+    case PC_IDENT_XCLIENT:
+        return &be_ident_xclient;
+    case PC_IDENT_XFORWARD:
+        return &be_ident_xforward;
+    case PC_IDENT_NONE:
+        break;
+    }
+    return &be_ident_none;
+}
+
 /* kind_of - the kind of a configured backend */
 static const struct be_kind *kind_of(const struct pc_backend_conf *bc)
 {
@@ -292,6 +342,7 @@ struct pc_backend *pc_backend_new(struct pc_session *s, const struct pc_backend_
     be->synth = event_new(be->base, -1, 0, on_synth, be);
     be->deadline = evtimer_new(be->base, on_deadline, be);
     be->kind = kind_of(bc);
+    be->ident = ident_of(bc);
     snprintf(be->relay, sizeof(be->relay), "%s", be->kind->hello ? "none" : be->kind->name);
     return be;
 }
@@ -446,12 +497,9 @@ static void pool_on_timer(evutil_socket_t fd, short what, void *arg)
 static bool pool_put(struct pc_backend *be)
 {
     if (be->depth > 0 || be->bev == NULL || be->state != BE_READY || be->in_txn || be->broken ||
-        be->kind->hello == NULL || be->conf != pc_be_current ||
-        be->bc->identity == PC_IDENT_XFORWARD || pc_be_pool_n >= PC_BE_POOL_MAX)
-        return false;
-    /* Postfix evaluates XCLIENT authorisation against the client XCLIENT set: when the last
-     * EHLO no longer offers XCLIENT, the next client's identity cannot be set here. */
-    if (be->bc->identity == PC_IDENT_XCLIENT && !(be->ext & PC_EXT_XCLIENT))
+        be->kind->hello == NULL || be->conf != pc_be_current || !be->ident->may_pool ||
+        (be->ext & be->ident->pool_needs) != be->ident->pool_needs ||
+        pc_be_pool_n >= PC_BE_POOL_MAX)
         return false;
     struct timeval tv = {PC_BE_POOL_IDLE_MS / 1000, 0};
     event_del(be->synth);
@@ -958,23 +1006,35 @@ static void be_xclient(struct pc_backend *be)
     be_send(be, BE_XCLIENT, be->conf->timeouts.backend_command, "%s", line);
 }
 
+/* ident_ready_now - nothing to pass (none), or passed before each MAIL (xforward) */
+static bool ident_ready_now(struct pc_backend *be)
+{
+    (void)be;
+    return true;
+}
+
+/* xclient_start - XCLIENT on a new connection, or fail over when it is not offered */
+static bool xclient_start(struct pc_backend *be)
+{
+    if (!(be->ext & PC_EXT_XCLIENT)) {
+        /* Delivering anyway would make every client look like us (often "mynetworks" to
+         * the backend) and skip the backend's own client checks. */
+        pc_err("%s: backend %s does not offer XCLIENT although identity = xclient: allow "
+               "our address in smtpd_authorized_xclient_hosts, or set identity = \"none\"",
+               sid(be), be->relay);
+        be_try_next(be, "no XCLIENT");
+        return false;
+    }
+    be->ident_refresh = false;
+    be_xclient(be);
+    return false;
+}
+
 /* be_after_ehlo - pass identity or become ready */
 static void be_after_ehlo(struct pc_backend *be, bool second)
 {
-    if (!second && be->bc->identity == PC_IDENT_XCLIENT) {
-        if (!(be->ext & PC_EXT_XCLIENT)) {
-            /* Delivering anyway would make every client look like us (often "mynetworks" to
-             * the backend) and skip the backend's own client checks. */
-            pc_err("%s: backend %s does not offer XCLIENT although identity = xclient: allow "
-                   "our address in smtpd_authorized_xclient_hosts, or set identity = \"none\"",
-                   sid(be), be->relay);
-            be_try_next(be, "no XCLIENT");
-            return;
-        }
-        be->ident_refresh = false;
-        be_xclient(be);
+    if (!second && !be->ident->start(be))
         return;
-    }
     if (second) {
         /* Confirmed: XCLIENT was taken and the session restarted under the client's name. */
         be->identified = true;
@@ -995,32 +1055,35 @@ static void be_reconnect(struct pc_backend *be, const char *why)
     pc_backend_open(be);
 }
 
-/* identity_ready - before MAIL: does this connection speak for the session's client now?
- * If not, start what makes it so (the command waits in pending) and say false. */
-static bool identity_ready(struct pc_backend *be)
+/* xclient_before_mail - XCLIENT again when the connection speaks for another client (a pooled
+ * connection, a new HELO name); a new connection when XCLIENT is no longer offered */
+static bool xclient_before_mail(struct pc_backend *be)
 {
     char key[sizeof(be->ident_key)];
 
-    if (be->bc->identity == PC_IDENT_XCLIENT) {
-        ident_key(be, key, sizeof(key));
-        if (be->identified && strcmp(key, be->ident_key) == 0)
-            return true;
-        if (be->ext & PC_EXT_XCLIENT) {
-            be->ident_refresh = true;
-            be_xclient(be);
-            return false;
-        }
-        be_reconnect(be, "XCLIENT is no longer offered for another client");
+    ident_key(be, key, sizeof(key));
+    if (be->identified && strcmp(key, be->ident_key) == 0)
+        return true;
+    if (be->ext & PC_EXT_XCLIENT) {
+        be->ident_refresh = true;
+        be_xclient(be);
         return false;
     }
-    if (be->bc->identity == PC_IDENT_XFORWARD && (be->ext & PC_EXT_XFORWARD) &&
-        !be->xforward_sent) {
-        char line[1024];
-        identity_line(be, "XFORWARD", be->xforward_attrs, line, sizeof(line));
-        be_send(be, BE_XFORWARD, be->conf->timeouts.backend_command, "%s", line);
-        return false;
-    }
-    return true;
+    be_reconnect(be, "XCLIENT is no longer offered for another client");
+    return false;
+}
+
+/* xforward_before_mail - XFORWARD before every MAIL (Postfix resets its attributes after each
+ * transaction, XFORWARD_README) */
+static bool xforward_before_mail(struct pc_backend *be)
+{
+    char line[1024];
+
+    if (!(be->ext & PC_EXT_XFORWARD) || be->xforward_sent)
+        return true;
+    identity_line(be, "XFORWARD", be->xforward_attrs, line, sizeof(line));
+    be_send(be, BE_XFORWARD, be->conf->timeouts.backend_command, "%s", line);
+    return false;
 }
 
 /* be_ehlo - greet the backend; after XCLIENT under the client's own HELO name, which is what
@@ -1542,7 +1605,7 @@ static void be_command(struct pc_backend *be, const struct pc_backend_cmd *cmd)
         /* Every transaction carries its client's identity (a pooled connection, a new HELO
          * name, Postfix's reset of XFORWARD attributes after each transaction). */
         keep_pending(be, cmd);
-        if (!identity_ready(be))
+        if (!be->ident->before_mail(be))
             return; /* MAIL waits in pending */
         keep_pending(be, NULL);
         be->xforward_sent = false;
