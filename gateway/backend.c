@@ -152,17 +152,39 @@ struct pc_backend {
  * as much as the transaction itself. Only a connection whose identity can
  * be set again is kept (identity "none", or XCLIENT still offered after
  * the last XCLIENT); the next MAIL re-identifies it. XFORWARD backends are
- * not pooled. Pooled entries belong to the current configuration
- * generation and hold no reference to it: pc_backend_generation() QUITs
- * them all when a new generation starts, and a session of an older
- * generation QUITs its connection instead of pooling it, so an idle
- * connection never keeps an old generation alive.
+ * not pooled (see be_ident.may_pool).
+ *
+ * The pool and the capability cache (what each backend offers, for our
+ * EHLO before a session has its own connection) belong to a registry of
+ * one configuration generation, which holds no reference to it:
+ * pc_backend_generation() frees the previous registry (QUIT on its idle
+ * connections) when a new generation starts, and a session of an older
+ * generation QUITs its connection instead of pooling it and learns no
+ * capabilities, so an idle connection never keeps an old generation alive.
  */
 #define PC_BE_POOL_MAX     64
 #define PC_BE_POOL_IDLE_MS 10000
-static struct pc_backend *pc_be_pool;
-static size_t pc_be_pool_n;
-static const struct pc_conf *pc_be_current; /* the generation new sessions start under */
+
+struct be_caps {
+    unsigned ext;
+    bool known; /* a probe or a connection saw the EHLO reply */
+};
+
+struct be_registry {
+    const struct pc_conf *conf; /* its generation (not referenced) */
+    struct pc_backend *pool;    /* idle connections of this generation */
+    size_t npool;
+    struct be_caps *caps; /* by index of conf->backends */
+    size_t ncaps;
+};
+
+static struct be_registry *pc_be_reg; /* the generation new sessions start under */
+
+/* reg_of - the registry of this generation, or NULL when it is no longer current */
+static struct be_registry *reg_of(const struct pc_conf *conf)
+{
+    return conf != NULL && pc_be_reg != NULL && pc_be_reg->conf == conf ? pc_be_reg : NULL;
+}
 
 /* A connection we said QUIT on, waiting for the 221 (or EOF, or a deadline) before it closes,
  * so that the backend sees an orderly end and not a reset. Owns nothing but the socket. */
@@ -460,10 +482,12 @@ static void be_retire(struct pc_backend *be, bool quit)
 /* pool_drop - an idle connection ends (QUIT when it is still healthy) */
 static void pool_drop(struct pc_backend *be, bool quit)
 {
-    for (struct pc_backend **p = &pc_be_pool; *p; p = &(*p)->pool_next)
+    struct be_registry *reg = reg_of(be->conf);
+
+    for (struct pc_backend **p = reg ? &reg->pool : NULL; p && *p; p = &(*p)->pool_next)
         if (*p == be) {
             *p = be->pool_next;
-            pc_be_pool_n--;
+            reg->npool--;
             break;
         }
     event_free(be->pool_timer);
@@ -496,10 +520,11 @@ static void pool_on_timer(evutil_socket_t fd, short what, void *arg)
 /* pool_put - keep an idle, ready connection for the next session */
 static bool pool_put(struct pc_backend *be)
 {
+    struct be_registry *reg = reg_of(be->conf);
+
     if (be->depth > 0 || be->bev == NULL || be->state != BE_READY || be->in_txn || be->broken ||
-        be->kind->hello == NULL || be->conf != pc_be_current || !be->ident->may_pool ||
-        (be->ext & be->ident->pool_needs) != be->ident->pool_needs ||
-        pc_be_pool_n >= PC_BE_POOL_MAX)
+        be->kind->hello == NULL || reg == NULL || !be->ident->may_pool ||
+        (be->ext & be->ident->pool_needs) != be->ident->pool_needs || reg->npool >= PC_BE_POOL_MAX)
         return false;
     struct timeval tv = {PC_BE_POOL_IDLE_MS / 1000, 0};
     event_del(be->synth);
@@ -511,9 +536,9 @@ static bool pool_put(struct pc_backend *be)
     bufferevent_set_timeouts(be->bev, NULL, NULL);
     be->pool_timer = evtimer_new(be->base, pool_on_timer, be);
     evtimer_add(be->pool_timer, &tv);
-    be->pool_next = pc_be_pool;
-    pc_be_pool = be;
-    pc_be_pool_n++;
+    be->pool_next = reg->pool;
+    reg->pool = be;
+    reg->npool++;
     return true;
 }
 
@@ -521,12 +546,14 @@ static bool pool_put(struct pc_backend *be)
 static struct pc_backend *pool_take(struct pc_session *s, const struct pc_backend_conf *bc,
                                     pc_backend_cb *cb, void *arg)
 {
-    for (struct pc_backend **p = &pc_be_pool; *p; p = &(*p)->pool_next) {
+    struct be_registry *reg = reg_of(s->conf);
+
+    for (struct pc_backend **p = reg ? &reg->pool : NULL; p && *p; p = &(*p)->pool_next) {
         struct pc_backend *be = *p;
-        if (be->bc != bc || s->conf != pc_be_current)
+        if (be->bc != bc)
             continue;
         *p = be->pool_next;
-        pc_be_pool_n--;
+        reg->npool--;
         event_free(be->pool_timer);
         be->pool_timer = NULL;
         be->s = s;
@@ -571,26 +598,33 @@ bool pc_backend_ready(const struct pc_backend *be)
  * generation) means "offer only what is safe": never SMTPUTF8 or DSN (RFC 6531 3.4,
  * RFC 3461 4), which we cannot honour without a backend that takes them.
  */
-#define PC_EXT_KNOWN 0x80000000u
-static unsigned *pc_be_caps;
-static size_t pc_be_ncaps;
 
-/* caps_slot - the slot of a backend of the current generation, or NULL */
-static unsigned *caps_slot(const struct pc_conf *conf, const struct pc_backend_conf *bc)
+/* caps_slot - the cache entry of a backend of this generation's registry, or NULL */
+static struct be_caps *caps_slot(const struct pc_conf *conf, const struct pc_backend_conf *bc)
 {
-    if (conf == NULL || conf != pc_be_current || bc < conf->backends ||
-        bc >= conf->backends + conf->nbackends || (size_t)(bc - conf->backends) >= pc_be_ncaps)
+    struct be_registry *reg = reg_of(conf);
+
+    if (reg == NULL || bc < conf->backends || bc >= conf->backends + conf->nbackends ||
+        (size_t)(bc - conf->backends) >= reg->ncaps)
         return NULL;
-    return &pc_be_caps[bc - conf->backends];
+    return &reg->caps[bc - conf->backends];
+}
+
+/* caps_learn - remember what a backend of this generation offers */
+static void caps_learn(const struct pc_conf *conf, const struct pc_backend_conf *bc, unsigned ext)
+{
+    struct be_caps *slot = caps_slot(conf, bc);
+
+    if (slot) {
+        slot->ext = ext;
+        slot->known = true;
+    }
 }
 
 /* known_ext_set - remember what this connection's backend offers (its first EHLO) */
 static void known_ext_set(const struct pc_backend *be, unsigned ext)
 {
-    unsigned *slot = caps_slot(be->conf, be->bc);
-
-    if (slot)
-        *slot = ext | PC_EXT_KNOWN;
+    caps_learn(be->conf, be->bc, ext);
 }
 
 /* pc_backend_known_ext - what the backend offered last time; 0 while unknown */
@@ -598,10 +632,8 @@ unsigned pc_backend_known_ext(const struct pc_backend_conf *bc)
 {
     if (kind_of(bc)->hello == NULL)
         return kind_of(bc)->local_ext;
-    for (size_t i = 0; pc_be_current && i < pc_be_current->nbackends && i < pc_be_ncaps; i++)
-        if (&pc_be_current->backends[i] == bc)
-            return pc_be_caps[i] & ~PC_EXT_KNOWN;
-    return 0;
+    const struct be_caps *slot = pc_be_reg ? caps_slot(pc_be_reg->conf, bc) : NULL;
+    return slot && slot->known ? slot->ext : 0;
 }
 
 /* ehlo_ext - extensions (and XCLIENT/XFORWARD attributes) from an EHLO reply text */
@@ -704,8 +736,7 @@ static void probe_on_read(struct bufferevent *bev, void *arg)
             p->step = 1;
         } else if (p->step == 1 && p->reply.code == 250) {
             unsigned ext = ehlo_ext(p->reply.text, NULL, 0, NULL, 0);
-            if (p->conf == pc_be_current && p->bi < pc_be_ncaps)
-                pc_be_caps[p->bi] = ext | PC_EXT_KNOWN;
+            caps_learn(p->conf, bc, ext);
             pc_info("backend %s: %s offers%s%s%s%s%s", bc->name, bc->addresses[p->addr_idx],
                     ext & PC_EXT_PIPELINING ? " PIPELINING" : "",
                     ext & PC_EXT_8BITMIME ? " 8BITMIME" : "",
@@ -791,6 +822,30 @@ static void probe_next(struct be_probe *p, const char *why)
     probe_end(p);
 }
 
+/* reg_new - an empty registry for a generation that starts serving */
+static struct be_registry *reg_new(const struct pc_conf *conf)
+{
+    struct be_registry *reg = calloc(1, sizeof(*reg));
+
+    if (reg == NULL ||
+        (reg->caps = calloc(conf->nbackends ? conf->nbackends : 1, sizeof(*reg->caps))) == NULL)
+        pc_fatal("out of memory");
+    reg->conf = conf;
+    reg->ncaps = conf->nbackends;
+    return reg;
+}
+
+/* reg_free - a generation stops serving: QUIT its idle connections, forget what it learnt */
+static void reg_free(struct be_registry *reg)
+{
+    if (reg == NULL)
+        return;
+    while (reg->pool)
+        pool_drop(reg->pool, true);
+    free(reg->caps);
+    free(reg);
+}
+
 /* pc_backend_generation - a configuration generation starts serving: forget the pooled
  * connections of the previous one, and probe each backend's capabilities */
 void pc_backend_generation(struct event_base *base, struct pc_conf *conf)
@@ -799,14 +854,8 @@ void pc_backend_generation(struct event_base *base, struct pc_conf *conf)
     unsigned long ms = (unsigned long)t->backend_connect + t->backend_greeting + t->backend_command;
     struct timeval tv = tv_ms(ms < PC_BE_PROBE_MS ? (unsigned)ms : PC_BE_PROBE_MS);
 
-    while (pc_be_pool)
-        pool_drop(pc_be_pool, true);
-    pc_be_current = conf;
-    free(pc_be_caps);
-    pc_be_ncaps = conf->nbackends;
-    pc_be_caps = calloc(pc_be_ncaps ? pc_be_ncaps : 1, sizeof(*pc_be_caps));
-    if (pc_be_caps == NULL)
-        pc_fatal("out of memory");
+    reg_free(pc_be_reg);
+    pc_be_reg = reg_new(conf);
     for (size_t i = 0; i < conf->nbackends; i++) {
         if (kind_of(&conf->backends[i])->hello == NULL || conf->backends[i].naddr == 0)
             continue;
