@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "filters/filter.h"
+#include "gateway/authdb.h"
 #include "lib/addr.h"
 #include "lib/log.h"
 #include "lib/parse.h"
@@ -80,6 +81,11 @@ static cfg_opt_t backend_opts[] = {
     CFG_BOOL("lmtp", cfg_false, CFGF_NONE),
     CFG_STR("helo_name", NULL, CFGF_NODEFAULT),
     CFG_END()};
+
+/* auth "name" { } - a credential back end for AUTH (gateway/authdb.h); exactly one kind. */
+static cfg_opt_t auth_opts[] = {CFG_STR("password_file", NULL, CFGF_NODEFAULT),
+                                CFG_STR("dovecot", NULL, CFGF_NODEFAULT),
+                                CFG_STR("timeout", "10s", CFGF_NONE), CFG_END()};
 
 static cfg_opt_t limits_opts[] = {
     CFG_INT("max_message_size", 10240000, CFGF_NONE),
@@ -308,6 +314,7 @@ static cfg_opt_t *build_opts(cfg_opt_t ***fopts_out)
         CFG_STR("nul", "reject", CFGF_NONE),
         CFG_SEC("listener", listener_opts, CFGF_MULTI | CFGF_TITLE | CFGF_NO_TITLE_DUPES),
         CFG_SEC("backend", backend_opts, CFGF_MULTI | CFGF_TITLE | CFGF_NO_TITLE_DUPES),
+        CFG_SEC("auth", auth_opts, CFGF_MULTI | CFGF_TITLE | CFGF_NO_TITLE_DUPES),
         CFG_SEC("limits", limits_opts, CFGF_NONE),
         CFG_SEC("timeouts", timeouts_opts, CFGF_NONE),
         CFG_SEC("dns", dns_opts, CFGF_NONE),
@@ -429,6 +436,67 @@ static int backends_load(struct pc_conf *c, cfg_t *cfg, struct pc_err *err)
         }
     }
     return 0;
+}
+
+/* auths_load - auth "name" sections: checked now (-t) so that a bad file or socket name is
+ * found at its line before AUTH uses it */
+static int auths_load(struct pc_conf *c, cfg_t *cfg, struct pc_err *err)
+{
+    c->nauths = cfg_size(cfg, "auth");
+    c->auths = pc_pool_zalloc(c->pool, (c->nauths + 1) * sizeof(*c->auths));
+    for (size_t i = 0; i < c->nauths; i++) {
+        cfg_t *sec = cfg_getnsec(cfg, "auth", (unsigned)i);
+        struct pc_auth_conf *a = &c->auths[i];
+        const char *pf = cfg_getstr(sec, "password_file"), *dv = cfg_getstr(sec, "dovecot");
+        const char *to = cfg_getstr(sec, "timeout");
+        char origin[300], buf[4096];
+        unsigned long long ms;
+
+        a->name = cfg_title(sec);
+        snprintf(origin, sizeof(origin), "%s:%d", sec->filename ? sec->filename : c->path,
+                 sec->line);
+        a->origin = pc_pool_strdup(c->pool, origin);
+        if ((pf == NULL) == (dv == NULL)) {
+            pc_err_set(err, sec, "auth \"%s\": set either password_file or dovecot", a->name);
+            return -1;
+        }
+        /* Dovecot delays a failure by auth_failure_delay (2s): shorter would fail good users. */
+        if (!pc_parse_duration(to, &ms) || ms < 1000 || ms > 300000) {
+            pc_err_set(err, sec, "auth \"%s\": timeout \"%s\" must be a duration in [1s, 5m]",
+                       a->name, to);
+            return -1;
+        }
+        a->timeout_ms = (unsigned)ms;
+        if (dv) {
+            if (!pc_authdb_dovecot_spec_ok(dv)) {
+                pc_err_set(err, sec,
+                           "auth \"%s\": dovecot = \"%s\": expected \"unix:/path\" "
+                           "or \"inet:ADDRESS:PORT\" (a numeric address)",
+                           a->name, dv);
+                return -1;
+            }
+            a->dovecot = dv;
+            continue;
+        }
+        const char *path = pc_conf_path(sec, pf, buf, sizeof(buf));
+        if (path == NULL) {
+            pc_err_set(err, sec, "auth \"%s\": password_file name too long", a->name);
+            return -1;
+        }
+        a->password_file = pc_pool_strdup(c->pool, path);
+        if (pc_authdb_passwd_check(a->password_file, a->origin, err) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* pc_conf_auth - the auth section called name, or NULL */
+const struct pc_auth_conf *pc_conf_auth(const struct pc_conf *c, const char *name)
+{
+    for (size_t i = 0; name && i < c->nauths; i++)
+        if (strcmp(c->auths[i].name, name) == 0)
+            return &c->auths[i];
+    return NULL;
 }
 
 /* chain_build - a listener's filter list to chain links */
@@ -813,7 +881,8 @@ struct pc_conf *pc_conf_load(const char *path, struct pc_err *err)
         c->dns_nameservers[i] = cfg_getnstr(d, "nameservers", (unsigned)i);
     if (filters_configure(c, cfg, err) < 0)
         goto fail;
-    if (backends_load(c, cfg, err) < 0 || listeners_load(c, cfg, err) < 0)
+    if (backends_load(c, cfg, err) < 0 || auths_load(c, cfg, err) < 0 ||
+        listeners_load(c, cfg, err) < 0)
         goto fail;
     return c;
 fail:
