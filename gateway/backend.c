@@ -31,9 +31,9 @@
  *	new connection. XFORWARD is sent before every MAIL (Postfix resets
  *	its attributes after each transaction).
  *
- *	The Maildir backend answers the same calls locally; it writes on the
- *	loop thread (it is the embedded default for trying portcullis out,
- *	not the production path) and fsyncs before it says 250.
+ *	Each backend kind (smtp, lmtp, maildir) is a small ops table; the
+ *	Maildir kind answers the same calls locally and writes the message
+ *	with gateway/maildir.c.
  * SEE ALSO
  *	RFC 5321, RFC 2033 (LMTP), Postfix XCLIENT_README and XFORWARD_README
  */
@@ -63,6 +63,7 @@
 #include "gateway/bevio.h"
 #include "gateway/conf.h"
 #include "core/session.h"
+#include "gateway/maildir.h"
 #include "lib/log.h"
 #include "lib/parse.h"
 #include "lib/pool.h"
@@ -91,9 +92,21 @@ static const char *const be_state_names[] = {
     "XFORWARD", "ready",   "command",  "DATA", "message content", "end of data",
     "dead"};
 
+/* The commands of a transaction, typed: the backend writes the line (never the door). */
+enum pc_backend_verb { PC_BACKEND_MAIL, PC_BACKEND_RCPT };
+static const char *const verb_name[] = {"MAIL", "RCPT"};
+struct pc_backend_cmd {
+    enum pc_backend_verb verb;
+    const char *addr; /* the path without angle brackets, "" for the null sender */
+    const struct pc_param *params;
+    size_t nparams;
+};
+
 struct pc_backend {
     struct pc_session *s;
     const struct pc_backend_conf *bc;
+    const struct be_kind *kind;
+    const struct be_ident *ident;
     const struct pc_conf *conf;
     pc_backend_cb *cb;
     void *arg;
@@ -105,10 +118,12 @@ struct pc_backend {
     unsigned ext;
     char xclient_attrs[256], xforward_attrs[256];
     char relay[300];
-    char *pending; /* command waiting for the connection */
+    bool has_pending; /* a command waits for the connection */
+    enum pc_backend_verb pending_verb;
+    char *pending_addr;
     struct pc_param pending_params[PC_MAX_PARAMS];
     size_t pending_nparams;
-    bool cmd_is_rcpt;
+    enum pc_backend_verb cmd_verb; /* the outstanding command (BE_CMD) */
     size_t rcpt_ok, lmtp_left;
     struct pc_backend_result lmtp_first_fail;
     bool lmtp_any_ok, lmtp_any_fail;
@@ -118,16 +133,14 @@ struct pc_backend {
     char *chunk;
     struct event *synth;
     struct pc_backend_result synth_result;
-    int depth;     /* inside one of our libevent callbacks */
-    bool free_req; /* pc_backend_free() was called from inside: destroy on the way out */
-    bool in_txn;   /* the backend holds our MAIL: never pool such a connection */
-    bool cmd_is_mail, cmd_is_rset;
+    int depth;          /* inside one of our libevent callbacks */
+    bool free_req;      /* pc_backend_free() was called from inside: destroy on the way out */
+    bool in_txn;        /* the backend holds our MAIL: never pool such a connection */
     bool broken;        /* the backend broke the protocol: never reuse, never reconnect midway */
     bool identified;    /* ident_key is the client this connection speaks for (XCLIENT) */
     bool ident_refresh; /* XCLIENT on an established connection: a refusal means reconnect */
     bool xforward_sent; /* XFORWARD went out for the coming MAIL */
     char ident_key[1100], ident_sending[1100];
-    char cmd_name[16]; /* the outstanding command, for the log */
     struct event *deadline;
     struct pc_backend *pool_next;
     struct event *pool_timer;
@@ -139,17 +152,39 @@ struct pc_backend {
  * as much as the transaction itself. Only a connection whose identity can
  * be set again is kept (identity "none", or XCLIENT still offered after
  * the last XCLIENT); the next MAIL re-identifies it. XFORWARD backends are
- * not pooled. Pooled entries belong to the current configuration
- * generation and hold no reference to it: pc_backend_generation() QUITs
- * them all when a new generation starts, and a session of an older
- * generation QUITs its connection instead of pooling it, so an idle
- * connection never keeps an old generation alive.
+ * not pooled (see be_ident.may_pool).
+ *
+ * The pool and the capability cache (what each backend offers, for our
+ * EHLO before a session has its own connection) belong to a registry of
+ * one configuration generation, which holds no reference to it:
+ * pc_backend_generation() frees the previous registry (QUIT on its idle
+ * connections) when a new generation starts, and a session of an older
+ * generation QUITs its connection instead of pooling it and learns no
+ * capabilities, so an idle connection never keeps an old generation alive.
  */
 #define PC_BE_POOL_MAX     64
 #define PC_BE_POOL_IDLE_MS 10000
-static struct pc_backend *pc_be_pool;
-static size_t pc_be_pool_n;
-static const struct pc_conf *pc_be_current; /* the generation new sessions start under */
+
+struct be_caps {
+    unsigned ext;
+    bool known; /* a probe or a connection saw the EHLO reply */
+};
+
+struct be_registry {
+    const struct pc_conf *conf; /* its generation (not referenced) */
+    struct pc_backend *pool;    /* idle connections of this generation */
+    size_t npool;
+    struct be_caps *caps; /* by index of conf->backends */
+    size_t ncaps;
+};
+
+static struct be_registry *pc_be_reg; /* the generation new sessions start under */
+
+/* reg_of - the registry of this generation, or NULL when it is no longer current */
+static struct be_registry *reg_of(const struct pc_conf *conf)
+{
+    return conf != NULL && pc_be_reg != NULL && pc_be_reg->conf == conf ? pc_be_reg : NULL;
+}
 
 /* A connection we said QUIT on, waiting for the 221 (or EOF, or a deadline) before it closes,
  * so that the backend sees an orderly end and not a reset. Owns nothing but the socket. */
@@ -169,7 +204,93 @@ static bool be_leave(struct pc_backend *);
 static struct pc_backend *pool_take(struct pc_session *, const struct pc_backend_conf *,
                                     pc_backend_cb *, void *);
 static void send_pending(struct pc_backend *);
-static void keep_pending(struct pc_backend *, const char *, const struct pc_param *, size_t);
+static void be_command(struct pc_backend *, const struct pc_backend_cmd *);
+static void be_data(struct pc_backend *, const char *received);
+static void maildir_command(struct pc_backend *, const struct pc_backend_cmd *);
+static void maildir_data(struct pc_backend *, const char *received);
+
+/*
+ * Backend kinds. smtp and lmtp are this file's client (they differ in the greeting and in
+ * LMTP's reply per accepted recipient after the dot, RFC 2033 4.1, 4.2); maildir has no
+ * connection and answers locally (gateway/maildir.c writes the message).
+ */
+struct be_kind {
+    const char *name;
+    const char *hello;   /* EHLO or LHLO; NULL: no connection, answered locally */
+    bool reply_per_rcpt; /* one reply per accepted recipient after the dot */
+    unsigned local_ext;  /* what a kind without a connection offers */
+    void (*command)(struct pc_backend *, const struct pc_backend_cmd *);
+    void (*data)(struct pc_backend *, const char *received);
+};
+
+static const struct be_kind be_kind_smtp = {
+    .name = "smtp", .hello = "EHLO", .command = be_command, .data = be_data};
+static const struct be_kind be_kind_lmtp = {.name = "lmtp",
+                                            .hello = "LHLO",
+                                            .reply_per_rcpt = true,
+                                            .command = be_command,
+                                            .data = be_data};
+static const struct be_kind be_kind_maildir = {.name = "maildir",
+                                               .local_ext = PC_EXT_PIPELINING | PC_EXT_SIZE |
+                                                            PC_EXT_8BITMIME | PC_EXT_SMTPUTF8,
+                                               .command = maildir_command,
+                                               .data = maildir_data};
+
+/*
+ * Identity kinds: how the backend learns who the real client is. start runs after the first
+ * EHLO (true: ready now), before_mail before every MAIL (true: this connection speaks for the
+ * session's client; false: it started what makes it so, and MAIL waits in pending). may_pool
+ * says whether an idle connection can be made to speak for another client later (with the
+ * extensions in pool_needs still offered); a PROXY header, sent once per connection, cannot.
+ */
+struct be_ident {
+    const char *name;
+    bool may_pool;
+    unsigned pool_needs;
+    bool (*start)(struct pc_backend *);
+    bool (*before_mail)(struct pc_backend *);
+};
+
+static bool ident_ready_now(struct pc_backend *);
+static bool xclient_start(struct pc_backend *);
+static bool xclient_before_mail(struct pc_backend *);
+static bool xforward_before_mail(struct pc_backend *);
+
+static const struct be_ident be_ident_none = {
+    .name = "none", .may_pool = true, .start = ident_ready_now, .before_mail = ident_ready_now};
+/* Postfix evaluates XCLIENT authorisation against the client XCLIENT set: when the last EHLO
+ * no longer offers XCLIENT, the next client's identity cannot be set on this connection. */
+static const struct be_ident be_ident_xclient = {.name = "xclient",
+                                                 .may_pool = true,
+                                                 .pool_needs = PC_EXT_XCLIENT,
+                                                 .start = xclient_start,
+                                                 .before_mail = xclient_before_mail};
+/* Not pooled: XFORWARD attributes cannot be taken back from a connection. */
+static const struct be_ident be_ident_xforward = {.name = "xforward",
+                                                  .may_pool = false,
+                                                  .start = ident_ready_now,
+                                                  .before_mail = xforward_before_mail};
+
+/* ident_of - the identity kind of a configured backend */
+static const struct be_ident *ident_of(const struct pc_backend_conf *bc)
+{
+    switch (bc->identity) {
+    case PC_IDENT_XCLIENT:
+        return &be_ident_xclient;
+    case PC_IDENT_XFORWARD:
+        return &be_ident_xforward;
+    case PC_IDENT_NONE:
+        break;
+    }
+    return &be_ident_none;
+}
+
+/* kind_of - the kind of a configured backend */
+static const struct be_kind *kind_of(const struct pc_backend_conf *bc)
+{
+    return bc->maildir ? &be_kind_maildir : bc->lmtp ? &be_kind_lmtp : &be_kind_smtp;
+}
+static void keep_pending(struct pc_backend *, const struct pc_backend_cmd *);
 static void be_retire(struct pc_backend *, bool quit);
 static void on_deadline(evutil_socket_t, short, void *);
 static bool be_sockaddr(const char *, struct sockaddr_storage *, socklen_t *);
@@ -242,7 +363,9 @@ struct pc_backend *pc_backend_new(struct pc_session *s, const struct pc_backend_
     be->base = s->svc->base;
     be->synth = event_new(be->base, -1, 0, on_synth, be);
     be->deadline = evtimer_new(be->base, on_deadline, be);
-    snprintf(be->relay, sizeof(be->relay), "%s", bc->maildir ? "maildir" : "none");
+    be->kind = kind_of(bc);
+    be->ident = ident_of(bc);
+    snprintf(be->relay, sizeof(be->relay), "%s", be->kind->hello ? "none" : be->kind->name);
     return be;
 }
 
@@ -270,7 +393,7 @@ static void be_destroy(struct pc_backend *be)
     be_close(be);
     event_free(be->synth);
     event_free(be->deadline);
-    keep_pending(be, NULL, NULL, 0);
+    keep_pending(be, NULL);
     free(be->received);
     free(be->chunk);
     free(be);
@@ -359,10 +482,12 @@ static void be_retire(struct pc_backend *be, bool quit)
 /* pool_drop - an idle connection ends (QUIT when it is still healthy) */
 static void pool_drop(struct pc_backend *be, bool quit)
 {
-    for (struct pc_backend **p = &pc_be_pool; *p; p = &(*p)->pool_next)
+    struct be_registry *reg = reg_of(be->conf);
+
+    for (struct pc_backend **p = reg ? &reg->pool : NULL; p && *p; p = &(*p)->pool_next)
         if (*p == be) {
             *p = be->pool_next;
-            pc_be_pool_n--;
+            reg->npool--;
             break;
         }
     event_free(be->pool_timer);
@@ -395,13 +520,11 @@ static void pool_on_timer(evutil_socket_t fd, short what, void *arg)
 /* pool_put - keep an idle, ready connection for the next session */
 static bool pool_put(struct pc_backend *be)
 {
+    struct be_registry *reg = reg_of(be->conf);
+
     if (be->depth > 0 || be->bev == NULL || be->state != BE_READY || be->in_txn || be->broken ||
-        be->bc->maildir || be->conf != pc_be_current || be->bc->identity == PC_IDENT_XFORWARD ||
-        pc_be_pool_n >= PC_BE_POOL_MAX)
-        return false;
-    /* Postfix evaluates XCLIENT authorisation against the client XCLIENT set: when the last
-     * EHLO no longer offers XCLIENT, the next client's identity cannot be set here. */
-    if (be->bc->identity == PC_IDENT_XCLIENT && !(be->ext & PC_EXT_XCLIENT))
+        be->kind->hello == NULL || reg == NULL || !be->ident->may_pool ||
+        (be->ext & be->ident->pool_needs) != be->ident->pool_needs || reg->npool >= PC_BE_POOL_MAX)
         return false;
     struct timeval tv = {PC_BE_POOL_IDLE_MS / 1000, 0};
     event_del(be->synth);
@@ -413,9 +536,9 @@ static bool pool_put(struct pc_backend *be)
     bufferevent_set_timeouts(be->bev, NULL, NULL);
     be->pool_timer = evtimer_new(be->base, pool_on_timer, be);
     evtimer_add(be->pool_timer, &tv);
-    be->pool_next = pc_be_pool;
-    pc_be_pool = be;
-    pc_be_pool_n++;
+    be->pool_next = reg->pool;
+    reg->pool = be;
+    reg->npool++;
     return true;
 }
 
@@ -423,12 +546,14 @@ static bool pool_put(struct pc_backend *be)
 static struct pc_backend *pool_take(struct pc_session *s, const struct pc_backend_conf *bc,
                                     pc_backend_cb *cb, void *arg)
 {
-    for (struct pc_backend **p = &pc_be_pool; *p; p = &(*p)->pool_next) {
+    struct be_registry *reg = reg_of(s->conf);
+
+    for (struct pc_backend **p = reg ? &reg->pool : NULL; p && *p; p = &(*p)->pool_next) {
         struct pc_backend *be = *p;
-        if (be->bc != bc || s->conf != pc_be_current)
+        if (be->bc != bc)
             continue;
         *p = be->pool_next;
-        pc_be_pool_n--;
+        reg->npool--;
         event_free(be->pool_timer);
         be->pool_timer = NULL;
         be->s = s;
@@ -463,7 +588,7 @@ void pc_backend_free(struct pc_backend *be)
 /* pc_backend_ready - connected and idle */
 bool pc_backend_ready(const struct pc_backend *be)
 {
-    return be->bc->maildir || be->state == BE_READY;
+    return be->kind->hello == NULL || be->state == BE_READY;
 }
 
 /*
@@ -473,37 +598,42 @@ bool pc_backend_ready(const struct pc_backend *be)
  * generation) means "offer only what is safe": never SMTPUTF8 or DSN (RFC 6531 3.4,
  * RFC 3461 4), which we cannot honour without a backend that takes them.
  */
-#define PC_EXT_KNOWN 0x80000000u
-static unsigned *pc_be_caps;
-static size_t pc_be_ncaps;
 
-/* caps_slot - the slot of a backend of the current generation, or NULL */
-static unsigned *caps_slot(const struct pc_conf *conf, const struct pc_backend_conf *bc)
+/* caps_slot - the cache entry of a backend of this generation's registry, or NULL */
+static struct be_caps *caps_slot(const struct pc_conf *conf, const struct pc_backend_conf *bc)
 {
-    if (conf == NULL || conf != pc_be_current || bc < conf->backends ||
-        bc >= conf->backends + conf->nbackends || (size_t)(bc - conf->backends) >= pc_be_ncaps)
+    struct be_registry *reg = reg_of(conf);
+
+    if (reg == NULL || bc < conf->backends || bc >= conf->backends + conf->nbackends ||
+        (size_t)(bc - conf->backends) >= reg->ncaps)
         return NULL;
-    return &pc_be_caps[bc - conf->backends];
+    return &reg->caps[bc - conf->backends];
+}
+
+/* caps_learn - remember what a backend of this generation offers */
+static void caps_learn(const struct pc_conf *conf, const struct pc_backend_conf *bc, unsigned ext)
+{
+    struct be_caps *slot = caps_slot(conf, bc);
+
+    if (slot) {
+        slot->ext = ext;
+        slot->known = true;
+    }
 }
 
 /* known_ext_set - remember what this connection's backend offers (its first EHLO) */
 static void known_ext_set(const struct pc_backend *be, unsigned ext)
 {
-    unsigned *slot = caps_slot(be->conf, be->bc);
-
-    if (slot)
-        *slot = ext | PC_EXT_KNOWN;
+    caps_learn(be->conf, be->bc, ext);
 }
 
 /* pc_backend_known_ext - what the backend offered last time; 0 while unknown */
 unsigned pc_backend_known_ext(const struct pc_backend_conf *bc)
 {
-    if (bc->maildir)
-        return PC_EXT_PIPELINING | PC_EXT_SIZE | PC_EXT_8BITMIME | PC_EXT_SMTPUTF8;
-    for (size_t i = 0; pc_be_current && i < pc_be_current->nbackends && i < pc_be_ncaps; i++)
-        if (&pc_be_current->backends[i] == bc)
-            return pc_be_caps[i] & ~PC_EXT_KNOWN;
-    return 0;
+    if (kind_of(bc)->hello == NULL)
+        return kind_of(bc)->local_ext;
+    const struct be_caps *slot = pc_be_reg ? caps_slot(pc_be_reg->conf, bc) : NULL;
+    return slot && slot->known ? slot->ext : 0;
 }
 
 /* ehlo_ext - extensions (and XCLIENT/XFORWARD attributes) from an EHLO reply text */
@@ -601,14 +731,12 @@ static void probe_on_read(struct bufferevent *bev, void *arg)
             continue;
         if (p->step == 0 && p->reply.code == 220) {
             const char *name = bc->helo_name ? bc->helo_name : p->conf->hostname;
-            evbuffer_add_printf(bufferevent_get_output(bev), "%s %s\r\n",
-                                bc->lmtp ? "LHLO" : "EHLO", name);
+            evbuffer_add_printf(bufferevent_get_output(bev), "%s %s\r\n", kind_of(bc)->hello, name);
             memset(&p->reply, 0, sizeof(p->reply));
             p->step = 1;
         } else if (p->step == 1 && p->reply.code == 250) {
             unsigned ext = ehlo_ext(p->reply.text, NULL, 0, NULL, 0);
-            if (p->conf == pc_be_current && p->bi < pc_be_ncaps)
-                pc_be_caps[p->bi] = ext | PC_EXT_KNOWN;
+            caps_learn(p->conf, bc, ext);
             pc_info("backend %s: %s offers%s%s%s%s%s", bc->name, bc->addresses[p->addr_idx],
                     ext & PC_EXT_PIPELINING ? " PIPELINING" : "",
                     ext & PC_EXT_8BITMIME ? " 8BITMIME" : "",
@@ -694,6 +822,30 @@ static void probe_next(struct be_probe *p, const char *why)
     probe_end(p);
 }
 
+/* reg_new - an empty registry for a generation that starts serving */
+static struct be_registry *reg_new(const struct pc_conf *conf)
+{
+    struct be_registry *reg = calloc(1, sizeof(*reg));
+
+    if (reg == NULL ||
+        (reg->caps = calloc(conf->nbackends ? conf->nbackends : 1, sizeof(*reg->caps))) == NULL)
+        pc_fatal("out of memory");
+    reg->conf = conf;
+    reg->ncaps = conf->nbackends;
+    return reg;
+}
+
+/* reg_free - a generation stops serving: QUIT its idle connections, forget what it learnt */
+static void reg_free(struct be_registry *reg)
+{
+    if (reg == NULL)
+        return;
+    while (reg->pool)
+        pool_drop(reg->pool, true);
+    free(reg->caps);
+    free(reg);
+}
+
 /* pc_backend_generation - a configuration generation starts serving: forget the pooled
  * connections of the previous one, and probe each backend's capabilities */
 void pc_backend_generation(struct event_base *base, struct pc_conf *conf)
@@ -702,16 +854,10 @@ void pc_backend_generation(struct event_base *base, struct pc_conf *conf)
     unsigned long ms = (unsigned long)t->backend_connect + t->backend_greeting + t->backend_command;
     struct timeval tv = tv_ms(ms < PC_BE_PROBE_MS ? (unsigned)ms : PC_BE_PROBE_MS);
 
-    while (pc_be_pool)
-        pool_drop(pc_be_pool, true);
-    pc_be_current = conf;
-    free(pc_be_caps);
-    pc_be_ncaps = conf->nbackends;
-    pc_be_caps = calloc(pc_be_ncaps ? pc_be_ncaps : 1, sizeof(*pc_be_caps));
-    if (pc_be_caps == NULL)
-        pc_fatal("out of memory");
+    reg_free(pc_be_reg);
+    pc_be_reg = reg_new(conf);
     for (size_t i = 0; i < conf->nbackends; i++) {
-        if (conf->backends[i].maildir || conf->backends[i].naddr == 0)
+        if (kind_of(&conf->backends[i])->hello == NULL || conf->backends[i].naddr == 0)
             continue;
         struct be_probe *p = calloc(1, sizeof(*p));
         if (p == NULL)
@@ -737,9 +883,7 @@ bool pc_backend_probing(void)
 /* pc_backend_ext - extensions the backend offered */
 unsigned pc_backend_ext(const struct pc_backend *be)
 {
-    if (be->bc->maildir)
-        return PC_EXT_PIPELINING | PC_EXT_SIZE | PC_EXT_8BITMIME | PC_EXT_SMTPUTF8;
-    return be->ext;
+    return be->kind->hello ? be->ext : be->kind->local_ext;
 }
 
 /* be_send - one command line; its reply is due within timeout_ms */
@@ -834,37 +978,41 @@ static void identity_line(struct pc_backend *be, const char *verb, const char *a
     }
 }
 
-/* keep_pending - remember a command (and copies of its parameters) until we are ready */
-static void keep_pending(struct pc_backend *be, const char *line, const struct pc_param *params,
-                         size_t n)
+/* keep_pending - remember a command (copies of its address and parameters) until we are ready */
+static void keep_pending(struct pc_backend *be, const struct pc_backend_cmd *cmd)
 {
-    free(be->pending);
+    free(be->pending_addr);
     for (size_t i = 0; i < be->pending_nparams; i++) {
         free((char *)be->pending_params[i].key);
         free((char *)be->pending_params[i].value);
     }
-    be->pending = line ? strdup(line) : NULL;
-    be->pending_nparams = line && n <= PC_MAX_PARAMS ? n : 0;
+    be->has_pending = cmd != NULL;
+    be->pending_addr = cmd ? strdup(cmd->addr) : NULL;
+    be->pending_verb = cmd ? cmd->verb : PC_BACKEND_MAIL;
+    be->pending_nparams = cmd && cmd->nparams <= PC_MAX_PARAMS ? cmd->nparams : 0;
     for (size_t i = 0; i < be->pending_nparams; i++) {
-        be->pending_params[i].key = strdup(params[i].key);
-        be->pending_params[i].value = params[i].value ? strdup(params[i].value) : NULL;
+        be->pending_params[i].key = strdup(cmd->params[i].key);
+        be->pending_params[i].value = cmd->params[i].value ? strdup(cmd->params[i].value) : NULL;
     }
 }
 
 /* send_pending - the connection is ready: send what waited for it */
 static void send_pending(struct pc_backend *be)
 {
-    if (be->pending == NULL)
+    if (!be->has_pending)
         return;
-    char *line = be->pending;
     struct pc_param params[PC_MAX_PARAMS];
-    size_t n = be->pending_nparams;
-    memcpy(params, be->pending_params, n * sizeof(*params));
-    be->pending = NULL;
+    struct pc_backend_cmd cmd = {.verb = be->pending_verb,
+                                 .addr = be->pending_addr,
+                                 .params = params,
+                                 .nparams = be->pending_nparams};
+    memcpy(params, be->pending_params, cmd.nparams * sizeof(*params));
+    be->has_pending = false;
+    be->pending_addr = NULL;
     be->pending_nparams = 0;
-    pc_backend_command(be, line, params, n);
-    free(line);
-    for (size_t i = 0; i < n; i++) {
+    be_command(be, &cmd);
+    free((char *)cmd.addr);
+    for (size_t i = 0; i < cmd.nparams; i++) {
         free((char *)params[i].key);
         free((char *)params[i].value);
     }
@@ -906,23 +1054,35 @@ static void be_xclient(struct pc_backend *be)
     be_send(be, BE_XCLIENT, be->conf->timeouts.backend_command, "%s", line);
 }
 
+/* ident_ready_now - nothing to pass (none), or passed before each MAIL (xforward) */
+static bool ident_ready_now(struct pc_backend *be)
+{
+    (void)be;
+    return true;
+}
+
+/* xclient_start - XCLIENT on a new connection, or fail over when it is not offered */
+static bool xclient_start(struct pc_backend *be)
+{
+    if (!(be->ext & PC_EXT_XCLIENT)) {
+        /* Delivering anyway would make every client look like us (often "mynetworks" to
+         * the backend) and skip the backend's own client checks. */
+        pc_err("%s: backend %s does not offer XCLIENT although identity = xclient: allow "
+               "our address in smtpd_authorized_xclient_hosts, or set identity = \"none\"",
+               sid(be), be->relay);
+        be_try_next(be, "no XCLIENT");
+        return false;
+    }
+    be->ident_refresh = false;
+    be_xclient(be);
+    return false;
+}
+
 /* be_after_ehlo - pass identity or become ready */
 static void be_after_ehlo(struct pc_backend *be, bool second)
 {
-    if (!second && be->bc->identity == PC_IDENT_XCLIENT) {
-        if (!(be->ext & PC_EXT_XCLIENT)) {
-            /* Delivering anyway would make every client look like us (often "mynetworks" to
-             * the backend) and skip the backend's own client checks. */
-            pc_err("%s: backend %s does not offer XCLIENT although identity = xclient: allow "
-                   "our address in smtpd_authorized_xclient_hosts, or set identity = \"none\"",
-                   sid(be), be->relay);
-            be_try_next(be, "no XCLIENT");
-            return;
-        }
-        be->ident_refresh = false;
-        be_xclient(be);
+    if (!second && !be->ident->start(be))
         return;
-    }
     if (second) {
         /* Confirmed: XCLIENT was taken and the session restarted under the client's name. */
         be->identified = true;
@@ -943,32 +1103,35 @@ static void be_reconnect(struct pc_backend *be, const char *why)
     pc_backend_open(be);
 }
 
-/* identity_ready - before MAIL: does this connection speak for the session's client now?
- * If not, start what makes it so (the command waits in pending) and say false. */
-static bool identity_ready(struct pc_backend *be)
+/* xclient_before_mail - XCLIENT again when the connection speaks for another client (a pooled
+ * connection, a new HELO name); a new connection when XCLIENT is no longer offered */
+static bool xclient_before_mail(struct pc_backend *be)
 {
     char key[sizeof(be->ident_key)];
 
-    if (be->bc->identity == PC_IDENT_XCLIENT) {
-        ident_key(be, key, sizeof(key));
-        if (be->identified && strcmp(key, be->ident_key) == 0)
-            return true;
-        if (be->ext & PC_EXT_XCLIENT) {
-            be->ident_refresh = true;
-            be_xclient(be);
-            return false;
-        }
-        be_reconnect(be, "XCLIENT is no longer offered for another client");
+    ident_key(be, key, sizeof(key));
+    if (be->identified && strcmp(key, be->ident_key) == 0)
+        return true;
+    if (be->ext & PC_EXT_XCLIENT) {
+        be->ident_refresh = true;
+        be_xclient(be);
         return false;
     }
-    if (be->bc->identity == PC_IDENT_XFORWARD && (be->ext & PC_EXT_XFORWARD) &&
-        !be->xforward_sent) {
-        char line[1024];
-        identity_line(be, "XFORWARD", be->xforward_attrs, line, sizeof(line));
-        be_send(be, BE_XFORWARD, be->conf->timeouts.backend_command, "%s", line);
-        return false;
-    }
-    return true;
+    be_reconnect(be, "XCLIENT is no longer offered for another client");
+    return false;
+}
+
+/* xforward_before_mail - XFORWARD before every MAIL (Postfix resets its attributes after each
+ * transaction, XFORWARD_README) */
+static bool xforward_before_mail(struct pc_backend *be)
+{
+    char line[1024];
+
+    if (!(be->ext & PC_EXT_XFORWARD) || be->xforward_sent)
+        return true;
+    identity_line(be, "XFORWARD", be->xforward_attrs, line, sizeof(line));
+    be_send(be, BE_XFORWARD, be->conf->timeouts.backend_command, "%s", line);
+    return false;
 }
 
 /* be_ehlo - greet the backend; after XCLIENT under the client's own HELO name, which is what
@@ -979,8 +1142,7 @@ static void be_ehlo(struct pc_backend *be, enum be_state next)
 
     if (next == BE_EHLO2 && be->s && be->s->helo && be->s->helo[0])
         name = be->s->helo;
-    be_send(be, next, be->conf->timeouts.backend_command, "%s %s", be->bc->lmtp ? "LHLO" : "EHLO",
-            name);
+    be_send(be, next, be->conf->timeouts.backend_command, "%s %s", be->kind->hello, name);
 }
 
 /* fill - stream more of the message while the output buffer is low */
@@ -1020,7 +1182,7 @@ static void fill(struct pc_backend *be)
         be_arm(be, be->conf->timeouts.backend_data_done);
         memset(&be->reply, 0, sizeof(be->reply));
         be->state = BE_DATA_DONE;
-        be->lmtp_left = be->bc->lmtp ? be->rcpt_ok : 1;
+        be->lmtp_left = be->kind->reply_per_rcpt ? be->rcpt_ok : 1;
         be->lmtp_any_ok = be->lmtp_any_fail = false;
         break;
     }
@@ -1078,7 +1240,7 @@ static void handle_reply(struct pc_backend *be)
     struct pc_backend_result r = {.reply = be->reply};
     int code = be->reply.code;
 
-    if (!(be->state == BE_DATA_DONE && be->bc->lmtp && be->lmtp_left > 1))
+    if (!(be->state == BE_DATA_DONE && be->kind->reply_per_rcpt && be->lmtp_left > 1))
         evtimer_del(be->deadline);
     switch (be->state) {
     case BE_GREETING:
@@ -1127,12 +1289,10 @@ static void handle_reply(struct pc_backend *be)
         return;
     case BE_CMD:
         be->state = code == 421 ? BE_DEAD : BE_READY;
-        if (be->cmd_is_rcpt && code / 100 == 2)
+        if (be->cmd_verb == PC_BACKEND_RCPT && code / 100 == 2)
             be->rcpt_ok++;
-        if (be->cmd_is_mail && code / 100 == 2)
+        if (be->cmd_verb == PC_BACKEND_MAIL && code / 100 == 2)
             be->in_txn = true;
-        if (be->cmd_is_rset && code / 100 == 2)
-            be->in_txn = false;
         if (code == 421) {
             be->broken = true;
             be_close(be);
@@ -1158,7 +1318,7 @@ static void handle_reply(struct pc_backend *be)
         deliver(be, &r);
         return;
     case BE_DATA_DONE:
-        if (be->bc->lmtp) {
+        if (be->kind->reply_per_rcpt) {
             lmtp_reply(be);
             return;
         }
@@ -1185,7 +1345,8 @@ static void be_broken(struct pc_backend *be, const char *fmt, ...)
     vsnprintf(what, sizeof(what), fmt, ap);
     va_end(ap);
     pc_warn("%s: backend %s broke the protocol while we waited for %s%s%s: %s", sid(be), be->relay,
-            be_state_names[st], st == BE_CMD ? " " : "", st == BE_CMD ? be->cmd_name : "", what);
+            be_state_names[st], st == BE_CMD ? " " : "",
+            st == BE_CMD ? verb_name[be->cmd_verb] : "", what);
     be->broken = true;
     if (st >= BE_GREETING && st <= BE_XFORWARD && !be->ident_refresh && !be->in_txn) {
         /* Nothing of a transaction is there yet: another address may do better. */
@@ -1276,7 +1437,7 @@ static void on_read(struct bufferevent *bev, void *arg)
                       be->reply.text);
             break;
         }
-        bool more = st == BE_DATA_DONE && be->bc->lmtp && be->lmtp_left > 1;
+        bool more = st == BE_DATA_DONE && be->kind->reply_per_rcpt && be->lmtp_left > 1;
         if (!more && input_pending(be)) {
             /* One command, one reply: whatever follows it was not asked for. */
             be_broken(be, "more after its %d reply (%.200s)", code, be->reply.text);
@@ -1451,7 +1612,7 @@ static void be_try_next(struct pc_backend *be, const char *why)
         if (be_connect(be))
             return;
     be->addr_idx = 0;
-    keep_pending(be, NULL, NULL, 0);
+    keep_pending(be, NULL);
     be_fail(be, "4.4.1", "Backend unavailable, try again later");
 }
 
@@ -1465,73 +1626,13 @@ void pc_backend_open(struct pc_backend *be)
     be_try_next(be, "cannot connect");
 }
 
-/* maildir_deliver - write the message into a Maildir (tmp, fsync, rename to new) */
-static void maildir_deliver(struct pc_backend *be, const char *received)
+/* be_command - send MAIL or RCPT (connecting first when needed) */
+static void be_command(struct pc_backend *be, const struct pc_backend_cmd *cmd)
 {
-    static unsigned seq;
-    const char *dir = be->bc->maildir;
-    char tmp[PATH_MAX], dst[PATH_MAX], name[256];
-    struct timeval tv;
-    int fd = -1;
+    const struct pc_param *params = cmd->params;
+    size_t nparams = cmd->nparams;
 
-    gettimeofday(&tv, NULL);
-    snprintf(name, sizeof(name), "%ld.M%ldP%ldQ%u.%s", (long)tv.tv_sec, (long)tv.tv_usec,
-             (long)getpid(), ++seq, be->conf->hostname);
-    for (const char *sub = "tmp\0new\0cur\0"; *sub; sub += 4) {
-        char d[PATH_MAX];
-        snprintf(d, sizeof(d), "%s/%s", dir, sub);
-        mkdir(dir, 0700);
-        mkdir(d, 0700);
-    }
-    snprintf(tmp, sizeof(tmp), "%s/tmp/%s", dir, name);
-    snprintf(dst, sizeof(dst), "%s/new/%s", dir, name);
-    fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd < 0)
-        goto fail;
-    struct pc_msg_cursor c;
-    char buf[65536];
-    ssize_t n;
-    pc_msg_cursor_init(&c);
-    while ((n = pc_msg_read(&be->s->txn->msg, &c, received, buf, sizeof(buf))) > 0) {
-        /* Maildir files use the local line convention: LF. */
-        size_t o = 0;
-        for (ssize_t i = 0; i < n; i++)
-            if (buf[i] != '\r')
-                buf[o++] = buf[i];
-        if (write(fd, buf, o) != (ssize_t)o)
-            goto fail;
-    }
-    if (n < 0 || fsync(fd) < 0 || close(fd) < 0) {
-        fd = -1;
-        goto fail;
-    }
-    fd = -1;
-    if (rename(tmp, dst) < 0)
-        goto fail;
-    char text[200];
-    snprintf(text, sizeof(text), "Ok: queued as %s", be->s->txn->id);
-    synth(be, 250, "2.0.0", text, false);
-    return;
-fail:
-    pc_err("%s: maildir %s: %m", be->s->sid, dir);
-    if (fd >= 0)
-        close(fd);
-    unlink(tmp);
-    synth(be, 451, "4.3.0", "Local delivery failed, try again later", true);
-}
-
-/* pc_backend_command - send one command (connecting first when needed) */
-void pc_backend_command(struct pc_backend *be, const char *line, const struct pc_param *params,
-                        size_t nparams)
-{
-    if (be->bc->maildir) {
-        const char *enh = strncasecmp(line, "MAIL", 4) == 0   ? "2.1.0"
-                          : strncasecmp(line, "RCPT", 4) == 0 ? "2.1.5"
-                                                              : "2.0.0";
-        synth(be, 250, enh, "Ok", false);
-        return;
-    }
-    bool is_mail = strncasecmp(line, "MAIL", 4) == 0;
+    bool is_mail = cmd->verb == PC_BACKEND_MAIL;
     if (!is_mail && (!be->in_txn || be->broken || be->state == BE_IDLE || be->state == BE_DEAD)) {
         /* A transaction never moves to another connection: the one that took our MAIL is
          * gone (or broken), so there is nothing to send RCPT or RSET on. */
@@ -1539,22 +1640,22 @@ void pc_backend_command(struct pc_backend *be, const char *line, const struct pc
         return;
     }
     if (be->state == BE_IDLE || be->state == BE_DEAD) {
-        keep_pending(be, line, params, nparams);
+        keep_pending(be, cmd);
         be_close(be);
         pc_backend_open(be);
         return;
     }
     if (be->state != BE_READY) {
-        keep_pending(be, line, params, nparams);
+        keep_pending(be, cmd);
         return;
     }
     if (is_mail) {
         /* Every transaction carries its client's identity (a pooled connection, a new HELO
          * name, Postfix's reset of XFORWARD attributes after each transaction). */
-        keep_pending(be, line, params, nparams);
-        if (!identity_ready(be))
+        keep_pending(be, cmd);
+        if (!be->ident->before_mail(be))
             return; /* MAIL waits in pending */
-        keep_pending(be, NULL, NULL, 0);
+        keep_pending(be, NULL);
         be->xforward_sent = false;
         be->rcpt_ok = 0;
         unsigned ext = pc_backend_ext(be);
@@ -1582,13 +1683,11 @@ void pc_backend_command(struct pc_backend *be, const char *line, const struct pc
                 return;
             }
     }
-    be->cmd_is_rcpt = strncasecmp(line, "RCPT", 4) == 0;
-    be->cmd_is_mail = strncasecmp(line, "MAIL", 4) == 0;
-    be->cmd_is_rset = strncasecmp(line, "RSET", 4) == 0;
-    snprintf(be->cmd_name, sizeof(be->cmd_name), "%.4s", line);
+    be->cmd_verb = cmd->verb;
     struct pc_buf b;
     pc_buf_init(&b, 0);
-    pc_buf_puts(&b, line);
+    /* RFC 5321 4.1.1.2, 4.1.1.3: the path goes in angle brackets, the null sender as <>. */
+    pc_buf_printf(&b, "%s:<%s>", is_mail ? "MAIL FROM" : "RCPT TO", cmd->addr);
     for (size_t i = 0; i < nparams; i++)
         if (param_ok(be, params[i].key))
             pc_buf_printf(&b, " %s%s%s", params[i].key, params[i].value ? "=" : "",
@@ -1597,18 +1696,57 @@ void pc_backend_command(struct pc_backend *be, const char *line, const struct pc
     pc_buf_free(&b);
 }
 
-/* pc_backend_data - DATA and the message */
-void pc_backend_data(struct pc_backend *be, const char *received)
+/* maildir_command - the Maildir takes every sender and recipient */
+static void maildir_command(struct pc_backend *be, const struct pc_backend_cmd *cmd)
 {
-    free(be->received);
-    be->received = strdup(received);
-    if (be->bc->maildir) {
-        maildir_deliver(be, received);
+    synth(be, 250, cmd->verb == PC_BACKEND_MAIL ? "2.1.0" : "2.1.5", "Ok", false);
+}
+
+/* pc_backend_mail - MAIL for this transaction's sender */
+void pc_backend_mail(struct pc_backend *be, const struct pc_mailbox *from,
+                     const struct pc_param *params, size_t nparams)
+{
+    struct pc_backend_cmd cmd = {PC_BACKEND_MAIL, from->addr, params, nparams};
+    be->kind->command(be, &cmd);
+}
+
+/* pc_backend_rcpt - RCPT for one recipient of the transaction */
+void pc_backend_rcpt(struct pc_backend *be, const struct pc_mailbox *to,
+                     const struct pc_param *params, size_t nparams)
+{
+    struct pc_backend_cmd cmd = {PC_BACKEND_RCPT, to->addr, params, nparams};
+    be->kind->command(be, &cmd);
+}
+
+/* maildir_data - write the message; 250 only once it is on disk */
+static void maildir_data(struct pc_backend *be, const char *received)
+{
+    char text[200];
+
+    if (!pc_maildir_deliver(be->s->sid, be->bc->maildir, be->conf->hostname, &be->s->txn->msg,
+                            received)) {
+        synth(be, 451, "4.3.0", "Local delivery failed, try again later", true);
         return;
     }
+    snprintf(text, sizeof(text), "Ok: queued as %s", be->s->txn->id);
+    synth(be, 250, "2.0.0", text, false);
+}
+
+/* be_data - DATA on the connection that holds our MAIL */
+static void be_data(struct pc_backend *be, const char *received)
+{
+    (void)received; /* kept in be->received for the cursor */
     if (be->state != BE_READY || !be->in_txn) {
         synth(be, 451, "4.4.2", "Lost connection with backend, try again later", true);
         return;
     }
     be_send(be, BE_DATA_INIT, be->conf->timeouts.backend_data_init, "DATA");
+}
+
+/* pc_backend_data - DATA and the message */
+void pc_backend_data(struct pc_backend *be, const char *received)
+{
+    free(be->received);
+    be->received = strdup(received);
+    be->kind->data(be, received);
 }

@@ -43,10 +43,13 @@ struct pc_backend *pc_backend_new(struct pc_session *, const struct pc_backend_c
                                   pc_backend_cb *, void *arg);
 /* pc_backend_open - connect (with fail-over), greet, pass the client identity */
 void pc_backend_open(struct pc_backend *);
-/* pc_backend_command - one command line (without CRLF); ESMTP parameters are appended when it
- * is sent, those the backend did not offer left out (AUTH= never passes) */
-void pc_backend_command(struct pc_backend *, const char *line, const struct pc_param *params,
-                        size_t nparams);
+/* pc_backend_mail, pc_backend_rcpt - one command of the transaction, as parsed values: the
+ * mailbox and the client's ESMTP parameters; the backend writes the line, leaving out the
+ * parameters it did not offer (AUTH= never passes). MAIL opens the connection when needed. */
+void pc_backend_mail(struct pc_backend *, const struct pc_mailbox *from,
+                     const struct pc_param *params, size_t nparams);
+void pc_backend_rcpt(struct pc_backend *, const struct pc_mailbox *to,
+                     const struct pc_param *params, size_t nparams);
 /* pc_backend_data - DATA, then the transaction's message with this Received header */
 void pc_backend_data(struct pc_backend *, const char *received);
 bool pc_backend_ready(const struct pc_backend *);

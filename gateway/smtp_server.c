@@ -129,7 +129,7 @@ static void process_input(struct pc_smtp *);
 static void smtp_close(struct pc_smtp *);
 static void eng_done(void *, enum pc_stage, enum pc_action, struct pc_verdict *);
 static void step_over(struct pc_smtp *);
-static void to_backend(struct pc_smtp *, enum pc_verb, const char *addr);
+static void to_backend(struct pc_smtp *, enum pc_verb, const struct pc_mailbox *);
 
 static const struct pc_door pc_smtp_door = {"smtp", pc_engine_door_done};
 
@@ -560,20 +560,20 @@ static void mail_done(struct pc_smtp *c, enum pc_action a, struct pc_verdict *v)
         reply_verdict(c, v);
         txn_end(c);
     } else {
-        to_backend(c, PC_VERB_MAIL, c->s->txn->from.addr);
+        to_backend(c, PC_VERB_MAIL, &c->s->txn->from);
     }
 }
 
 /* to_backend - MAIL or RCPT with the client's parameters (the backend opens when needed) */
-static void to_backend(struct pc_smtp *c, enum pc_verb verb, const char *addr)
+static void to_backend(struct pc_smtp *c, enum pc_verb verb, const struct pc_mailbox *mb)
 {
-    char line[PC_PATH_MAX + 32];
-
-    snprintf(line, sizeof(line), "%s:<%s>", verb == PC_VERB_MAIL ? "MAIL FROM" : "RCPT TO", addr);
     c->be_wait = verb;
     clock_gettime(CLOCK_MONOTONIC, &c->be_t0);
     wait_for(c);
-    pc_backend_command(c->be, line, c->pa.params, c->pa.nparams);
+    if (verb == PC_VERB_MAIL)
+        pc_backend_mail(c->be, mb, c->pa.params, c->pa.nparams);
+    else
+        pc_backend_rcpt(c->be, mb, c->pa.params, c->pa.nparams);
 }
 
 /* rcpt_done - after the RCPT stage */
@@ -584,7 +584,7 @@ static void rcpt_done(struct pc_smtp *c, enum pc_action a, struct pc_verdict *v)
     else if (a != PC_CONTINUE)
         reply_verdict(c, v);
     else
-        to_backend(c, PC_VERB_RCPT, c->s->txn->cur_rcpt->mb.addr);
+        to_backend(c, PC_VERB_RCPT, &c->s->txn->cur_rcpt->mb);
 }
 
 /* rcpt_backend_done - the backend answered our RCPT */
