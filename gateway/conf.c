@@ -48,6 +48,8 @@ struct pc_param {
 
 static int validate_top(cfg_t *, cfg_opt_t *);
 static int validate_networks(cfg_t *, cfg_opt_t *);
+static int validate_hostport(cfg_t *, cfg_opt_t *);
+static int validate_chain(cfg_t *, cfg_opt_t *);
 
 #define DAY_MS 86400000L
 /* Every core parameter. Bounds are the edge of what is sane, not of what is usual. */
@@ -58,8 +60,8 @@ static const struct pc_param pc_params[] = {
     {"", "log", PT_STR, "auto", 0, 0, validate_top, "auto, journal, syslog or stderr"},
     {"", "log_format", PT_STR, "text", 0, 0, validate_top, "text or json"},
     {"", "syslog_name", PT_STR, "portcullis", 0, 0, validate_top, "the syslog ident"},
-    {"", "user", PT_STR, "", 0, 0, NULL, "drop to this user after binding"},
-    {"", "group", PT_STR, "", 0, 0, NULL, "drop to this group after binding"},
+    {"", "user", PT_STR, "", 0, 0, validate_top, "drop to this user after binding"},
+    {"", "group", PT_STR, "", 0, 0, validate_top, "drop to this group after binding"},
     {"", "run_as_root", PT_BOOL, "false", 0, 0, NULL, "allow running as root without user"},
     {"", "delay_reject", PT_BOOL, "true", 0, 0, NULL, "hold refusals before RCPT until RCPT"},
     {"", "soft_bounce", PT_BOOL, "false", 0, 0, NULL, "turn 5xx refusals into 4xx"},
@@ -67,6 +69,19 @@ static const struct pc_param pc_params[] = {
     {"", "bare_newline", PT_STR, "reject", 0, 0, validate_top, "reject or normalize"},
     {"", "mynetworks", PT_LIST, "{127.0.0.0/8, ::1/128}", 0, 0, validate_networks,
      "the clients every filter trusts unless its own option says otherwise"},
+    {"listener", "address", PT_STR, "127.0.0.1:2525", 0, 0, NULL, "host:port to listen on"},
+    {"listener", "backend", PT_STR, NULL, 0, 0, NULL, "backend name; unset: the first"},
+    {"listener", "filters", PT_LIST, "{relay}", 0, 0, validate_chain, "the chain, in order"},
+    {"listener", "trusted", PT_BOOL, "false", 0, 0, NULL, "its clients are trusted"},
+    {"listener", "dry_run", PT_BOOL, "false", 0, 0, NULL, "log refusals, refuse nothing"},
+    {"listener", "proxy_protocol", PT_BOOL, "false", 0, 0, NULL, "a PROXY header comes first"},
+    {"listener", "proxy_from", PT_LIST, "{}", 0, 0, validate_networks, "proxies allowed"},
+    {"listener", "proxy_timeout", PT_STR, "5s", 0, 0, NULL, "1s..60s for the header"},
+    {"backend", "address", PT_LIST, NULL, 0, 0, NULL, "host:port, [v6]:port or unix:/path"},
+    {"backend", "maildir", PT_STR, NULL, 0, 0, NULL, "instead of address: a Maildir"},
+    {"backend", "identity", PT_STR, "xclient", 0, 0, NULL, "xclient, xforward or none"},
+    {"backend", "lmtp", PT_BOOL, "false", 0, 0, NULL, "speak LMTP"},
+    {"backend", "helo_name", PT_STR, NULL, 0, 0, NULL, "our EHLO name; unset: hostname"},
     {"limits", "max_message_size", PT_INT, "10240000", 1024, 2147483647L, NULL, "bytes"},
     {"limits", "max_recipients", PT_INT, "1000", 1, 100000, NULL, "per transaction"},
     {"limits", "max_command_length", PT_INT, "2048", 512, 65536, NULL, "bytes"},
@@ -90,32 +105,19 @@ static const struct pc_param pc_params[] = {
     {"dns", "nameservers", PT_LIST, "{}", 0, 0, NULL, "resolvers; empty: resolv.conf"},
     {"dns", "timeout", PT_DURATION, "5s", 0, DAY_MS, NULL, "a whole lookup"},
     {"metrics", "enabled", PT_BOOL, "false", 0, 0, NULL, "serve Prometheus metrics"},
-    {"metrics", "address", PT_STR, "127.0.0.1:9465", 0, 0, NULL, "host:port"},
+    {"metrics", "address", PT_STR, "127.0.0.1:9465", 0, 0, validate_hostport, "host:port"},
 };
 #define PC_NPARAMS (sizeof(pc_params) / sizeof(pc_params[0]))
 
 /* The sections of the core, in the order -p prints them. */
 static const char *const pc_param_sections[] = {"limits", "timeouts", "dns", "metrics"};
+/* The sections that repeat, each with a title: listener "name" { }. */
+static const char *const pc_multi_sections[] = {"listener", "backend"};
 
 /* Bounds of the filters' integer options (their sections are their own tables). */
 static const struct pc_param pc_filter_bounds[] = {
     {"dnsbl", "threshold", PT_INT, NULL, 1, 1000, NULL, NULL},
 };
-
-static cfg_opt_t listener_opts[] = {CFG_STR("address", "127.0.0.1:2525", CFGF_NONE),
-                                    CFG_STR("backend", NULL, CFGF_NODEFAULT),
-                                    CFG_STR_LIST("filters", "{relay}", CFGF_NONE),
-                                    CFG_BOOL("trusted", cfg_false, CFGF_NONE),
-                                    CFG_BOOL("dry_run", cfg_false, CFGF_NONE),
-                                    CFG_BOOL("proxy_protocol", cfg_false, CFGF_NONE),
-                                    CFG_STR_LIST("proxy_from", "{}", CFGF_NONE),
-                                    CFG_STR("proxy_timeout", "5s", CFGF_NONE),
-                                    CFG_END()};
-
-static cfg_opt_t backend_opts[] = {
-    CFG_STR_LIST("address", NULL, CFGF_NODEFAULT), CFG_STR("maildir", NULL, CFGF_NODEFAULT),
-    CFG_STR("identity", "xclient", CFGF_NONE),     CFG_BOOL("lmtp", cfg_false, CFGF_NONE),
-    CFG_STR("helo_name", NULL, CFGF_NODEFAULT),    CFG_END()};
 
 static const char *pc_conf_current_path;
 
@@ -128,6 +130,9 @@ static void err_add(struct pc_err *err, const char *line)
 {
     size_t used = err == pc_err_collect ? strlen(err->msg) : 0;
 
+    /* libconfuse validates a list at each element: a prefix's error is the list's, once. */
+    if (used && strstr(err->msg, line))
+        return;
     pc_err_count++;
     if (used && used + 1 < sizeof(err->msg))
         err->msg[used++] = '\n';
@@ -224,8 +229,11 @@ static int validate_duration(cfg_t *cfg, cfg_opt_t *opt)
 {
     unsigned long long ms;
     const char *v = cfg_opt_getnstr(opt, cfg_opt_size(opt) - 1);
+    const struct pc_param *p = param_of(cfg, opt);
+    unsigned long long lo = p ? (unsigned long long)p->min : 0;
+    unsigned long long hi = p ? (unsigned long long)p->max : 86400000ULL;
 
-    if (!v || !pc_parse_duration(v, &ms) || ms > 86400000ULL) {
+    if (!v || !pc_parse_duration(v, &ms) || ms < lo || ms > hi) {
         cfg_error(cfg, "%s: bad duration \"%s\" (use e.g. 30s, 5m, 250ms; at most 1d)", opt->name,
                   v ? v : "");
     }
@@ -282,11 +290,27 @@ static int validate_top(cfg_t *cfg, cfg_opt_t *opt)
                   v);
         return 0;
     }
+    /* Checked here too, so that -t (and ExecReload) catch a typo before a restart does. */
+    if (strcmp(opt->name, "user") == 0 && *v && getpwnam(v) == NULL)
+        cfg_error(cfg, "user \"%s\": no such user", v);
+    if (strcmp(opt->name, "group") == 0 && *v && getgrnam(v) == NULL)
+        cfg_error(cfg, "group \"%s\": no such group", v);
     if (strcmp(opt->name, "bare_newline") == 0 && strcmp(v, "reject") != 0 &&
         strcmp(v, "normalize") != 0) {
         cfg_error(cfg, "bare_newline must be reject or normalize, not \"%s\"", v);
         return 0;
     }
+    return 0;
+}
+
+/* validate_hostport - host:port (metrics.address) */
+static int validate_hostport(cfg_t *cfg, cfg_opt_t *opt)
+{
+    const char *v = cfg_opt_getnstr(opt, 0);
+    char h[256], pt[16];
+
+    if (v && (!pc_parse_hostport(v, h, sizeof(h), pt, sizeof(pt)) || !pt[0]))
+        cfg_error(cfg, "%s.%s \"%s\" must be host:port", cfg->name, opt->name, v);
     return 0;
 }
 
@@ -351,12 +375,12 @@ static cfg_opt_t param_opt(const struct pc_param *p)
         break;
     }
     case PT_LIST: {
-        cfg_opt_t v = CFG_STR_LIST(p->name, (char *)p->def, CFGF_NONE);
+        cfg_opt_t v = CFG_STR_LIST(p->name, (char *)p->def, (p->def ? CFGF_NONE : CFGF_NODEFAULT));
         o = v;
         break;
     }
     default: {
-        cfg_opt_t v = CFG_STR(p->name, p->def, p->def ? CFGF_NONE : CFGF_NODEFAULT);
+        cfg_opt_t v = CFG_STR(p->name, p->def, (p->def ? CFGF_NONE : CFGF_NODEFAULT));
         o = v;
         if (p->type == PT_DURATION)
             o.validcb = validate_duration;
@@ -391,19 +415,19 @@ static cfg_opt_t *build_opts(cfg_opt_t ***fopts_out)
 
     while (pc_filter_registry[nf])
         nf++;
-    cfg_opt_t **fopts = calloc(nf + ns + 1, sizeof(*fopts));
+    cfg_opt_t **fopts = calloc(nf + ns + 3, sizeof(*fopts));
     cfg_opt_t *opts = calloc(PC_NPARAMS + nf + ns + 3, sizeof(*opts));
     if (fopts == NULL || opts == NULL)
         pc_fatal("out of memory");
     for (size_t i = 0; i < PC_NPARAMS; i++)
         if (!*pc_params[i].section)
             opts[n++] = param_opt(&pc_params[i]);
-    cfg_opt_t multi[] = {
-        CFG_SEC("listener", listener_opts, CFGF_MULTI | CFGF_TITLE | CFGF_NO_TITLE_DUPES),
-        CFG_SEC("backend", backend_opts, CFGF_MULTI | CFGF_TITLE | CFGF_NO_TITLE_DUPES),
-    };
-    opts[n++] = multi[0];
-    opts[n++] = multi[1];
+    for (size_t i = 0; i < 2; i++) {
+        fopts[nf + ns + i] = section_opts(pc_multi_sections[i]);
+        cfg_opt_t sec = CFG_SEC(pc_multi_sections[i], fopts[nf + ns + i],
+                                CFGF_MULTI | CFGF_TITLE | CFGF_NO_TITLE_DUPES);
+        opts[n++] = sec;
+    }
     for (size_t i = 0; i < ns; i++) {
         fopts[nf + i] = section_opts(pc_param_sections[i]);
         cfg_opt_t sec = CFG_SEC(pc_param_sections[i], fopts[nf + i], CFGF_NONE);
@@ -531,13 +555,38 @@ static const struct pc_filter_dep {
     {"greylist", {NULL}, {"relay"}},               /* its fact relay = trusted exempts */
 };
 
-/* chain_pos - the position of filter name in a listener's chain, or -1 */
-static int chain_pos(cfg_t *lsec, const char *name)
+/* chain_pos - the position of filter name in a listener's filters option, or -1 */
+static int chain_pos(cfg_opt_t *filters, const char *name)
 {
-    for (unsigned i = 0; i < cfg_size(lsec, "filters"); i++)
-        if (strcmp(cfg_getnstr(lsec, "filters", i), name) == 0)
+    for (unsigned i = 0; i < cfg_opt_size(filters); i++)
+        if (strcmp(cfg_opt_getnstr(filters, i), name) == 0)
             return (int)i;
     return -1;
+}
+
+/* validate_chain - listener.filters: a filter that reads another's result comes after it.
+ * Checked as the option is read, so the error names the line of "filters". */
+static int validate_chain(cfg_t *lsec, cfg_opt_t *filters)
+{
+    const char *lname = cfg_title(lsec) ? cfg_title(lsec) : "";
+
+    for (size_t i = 0; i < sizeof(pc_filter_deps) / sizeof(pc_filter_deps[0]); i++) {
+        const struct pc_filter_dep *d = &pc_filter_deps[i];
+        int me = chain_pos(filters, d->filter);
+        if (me < 0)
+            continue;
+        for (size_t k = 0; k < 3 && d->needs[k]; k++) {
+            int p = chain_pos(filters, d->needs[k]);
+            if (p < 0 || p > me)
+                cfg_error(lsec, "listener \"%s\": filter \"%s\" needs \"%s\" earlier in the chain",
+                          lname, d->filter, d->needs[k]);
+        }
+        for (size_t k = 0; k < 4 && d->after[k]; k++)
+            if (chain_pos(filters, d->after[k]) > me)
+                cfg_error(lsec, "listener \"%s\": filter \"%s\" must come after \"%s\"", lname,
+                          d->filter, d->after[k]);
+    }
+    return 0;
 }
 
 /* ratelimit_uses_rules - does a limit of the ratelimit section key on a rule's verdict */
@@ -553,42 +602,21 @@ static bool ratelimit_uses_rules(cfg_t *cfg)
     return false;
 }
 
-/* chain_check_deps - refuse a chain where a filter comes before what it reads */
-static int chain_check_deps(cfg_t *cfg, cfg_t *lsec, const char *lname, struct pc_err *err)
+/* chain_check_rules - ratelimit's "rule =" reads the rules filter's facts: after the whole file
+ * is read (the ratelimit section may follow the listener), so at the listener's line */
+static int chain_check_rules(cfg_t *cfg, cfg_t *lsec, const char *lname, struct pc_err *err)
 {
-    int rc = 0;
+    cfg_opt_t *f = cfg_getopt(lsec, "filters");
+    int rl = chain_pos(f, "ratelimit"), ru = chain_pos(f, "rules");
 
-    for (size_t i = 0; i < sizeof(pc_filter_deps) / sizeof(pc_filter_deps[0]); i++) {
-        const struct pc_filter_dep *d = &pc_filter_deps[i];
-        int me = chain_pos(lsec, d->filter);
-        if (me < 0)
-            continue;
-        for (size_t k = 0; k < 3 && d->needs[k]; k++) {
-            int p = chain_pos(lsec, d->needs[k]);
-            if (p < 0 || p > me) {
-                pc_err_set(err, lsec,
-                           "listener \"%s\": filter \"%s\" needs \"%s\" earlier in "
-                           "the chain",
-                           lname, d->filter, d->needs[k]);
-                rc = -1;
-            }
-        }
-        for (size_t k = 0; k < 4 && d->after[k]; k++)
-            if (chain_pos(lsec, d->after[k]) > me) {
-                pc_err_set(err, lsec, "listener \"%s\": filter \"%s\" must come after \"%s\"",
-                           lname, d->filter, d->after[k]);
-                rc = -1;
-            }
-    }
-    int rl = chain_pos(lsec, "ratelimit"), ru = chain_pos(lsec, "rules");
     if (rl >= 0 && ratelimit_uses_rules(cfg) && (ru < 0 || ru > rl)) {
         pc_err_set(err, lsec,
                    "listener \"%s\": ratelimit's limit rule = needs \"rules\" earlier "
                    "in the chain",
                    lname);
-        rc = -1;
+        return -1;
     }
-    return rc;
+    return 0;
 }
 
 /* chain_build - a listener's filter list to chain links */
@@ -623,7 +651,7 @@ static int chain_build(struct pc_conf *c, cfg_t *cfg, cfg_t *lsec, struct pc_lis
         pc_on_error_parse(cfg_getstr(fsec, "on_error"), &link->on_error);
         c->filter_used[k] = true;
     }
-    return chain_check_deps(cfg, lsec, l->name, err);
+    return chain_check_rules(cfg, lsec, l->name, err);
 }
 
 /* listener_proxy_load - proxy_protocol, proxy_from, proxy_timeout */
@@ -663,31 +691,19 @@ static int listener_proxy_load(struct pc_conf *c, cfg_t *sec, struct pc_listener
 static int listeners_load(struct pc_conf *c, cfg_t *cfg, struct pc_err *err)
 {
     size_t n = cfg_size(cfg, "listener");
-    static const char *default_filters[] = {"relay"};
     int rc = 0;
 
-    c->nlisteners = n ? n : 1;
-    c->listeners = pc_pool_zalloc(c->pool, c->nlisteners * sizeof(*c->listeners));
+    /* None configured: one listener "inbound" with every default of the table (loopback, the
+     * relay-only chain, the first backend). */
     if (n == 0) {
-        /* Embedded default: one listener on loopback, relay-only chain, first backend. */
-        struct pc_listener_conf *l = &c->listeners[0];
-        l->name = "inbound";
-        l->address = "127.0.0.1:2525";
-        l->backend = &c->backends[0];
-        l->backend_name = l->backend->name;
-        l->chain.n = 1;
-        l->chain.links = pc_pool_zalloc(c->pool, sizeof(*l->chain.links));
-        size_t k;
-        for (k = 0; pc_filter_registry[k]; k++)
-            if (strcmp(pc_filter_registry[k]->name, default_filters[0]) == 0)
-                break;
-        cfg_t *fsec = cfg_getsec(cfg, default_filters[0]);
-        l->chain.links[0].ops = pc_filter_registry[k];
-        l->chain.links[0].conf = c->filter_conf[k];
-        l->chain.links[0].timeout_ms = duration_ms(fsec, "timeout");
-        c->filter_used[k] = true;
-        return 0;
+        if (cfg_addtsec(cfg, "listener", "inbound") == NULL) {
+            pc_err_set(err, cfg, "out of memory");
+            return -1;
+        }
+        n = 1;
     }
+    c->nlisteners = n;
+    c->listeners = pc_pool_zalloc(c->pool, c->nlisteners * sizeof(*c->listeners));
     for (size_t i = 0; i < n; i++) {
         cfg_t *sec = cfg_getnsec(cfg, "listener", (unsigned)i);
         struct pc_listener_conf *l = &c->listeners[i];
@@ -935,67 +951,30 @@ struct pc_conf *pc_conf_load(const char *path, struct pc_err *err)
     }
     c->path = path ? pc_pool_strdup(pool, path) : "(embedded defaults)";
     pc_conf_current_path = c->path;
+    /* Every value below was checked as the file was read (pc_params' validators). */
     c->hostname = cfg_getstr(cfg, "hostname");
     if (c->hostname == NULL) {
         char h[256] = "localhost";
         gethostname(h, sizeof(h) - 1);
         c->hostname = pc_pool_strdup(pool, h);
-    } else if (!pc_domain_valid(c->hostname, strlen(c->hostname), false)) {
-        snprintf(err->msg, sizeof(err->msg), "%s: hostname \"%s\" is not a valid domain name",
-                 c->path, c->hostname);
-        goto fail;
     }
     c->banner = cfg_getstr(cfg, "banner");
     c->spool_dir = cfg_getstr(cfg, "spool_dir");
     c->log = cfg_getstr(cfg, "log");
-    if (!pc_log_parse_target(c->log, &c->log_target)) {
-        snprintf(err->msg, sizeof(err->msg), "%s: log must be auto, journal, syslog or stderr",
-                 c->path);
-        goto fail;
-    }
+    pc_log_parse_target(c->log, &c->log_target);
     c->log_json = strcmp(cfg_getstr(cfg, "log_format"), "json") == 0;
     c->syslog_name = cfg_getstr(cfg, "syslog_name");
-    if (!syslog_name_valid(c->syslog_name)) {
-        snprintf(err->msg, sizeof(err->msg), "%s: syslog_name \"%s\" is not valid", c->path,
-                 c->syslog_name);
-        goto fail;
-    }
     cfg_t *msec = cfg_getsec(cfg, "metrics");
     c->metrics_enabled = cfg_getbool(msec, "enabled");
     c->metrics_address = cfg_getstr(msec, "address");
-    {
-        char h[256], pt[16];
-        if (!pc_parse_hostport(c->metrics_address, h, sizeof(h), pt, sizeof(pt)) || !pt[0]) {
-            snprintf(err->msg, sizeof(err->msg), "%s: metrics.address \"%s\" must be host:port",
-                     c->path, c->metrics_address);
-            goto fail;
-        }
-    }
     c->user = cfg_getstr(cfg, "user");
     c->group = cfg_getstr(cfg, "group");
     c->run_as_root = cfg_getbool(cfg, "run_as_root");
-    /* Checked here too, so that -t (and ExecReload) catch a typo before a restart does. */
-    if (*c->user && getpwnam(c->user) == NULL) {
-        snprintf(err->msg, sizeof(err->msg), "%s: user \"%s\": no such user", c->path, c->user);
-        goto fail;
-    }
-    if (*c->group && getgrnam(c->group) == NULL) {
-        snprintf(err->msg, sizeof(err->msg), "%s: group \"%s\": no such group", c->path, c->group);
-        goto fail;
-    }
     c->delay_reject = cfg_getbool(cfg, "delay_reject");
     c->soft_bounce = cfg_getbool(cfg, "soft_bounce");
     c->smtputf8 = cfg_getbool(cfg, "smtputf8");
-    const char *bn = cfg_getstr(cfg, "bare_newline");
-    if (strcmp(bn, "reject") == 0)
-        c->bare_newline = PC_BARE_REJECT;
-    else if (strcmp(bn, "normalize") == 0)
-        c->bare_newline = PC_BARE_NORMALIZE;
-    else {
-        snprintf(err->msg, sizeof(err->msg), "%s: bare_newline must be reject or normalize",
-                 c->path);
-        goto fail;
-    }
+    c->bare_newline = strcmp(cfg_getstr(cfg, "bare_newline"), "normalize") == 0 ? PC_BARE_NORMALIZE
+                                                                                : PC_BARE_REJECT;
     if (limits_load(c, cfg_getsec(cfg, "limits"), err) < 0)
         goto fail;
     pc_pool_cleanup(pool, cidr_free_cb, &c->limits.connection_limit_exceptions);

@@ -10,7 +10,7 @@ import subprocess
 import tempfile
 import unittest
 
-BIN = os.environ.get("PC_BIN") or os.path.join(os.path.dirname(__file__), "..", "..", "build", "portcullis")
+BIN = os.path.abspath(os.environ.get("PC_BIN") or os.path.join(os.path.dirname(__file__), "..", "..", "build", "portcullis"))
 
 
 def run(args, conf=None):
@@ -72,7 +72,7 @@ class Check(unittest.TestCase):
             rc, _, err, path, _ = run(["-t"], 'listener "in" {\n address = "127.0.0.1:2599"\n'
                                       ' filters = %s\n}\n' % chain)
             self.assertEqual(rc, 78, chain)
-            self.assertIn(path + ":4: ", err, chain)  # the listener section, as libconfuse knows it
+            self.assertIn(path + ":3: ", err, chain)  # the line of "filters ="
             self.assertIn(want, err, chain)
         rc, _, err, _, _ = run(["-t"], 'listener "in" {\n address = "127.0.0.1:2599"\n'
                                ' filters = { "relay", "spf", "dkim", "dmarc", "authres" }\n}\n')
