@@ -1081,9 +1081,9 @@ static void print_tree(cfg_t *sec, cfg_t *def, const char *prefix, bool only_cha
             print_tree(cfg_getsec(sec, o->name), cfg_getsec(def, o->name), name, only_changed);
         } else {
             /* A section that may repeat: its defaults from a fresh instance. */
+            unsigned n = cfg_size(sec, o->name);
             cfg_t *d = cfg_size(def, o->name) ? cfg_getnsec(def, o->name, 0)
                                               : cfg_addtsec(def, o->name, "_");
-            unsigned n = cfg_size(sec, o->name);
             if (n == 0 && !only_changed && d)
                 print_tree(d, d, name, false);
             for (unsigned i = 0; i < n && d; i++) {
@@ -1108,7 +1108,7 @@ int pc_conf_print(const char *path, bool only_changed, struct pc_err *err)
         return -1;
     }
     cfg_parse_buf(def, "");
-    cfg_t *shown = c->cfg;
+    cfg_t *shown = path ? c->cfg : def; /* the embedded listener is no parameter */
     cfg_t *raw = NULL;
     if (only_changed && path) {
         /* What the file says, before mynetworks is copied into the filters' options. */
