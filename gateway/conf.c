@@ -543,18 +543,6 @@ static int backends_load(struct pc_conf *c, cfg_t *cfg, struct pc_err *err)
     return 0;
 }
 
-/* What a filter reads from filters earlier in the chain (their facts). "needs": they must be
- * there, earlier; "after": those that are there must be earlier, or it reads nothing. */
-static const struct pc_filter_dep {
-    const char *filter;
-    const char *needs[3];
-    const char *after[4];
-} pc_filter_deps[] = {
-    {"dmarc", {"spf", "dkim"}, {NULL}},            /* RFC 7489 4: alignment of both results */
-    {"authres", {NULL}, {"spf", "dkim", "dmarc"}}, /* RFC 8601: reports their results */
-    {"greylist", {NULL}, {"relay"}},               /* its fact relay = trusted exempts */
-};
-
 /* chain_pos - the position of filter name in a listener's filters option, or -1 */
 static int chain_pos(cfg_opt_t *filters, const char *name)
 {
@@ -570,21 +558,19 @@ static int validate_chain(cfg_t *lsec, cfg_opt_t *filters)
 {
     const char *lname = cfg_title(lsec) ? cfg_title(lsec) : "";
 
-    for (size_t i = 0; i < sizeof(pc_filter_deps) / sizeof(pc_filter_deps[0]); i++) {
-        const struct pc_filter_dep *d = &pc_filter_deps[i];
-        int me = chain_pos(filters, d->filter);
-        if (me < 0)
-            continue;
-        for (size_t k = 0; k < 3 && d->needs[k]; k++) {
-            int p = chain_pos(filters, d->needs[k]);
+    for (unsigned i = 0; i < cfg_opt_size(filters); i++) {
+        const struct pc_filter_ops *ops = pc_filter_find(cfg_opt_getnstr(filters, i));
+        int me = (int)i;
+        for (size_t k = 0; ops && ops->needs && ops->needs[k]; k++) {
+            int p = chain_pos(filters, ops->needs[k]);
             if (p < 0 || p > me)
                 cfg_error(lsec, "listener \"%s\": filter \"%s\" needs \"%s\" earlier in the chain",
-                          lname, d->filter, d->needs[k]);
+                          lname, ops->name, ops->needs[k]);
         }
-        for (size_t k = 0; k < 4 && d->after[k]; k++)
-            if (chain_pos(filters, d->after[k]) > me)
+        for (size_t k = 0; ops && ops->after && ops->after[k]; k++)
+            if (chain_pos(filters, ops->after[k]) > me)
                 cfg_error(lsec, "listener \"%s\": filter \"%s\" must come after \"%s\"", lname,
-                          d->filter, d->after[k]);
+                          ops->name, ops->after[k]);
     }
     return 0;
 }
