@@ -1102,8 +1102,21 @@ int pc_conf_print(const char *path, bool only_changed, struct pc_err *err)
         pc_parse_err = NULL;
         if (cfg_parse(raw, path) == CFG_SUCCESS)
             shown = raw;
-    } else if (path && cfg_size(shown, "hostname") == 0) {
-        cfg_setstr(shown, "hostname", c->hostname); /* the effective name: the host's */
+    } else if (path) {
+        /* The effective values of what the file leaves unset: the host's name, the first
+         * backend, our hostname in EHLO. */
+        if (cfg_size(shown, "hostname") == 0)
+            cfg_setstr(shown, "hostname", c->hostname);
+        for (unsigned i = 0; i < cfg_size(shown, "listener") && i < c->nlisteners; i++) {
+            cfg_t *l = cfg_getnsec(shown, "listener", i);
+            if (cfg_size(l, "backend") == 0 && c->listeners[i].backend_name)
+                cfg_setstr(l, "backend", c->listeners[i].backend_name);
+        }
+        for (unsigned i = 0; i < cfg_size(shown, "backend"); i++) {
+            cfg_t *b = cfg_getnsec(shown, "backend", i);
+            if (cfg_size(b, "helo_name") == 0)
+                cfg_setstr(b, "helo_name", c->hostname);
+        }
     }
     print_tree(shown, def, "", only_changed);
     if (raw)
