@@ -984,7 +984,9 @@ static char *spf_header_value(struct pc_session *s, const struct spf_job *job)
         if (*p == '"' || *p == '\\' || *p == '(' || *p == ')' || (unsigned char)*p < 0x21 ||
             (unsigned char)*p > 0x7e)
             *p = '?';
-    return pc_pool_printf(s->pool,
+    /* The field belongs to this transaction: in the session's pool it would stay until the
+     * client leaves, growing with every MAIL. */
+    return pc_pool_printf(s->txn ? s->txn->pool : s->pool,
                           "%s (%s: domain of %s %s %s) client-ip=%s; envelope-from=\"%s\"; "
                           "helo=%s; receiver=%s; identity=%s;",
                           r, job->receiver, who,

@@ -3,11 +3,17 @@
  * NAME
  *	conf 3 - the configuration: one table, bounded values, file:line errors
  * DESCRIPTION
- *	The libconfuse option tables below are the public interface. Integer
- *	parameters carry bounds in pc_int_bounds and durations are checked by
- *	a validator while the file is parsed, so that an error names the line.
- *	Each registered filter contributes its own section; the core appends
- *	timeout and on_error to every one of them.
+ *	pc_params is the public interface of the core: one row per parameter
+ *	(section, name, type, default, bounds, validator, doc) generates the
+ *	libconfuse options, the checks (keyed by section and name), -p and -n,
+ *	and through -p the man page check (tests/docs-check.sh). Each filter
+ *	contributes its own section (its cfg_opt_t table) plus the core's
+ *	timeout and on_error; pc_filter_bounds bounds what a filter does not.
+ *	Validators record an error and let the parse go on, so -t reports every
+ *	bad value at its line; later steps (filters, backends, listeners) each
+ *	run too. The top-level mynetworks fills every filter's trust option
+ *	left unset (mynetworks_inherit); a filter declares what it reads from
+ *	filters earlier in the chain (ops needs/after), checked at "filters".
  * SEE ALSO
  *	portcullis.conf(5)
  */
@@ -67,6 +73,7 @@ static const struct pc_param pc_params[] = {
     {"", "soft_bounce", PT_BOOL, "false", 0, 0, NULL, "turn 5xx refusals into 4xx"},
     {"", "smtputf8", PT_BOOL, "true", 0, 0, NULL, "offer SMTPUTF8 (RFC 6531)"},
     {"", "bare_newline", PT_STR, "reject", 0, 0, validate_top, "reject or normalize"},
+    {"", "nul", PT_STR, "reject", 0, 0, validate_top, "a NUL byte in content: reject or strip"},
     {"", "mynetworks", PT_LIST, "{127.0.0.0/8, ::1/128}", 0, 0, validate_networks,
      "the clients every filter trusts unless its own option says otherwise"},
     {"listener", "address", PT_STR, "127.0.0.1:2525", 0, 0, NULL, "host:port to listen on"},
@@ -89,6 +96,10 @@ static const struct pc_param pc_params[] = {
     {"limits", "max_header_size", PT_INT, "102400", 1024, 67108864, NULL, "bytes"},
     {"limits", "max_headers", PT_INT, "1000", 16, 100000, NULL, "header fields"},
     {"limits", "max_errors", PT_INT, "20", 1, 1000, NULL, "before disconnect"},
+    {"limits", "max_commands", PT_INT, "100000", 100, 1000000000, NULL, "per session"},
+    {"limits", "max_junk_commands", PT_INT, "100", 1, 1000000000, NULL,
+     "NOOP, RSET... per session"},
+    {"limits", "min_data_rate", PT_INT, "500", 1, 1073741824, NULL, "bytes/second of content"},
     {"limits", "max_connections", PT_INT, "10000", 1, 1000000, NULL, "in all"},
     {"limits", "max_connections_per_ip", PT_INT, "50", 1, 1000000, NULL, "per client"},
     {"limits", "connection_limit_exceptions", PT_LIST, "{127.0.0.0/8, ::1/128}", 0, 0,
@@ -265,7 +276,7 @@ static bool syslog_name_valid(const char *v)
     return true;
 }
 
-/* validate_top - hostname, log and bare_newline, checked while parsing so the error has a line */
+/* validate_top - hostname, log, bare_newline, nul..., checked while parsing (errors get a line) */
 static int validate_top(cfg_t *cfg, cfg_opt_t *opt)
 {
     const char *v = cfg_opt_getnstr(opt, 0);
@@ -300,6 +311,8 @@ static int validate_top(cfg_t *cfg, cfg_opt_t *opt)
         cfg_error(cfg, "bare_newline must be reject or normalize, not \"%s\"", v);
         return 0;
     }
+    if (strcmp(opt->name, "nul") == 0 && strcmp(v, "reject") != 0 && strcmp(v, "strip") != 0)
+        cfg_error(cfg, "nul must be reject or strip, not \"%s\"", v);
     return 0;
 }
 
@@ -471,6 +484,9 @@ static int limits_load(struct pc_conf *c, cfg_t *sec, struct pc_err *err)
     l->max_header_size = (size_t)cfg_getint(sec, "max_header_size");
     l->max_headers = (size_t)cfg_getint(sec, "max_headers");
     l->max_errors = (size_t)cfg_getint(sec, "max_errors");
+    l->max_commands = (size_t)cfg_getint(sec, "max_commands");
+    l->max_junk_commands = (size_t)cfg_getint(sec, "max_junk_commands");
+    l->min_data_rate = (size_t)cfg_getint(sec, "min_data_rate");
     l->max_connections = (size_t)cfg_getint(sec, "max_connections");
     l->max_connections_per_ip = (size_t)cfg_getint(sec, "max_connections_per_ip");
     l->spool_threshold = (size_t)cfg_getint(sec, "spool_threshold");
@@ -961,6 +977,7 @@ struct pc_conf *pc_conf_load(const char *path, struct pc_err *err)
     c->smtputf8 = cfg_getbool(cfg, "smtputf8");
     c->bare_newline = strcmp(cfg_getstr(cfg, "bare_newline"), "normalize") == 0 ? PC_BARE_NORMALIZE
                                                                                 : PC_BARE_REJECT;
+    c->nul_strip = strcmp(cfg_getstr(cfg, "nul"), "strip") == 0;
     if (limits_load(c, cfg_getsec(cfg, "limits"), err) < 0)
         goto fail;
     pc_pool_cleanup(pool, cidr_free_cb, &c->limits.connection_limit_exceptions);

@@ -53,6 +53,8 @@ struct pc_limits {
     size_t max_message_size, max_recipients, max_command_length, max_line_length;
     size_t max_header_size, max_headers, max_errors, max_connections, max_connections_per_ip;
     size_t spool_threshold;
+    size_t max_commands, max_junk_commands; /* per session; past them 421 4.7.0 */
+    size_t min_data_rate;                   /* bytes/second of message content */
     struct pc_cidr_list connection_limit_exceptions;
 };
 
@@ -83,6 +85,7 @@ struct pc_conf {
     bool run_as_root;            /* started as root without user: allowed to keep running */
     bool delay_reject, soft_bounce, smtputf8;
     enum pc_bare_newline bare_newline;
+    bool nul_strip; /* nul = "strip": drop NUL bytes instead of refusing the message */
     struct pc_limits limits;
     struct pc_timeouts timeouts;
     struct pc_listener_conf *listeners;

@@ -9,8 +9,12 @@
  *	sessions use the new generation, sessions in flight finish under the
  *	one they started with. Listener addresses are bound at start; a
  *	reload that changes them says that a restart is needed.
- *	SIGTERM and SIGINT stop accepting and let sessions finish for a grace
- *	period, so that no transaction is cut off by a routine restart.
+ *	SIGTERM and SIGINT stop serving new clients (they hear 421 4.3.2 at
+ *	once) and let sessions finish for a grace period, so that no
+ *	transaction is cut off by a routine restart. SIGUSR1 reopens the logs.
+ *	A failed accept (EMFILE, ENFILE, ENOBUFS) pauses every listener on a
+ *	timer and is logged once per interval, as nginx does, instead of
+ *	spinning on a connection it cannot take.
  */
 #include "gateway/server.h"
 
@@ -45,6 +49,11 @@
 #include "lib/parse.h"
 
 #define PC_GRACE_SECONDS 30
+/* After EMFILE/ENFILE at accept the listeners pause this long (nginx does the same): the
+ * pending connection stays readable, so retrying at once would spin a core at 100%. */
+#define PC_ACCEPT_PAUSE_MS 500
+/* At most one log line about paused accepts per this many seconds. */
+#define PC_ACCEPT_LOG_SECONDS 10
 
 struct pc_ipcount {
     struct pc_ipcount *next;
@@ -69,10 +78,13 @@ struct pc_server {
     size_t nlisteners;
     size_t nconn;
     struct pc_ipcount *iphash[PC_IPHASH];
-    struct event *sigterm, *sigint, *sighup, *grace;
+    struct event *sigterm, *sigint, *sighup, *grace, *accept_resume;
     struct event *sigusr1, *tick; /* log reopen; systemd watchdog and status */
     unsigned long naccepted, nreloads;
     bool stopping;
+    bool accept_paused;
+    time_t accept_logged;        /* when the last accept-pause line was written */
+    unsigned long accept_errors; /* accept failures since that line */
 };
 
 /* ip_slot - hash bucket of an address */
@@ -145,10 +157,10 @@ static void on_session_closed(void *arg, const struct pc_ip *client)
 }
 
 /* refuse - say 421 on a socket we will not serve, without a session */
-static void refuse(struct pc_server *srv, evutil_socket_t fd, const char *why)
+static void refuse(struct pc_server *srv, evutil_socket_t fd, const char *enh, const char *why)
 {
     char line[300];
-    int n = snprintf(line, sizeof(line), "421 4.7.0 %s Error: %s, try again later\r\n",
+    int n = snprintf(line, sizeof(line), "421 %s %s Error: %s, try again later\r\n", enh,
                      srv->conf->hostname, why);
     /* Best effort: the socket is fresh, the line is small, the buffer is empty. */
     if (write(fd, line, (size_t)n) < 0)
@@ -183,7 +195,7 @@ static void admit(struct pc_server *srv, const struct pc_listener_conf *lc, evut
         pc_warn("too many connections from %s", pc_ip_format(&t->ip, a, sizeof(a)));
         pc_metric_add(PC_M_CONNECTIONS_REFUSED, "per_ip_limit", NULL, 1);
         free(t); /* max_connections_per_ip >= 1: the counter existed already */
-        refuse(srv, fd, "too many connections from your address");
+        refuse(srv, fd, "4.7.0", "too many connections from your address");
         return;
     }
     e->n++;
@@ -211,7 +223,7 @@ static void on_proxy_header(void *arg, evutil_socket_t fd, const struct pc_pp_in
                 peer, why);
         evutil_closesocket(fd);
     } else if (lc == NULL || srv->stopping) {
-        refuse(srv, fd, "service shutting down");
+        refuse(srv, fd, "4.3.2", "service shutting down");
     } else {
         const struct sockaddr *sa = (const struct sockaddr *)&w->peer;
         socklen_t salen = w->peerlen;
@@ -243,13 +255,14 @@ static void on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct soc
     (void)evl;
     if (lc == NULL || srv->stopping) {
         pc_metric_add(PC_M_CONNECTIONS_REFUSED, "stopping", NULL, 1);
-        refuse(srv, fd, "service shutting down");
+        /* RFC 3463 4.3.2: system not accepting network messages (we are draining). */
+        refuse(srv, fd, "4.3.2", "service shutting down");
         return;
     }
     if (srv->nconn >= lim->max_connections) {
         pc_warn("connection limit %zu reached; refusing a client", lim->max_connections);
         pc_metric_add(PC_M_CONNECTIONS_REFUSED, "limit", NULL, 1);
-        refuse(srv, fd, "too many connections");
+        refuse(srv, fd, "4.7.0", "too many connections");
         return;
     }
     if (!lc->proxy_protocol) {
@@ -280,13 +293,44 @@ static void on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct soc
         pc_fatal("out of memory");
 }
 
-/* on_accept_error - EMFILE and friends: pause instead of spinning */
+/* on_accept_resume - the accept pause is over: listen again */
+static void on_accept_resume(evutil_socket_t fd, short what, void *arg)
+{
+    struct pc_server *srv = arg;
+
+    (void)fd, (void)what;
+    srv->accept_paused = false;
+    for (size_t i = 0; i < srv->nlisteners; i++)
+        if (srv->listeners[i].evl)
+            evconnlistener_enable(srv->listeners[i].evl);
+}
+
+/* on_accept_error - EMFILE and friends: pause every listener on a timer instead of spinning.
+ * libevent retries EAGAIN and ECONNABORTED itself; what reaches us is a lack of resources. */
 static void on_accept_error(struct evconnlistener *evl, void *arg)
 {
     struct pc_listener *l = arg;
+    struct pc_server *srv = l->srv;
+    int err = errno;
+    time_t now = time(NULL);
+    struct timeval tv = {PC_ACCEPT_PAUSE_MS / 1000, (PC_ACCEPT_PAUSE_MS % 1000) * 1000};
 
-    pc_warn("listener %s: accept: %s", l->name, strerror(errno));
     (void)evl;
+    srv->accept_errors++;
+    if (now - srv->accept_logged >= PC_ACCEPT_LOG_SECONDS) {
+        pc_warn("listener %s: accept: %s; pausing new connections for %dms (%lu accept "
+                "failures since the last such line)",
+                l->name, strerror(err), PC_ACCEPT_PAUSE_MS, srv->accept_errors);
+        srv->accept_logged = now;
+        srv->accept_errors = 0;
+    }
+    if (srv->accept_paused)
+        return;
+    srv->accept_paused = true;
+    for (size_t i = 0; i < srv->nlisteners; i++)
+        if (srv->listeners[i].evl)
+            evconnlistener_disable(srv->listeners[i].evl);
+    evtimer_add(srv->accept_resume, &tv);
 }
 
 /* bind_listener - one listening socket */
@@ -440,8 +484,8 @@ static void on_stop(evutil_socket_t sig, short what, void *arg)
             PC_GRACE_SECONDS, srv->nconn);
     srv->stopping = true;
     notify_status(srv, "STOPPING=1\n");
-    for (size_t i = 0; i < srv->nlisteners; i++)
-        evconnlistener_disable(srv->listeners[i].evl);
+    /* The listeners stay open while we drain: a new client hears 421 from on_accept at once
+     * instead of waiting in the backlog until we exit. */
     if (srv->nconn == 0) {
         event_base_loopexit(srv->base, NULL);
         return;
@@ -477,6 +521,8 @@ int pc_server_run(struct pc_conf *conf)
     pc_running = srv;
     apply_log_conf(conf);
     signal(SIGPIPE, SIG_IGN);
+    /* SIGUSR1's default action terminates: ignored until on_reopen takes it over below. */
+    signal(SIGUSR1, SIG_IGN);
     raise_nofile();
     evthread_use_pthreads();
     srv->base = event_base_new();
@@ -495,6 +541,7 @@ int pc_server_run(struct pc_conf *conf)
         pc_err("%s", err.msg);
         return EX_CONFIG;
     }
+    srv->accept_resume = evtimer_new(srv->base, on_accept_resume, srv);
     /* Learn what the backends offer before the first client hears our EHLO (bounded). */
     pc_backend_generation(srv->base, conf);
     while (pc_backend_probing())
@@ -546,6 +593,7 @@ int pc_server_run(struct pc_conf *conf)
     event_free(srv->sigterm);
     event_free(srv->sigint);
     event_free(srv->sighup);
+    event_free(srv->accept_resume);
     event_free(srv->sigusr1);
     pc_metrics_http_stop();
     if (srv->tick)
@@ -555,6 +603,13 @@ int pc_server_run(struct pc_conf *conf)
     pc_workers_destroy(srv->svc.workers);
     if (srv->nconn == 0)
         pc_dns_free(srv->svc.dns);
+    /* Per-address counters go whatever happens to the sessions (they only count them). */
+    for (size_t i = 0; i < PC_IPHASH; i++)
+        while (srv->iphash[i]) {
+            struct pc_ipcount *e = srv->iphash[i];
+            srv->iphash[i] = e->next;
+            free(e);
+        }
     /* Sessions still open at exit are abandoned with the process: clients retry. */
     if (srv->nconn == 0) {
         pc_conf_unref(srv->conf);

@@ -74,7 +74,33 @@ void pc_session_free(struct pc_session *s)
         pc_chain_detach(s);
     if (s->conf)
         pc_conf_unref(s->conf);
+    pc_pool_destroy(s->helo_pool);
     pc_pool_destroy(s->pool);
+}
+
+/* pc_session_helo_reset - undo the previous HELO's findings, start a pool for the next ones.
+ * Outside a transaction, only the HELO stage adds findings once the first HELO began (reading
+ * stops while the connect stage is pending), so everything past the marks belongs to it. */
+void pc_session_helo_reset(struct pc_session *s)
+{
+    if (s->helo_pool == NULL) {
+        s->helo_facts_mark = s->facts_tail;
+        s->helo_symbols_mark = s->symbols;
+        s->helo_score_mark = s->score;
+    } else {
+        *s->helo_facts_mark = NULL;
+        s->facts_tail = s->helo_facts_mark;
+        s->symbols = s->helo_symbols_mark;
+        s->score = s->helo_score_mark;
+        pc_pool_destroy(s->helo_pool);
+    }
+    s->helo_pool = pc_pool_create(1024);
+}
+
+/* session_pool - where a finding outside a transaction goes */
+static struct pc_pool *session_pool(struct pc_session *s)
+{
+    return s->helo_pool ? s->helo_pool : s->pool;
 }
 
 /* msg_free - pool cleanup for the spool */
@@ -136,7 +162,7 @@ struct pc_rcpt *pc_txn_add_rcpt(struct pc_txn *t, const struct pc_mailbox *mb, c
 /* pc_fact_add - record a finding on the transaction, or the session outside one */
 void pc_fact_add(struct pc_session *s, const char *name, const char *fmt, ...)
 {
-    struct pc_pool *pool = s->txn ? s->txn->pool : s->pool;
+    struct pc_pool *pool = s->txn ? s->txn->pool : session_pool(s);
     struct pc_fact ***tail = s->txn ? &s->txn->facts_tail : &s->facts_tail;
     struct pc_fact *f = pc_pool_zalloc(pool, sizeof(*f));
     va_list ap;
@@ -179,7 +205,7 @@ const char *pc_fact_get(const struct pc_session *s, const char *name)
 /* pc_score_add - add a named score to the transaction (or session) */
 void pc_score_add(struct pc_session *s, const char *filter, const char *symbol, double score)
 {
-    struct pc_pool *pool = s->txn ? s->txn->pool : s->pool;
+    struct pc_pool *pool = s->txn ? s->txn->pool : session_pool(s);
     struct pc_symbol *sym = pc_pool_zalloc(pool, sizeof(*sym));
 
     sym->name = pc_pool_strdup(pool, symbol);

@@ -133,6 +133,12 @@ struct pc_session {
     void **fctx;                  /* per chain link filter context */
     struct pc_chain_state *run;   /* chain runner state */
     struct pc_verdict delayed;    /* a connect/helo/mail refusal held until RCPT */
+    /* Findings about the current HELO live in helo_pool and are undone at the next HELO; the
+     * marks are where the session's lists and score stood before the first one. */
+    struct pc_pool *helo_pool;
+    struct pc_fact **helo_facts_mark;
+    struct pc_symbol *helo_symbols_mark;
+    double helo_score_mark;
     /* The door holds CONNECT/HELO/MAIL refusals until RCPT when delay_reject is on and logs
      * them there: the chain must not log them when it decides (one line per refusal). */
     bool holds_refusals;
@@ -143,6 +149,8 @@ struct pc_session *pc_session_new(struct pc_services *, struct pc_conf *, const 
 /* pc_session_set_client - fill client identity from a socket address */
 void pc_session_set_client(struct pc_session *, const struct sockaddr *, socklen_t);
 void pc_session_free(struct pc_session *);
+/* pc_session_helo_reset - a new HELO/EHLO: forget what filters found about the previous one */
+void pc_session_helo_reset(struct pc_session *);
 struct pc_txn *pc_txn_new(struct pc_session *);
 void pc_txn_free(struct pc_session *); /* reset filters, drop the transaction */
 struct pc_rcpt *pc_txn_add_rcpt(struct pc_txn *, const struct pc_mailbox *, const char *params);

@@ -89,6 +89,142 @@ bool pc_xtext_valid(const char *s)
     return true;
 }
 
+/* pc_notify_valid - "NEVER" alone, or a comma list of SUCCESS, FAILURE and DELAY (RFC 3461
+ * 4.1); keywords in any case, as for other ESMTP values */
+bool pc_notify_valid(const char *s)
+{
+    static const char *const words[] = {"SUCCESS", "FAILURE", "DELAY"};
+
+    if (strcasecmp(s, "NEVER") == 0)
+        return true;
+    for (;;) {
+        size_t n = strcspn(s, ","), i;
+        for (i = 0; i < 3; i++)
+            if (n == strlen(words[i]) && strncasecmp(s, words[i], n) == 0)
+                break;
+        if (i == 3)
+            return false;
+        if (s[n] == 0)
+            return true;
+        s += n + 1;
+    }
+}
+
+/* hexval - a hex digit's value, or -1 */
+static int hexval(unsigned char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    return -1;
+}
+
+/* orcpt_xtext - RFC 3461 4.2: xtext whose decoded bytes are printable US-ASCII (a CR or an
+ * 8-bit byte behind "+0D" or "+C3" would reach the backend's DSN as it is) */
+static bool orcpt_xtext(const unsigned char *p)
+{
+    if (*p == 0)
+        return false;
+    for (; *p; p++) {
+        unsigned c = *p;
+        if (c == '+') {
+            int h = hexval(p[1]), l = h < 0 ? -1 : hexval(p[2]);
+            if (l < 0)
+                return false;
+            c = (unsigned)(h * 16 + l);
+            p += 2;
+            if (c < 0x20 || c > 0x7e)
+                return false;
+        } else if (c < 33 || c > 126 || c == '=') {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* utf8_len - length of one well-formed UTF-8 sequence of 2 to 4 bytes at p (RFC 3629: no
+ * overlong forms, no surrogates, nothing past U+10FFFF), or 0 */
+static size_t utf8_len(const unsigned char *p)
+{
+    unsigned c = p[0];
+
+    if (c >= 0xc2 && c <= 0xdf)
+        return (p[1] & 0xc0) == 0x80 ? 2 : 0;
+    if (c >= 0xe0 && c <= 0xef) {
+        unsigned lo = c == 0xe0 ? 0xa0 : 0x80, hi = c == 0xed ? 0x9f : 0xbf;
+        return p[1] >= lo && p[1] <= hi && (p[2] & 0xc0) == 0x80 ? 3 : 0;
+    }
+    if (c >= 0xf0 && c <= 0xf4) {
+        unsigned lo = c == 0xf0 ? 0x90 : 0x80, hi = c == 0xf4 ? 0x8f : 0xbf;
+        return p[1] >= lo && p[1] <= hi && (p[2] & 0xc0) == 0x80 && (p[3] & 0xc0) == 0x80 ? 4 : 0;
+    }
+    return 0;
+}
+
+/* embedded_char - RFC 6533 EmbeddedUnicodeChar "\x{HEXPOINT}" at p: its length, or 0. The
+ * code point must be one that needs the escape (a control, SP, "+", "=", "\", DEL or
+ * non-ASCII), a Unicode scalar value, written with two digits below U+0100 and without
+ * leading zeros above. */
+static size_t embedded_char(const unsigned char *p)
+{
+    unsigned long v = 0;
+    size_t n = 0;
+
+    if (p[0] != '\\' || p[1] != 'x' || p[2] != '{')
+        return 0;
+    for (; n < 7 && hexval(p[3 + n]) >= 0; n++)
+        v = v * 16 + (unsigned long)hexval(p[3 + n]);
+    if (n < 2 || n > 6 || p[3 + n] != '}')
+        return 0;
+    if (v < 0x100 ? n != 2 : hexval(p[3]) == 0)
+        return 0;
+    if (v > 0x10ffff || (v >= 0xd800 && v <= 0xdfff))
+        return 0;
+    if (!(v >= 1 && v <= 0x20) && v != '+' && v != '=' && v != '\\' && v < 0x7f)
+        return 0;
+    return n + 4;
+}
+
+/* utf8_addr_text - RFC 6533 utf-8-addr-xtext (ASCII only), or utf-8-addr-unitext when raw
+ * UTF-8 is allowed: QCHAR (printable ASCII but "+", "=" and "\\") or EmbeddedUnicodeChar */
+static bool utf8_addr_text(const unsigned char *p, bool unitext)
+{
+    if (*p == 0)
+        return false;
+    while (*p) {
+        size_t n;
+        if (*p > 32 && *p < 127 && *p != '+' && *p != '=' && *p != '\\')
+            n = 1;
+        else if (*p == '\\')
+            n = embedded_char(p);
+        else
+            n = unitext && *p >= 0x80 ? utf8_len(p) : 0;
+        if (n == 0)
+            return false;
+        p += n;
+    }
+    return true;
+}
+
+/* pc_orcpt_valid - addr-type ";" value (RFC 3461 4.2, RFC 6533 3) */
+bool pc_orcpt_valid(const char *s, bool smtputf8)
+{
+    const char *semi = strchr(s, ';');
+
+    /* addr-type is an RFC 822 atom: no specials, no controls, no space, ASCII */
+    if (semi == NULL || semi == s)
+        return false;
+    for (const char *p = s; p < semi; p++)
+        if ((unsigned char)*p <= 32 || (unsigned char)*p >= 127 || strchr("()<>@,;:\\\".[]=", *p))
+            return false;
+    if ((size_t)(semi - s) == 5 && strncasecmp(s, "utf-8", 5) == 0)
+        return utf8_addr_text((const unsigned char *)semi + 1, smtputf8);
+    return orcpt_xtext((const unsigned char *)semi + 1);
+}
+
 /* param_key_valid - esmtp-keyword = (ALPHA / DIGIT) *(ALPHA / DIGIT / "-") */
 static bool param_key_valid(const char *k)
 {
@@ -192,18 +328,25 @@ void pc_data_free(struct pc_data *d)
 
 /* line_end - a line is complete: p[0..n) (the line buffer, or the wire bytes themselves
  * when the whole line arrived in one piece); real says it ended in CR LF. 1 = end of data,
- * -1 = emit error */
+ * -1 = emit error. NULs are never in p: a buffered line left them out (raw_len counts them),
+ * and a line with a NUL never takes the no-copy path. */
 static int line_end(struct pc_data *d, const char *p, size_t n, bool real, pc_data_emit *emit,
                     void *arg)
 {
+    bool buffered = d->raw_len > 0;
+    size_t raw = buffered ? d->raw_len : n;
+    bool lead_dot = buffered ? d->lead_dot : n > 0 && p[0] == '.';
     int rc = 0;
 
-    if (n == 1 && p[0] == '.' && real && d->after_crlf) {
+    /* The marker is judged on the wire bytes: "CR LF NUL . CR LF" and "CR LF . NUL CR LF" are
+     * content, whatever a later hop that drops NULs would make of them. */
+    if (n == 1 && p[0] == '.' && raw == 1 && real && d->after_crlf) {
         d->done = true;
         rc = 1;
     } else {
-        /* Unstuff: a leading dot with more after it is removed (RFC 5321 4.5.2). */
-        if (n > 1 && p[0] == '.') {
+        /* Unstuff: a leading dot with more after it is removed (RFC 5321 4.5.2), both judged
+         * on the wire bytes. */
+        if (lead_dot && raw > 1) {
             p++;
             n--;
         }
@@ -213,6 +356,8 @@ static int line_end(struct pc_data *d, const char *p, size_t n, bool real, pc_da
     pc_buf_reset(&d->line);
     d->after_crlf = real;
     d->skipping = false;
+    d->lead_dot = false;
+    d->raw_len = 0;
     return rc;
 }
 
@@ -222,19 +367,43 @@ static int line_done(struct pc_data *d, bool real, pc_data_emit *emit, void *arg
     return line_end(d, d->line.data ? d->line.data : "", d->line.len, real, emit, arg);
 }
 
-/* line_add - content bytes of the current line, bounded */
+/* append_no_nul - wire bytes into the line, every NUL left out and noted */
+static void append_no_nul(struct pc_data *d, const char *p, size_t n)
+{
+    const char *z;
+
+    while (n > 0 && (z = memchr(p, 0, n)) != NULL) {
+        pc_buf_append(&d->line, p, (size_t)(z - p));
+        d->flags |= PC_DATA_NUL;
+        n -= (size_t)(z - p) + 1;
+        p = z + 1;
+    }
+    pc_buf_append(&d->line, p, n);
+}
+
+/* line_add - content bytes of the current line, bounded (on wire bytes) */
 static void line_add(struct pc_data *d, const char *p, size_t n)
 {
-    if (d->skipping)
+    if (d->raw_len == 0)
+        d->lead_dot = p[0] == '.';
+    if (d->skipping) {
+        if (memchr(p, 0, n))
+            d->flags |= PC_DATA_NUL;
         return;
-    if (d->line.len + n > d->max_line) {
+    }
+    if (d->raw_len + n > d->max_line) {
         /* Keep the line up to the bound, however the bytes were split by the network. */
-        pc_buf_append(&d->line, p, d->max_line - d->line.len);
+        size_t keep = d->max_line - d->raw_len;
+        append_no_nul(d, p, keep);
+        if (memchr(p + keep, 0, n - keep))
+            d->flags |= PC_DATA_NUL;
+        d->raw_len = d->max_line;
         d->flags |= PC_DATA_LONG_LINE;
         d->skipping = true;
         return;
     }
-    pc_buf_append(&d->line, p, n);
+    append_no_nul(d, p, n);
+    d->raw_len += n;
 }
 
 /* pc_data_feed - decode wire bytes. The scan is memchr (word-at-a-time in libc) for the next LF
@@ -263,9 +432,9 @@ size_t pc_data_feed(struct pc_data *d, const char *p, size_t n, pc_data_emit *em
         size_t lim = lf ? (size_t)(lf - p) : n;
         const char *cr = memchr(p + i, '\r', lim - i);
         size_t k = cr ? (size_t)(cr - p) : lim;
-        if (cr && k + 1 == lim && lf && d->line.len == 0 && !d->skipping &&
-            k - i <= d->max_line) {
-            /* A whole CR LF line in this buffer: no copy. */
+        if (cr && k + 1 == lim && lf && d->raw_len == 0 && !d->skipping &&
+            k - i <= d->max_line && memchr(p + i, 0, k - i) == NULL) {
+            /* A whole CR LF line in this buffer, without NUL: no copy. */
             size_t start = i;
             i = lim + 1;
             if (line_end(d, p + start, k - start, true, emit, arg) != 0)

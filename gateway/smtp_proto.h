@@ -74,11 +74,17 @@ const char *pc_path_args_parse(const char *arg, size_t len, const char *keyword,
 const char *pc_param_get(const struct pc_path_args *, const char *key, bool *present);
 /* pc_xtext_valid - RFC 3461 section 4 xtext */
 bool pc_xtext_valid(const char *);
+/* pc_notify_valid - RFC 3461 4.1 NOTIFY value: NEVER, or a list of SUCCESS, FAILURE, DELAY */
+bool pc_notify_valid(const char *);
+/* pc_orcpt_valid - RFC 3461 4.2 ORCPT value, addr-type ";" xtext of printable ASCII; for the
+ * "utf-8" type RFC 6533 utf-8-addr-xtext, or utf-8-addr-unitext (raw UTF-8) when smtputf8 */
+bool pc_orcpt_valid(const char *, bool smtputf8);
 
 /* DATA decoder: wire bytes (dot-stuffed, CRLF) in, content lines out. */
 #define PC_DATA_BARE_CR 0x1
 #define PC_DATA_BARE_LF 0x2
 #define PC_DATA_LONG_LINE 0x4
+#define PC_DATA_NUL       0x8 /* a NUL byte was seen (and left out of the lines) */
 
 struct pc_data {
     struct pc_buf line;
@@ -86,6 +92,8 @@ struct pc_data {
     bool cr;          /* the previous byte was a CR not yet resolved */
     bool after_crlf;  /* the line now being read follows a real CRLF */
     bool skipping;    /* rest of an over-long line is dropped */
+    bool lead_dot;    /* the current line's first wire byte is a dot */
+    size_t raw_len;   /* wire bytes of the current line (NULs included) */
     bool done;
     unsigned flags;
     size_t bytes;     /* wire bytes consumed */
@@ -95,7 +103,9 @@ typedef int pc_data_emit(void *arg, const char *line, size_t len);
 
 void pc_data_init(struct pc_data *, size_t max_line);
 void pc_data_free(struct pc_data *);
-/* pc_data_feed - consume up to n bytes; stops right after CRLF.CRLF (then d->done). Bytes used */
+/* pc_data_feed - consume up to n bytes; stops right after CRLF.CRLF (then d->done). Bytes used.
+ * NUL bytes never reach emit (RFC 5322 2.3 and RFC 6152 have no NUL in text): they are left
+ * out and PC_DATA_NUL says so; the end marker is found on the wire bytes, NULs included. */
 size_t pc_data_feed(struct pc_data *, const char *p, size_t n, pc_data_emit *, void *arg);
 
 /* Dot-stuffing towards the backend (RFC 5321 4.5.2); input is CRLF-clean. */

@@ -15,6 +15,30 @@
  *
  *	A session is never freed inside one of its own callbacks: closing
  *	marks it and a zero-timeout event frees it from the loop.
+ *
+ *	End of input from the client (a half-close: Exim pipelines QUIT after
+ *	the final dot and shuts down its side) means "no more commands": every
+ *	complete command received is still served and answered, then we
+ *	close. A message whose final dot never came is abandoned.
+ *
+ *	NUL never reaches the backend: the message is refused (550 5.6.0) or,
+ *	with nul = "strip", delivered without it. With an LMTP backend a
+ *	transaction has one recipient (452 4.5.3 to the rest), so that the
+ *	single reply to the data is exact; see "LMTP memo" below.
+ *
+ *	Time limits on the client are deadlines, not idle timers (RFC 5321
+ *	4.5.3.2): a command line must be complete within timeouts.command of
+ *	the moment we are ready for it, however its bytes are spaced. Message
+ *	content has timeouts.data after the 354, and every byte received buys
+ *	1/min_data_rate seconds more, never more than timeouts.data ahead: a
+ *	client must keep up the minimum rate, and may never be silent longer
+ *	than timeouts.data. While a filter or the backend works, the client's
+ *	clock stops (those have deadlines of their own).
+ *
+ *	What one command needs lives in fixed buffers (the HELO name) or in
+ *	the transaction's pool, so a session does not grow with the number
+ *	of commands; limits.max_commands and limits.max_junk_commands end a
+ *	session that only talks (421 4.7.0, like Postfix's junk command limit).
  * SEE ALSO
  *	RFC 5321, RFC 2920 (PIPELINING), RFC 1870 (SIZE), RFC 6531, RFC 3461
  */
@@ -24,6 +48,7 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +64,7 @@
 #include "gateway/session.h"
 #include "gateway/smtp_proto.h"
 #include "gateway/txnlog.h"
+#include "lib/buf.h"
 #include "lib/log.h"
 #include "lib/metrics.h"
 #include "lib/pool.h"
@@ -69,11 +95,18 @@ struct pc_smtp {
     bool discard_all;
     struct pc_verdict txn_delayed; /* a MAIL-stage refusal held until RCPT */
     unsigned errors, ncmds;
+    unsigned junk;                  /* NOOP, RSET, VRFY, HELP... since the last delivered message */
+    char helo[PC_HOSTNAME_MAX + 1]; /* s->helo points here: no allocation per HELO */
+    struct event *deadline_ev;      /* the client's deadline (command line, content, flush) */
+    uint64_t deadline;              /* when it expires, monotonic milliseconds */
     unsigned counts[PC_VERB_FORBIDDEN + 1];
     bool skipping_line;
     bool in_input; /* inside process_input(): resume() must not recurse into it */
     bool out_full; /* our replies are backed up: input waits for on_write */
-    struct timespec be_t0; /* the command the backend is answering was sent */
+    bool eof;      /* the client shut down its sending side: serve what it sent, then close */
+    bool not_error;         /* the reply being written is flow control, not a client error */
+    unsigned lmtp_deferred; /* RCPTs of this transaction told 452 (one recipient per LMTP txn) */
+    struct timespec be_t0;  /* the command the backend is answering was sent */
     struct pc_data data;
     struct pc_path_args pa;
     struct event *free_ev;
@@ -101,6 +134,44 @@ static struct timeval tv_ms(unsigned ms)
     return tv;
 }
 
+/* now_ms - monotonic milliseconds, for deadlines */
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* deadline_at - the client must be done by this time (monotonic ms) */
+static void deadline_at(struct pc_smtp *c, uint64_t at)
+{
+    uint64_t now = now_ms();
+    struct timeval tv = tv_ms(at > now ? (unsigned)(at - now) : 0);
+
+    c->deadline = at;
+    evtimer_add(c->deadline_ev, &tv);
+}
+
+/* command_deadline - we are ready for the next command: it has timeouts.command to arrive */
+static void command_deadline(struct pc_smtp *c)
+{
+    deadline_at(c, now_ms() + c->conf->timeouts.command);
+}
+
+/* data_credit - n content bytes arrived: 1/min_data_rate seconds each, at most timeouts.data
+ * ahead of now, so neither a trickle nor credit saved up by a fast start keeps the session */
+static void data_credit(struct pc_smtp *c, size_t n)
+{
+    uint64_t now = now_ms(), cap = now + c->conf->timeouts.data;
+    uint64_t at = c->deadline + (uint64_t)n * 1000 / c->conf->limits.min_data_rate;
+
+    if (at > cap)
+        at = cap;
+    if (at != c->deadline)
+        deadline_at(c, at);
+}
+
 /* reply - the one place that writes a reply to the client */
 static void reply(struct pc_smtp *c, int code, const char *enh, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -115,7 +186,7 @@ static void reply_text(struct pc_smtp *c, int code, const struct pc_enh *e, cons
     pc_bev_write(c->bev, c->out.data, c->out.len);
     static const char *const cls[] = {"1xx", "1xx", "2xx", "3xx", "4xx", "5xx"};
     pc_metric_add(PC_M_REPLIES, cls[sent / 100 >= 1 && sent / 100 <= 5 ? sent / 100 : 0], NULL, 1);
-    if (sent >= 400)
+    if (sent >= 400 && !c->not_error)
         c->errors++;
     if (sent == 421) {
         /* 421 means we are closing the transmission channel (RFC 5321 3.8). */
@@ -192,6 +263,7 @@ static void on_free(evutil_socket_t fd, short what, void *arg)
     pc_data_free(&c->data);
     pc_buf_free(&c->out);
     event_free(c->free_ev);
+    event_free(c->deadline_ev);
     pc_smtp_closed_fn *cb = c->on_closed;
     void *arg2 = c->closed_arg;
     free(c);
@@ -204,6 +276,7 @@ static void free_now(struct pc_smtp *c)
 {
     c->state = SM_CLOSING;
     c->closing = true;
+    evtimer_del(c->deadline_ev);
     if (c->bev)
         bufferevent_disable(c->bev, EV_READ | EV_WRITE);
     event_active(c->free_ev, 0, 0);
@@ -221,8 +294,8 @@ static void smtp_close(struct pc_smtp *c)
         free_now(c);
         return;
     }
-    struct timeval wt = tv_ms(c->conf->timeouts.command);
-    bufferevent_set_timeouts(c->bev, NULL, &wt);
+    /* The client has timeouts.command to take what we said: a deadline, not an idle timer. */
+    command_deadline(c);
     bufferevent_enable(c->bev, EV_WRITE);
 }
 
@@ -240,6 +313,68 @@ static void txn_end(struct pc_smtp *c)
     pc_txn_free(c->s);
     pc_verdict_clear(&c->txn_delayed);
     c->too_big = false;
+    c->lmtp_deferred = 0;
+}
+
+/*
+ * LMTP memo. With an LMTP backend a transaction has one recipient; the others were told 452
+ * and the client retries them. When that one recipient fails after the data, some clients
+ * apply the DATA reply to the 452'd recipients too (Exim 4.96 bounces them all on a 5xx, and
+ * defers them all on a 4xx, so they starve behind a broken mailbox retried first each time).
+ * So in that case we answer 4xx and remember the backend's reply for (sender, recipient, SIZE);
+ * the client's retry hears it at RCPT, where it concerns that recipient alone. An entry
+ * answers one RCPT; entries are few, hashed, bounded in number and age.
+ */
+#define PC_LMTP_MEMO     1024
+#define PC_LMTP_MEMO_TTL (24 * 3600)
+
+struct lmtp_memo {
+    uint64_t key;
+    time_t when;
+    int code;
+    struct pc_enh enh;
+    char text[256];
+};
+
+static struct lmtp_memo lmtp_memo[PC_LMTP_MEMO];
+
+/* memo_key - FNV-1a of sender, recipient (case-folded) and the SIZE parameter */
+static uint64_t memo_key(const char *from, const char *rcpt, size_t size)
+{
+    uint64_t h = 14695981039346656037ull;
+
+    for (const char *p = from; *p; p++)
+        h = (h ^ (unsigned char)*p) * 1099511628211ull;
+    h = (h ^ 0xff) * 1099511628211ull;
+    for (const char *p = rcpt; *p; p++)
+        h = (h ^ (unsigned char)(*p >= 'A' && *p <= 'Z' ? *p + 32 : *p)) * 1099511628211ull;
+    for (size_t i = 0; i < sizeof(size); i++)
+        h = (h ^ ((size >> (8 * i)) & 0xff)) * 1099511628211ull;
+    return h | 1; /* 0 marks a free slot */
+}
+
+/* memo_put - remember a recipient's failure after the data */
+static void memo_put(uint64_t key, const struct pc_reply *r)
+{
+    struct lmtp_memo *m = &lmtp_memo[key % PC_LMTP_MEMO];
+
+    m->key = key;
+    m->when = time(NULL);
+    m->code = r->code;
+    m->enh = r->enh;
+    pc_strlcpy(m->text, r->text, sizeof(m->text));
+}
+
+/* memo_take - copy out the remembered failure for this key and forget it; false if none */
+static bool memo_take(uint64_t key, struct lmtp_memo *out)
+{
+    struct lmtp_memo *m = &lmtp_memo[key % PC_LMTP_MEMO];
+
+    if (m->key != key || time(NULL) - m->when > PC_LMTP_MEMO_TTL)
+        return false;
+    *out = *m;
+    m->key = 0;
+    return true;
 }
 
 /* resume - the pending step is over: process what the client sent meanwhile */
@@ -248,17 +383,19 @@ static void resume(struct pc_smtp *c)
     c->busy = false;
     if (c->state == SM_CLOSING)
         return;
+    command_deadline(c);
     if (!c->in_input)
         process_input(c);
 }
 
 /* wait_for - a stage or the backend is pending: stop processing input. Reading stays
  * enabled (toggling it costs two epoll_ctl calls per command); the read high watermark
- * bounds what a client can make us buffer meanwhile, and on_event ignores the command
- * timeout while busy, since the backend and every filter have timeouts of their own. */
+ * bounds what a client can make us buffer meanwhile. The client's deadline stops while we
+ * work: the backend and every filter have deadlines of their own. */
 static void wait_for(struct pc_smtp *c)
 {
     c->busy = true;
+    evtimer_del(c->deadline_ev);
 }
 
 /* delayable - may this refusal wait until RCPT (Postfix's smtpd_delay_reject) */
@@ -361,9 +498,10 @@ static void cmd_helo(struct pc_smtp *c, const struct pc_cmd *cmd, bool ehlo)
     size_t n = 0;
     while (n < cmd->arg_len && cmd->arg[n] != ' ')
         n++;
-    char *helo = pc_pool_alloc(s->pool, (n > PC_HOSTNAME_MAX ? PC_HOSTNAME_MAX : n) + 1);
-    pc_printable_copy(helo, (n > PC_HOSTNAME_MAX ? PC_HOSTNAME_MAX : n) + 1, cmd->arg, n);
-    s->helo = helo;
+    pc_printable_copy(c->helo, (n > PC_HOSTNAME_MAX ? PC_HOSTNAME_MAX : n) + 1, cmd->arg, n);
+    s->helo = c->helo;
+    /* What filters found about the previous HELO no longer holds (RFC 5321 4.1.4). */
+    pc_session_helo_reset(s);
     s->esmtp = ehlo;
     enum pc_action a = pc_chain_run(s, PC_STAGE_HELO, &v);
     if (a == PC_PENDING) {
@@ -537,7 +675,11 @@ static char *received_header(struct pc_smtp *c)
                           "Received: from %s (%s [%s])\r\n\tby %s (portcullis) with %s%s%s id "
                           "%s%s;\r\n\t%s\r\n",
                           s->helo ? s->helo : "unknown", s->client.name, s->client.addr,
-                          c->conf->hostname, t->smtputf8 ? "UTF8" : "", s->esmtp ? "ESMTP" : "SMTP",
+                          c->conf->hostname, t->smtputf8 ? "UTF8" : "",
+                          /* RFC 6531 3.7.3: UTF8SMTP, UTF8SMTPA, UTF8SMTPS, UTF8SMTPSA */
+                          t->smtputf8 ? "SMTP"
+                          : s->esmtp  ? "ESMTP"
+                                      : "SMTP",
                           s->tls ? (s->auth_user ? "SA" : "S") : (s->auth_user ? "A" : ""), t->id,
                           forc, date);
 }
@@ -554,11 +696,34 @@ static void eom_backend_done(struct pc_smtp *c, struct pc_backend_result *r)
     int code = r->reply.code;
 
     c->be_in_txn = false;
+    if (c->lc->backend->lmtp && !r->local && code / 100 != 2 && c->lmtp_deferred > 0) {
+        /* See "LMTP memo": the client's retry hears this recipient's reply at RCPT. */
+        struct pc_txn *t = c->s->txn;
+        for (size_t i = 0; i < t->nrcpt; i++)
+            if (t->rcpts[i].flags & PC_RCPT_ACCEPTED)
+                memo_put(memo_key(t->from.addr, t->rcpts[i].mb.addr, t->size_param), &r->reply);
+        if (code / 100 == 5) {
+            struct pc_enh e = {4, 5, 3};
+            char text[700], es[16] = "";
+            if (r->reply.enh.cls)
+                pc_enh_format(&r->reply.enh, es, sizeof(es));
+            snprintf(text, sizeof(text),
+                     "Error: refused by the backend for this recipient (%d%s%s %s); retry, and it "
+                     "is told at RCPT",
+                     code, *es ? " " : "", es, r->reply.text);
+            pc_txnlog_refusal(c->s, "reject", "END-OF-MESSAGE", 451, &e, text, "backend", NULL,
+                              r->relay);
+            reply(c, 451, "4.5.3", "%s", text);
+            txn_end(c);
+            return;
+        }
+    }
     if (code / 100 == 2 && !r->local) {
         struct pc_enh e = r->reply.enh;
         if (!e.cls)
             pc_enh_parse("2.0.0", &e);
         pc_txnlog_delivered(c->s, delivery_prog(c), r->relay, code, &e, r->reply.text);
+        c->junk = 0; /* a delivered message: the client is doing real work */
         reply_backend(c, r, "2.0.0");
     } else if (code / 100 == 5 && !r->local) {
         log_backend_refusal(c, "END-OF-MESSAGE", r, "5.0.0");
@@ -619,8 +784,7 @@ static void data_done(struct pc_smtp *c, struct pc_verdict *v)
     reply(c, 354, NULL, "End data with <CR><LF>.<CR><LF>");
     pc_data_init(&c->data, c->conf->limits.max_line_length);
     c->state = SM_DATA;
-    struct timeval rt = tv_ms(c->conf->timeouts.data);
-    bufferevent_set_timeouts(c->bev, &rt, &rt);
+    deadline_at(c, now_ms() + c->conf->timeouts.data);
 }
 
 /* data_line - a decoded content line into the spool */
@@ -649,8 +813,7 @@ static void end_of_data(struct pc_smtp *c)
     clock_gettime(CLOCK_MONOTONIC, &t->out.t_eod);
     pc_metric_add(PC_M_MESSAGE_BYTES, NULL, NULL, (double)t->msg.size);
     pc_data_free(&c->data);
-    struct timeval rt = tv_ms(c->conf->timeouts.command);
-    bufferevent_set_timeouts(c->bev, &rt, &rt);
+    command_deadline(c);
     if (pc_msg_finish(&t->msg) < 0 || t->msg.io_error)
         code = 451, enh = "4.3.0", why = "Error: queue file write error";
     else if (c->too_big)
@@ -663,6 +826,8 @@ static void end_of_data(struct pc_smtp *c)
              c->conf->bare_newline == PC_BARE_REJECT)
         code = 550, enh = "5.6.0",
         why = "Error: bare CR or LF in message; lines must end with CR LF (RFC 5321 2.3.8)";
+    else if ((c->data.flags & PC_DATA_NUL) && !c->conf->nul_strip)
+        code = 550, enh = "5.6.0", why = "Error: NUL character in message content";
     if (why) {
         struct pc_enh e;
         pc_enh_parse(enh, &e);
@@ -673,6 +838,8 @@ static void end_of_data(struct pc_smtp *c)
     }
     if (c->data.flags & (PC_DATA_BARE_CR | PC_DATA_BARE_LF))
         pc_info("%s: bare CR or LF in message normalised to CR LF", t->id);
+    if (c->data.flags & PC_DATA_NUL)
+        pc_info("%s: NUL characters removed from the message", t->id);
     wait_for(c);
     eom_next(c, PC_STAGE_DATA);
 }
@@ -683,6 +850,7 @@ static void eom_finish(struct pc_smtp *c, struct pc_verdict *v)
     struct pc_txn *t = c->s->txn;
 
     if (v->action == PC_DISCARD || (v->action == PC_CONTINUE && t->discard)) {
+        c->junk = 0;
         pc_txnlog_discarded(c->s);
         reply(c, 250, "2.0.0", "Ok: queued as %s", t->id);
         txn_end(c);
@@ -865,6 +1033,20 @@ static void cmd_rcpt(struct pc_smtp *c, const struct pc_cmd *cmd)
         reply(c, 452, "4.5.3", "Error: too many recipients");
         return;
     }
+    if (t->naccepted >= 1 && c->lc->backend->lmtp && !t->discard) {
+        /* An LMTP backend answers the data once per recipient (RFC 2033 4.2), SMTP has one
+         * reply for DATA: with several recipients a partial success could only be a 4xx
+         * (duplicates for those delivered) or a 250 (loss for the others). One recipient per
+         * transaction makes the DATA reply exact; RFC 5321 4.5.3.1.10 has the client send
+         * the rest in a later transaction. Not a client error. */
+        c->not_error = true;
+        reply(c, 452, "4.5.3",
+              "Error: one recipient per message here, send the others in a "
+              "new transaction");
+        c->not_error = false;
+        c->lmtp_deferred++;
+        return;
+    }
     why = pc_path_args_parse(cmd->arg, cmd->arg_len, "TO:", t->pool, &c->pa, &enh);
     if (why == NULL && c->pa.mb.null)
         why = "null recipient", enh = "5.1.3";
@@ -878,7 +1060,9 @@ static void cmd_rcpt(struct pc_smtp *c, const struct pc_cmd *cmd)
             reply(c, 555, "5.5.4", "Unsupported option: %s", k);
             return;
         } else if (!strcmp(k, "NOTIFY") || !strcmp(k, "ORCPT")) {
-            if (val == NULL) {
+            /* They reach the backend and its DSNs: RFC 3461 4.1 and 4.2, RFC 6533 3. */
+            if (val == NULL ||
+                (k[0] == 'N' ? !pc_notify_valid(val) : !pc_orcpt_valid(val, t->smtputf8))) {
                 reply(c, 501, "5.5.4", "Bad %s parameter", k);
                 return;
             }
@@ -892,6 +1076,14 @@ static void cmd_rcpt(struct pc_smtp *c, const struct pc_cmd *cmd)
         return;
     }
     t->cur_rcpt = pc_txn_add_rcpt(t, &c->pa.mb, c->pa.params_text);
+    struct lmtp_memo m;
+    if (c->lc->backend->lmtp &&
+        memo_take(memo_key(t->from.addr, c->pa.mb.addr, t->size_param), &m)) {
+        /* The backend's own reply after the data of an earlier attempt (see "LMTP memo"). */
+        pc_txnlog_refusal(c->s, "reject", "RCPT", m.code, &m.enh, m.text, "backend", NULL, NULL);
+        reply_text(c, m.code, m.enh.cls ? &m.enh : NULL, m.text);
+        return;
+    }
     if (rcpt_refuse_delayed(c))
         return;
     struct pc_verdict v;
@@ -944,6 +1136,26 @@ static void cmd_data(struct pc_smtp *c, const struct pc_cmd *cmd)
     data_done(c, &v);
 }
 
+/* is_junk - a command that moves no mail (Postfix's junk commands, plus HELP and a HELO or
+ * EHLO after the first); a session of nothing else ends at limits.max_junk_commands */
+static bool is_junk(const struct pc_smtp *c, const struct pc_cmd *cmd)
+{
+    switch (cmd->verb) {
+    case PC_VERB_NOOP:
+    case PC_VERB_RSET:
+    case PC_VERB_VRFY:
+    case PC_VERB_EXPN:
+    case PC_VERB_HELP:
+    case PC_VERB_ETRN:
+        return true;
+    case PC_VERB_HELO:
+    case PC_VERB_EHLO:
+        return c->counts[PC_VERB_HELO] + c->counts[PC_VERB_EHLO] > 1;
+    default:
+        return false;
+    }
+}
+
 /* handle_command - check, then dispatch through the verb table */
 static void handle_command(struct pc_smtp *c, const char *line, size_t len)
 {
@@ -951,11 +1163,23 @@ static void handle_command(struct pc_smtp *c, const char *line, size_t len)
     const char *why = pc_cmd_parse(line, len, &cmd);
 
     c->ncmds++;
+    if (c->ncmds > c->conf->limits.max_commands) {
+        pc_info("%s: too many commands from %s[%s]: %u", c->s->sid, c->s->client.name,
+                c->s->client.addr, c->ncmds - 1);
+        reply(c, 421, "4.7.0", "%s Error: too many commands", c->conf->hostname);
+        return;
+    }
     if (why) {
         reply(c, 500, "5.5.2", "Error: %s", why);
         return;
     }
     c->counts[cmd.verb]++;
+    if (is_junk(c, &cmd) && ++c->junk > c->conf->limits.max_junk_commands) {
+        pc_info("%s: too many junk commands from %s[%s]: %u", c->s->sid, c->s->client.name,
+                c->s->client.addr, c->junk - 1);
+        reply(c, 421, "4.7.0", "%s Error: too many junk commands", c->conf->hostname);
+        return;
+    }
     if (c->refused && cmd.verb != PC_VERB_QUIT && cmd.verb != PC_VERB_NOOP) {
         reply(c, 503, "5.5.1", "Error: access denied, send QUIT");
         return;
@@ -1045,11 +1269,26 @@ static void feed_data(struct pc_smtp *c)
             }
         }
         evbuffer_drain(in, used);
+        data_credit(c, used);
         if (c->data.done) {
             end_of_data(c);
             return;
         }
     }
+}
+
+/* client_done - the client half-closed and every complete command it sent is answered.
+ * End of input means "no more commands", not "nobody listens" (Exim pipelines QUIT after the
+ * final dot and then shuts down its side): the replies already written still go out. A message
+ * whose final dot never came is abandoned: nothing of it is delivered. */
+static void client_done(struct pc_smtp *c)
+{
+    const char *last = c->state == SM_DATA ? "DATA" : "command";
+
+    pc_info("%s: lost connection after %s from %s[%s]", c->s->sid, last, c->s->client.name,
+            c->s->client.addr);
+    txn_end(c);
+    smtp_close(c);
 }
 
 /* process_input - commands and content while nothing is pending */
@@ -1098,8 +1337,12 @@ static void process_input(struct pc_smtp *c)
             len--;
         line[len] = 0;
         handle_command(c, line, len);
+        if (!c->busy && c->state == SM_CMD)
+            command_deadline(c); /* this command is done: the next one's clock starts */
     }
     c->in_input = false;
+    if (c->eof && !c->busy && !c->closing && c->state != SM_CLOSING && !c->out_full)
+        client_done(c);
 }
 
 /* on_read - bytes from the client */
@@ -1131,24 +1374,44 @@ static void on_write(struct bufferevent *bev, void *arg)
     }
 }
 
-/* on_event - the client went away, or a timeout */
+/* on_deadline - the client did not finish its command line, its content or reading our
+ * last words in time */
+static void on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    struct pc_smtp *c = arg;
+
+    (void)fd, (void)what;
+    if (c->closing)
+        return;
+    if (c->state == SM_CLOSING) { /* the client did not take our last words in time */
+        free_now(c);
+        return;
+    }
+    if (c->busy)
+        return; /* our own work: wait_for() stopped the clock, this is a stale expiry */
+    pc_info("%s: timeout after %s from %s[%s]", c->s->sid,
+            c->state == SM_DATA      ? "DATA"
+            : c->state == SM_CONNECT ? "CONNECT"
+                                     : "command",
+            c->s->client.name, c->s->client.addr);
+    bufferevent_enable(c->bev, EV_WRITE);
+    reply(c, 421, "4.4.2", "%s Error: timeout exceeded", c->conf->hostname);
+}
+
+/* on_event - the client went away (the client's time limits are on_deadline's) */
 static void on_event(struct bufferevent *bev, short what, void *arg)
 {
     struct pc_smtp *c = arg;
     const char *last = c->state == SM_DATA ? "DATA" : "command";
 
-    (void)bev;
+    (void)bev, (void)what;
     if (c->closing)
         return;
-    if ((what & BEV_EVENT_TIMEOUT) && c->busy && c->state != SM_CLOSING) {
-        bufferevent_enable(c->bev, EV_READ);
-        return;
-    }
-    if ((what & BEV_EVENT_TIMEOUT) && c->state != SM_CLOSING) {
-        pc_info("%s: timeout after %s from %s[%s]", c->s->sid, last, c->s->client.name,
-                c->s->client.addr);
-        bufferevent_enable(c->bev, EV_WRITE);
-        reply(c, 421, "4.4.2", "%s Error: timeout exceeded", c->conf->hostname);
+    if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) && c->state != SM_CLOSING) {
+        /* A half-close: finish what was received (process_input closes when it is done). */
+        c->eof = true;
+        if (c->state != SM_CONNECT && !c->busy)
+            process_input(c);
         return;
     }
     if (c->state != SM_CLOSING)
@@ -1180,14 +1443,13 @@ void pc_smtp_accept(struct pc_services *svc, struct pc_conf *conf,
     if (proxy) /* before the connect stage: facts for its filters and rules */
         pc_proxy_session_facts(c->s, proxy);
     c->free_ev = event_new(svc->base, -1, 0, on_free, c);
+    c->deadline_ev = evtimer_new(svc->base, on_deadline, c);
     c->bev = bufferevent_socket_new(svc->base, fd, BEV_OPT_CLOSE_ON_FREE);
     bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
     pc_bev_nodelay(c->bev);
     bufferevent_setwatermark(c->bev, EV_READ, 0, PC_SMTP_READ_MAX);
     bufferevent_setwatermark(c->bev, EV_WRITE, PC_SMTP_OUT_MAX / 2, 0);
     bufferevent_enable(c->bev, EV_READ);
-    struct timeval rt = tv_ms(conf->timeouts.command);
-    bufferevent_set_timeouts(c->bev, &rt, &rt);
     pc_info("%s: connect from %s[%s]:%u to %s", c->s->sid, c->s->client.name, c->s->client.addr,
             c->s->client.port, lc->name);
     pc_metric_add(PC_M_CONNECTIONS, lc->name, NULL, 1);

@@ -634,6 +634,20 @@ maillog_file = {self.maillog}
         """Ask the queue manager to retry deferred mail now (postqueue -f)."""
         subprocess.run(["postqueue", "-c", self.conf, "-f"], capture_output=True)
 
+    # (helper "client") submit and look at the queue, for the LMTP tests in test_client.py
+    def send(self, mail_from, rcpts, msg):
+        """Submit one message by SMTP (smtplib) to this Postfix."""
+        import smtplib
+        with smtplib.SMTP("127.0.0.1", self.port, timeout=20) as s:
+            s.ehlo("submitter.test")
+            return s.sendmail(mail_from, rcpts, msg)
+
+    def queue(self):
+        """postqueue -p, or "" when the queue is empty."""
+        r = subprocess.run(["postqueue", "-c", self.conf, "-p"], capture_output=True,
+                           text=True, timeout=30)
+        return r.stdout.strip() if "Mail queue is empty" not in r.stdout else ""
+
 
 class HAProxy(_Closing):
     """A real HAProxy in TCP mode in front of a port, sending the PROXY protocol header
@@ -670,3 +684,280 @@ backend be
 
     def close(self):
         self.proc.stop()
+
+
+# --- Exim 4.96 (helper "client"): a sending MTA with its own queue, and a backend ----------
+
+EXIM_CACHE = os.environ.get("PC_EXIM_CACHE", "/var/cache/portcullis/exim")
+EXIM_PACKAGES = ("exim4-daemon-light", "exim4-base")
+
+
+def exim_binary():
+    """The exim4 binary unpacked from the Debian packages (exim4 conflicts with postfix as an
+    installed package, so it is never installed): EXIM_CACHE/root/usr/sbin/exim4. Downloaded
+    and unpacked on first use when we are root (deploy/install-deps.sh does the same); the
+    Debian-exim user it is built for is created if missing. None when it cannot run here."""
+    root = os.path.join(EXIM_CACHE, "root")
+    exe = os.path.join(root, "usr", "sbin", "exim4")
+    if not os.path.exists(exe) and os.geteuid() == 0:
+        try:
+            os.makedirs(EXIM_CACHE, exist_ok=True)
+            subprocess.run(["apt-get", "download", *EXIM_PACKAGES], cwd=EXIM_CACHE,
+                           capture_output=True, timeout=300)
+            for deb in glob.glob(os.path.join(EXIM_CACHE, "exim4-*.deb")):
+                subprocess.run(["dpkg-deb", "-x", deb, root], capture_output=True, timeout=120)
+        except (OSError, subprocess.SubprocessError):
+            return None
+    if not os.path.exists(exe):
+        return None
+    try:
+        pwd.getpwnam("Debian-exim")
+    except KeyError:
+        if os.geteuid() != 0:
+            return None
+        subprocess.run(["useradd", "-r", "-M", "-d", "/nonexistent", "-s", "/usr/sbin/nologin",
+                        "-U", "Debian-exim"], capture_output=True)
+    try:
+        ok = subprocess.run([exe, "-C", "/dev/null", "-bV"], capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        ok = False
+    return exe if ok else None
+
+
+class EximInstance(_Closing):
+    """A private Exim 4.96 daemon on a loopback port, in its own scratch directory.
+
+    relay_port=P: a *sending* MTA. It takes mail for any domain from 127.0.0.1 (send() submits
+      with smtplib) into its own queue and delivers it by SMTP to 127.0.0.1:P (the gateway),
+      retrying deferred messages every retry_every seconds; queue() lists what is still queued.
+    relay_port=None: a *backend* configured as deploy/exim/README says (the gateway's address
+      only, recipients verified): example.com users `users` are delivered into Maildirs under
+      DIR/mail/USER/, anyone else is refused at RCPT. messages(user) reads them back.
+    log() is Exim's mainlog (<= delivered, => sent, == deferred, ** bounced).
+    Runs as `exim4 -C CONF -bdf -oP PIDFILE`; stopped by its pid.
+    """
+
+    def __init__(self, tmp, relay_port=None, users=("u", "v", "w"), retry_every=1,
+                 name="exim"):
+        self.exe = exim_binary()
+        if self.exe is None:
+            raise unittest.SkipTest("Exim 4.96 is not available (deploy/install-deps.sh "
+                                    "downloads exim4-daemon-light into " + EXIM_CACHE + ")")
+        self.dir = os.path.join(tmp, f"{name}{free_port()}")
+        self.port = free_port()
+        ent = pwd.getpwnam("Debian-exim")
+        for sub in ("", "spool", "log", "mail"):
+            d = os.path.join(self.dir, sub)
+            os.makedirs(d, exist_ok=True)
+            os.chown(d, ent.pw_uid, ent.pw_gid)
+            os.chmod(d, 0o755)
+        self.conf = os.path.join(self.dir, "exim.conf")
+        self.pidfile = os.path.join(self.dir, "exim.pid")
+        main = f"""keep_environment =
+exim_path = {self.exe}
+spool_directory = {self.dir}/spool
+log_file_path = {self.dir}/log/%slog
+local_interfaces = <; 127.0.0.1.{self.port}
+primary_hostname = {name}.test
+qualify_domain = {name}.test
+host_lookup =
+rfc1413_hosts =
+never_users =
+exim_user = Debian-exim
+exim_group = Debian-exim
+trusted_users = root
+smtp_banner = $smtp_active_hostname ESMTP Exim $version_number $tod_full
+tls_advertise_hosts =
+"""
+        if relay_port:
+            conf = main + f"""domainlist local_domains =
+acl_smtp_rcpt = acl_check_rcpt
+begin acl
+acl_check_rcpt:
+  accept hosts = 127.0.0.1
+  deny message = relay not permitted
+begin routers
+to_gateway:
+  driver = manualroute
+  route_list = * 127.0.0.1
+  transport = to_gateway
+  self = send
+  no_more
+begin transports
+to_gateway:
+  driver = smtp
+  port = {relay_port}
+  allow_localhost
+  hosts_avoid_tls = *
+begin retry
+* * F,10m,{retry_every}s
+"""
+        else:
+            conf = main + f"""domainlist local_domains = example.com
+hostlist gateway = 127.0.0.1
+acl_smtp_rcpt = acl_check_rcpt
+begin acl
+acl_check_rcpt:
+  accept hosts = +gateway
+         domains = +local_domains
+         verify = recipient
+  deny message = relay not permitted
+begin routers
+maildir_users:
+  driver = accept
+  domains = +local_domains
+  local_parts = {" : ".join(users)}
+  transport = maildir
+begin transports
+maildir:
+  driver = appendfile
+  directory = {self.dir}/mail/$local_part_data
+  maildir_format
+  create_directory
+  delivery_date_add
+  envelope_to_add
+  return_path_add
+  user = Debian-exim
+  group = Debian-exim
+  mode = 0644
+begin retry
+* * F,10m,{retry_every}s
+"""
+        with open(self.conf, "w") as f:
+            f.write(conf)
+        os.chmod(self.conf, 0o644)
+        self.proc = Proc([self.exe, "-C", self.conf, "-bdf", "-oP", self.pidfile] +
+                         ([f"-q{retry_every}s"] if relay_port else []),
+                         log=os.path.join(self.dir, "stderr.log"))
+        try:
+            wait_port(self.port, proc=self.proc.p)
+        except RuntimeError:
+            self.proc.stop()
+            raise RuntimeError("exim did not start:\n" + self.log() +
+                               read(os.path.join(self.dir, "stderr.log")))
+
+    def send(self, mail_from, rcpts, msg):
+        """Submit one message by SMTP; returns Exim's final reply."""
+        import smtplib
+        with smtplib.SMTP("127.0.0.1", self.port, timeout=20) as s:
+            s.ehlo("submitter.test")
+            return s.sendmail(mail_from, rcpts, msg)
+
+    def log(self):
+        p = os.path.join(self.dir, "log", "mainlog")
+        return read(p) if os.path.exists(p) else ""
+
+    def queue(self):
+        """Exim's queue listing (empty when every message is delivered or bounced)."""
+        r = subprocess.run([self.exe, "-C", self.conf, "-bp"], capture_output=True, text=True,
+                           timeout=30)
+        return r.stdout.strip()
+
+    def messages(self, user):
+        """The messages delivered into USER's Maildir (backend mode), as bytes."""
+        out = []
+        for sub in ("new", "cur"):
+            for p in sorted(glob.glob(os.path.join(self.dir, "mail", user, sub, "*"))):
+                out.append(read(p, binary=True))
+        return out
+
+    def close(self):
+        if getattr(self, "proc", None):
+            self.proc.stop()
+            self.proc = None
+
+
+# --- Dovecot LMTP (helper "client"): a backend that answers per recipient --------------------
+
+class DovecotLMTP(_Closing):
+    """A private Dovecot 2.3 LMTP server on a loopback port (`dovecot -F -c CONF`).
+
+    users: local parts delivered into Maildirs under DIR/mail/USER (as the `mail` user).
+    over_quota: users with quota_rule = *:storage=1k (any real message is refused after the
+      data with 552 5.2.2, a permanent per-recipient failure).
+    broken: users whose mailbox is a regular file (a temporary per-recipient failure).
+    Anyone else is refused at RCPT (550 5.1.1). messages(user) reads a Maildir back; log()
+    is Dovecot's log.
+    """
+
+    def __init__(self, tmp, users=("u", "v"), over_quota=("over",), broken=("broken",)):
+        if shutil.which("dovecot") is None or not os.path.exists("/usr/lib/dovecot/lmtp"):
+            raise unittest.SkipTest("dovecot-core and dovecot-lmtpd are not installed")
+        self.dir = os.path.join(tmp, f"dovecot{free_port()}")
+        self.port = free_port()
+        mail = pwd.getpwnam("mail")
+        for sub in ("", "run", "state", "mail"):
+            os.makedirs(os.path.join(self.dir, sub), exist_ok=True)
+        os.chown(os.path.join(self.dir, "mail"), mail.pw_uid, mail.pw_gid)
+        lines = []
+        for u in users:
+            lines.append(f"{u}::{mail.pw_uid}:{mail.pw_gid}::{self.dir}/mail/{u}::")
+        for u in over_quota:
+            lines.append(f"{u}::{mail.pw_uid}:{mail.pw_gid}::{self.dir}/mail/{u}::"
+                         "userdb_quota_rule=*:storage=1k")
+        for u in broken:
+            bad = os.path.join(self.dir, "mail", u)
+            with open(bad, "w") as f:
+                f.write("not a directory\n")
+            lines.append(f"{u}::{mail.pw_uid}:{mail.pw_gid}::{bad}::"
+                         f"userdb_mail=maildir:{bad}/Maildir")
+        with open(os.path.join(self.dir, "users"), "w") as f:
+            f.write("\n".join(lines) + "\n")
+        self.conf = os.path.join(self.dir, "dovecot.conf")
+        with open(self.conf, "w") as f:
+            f.write(f"""base_dir = {self.dir}/run
+state_dir = {self.dir}/state
+instance_name = pc{self.port}
+log_path = {self.dir}/dovecot.log
+protocols = lmtp
+listen = 127.0.0.1
+ssl = no
+first_valid_uid = 1
+mail_location = maildir:~/Maildir
+mail_plugins = quota
+lmtp_rcpt_check_quota = no
+passdb {{
+  driver = passwd-file
+  args = username_format=%n {self.dir}/users
+}}
+userdb {{
+  driver = passwd-file
+  args = username_format=%n {self.dir}/users
+}}
+service lmtp {{
+  inet_listener lmtp {{
+    address = 127.0.0.1
+    port = {self.port}
+  }}
+}}
+service anvil {{
+  chroot =
+}}
+plugin {{
+  quota = maildir:User quota
+}}
+""")
+        self.proc = Proc(["dovecot", "-F", "-c", self.conf],
+                         log=os.path.join(self.dir, "stderr.log"))
+        try:
+            wait_port(self.port, proc=self.proc.p)
+        except RuntimeError:
+            self.proc.stop()
+            raise RuntimeError("dovecot did not start:\n" + self.log() +
+                               read(os.path.join(self.dir, "stderr.log")))
+
+    def log(self):
+        p = os.path.join(self.dir, "dovecot.log")
+        return read(p) if os.path.exists(p) else ""
+
+    def messages(self, user):
+        out = []
+        for sub in ("new", "cur"):
+            for p in sorted(glob.glob(os.path.join(self.dir, "mail", user, "Maildir", sub, "*"))):
+                out.append(read(p, binary=True))
+        return out
+
+    def close(self):
+        if getattr(self, "proc", None):
+            self.proc.stop()
+            self.proc = None

@@ -180,7 +180,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     inet_pton(AF_INET, "192.0.2.7", &sin.sin_addr);
     fcntl(sv[1], F_SETFL, O_NONBLOCK);
     pc_smtp_accept(&svc, conf, &conf->listeners[0], sv[0], (struct sockaddr *)&sin, sizeof(sin),
-                   closed, &done);
+                   closed, &done, NULL);
     for (int iter = 0; iter < 20000 && idle < 50; iter++) {
         int progress = 0;
         event_base_loop(base, EVLOOP_NONBLOCK);

@@ -8,7 +8,8 @@
  *	input, so that CR and LF in it are exercised); the rest is DATA wire
  *	bytes. Invariants checked:
  *	- the lines and flags are the same fed whole and fed in chunks;
- *	- no decoded line holds a CR or LF;
+ *	- no decoded line holds a CR, LF or NUL, and PC_DATA_NUL is set exactly
+ *	  when a NUL came before the end of data;
  *	- the written message has no bare CR or LF, and pc_msg_read gives the
  *	  same bytes as pc_msg_write for a small cursor buffer;
  *	- re-stuffed and terminated, it holds "\r\n.\r\n" only at its end, and
@@ -38,7 +39,8 @@ static int take(void *arg, const char *line, size_t len)
 {
     struct lines *l = arg;
 
-    if (memchr(line, '\r', len) || memchr(line, '\n', len) || len > MAX_LINE)
+    if (memchr(line, '\r', len) || memchr(line, '\n', len) || memchr(line, 0, len) ||
+        len > MAX_LINE)
         abort();
     pc_buf_append(&l->b, line, len);
     pc_buf_putc(&l->b, '\n');
@@ -65,6 +67,8 @@ static size_t decode(const char *p, size_t n, size_t step, size_t max_line, stru
     *flags = d.flags;
     *done = d.done;
     pc_data_free(&d);
+    if (((*flags & PC_DATA_NUL) != 0) != (memchr(p, 0, off) != NULL))
+        abort();
     return off;
 }
 

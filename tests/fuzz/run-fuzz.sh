@@ -4,6 +4,9 @@
 # ASan and UBSan into build-fuzz/, run each for SECONDS on a corpus seeded from
 # tests/fuzz/regress/NAME/ and tests/fuzz/seeds/NAME/, and copy every crash, leak or timeout
 # input into tests/fuzz/regress/NAME/ so that make check replays it from then on.
+# The library objects go into an archive, as in the Makefile: a target that includes a source
+# file to reach its static functions (fuzz_spfrecord includes filters/spf.c) must not also get
+# that file's object, or the link fails on duplicate symbols.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 SECONDS_EACH=${1:-60}; shift || true
@@ -20,12 +23,14 @@ for src in $(ls lib/*.c gateway/*.c filters/*.c policy/*.c rules/*.c 2>/dev/null
     fi
     objs+=("$o")
 done
+rm -f "$OUT/libportcullis.a"
+ar rcs "$OUT/libportcullis.a" "${objs[@]}" || exit 1
 targets=("$@")
 [ ${#targets[@]} -eq 0 ] && targets=($(ls tests/fuzz/fuzz_*.c | sed 's|tests/fuzz/fuzz_||; s|\.c$||'))
 rc=0
 for name in "${targets[@]}"; do
     bin="$OUT/fuzz_$name"
-    clang $CFLAGS -fsanitize=fuzzer -o "$bin" "tests/fuzz/fuzz_$name.c" "${objs[@]}" $LIBS || { rc=1; continue; }
+    clang $CFLAGS -fsanitize=fuzzer -o "$bin" "tests/fuzz/fuzz_$name.c" "$OUT/libportcullis.a" $LIBS || { echo "fuzz $name: build failed"; rc=1; continue; }
     corpus="$OUT/corpus-$name"; mkdir -p "$corpus" "tests/fuzz/regress/$name"
     cp -n tests/fuzz/regress/"$name"/* tests/fuzz/seeds/"$name"/* "$corpus"/ 2>/dev/null
     arts="$OUT/artifacts-$name/"; mkdir -p "$arts"

@@ -250,6 +250,35 @@ START_TEST(verdict_defaults)
 }
 END_TEST
 
+/* A new HELO undoes what filters found about the previous one (facts, scores), keeps what
+ * they found at connect, and gives the memory back: the session does not grow per HELO. */
+START_TEST(helo_findings_reset)
+{
+    struct pc_chain c = {NULL, 0, false};
+    struct pc_session *s = pc_session_new(&svc, NULL, "t", &c, &door, NULL);
+
+    pc_fact_add(s, "rdns", "ok");
+    pc_score_add(s, "dnsbl", "LISTED", 1.5);
+    for (int i = 0; i < 1000; i++) {
+        pc_session_helo_reset(s);
+        pc_fact_add(s, "rule", "helo_%d", i);
+        pc_score_add(s, "rules", "HELO_SUSPECT", 3);
+    }
+    ck_assert_str_eq(pc_fact_get(s, "rdns"), "ok");
+    ck_assert_str_eq(pc_fact_get(s, "rule"), "helo_999");
+    ck_assert(pc_fact_next(s, "rule", pc_fact_next(s, "rule", NULL)) == NULL);
+    ck_assert(pc_score_total(s) == 4.5);
+    ck_assert_str_eq(s->symbols->name, "HELO_SUSPECT");
+    ck_assert_str_eq(s->symbols->next->name, "LISTED");
+    ck_assert(s->symbols->next->next == NULL);
+    ck_assert_uint_lt(pc_pool_used(s->pool), 4096);
+    pc_session_helo_reset(s);
+    ck_assert(pc_fact_get(s, "rule") == NULL);
+    ck_assert(pc_score_total(s) == 1.5);
+    pc_session_free(s);
+}
+END_TEST
+
 /* main - run the suite */
 int main(void)
 {
@@ -267,6 +296,7 @@ int main(void)
     tcase_add_test(tc, pending_times_out);
     tcase_add_test(tc, header_stage_per_header);
     tcase_add_test(tc, verdict_defaults);
+    tcase_add_test(tc, helo_findings_reset);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

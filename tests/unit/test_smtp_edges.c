@@ -292,6 +292,8 @@ static void model_decode(const char *p, size_t len, size_t max, struct model *m)
         if (real && prev_real && ll == 1 && line[0] == '.') {
             m->done = true;
             m->used = i + 2;
+            if (memchr(p, 0, i))
+                m->flags |= PC_DATA_NUL;
             return;
         }
         if (!real)
@@ -302,8 +304,9 @@ static void model_decode(const char *p, size_t len, size_t max, struct model *m)
         }
         if (ll > 1 && line[0] == '.')
             line++, ll--;
-        memcpy(m->out + m->n, line, ll);
-        m->n += ll;
+        for (size_t j = 0; j < ll; j++) /* NULs never come out */
+            if (line[j])
+                m->out[m->n++] = line[j];
         m->out[m->n++] = '|';
         prev_real = real;
         i += term;
@@ -315,6 +318,8 @@ static void model_decode(const char *p, size_t len, size_t max, struct model *m)
         rest--;
     if (rest > max)
         m->flags |= PC_DATA_LONG_LINE;
+    if (memchr(p, 0, len))
+        m->flags |= PC_DATA_NUL;
     m->used = len;
 }
 
@@ -355,16 +360,18 @@ static void real_decode(const char *p, size_t len, size_t max, const size_t *siz
 
 START_TEST(decoder_model)
 {
-    static const char alphabet[] = "\r\n.\r\n.ab";
+    /* The second alphabet has NUL: left out of every line, never part of the end marker. */
+    static const char alphabets[2][10] = {"\r\n.\r\n.ab", "\r\n.\r\n.a\0\0"};
     unsigned seed = 12345;
     char in[96];
     size_t sizes[100];
-    int ends = 0;
+    int ends = 0, nuls = 0;
 
-    for (int round = 0; round < 4000; round++) {
+    for (int round = 0; round < 8000; round++) {
+        const char *alphabet = alphabets[round >= 4000];
         size_t len = (size_t)(rand_r(&seed) % sizeof(in));
         for (size_t i = 0; i < len; i++)
-            in[i] = alphabet[rand_r(&seed) % (sizeof(alphabet) - 1)];
+            in[i] = alphabet[rand_r(&seed) % 9];
         /* Now and then a long run of letters, to cross the line bound. */
         if (round % 5 == 0 && len > 40)
             memset(in + 5, 'x', 30);
@@ -372,6 +379,7 @@ START_TEST(decoder_model)
         struct model want, got;
         model_decode(in, len, max, &want);
         ends += want.done;
+        nuls += (want.flags & PC_DATA_NUL) != 0;
         /* Whole. */
         real_decode(in, len, max, NULL, &got);
         ck_assert_msg(got.done == want.done && got.used == want.used && got.flags == want.flags &&
@@ -401,7 +409,8 @@ START_TEST(decoder_model)
         if (hit)
             ck_assert_uint_eq(want.used, (size_t)(hit - framed) + 5 - 2);
     }
-    ck_assert_int_gt(ends, 100); /* the streams do reach the end often enough to matter */
+    ck_assert_int_gt(ends, 200); /* the streams do reach the end often enough to matter */
+    ck_assert_int_gt(nuls, 1000);
 }
 END_TEST
 
@@ -470,6 +479,39 @@ START_TEST(stuff_chunks)
 }
 END_TEST
 
+START_TEST(decoder_nul)
+{
+    /* Each is content, never the end; the NUL never reaches a line; the flag says it was there. */
+    static const struct {
+        const char *in;
+        size_t len;
+        const char *lines;
+    } t[] = {
+        {"a\r\n\0.\r\nb\r\n", 10, "a|.|b|"},  {"a\r\n.\0\r\nb\r\n", 10, "a||b|"},
+        {"a\r\n..\0\r\nb\r\n", 11, "a|.|b|"}, {"\0\r\n", 3, "|"},
+        {"x\0y\0\0z\r\n", 8, "xyz|"},
+    };
+    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+        struct model m;
+        real_decode(t[i].in, t[i].len, 1000, NULL, &m);
+        ck_assert_msg(!m.done && m.used == t[i].len, "%zu ended", i);
+        ck_assert_uint_eq(m.flags, PC_DATA_NUL);
+        ck_assert_msg(m.n == strlen(t[i].lines) && memcmp(m.out, t[i].lines, m.n) == 0, "%zu: %.*s",
+                      i, (int)m.n, m.out);
+        char buf[64];
+        memcpy(buf, t[i].in, t[i].len);
+        memcpy(buf + t[i].len, ".\r\n", 3);
+        real_decode(buf, t[i].len + 3, 1000, NULL, &m);
+        ck_assert(m.done && m.used == t[i].len + 3);
+    }
+    /* A NUL past the line bound is still seen. */
+    struct model m;
+    real_decode("abcdef\0\r\n", 9, 4, NULL, &m);
+    ck_assert_uint_eq(m.flags, PC_DATA_NUL | PC_DATA_LONG_LINE);
+    ck_assert(m.n == 5 && memcmp(m.out, "abcd|", 5) == 0);
+}
+END_TEST
+
 /* main - run the suite */
 int main(void)
 {
@@ -482,6 +524,7 @@ int main(void)
     tcase_add_test(tc, reply_reader_edges);
     tcase_add_test(tc, decoder_model);
     tcase_add_test(tc, decoder_never_ends);
+    tcase_add_test(tc, decoder_nul);
     tcase_add_test(tc, stuff_chunks);
     tcase_set_timeout(tc, 60);
     suite_add_tcase(s, tc);

@@ -122,6 +122,78 @@ START_TEST(xtext)
 }
 END_TEST
 
+/* RFC 3461 4.1 NOTIFY and 4.2 ORCPT, RFC 6533 3 utf-8 addresses: value, SMTPUTF8, valid */
+START_TEST(dsn_params)
+{
+    static const struct {
+        const char *v;
+        bool ok;
+    } notify[] = {
+        {"NEVER", true},
+        {"never", true},
+        {"SUCCESS", true},
+        {"SUCCESS,FAILURE", true},
+        {"FAILURE,DELAY,SUCCESS", true},
+        {"delay", true},
+        {"", false},
+        {"NEVER,SUCCESS", false},
+        {"SUCCESS,", false},
+        {",SUCCESS", false},
+        {"SUCCESS,,DELAY", false},
+        {"SUCCES", false},
+        {"SUCCESSX", false},
+        {"BOGUS", false},
+        {"SUCCESS\xc3\xa9", false},
+    };
+    static const struct {
+        const char *v;
+        bool utf8, ok;
+    } orcpt[] = {
+        {"rfc822;a@example.com", false, true},
+        {"RFC822;a+2Bb@example.com", false, true},
+        {"rfc822;a+2bb@example.com", false, true},      /* lower-case hex, as clients send */
+        {"x-unknown;anything", false, true},            /* unregistered types pass as xtext */
+        {"rfc822;a+20b@example.com", false, true},      /* a space is printable */
+        {"rfc822;a\xc3\xa9@example.com", false, false}, /* raw 8-bit */
+        {"rfc822;a\xc3\xa9@example.com", true, false},  /* even with SMTPUTF8: xtext is ASCII */
+        {"rfc822;a+0D+0Ab@example.com", false, false},  /* CR LF behind xtext */
+        {"rfc822;a+C3+A9@example.com", false, false},   /* 8-bit behind xtext */
+        {"rfc822;a+2", false, false},
+        {"rfc822;a+G0", false, false},
+        {"rfc822;", false, false},
+        {"rfc822", false, false},
+        {";a@example.com", false, false},
+        {"rfc 822;a@example.com", false, false},
+        {"rfc<822;a@example.com", false, false},
+        {"r\xc3\xa9;a@example.com", true, false},
+        {"utf-8;a@example.com", false, true},
+        {"UTF-8;a\\x{E9}@example.com", false, true},
+        {"utf-8;a\\x{2B}b@example.com", false, true},
+        {"utf-8;\\x{1F600}@example.com", false, true},
+        {"utf-8;a\\x{10FFFF}@example.com", false, true},
+        {"utf-8;a\xc3\xa9@example.com", true, true},    /* unitext under SMTPUTF8 */
+        {"utf-8;a\xc3\xa9@example.com", false, false},  /* not without it */
+        {"utf-8;a\\x{41}@example.com", false, false},   /* "A" needs no escape */
+        {"utf-8;a\\x{0E9}@example.com", false, false},  /* leading zero */
+        {"utf-8;a\\x{D800}@example.com", false, false}, /* a surrogate */
+        {"utf-8;a\\x{110000}@example.com", false, false},
+        {"utf-8;a\\x{E9@example.com", false, false},
+        {"utf-8;a\\y@example.com", false, false},
+        {"utf-8;a+b@example.com", false, false},          /* "+" must be \x{2B} */
+        {"utf-8;a\xc0\xaf@example.com", true, false},     /* overlong */
+        {"utf-8;a\xed\xa0\x80@example.com", true, false}, /* encoded surrogate */
+        {"utf-8;a\xc3@example.com", true, false},         /* truncated */
+        {"utf-8;", true, false},
+    };
+
+    for (size_t i = 0; i < sizeof(notify) / sizeof(notify[0]); i++)
+        ck_assert_msg(pc_notify_valid(notify[i].v) == notify[i].ok, "NOTIFY=%s", notify[i].v);
+    for (size_t i = 0; i < sizeof(orcpt) / sizeof(orcpt[0]); i++)
+        ck_assert_msg(pc_orcpt_valid(orcpt[i].v, orcpt[i].utf8) == orcpt[i].ok,
+                      "ORCPT=%s smtputf8=%d", orcpt[i].v, orcpt[i].utf8);
+}
+END_TEST
+
 /* Collected output of the decoder: lines joined with '|'. */
 struct collect {
     char out[4096];
@@ -182,11 +254,12 @@ START_TEST(data_decoder)
         {"a\r\n.\nb\r\n.\r\n", "a|.|b|", PC_DATA_BARE_LF, 1, 0},
         {"a\n.\r\nb\r\n.\r\n", "a|.|b|", PC_DATA_BARE_LF, 1, 0},
         {"a\r\n.\r", "a|", 0, 0, 0},
-        {"a\r\n\x00.\r\n.\r\n", "a|\x00.|", 0, 1, 0},
-        {"x\r\n.\x00\r\n.\r\n", "x|\x00|", 0, 1, 0},
+        /* NUL is never part of a line nor of the end marker (PC_DATA_NUL says it was there). */
+        {"a\r\n\x00.\r\n.\r\n", "a|.|", PC_DATA_NUL, 1, 0},
+        {"x\r\n.\x00\r\n.\r\n", "x||", PC_DATA_NUL, 1, 0},
         {"0123456789012345678901234567890123456789012345678901234567890123456789\r\n.\r\n",
-         "0123456789012345678901234567890123456789012345678901234567890123|",
-         PC_DATA_LONG_LINE, 1, 0},
+         "0123456789012345678901234567890123456789012345678901234567890123|", PC_DATA_LONG_LINE, 1,
+         0},
     };
     for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
         size_t len = strlen(t[i].in);
@@ -200,8 +273,7 @@ START_TEST(data_decoder)
         size_t u0, u;
         int d0, d;
         decode(t[i].in, len, 0, 0, &whole, &f0, &u0, &d0);
-        if (i < 9 || i == 11)
-            ck_assert_msg(strcmp(whole.out, t[i].lines) == 0, "%zu: got %s", i, whole.out);
+        ck_assert_msg(strcmp(whole.out, t[i].lines) == 0, "%zu: got %s", i, whole.out);
         ck_assert_msg(f0 == t[i].flags, "%zu: flags %u", i, f0);
         ck_assert_int_eq(d0, t[i].done);
         ck_assert_uint_eq(u0, t[i].used ? t[i].used : len);
@@ -300,6 +372,7 @@ int main(void)
     tcase_add_test(tc, cmd_bad_bytes);
     tcase_add_test(tc, path_args);
     tcase_add_test(tc, xtext);
+    tcase_add_test(tc, dsn_params);
     tcase_add_test(tc, data_decoder);
     tcase_add_test(tc, stuffing);
     tcase_add_test(tc, reply_writer);
