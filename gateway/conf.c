@@ -741,16 +741,17 @@ static int listeners_load(struct pc_conf *c, cfg_t *cfg, struct pc_err *err)
     return rc;
 }
 
-/* The filters' own trust options: unset, each takes the top-level mynetworks. spf's
- * follows it only when mynetworks is set on purpose, because its own default has always been
- * empty (a loopback client is checked like any other, as the tests and a local relay need). */
+/* The filters' own trust options: unset, each takes the top-level mynetworks. spf's, dnsbl's
+ * and greylist's follow it only when mynetworks is set on purpose, because their own default
+ * has always been empty (a loopback client is checked like any other, as the tests and a local
+ * relay need). */
 static const struct pc_trust_opt {
     const char *filter, *option;
     bool only_explicit;
 } pc_trust_opts[] = {
-    {"relay", "mynetworks", false},
-    {"dkim", "mynetworks", false},
-    {"spf", "trusted_networks", true},
+    {"relay", "mynetworks", false},       {"dkim", "mynetworks", false},
+    {"spf", "trusted_networks", true},    {"dnsbl", "allow_networks", true},
+    {"greylist", "allow_networks", true},
 };
 
 /* mynetworks_inherit - one trust definition: copy mynetworks into every trust option left

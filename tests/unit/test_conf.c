@@ -253,6 +253,7 @@ START_TEST(trust)
     ck_assert_str_eq(nets(c, "relay", "mynetworks"), "127.0.0.0/8,::1/128");
     ck_assert_str_eq(nets(c, "dkim", "mynetworks"), "127.0.0.0/8,::1/128");
     ck_assert_str_eq(nets(c, "spf", "trusted_networks"), "");
+    ck_assert_str_eq(nets(c, "greylist", "allow_networks"), "");
     pc_conf_unref(c);
     c = load("mynetworks = { \"127.0.0.1/32\" }\ndkim { mynetworks = { \"192.0.2.0/24\" } }\n",
              &err);
@@ -260,6 +261,8 @@ START_TEST(trust)
     ck_assert_str_eq(nets(c, "relay", "mynetworks"), "127.0.0.1/32");
     ck_assert_str_eq(nets(c, "dkim", "mynetworks"), "192.0.2.0/24");
     ck_assert_str_eq(nets(c, "spf", "trusted_networks"), "127.0.0.1/32");
+    ck_assert_str_eq(nets(c, "dnsbl", "allow_networks"), "127.0.0.1/32");
+    ck_assert_str_eq(nets(c, "greylist", "allow_networks"), "127.0.0.1/32");
     pc_conf_unref(c);
     /* A bad network is an error at its line. */
     ck_assert_ptr_null(load("banner = \"x\"\nmynetworks = { \"10.0.0.0/33\" }\n", &err));
