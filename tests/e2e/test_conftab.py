@@ -10,7 +10,7 @@ import subprocess
 import tempfile
 import unittest
 
-BIN = os.path.abspath(os.environ.get("PC_BIN") or os.path.join(os.path.dirname(__file__), "..", "..", "build", "portcullis"))
+BIN = os.path.abspath(os.environ.get("PORTCULLIS_BIN") or os.path.join(os.path.dirname(__file__), "..", "..", "build", "portcullis"))
 
 
 def run(args, conf=None):
