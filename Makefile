@@ -28,6 +28,7 @@ prefix      ?= $(PREFIX)
 sbindir     ?= $(prefix)/sbin
 datarootdir ?= $(prefix)/share
 mandir      ?= $(datarootdir)/man
+datadir     ?= $(datarootdir)/portcullis
 sysconfdir  ?= /etc
 unitdir     ?= $(prefix)/lib/systemd/system
 sysusersdir ?= $(prefix)/lib/sysusers.d
@@ -158,6 +159,9 @@ install: all
 	chmod 644 $(DESTDIR)$(unitdir)/portcullis.service
 	$(INSTALL) -m 644 deploy/portcullis.sysusers $(DESTDIR)$(sysusersdir)/portcullis.conf
 	$(INSTALL) -m 644 deploy/portcullis.tmpfiles $(DESTDIR)$(tmpfilesdir)/portcullis.conf
+	$(INSTALL) -d $(DESTDIR)$(datadir)/fail2ban/filter.d $(DESTDIR)$(datadir)/fail2ban/jail.d
+	$(INSTALL) -m 644 deploy/fail2ban/filter.d/portcullis.conf $(DESTDIR)$(datadir)/fail2ban/filter.d/
+	$(INSTALL) -m 644 deploy/fail2ban/jail.d/portcullis.conf $(DESTDIR)$(datadir)/fail2ban/jail.d/
 
 # make uninstall: everything install put there except the configuration (a postmaster's files).
 uninstall:
@@ -165,6 +169,7 @@ uninstall:
 	    $(DESTDIR)$(mandir)/man5/portcullis.conf.5 $(DESTDIR)$(mandir)/man5/portcullis.rules.5 \
 	    $(DESTDIR)$(unitdir)/portcullis.service $(DESTDIR)$(sysusersdir)/portcullis.conf \
 	    $(DESTDIR)$(tmpfilesdir)/portcullis.conf
+	rm -rf $(DESTDIR)$(datadir)
 	@echo "  kept    $(DESTDIR)$(CONFDIR) (remove it by hand if it is no longer wanted)"
 
 # Every tracked source file carries an SPDX-License-Identifier line.

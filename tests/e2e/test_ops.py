@@ -308,7 +308,9 @@ class InstallTests(OpsCase):
                   "etc/portcullis/portcullis.conf", "etc/portcullis/rules/default.rules",
                   "etc/portcullis/rules/lists/freemail.domains",
                   "lib/systemd/system/portcullis.service", "usr/lib/sysusers.d/portcullis.conf",
-                  "usr/lib/tmpfiles.d/portcullis.conf"):
+                  "usr/lib/tmpfiles.d/portcullis.conf",
+                  "usr/share/portcullis/fail2ban/filter.d/portcullis.conf",
+                  "usr/share/portcullis/fail2ban/jail.d/portcullis.conf"):
             self.assertTrue(os.path.isfile(os.path.join(d, f)), f)
         unit = h.read(os.path.join(d, "lib/systemd/system/portcullis.service"))
         self.assertIn("ExecStart=/usr/sbin/portcullis -c /etc/portcullis/portcullis.conf\n", unit)
