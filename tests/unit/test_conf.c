@@ -288,6 +288,14 @@ START_TEST(several_errors)
     ck_assert_msg(strstr(err.msg, ":2: dnsbl.threshold = 0 is out of range") != NULL, "%s",
                   err.msg);
     ck_assert_msg(strstr(err.msg, ":4: on_error must be") != NULL, "%s", err.msg);
+    /* Many at once: every one is there, the last too. */
+    ck_assert_ptr_null(load("limits {\n max_recipients = 0\n max_command_length = 1\n"
+                            " max_line_length = 1\n max_header_size = 1\n max_headers = 1\n"
+                            " max_errors = 0\n max_connections = 0\n max_connections_per_ip = 0\n"
+                            " spool_threshold = -1\n max_message_size = 1\n}\n",
+                            &err));
+    ck_assert_msg(strstr(err.msg, ":11: limits.max_message_size = 1 is out of range") != NULL, "%s",
+                  err.msg);
 }
 END_TEST
 
