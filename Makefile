@@ -37,11 +37,11 @@ DESTDIR     ?=
 INSTALL     ?= install
 CONFDIR     := $(sysconfdir)/portcullis
 
-# Libraries: only what the code calls. TLS (libssl, libevent_openssl) and the milter door
-# (libmilter, no pkg-config module) come back with the issues that use them:
-#   PKGS += libssl libevent_openssl      EXTRA_LIBS += -lmilter
-PKGS       := libevent libevent_pthreads libcrypto libconfuse libunbound hiredis libpcre2-8 \
-              gmime-3.0 opendkim libsystemd
+# Libraries: only what the code calls. The milter door (libmilter, no pkg-config module)
+# comes back with the issue that uses it: EXTRA_LIBS += -lmilter. TLS (gateway/tls.c) needs
+# libssl and libevent_openssl; AUTH's password file (gateway/authdb.c) needs libcrypt.
+PKGS       := libevent libevent_pthreads libcrypto libssl libevent_openssl libconfuse libunbound \
+              hiredis libpcre2-8 gmime-3.0 opendkim libsystemd libxcrypt
 EXTRA_LIBS ?=
 
 # A missing -dev package is named here rather than surfacing as a missing header. Targets

@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "filters/filter.h"
+#include "gateway/authdb.h"
 #include "lib/addr.h"
 #include "lib/log.h"
 #include "lib/parse.h"
@@ -89,6 +90,9 @@ static const struct pc_param pc_params[] = {
     {"backend", "identity", PT_STR, "xclient", 0, 0, NULL, "xclient, xforward or none"},
     {"backend", "lmtp", PT_BOOL, "false", 0, 0, NULL, "speak LMTP"},
     {"backend", "helo_name", PT_STR, NULL, 0, 0, NULL, "our EHLO name; unset: hostname"},
+    {"auth", "password_file", PT_STR, NULL, 0, 0, NULL, "a passwd-style file of users"},
+    {"auth", "dovecot", PT_STR, NULL, 0, 0, NULL, "unix:/path or inet:ADDRESS:PORT"},
+    {"auth", "timeout", PT_STR, "10s", 0, 0, NULL, "1s..5m for one answer"},
     {"limits", "max_message_size", PT_INT, "10240000", 1024, 2147483647L, NULL, "bytes"},
     {"limits", "max_recipients", PT_INT, "1000", 1, 100000, NULL, "per transaction"},
     {"limits", "max_command_length", PT_INT, "2048", 512, 65536, NULL, "bytes"},
@@ -123,7 +127,7 @@ static const struct pc_param pc_params[] = {
 /* The sections of the core, in the order -p prints them. */
 static const char *const pc_param_sections[] = {"limits", "timeouts", "dns", "metrics"};
 /* The sections that repeat, each with a title: listener "name" { }. */
-static const char *const pc_multi_sections[] = {"listener", "backend"};
+static const char *const pc_multi_sections[] = {"listener", "backend", "auth"};
 
 /* Bounds of the filters' integer options (their sections are their own tables). */
 static const struct pc_param pc_filter_bounds[] = {
@@ -428,14 +432,14 @@ static cfg_opt_t *build_opts(cfg_opt_t ***fopts_out)
 
     while (pc_filter_registry[nf])
         nf++;
-    cfg_opt_t **fopts = calloc(nf + ns + 3, sizeof(*fopts));
-    cfg_opt_t *opts = calloc(PC_NPARAMS + nf + ns + 3, sizeof(*opts));
+    cfg_opt_t **fopts = calloc(nf + ns + 4, sizeof(*fopts));
+    cfg_opt_t *opts = calloc(PC_NPARAMS + nf + ns + 4, sizeof(*opts));
     if (fopts == NULL || opts == NULL)
         pc_fatal("out of memory");
     for (size_t i = 0; i < PC_NPARAMS; i++)
         if (!*pc_params[i].section)
             opts[n++] = param_opt(&pc_params[i]);
-    for (size_t i = 0; i < 2; i++) {
+    for (size_t i = 0; i < sizeof(pc_multi_sections) / sizeof(pc_multi_sections[0]); i++) {
         fopts[nf + ns + i] = section_opts(pc_multi_sections[i]);
         cfg_opt_t sec = CFG_SEC(pc_multi_sections[i], fopts[nf + ns + i],
                                 CFGF_MULTI | CFGF_TITLE | CFGF_NO_TITLE_DUPES);
@@ -591,6 +595,58 @@ static int validate_chain(cfg_t *lsec, cfg_opt_t *filters)
     return 0;
 }
 
+/* auths_load - auth "name" sections: checked now (-t) so that a bad file or socket name is
+ * found at its line before AUTH uses it */
+static int auths_load(struct pc_conf *c, cfg_t *cfg, struct pc_err *err)
+{
+    c->nauths = cfg_size(cfg, "auth");
+    c->auths = pc_pool_zalloc(c->pool, (c->nauths + 1) * sizeof(*c->auths));
+    for (size_t i = 0; i < c->nauths; i++) {
+        cfg_t *sec = cfg_getnsec(cfg, "auth", (unsigned)i);
+        struct pc_auth_conf *a = &c->auths[i];
+        const char *pf = cfg_getstr(sec, "password_file"), *dv = cfg_getstr(sec, "dovecot");
+        const char *to = cfg_getstr(sec, "timeout");
+        char origin[300], buf[4096];
+        unsigned long long ms;
+
+        a->name = cfg_title(sec);
+        snprintf(origin, sizeof(origin), "%s:%d", sec->filename ? sec->filename : c->path,
+                 sec->line);
+        a->origin = pc_pool_strdup(c->pool, origin);
+        if ((pf == NULL) == (dv == NULL)) {
+            pc_err_set(err, sec, "auth \"%s\": set either password_file or dovecot", a->name);
+            return -1;
+        }
+        /* Dovecot delays a failure by auth_failure_delay (2s): shorter would fail good users. */
+        if (!pc_parse_duration(to, &ms) || ms < 1000 || ms > 300000) {
+            pc_err_set(err, sec, "auth \"%s\": timeout \"%s\" must be a duration in [1s, 5m]",
+                       a->name, to);
+            return -1;
+        }
+        a->timeout_ms = (unsigned)ms;
+        if (dv) {
+            if (!pc_authdb_dovecot_spec_ok(dv)) {
+                pc_err_set(err, sec,
+                           "auth \"%s\": dovecot = \"%s\": expected \"unix:/path\" "
+                           "or \"inet:ADDRESS:PORT\" (a numeric address)",
+                           a->name, dv);
+                return -1;
+            }
+            a->dovecot = dv;
+            continue;
+        }
+        const char *path = pc_conf_path(sec, pf, buf, sizeof(buf));
+        if (path == NULL) {
+            pc_err_set(err, sec, "auth \"%s\": password_file name too long", a->name);
+            return -1;
+        }
+        a->password_file = pc_pool_strdup(c->pool, path);
+        if (pc_authdb_passwd_check(a->password_file, a->origin, err) < 0)
+            return -1;
+    }
+    return 0;
+}
+
 /* ratelimit_uses_rules - does a limit of the ratelimit section key on a rule's verdict */
 static bool ratelimit_uses_rules(cfg_t *cfg)
 {
@@ -619,6 +675,15 @@ static int chain_check_rules(cfg_t *cfg, cfg_t *lsec, const char *lname, struct 
         return -1;
     }
     return 0;
+}
+
+/* pc_conf_auth - the auth section called name, or NULL */
+const struct pc_auth_conf *pc_conf_auth(const struct pc_conf *c, const char *name)
+{
+    for (size_t i = 0; name && i < c->nauths; i++)
+        if (strcmp(c->auths[i].name, name) == 0)
+            return &c->auths[i];
+    return NULL;
 }
 
 /* chain_build - a listener's filter list to chain links */
@@ -1000,10 +1065,20 @@ struct pc_conf *pc_conf_load(const char *path, struct pc_err *err)
     /* Each step reports what it finds and the next runs too, so -t shows every error. */
     if (mynetworks_inherit(cfg, err) < 0)
         goto fail;
-    filters_configure(c, cfg, err);
-    if (backends_load(c, cfg, err) == 0)
-        listeners_load(c, cfg, err);
-    if (pc_err_count)
+    int bad = filters_configure(c, cfg, err) < 0;
+    if (backends_load(c, cfg, err) < 0) {
+        bad = 1;
+    } else {
+        /* Into a buffer of its own: the password file check writes err->msg itself. */
+        struct pc_err mine = {{0}};
+        if (auths_load(c, cfg, &mine) < 0) {
+            err_add(err, mine.msg[0] ? mine.msg : "auth: bad configuration");
+            bad = 1;
+        }
+        if (listeners_load(c, cfg, err) < 0)
+            bad = 1;
+    }
+    if (bad || pc_err_count)
         goto fail;
     pc_err_collect = NULL;
     return c;

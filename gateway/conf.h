@@ -36,6 +36,15 @@ struct pc_backend_conf {
     const char *helo_name;
 };
 
+/* auth "name" { } - a credential back end (gateway/authdb.h); built by the AUTH door. */
+struct pc_auth_conf {
+    const char *name;
+    const char *password_file; /* resolved against the configuration's directory, or NULL */
+    const char *dovecot;       /* "unix:/path" or "inet:ADDRESS:PORT", or NULL */
+    unsigned timeout_ms;       /* per request */
+    const char *origin;        /* "file:line" of the section, for errors */
+};
+
 struct pc_listener_conf {
     const char *name;
     const char *address;
@@ -92,6 +101,8 @@ struct pc_conf {
     size_t nlisteners;
     struct pc_backend_conf *backends;
     size_t nbackends;
+    struct pc_auth_conf *auths;
+    size_t nauths;
     /* dns { } - the shared resolver (gateway/dns.h) */
     const char **dns_nameservers;
     size_t dns_nnameservers;
@@ -105,6 +116,8 @@ struct pc_conf {
 struct pc_conf *pc_conf_load(const char *path, struct pc_err *);
 /* pc_conf_start - start the filters that some chain uses */
 int pc_conf_start(struct pc_conf *, struct pc_services *, struct pc_err *);
+/* pc_conf_auth - the auth section called name, or NULL */
+const struct pc_auth_conf *pc_conf_auth(const struct pc_conf *, const char *name);
 void pc_conf_ref(struct pc_conf *);
 void pc_conf_unref(struct pc_conf *);
 /* pc_conf_print_defaults - every parameter with its default, as "section.name = value" */

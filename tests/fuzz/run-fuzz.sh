@@ -11,7 +11,7 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 SECONDS_EACH=${1:-60}; shift || true
 OUT=build-fuzz
-PKGS="libevent libevent_pthreads libcrypto libconfuse libunbound hiredis libpcre2-8 gmime-3.0 opendkim libsystemd"
+PKGS="libevent libevent_pthreads libcrypto libssl libevent_openssl libxcrypt libconfuse libunbound hiredis libpcre2-8 gmime-3.0 opendkim libsystemd"
 CFLAGS="-g -O1 -std=gnu11 -D_GNU_SOURCE -I. $(pkg-config --cflags $PKGS) -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined"
 LIBS="$(pkg-config --libs $PKGS) -lspf2 -lopendmarc -lpthread -lm"
 mkdir -p "$OUT/obj"

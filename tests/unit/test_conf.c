@@ -299,6 +299,59 @@ START_TEST(several_errors)
 }
 END_TEST
 
+START_TEST(auth_sections)
+{
+    struct pc_err err;
+    char pw[300];
+    /* A relative password_file is relative to the configuration's directory. */
+    snprintf(pw, sizeof(pw), "%s/passwd", dir);
+    FILE *f = fopen(pw, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("alice:{SHA512-CRYPT}$6$saltsaltsalt$0123456789abcdefghijABCDEFGHIJ\n", f);
+    fclose(f);
+    struct pc_conf *c = load("auth \"users\" {\n password_file = \"passwd\"\n}\n"
+                             "auth \"dc\" {\n dovecot = \"unix:/run/dovecot/auth-client\"\n"
+                             " timeout = 3s\n}\n",
+                             &err);
+    ck_assert_msg(c != NULL, "%s", err.msg);
+    ck_assert_uint_eq(c->nauths, 2);
+    const struct pc_auth_conf *a = pc_conf_auth(c, "users");
+    ck_assert_ptr_nonnull(a);
+    ck_assert_str_eq(a->password_file, pw);
+    ck_assert_ptr_null(a->dovecot);
+    ck_assert_uint_eq(a->timeout_ms, 10000);
+    a = pc_conf_auth(c, "dc");
+    ck_assert_str_eq(a->dovecot, "unix:/run/dovecot/auth-client");
+    ck_assert_uint_eq(a->timeout_ms, 3000);
+    ck_assert_ptr_null(pc_conf_auth(c, "nope"));
+    pc_conf_unref(c);
+
+    static const struct {
+        const char *text, *says;
+    } t[] = {
+        {"auth \"a\" {\n timeout = 5s\n}\n", "set either password_file or dovecot"},
+        {"auth \"a\" {\n password_file = \"passwd\"\n dovecot = \"unix:/x\"\n}\n", "set either"},
+        {"auth \"a\" {\n dovecot = \"inet:localhost:12345\"\n}\n", "numeric address"},
+        {"auth \"a\" {\n dovecot = \"unix:/x\"\n timeout = 500ms\n}\n", "[1s, 5m]"},
+        {"auth \"a\" {\n password_file = \"missing\"\n}\n", "No such file"},
+        {"auth \"a\" {\n password_file = \"portcullis.conf\"\n}\n", "expected user:hash"},
+        {"auth \"a\" { dovecot = \"unix:/x\" }\nauth \"a\" { dovecot = \"unix:/y\" }\n", "a"},
+    };
+    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+        c = load(t[i].text, &err);
+        if (c)
+            pc_conf_unref(c);
+        ck_assert_msg(c == NULL, "%zu accepted: %s", i, t[i].text);
+        size_t pl = strlen(path);
+        ck_assert_msg(strncmp(err.msg, path, pl) == 0 && err.msg[pl] == ':' &&
+                          strtol(err.msg + pl + 1, NULL, 10) > 0,
+                      "%zu: no file:line: %s", i, err.msg);
+        ck_assert_msg(strstr(err.msg, t[i].says) != NULL, "%zu: %s", i, err.msg);
+    }
+    unlink(pw);
+}
+END_TEST
+
 START_TEST(missing_file)
 {
     struct pc_err err;
@@ -324,6 +377,7 @@ int main(void)
     tcase_add_test(tc, missing_file);
     tcase_add_test(tc, trust);
     tcase_add_test(tc, several_errors);
+    tcase_add_test(tc, auth_sections);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_set_fork_status(sr, CK_NOFORK);
