@@ -17,7 +17,7 @@
 
 /* A configuration error: "file:line: message". */
 struct pc_err {
-    char msg[512];
+    char msg[4096]; /* every error of a configuration, one per line (portcullis -t) */
 };
 
 void pc_err_set(struct pc_err *, cfg_t *where, const char *fmt, ...)

@@ -51,6 +51,11 @@ struct pc_filter_ops {
     void (*detach)(struct pc_session *, void *conf, void *ctx);
     void (*cancel)(struct pc_session *, void *conf, void *ctx); /* abandon pending work */
     pc_stage_fn *stage[PC_STAGE_COUNT];
+    /* What the filter reads from filters earlier in the chain (their facts), NULL-terminated;
+     * portcullis -t refuses a chain that breaks it. needs: listed, and before this one;
+     * after: when listed, before this one. */
+    const char *const *needs;
+    const char *const *after;
 };
 
 #endif

@@ -239,6 +239,8 @@ static enum pc_action authres_eom(struct pc_session *s, void *conf, void *ctx, s
 
 const struct pc_filter_ops pc_filter_authres = {
     .name = "authres",
+    /* RFC 8601: it reports their results, so it runs after those listed. */
+    .after = (const char *const[]){"spf", "dkim", "dmarc", NULL},
     .abi = PC_FILTER_ABI,
     /* A gate: forged fields must go even when a rule has accepted the message. */
     .flags = PC_FILTER_GATE,

@@ -535,6 +535,8 @@ static enum pc_action dmarc_eom(struct pc_session *s, void *conf, void *ctx, str
 
 const struct pc_filter_ops pc_filter_dmarc = {
     .name = "dmarc",
+    /* RFC 7489 4: the policy judges the alignment of both results. */
+    .needs = (const char *const[]){"spf", "dkim", NULL},
     .abi = PC_FILTER_ABI,
     .opts = dmarc_opts,
     .configure = dmarc_configure,

@@ -491,6 +491,8 @@ static enum pc_action gl_rcpt(struct pc_session *s, void *conf, void *ctx, struc
 
 const struct pc_filter_ops pc_filter_greylist = {
     .name = "greylist",
+    /* The relay filter's fact relay = trusted exempts a client. */
+    .after = (const char *const[]){"relay", NULL},
     .abi = PC_FILTER_ABI,
     .opts = gl_opts,
     .configure = gl_configure,

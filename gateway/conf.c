@@ -3,11 +3,17 @@
  * NAME
  *	conf 3 - the configuration: one table, bounded values, file:line errors
  * DESCRIPTION
- *	The libconfuse option tables below are the public interface. Integer
- *	parameters carry bounds in pc_int_bounds and durations are checked by
- *	a validator while the file is parsed, so that an error names the line.
- *	Each registered filter contributes its own section; the core appends
- *	timeout and on_error to every one of them.
+ *	pc_params is the public interface of the core: one row per parameter
+ *	(section, name, type, default, bounds, validator, doc) generates the
+ *	libconfuse options, the checks (keyed by section and name), -p and -n,
+ *	and through -p the man page check (tests/docs-check.sh). Each filter
+ *	contributes its own section (its cfg_opt_t table) plus the core's
+ *	timeout and on_error; pc_filter_bounds bounds what a filter does not.
+ *	Validators record an error and let the parse go on, so -t reports every
+ *	bad value at its line; later steps (filters, backends, listeners) each
+ *	run too. The top-level mynetworks fills every filter's trust option
+ *	left unset (mynetworks_inherit); a filter declares what it reads from
+ *	filters earlier in the chain (ops needs/after), checked at "filters".
  * SEE ALSO
  *	portcullis.conf(5)
  */
@@ -34,102 +40,126 @@
 
 #define PC_FILTER_TIMEOUT_DEFAULT "30s"
 
-struct pc_int_bound {
-    const char *path;
-    long min, max;
+/* The type of a parameter: how it is parsed, checked and printed. */
+enum pc_ptype { PT_STR, PT_INT, PT_BOOL, PT_LIST, PT_DURATION };
+
+/* One parameter of the core: the only place its default, bounds and meaning live. */
+struct pc_param {
+    const char *section; /* "" for the top level */
+    const char *name;
+    enum pc_ptype type;
+    const char *def; /* as libconfuse would read it; NULL: unset unless configured */
+    long min, max;   /* PT_INT: the value; PT_DURATION: milliseconds */
+    int (*check)(cfg_t *, cfg_opt_t *); /* more than the type and bounds, or NULL */
+    const char *doc;
 };
 
-/* Bounds for every integer parameter: the edge of what is sane, not of what is usual. */
-static const struct pc_int_bound pc_int_bounds[] = {
-    {"limits|max_message_size", 1024, 2147483647L},
-    {"limits|max_recipients", 1, 100000},
-    {"limits|max_command_length", 512, 65536},
-    {"limits|max_line_length", 1000, 1048576},
-    {"limits|max_header_size", 1024, 67108864},
-    {"limits|max_headers", 16, 100000},
-    {"limits|max_errors", 1, 1000},
-    {"limits|max_commands", 100, 1000000000},
-    {"limits|max_junk_commands", 1, 1000000000},
-    {"limits|min_data_rate", 1, 1073741824},
-    {"limits|max_connections", 1, 1000000},
-    {"limits|max_connections_per_ip", 1, 1000000},
-    {"limits|spool_threshold", 0, 1073741824},
+static int validate_top(cfg_t *, cfg_opt_t *);
+static int validate_networks(cfg_t *, cfg_opt_t *);
+static int validate_hostport(cfg_t *, cfg_opt_t *);
+static int validate_chain(cfg_t *, cfg_opt_t *);
+
+#define DAY_MS 86400000L
+/* Every core parameter. Bounds are the edge of what is sane, not of what is usual. */
+static const struct pc_param pc_params[] = {
+    {"", "hostname", PT_STR, NULL, 0, 0, validate_top, "name in the banner and Received"},
+    {"", "banner", PT_STR, "ESMTP", 0, 0, NULL, "text after the hostname in the 220 greeting"},
+    {"", "spool_dir", PT_STR, "/tmp", 0, 0, NULL, "where messages past spool_threshold go"},
+    {"", "log", PT_STR, "auto", 0, 0, validate_top, "auto, journal, syslog or stderr"},
+    {"", "log_format", PT_STR, "text", 0, 0, validate_top, "text or json"},
+    {"", "syslog_name", PT_STR, "portcullis", 0, 0, validate_top, "the syslog ident"},
+    {"", "user", PT_STR, "", 0, 0, validate_top, "drop to this user after binding"},
+    {"", "group", PT_STR, "", 0, 0, validate_top, "drop to this group after binding"},
+    {"", "run_as_root", PT_BOOL, "false", 0, 0, NULL, "allow running as root without user"},
+    {"", "delay_reject", PT_BOOL, "true", 0, 0, NULL, "hold refusals before RCPT until RCPT"},
+    {"", "soft_bounce", PT_BOOL, "false", 0, 0, NULL, "turn 5xx refusals into 4xx"},
+    {"", "smtputf8", PT_BOOL, "true", 0, 0, NULL, "offer SMTPUTF8 (RFC 6531)"},
+    {"", "bare_newline", PT_STR, "reject", 0, 0, validate_top, "reject or normalize"},
+    {"", "nul", PT_STR, "reject", 0, 0, validate_top, "a NUL byte in content: reject or strip"},
+    {"", "mynetworks", PT_LIST, "{127.0.0.0/8, ::1/128}", 0, 0, validate_networks,
+     "the clients every filter trusts unless its own option says otherwise"},
+    {"listener", "address", PT_STR, "127.0.0.1:2525", 0, 0, NULL, "host:port to listen on"},
+    {"listener", "backend", PT_STR, NULL, 0, 0, NULL, "backend name; unset: the first"},
+    {"listener", "filters", PT_LIST, "{relay}", 0, 0, validate_chain, "the chain, in order"},
+    {"listener", "trusted", PT_BOOL, "false", 0, 0, NULL, "its clients are trusted"},
+    {"listener", "dry_run", PT_BOOL, "false", 0, 0, NULL, "log refusals, refuse nothing"},
+    {"listener", "proxy_protocol", PT_BOOL, "false", 0, 0, NULL, "a PROXY header comes first"},
+    {"listener", "proxy_from", PT_LIST, "{}", 0, 0, validate_networks, "proxies allowed"},
+    {"listener", "proxy_timeout", PT_STR, "5s", 0, 0, NULL, "1s..60s for the header"},
+    {"backend", "address", PT_LIST, NULL, 0, 0, NULL, "host:port, [v6]:port or unix:/path"},
+    {"backend", "maildir", PT_STR, NULL, 0, 0, NULL, "instead of address: a Maildir"},
+    {"backend", "identity", PT_STR, "xclient", 0, 0, NULL, "xclient, xforward or none"},
+    {"backend", "lmtp", PT_BOOL, "false", 0, 0, NULL, "speak LMTP"},
+    {"backend", "helo_name", PT_STR, NULL, 0, 0, NULL, "our EHLO name; unset: hostname"},
+    {"auth", "password_file", PT_STR, NULL, 0, 0, NULL, "a passwd-style file of users"},
+    {"auth", "dovecot", PT_STR, NULL, 0, 0, NULL, "unix:/path or inet:ADDRESS:PORT"},
+    {"auth", "timeout", PT_STR, "10s", 0, 0, NULL, "1s..5m for one answer"},
+    {"limits", "max_message_size", PT_INT, "10240000", 1024, 2147483647L, NULL, "bytes"},
+    {"limits", "max_recipients", PT_INT, "1000", 1, 100000, NULL, "per transaction"},
+    {"limits", "max_command_length", PT_INT, "2048", 512, 65536, NULL, "bytes"},
+    {"limits", "max_line_length", PT_INT, "65536", 1000, 1048576, NULL, "bytes"},
+    {"limits", "max_header_size", PT_INT, "102400", 1024, 67108864, NULL, "bytes"},
+    {"limits", "max_headers", PT_INT, "1000", 16, 100000, NULL, "header fields"},
+    {"limits", "max_errors", PT_INT, "20", 1, 1000, NULL, "before disconnect"},
+    {"limits", "max_commands", PT_INT, "100000", 100, 1000000000, NULL, "per session"},
+    {"limits", "max_junk_commands", PT_INT, "100", 1, 1000000000, NULL,
+     "NOOP, RSET... per session"},
+    {"limits", "min_data_rate", PT_INT, "500", 1, 1073741824, NULL, "bytes/second of content"},
+    {"limits", "max_connections", PT_INT, "10000", 1, 1000000, NULL, "in all"},
+    {"limits", "max_connections_per_ip", PT_INT, "50", 1, 1000000, NULL, "per client"},
+    {"limits", "connection_limit_exceptions", PT_LIST, "{127.0.0.0/8, ::1/128}", 0, 0,
+     validate_networks, "networks not counted"},
+    {"limits", "spool_threshold", PT_INT, "262144", 0, 1073741824, NULL, "bytes in memory"},
+    {"timeouts", "command", PT_DURATION, "5m", 0, DAY_MS, NULL, "RFC 5321 4.5.3.2"},
+    {"timeouts", "data", PT_DURATION, "3m", 0, DAY_MS, NULL, "RFC 5321 4.5.3.2"},
+    {"timeouts", "backend_connect", PT_DURATION, "30s", 0, DAY_MS, NULL, "connect"},
+    {"timeouts", "backend_greeting", PT_DURATION, "5m", 0, DAY_MS, NULL, "220"},
+    {"timeouts", "backend_command", PT_DURATION, "5m", 0, DAY_MS, NULL, "a reply"},
+    {"timeouts", "backend_data_init", PT_DURATION, "2m", 0, DAY_MS, NULL, "354"},
+    {"timeouts", "backend_data_block", PT_DURATION, "3m", 0, DAY_MS, NULL, "a block"},
+    {"timeouts", "backend_data_done", PT_DURATION, "10m", 0, DAY_MS, NULL, "final 250"},
+    {"dns", "nameservers", PT_LIST, "{}", 0, 0, NULL, "resolvers; empty: resolv.conf"},
+    {"dns", "timeout", PT_DURATION, "5s", 0, DAY_MS, NULL, "a whole lookup"},
+    {"metrics", "enabled", PT_BOOL, "false", 0, 0, NULL, "serve Prometheus metrics"},
+    {"metrics", "address", PT_STR, "127.0.0.1:9465", 0, 0, validate_hostport, "host:port"},
 };
+#define PC_NPARAMS (sizeof(pc_params) / sizeof(pc_params[0]))
 
-static const char *const pc_duration_opts[] = {
-    "timeouts|command",          "timeouts|data",
-    "timeouts|backend_connect",  "timeouts|backend_greeting",
-    "timeouts|backend_command",  "timeouts|backend_data_init",
-    "timeouts|backend_data_block", "timeouts|backend_data_done",
-    "dns|timeout",
+/* The sections of the core, in the order -p prints them. */
+static const char *const pc_param_sections[] = {"limits", "timeouts", "dns", "metrics"};
+/* The sections that repeat, each with a title: listener "name" { }. */
+static const char *const pc_multi_sections[] = {"listener", "backend", "auth"};
+
+/* Bounds of the filters' integer options (their sections are their own tables). */
+static const struct pc_param pc_filter_bounds[] = {
+    {"dnsbl", "threshold", PT_INT, NULL, 1, 1000, NULL, NULL},
 };
-
-static cfg_opt_t listener_opts[] = {
-    CFG_STR("address", "127.0.0.1:2525", CFGF_NONE),
-    CFG_STR("backend", NULL, CFGF_NODEFAULT),
-    CFG_STR_LIST("filters", "{relay}", CFGF_NONE),
-    CFG_BOOL("trusted", cfg_false, CFGF_NONE),
-    CFG_BOOL("dry_run", cfg_false, CFGF_NONE),
-    CFG_BOOL("proxy_protocol", cfg_false, CFGF_NONE),
-    CFG_STR_LIST("proxy_from", "{}", CFGF_NONE),
-    CFG_STR("proxy_timeout", "5s", CFGF_NONE),
-    CFG_END()};
-
-static cfg_opt_t backend_opts[] = {
-    CFG_STR_LIST("address", NULL, CFGF_NODEFAULT),
-    CFG_STR("maildir", NULL, CFGF_NODEFAULT),
-    CFG_STR("identity", "xclient", CFGF_NONE),
-    CFG_BOOL("lmtp", cfg_false, CFGF_NONE),
-    CFG_STR("helo_name", NULL, CFGF_NODEFAULT),
-    CFG_END()};
-
-/* auth "name" { } - a credential back end for AUTH (gateway/authdb.h); exactly one kind. */
-static cfg_opt_t auth_opts[] = {CFG_STR("password_file", NULL, CFGF_NODEFAULT),
-                                CFG_STR("dovecot", NULL, CFGF_NODEFAULT),
-                                CFG_STR("timeout", "10s", CFGF_NONE), CFG_END()};
-
-static cfg_opt_t limits_opts[] = {
-    CFG_INT("max_message_size", 10240000, CFGF_NONE),
-    CFG_INT("max_recipients", 1000, CFGF_NONE),
-    CFG_INT("max_command_length", 2048, CFGF_NONE),
-    CFG_INT("max_line_length", 65536, CFGF_NONE),
-    CFG_INT("max_header_size", 102400, CFGF_NONE),
-    CFG_INT("max_headers", 1000, CFGF_NONE),
-    CFG_INT("max_errors", 20, CFGF_NONE),
-    CFG_INT("max_commands", 100000, CFGF_NONE),
-    CFG_INT("max_junk_commands", 100, CFGF_NONE),
-    CFG_INT("min_data_rate", 500, CFGF_NONE),
-    CFG_INT("max_connections", 10000, CFGF_NONE),
-    CFG_INT("max_connections_per_ip", 50, CFGF_NONE),
-    CFG_STR_LIST("connection_limit_exceptions", "{127.0.0.0/8, ::1/128}", CFGF_NONE),
-    CFG_INT("spool_threshold", 262144, CFGF_NONE),
-    CFG_END()};
-
-static cfg_opt_t timeouts_opts[] = {
-    CFG_STR("command", "5m", CFGF_NONE),
-    CFG_STR("data", "3m", CFGF_NONE),
-    CFG_STR("backend_connect", "30s", CFGF_NONE),
-    CFG_STR("backend_greeting", "5m", CFGF_NONE),
-    CFG_STR("backend_command", "5m", CFGF_NONE),
-    CFG_STR("backend_data_init", "2m", CFGF_NONE),
-    CFG_STR("backend_data_block", "3m", CFGF_NONE),
-    CFG_STR("backend_data_done", "10m", CFGF_NONE),
-    CFG_END()};
-
-static cfg_opt_t metrics_opts[] = {CFG_BOOL("enabled", cfg_false, CFGF_NONE),
-                                   CFG_STR("address", "127.0.0.1:9465", CFGF_NONE), CFG_END()};
-
-static cfg_opt_t dns_opts[] = {
-    CFG_STR_LIST("nameservers", "{}", CFGF_NONE),
-    CFG_STR("timeout", "5s", CFGF_NONE),
-    CFG_END()};
 
 static const char *pc_conf_current_path;
+
+/* While a file loads, errors accumulate (one per line) so that -t reports all of them. */
+static struct pc_err *pc_err_collect; /* the load's own list; a filter's buffer is replaced */
+static unsigned pc_err_count;
+
+/* err_add - append one finished "file:line: message" line, or replace outside a load */
+static void err_add(struct pc_err *err, const char *line)
+{
+    size_t used = err == pc_err_collect ? strlen(err->msg) : 0;
+
+    /* libconfuse validates a list at each element: a prefix's error is the list's, once. */
+    if (used && strstr(err->msg, line))
+        return;
+    pc_err_count++;
+    if (used && used + 1 < sizeof(err->msg))
+        err->msg[used++] = '\n';
+    if (used + 1 < sizeof(err->msg))
+        snprintf(err->msg + used, sizeof(err->msg) - used, "%s", line);
+}
 
 /* pc_err_set - "file:line: message" */
 void pc_err_set(struct pc_err *err, cfg_t *where, const char *fmt, ...)
 {
-    char msg[400];
+    char msg[400], line[512];
     va_list ap;
 
     va_start(ap, fmt);
@@ -137,9 +167,10 @@ void pc_err_set(struct pc_err *err, cfg_t *where, const char *fmt, ...)
     va_end(ap);
     const char *file = where && where->filename ? where->filename : pc_conf_current_path;
     if (where && file)
-        snprintf(err->msg, sizeof(err->msg), "%s:%d: %s", file, where->line, msg);
+        snprintf(line, sizeof(line), "%s:%d: %s", file, where->line, msg);
     else
-        snprintf(err->msg, sizeof(err->msg), "%s", msg);
+        snprintf(line, sizeof(line), "%s", msg);
+    err_add(err, line);
 }
 
 /* pc_conf_path - resolve a configured file name against the directory of its file */
@@ -158,32 +189,54 @@ const char *pc_conf_path(cfg_t *where, const char *path, char *buf, size_t size)
 static struct pc_err *pc_parse_err;
 static const char *pc_parse_path;
 
-/* conf_errfn - libconfuse errors into our error buffer, first one wins */
+/* conf_errfn - libconfuse's errors and our validators' into the error list */
 static void conf_errfn(cfg_t *cfg, const char *fmt, va_list ap)
 {
-    char msg[400];
+    char msg[400], line[512];
 
-    if (pc_parse_err == NULL || pc_parse_err->msg[0])
+    if (pc_parse_err == NULL)
         return;
     vsnprintf(msg, sizeof(msg), fmt, ap);
-    snprintf(pc_parse_err->msg, sizeof(pc_parse_err->msg), "%s:%d: %s",
-             cfg->filename ? cfg->filename : pc_parse_path ? pc_parse_path : "(config)", cfg->line,
-             msg);
+    snprintf(line, sizeof(line), "%s:%d: %s",
+             cfg->filename   ? cfg->filename
+             : pc_parse_path ? pc_parse_path
+                             : "(config)",
+             cfg->line, msg);
+    err_add(pc_parse_err, line);
 }
 
-/* validate_int - bounds from pc_int_bounds */
+/* param_find - the table row of option name in section sec ("" top level), or NULL */
+static const struct pc_param *param_find(const struct pc_param *t, size_t n, const char *sec,
+                                         const char *name)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(t[i].section, sec) == 0 && strcmp(t[i].name, name) == 0)
+            return &t[i];
+    return NULL;
+}
+
+/* param_of - the row for an option of a section being parsed, by its full path */
+static const struct pc_param *param_of(cfg_t *cfg, cfg_opt_t *opt)
+{
+    const char *sec = cfg->name && strcmp(cfg->name, "root") != 0 ? cfg->name : "";
+    const struct pc_param *p = param_find(pc_params, PC_NPARAMS, sec, opt->name);
+
+    if (p == NULL)
+        p = param_find(pc_filter_bounds, sizeof(pc_filter_bounds) / sizeof(pc_filter_bounds[0]),
+                       sec, opt->name);
+    return p;
+}
+
+/* validate_int - the bounds of the option's row, keyed by section and name. An error is
+ * recorded and parsing goes on (return 0), so that -t reports every bad value at once. */
 static int validate_int(cfg_t *cfg, cfg_opt_t *opt)
 {
     long v = cfg_opt_getnint(opt, cfg_opt_size(opt) - 1);
+    const struct pc_param *p = param_of(cfg, opt);
 
-    for (size_t i = 0; i < sizeof(pc_int_bounds) / sizeof(pc_int_bounds[0]); i++) {
-        const char *name = strchr(pc_int_bounds[i].path, '|') + 1;
-        if (strcmp(name, opt->name) == 0 && (v < pc_int_bounds[i].min || v > pc_int_bounds[i].max)) {
-            cfg_error(cfg, "%s = %ld is out of range [%ld, %ld]", opt->name, v,
-                      pc_int_bounds[i].min, pc_int_bounds[i].max);
-            return -1;
-        }
-    }
+    if (p && (v < p->min || v > p->max))
+        cfg_error(cfg, "%s%s%s = %ld is out of range [%ld, %ld]", p->section,
+                  *p->section ? "." : "", opt->name, v, p->min, p->max);
     return 0;
 }
 
@@ -192,11 +245,13 @@ static int validate_duration(cfg_t *cfg, cfg_opt_t *opt)
 {
     unsigned long long ms;
     const char *v = cfg_opt_getnstr(opt, cfg_opt_size(opt) - 1);
+    const struct pc_param *p = param_of(cfg, opt);
+    unsigned long long lo = p ? (unsigned long long)p->min : 0;
+    unsigned long long hi = p ? (unsigned long long)p->max : 86400000ULL;
 
-    if (!v || !pc_parse_duration(v, &ms) || ms > 86400000ULL) {
+    if (!v || !pc_parse_duration(v, &ms) || ms < lo || ms > hi) {
         cfg_error(cfg, "%s: bad duration \"%s\" (use e.g. 30s, 5m, 250ms; at most 1d)", opt->name,
                   v ? v : "");
-        return -1;
     }
     return 0;
 }
@@ -209,7 +264,6 @@ static int validate_on_error(cfg_t *cfg, cfg_opt_t *opt)
 
     if (!v || !pc_on_error_parse(v, &e)) {
         cfg_error(cfg, "on_error must be tempfail, accept or reject, not \"%s\"", v ? v : "");
-        return -1;
     }
     return 0;
 }
@@ -236,31 +290,60 @@ static int validate_top(cfg_t *cfg, cfg_opt_t *opt)
         return 0;
     if (strcmp(opt->name, "hostname") == 0 && !pc_domain_valid(v, strlen(v), false)) {
         cfg_error(cfg, "hostname \"%s\" is not a valid domain name", v);
-        return -1;
+        return 0;
     }
     enum pc_log_target lt;
     if (strcmp(opt->name, "log") == 0 && !pc_log_parse_target(v, &lt)) {
         cfg_error(cfg, "log must be auto, journal, syslog or stderr, not \"%s\"", v);
-        return -1;
+        return 0;
     }
     if (strcmp(opt->name, "log_format") == 0 && strcmp(v, "text") != 0 && strcmp(v, "json") != 0) {
         cfg_error(cfg, "log_format must be text or json, not \"%s\"", v);
-        return -1;
+        return 0;
     }
     if (strcmp(opt->name, "syslog_name") == 0 && !syslog_name_valid(v)) {
         cfg_error(cfg, "syslog_name must be 1 to 40 letters, digits, '.', '-' or '_', not \"%s\"",
                   v);
-        return -1;
+        return 0;
     }
+    /* Checked here too, so that -t (and ExecReload) catch a typo before a restart does. */
+    if (strcmp(opt->name, "user") == 0 && *v && getpwnam(v) == NULL)
+        cfg_error(cfg, "user \"%s\": no such user", v);
+    if (strcmp(opt->name, "group") == 0 && *v && getgrnam(v) == NULL)
+        cfg_error(cfg, "group \"%s\": no such group", v);
     if (strcmp(opt->name, "bare_newline") == 0 && strcmp(v, "reject") != 0 &&
         strcmp(v, "normalize") != 0) {
         cfg_error(cfg, "bare_newline must be reject or normalize, not \"%s\"", v);
-        return -1;
+        return 0;
     }
-    if (strcmp(opt->name, "nul") == 0 && strcmp(v, "reject") != 0 && strcmp(v, "strip") != 0) {
+    if (strcmp(opt->name, "nul") == 0 && strcmp(v, "reject") != 0 && strcmp(v, "strip") != 0)
         cfg_error(cfg, "nul must be reject or strip, not \"%s\"", v);
-        return -1;
+    return 0;
+}
+
+/* validate_hostport - host:port (metrics.address) */
+static int validate_hostport(cfg_t *cfg, cfg_opt_t *opt)
+{
+    const char *v = cfg_opt_getnstr(opt, 0);
+    char h[256], pt[16];
+
+    if (v && (!pc_parse_hostport(v, h, sizeof(h), pt, sizeof(pt)) || !pt[0]))
+        cfg_error(cfg, "%s.%s \"%s\" must be host:port", cfg->name, opt->name, v);
+    return 0;
+}
+
+/* validate_networks - every element a network (address or address/prefix) */
+static int validate_networks(cfg_t *cfg, cfg_opt_t *opt)
+{
+    struct pc_cidr_list l;
+
+    pc_cidr_list_init(&l);
+    for (unsigned i = 0; i < cfg_opt_size(opt); i++) {
+        const char *v = cfg_opt_getnstr(opt, i);
+        if (v && !pc_cidr_list_add(&l, v))
+            cfg_error(cfg, "%s: bad network \"%s\"", opt->name, v);
     }
+    pc_cidr_list_free(&l);
     return 0;
 }
 
@@ -291,50 +374,90 @@ static cfg_opt_t *filter_opts(const struct pc_filter_ops *ops)
     return v;
 }
 
+/* param_opt - the libconfuse option a table row generates, with its validator */
+static cfg_opt_t param_opt(const struct pc_param *p)
+{
+    cfg_opt_t o;
+
+    switch (p->type) {
+    case PT_INT: {
+        cfg_opt_t v = CFG_INT(p->name, strtol(p->def, NULL, 10), CFGF_NONE);
+        o = v;
+        o.validcb = validate_int;
+        break;
+    }
+    case PT_BOOL: {
+        cfg_opt_t v =
+            CFG_BOOL(p->name, strcmp(p->def, "true") == 0 ? cfg_true : cfg_false, CFGF_NONE);
+        o = v;
+        break;
+    }
+    case PT_LIST: {
+        cfg_opt_t v = CFG_STR_LIST(p->name, (char *)p->def, (p->def ? CFGF_NONE : CFGF_NODEFAULT));
+        o = v;
+        break;
+    }
+    default: {
+        cfg_opt_t v = CFG_STR(p->name, p->def, (p->def ? CFGF_NONE : CFGF_NODEFAULT));
+        o = v;
+        if (p->type == PT_DURATION)
+            o.validcb = validate_duration;
+        break;
+    }
+    }
+    if (p->check)
+        o.validcb = p->check;
+    return o;
+}
+
+/* section_opts - the options of one core section, generated from pc_params */
+static cfg_opt_t *section_opts(const char *sec)
+{
+    cfg_opt_t *v = calloc(PC_NPARAMS + 1, sizeof(*v));
+    size_t n = 0;
+
+    if (v == NULL)
+        pc_fatal("out of memory");
+    for (size_t i = 0; i < PC_NPARAMS; i++)
+        if (strcmp(pc_params[i].section, sec) == 0)
+            v[n++] = param_opt(&pc_params[i]);
+    cfg_opt_t end = CFG_END();
+    v[n] = end;
+    return v;
+}
+
 /* build_opts - the whole option table; the caller frees the returned arrays */
 static cfg_opt_t *build_opts(cfg_opt_t ***fopts_out)
 {
-    size_t nf = 0;
+    size_t nf = 0, ns = sizeof(pc_param_sections) / sizeof(pc_param_sections[0]), n = 0;
 
     while (pc_filter_registry[nf])
         nf++;
-    cfg_opt_t core[] = {
-        CFG_STR("hostname", NULL, CFGF_NODEFAULT),
-        CFG_STR("banner", "ESMTP", CFGF_NONE),
-        CFG_STR("spool_dir", "/tmp", CFGF_NONE),
-        CFG_STR("log", "auto", CFGF_NONE),
-        CFG_STR("log_format", "text", CFGF_NONE),
-        CFG_STR("syslog_name", "portcullis", CFGF_NONE),
-        CFG_STR("user", "", CFGF_NONE),
-        CFG_STR("group", "", CFGF_NONE),
-        CFG_BOOL("run_as_root", cfg_false, CFGF_NONE),
-        CFG_BOOL("delay_reject", cfg_true, CFGF_NONE),
-        CFG_BOOL("soft_bounce", cfg_false, CFGF_NONE),
-        CFG_BOOL("smtputf8", cfg_true, CFGF_NONE),
-        CFG_STR("bare_newline", "reject", CFGF_NONE),
-        CFG_STR("nul", "reject", CFGF_NONE),
-        CFG_SEC("listener", listener_opts, CFGF_MULTI | CFGF_TITLE | CFGF_NO_TITLE_DUPES),
-        CFG_SEC("backend", backend_opts, CFGF_MULTI | CFGF_TITLE | CFGF_NO_TITLE_DUPES),
-        CFG_SEC("auth", auth_opts, CFGF_MULTI | CFGF_TITLE | CFGF_NO_TITLE_DUPES),
-        CFG_SEC("limits", limits_opts, CFGF_NONE),
-        CFG_SEC("timeouts", timeouts_opts, CFGF_NONE),
-        CFG_SEC("dns", dns_opts, CFGF_NONE),
-        CFG_SEC("metrics", metrics_opts, CFGF_NONE),
-    };
-    size_t nc = sizeof(core) / sizeof(core[0]);
-    /* Sized from the table itself: a fixed count overflowed when an option was added. */
-    cfg_opt_t **fopts = calloc(nf + 1, sizeof(*fopts));
-    cfg_opt_t *opts = calloc(nc + nf + 1, sizeof(*opts));
+    cfg_opt_t **fopts = calloc(nf + ns + 4, sizeof(*fopts));
+    cfg_opt_t *opts = calloc(PC_NPARAMS + nf + ns + 4, sizeof(*opts));
     if (fopts == NULL || opts == NULL)
         pc_fatal("out of memory");
-    memcpy(opts, core, sizeof(core));
+    for (size_t i = 0; i < PC_NPARAMS; i++)
+        if (!*pc_params[i].section)
+            opts[n++] = param_opt(&pc_params[i]);
+    for (size_t i = 0; i < sizeof(pc_multi_sections) / sizeof(pc_multi_sections[0]); i++) {
+        fopts[nf + ns + i] = section_opts(pc_multi_sections[i]);
+        cfg_opt_t sec = CFG_SEC(pc_multi_sections[i], fopts[nf + ns + i],
+                                CFGF_MULTI | CFGF_TITLE | CFGF_NO_TITLE_DUPES);
+        opts[n++] = sec;
+    }
+    for (size_t i = 0; i < ns; i++) {
+        fopts[nf + i] = section_opts(pc_param_sections[i]);
+        cfg_opt_t sec = CFG_SEC(pc_param_sections[i], fopts[nf + i], CFGF_NONE);
+        opts[n++] = sec;
+    }
     for (size_t i = 0; i < nf; i++) {
         fopts[i] = filter_opts(pc_filter_registry[i]);
         cfg_opt_t sec = CFG_SEC(pc_filter_registry[i]->name, fopts[i], CFGF_NONE);
-        opts[nc + i] = sec;
+        opts[n++] = sec;
     }
     cfg_opt_t end = CFG_END();
-    opts[nc + nf] = end;
+    opts[n] = end;
     *fopts_out = fopts;
     return opts;
 }
@@ -419,8 +542,10 @@ static int backends_load(struct pc_conf *c, cfg_t *cfg, struct pc_err *err)
             char h[256], p[16];
             b->addresses[k] = cfg_getnstr(sec, "address", (unsigned)k);
             if (!pc_parse_hostport(b->addresses[k], h, sizeof(h), p, sizeof(p))) {
-                pc_err_set(err, sec, "backend \"%s\": bad address \"%s\" (host:port, [v6]:port "
-                           "or unix:/path)", b->name, b->addresses[k]);
+                pc_err_set(err, sec,
+                           "backend \"%s\": bad address \"%s\" (host:port, [v6]:port "
+                           "or unix:/path)",
+                           b->name, b->addresses[k]);
                 return -1;
             }
         }
@@ -435,6 +560,38 @@ static int backends_load(struct pc_conf *c, cfg_t *cfg, struct pc_err *err)
                        b->name);
             return -1;
         }
+    }
+    return 0;
+}
+
+/* chain_pos - the position of filter name in a listener's filters option, or -1 */
+static int chain_pos(cfg_opt_t *filters, const char *name)
+{
+    for (unsigned i = 0; i < cfg_opt_size(filters); i++)
+        if (strcmp(cfg_opt_getnstr(filters, i), name) == 0)
+            return (int)i;
+    return -1;
+}
+
+/* validate_chain - listener.filters: a filter that reads another's result comes after it.
+ * Checked as the option is read, so the error names the line of "filters". */
+static int validate_chain(cfg_t *lsec, cfg_opt_t *filters)
+{
+    const char *lname = cfg_title(lsec) ? cfg_title(lsec) : "";
+
+    for (unsigned i = 0; i < cfg_opt_size(filters); i++) {
+        const struct pc_filter_ops *ops = pc_filter_find(cfg_opt_getnstr(filters, i));
+        int me = (int)i;
+        for (size_t k = 0; ops && ops->needs && ops->needs[k]; k++) {
+            int p = chain_pos(filters, ops->needs[k]);
+            if (p < 0 || p > me)
+                cfg_error(lsec, "listener \"%s\": filter \"%s\" needs \"%s\" earlier in the chain",
+                          lname, ops->name, ops->needs[k]);
+        }
+        for (size_t k = 0; ops && ops->after && ops->after[k]; k++)
+            if (chain_pos(filters, ops->after[k]) > me)
+                cfg_error(lsec, "listener \"%s\": filter \"%s\" must come after \"%s\"", lname,
+                          ops->name, ops->after[k]);
     }
     return 0;
 }
@@ -491,6 +648,36 @@ static int auths_load(struct pc_conf *c, cfg_t *cfg, struct pc_err *err)
     return 0;
 }
 
+/* ratelimit_uses_rules - does a limit of the ratelimit section key on a rule's verdict */
+static bool ratelimit_uses_rules(cfg_t *cfg)
+{
+    cfg_t *rl = cfg_getsec(cfg, "ratelimit");
+
+    for (unsigned i = 0; rl && i < cfg_size(rl, "limit"); i++) {
+        const char *r = cfg_getstr(cfg_getnsec(rl, "limit", i), "rule");
+        if (r && *r)
+            return true;
+    }
+    return false;
+}
+
+/* chain_check_rules - ratelimit's "rule =" reads the rules filter's facts: after the whole file
+ * is read (the ratelimit section may follow the listener), so at the listener's line */
+static int chain_check_rules(cfg_t *cfg, cfg_t *lsec, const char *lname, struct pc_err *err)
+{
+    cfg_opt_t *f = cfg_getopt(lsec, "filters");
+    int rl = chain_pos(f, "ratelimit"), ru = chain_pos(f, "rules");
+
+    if (rl >= 0 && ratelimit_uses_rules(cfg) && (ru < 0 || ru > rl)) {
+        pc_err_set(err, lsec,
+                   "listener \"%s\": ratelimit's limit rule = needs \"rules\" earlier "
+                   "in the chain",
+                   lname);
+        return -1;
+    }
+    return 0;
+}
+
 /* pc_conf_auth - the auth section called name, or NULL */
 const struct pc_auth_conf *pc_conf_auth(const struct pc_conf *c, const char *name)
 {
@@ -521,8 +708,7 @@ static int chain_build(struct pc_conf *c, cfg_t *cfg, cfg_t *lsec, struct pc_lis
         }
         for (size_t j = 0; j < i; j++)
             if (l->chain.links[j].ops == pc_filter_registry[k]) {
-                pc_err_set(err, lsec, "listener \"%s\": filter \"%s\" listed twice", l->name,
-                           name);
+                pc_err_set(err, lsec, "listener \"%s\": filter \"%s\" listed twice", l->name, name);
                 return -1;
             }
         cfg_t *fsec = cfg_getsec(cfg, name);
@@ -533,7 +719,7 @@ static int chain_build(struct pc_conf *c, cfg_t *cfg, cfg_t *lsec, struct pc_lis
         pc_on_error_parse(cfg_getstr(fsec, "on_error"), &link->on_error);
         c->filter_used[k] = true;
     }
-    return 0;
+    return chain_check_rules(cfg, lsec, l->name, err);
 }
 
 /* listener_proxy_load - proxy_protocol, proxy_from, proxy_timeout */
@@ -573,30 +759,19 @@ static int listener_proxy_load(struct pc_conf *c, cfg_t *sec, struct pc_listener
 static int listeners_load(struct pc_conf *c, cfg_t *cfg, struct pc_err *err)
 {
     size_t n = cfg_size(cfg, "listener");
-    static const char *default_filters[] = {"relay"};
+    int rc = 0;
 
-    c->nlisteners = n ? n : 1;
-    c->listeners = pc_pool_zalloc(c->pool, c->nlisteners * sizeof(*c->listeners));
+    /* None configured: one listener "inbound" with every default of the table (loopback, the
+     * relay-only chain, the first backend). */
     if (n == 0) {
-        /* Embedded default: one listener on loopback, relay-only chain, first backend. */
-        struct pc_listener_conf *l = &c->listeners[0];
-        l->name = "inbound";
-        l->address = "127.0.0.1:2525";
-        l->backend = &c->backends[0];
-        l->backend_name = l->backend->name;
-        l->chain.n = 1;
-        l->chain.links = pc_pool_zalloc(c->pool, sizeof(*l->chain.links));
-        size_t k;
-        for (k = 0; pc_filter_registry[k]; k++)
-            if (strcmp(pc_filter_registry[k]->name, default_filters[0]) == 0)
-                break;
-        cfg_t *fsec = cfg_getsec(cfg, default_filters[0]);
-        l->chain.links[0].ops = pc_filter_registry[k];
-        l->chain.links[0].conf = c->filter_conf[k];
-        l->chain.links[0].timeout_ms = duration_ms(fsec, "timeout");
-        c->filter_used[k] = true;
-        return 0;
+        if (cfg_addtsec(cfg, "listener", "inbound") == NULL) {
+            pc_err_set(err, cfg, "out of memory");
+            return -1;
+        }
+        n = 1;
     }
+    c->nlisteners = n;
+    c->listeners = pc_pool_zalloc(c->pool, c->nlisteners * sizeof(*c->listeners));
     for (size_t i = 0; i < n; i++) {
         cfg_t *sec = cfg_getnsec(cfg, "listener", (unsigned)i);
         struct pc_listener_conf *l = &c->listeners[i];
@@ -608,7 +783,7 @@ static int listeners_load(struct pc_conf *c, cfg_t *cfg, struct pc_err *err)
         if (!pc_parse_hostport(l->address, h, sizeof(h), p, sizeof(p)) || !p[0]) {
             pc_err_set(err, sec, "listener \"%s\": bad address \"%s\" (host:port or [v6]:port)",
                        l->name, l->address);
-            return -1;
+            rc = -1;
         }
         l->backend_name = cfg_getstr(sec, "backend");
         if (l->backend_name == NULL) {
@@ -620,11 +795,51 @@ static int listeners_load(struct pc_conf *c, cfg_t *cfg, struct pc_err *err)
             if (l->backend == NULL) {
                 pc_err_set(err, sec, "listener \"%s\": no backend named \"%s\"", l->name,
                            l->backend_name);
-                return -1;
+                rc = -1;
+                continue;
             }
         }
-        if (chain_build(c, cfg, sec, l, err) < 0 || listener_proxy_load(c, sec, l, err) < 0)
-            return -1;
+        if (chain_build(c, cfg, sec, l, err) < 0)
+            rc = -1;
+        if (listener_proxy_load(c, sec, l, err) < 0)
+            rc = -1;
+    }
+    return rc;
+}
+
+/* The filters' own trust options: unset, each takes the top-level mynetworks. spf's, dnsbl's
+ * and greylist's follow it only when mynetworks is set on purpose, because their own default
+ * has always been empty (a loopback client is checked like any other, as the tests and a local
+ * relay need). */
+static const struct pc_trust_opt {
+    const char *filter, *option;
+    bool only_explicit;
+} pc_trust_opts[] = {
+    {"relay", "mynetworks", false},       {"dkim", "mynetworks", false},
+    {"spf", "trusted_networks", true},    {"dnsbl", "allow_networks", true},
+    {"greylist", "allow_networks", true},
+};
+
+/* mynetworks_inherit - one trust definition: copy mynetworks into every trust option left
+ * unset; an option set in the filter's own section wins (an override on purpose) */
+static int mynetworks_inherit(cfg_t *cfg, struct pc_err *err)
+{
+    cfg_opt_t *top = cfg_getopt(cfg, "mynetworks");
+    bool top_set = top && (top->flags & CFGF_MODIFIED);
+
+    for (size_t i = 0; top && i < sizeof(pc_trust_opts) / sizeof(pc_trust_opts[0]); i++) {
+        cfg_t *sec = cfg_getsec(cfg, pc_trust_opts[i].filter);
+        cfg_opt_t *o = sec ? cfg_getopt(sec, pc_trust_opts[i].option) : NULL;
+        if (o == NULL || (o->flags & CFGF_MODIFIED) || (pc_trust_opts[i].only_explicit && !top_set))
+            continue;
+        cfg_free_value(o);
+        for (unsigned k = 0; k < cfg_opt_size(top); k++)
+            if (cfg_setnstr(sec, pc_trust_opts[i].option, cfg_opt_getnstr(top, k), k) != 0) {
+                pc_err_set(err, cfg, "mynetworks: cannot apply to %s.%s", pc_trust_opts[i].filter,
+                           pc_trust_opts[i].option);
+                return -1;
+            }
+        o->flags &= ~CFGF_MODIFIED; /* still the filter's default: -n does not show it */
     }
     return 0;
 }
@@ -634,6 +849,7 @@ static void filters_destroy(void *);
 static int filters_configure(struct pc_conf *c, cfg_t *cfg, struct pc_err *err)
 {
     size_t nf = 0;
+    int rc = 0;
 
     while (pc_filter_registry[nf])
         nf++;
@@ -645,13 +861,18 @@ static int filters_configure(struct pc_conf *c, cfg_t *cfg, struct pc_err *err)
         const struct pc_filter_ops *ops = pc_filter_registry[i];
         if (ops->abi != PC_FILTER_ABI)
             pc_fatal("filter %s: ABI %u, expected %u", ops->name, ops->abi, PC_FILTER_ABI);
-        if (ops->configure && ops->configure(cfg_getsec(cfg, ops->name), &c->filter_conf[i], err) < 0) {
-            if (!err->msg[0])
+        /* Into a buffer of its own: a filter may write err->msg itself, from the start. */
+        struct pc_err mine = {{0}};
+        if (ops->configure &&
+            ops->configure(cfg_getsec(cfg, ops->name), &c->filter_conf[i], &mine) < 0) {
+            if (mine.msg[0])
+                err_add(err, mine.msg);
+            else
                 pc_err_set(err, cfg_getsec(cfg, ops->name), "%s: bad configuration", ops->name);
-            return -1;
+            rc = -1; /* and configure the others: their errors are reported too */
         }
     }
-    return 0;
+    return rc;
 }
 
 /* filters_destroy - pool cleanup: release filter configurations */
@@ -673,16 +894,12 @@ static cfg_t *cfg_new(void)
 
     free_opts(opts, fopts);
     cfg_set_error_function(cfg, conf_errfn);
-    for (size_t i = 0; i < sizeof(pc_int_bounds) / sizeof(pc_int_bounds[0]); i++)
-        cfg_set_validate_func(cfg, pc_int_bounds[i].path, validate_int);
-    for (size_t i = 0; i < sizeof(pc_duration_opts) / sizeof(pc_duration_opts[0]); i++)
-        cfg_set_validate_func(cfg, pc_duration_opts[i], validate_duration);
-    cfg_set_validate_func(cfg, "hostname", validate_top);
-    cfg_set_validate_func(cfg, "log", validate_top);
-    cfg_set_validate_func(cfg, "log_format", validate_top);
-    cfg_set_validate_func(cfg, "syslog_name", validate_top);
-    cfg_set_validate_func(cfg, "bare_newline", validate_top);
-    cfg_set_validate_func(cfg, "nul", validate_top);
+    for (size_t i = 0; i < sizeof(pc_filter_bounds) / sizeof(pc_filter_bounds[0]); i++) {
+        char path[128];
+        snprintf(path, sizeof(path), "%s|%s", pc_filter_bounds[i].section,
+                 pc_filter_bounds[i].name);
+        cfg_set_validate_func(cfg, path, validate_int);
+    }
     for (size_t i = 0; pc_filter_registry[i]; i++) {
         char path[128];
         snprintf(path, sizeof(path), "%s|timeout", pc_filter_registry[i]->name);
@@ -780,8 +997,12 @@ struct pc_conf *pc_conf_load(const char *path, struct pc_err *err)
     c->cfg = cfg;
     pc_parse_err = err;
     pc_parse_path = path;
+    pc_err_collect = err;
+    pc_err_count = 0;
     rc = path ? cfg_parse(cfg, path) : cfg_parse_buf(cfg, "");
     pc_parse_err = NULL;
+    if (rc == CFG_SUCCESS && pc_err_count)
+        goto fail; /* the validators' errors, every one with its line */
     if (rc == CFG_FILE_ERROR) {
         snprintf(err->msg, sizeof(err->msg), "%s: cannot read: %m", path);
         goto fail;
@@ -799,68 +1020,30 @@ struct pc_conf *pc_conf_load(const char *path, struct pc_err *err)
     }
     c->path = path ? pc_pool_strdup(pool, path) : "(embedded defaults)";
     pc_conf_current_path = c->path;
+    /* Every value below was checked as the file was read (pc_params' validators). */
     c->hostname = cfg_getstr(cfg, "hostname");
     if (c->hostname == NULL) {
         char h[256] = "localhost";
         gethostname(h, sizeof(h) - 1);
         c->hostname = pc_pool_strdup(pool, h);
-    } else if (!pc_domain_valid(c->hostname, strlen(c->hostname), false)) {
-        snprintf(err->msg, sizeof(err->msg), "%s: hostname \"%s\" is not a valid domain name",
-                 c->path, c->hostname);
-        goto fail;
     }
     c->banner = cfg_getstr(cfg, "banner");
     c->spool_dir = cfg_getstr(cfg, "spool_dir");
     c->log = cfg_getstr(cfg, "log");
-    if (!pc_log_parse_target(c->log, &c->log_target)) {
-        snprintf(err->msg, sizeof(err->msg), "%s: log must be auto, journal, syslog or stderr",
-                 c->path);
-        goto fail;
-    }
+    pc_log_parse_target(c->log, &c->log_target);
     c->log_json = strcmp(cfg_getstr(cfg, "log_format"), "json") == 0;
     c->syslog_name = cfg_getstr(cfg, "syslog_name");
-    if (!syslog_name_valid(c->syslog_name)) {
-        snprintf(err->msg, sizeof(err->msg), "%s: syslog_name \"%s\" is not valid", c->path,
-                 c->syslog_name);
-        goto fail;
-    }
     cfg_t *msec = cfg_getsec(cfg, "metrics");
     c->metrics_enabled = cfg_getbool(msec, "enabled");
     c->metrics_address = cfg_getstr(msec, "address");
-    {
-        char h[256], pt[16];
-        if (!pc_parse_hostport(c->metrics_address, h, sizeof(h), pt, sizeof(pt)) || !pt[0]) {
-            snprintf(err->msg, sizeof(err->msg), "%s: metrics.address \"%s\" must be host:port",
-                     c->path, c->metrics_address);
-            goto fail;
-        }
-    }
     c->user = cfg_getstr(cfg, "user");
     c->group = cfg_getstr(cfg, "group");
     c->run_as_root = cfg_getbool(cfg, "run_as_root");
-    /* Checked here too, so that -t (and ExecReload) catch a typo before a restart does. */
-    if (*c->user && getpwnam(c->user) == NULL) {
-        snprintf(err->msg, sizeof(err->msg), "%s: user \"%s\": no such user", c->path, c->user);
-        goto fail;
-    }
-    if (*c->group && getgrnam(c->group) == NULL) {
-        snprintf(err->msg, sizeof(err->msg), "%s: group \"%s\": no such group", c->path,
-                 c->group);
-        goto fail;
-    }
     c->delay_reject = cfg_getbool(cfg, "delay_reject");
     c->soft_bounce = cfg_getbool(cfg, "soft_bounce");
     c->smtputf8 = cfg_getbool(cfg, "smtputf8");
-    const char *bn = cfg_getstr(cfg, "bare_newline");
-    if (strcmp(bn, "reject") == 0)
-        c->bare_newline = PC_BARE_REJECT;
-    else if (strcmp(bn, "normalize") == 0)
-        c->bare_newline = PC_BARE_NORMALIZE;
-    else {
-        snprintf(err->msg, sizeof(err->msg), "%s: bare_newline must be reject or normalize",
-                 c->path);
-        goto fail;
-    }
+    c->bare_newline = strcmp(cfg_getstr(cfg, "bare_newline"), "normalize") == 0 ? PC_BARE_NORMALIZE
+                                                                                : PC_BARE_REJECT;
     c->nul_strip = strcmp(cfg_getstr(cfg, "nul"), "strip") == 0;
     if (limits_load(c, cfg_getsec(cfg, "limits"), err) < 0)
         goto fail;
@@ -880,13 +1063,28 @@ struct pc_conf *pc_conf_load(const char *path, struct pc_err *err)
     c->dns_nameservers = pc_pool_zalloc(pool, (c->dns_nnameservers + 1) * sizeof(char *));
     for (size_t i = 0; i < c->dns_nnameservers; i++)
         c->dns_nameservers[i] = cfg_getnstr(d, "nameservers", (unsigned)i);
-    if (filters_configure(c, cfg, err) < 0)
+    /* Each step reports what it finds and the next runs too, so -t shows every error. */
+    if (mynetworks_inherit(cfg, err) < 0)
         goto fail;
-    if (backends_load(c, cfg, err) < 0 || auths_load(c, cfg, err) < 0 ||
-        listeners_load(c, cfg, err) < 0)
+    int bad = filters_configure(c, cfg, err) < 0;
+    if (backends_load(c, cfg, err) < 0) {
+        bad = 1;
+    } else {
+        /* Into a buffer of its own: the password file check writes err->msg itself. */
+        struct pc_err mine = {{0}};
+        if (auths_load(c, cfg, &mine) < 0) {
+            err_add(err, mine.msg[0] ? mine.msg : "auth: bad configuration");
+            bad = 1;
+        }
+        if (listeners_load(c, cfg, err) < 0)
+            bad = 1;
+    }
+    if (bad || pc_err_count)
         goto fail;
+    pc_err_collect = NULL;
     return c;
 fail:
+    pc_err_collect = NULL;
     pc_pool_destroy(pool);
     return NULL;
 }
@@ -918,44 +1116,114 @@ void pc_conf_unref(struct pc_conf *c)
         pc_pool_destroy(c->pool);
 }
 
-/* print_section - one section's options with defaults */
-static void print_section(cfg_t *sec, const char *prefix)
+/* value_text - an option's value as the configuration would write it; "(unset)" if none */
+static void value_text(cfg_t *sec, cfg_opt_t *o, char *buf, size_t size)
+{
+    size_t n = cfg_size(sec, o->name), used = 0;
+    bool list = o->flags & CFGF_LIST;
+
+    if (n == 0 && !list) {
+        snprintf(buf, size, "(unset)");
+        return;
+    }
+    buf[0] = 0;
+    if (list)
+        used += (size_t)snprintf(buf, size, "{");
+    for (size_t i = 0; i < n && used < size; i++) {
+        const char *sep = i ? ", " : "";
+        if (o->type == CFGT_INT)
+            used += (size_t)snprintf(buf + used, size - used, "%s%ld", sep,
+                                     cfg_getnint(sec, o->name, (unsigned)i));
+        else if (o->type == CFGT_BOOL)
+            used += (size_t)snprintf(buf + used, size - used, "%s%s", sep,
+                                     cfg_getnbool(sec, o->name, (unsigned)i) ? "true" : "false");
+        else if (o->type == CFGT_STR)
+            used += (size_t)snprintf(buf + used, size - used, "%s\"%s\"", sep,
+                                     cfg_getnstr(sec, o->name, (unsigned)i));
+    }
+    if (list && used < size)
+        snprintf(buf + used, size - used, "}");
+}
+
+/* print_tree - every option of sec as "path = value"; with only_changed, those whose value
+ * differs from def (the same section parsed from nothing) */
+static void print_tree(cfg_t *sec, cfg_t *def, const char *prefix, bool only_changed)
 {
     for (cfg_opt_t *o = sec->opts; o && o->name; o++) {
-        char name[256];
+        char name[256], v[4096], dv[4096];
         snprintf(name, sizeof(name), "%s%s%s", prefix, *prefix ? "." : "", o->name);
-        if (o->type == CFGT_SEC) {
-            if (o->flags & CFGF_MULTI) {
-                /* Print the option names of a multi section from a throw-away instance. */
-                for (cfg_opt_t *so = o->subopts; so && so->name; so++)
-                    printf("%s.%s\n", name, so->name);
-                continue;
+        if (o->type != CFGT_SEC) {
+            value_text(sec, o, v, sizeof(v));
+            value_text(def, cfg_getopt(def, o->name), dv, sizeof(dv));
+            if (!only_changed || strcmp(v, dv) != 0)
+                printf("%s = %s\n", name, v);
+        } else if (!(o->flags & CFGF_MULTI)) {
+            print_tree(cfg_getsec(sec, o->name), cfg_getsec(def, o->name), name, only_changed);
+        } else {
+            /* A section that may repeat: its defaults from a fresh instance. */
+            unsigned n = cfg_size(sec, o->name);
+            cfg_t *d = cfg_size(def, o->name) ? cfg_getnsec(def, o->name, 0)
+                                              : cfg_addtsec(def, o->name, "_");
+            if (n == 0 && !only_changed && d)
+                print_tree(d, d, name, false);
+            for (unsigned i = 0; i < n && d; i++) {
+                cfg_t *inst = cfg_getnsec(sec, o->name, i);
+                char iname[300];
+                snprintf(iname, sizeof(iname), "%s.%s", name, cfg_title(inst));
+                print_tree(inst, d, iname, only_changed);
             }
-            print_section(cfg_getsec(sec, o->name), name);
-            continue;
         }
-        char *text = NULL;
-        size_t len = 0;
-        FILE *f = open_memstream(&text, &len);
-        if (cfg_size(sec, o->name) > 0)
-            cfg_opt_print_indent(o, f, 0);
-        fclose(f);
-        /* libconfuse prints "name=value" or "name = {...}": keep the value. */
-        char *eq = text ? strchr(text, '=') : NULL;
-        char *val = eq ? eq + 1 : NULL;
-        while (val && *val == ' ')
-            val++;
-        printf("%s%s%s", name, val ? " = " : "\n", val ? val : "");
-        free(text);
     }
+}
+
+/* pc_conf_print - -p: every parameter with its effective value (path NULL: the defaults);
+ * -n: only those whose value differs from the default. The file is checked first. */
+int pc_conf_print(const char *path, bool only_changed, struct pc_err *err)
+{
+    struct pc_conf *c = pc_conf_load(path, err);
+    cfg_t *def = cfg_new();
+
+    if (c == NULL) {
+        cfg_free(def);
+        return -1;
+    }
+    cfg_parse_buf(def, "");
+    cfg_t *shown = path ? c->cfg : def; /* the embedded listener is no parameter */
+    cfg_t *raw = NULL;
+    if (only_changed && path) {
+        /* What the file says, before mynetworks is copied into the filters' options. */
+        raw = cfg_new();
+        pc_parse_err = NULL;
+        if (cfg_parse(raw, path) == CFG_SUCCESS)
+            shown = raw;
+    } else if (path) {
+        /* The effective values of what the file leaves unset: the host's name, the first
+         * backend, our hostname in EHLO. */
+        if (cfg_size(shown, "hostname") == 0)
+            cfg_setstr(shown, "hostname", c->hostname);
+        for (unsigned i = 0; i < cfg_size(shown, "listener") && i < c->nlisteners; i++) {
+            cfg_t *l = cfg_getnsec(shown, "listener", i);
+            if (cfg_size(l, "backend") == 0 && c->listeners[i].backend_name)
+                cfg_setstr(l, "backend", c->listeners[i].backend_name);
+        }
+        for (unsigned i = 0; i < cfg_size(shown, "backend"); i++) {
+            cfg_t *b = cfg_getnsec(shown, "backend", i);
+            if (cfg_size(b, "helo_name") == 0)
+                cfg_setstr(b, "helo_name", c->hostname);
+        }
+    }
+    print_tree(shown, def, "", only_changed);
+    if (raw)
+        cfg_free(raw);
+    cfg_free(def);
+    pc_conf_unref(c);
+    return 0;
 }
 
 /* pc_conf_print_defaults - every parameter and its default */
 void pc_conf_print_defaults(void)
 {
-    cfg_t *cfg = cfg_new();
+    struct pc_err err;
 
-    cfg_parse_buf(cfg, "");
-    print_section(cfg, "");
-    cfg_free(cfg);
+    pc_conf_print(NULL, false, &err);
 }

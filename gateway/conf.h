@@ -90,8 +90,8 @@ struct pc_conf {
     const char *syslog_name;
     bool metrics_enabled;
     const char *metrics_address; /* host:port of the Prometheus endpoint */
-    const char *user, *group; /* drop to these after binding ("" = stay) */
-    bool run_as_root;         /* started as root without user: allowed to keep running */
+    const char *user, *group;    /* drop to these after binding ("" = stay) */
+    bool run_as_root;            /* started as root without user: allowed to keep running */
     bool delay_reject, soft_bounce, smtputf8;
     enum pc_bare_newline bare_newline;
     bool nul_strip; /* nul = "strip": drop NUL bytes instead of refusing the message */
@@ -122,5 +122,8 @@ void pc_conf_ref(struct pc_conf *);
 void pc_conf_unref(struct pc_conf *);
 /* pc_conf_print_defaults - every parameter with its default, as "section.name = value" */
 void pc_conf_print_defaults(void);
+/* pc_conf_print - every parameter's effective value in the file (NULL: the defaults); with
+ * only_changed, those that differ from the default (postconf -n). -1 if the file is bad. */
+int pc_conf_print(const char *path, bool only_changed, struct pc_err *);
 
 #endif

@@ -5,7 +5,10 @@
 bin=${1:-build/portcullis}
 man=$(dirname "$0")/../deploy/portcullis.conf.5
 missing=0
-for name in $("$bin" -p | sed 's/ = .*//'); do
+# -p prints the parameter table; a -p that fails must not pass as "nothing undocumented".
+params=$("$bin" -p) || { echo "docs-check: $bin -p failed"; exit 1; }
+[ -n "$params" ] || { echo "docs-check: $bin -p printed nothing"; exit 1; }
+for name in $(printf '%s\n' "$params" | sed 's/ = .*//'); do
     case "$name" in
         *.timeout|*.on_error) base=${name##*.}; sec=${name%%.*}
             [ "$sec" = dns ] || name=$base ;;

@@ -12,6 +12,7 @@
  *	portcullis.conf(5)
  */
 #include <check.h>
+#include <confuse.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,20 +80,21 @@ END_TEST
 START_TEST(full)
 {
     struct pc_err err;
-    struct pc_conf *c = load(
-        "hostname = \"mx.example.net\"\n"
-        "listener \"in\" { address = \"[::1]:2525\" backend = \"b\" filters = { } trusted = true }\n"
-        "listener \"sub\" { address = \"127.0.0.1:587\" backend = \"m\" dry_run = true }\n"
-        "backend \"a\" { address = \"127.0.0.1:10025\" identity = \"none\" }\n"
-        "backend \"b\" { address = { \"127.0.0.1:10025\", \"[::1]:10026\" }\n"
-        "    identity = \"xforward\" lmtp = true helo_name = \"gw.example\" }\n"
-        "backend \"m\" { maildir = \"/tmp/md\" }\n"
-        "limits { max_message_size = 1024 max_recipients = 100000 spool_threshold = 0 }\n"
-        "timeouts { command = 250ms data = 90s backend_connect = 1d backend_command = 2h }\n"
-        "relay { timeout = 2s on_error = accept }\n"
-        "soft_bounce = true\n"
-        "bare_newline = \"normalize\"\n",
-        &err);
+    struct pc_conf *c =
+        load("hostname = \"mx.example.net\"\n"
+             "listener \"in\" { address = \"[::1]:2525\" backend = \"b\" filters = { } trusted = "
+             "true }\n"
+             "listener \"sub\" { address = \"127.0.0.1:587\" backend = \"m\" dry_run = true }\n"
+             "backend \"a\" { address = \"127.0.0.1:10025\" identity = \"none\" }\n"
+             "backend \"b\" { address = { \"127.0.0.1:10025\", \"[::1]:10026\" }\n"
+             "    identity = \"xforward\" lmtp = true helo_name = \"gw.example\" }\n"
+             "backend \"m\" { maildir = \"/tmp/md\" }\n"
+             "limits { max_message_size = 1024 max_recipients = 100000 spool_threshold = 0 }\n"
+             "timeouts { command = 250ms data = 90s backend_connect = 1d backend_command = 2h }\n"
+             "relay { timeout = 2s on_error = accept }\n"
+             "soft_bounce = true\n"
+             "bare_newline = \"normalize\"\n",
+             &err);
 
     ck_assert_msg(c != NULL, "%s", err.msg);
     ck_assert_str_eq(c->hostname, "mx.example.net");
@@ -126,7 +128,8 @@ START_TEST(full)
 
     /* Braces inside strings and comments are not structure. */
     c = load("# a comment with {\nbanner = \"ESMTP {}\\\" }\" // }\n/* { */ relay { }\n"
-             "spool_dir = /tmp//x\n", &err);
+             "spool_dir = /tmp//x\n",
+             &err);
     ck_assert_msg(c != NULL, "%s", err.msg);
     ck_assert_str_eq(c->banner, "ESMTP {}\" }");
     ck_assert_str_eq(c->spool_dir, "/tmp//x"); /* "//" inside a word is no comment */
@@ -176,7 +179,8 @@ START_TEST(errors)
         {"relay {\n\n timeout = forever\n}\n", 3, "bad duration"},
         {"relay { on_error = ignore }\n", 1, "on_error"},
         /* Filters. */
-        {"listener \"in\" {\n filters = { \"relay\", \"nosuch\" }\n}\n", 0, "unknown filter \"nosuch\""},
+        {"listener \"in\" {\n filters = { \"relay\", \"nosuch\" }\n}\n", 0,
+         "unknown filter \"nosuch\""},
         {"listener \"in\" { filters = { \"relay\", \"relay\" } }\n", 1, "listed twice"},
         /* Backends. */
         {"backend \"b\" {\n address = \"nohost\"\n}\n", 0, "bad address"},
@@ -213,17 +217,86 @@ START_TEST(errors)
         ck_assert_msg(c == NULL, "%zu accepted: %s", i, t[i].text);
         /* "FILE:LINE: ", with the line given when the table knows it. */
         size_t pl = strlen(path);
-        ck_assert_msg(strncmp(err.msg, path, pl) == 0 && err.msg[pl] == ':', "%zu: %s", i,
-                      err.msg);
+        ck_assert_msg(strncmp(err.msg, path, pl) == 0 && err.msg[pl] == ':', "%zu: %s", i, err.msg);
         char *end;
         long line = strtol(err.msg + pl + 1, &end, 10);
         ck_assert_msg(end > err.msg + pl + 1 && end[0] == ':' && end[1] == ' ' && line > 0,
                       "%zu: no line number: %s", i, err.msg);
         if (t[i].line)
-            ck_assert_msg(line == t[i].line, "%zu: line %ld, expected %d: %s", i, line,
-                          t[i].line, err.msg);
+            ck_assert_msg(line == t[i].line, "%zu: line %ld, expected %d: %s", i, line, t[i].line,
+                          err.msg);
         ck_assert_msg(strstr(err.msg, t[i].says) != NULL, "%zu: %s", i, err.msg);
     }
+}
+END_TEST
+
+/* nets - the networks of option name in section sec of a loaded configuration, comma-joined */
+static const char *nets(struct pc_conf *c, const char *sec, const char *name)
+{
+    static char buf[256];
+    cfg_t *s = cfg_getsec(c->cfg, sec);
+
+    buf[0] = 0;
+    for (unsigned i = 0; i < cfg_size(s, name); i++)
+        snprintf(buf + strlen(buf), sizeof(buf) - strlen(buf), "%s%s", i ? "," : "",
+                 cfg_getnstr(s, name, i));
+    return buf;
+}
+
+/* One trust definition: the top-level mynetworks fills every filter's trust option left unset;
+ * a filter's own option wins. spf's follows only a mynetworks set on purpose. */
+START_TEST(trust)
+{
+    struct pc_err err;
+    struct pc_conf *c = load("relay { domains = { \"a.example\" } }\n", &err);
+
+    ck_assert_msg(c != NULL, "%s", err.msg);
+    ck_assert_str_eq(nets(c, "relay", "mynetworks"), "127.0.0.0/8,::1/128");
+    ck_assert_str_eq(nets(c, "dkim", "mynetworks"), "127.0.0.0/8,::1/128");
+    ck_assert_str_eq(nets(c, "spf", "trusted_networks"), "");
+    ck_assert_str_eq(nets(c, "greylist", "allow_networks"), "");
+    pc_conf_unref(c);
+    c = load("mynetworks = { \"127.0.0.1/32\" }\ndkim { mynetworks = { \"192.0.2.0/24\" } }\n",
+             &err);
+    ck_assert_msg(c != NULL, "%s", err.msg);
+    ck_assert_str_eq(nets(c, "relay", "mynetworks"), "127.0.0.1/32");
+    ck_assert_str_eq(nets(c, "dkim", "mynetworks"), "192.0.2.0/24");
+    ck_assert_str_eq(nets(c, "spf", "trusted_networks"), "127.0.0.1/32");
+    ck_assert_str_eq(nets(c, "dnsbl", "allow_networks"), "127.0.0.1/32");
+    ck_assert_str_eq(nets(c, "greylist", "allow_networks"), "127.0.0.1/32");
+    pc_conf_unref(c);
+    /* A bad network is an error at its line. */
+    ck_assert_ptr_null(load("banner = \"x\"\nmynetworks = { \"10.0.0.0/33\" }\n", &err));
+    ck_assert_msg(strstr(err.msg, ":2: mynetworks: bad network") != NULL, "%s", err.msg);
+}
+END_TEST
+
+/* -t shows every error, one line each with its own line number; bounds are keyed by section. */
+START_TEST(several_errors)
+{
+    struct pc_err err;
+
+    ck_assert_ptr_null(load("limits {\n max_recipients = 0\n max_errors = 0\n}\n"
+                            "timeouts { data = soon }\nlog = \"nowhere\"\n",
+                            &err));
+    ck_assert_msg(strstr(err.msg, ":2: limits.max_recipients = 0 is out of range") != NULL, "%s",
+                  err.msg);
+    ck_assert_msg(strstr(err.msg, ":3: limits.max_errors = 0") != NULL, "%s", err.msg);
+    ck_assert_msg(strstr(err.msg, ":5: data: bad duration") != NULL, "%s", err.msg);
+    ck_assert_msg(strstr(err.msg, ":6: log must be") != NULL, "%s", err.msg);
+    /* An error in a filter's section does not hide one in another's, nor a listener's. */
+    ck_assert_ptr_null(load("dnsbl {\n threshold = 0\n}\nrelay { on_error = \"maybe\" }\n", &err));
+    ck_assert_msg(strstr(err.msg, ":2: dnsbl.threshold = 0 is out of range") != NULL, "%s",
+                  err.msg);
+    ck_assert_msg(strstr(err.msg, ":4: on_error must be") != NULL, "%s", err.msg);
+    /* Many at once: every one is there, the last too. */
+    ck_assert_ptr_null(load("limits {\n max_recipients = 0\n max_command_length = 1\n"
+                            " max_line_length = 1\n max_header_size = 1\n max_headers = 1\n"
+                            " max_errors = 0\n max_connections = 0\n max_connections_per_ip = 0\n"
+                            " spool_threshold = -1\n max_message_size = 1\n}\n",
+                            &err));
+    ck_assert_msg(strstr(err.msg, ":11: limits.max_message_size = 1 is out of range") != NULL, "%s",
+                  err.msg);
 }
 END_TEST
 
@@ -303,6 +376,8 @@ int main(void)
     tcase_add_test(tc, full);
     tcase_add_test(tc, errors);
     tcase_add_test(tc, missing_file);
+    tcase_add_test(tc, trust);
+    tcase_add_test(tc, several_errors);
     tcase_add_test(tc, auth_sections);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
