@@ -130,16 +130,17 @@ struct pc_session {
     double score;
     bool accepted;
     struct pc_txn *txn;
-    void **fctx;                  /* per chain link filter context */
-    struct pc_chain_state *run;   /* chain runner state */
+    void **fctx;                /* per chain link filter context */
+    struct pc_chain_state *run; /* chain runner state */
     /* Findings about the current HELO live in helo_pool and are undone at the next HELO; the
      * marks are where the session's lists and score stood before the first one. */
     struct pc_pool *helo_pool;
     struct pc_fact **helo_facts_mark;
     struct pc_symbol *helo_symbols_mark;
     double helo_score_mark;
-    /* The engine (gateway/engine.h) holds CONNECT/HELO/MAIL refusals until RCPT when delay_reject is on and logs
-     * them there: the chain must not log them when it decides (one line per refusal). */
+    /* The engine (gateway/engine.h) holds CONNECT/HELO/MAIL refusals until RCPT when delay_reject
+     * is on and logs them there: the chain must not log them when it decides (one line per
+     * refusal). */
     bool holds_refusals;
 };
 

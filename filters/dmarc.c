@@ -150,8 +150,8 @@ const char *pc_dmarc_pick(const char *const *txt, size_t n)
 
     for (size_t i = 0; i < n; i++) {
         const char *t = txt[i];
-        if (strncmp(t, "v=DMARC1", 8) != 0 || (t[8] != ';' && t[8] != ' ' && t[8] != '\t' &&
-                                                 t[8] != 0))
+        if (strncmp(t, "v=DMARC1", 8) != 0 ||
+            (t[8] != ';' && t[8] != ' ' && t[8] != '\t' && t[8] != 0))
             continue;
         if (found)
             return NULL;
@@ -280,14 +280,13 @@ struct dmarc_ctx {
     bool asking_org;
 };
 
-static cfg_opt_t dmarc_opts[] = {
-    CFG_BOOL("reject_multiple_from", cfg_true, CFGF_NONE),
-    CFG_BOOL("reject_malformed_from", cfg_false, CFGF_NONE),
-    CFG_BOOL("honor_reject", cfg_true, CFGF_NONE),
-    CFG_BOOL("honor_pct", cfg_true, CFGF_NONE),
-    CFG_STR("quarantine_header", "X-DMARC-Quarantine", CFGF_NONE),
-    CFG_STR("public_suffix_list", "", CFGF_NONE),
-    CFG_END()};
+static cfg_opt_t dmarc_opts[] = {CFG_BOOL("reject_multiple_from", cfg_true, CFGF_NONE),
+                                 CFG_BOOL("reject_malformed_from", cfg_false, CFGF_NONE),
+                                 CFG_BOOL("honor_reject", cfg_true, CFGF_NONE),
+                                 CFG_BOOL("honor_pct", cfg_true, CFGF_NONE),
+                                 CFG_STR("quarantine_header", "X-DMARC-Quarantine", CFGF_NONE),
+                                 CFG_STR("public_suffix_list", "", CFGF_NONE),
+                                 CFG_END()};
 
 /* dmarc_configure - options; the suffix list is checked here, read once */
 static int dmarc_configure(cfg_t *sec, void **out, struct pc_err *err)
@@ -410,27 +409,28 @@ static enum pc_action dmarc_decide(struct dmarc_ctx *x, const char *record, stru
     /* RFC 7489 6.6.4: outside the pct= sample, apply the next milder policy. */
     if (strcmp(out.result, "fail") == 0 && c->honor_pct && out.pct < 100 &&
         (int)arc4random_uniform(100) >= out.pct)
-        applied = applied == DMARC_RECORD_P_REJECT ? DMARC_RECORD_P_QUARANTINE : DMARC_RECORD_P_NONE;
+        applied =
+            applied == DMARC_RECORD_P_REJECT ? DMARC_RECORD_P_QUARANTINE : DMARC_RECORD_P_NONE;
     pname = out.policy == DMARC_RECORD_P_REJECT       ? "reject"
             : out.policy == DMARC_RECORD_P_QUARANTINE ? "quarantine"
                                                       : "none";
     pc_fact_add(s, "dmarc_policy", "%s", pname);
-    pc_info("%s: dmarc: header.from=%s result=%s p=%s%s dkim_aligned=%d spf_aligned=%d",
-            s->txn->id, x->domain, out.result, pname, out.sp_used ? " (sp)" : "", out.dkim_aligned,
+    pc_info("%s: dmarc: header.from=%s result=%s p=%s%s dkim_aligned=%d spf_aligned=%d", s->txn->id,
+            x->domain, out.result, pname, out.sp_used ? " (sp)" : "", out.dkim_aligned,
             out.spf_aligned);
     if (strcmp(out.result, "fail") != 0)
         return PC_CONTINUE;
     if (applied == DMARC_RECORD_P_REJECT && c->honor_reject) {
-        pc_verdict_set(v, PC_REJECT, 550, "5.7.1",
-                       "Rejected by DMARC policy for %s (RFC 7489)", x->domain);
+        pc_verdict_set(v, PC_REJECT, 550, "5.7.1", "Rejected by DMARC policy for %s (RFC 7489)",
+                       x->domain);
         return PC_REJECT;
     }
     if (applied == DMARC_RECORD_P_REJECT || applied == DMARC_RECORD_P_QUARANTINE) {
         pc_fact_add(s, "dmarc_quarantine", "%s", x->domain);
         if (c->quarantine_header[0])
-            pc_header_add(s, c->quarantine_header,
-                          pc_pool_printf(s->txn->pool, "policy=%s; header.from=%s", pname,
-                                         x->domain));
+            pc_header_add(
+                s, c->quarantine_header,
+                pc_pool_printf(s->txn->pool, "policy=%s; header.from=%s", pname, x->domain));
     }
     return PC_CONTINUE;
 }

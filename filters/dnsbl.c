@@ -72,12 +72,10 @@ struct dnsbl_ctx {
     const struct dnsbl_site *worst;
 };
 
-static cfg_opt_t dnsbl_opts[] = {
-    CFG_STR_LIST("sites", "{}", CFGF_NONE),
-    CFG_INT("threshold", 1, CFGF_NONE),
-    CFG_INT("reject_code", 554, CFGF_NONE),
-    CFG_STR_LIST("allow_networks", "{}", CFGF_NONE),
-    CFG_END()};
+static cfg_opt_t dnsbl_opts[] = {CFG_STR_LIST("sites", "{}", CFGF_NONE),
+                                 CFG_INT("threshold", 1, CFGF_NONE),
+                                 CFG_INT("reject_code", 554, CFGF_NONE),
+                                 CFG_STR_LIST("allow_networks", "{}", CFGF_NONE), CFG_END()};
 
 /* set_bit - mark an octet value as accepted */
 static void set_bit(uint8_t *set, unsigned v)
@@ -151,7 +149,8 @@ static const char *dnsbl_parse_site(const char *text, struct dnsbl_site *site)
     site->weight = 1;
     if (star && eq && star < eq)
         star = NULL;
-    /* A '*' inside the pattern is an octet wildcard: the weight's star is the one after "]" or a digit. */
+    /* A '*' inside the pattern is an octet wildcard: the weight's star is the one after "]" or a
+     * digit. */
     if (star && eq) {
         const char *w = star + 1;
         if (*w == 0 || (*w != '-' && !isdigit((unsigned char)*w)))

@@ -75,8 +75,8 @@ struct rl_limit {
 
 struct rl_conf {
     struct pc_rl_store *store;
-    bool slot_tag;                    /* Redis Cluster: one hash tag per check */
-    unsigned common[PC_STAGE_COUNT];  /* key fields every limit of a stage has (bit mask) */
+    bool slot_tag;                   /* Redis Cluster: one hash tag per check */
+    unsigned common[PC_STAGE_COUNT]; /* key fields every limit of a stage has (bit mask) */
     char prefix[65];
     unsigned v4_prefix, v6_prefix;
     struct rl_limit *limits;

@@ -66,14 +66,13 @@ struct rdns_ctx {
     struct pc_verdict held; /* reject_stage = rcpt */
 };
 
-static cfg_opt_t rdns_opts[] = {
-    CFG_BOOL("reject", cfg_true, CFGF_NONE),
-    CFG_STR("reject_stage", "connect", CFGF_NONE),
-    CFG_INT("max_names", 10, CFGF_NONE),
-    CFG_INT("reject_code", 550, CFGF_NONE),
-    CFG_INT("tempfail_code", 450, CFGF_NONE),
-    CFG_STR_LIST("skip_networks", "{}", CFGF_NONE),
-    CFG_END()};
+static cfg_opt_t rdns_opts[] = {CFG_BOOL("reject", cfg_true, CFGF_NONE),
+                                CFG_STR("reject_stage", "connect", CFGF_NONE),
+                                CFG_INT("max_names", 10, CFGF_NONE),
+                                CFG_INT("reject_code", 550, CFGF_NONE),
+                                CFG_INT("tempfail_code", 450, CFGF_NONE),
+                                CFG_STR_LIST("skip_networks", "{}", CFGF_NONE),
+                                CFG_END()};
 
 /* rdns_configure - options */
 static int rdns_configure(cfg_t *sec, void **out, struct pc_err *err)

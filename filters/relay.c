@@ -30,11 +30,10 @@ struct relay_conf {
     bool allow_untrusted_routing;
 };
 
-static cfg_opt_t relay_opts[] = {
-    CFG_STR_LIST("mynetworks", "{127.0.0.0/8, ::1/128}", CFGF_NONE),
-    CFG_STR_LIST("domains", "{}", CFGF_NONE),
-    CFG_BOOL("allow_untrusted_routing", cfg_false, CFGF_NONE),
-    CFG_END()};
+static cfg_opt_t relay_opts[] = {CFG_STR_LIST("mynetworks", "{127.0.0.0/8, ::1/128}", CFGF_NONE),
+                                 CFG_STR_LIST("domains", "{}", CFGF_NONE),
+                                 CFG_BOOL("allow_untrusted_routing", cfg_false, CFGF_NONE),
+                                 CFG_END()};
 
 /* relay_configure - networks and domains */
 static int relay_configure(cfg_t *sec, void **out, struct pc_err *err)
@@ -99,8 +98,7 @@ static bool relay_local(const struct relay_conf *c, const struct pc_mailbox *mb)
 }
 
 /* relay_rcpt - authorise or refuse one recipient */
-static enum pc_action relay_rcpt(struct pc_session *s, void *conf, void *ctx,
-                                 struct pc_verdict *v)
+static enum pc_action relay_rcpt(struct pc_session *s, void *conf, void *ctx, struct pc_verdict *v)
 {
     const struct relay_conf *c = conf;
     struct pc_rcpt *r = s->txn->cur_rcpt;

@@ -219,8 +219,8 @@ static void on_proxy_header(void *arg, evutil_socket_t fd, const struct pc_pp_in
     pc_ip_from_sockaddr((struct sockaddr *)&w->peer, &ip);
     pc_ip_format(&ip, peer, sizeof(peer));
     if (info == NULL) {
-        pc_warn("listener %s: bad PROXY header from %s: %s; connection closed", w->listener,
-                peer, why);
+        pc_warn("listener %s: bad PROXY header from %s: %s; connection closed", w->listener, peer,
+                why);
         evutil_closesocket(fd);
     } else if (lc == NULL || srv->stopping) {
         refuse(srv, fd, "4.3.2", "service shutting down");
@@ -232,9 +232,9 @@ static void on_proxy_header(void *arg, evutil_socket_t fd, const struct pc_pp_in
             salen = info->srclen;
         }
         pc_ip_from_sockaddr(sa, &ip);
-        pc_info("listener %s: PROXY v%d from %s: client %s%s%s%s", w->listener, info->version,
-                peer, info->local ? "(the proxy itself) " : "",
-                pc_ip_format(&ip, client, sizeof(client)), info->tls.present ? " tls=" : "",
+        pc_info("listener %s: PROXY v%d from %s: client %s%s%s%s", w->listener, info->version, peer,
+                info->local ? "(the proxy itself) " : "", pc_ip_format(&ip, client, sizeof(client)),
+                info->tls.present ? " tls=" : "",
                 info->tls.present ? (info->tls.version[0] ? info->tls.version : "yes") : "");
         admit(srv, lc, fd, sa, salen, info);
     }
@@ -480,8 +480,8 @@ static void on_stop(evutil_socket_t sig, short what, void *arg)
         event_base_loopexit(srv->base, NULL);
         return;
     }
-    pc_info("signal %d: stopping; waiting up to %ds for %zu sessions", (int)sig,
-            PC_GRACE_SECONDS, srv->nconn);
+    pc_info("signal %d: stopping; waiting up to %ds for %zu sessions", (int)sig, PC_GRACE_SECONDS,
+            srv->nconn);
     srv->stopping = true;
     notify_status(srv, "STOPPING=1\n");
     /* The listeners stay open while we drain: a new client hears 421 from on_accept at once

@@ -25,15 +25,15 @@ static const struct {
     const char *name;
     enum pc_verb verb;
 } pc_verbs[] = {
-    {"HELO", PC_VERB_HELO},         {"EHLO", PC_VERB_EHLO},     {"MAIL", PC_VERB_MAIL},
-    {"RCPT", PC_VERB_RCPT},         {"DATA", PC_VERB_DATA},     {"RSET", PC_VERB_RSET},
-    {"NOOP", PC_VERB_NOOP},         {"QUIT", PC_VERB_QUIT},     {"HELP", PC_VERB_HELP},
-    {"VRFY", PC_VERB_VRFY},         {"EXPN", PC_VERB_EXPN},     {"STARTTLS", PC_VERB_STARTTLS},
-    {"AUTH", PC_VERB_AUTH},         {"BDAT", PC_VERB_BDAT},     {"ETRN", PC_VERB_ETRN},
-    {"TURN", PC_VERB_OBSOLETE},     {"SEND", PC_VERB_OBSOLETE}, {"SOML", PC_VERB_OBSOLETE},
-    {"SAML", PC_VERB_OBSOLETE},     {"GET", PC_VERB_FORBIDDEN}, {"POST", PC_VERB_FORBIDDEN},
-    {"HEAD", PC_VERB_FORBIDDEN},    {"PUT", PC_VERB_FORBIDDEN}, {"CONNECT", PC_VERB_FORBIDDEN},
-    {"USER", PC_VERB_FORBIDDEN},    {"PASS", PC_VERB_FORBIDDEN},
+    {"HELO", PC_VERB_HELO},      {"EHLO", PC_VERB_EHLO},      {"MAIL", PC_VERB_MAIL},
+    {"RCPT", PC_VERB_RCPT},      {"DATA", PC_VERB_DATA},      {"RSET", PC_VERB_RSET},
+    {"NOOP", PC_VERB_NOOP},      {"QUIT", PC_VERB_QUIT},      {"HELP", PC_VERB_HELP},
+    {"VRFY", PC_VERB_VRFY},      {"EXPN", PC_VERB_EXPN},      {"STARTTLS", PC_VERB_STARTTLS},
+    {"AUTH", PC_VERB_AUTH},      {"BDAT", PC_VERB_BDAT},      {"ETRN", PC_VERB_ETRN},
+    {"TURN", PC_VERB_OBSOLETE},  {"SEND", PC_VERB_OBSOLETE},  {"SOML", PC_VERB_OBSOLETE},
+    {"SAML", PC_VERB_OBSOLETE},  {"GET", PC_VERB_FORBIDDEN},  {"POST", PC_VERB_FORBIDDEN},
+    {"HEAD", PC_VERB_FORBIDDEN}, {"PUT", PC_VERB_FORBIDDEN},  {"CONNECT", PC_VERB_FORBIDDEN},
+    {"USER", PC_VERB_FORBIDDEN}, {"PASS", PC_VERB_FORBIDDEN},
 };
 
 /* pc_cmd_parse - verb and argument */
@@ -61,7 +61,8 @@ const char *pc_cmd_parse(const char *line, size_t len, struct pc_cmd *cmd)
         i++;
     cmd->arg = line + i;
     cmd->arg_len = len - i;
-    while (cmd->arg_len && (cmd->arg[cmd->arg_len - 1] == ' ' || cmd->arg[cmd->arg_len - 1] == '\t'))
+    while (cmd->arg_len &&
+           (cmd->arg[cmd->arg_len - 1] == ' ' || cmd->arg[cmd->arg_len - 1] == '\t'))
         cmd->arg_len--;
     if (v >= sizeof(cmd->name))
         return NULL; /* too long for any verb we know: PC_VERB_UNKNOWN */
@@ -432,8 +433,8 @@ size_t pc_data_feed(struct pc_data *d, const char *p, size_t n, pc_data_emit *em
         size_t lim = lf ? (size_t)(lf - p) : n;
         const char *cr = memchr(p + i, '\r', lim - i);
         size_t k = cr ? (size_t)(cr - p) : lim;
-        if (cr && k + 1 == lim && lf && d->raw_len == 0 && !d->skipping &&
-            k - i <= d->max_line && memchr(p + i, 0, k - i) == NULL) {
+        if (cr && k + 1 == lim && lf && d->raw_len == 0 && !d->skipping && k - i <= d->max_line &&
+            memchr(p + i, 0, k - i) == NULL) {
             /* A whole CR LF line in this buffer, without NUL: no copy. */
             size_t start = i;
             i = lim + 1;

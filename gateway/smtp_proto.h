@@ -69,8 +69,8 @@ struct pc_path_args {
 };
 
 /* pc_path_args_parse - "FROM:<path> params" or "TO:<path> params". NULL or a reason; *enh set */
-const char *pc_path_args_parse(const char *arg, size_t len, const char *keyword,
-                               struct pc_pool *, struct pc_path_args *, const char **enh);
+const char *pc_path_args_parse(const char *arg, size_t len, const char *keyword, struct pc_pool *,
+                               struct pc_path_args *, const char **enh);
 const char *pc_param_get(const struct pc_path_args *, const char *key, bool *present);
 /* pc_xtext_valid - RFC 3461 section 4 xtext */
 bool pc_xtext_valid(const char *);
@@ -81,22 +81,22 @@ bool pc_notify_valid(const char *);
 bool pc_orcpt_valid(const char *, bool smtputf8);
 
 /* DATA decoder: wire bytes (dot-stuffed, CRLF) in, content lines out. */
-#define PC_DATA_BARE_CR 0x1
-#define PC_DATA_BARE_LF 0x2
+#define PC_DATA_BARE_CR   0x1
+#define PC_DATA_BARE_LF   0x2
 #define PC_DATA_LONG_LINE 0x4
 #define PC_DATA_NUL       0x8 /* a NUL byte was seen (and left out of the lines) */
 
 struct pc_data {
     struct pc_buf line;
     size_t max_line;
-    bool cr;          /* the previous byte was a CR not yet resolved */
-    bool after_crlf;  /* the line now being read follows a real CRLF */
-    bool skipping;    /* rest of an over-long line is dropped */
-    bool lead_dot;    /* the current line's first wire byte is a dot */
-    size_t raw_len;   /* wire bytes of the current line (NULs included) */
+    bool cr;         /* the previous byte was a CR not yet resolved */
+    bool after_crlf; /* the line now being read follows a real CRLF */
+    bool skipping;   /* rest of an over-long line is dropped */
+    bool lead_dot;   /* the current line's first wire byte is a dot */
+    size_t raw_len;  /* wire bytes of the current line (NULs included) */
     bool done;
     unsigned flags;
-    size_t bytes;     /* wire bytes consumed */
+    size_t bytes; /* wire bytes consumed */
 };
 
 typedef int pc_data_emit(void *arg, const char *line, size_t len);

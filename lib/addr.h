@@ -18,8 +18,8 @@
 
 struct pc_pool;
 
-#define PC_PATH_MAX 256 /* RFC 5321 4.5.3.1.3, without the brackets */
-#define PC_LOCAL_MAX 64
+#define PC_PATH_MAX   256 /* RFC 5321 4.5.3.1.3, without the brackets */
+#define PC_LOCAL_MAX  64
 #define PC_DOMAIN_MAX 255
 
 struct pc_mailbox {

@@ -22,8 +22,7 @@ void *pc_pool_alloc(struct pc_pool *, size_t);
 void *pc_pool_zalloc(struct pc_pool *, size_t);
 char *pc_pool_strdup(struct pc_pool *, const char *);
 char *pc_pool_strndup(struct pc_pool *, const char *, size_t);
-char *pc_pool_printf(struct pc_pool *, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+char *pc_pool_printf(struct pc_pool *, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 char *pc_pool_vprintf(struct pc_pool *, const char *fmt, va_list);
 void pc_pool_cleanup(struct pc_pool *, void (*fn)(void *), void *arg);
 size_t pc_pool_used(const struct pc_pool *);

@@ -30,7 +30,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct pc_from_domains fd;
     struct pc_msg m;
 
-    if (pc_authres_servid(p, first, id, sizeof(id)) && (strlen(id) == 0 || strlen(id) >= sizeof(id)))
+    if (pc_authres_servid(p, first, id, sizeof(id)) &&
+        (strlen(id) == 0 || strlen(id) >= sizeof(id)))
         abort();
     memset(&fd, 0, sizeof(fd));
     pc_from_parse(p, size, &fd);

@@ -101,9 +101,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     if (rc != 1 || back.code != r.code)
         abort();
-    if (r.enh.cls &&
-        (back.enh.cls != r.enh.cls || back.enh.subject != r.enh.subject ||
-         back.enh.detail != r.enh.detail))
+    if (r.enh.cls && (back.enh.cls != r.enh.cls || back.enh.subject != r.enh.subject ||
+                      back.enh.detail != r.enh.detail))
         abort();
     pc_buf_free(&b);
     return 0;

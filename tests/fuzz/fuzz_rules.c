@@ -21,8 +21,9 @@
 #include "rules/rules.h"
 
 static const struct pc_rules_limits lim = {
-    .match_limit = 10000, .depth_limit = 1000, .mime = {.max_depth = 8, .max_parts = 50,
-                                                         .max_text = 65536}};
+    .match_limit = 10000,
+    .depth_limit = 1000,
+    .mime = {.max_depth = 8, .max_parts = 50, .max_text = 65536}};
 
 static const char msg[] =
     "From: a@example.org\r\nSubject: =?utf-8?q?hi?=\r\nMIME-Version: 1.0\r\n"
@@ -74,8 +75,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             pc_log_set_verbose(-1); /* errors and warnings only: keep libFuzzer's output */
         quiet = true;
     }
-    struct pc_rules *rs = pc_rules_compile_buf("fuzz.rules", (const char *)data, size, &lim,
-                                               count, &nerr);
+    struct pc_rules *rs =
+        pc_rules_compile_buf("fuzz.rules", (const char *)data, size, &lim, count, &nerr);
     if (rs == NULL) {
         if (nerr == 0)
             abort();

@@ -91,7 +91,8 @@ static inline size_t fake_dns_load(const char *path, struct fake_dns *t, size_t 
 
     if (b == NULL)
         return 0;
-    for (char *line = strtok_r(b, "\n", &save); line && n < max; line = strtok_r(NULL, "\n", &save)) {
+    for (char *line = strtok_r(b, "\n", &save); line && n < max;
+         line = strtok_r(NULL, "\n", &save)) {
         char *sp;
         if (line[0] == '#' || (sp = strpbrk(line, " \t")) == NULL)
             continue;
@@ -146,8 +147,8 @@ static inline char *b64(const unsigned char *p, size_t n)
 /* keypair - generate a key, write the PEM, and its DNS record */
 static inline void keypair(const char *type, size_t bits, const char *path, char *txt, size_t size)
 {
-    EVP_PKEY *pk = bits ? EVP_PKEY_Q_keygen(NULL, NULL, type, bits)
-                        : EVP_PKEY_Q_keygen(NULL, NULL, type);
+    EVP_PKEY *pk =
+        bits ? EVP_PKEY_Q_keygen(NULL, NULL, type, bits) : EVP_PKEY_Q_keygen(NULL, NULL, type);
     FILE *f = fopen(path, "w");
     unsigned char *der = NULL, raw[32];
     size_t rawlen = sizeof(raw);

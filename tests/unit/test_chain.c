@@ -25,8 +25,7 @@ static int cancelled;
 static struct event_base *base;
 static struct pc_services svc;
 
-static enum pc_action f_continue(struct pc_session *s, void *conf, void *ctx,
-                                 struct pc_verdict *v)
+static enum pc_action f_continue(struct pc_session *s, void *conf, void *ctx, struct pc_verdict *v)
 {
     (void)s, (void)ctx, (void)v;
     calls[(long)conf]++;
@@ -64,8 +63,7 @@ static void resume_cb(evutil_socket_t fd, short what, void *arg)
     pc_chain_resume(arg, &v);
 }
 
-static enum pc_action f_pending(struct pc_session *s, void *conf, void *ctx,
-                                struct pc_verdict *v)
+static enum pc_action f_pending(struct pc_session *s, void *conf, void *ctx, struct pc_verdict *v)
 {
     struct timeval tv = {0, 1000};
     (void)ctx, (void)v;
@@ -88,11 +86,8 @@ static void f_cancel(struct pc_session *s, void *conf, void *ctx)
 }
 
 #define OPS(n, fn, fl, stg)                                                                        \
-    static const struct pc_filter_ops n = {.name = #n,                                             \
-                                           .abi = PC_FILTER_ABI,                                   \
-                                           .flags = fl,                                            \
-                                           .cancel = f_cancel,                                     \
-                                           .stage = {[stg] = fn}}
+    static const struct pc_filter_ops n = {                                                        \
+        .name = #n, .abi = PC_FILTER_ABI, .flags = fl, .cancel = f_cancel, .stage = {[stg] = fn}}
 OPS(cont, f_continue, 0, PC_STAGE_MAIL);
 OPS(rej, f_reject, 0, PC_STAGE_MAIL);
 OPS(acc, f_accept, 0, PC_STAGE_MAIL);

@@ -18,7 +18,7 @@
 
 #include "tests/unit/dkimtest.h"
 
-#define DKIMPY TESTDATA "/dkim/dkimpy/"
+#define DKIMPY   TESTDATA "/dkim/dkimpy/"
 #define MAILDKIM TESTDATA "/dkim/mail-dkim/"
 
 /* rfc6376_keys - the two keys of the RFC 8463 Appendix A example */
@@ -288,9 +288,9 @@ START_TEST(length_tag_partial)
     keypair("RSA", 2048, path, txt, sizeof(txt));
     char *pem = slurp(path, &len);
     dkim_options(lib, DKIM_OP_SETOPT, DKIM_OPTS_FLAGS, &flags, sizeof(flags));
-    DKIM *d = dkim_sign(lib, (u_char *)"L", NULL, (u_char *)pem, (u_char *)"l1",
-                        (u_char *)"example.org", DKIM_CANON_RELAXED, DKIM_CANON_RELAXED,
-                        DKIM_SIGN_RSASHA256, -1, &st);
+    DKIM *d =
+        dkim_sign(lib, (u_char *)"L", NULL, (u_char *)pem, (u_char *)"l1", (u_char *)"example.org",
+                  DKIM_CANON_RELAXED, DKIM_CANON_RELAXED, DKIM_SIGN_RSASHA256, -1, &st);
     ck_assert_ptr_nonnull(d);
     dkim_chunk(d, (u_char *)msg, sizeof(msg) - 1);
     dkim_chunk(d, NULL, 0);
@@ -330,8 +330,8 @@ START_TEST(txt_join)
 
     ck_assert(pc_dkim_txt_join("\3abc\2de", 7, out, sizeof(out)));
     ck_assert_str_eq(out, "abcde");
-    ck_assert(!pc_dkim_txt_join("\5abc", 4, out, sizeof(out)));        /* length past the end */
-    ck_assert(!pc_dkim_txt_join("\3a\0c", 4, out, sizeof(out)));       /* NUL inside */
+    ck_assert(!pc_dkim_txt_join("\5abc", 4, out, sizeof(out)));  /* length past the end */
+    ck_assert(!pc_dkim_txt_join("\3a\0c", 4, out, sizeof(out))); /* NUL inside */
     ck_assert(!pc_dkim_txt_join("\20aaaaaaaaaaaaaaaa", 17, out, sizeof(out))); /* too long */
 }
 END_TEST

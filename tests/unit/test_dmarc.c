@@ -84,17 +84,19 @@ static void nsd_start(struct nsd *ns, const struct fake_dns *t, size_t n)
     snprintf(path, sizeof(path), "%s/root.zone", ns->dir);
     f = fopen(path, "w");
     fputs("$ORIGIN .\n$TTL 60\n. IN SOA ns. host. 1 3600 600 86400 60\n. IN NS ns.\n"
-          "ns. IN A 127.0.0.1\n", f);
+          "ns. IN A 127.0.0.1\n",
+          f);
     for (size_t i = 0; i < n; i++)
         if (t[i].st == PC_DNS_FOUND)
             zone_txt(f, t[i].name, t[i].value);
     fclose(f);
     snprintf(path, sizeof(path), "%s/nsd.conf", ns->dir);
     f = fopen(path, "w");
-    fprintf(f, "server:\n ip-address: 127.0.0.1@%d\n username: \"\"\n chroot: \"\"\n"
-               " zonesdir: \"%s\"\n database: \"\"\n pidfile: \"%s/nsd.pid\"\n"
-               " logfile: \"%s/nsd.log\"\n xfrdfile: \"%s/xfrd\"\n zonelistfile: \"%s/zl\"\n"
-               "remote-control:\n control-enable: no\nzone:\n name: \".\"\n zonefile: \"root.zone\"\n",
+    fprintf(f,
+            "server:\n ip-address: 127.0.0.1@%d\n username: \"\"\n chroot: \"\"\n"
+            " zonesdir: \"%s\"\n database: \"\"\n pidfile: \"%s/nsd.pid\"\n"
+            " logfile: \"%s/nsd.log\"\n xfrdfile: \"%s/xfrd\"\n zonelistfile: \"%s/zl\"\n"
+            "remote-control:\n control-enable: no\nzone:\n name: \".\"\n zonefile: \"root.zone\"\n",
             ns->port, ns->dir, ns->dir, ns->dir, ns->dir, ns->dir);
     fclose(f);
     ns->pid = fork();
@@ -151,25 +153,38 @@ START_TEST(eval_table)
         char policy;
         bool dkim_aligned, spf_aligned;
     } cases[] = {
-        {"example.com", "v=DMARC1; p=reject", NULL, NULL, NULL, "example.com", "pass", "pass", 'r', true, false},
-        {"example.com", "v=DMARC1; p=reject", NULL, NULL, NULL, "mail.example.com", "pass", "pass", 'r', true, false},
-        {"example.com", "v=DMARC1; p=reject; adkim=s", NULL, NULL, NULL, "mail.example.com", "pass", "fail", 'r', false, false},
-        {"example.com", "v=DMARC1; p=reject", NULL, "pass", "example.com", "other.org", "pass", "pass", 'r', false, true},
-        {"example.com", "v=DMARC1; p=reject", NULL, "pass", "bounce.example.com", NULL, NULL, "pass", 'r', false, true},
-        {"example.com", "v=DMARC1; p=reject; aspf=s", NULL, "pass", "bounce.example.com", NULL, NULL, "fail", 'r', false, false},
-        {"example.com", "v=DMARC1; p=reject", NULL, "fail", "example.com", "example.com", "fail", "fail", 'r', false, false},
-        {"example.com", "v=DMARC1; p=quarantine", NULL, NULL, NULL, NULL, NULL, "fail", 'q', false, false},
-        {"example.com", "v=DMARC1; p=none", NULL, NULL, NULL, NULL, NULL, "fail", 'n', false, false},
+        {"example.com", "v=DMARC1; p=reject", NULL, NULL, NULL, "example.com", "pass", "pass", 'r',
+         true, false},
+        {"example.com", "v=DMARC1; p=reject", NULL, NULL, NULL, "mail.example.com", "pass", "pass",
+         'r', true, false},
+        {"example.com", "v=DMARC1; p=reject; adkim=s", NULL, NULL, NULL, "mail.example.com", "pass",
+         "fail", 'r', false, false},
+        {"example.com", "v=DMARC1; p=reject", NULL, "pass", "example.com", "other.org", "pass",
+         "pass", 'r', false, true},
+        {"example.com", "v=DMARC1; p=reject", NULL, "pass", "bounce.example.com", NULL, NULL,
+         "pass", 'r', false, true},
+        {"example.com", "v=DMARC1; p=reject; aspf=s", NULL, "pass", "bounce.example.com", NULL,
+         NULL, "fail", 'r', false, false},
+        {"example.com", "v=DMARC1; p=reject", NULL, "fail", "example.com", "example.com", "fail",
+         "fail", 'r', false, false},
+        {"example.com", "v=DMARC1; p=quarantine", NULL, NULL, NULL, NULL, NULL, "fail", 'q', false,
+         false},
+        {"example.com", "v=DMARC1; p=none", NULL, NULL, NULL, NULL, NULL, "fail", 'n', false,
+         false},
         /* rsa-sha1 (RFC 8301) reported as "policy" never aligns as a pass */
-        {"example.com", "v=DMARC1; p=reject", NULL, NULL, NULL, "example.com", "policy", "fail", 'r', false, false},
+        {"example.com", "v=DMARC1; p=reject", NULL, NULL, NULL, "example.com", "policy", "fail",
+         'r', false, false},
         /* the subdomain policy of the organizational record */
-        {"a.example.com", "v=DMARC1; p=none; sp=reject", "example.com", NULL, NULL, NULL, NULL, "fail", 'r', false, false},
+        {"a.example.com", "v=DMARC1; p=none; sp=reject", "example.com", NULL, NULL, NULL, NULL,
+         "fail", 'r', false, false},
         {"example.com", NULL, NULL, NULL, NULL, "example.com", "pass", "none", 0, false, false},
     };
 
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        struct pc_dmarc_in in = {.from_domain = cases[i].from, .record = cases[i].record,
-                                 .org_domain = cases[i].org, .spf = cases[i].spf,
+        struct pc_dmarc_in in = {.from_domain = cases[i].from,
+                                 .record = cases[i].record,
+                                 .org_domain = cases[i].org,
+                                 .spf = cases[i].spf,
                                  .spf_domain = cases[i].spf_domain};
         struct pc_dmarc_out out;
         if (cases[i].dkim_d) {
@@ -292,9 +307,15 @@ static size_t json_string(const char *p, char *out, size_t size)
         }
         p++;
         switch (*p) {
-        case 'r': out[o++] = '\r'; break;
-        case 'n': out[o++] = '\n'; break;
-        case 't': out[o++] = '\t'; break;
+        case 'r':
+            out[o++] = '\r';
+            break;
+        case 'n':
+            out[o++] = '\n';
+            break;
+        case 't':
+            out[o++] = '\t';
+            break;
         case 'u': {
             unsigned v = 0;
             sscanf(p + 1, "%4x", &v);
@@ -302,7 +323,8 @@ static size_t json_string(const char *p, char *out, size_t size)
             p += 4;
             break;
         }
-        default: out[o++] = *p;
+        default:
+            out[o++] = *p;
         }
     }
     out[o] = 0;
@@ -321,19 +343,19 @@ START_TEST(espoofer_from)
     static const struct {
         const char *name, *status, *domain;
     } expect[] = {
-        {"server_a1", "one", "legitimate.com"},  /* envelope tricks only: From is honest */
+        {"server_a1", "one", "legitimate.com"}, /* envelope tricks only: From is honest */
         {"server_a8", "multiple", "attack.com"},
-        {"server_a9", "one", "legitimate.com"},  /* " From:" folds into the previous field */
+        {"server_a9", "one", "legitimate.com"},   /* " From:" folds into the previous field */
         {"server_a10", "multiple", "attack.com"}, /* "From :" is a From field too */
-        {"server_a11", "none", ""},              /* "From" without colon ends the header */
+        {"server_a11", "none", ""},               /* "From" without colon ends the header */
         {"server_a14", "multiple", "attack.com"},
         {"server_a15", "malformed", "attack.com"},
         {"server_a16", "one", "legitimate.com"}, /* obsolete route: the mailbox is legitimate's */
         {"server_a17", "multiple", "legitimate.com"}, /* backslash outside quotes */
         {"server_a18", "multiple", "legitimate.com"},
-        {"server_a19", "multiple", "attack.com"},   /* two addresses glued */
+        {"server_a19", "multiple", "attack.com"}, /* two addresses glued */
         {"client_a1", "multiple", "example.com"},
-        {"client_a2", "one", "example.com"},  /* two mailboxes, one domain: DMARC is unambiguous */
+        {"client_a2", "one", "example.com"}, /* two mailboxes, one domain: DMARC is unambiguous */
     };
     size_t len = 0;
     char *json, dom[256], hdr[2048];
@@ -479,9 +501,9 @@ static void *link_conf(const struct pc_filter_ops *ops, const char *text)
 
 /* run_chain - one message through dkim, dmarc, authres; returns the message as written */
 static size_t chain_spool = 1 << 20; /* spool threshold of the chain tests' messages */
-static int chain_cancel_after;         /* > 0: give up after that many loop turns */
+static int chain_cancel_after;       /* > 0: give up after that many loop turns */
 
-static bool chain_dns_dead;            /* point the resolver at a port nobody serves */
+static bool chain_dns_dead; /* point the resolver at a port nobody serves */
 
 static char *run_chain_with(const char *dkim_conf, const char *text, size_t len,
                             const struct fake_dns *t, size_t nt, struct pc_verdict *v,
@@ -498,12 +520,14 @@ static char *run_chain_with(const char *dkim_conf, const char *text, size_t len,
     snprintf(server, sizeof(server), "127.0.0.1:%d", chain_dns_dead ? free_port() : ns.port);
     struct pc_dns *dns = pc_dns_create(base, servers, 1, chain_dns_dead ? 300 : 3000, &err);
     ck_assert_msg(dns != NULL, "%s", err.msg);
-    struct pc_services svc = {.base = base, .dns = dns, .hostname = "mx.test",
-                              .workers = pc_workers_create(base, 1)};
+    struct pc_services svc = {
+        .base = base, .dns = dns, .hostname = "mx.test", .workers = pc_workers_create(base, 1)};
     struct pc_chain_link links[3] = {
-        {pc_filter_find("dkim"), link_conf(pc_filter_find("dkim"), dkim_conf), 5000, PC_ONERR_TEMPFAIL},
+        {pc_filter_find("dkim"), link_conf(pc_filter_find("dkim"), dkim_conf), 5000,
+         PC_ONERR_TEMPFAIL},
         {pc_filter_find("dmarc"), link_conf(pc_filter_find("dmarc"), ""), 5000, PC_ONERR_TEMPFAIL},
-        {pc_filter_find("authres"), link_conf(pc_filter_find("authres"), ""), 5000, PC_ONERR_TEMPFAIL},
+        {pc_filter_find("authres"), link_conf(pc_filter_find("authres"), ""), 5000,
+         PC_ONERR_TEMPFAIL},
     };
     struct pc_chain chain = {.links = links, .n = 3};
     struct pc_session *s = pc_session_new(&svc, NULL, "test", &chain, &test_door, NULL);
@@ -617,7 +641,8 @@ START_TEST(chain_pass)
                           "\tdmarc=pass (p=reject) header.from=football.example.com\r\n",
                           strlen("Authentication-Results: mx.test;")) == 0,
                   "%s", out);
-    ck_assert_ptr_nonnull(strstr(out, "\tdmarc=pass (p=reject) header.from=football.example.com\r\n"));
+    ck_assert_ptr_nonnull(
+        strstr(out, "\tdmarc=pass (p=reject) header.from=football.example.com\r\n"));
     ck_assert_ptr_nonnull(strstr(out, "header.s=test header.a=rsa-sha256;"));
     free(out);
     free(msg);
@@ -651,7 +676,8 @@ START_TEST(chain_reject)
     snprintf(t[2].value, sizeof(t[2].value), "v=DMARC1; p=quarantine");
     out = run_chain(msg, len, t, 3, &v, "192.0.2.1", &queries);
     ck_assert_int_eq(v.action, PC_CONTINUE);
-    ck_assert_ptr_nonnull(strstr(out, "X-DMARC-Quarantine: policy=quarantine; header.from=football.example.com"));
+    ck_assert_ptr_nonnull(
+        strstr(out, "X-DMARC-Quarantine: policy=quarantine; header.from=football.example.com"));
     ck_assert_ptr_nonnull(strstr(out, "dmarc=fail (p=quarantine)"));
     free(out);
     /* DNS trouble for the policy: temperror, never a refusal. */
@@ -667,7 +693,8 @@ END_TEST
 
 START_TEST(chain_multiple_from_rejected)
 {
-    static const char msg[] = "From: a@example.com\r\nFrom: b@bank.example\r\nSubject: x\r\n\r\nhi\r\n";
+    static const char msg[] =
+        "From: a@example.com\r\nFrom: b@bank.example\r\nSubject: x\r\n\r\nhi\r\n";
     struct pc_verdict v;
     int queries;
     char *out;
@@ -715,9 +742,10 @@ START_TEST(chain_sign_then_verify)
              ed, rsa);
     char *signed_msg = run_chain_with(conf, msg, sizeof(msg) - 1, t, 3, &v, "127.0.0.1", &queries);
     ck_assert_int_eq(v.action, PC_CONTINUE);
-    ck_assert_msg(strncmp(signed_msg, "DKIM-Signature: v=1; a=ed25519-sha256; c=relaxed/relaxed;",
-                          57) == 0 && strstr(signed_msg, "d=sales.example.org; s=e1;") != NULL,
-                  "%s", signed_msg);
+    ck_assert_msg(
+        strncmp(signed_msg, "DKIM-Signature: v=1; a=ed25519-sha256; c=relaxed/relaxed;", 57) == 0 &&
+            strstr(signed_msg, "d=sales.example.org; s=e1;") != NULL,
+        "%s", signed_msg);
     /* Our forged-looking A-R was removed by authres, after signing: still verifies. */
     ck_assert_ptr_null(strstr(signed_msg, "mx.test; dkim=pass"));
     /* The policy comes from the organizational domain (no _dmarc.sales record); d= equals
@@ -727,7 +755,8 @@ START_TEST(chain_sign_then_verify)
     ck_assert_int_eq(v.action, PC_CONTINUE);
     ck_assert_msg(strstr(out, "dkim=pass header.d=sales.example.org header.s=e1 "
                               "header.a=ed25519-sha256;\r\n\tdmarc=pass (p=reject) "
-                              "header.from=sales.example.org") != NULL, "%s", out);
+                              "header.from=sales.example.org") != NULL,
+                  "%s", out);
     free(out);
     /* Altered in transit: refused by the organizational domain's p=reject. */
     memcpy(strstr(signed_msg, "numbers"), "NUMBERS", 7);
@@ -777,16 +806,16 @@ START_TEST(chain_opendmarc_multi_from)
         return;
     /* one domain, one broken mailbox: accepted (the script expects SMFIR_ACCEPT), evaluated */
     ck_assert(lua_from("t-verify-multi-from-malformed.lua", from, sizeof(from)));
-    snprintf(msg, sizeof(msg), "From: %s\r\nTo: user@example.com\r\nSubject: DMARC test\r\n\r\nx\r\n",
-             from);
+    snprintf(msg, sizeof(msg),
+             "From: %s\r\nTo: user@example.com\r\nSubject: DMARC test\r\n\r\nx\r\n", from);
     out = run_chain(msg, strlen(msg), NULL, 0, &v, "127.0.0.2", &queries);
     ck_assert_int_eq(v.action, PC_CONTINUE);
     ck_assert_ptr_nonnull(strstr(out, "dmarc=none header.from=blackops.org"));
     free(out);
     /* two domains: refused (the script expects SMFIR_REJECT with RejectMultiValueFrom) */
     ck_assert(lua_from("t-verify-multi-from-reject.lua", from, sizeof(from)));
-    snprintf(msg, sizeof(msg), "From: %s\r\nTo: user@example.com\r\nSubject: DMARC test\r\n\r\nx\r\n",
-             from);
+    snprintf(msg, sizeof(msg),
+             "From: %s\r\nTo: user@example.com\r\nSubject: DMARC test\r\n\r\nx\r\n", from);
     out = run_chain(msg, strlen(msg), NULL, 0, &v, "127.0.0.2", &queries);
     ck_assert_int_eq(v.action, PC_REJECT);
     ck_assert_int_eq(v.code, 550);

@@ -61,11 +61,11 @@ START_TEST(test_ptr_names)
         {"\0", 1, 0, "", "unknown"},
         {"\12evil\r\nhost\3com\0", 16, -2, "evil\\013\\010host.com", "unknown"},
         {"\11a\0b.c\\d e\0", 11, -2, "a\\000b\\046c\\092d\\032e", "unknown"},
-        {"\4mail\7example\3com", 17, -1, NULL, NULL},     /* no root label */
-        {"\77abc\0", 5, -1, NULL, NULL},                  /* label overruns */
-        {"\300\14", 2, -1, NULL, NULL},                   /* compression pointer */
-        {"\3-ab\3com\0", 9, 7, "-ab.com", "unknown"},      /* leading hyphen */
-        {"\3a_b\3com\0", 9, 7, "a_b.com", "a_b.com"},      /* underscore tolerated */
+        {"\4mail\7example\3com", 17, -1, NULL, NULL}, /* no root label */
+        {"\77abc\0", 5, -1, NULL, NULL},              /* label overruns */
+        {"\300\14", 2, -1, NULL, NULL},               /* compression pointer */
+        {"\3-ab\3com\0", 9, 7, "-ab.com", "unknown"}, /* leading hyphen */
+        {"\3a_b\3com\0", 9, 7, "a_b.com", "a_b.com"}, /* underscore tolerated */
         {"\003123\0", 5, 3, "123", "123"},
     };
     char buf[PC_DNS_NAME_MAX * 4], clean[PC_DNS_NAME_MAX];
@@ -161,8 +161,7 @@ START_TEST(test_dnsbl_sites)
         ck_assert(inet_pton(AF_INET, t[i].hit, a) == 1);
         ck_assert_msg(dnsbl_site_match(&site, a), "%s should match %s", t[i].spec, t[i].hit);
         ck_assert(inet_pton(AF_INET, t[i].miss, a) == 1);
-        ck_assert_msg(!dnsbl_site_match(&site, a), "%s should not match %s", t[i].spec,
-                      t[i].miss);
+        ck_assert_msg(!dnsbl_site_match(&site, a), "%s should not match %s", t[i].spec, t[i].miss);
     }
 }
 END_TEST
@@ -187,8 +186,8 @@ START_TEST(test_spf_syntax)
         {"v=spf1 ip4:192.0.2.0/032", false},
         {"v=spf1 ip6:2001:db8::/129", false},
         {"v=spf1 ip4:192.0.2", false},
-        {"v=spf1 a:1.2.3.4", false},            /* numeric top label */
-        {"v=spf1 a:museum", false},             /* top label only */
+        {"v=spf1 a:1.2.3.4", false}, /* numeric top label */
+        {"v=spf1 a:museum", false},  /* top label only */
         {"v=spf1 a:", false},
         {"v=spf1 all:foo", false},
         {"v=spf1 -all/8", false},
@@ -196,8 +195,8 @@ START_TEST(test_spf_syntax)
         {"v=spf1 redirect=a.example.com redirect=b.example.com", false},
         {"v=spf1 exp=a.example.com exp=b.example.com", false},
         {"v=spf1 =novalue", false},
-        {"v=spf1 a:%{z}.example.com", false},   /* invalid macro letter */
-        {"v=spf1 a:foo%.example.com", false},   /* bare percent */
+        {"v=spf1 a:%{z}.example.com", false}, /* invalid macro letter */
+        {"v=spf1 a:foo%.example.com", false}, /* bare percent */
         {"v=spf1 a:foo.example.com\r ptr", false},
         {"v=spf1 a:caf\xc3\xa9.example.com", false},
         {"v=spf1 unknown -all", false},

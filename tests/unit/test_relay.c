@@ -103,8 +103,7 @@ START_TEST(relay_table)
         {0, "198.51.100.1", "TO:<u@evilsub.example.net>", UNTRUSTED, "Relay access denied"},
         {0, "198.51.100.1", "TO:<u@b\xc3\xbc\x63her.example>", UNTRUSTED, NULL},
         {0, "198.51.100.1", "TO:<Postmaster>", UNTRUSTED, NULL},
-        {0, "198.51.100.1", "TO:<postmaster@elsewhere.example>", UNTRUSTED,
-         "Relay access denied"},
+        {0, "198.51.100.1", "TO:<postmaster@elsewhere.example>", UNTRUSTED, "Relay access denied"},
         /* Address literals are never ours. */
         {0, "198.51.100.1", "TO:<u@[192.0.2.1]>", UNTRUSTED, "Relay access denied"},
         {0, "198.51.100.1", "TO:<u@[IPv6:2001:db8::1]>", UNTRUSTED, "Relay access denied"},
@@ -127,8 +126,7 @@ START_TEST(relay_table)
         {1, "::1", "TO:<u@example.com>", UNTRUSTED, NULL},
         /* Routing allowed: still only to our domains. */
         {2, "198.51.100.1", "TO:<u%other.example@example.com>", UNTRUSTED, NULL},
-        {2, "198.51.100.1", "TO:<u%other.example@other.example>", UNTRUSTED,
-         "Relay access denied"},
+        {2, "198.51.100.1", "TO:<u%other.example@other.example>", UNTRUSTED, "Relay access denied"},
         {2, "198.51.100.1", "TO:<@x.example:u@example.com>", UNTRUSTED, NULL},
         {2, "127.0.0.1", "TO:<u@other.example>", UNTRUSTED, "Relay access denied"},
     };
@@ -152,8 +150,7 @@ START_TEST(relay_table)
             ck_assert(inet_pton(AF_INET, t[i].client, &s4->sin_addr) == 1);
             sl = sizeof(*s4);
         }
-        struct pc_session *s =
-            pc_session_new(&svc, c, "in", &c->listeners[0].chain, &door, NULL);
+        struct pc_session *s = pc_session_new(&svc, c, "in", &c->listeners[0].chain, &door, NULL);
         pc_session_set_client(s, (struct sockaddr *)&ss, sl);
         s->trusted = t[i].who == TRUSTED_LISTENER;
         if (t[i].who == AUTHENTICATED)
@@ -162,9 +159,9 @@ START_TEST(relay_table)
         struct pc_txn *txn = pc_txn_new(s);
         struct pc_path_args pa;
         const char *enh;
-        ck_assert_msg(pc_path_args_parse(t[i].rcpt, strlen(t[i].rcpt), "TO:", txn->pool, &pa,
-                                         &enh) == NULL,
-                      "%zu: %s", i, t[i].rcpt);
+        ck_assert_msg(
+            pc_path_args_parse(t[i].rcpt, strlen(t[i].rcpt), "TO:", txn->pool, &pa, &enh) == NULL,
+            "%zu: %s", i, t[i].rcpt);
         txn->cur_rcpt = pc_txn_add_rcpt(txn, &pa.mb, "");
         struct pc_verdict v;
         pc_verdict_clear(&v);
@@ -209,8 +206,8 @@ START_TEST(relay_config_errors)
         if (c)
             pc_conf_unref(c);
         ck_assert_msg(c == NULL, "accepted %s", bad[i]);
-        ck_assert_msg(strstr(err.msg, "relay") != NULL && strstr(err.msg, path) == err.msg,
-                      "%s", err.msg);
+        ck_assert_msg(strstr(err.msg, "relay") != NULL && strstr(err.msg, path) == err.msg, "%s",
+                      err.msg);
     }
 }
 END_TEST

@@ -154,9 +154,9 @@ START_TEST(xtext_edges)
         const char *s;
         int ok;
     } t[] = {
-        {"", 1},       {"abc", 1},     {"+2B", 1},      {"a+2b", 1},   {"+", 0},
-        {"+2", 0},     {"+G0", 0},     {"+0G", 0},      {"a=b", 0},    {"a b", 0},
-        {"\x7f", 0},   {"\xc3\xa4", 0}, {"!~", 1},      {"a\tb", 0},   {"+2B+3D", 1},
+        {"", 1},     {"abc", 1},      {"+2B", 1}, {"a+2b", 1}, {"+", 0},
+        {"+2", 0},   {"+G0", 0},      {"+0G", 0}, {"a=b", 0},  {"a b", 0},
+        {"\x7f", 0}, {"\xc3\xa4", 0}, {"!~", 1},  {"a\tb", 0}, {"+2B+3D", 1},
     };
     for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++)
         ck_assert_msg(pc_xtext_valid(t[i].s) == (bool)t[i].ok, "%zu [%s]", i, t[i].s);
@@ -170,20 +170,13 @@ START_TEST(soft_bounce_and_classes)
         const char *enh_in; /* class digit replaced by the writer */
         const char *want;
     } t[] = {
-        {550, 1, "5.1.1", "450 4.1.1 t\r\n"},
-        {551, 1, "5.1.6", "451 4.1.6 t\r\n"},
-        {552, 1, "5.3.4", "450 4.3.4 t\r\n"},
-        {553, 1, "5.1.3", "450 4.1.3 t\r\n"},
-        {554, 1, "5.7.1", "450 4.7.1 t\r\n"},
-        {500, 1, "5.5.2", "400 4.5.2 t\r\n"},
-        {250, 1, "2.0.0", "250 2.0.0 t\r\n"},
-        {451, 1, "4.3.0", "451 4.3.0 t\r\n"},
-        {550, 0, "5.1.1", "550 5.1.1 t\r\n"},
-        {250, 0, "5.1.1", "250 2.1.1 t\r\n"},
-        {354, 0, "2.0.0", "354 2.0.0 t\r\n"},
-        {421, 0, "5.7.0", "421 4.7.0 t\r\n"},
-        {600, 0, "5.0.0", "451 4.0.0 t\r\n"},
-        {199, 0, "2.0.0", "451 4.0.0 t\r\n"},
+        {550, 1, "5.1.1", "450 4.1.1 t\r\n"}, {551, 1, "5.1.6", "451 4.1.6 t\r\n"},
+        {552, 1, "5.3.4", "450 4.3.4 t\r\n"}, {553, 1, "5.1.3", "450 4.1.3 t\r\n"},
+        {554, 1, "5.7.1", "450 4.7.1 t\r\n"}, {500, 1, "5.5.2", "400 4.5.2 t\r\n"},
+        {250, 1, "2.0.0", "250 2.0.0 t\r\n"}, {451, 1, "4.3.0", "451 4.3.0 t\r\n"},
+        {550, 0, "5.1.1", "550 5.1.1 t\r\n"}, {250, 0, "5.1.1", "250 2.1.1 t\r\n"},
+        {354, 0, "2.0.0", "354 2.0.0 t\r\n"}, {421, 0, "5.7.0", "421 4.7.0 t\r\n"},
+        {600, 0, "5.0.0", "451 4.0.0 t\r\n"}, {199, 0, "2.0.0", "451 4.0.0 t\r\n"},
     };
     for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
         struct pc_buf b;
@@ -245,7 +238,11 @@ START_TEST(reply_reader_edges)
     memset(&r, 0, sizeof(r));
     ck_assert_int_eq(pc_reply_parse_line(&r, "199 x", 5), -1);
     ck_assert_int_eq(pc_reply_parse_line(&r, "600 x", 5), -1);
-    ck_assert_int_eq(pc_reply_parse_line(&r, "250 a\x01" "b", 7), 1);
+    ck_assert_int_eq(pc_reply_parse_line(&r,
+                                         "250 a\x01"
+                                         "b",
+                                         7),
+                     1);
     ck_assert_str_eq(r.text, "a b");
     /* A very long multi-line reply is bounded and still completes. */
     memset(&r, 0, sizeof(r));
@@ -335,8 +332,7 @@ static int emit_into(void *arg, const char *line, size_t len)
 }
 
 /* real_decode - the decoder, fed in chunks chosen by the sizes array (0 ends it: the rest) */
-static void real_decode(const char *p, size_t len, size_t max, const size_t *sizes,
-                        struct model *m)
+static void real_decode(const char *p, size_t len, size_t max, const size_t *sizes, struct model *m)
 {
     struct pc_data d;
     size_t off = 0, k = 0;
@@ -418,8 +414,9 @@ START_TEST(decoder_never_ends)
 {
     /* Lookalikes of the end marker, each followed by more data: none ends it. */
     static const char *const t[] = {
-        "a\n.\nb", "a\r.\rb", "a\n.\r\nb", "a\r\n.\nb", "a\r\n.\rb", "a\r.\r\nb",
-        "a\r\n .\r\nb", "a\r\n.\x00\r\nb", "a\r\n..\r\nb", "a\r\n.\r\r\nb", "a\r\r\n.\n\r\nb",
+        "a\n.\nb",      "a\r.\rb",       "a\n.\r\nb",       "a\r\n.\nb",
+        "a\r\n.\rb",    "a\r.\r\nb",     "a\r\n .\r\nb",    "a\r\n.\x00\r\nb",
+        "a\r\n..\r\nb", "a\r\n.\r\r\nb", "a\r\r\n.\n\r\nb",
     };
     for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
         size_t len = strlen(t[i]);

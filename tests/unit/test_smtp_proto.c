@@ -69,16 +69,16 @@ START_TEST(path_args)
         {"FROM:<a@b.example>", "FROM:", 1, "a@b.example", "a", "b.example", 0, 0, 0, 0, 0},
         {"from: <a@b.example>", "FROM:", 1, "a@b.example", "a", "b.example", 0, 0, 0, 0, 0},
         {"FROM:a@b.example", "FROM:", 1, "a@b.example", "a", "b.example", 0, 0, 0, 0, 0},
-        {"FROM:<a@b.example> SIZE=10 BODY=8BITMIME", "FROM:", 1, "a@b.example", "a",
-         "b.example", 0, 0, 0, 0, 2},
+        {"FROM:<a@b.example> SIZE=10 BODY=8BITMIME", "FROM:", 1, "a@b.example", "a", "b.example", 0,
+         0, 0, 0, 2},
         {"TO:<Postmaster>", "TO:", 1, "Postmaster", "Postmaster", "", 0, 0, 0, 0, 0},
-        {"TO:<\"a b\\\"c\"@x.example>", "TO:", 1, "\"a b\\\"c\"@x.example", "a b\"c",
-         "x.example", 0, 0, 1, 0, 0},
-        {"TO:<@r1.example,@r2.example:u@x.example>", "TO:", 1, "u@x.example", "u", "x.example",
-         0, 1, 0, 0, 0},
+        {"TO:<\"a b\\\"c\"@x.example>", "TO:", 1, "\"a b\\\"c\"@x.example", "a b\"c", "x.example",
+         0, 0, 1, 0, 0},
+        {"TO:<@r1.example,@r2.example:u@x.example>", "TO:", 1, "u@x.example", "u", "x.example", 0,
+         1, 0, 0, 0},
         {"TO:<u@[192.0.2.1]>", "TO:", 1, "u@[192.0.2.1]", "u", "[192.0.2.1]", 0, 0, 0, 0, 0},
-        {"TO:<\xc3\xbc@x.example>", "TO:", 1, "\xc3\xbc@x.example", "\xc3\xbc", "x.example", 0,
-         0, 0, 1, 0},
+        {"TO:<\xc3\xbc@x.example>", "TO:", 1, "\xc3\xbc@x.example", "\xc3\xbc", "x.example", 0, 0,
+         0, 1, 0},
         {"TO:<u@x.example", "TO:", 0, NULL, NULL, NULL, 0, 0, 0, 0, 0},
         {"TO:<u@@x.example>", "TO:", 0, NULL, NULL, NULL, 0, 0, 0, 0, 0},
         {"TO:<u@-x.example>", "TO:", 0, NULL, NULL, NULL, 0, 0, 0, 0, 0},
@@ -283,8 +283,8 @@ START_TEST(data_decoder)
         ck_assert(f == f0 && u == u0 && d == d0);
         for (size_t s = 1; s < len; s++) {
             decode(t[i].in, len, len, s, &c, &f, &u, &d);
-            ck_assert_msg(c.n == whole.n && memcmp(c.out, whole.out, c.n) == 0, "%zu split %zu",
-                          i, s);
+            ck_assert_msg(c.n == whole.n && memcmp(c.out, whole.out, c.n) == 0, "%zu split %zu", i,
+                          s);
             ck_assert(f == f0 && u == u0 && d == d0);
         }
     }

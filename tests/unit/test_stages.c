@@ -83,14 +83,30 @@ START_TEST(enh_parse_bounds)
         const char *s;
         int ok, cls, subject, detail;
     } t[] = {
-        {"2.0.0", 1, 2, 0, 0},     {"4.7.1", 1, 4, 7, 1},       {"5.999.999", 1, 5, 999, 999},
-        {"5.7.25", 1, 5, 7, 25},   {"5.001.002", 1, 5, 1, 2},   {"5.1000.1", 0, 0, 0, 0},
-        {"5.1.1000", 0, 0, 0, 0},  {"3.0.0", 0, 0, 0, 0},       {"1.0.0", 0, 0, 0, 0},
-        {"6.0.0", 0, 0, 0, 0},     {"55.0.0", 0, 0, 0, 0},      {"5.1", 0, 0, 0, 0},
-        {"5..1", 0, 0, 0, 0},      {"5.1.", 0, 0, 0, 0},        {".5.1.1", 0, 0, 0, 0},
-        {"5.1.1.", 0, 0, 0, 0},    {"5.1.1 ", 0, 0, 0, 0},      {" 5.1.1", 0, 0, 0, 0},
-        {"5.+1.1", 0, 0, 0, 0},    {"5.-1.1", 0, 0, 0, 0},      {"5. 1.1", 0, 0, 0, 0},
-        {"5.0x1.1", 0, 0, 0, 0},   {"", 0, 0, 0, 0},            {"5", 0, 0, 0, 0},
+        {"2.0.0", 1, 2, 0, 0},
+        {"4.7.1", 1, 4, 7, 1},
+        {"5.999.999", 1, 5, 999, 999},
+        {"5.7.25", 1, 5, 7, 25},
+        {"5.001.002", 1, 5, 1, 2},
+        {"5.1000.1", 0, 0, 0, 0},
+        {"5.1.1000", 0, 0, 0, 0},
+        {"3.0.0", 0, 0, 0, 0},
+        {"1.0.0", 0, 0, 0, 0},
+        {"6.0.0", 0, 0, 0, 0},
+        {"55.0.0", 0, 0, 0, 0},
+        {"5.1", 0, 0, 0, 0},
+        {"5..1", 0, 0, 0, 0},
+        {"5.1.", 0, 0, 0, 0},
+        {".5.1.1", 0, 0, 0, 0},
+        {"5.1.1.", 0, 0, 0, 0},
+        {"5.1.1 ", 0, 0, 0, 0},
+        {" 5.1.1", 0, 0, 0, 0},
+        {"5.+1.1", 0, 0, 0, 0},
+        {"5.-1.1", 0, 0, 0, 0},
+        {"5. 1.1", 0, 0, 0, 0},
+        {"5.0x1.1", 0, 0, 0, 0},
+        {"", 0, 0, 0, 0},
+        {"5", 0, 0, 0, 0},
         {"5.1.99999999999999999999", 0, 0, 0, 0},
     };
     for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
@@ -119,7 +135,7 @@ END_TEST
 /* The chain over the per-item stages. */
 static struct event_base *base;
 static struct pc_services svc;
-static struct pc_buf seen;   /* what the filters saw */
+static struct pc_buf seen; /* what the filters saw */
 static int items, pend_at = -1, reject_at = -1;
 static int done_calls;
 static struct pc_verdict done_v;
@@ -193,8 +209,8 @@ static const struct pc_door door = {"test", stage_done};
 static char spool[] = "/tmp/pc-test-stages-XXXXXX";
 
 /* run_stage - one stage over a message of nbody body bytes (spooled past 1000) */
-static enum pc_action run_stage(const struct pc_filter_ops *ops, enum pc_stage stage,
-                                size_t nbody, struct pc_buf *body, struct pc_verdict *v)
+static enum pc_action run_stage(const struct pc_filter_ops *ops, enum pc_stage stage, size_t nbody,
+                                struct pc_buf *body, struct pc_verdict *v)
 {
     struct pc_chain_link link = {ops, NULL, 1000, PC_ONERR_TEMPFAIL};
     struct pc_chain c = {&link, 1, false};
@@ -244,8 +260,7 @@ START_TEST(body_chunks)
     for (size_t i = 0; i < 4; i++) {
         for (int pend = -1; pend < 2; pend++) {
             pend_at = pend;
-            ck_assert_int_eq(run_stage(&body_ops, PC_STAGE_BODY, sizes[i], &body, &v),
-                             PC_CONTINUE);
+            ck_assert_int_eq(run_stage(&body_ops, PC_STAGE_BODY, sizes[i], &body, &v), PC_CONTINUE);
             /* 65536 is reached by whole lines, so it spills into a second chunk. */
             size_t chunks = (body.len + 65535) / 65536;
             ck_assert_int_eq(items, (int)chunks);

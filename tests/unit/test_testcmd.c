@@ -34,8 +34,8 @@ int pc_test_main(int argc, char **argv);
 /* run_test - pc_test_main with stdout silenced */
 static int run_test(const char *a1, const char *a2, const char *a3)
 {
-    char *argv[] = {"test", "-q", "-c", "deploy/portcullis.conf", (char *)a1, (char *)a2,
-                    (char *)a3, NULL};
+    char *argv[] = {"test",     "-q",       "-c",       "deploy/portcullis.conf",
+                    (char *)a1, (char *)a2, (char *)a3, NULL};
     int argc = 5 + (a2 != NULL) + (a3 != NULL);
 
     fflush(stdout);
@@ -74,8 +74,16 @@ START_TEST(test_envelope_and_usage)
         printf("skip: %s absent\n", SPAM "nice__not_gtube.eml");
         return;
     }
-    char *argv[] = {"test", "-q", "-c", "deploy/portcullis.conf", "--client-ip", "192.0.2.1",
-                    "--rcpt", "someone@elsewhere.test", SPAM "nice__not_gtube.eml", NULL};
+    char *argv[] = {"test",
+                    "-q",
+                    "-c",
+                    "deploy/portcullis.conf",
+                    "--client-ip",
+                    "192.0.2.1",
+                    "--rcpt",
+                    "someone@elsewhere.test",
+                    SPAM "nice__not_gtube.eml",
+                    NULL};
     /* Not in mynetworks, not our domain: the relay filter refuses. */
     ck_assert_int_eq(pc_test_main(9, argv), 1);
     char *bad[] = {"test", "-c", "deploy/portcullis.conf", NULL};
@@ -123,8 +131,10 @@ START_TEST(test_conf_errors)
     close(fd);
     snprintf(conf, sizeof(conf), "rules { files = { \"%s\" } }\n", rules);
     ck_assert_ptr_null(load(conf, &err));
-    snprintf(want, sizeof(want), "%s:1:19: unknown field \"nosuch\"\n%s:2:43: reply code \"450\" "
-             "must be 5xx for reject", rules, rules);
+    snprintf(want, sizeof(want),
+             "%s:1:19: unknown field \"nosuch\"\n%s:2:43: reply code \"450\" "
+             "must be 5xx for reject",
+             rules, rules);
     ck_assert_str_eq(err.msg, want);
     /* fixed: the same configuration loads */
     fd = open(rules, O_WRONLY | O_TRUNC);
