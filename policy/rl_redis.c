@@ -814,6 +814,25 @@ static void rlr_resolve(struct rlr_store *st)
     evtimer_add(st->sq_timer, &tv);
 }
 
+/* req_new - a request on the store's current connection, due within its timeout; EVALSHA with
+ * nkeys keys (the caller sets the digest and the arguments) */
+static struct rlr_req *req_new(struct rlr_store *st, pc_rl_cb *cb, void *arg, size_t nkeys)
+{
+    struct rlr_req *r = calloc(1, sizeof(*r));
+
+    if (r == NULL)
+        return NULL;
+    r->st = st;
+    r->ac = st->ac;
+    r->cb = cb;
+    r->arg = arg;
+    r->deadline = now_ms() + st->timeout_ms;
+    snprintf(r->numkeys, sizeof(r->numkeys), "%zu", nkeys);
+    r->argv[0] = "EVALSHA";
+    r->argv[2] = r->numkeys;
+    return r;
+}
+
 /* rlr_check - one EVALSHA for all the items */
 static enum pc_rl_status rlr_check(struct pc_rl_store *base, const struct pc_rl_item *v, size_t n,
                                    struct pc_rl_result *res, pc_rl_cb *cb, void *arg,
@@ -841,23 +860,15 @@ static enum pc_rl_status rlr_check(struct pc_rl_store *base, const struct pc_rl_
         pc_metric_observe(PC_M_REDIS_SECONDS, "unavailable", 0);
         return PC_RL_DONE;
     }
-    if ((r = calloc(1, sizeof(*r))) == NULL) {
+    if ((r = req_new(st, cb, arg, n)) == NULL) {
         res->error = true;
         res->why = "out of memory";
         base->stats.errors++;
         return PC_RL_DONE;
     }
-    r->st = st;
-    r->ac = st->ac;
-    r->cb = cb;
-    r->arg = arg;
     r->n = n;
-    r->deadline = now_ms() + st->timeout_ms;
     clock_gettime(CLOCK_MONOTONIC, &r->t0);
-    snprintf(r->numkeys, sizeof(r->numkeys), "%zu", n);
-    r->argv[0] = "EVALSHA";
     r->argv[1] = st->sha;
-    r->argv[2] = r->numkeys;
     r->argc = 3;
     for (size_t i = 0; i < n; i++) {
         snprintf(r->keys[i], sizeof(r->keys[i]), "%s", v[i].key);
@@ -980,21 +991,13 @@ enum pc_rl_status pc_rl_redis_eval(struct pc_rl_store *base, const struct pc_rl_
         base->stats.errors++;
         return PC_RL_DONE;
     }
-    if ((r = calloc(1, sizeof(*r))) == NULL) {
+    if ((r = req_new(st, cb, arg, nkeys)) == NULL) {
         res->why = "out of memory";
         base->stats.errors++;
         return PC_RL_DONE;
     }
-    r->st = st;
-    r->ac = st->ac;
-    r->cb = cb;
-    r->arg = arg;
     r->script = script;
-    r->deadline = now_ms() + st->timeout_ms;
-    snprintf(r->numkeys, sizeof(r->numkeys), "%zu", nkeys);
-    r->argv[0] = "EVALSHA";
     r->argv[1] = script->sha;
-    r->argv[2] = r->numkeys;
     r->argc = 3;
     for (size_t i = 0; i < nkeys; i++) {
         snprintf(r->keys[i], sizeof(r->keys[i]), "%s", keys[i]);
