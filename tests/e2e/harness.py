@@ -234,6 +234,10 @@ smtpd_recipient_restrictions = check_client_access inline:{{{{ {self.REFUSED} = 
 maillog_file_prefixes = {tmp}
 maillog_file = {self.maillog}
 """
+        self._start(main_cf)
+
+    def _start(self, main_cf):
+        """Write main.cf and master.cf, check them, start, and wait for the listener."""
         with open(os.path.join(self.conf, "main.cf"), "w") as f:
             f.write(main_cf)
         with open(os.path.join(self.conf, "master.cf"), "w") as f:
@@ -621,14 +625,7 @@ queue_run_delay = 1s
 maillog_file_prefixes = {tmp}
 maillog_file = {self.maillog}
 """
-        with open(os.path.join(self.conf, "main.cf"), "w") as f:
-            f.write(main_cf)
-        with open(os.path.join(self.conf, "master.cf"), "w") as f:
-            f.write(self.MASTER.format(addr=f"127.0.0.1:{self.port}"))
-        self._postfix("check")
-        self._postfix("start")
-        _postfixes.append(self)
-        wait_port(self.port, timeout=20)
+        self._start(main_cf)
 
     def flush(self):
         """Ask the queue manager to retry deferred mail now (postqueue -f)."""
