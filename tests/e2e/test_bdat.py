@@ -252,6 +252,40 @@ class BdatPostfix(unittest.TestCase):
         self.assertFalse([g for g in got if b"\nSubject: smuggled" in g.split(b"\n\n")[0]])
 
 
+class BdatLarge(unittest.TestCase):
+    """A 2.5 MB message in client chunks of odd sizes goes to Postfix in 1 MiB BDAT chunks
+    (two, then the rest with LAST), byte-exact."""
+
+    def test_large_message_in_several_chunks(self):
+        tmp = h.tempdir()
+        try:
+            with h.Postfix(tmp) as pf:
+                gw = h.Gateway(tmp, h.gateway_conf(h.backend_conf(pf.port)))
+                try:
+                    line = b"0123456789" * 7 + b".\r\n.x\r\n"
+                    msg = (b"Subject: big\r\n" + HDRS + b"Message-ID: <3@sender.example>\r\n\r\n"
+                           + line * (2500000 // len(line)))
+                    with h.Chat(gw.port, timeout=30) as c:
+                        open_txn(c)
+                        off, step = 0, 333331
+                        while off + step < len(msg):
+                            c.send(bdat(msg[off:off + step]))
+                            self.assertEqual(c.reply()[0], 250)
+                            off += step
+                        c.send(bdat(msg[off:], last=True))
+                        code, text = c.reply()
+                        self.assertEqual(code, 250, text)
+                    got = wait_for(lambda: pf.delivered(0), 30)
+                    self.assertEqual(len(got), 1)
+                    self.assertTrue(got[0].endswith(lf(msg)))
+                finally:
+                    gw.close()
+                self.assertTrue(wait_for(lambda: re.search(r"disconnect from .* bdat=3\b",
+                                                           pf.log())), pf.log()[-2000:])
+        finally:
+            h.rmtree(tmp)
+
+
 class BdatSink(unittest.TestCase):
     """smtp-sink behind the gateway: BDAT in, DATA out (dot-stuffed, CRLF)."""
 
