@@ -286,6 +286,59 @@ class BdatLarge(unittest.TestCase):
             h.rmtree(tmp)
 
 
+def mail_sessions(mta):
+    return [x for x in mta.sessions if any(c.startswith("MAIL") for c in x["commands"])]
+
+
+class BdatBackendFaults(unittest.TestCase):
+    """Faults a real backend does not produce on demand (a scripted one, FakeMTA)."""
+
+    def run_two(self, replies):
+        """A 1.5 MB message (two BDAT chunks to the backend), then a small one, one session."""
+        tmp = h.tempdir()
+        try:
+            with h.FakeMTA(replies=replies, ext=h.FakeMTA.EXT + ("CHUNKING",)) as mta:
+                gw = h.Gateway(tmp, h.gateway_conf(h.backend_conf(mta.port, identity="none")))
+                try:
+                    big = b"Subject: big\r\n\r\n" + (b"x" * 998 + b"\r\n") * 1500
+                    out = []
+                    with h.Chat(gw.port, timeout=30) as c:
+                        open_txn(c)
+                        c.send(bdat(big, last=True))
+                        out.append(c.reply())
+                        self.assertEqual(c.cmd("MAIL FROM:<a@sender.example>")[0], 250)
+                        self.assertEqual(c.cmd("RCPT TO:<u@example.com>")[0], 250)
+                        c.send(bdat(MSG, last=True))
+                        out.append(c.reply())
+                    return out, mta
+                finally:
+                    gw.close()
+        finally:
+            h.rmtree(tmp)
+
+    def test_refused_chunk_ends_the_backend_connection(self):
+        # The backend refuses the first (not last) chunk: we send no more of the message, the
+        # client hears the refusal, and the next message goes on a new connection.
+        out, mta = self.run_two({"BDAT": "452 4.3.1 Insufficient system storage"})
+        self.assertEqual(out[0][0], 452, out)
+        self.assertEqual(out[1][0], 250, out)
+        sessions = mail_sessions(mta)  # the capability probe's connection has no MAIL
+        self.assertEqual(len(sessions), 2)
+        first = [x for x in sessions[0]["commands"] if x.startswith("BDAT")]
+        self.assertEqual(first, ["BDAT 1048576"])
+        self.assertEqual(len(mta.accepted), 1)
+        self.assertTrue(mta.accepted[0].endswith(MSG))
+
+    def test_chunks_add_up(self):
+        out, mta = self.run_two({})
+        self.assertEqual([o[0] for o in out], [250, 250])
+        self.assertEqual(len(mail_sessions(mta)), 1)  # one connection, reused
+        cmds = [x for x in mail_sessions(mta)[0]["commands"] if x.startswith("BDAT")]
+        self.assertEqual(cmds[0], "BDAT 1048576")
+        self.assertTrue(cmds[1].endswith(" LAST"), cmds)
+        self.assertFalse(any(x.startswith("DATA") for x in mta.commands()))
+
+
 class BdatSink(unittest.TestCase):
     """smtp-sink behind the gateway: BDAT in, DATA out (dot-stuffed, CRLF)."""
 
