@@ -9,7 +9,9 @@ never searched for an end of data: every fake end-of-data sequence of
 ../shared/testdata/smuggling/eod_sequences.json, and the real CR LF . CR LF, inside a chunk or
 straddling two chunks, must stay content of one message and never start a second one. Chunks
 pipelined after a failed one are read and thrown away (never commands, never message). A real
-Exim 4.96 sends BDAT to us when we offer CHUNKING.
+Exim 4.96 sends BDAT to us when we offer CHUNKING. Towards the backend, messages over 1 MiB go in
+several BDAT chunks; a scripted backend (FakeMTA) refuses a chunk, which a real one does not do
+on demand.
 """
 import json
 import os
@@ -337,6 +339,44 @@ class BdatBackendFaults(unittest.TestCase):
         self.assertEqual(cmds[0], "BDAT 1048576")
         self.assertTrue(cmds[1].endswith(" LAST"), cmds)
         self.assertFalse(any(x.startswith("DATA") for x in mta.commands()))
+
+
+class BdatRulesMaildir(unittest.TestCase):
+    """The engine sees a chunked message as it sees DATA's: a body rule (GTUBE) matches a
+    string cut by a chunk boundary; a clean message lands in the Maildir backend byte-exact."""
+
+    GTUBE = b"XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
+
+    def test_body_rule_across_chunks_and_maildir(self):
+        tmp = h.tempdir()
+        try:
+            maildir = os.path.join(tmp, "Maildir")
+            rules = os.path.join(h.ROOT, "rules", "gtube.rules")
+            conf = h.gateway_conf(f'backend "mta" {{\n  maildir = "{maildir}"\n}}\n',
+                                  filters='"relay", "rules"',
+                                  extra=f'rules {{\n  files = {{ "{rules}" }}\n}}\n')
+            gw = h.Gateway(tmp, conf)
+            try:
+                spam = b"Subject: spam\r\n\r\nhello " + self.GTUBE + b"\r\n"
+                cut = spam.index(self.GTUBE) + 20
+                with h.Chat(gw.port) as c:
+                    open_txn(c)
+                    c.send(bdat(spam[:cut]) + bdat(spam[cut:], last=True))
+                    self.assertEqual(c.reply()[0], 250)
+                    code, text = c.reply()
+                    self.assertEqual(code, 554, text)
+                    self.assertEqual(c.cmd("MAIL FROM:<a@sender.example>")[0], 250)
+                    self.assertEqual(c.cmd("RCPT TO:<u@example.com>")[0], 250)
+                    c.send(bdat(MSG[:50]) + bdat(MSG[50:]) + b"BDAT 0 LAST\r\n")
+                    self.assertEqual([c.reply()[0] for _ in range(3)], [250, 250, 250])
+                files = h.glob.glob(os.path.join(maildir, "new", "*"))
+                self.assertEqual(len(files), 1)
+                got = h.read(files[0], binary=True)
+                self.assertTrue(got.endswith(lf(MSG)), got[-300:])  # LF: the Maildir convention
+            finally:
+                gw.close()
+        finally:
+            h.rmtree(tmp)
 
 
 class BdatSink(unittest.TestCase):
