@@ -1352,8 +1352,8 @@ static void data_row(struct pc_smtp *c, enum pc_stage st, enum pc_action a, stru
 /* The command table. STARTTLS becomes {SM_HELO | SM_NO_TXN | SM_NO_ARG | SM_GROUP_END |
  * SM_NOT_TLS, cmd_starttls} whose handshake resumes through step_over(); AUTH {SM_HELO |
  * SM_NO_TXN | SM_ARG | SM_NOT_AUTH} plus an input mode (SM_AUTH beside SM_DATA) for the
- * exchange's lines; BDAT {SM_TXN | SM_ARG} plus an input mode that counts octets
- * (RFC 3030 2), its end joining end_of_data(). */
+ * exchange's lines. BDAT is here: SM_BDAT counts octets (RFC 3030 2), LAST joins
+ * end_of_data(). */
 static const struct sm_row sm_rows[PC_VERB_FORBIDDEN + 1] = {
     [PC_VERB_UNKNOWN] = {"unknown", NULL, 0, cmd_unknown, greet_row, NULL},
     [PC_VERB_HELO] = {"helo", "Syntax: HELO hostname", SM_ARG | SM_NOT_AUTH, cmd_helo, helo_row,
