@@ -51,7 +51,7 @@
  *	of commands; limits.max_commands and limits.max_junk_commands end a
  *	session that only talks (421 4.7.0, like Postfix's junk command limit).
  * SEE ALSO
- *	RFC 5321, RFC 2920 (PIPELINING), RFC 1870 (SIZE), RFC 6531, RFC 3461
+ *	RFC 5321, RFC 2920 (PIPELINING), RFC 1870 (SIZE), RFC 6531, RFC 3461, RFC 3030 (CHUNKING)
  */
 #include "gateway/smtp_server.h"
 
