@@ -1102,9 +1102,14 @@ static void bdat_start(struct pc_smtp *c, bool discard)
  * on) ends now, the chunk is discarded, later pipelined chunks too */
 static void bdat_refuse(struct pc_smtp *c, bool end_txn)
 {
+    const struct pc_verdict *v = &c->bdat_err;
+
     c->bdat_failed = true;
-    if (end_txn)
+    if (end_txn) {
+        /* The one log line for this refusal, as for a message refused after DATA. */
+        pc_txnlog_refusal(c->s, "reject", "BDAT", v->code, &v->enh, v->text, "core", NULL, NULL);
         txn_end(c);
+    }
     bdat_start(c, true);
 }
 
@@ -1462,6 +1467,8 @@ static void bdat_chunk_end(struct pc_smtp *c)
     if (c->eng.too_big) {
         pc_verdict_set(&c->bdat_err, PC_REJECT, 552, "5.3.4", "Error: message file too big");
         reply_text(c, 552, &c->bdat_err.enh, c->bdat_err.text);
+        pc_txnlog_refusal(c->s, "reject", "BDAT", 552, &c->bdat_err.enh, c->bdat_err.text, "core",
+                          NULL, NULL);
         c->bdat_failed = true;
         txn_end(c);
         return;

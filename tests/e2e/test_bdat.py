@@ -209,6 +209,7 @@ class BdatPostfix(unittest.TestCase):
             self.assertEqual(c.reply()[0], 250)  # NOOP, not a 214 for the HELP inside
         time.sleep(1)
         self.assertEqual(self.pf.delivered(0), [])
+        self.assertRegex(self.gw.log(), r"reject: BDAT .*552 5\.3\.4")
 
     def test_bdat_without_mail_is_read_and_refused(self):
         with h.Chat(self.gw.port) as c:
