@@ -981,6 +981,24 @@ static int unclosed_section(const char *path)
     return depth > 0 ? first : 0;
 }
 
+/* conf_release - the last reference to a generation is gone (core/settings.h) */
+static void conf_release(struct pc_settings *set)
+{
+    struct pc_conf *c = set->owner;
+
+    pc_pool_destroy(c->pool);
+}
+
+/* settings_fill - the values the core reads, copied once the generation is loaded */
+static void settings_fill(struct pc_conf *c)
+{
+    c->core.delay_reject = c->delay_reject;
+    c->core.max_header_size = c->limits.max_header_size;
+    c->core.max_headers = c->limits.max_headers;
+    c->core.spool_threshold = c->limits.spool_threshold;
+    c->core.spool_dir = c->spool_dir;
+}
+
 /* pc_conf_load - parse, validate, configure filters */
 struct pc_conf *pc_conf_load(const char *path, struct pc_err *err)
 {
@@ -991,7 +1009,9 @@ struct pc_conf *pc_conf_load(const char *path, struct pc_err *err)
 
     err->msg[0] = 0;
     c->pool = pool;
-    c->refs = 1;
+    c->core.refs = 1;
+    c->core.release = conf_release;
+    c->core.owner = c;
     cfg = cfg_new();
     pc_pool_cleanup(pool, cfg_free_cb, cfg);
     c->cfg = cfg;
@@ -1081,6 +1101,7 @@ struct pc_conf *pc_conf_load(const char *path, struct pc_err *err)
     }
     if (bad || pc_err_count)
         goto fail;
+    settings_fill(c);
     pc_err_collect = NULL;
     return c;
 fail:
@@ -1103,17 +1124,16 @@ int pc_conf_start(struct pc_conf *c, struct pc_services *svc, struct pc_err *err
     return 0;
 }
 
-/* pc_conf_ref - one more session uses this generation */
+/* pc_conf_ref - one more user of this generation (the count is the core's: sessions hold it) */
 void pc_conf_ref(struct pc_conf *c)
 {
-    c->refs++;
+    pc_settings_ref(&c->core);
 }
 
 /* pc_conf_unref - last user frees the generation */
 void pc_conf_unref(struct pc_conf *c)
 {
-    if (--c->refs == 0)
-        pc_pool_destroy(c->pool);
+    pc_settings_unref(&c->core);
 }
 
 /* value_text - an option's value as the configuration would write it; "(unset)" if none */

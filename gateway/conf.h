@@ -20,6 +20,7 @@
 #include "lib/cidr.h"
 #include "lib/log.h"
 #include "core/chain.h"
+#include "core/settings.h"
 
 struct pc_err;
 
@@ -78,8 +79,8 @@ struct pc_timeouts { /* milliseconds; RFC 5321 4.5.3.2 defaults */
 #endif
 
 struct pc_conf {
-    int refs;
-    void *cfg; /* cfg_t *, kept for filters that read their section late */
+    struct pc_settings core; /* what core/ reads, and the reference count (core/settings.h) */
+    void *cfg;               /* cfg_t *, kept for filters that read their section late */
     const char *path;
     const char *hostname;
     const char *banner;

@@ -195,7 +195,8 @@ static enum pc_action rcpt(struct pc_conf *c, const char *client, enum who who, 
         ck_assert(inet_pton(AF_INET, client, &s4->sin_addr) == 1);
         sl = sizeof(*s4);
     }
-    struct pc_session *s = pc_session_new(&svc, c, "in", &c->listeners[0].chain, &door, NULL);
+    struct pc_session *s =
+        pc_session_new(&svc, &c->core, "in", &c->listeners[0].chain, &door, NULL);
     pc_session_set_client(s, (struct sockaddr *)&ss, sl);
     s->trusted = who == TRUSTED_LISTENER;
     if (who == AUTHENTICATED)
