@@ -7,8 +7,9 @@
  *	(section, name, type, default, bounds, validator, doc) generates the
  *	libconfuse options, the checks (keyed by section and name), -p and -n,
  *	and through -p the man page check (tests/docs-check.sh). Each filter
- *	contributes its own section (its cfg_opt_t table) plus the core's
- *	timeout and on_error; pc_filter_bounds bounds what a filter does not.
+ *	declares its own section's rows in its ops (.params, core/param.h),
+ *	generated and checked the same way, plus the rows every filter has
+ *	(pc_filter_common: timeout, on_error). A new parameter is one row.
  *	Validators record an error and let the parse go on, so -t reports every
  *	bad value at its line; later steps (filters, backends, listeners) each
  *	run too. The top-level mynetworks fills every filter's trust option
@@ -40,28 +41,15 @@
 
 #define PC_FILTER_TIMEOUT_DEFAULT "30s"
 
-/* The type of a parameter: how it is parsed, checked and printed. */
-enum pc_ptype { PT_STR, PT_INT, PT_BOOL, PT_LIST, PT_DURATION };
-
-/* One parameter of the core: the only place its default, bounds and meaning live. */
-struct pc_param {
-    const char *section; /* "" for the top level */
-    const char *name;
-    enum pc_ptype type;
-    const char *def; /* as libconfuse would read it; NULL: unset unless configured */
-    long min, max;   /* PT_INT: the value; PT_DURATION: milliseconds */
-    int (*check)(cfg_t *, cfg_opt_t *); /* more than the type and bounds, or NULL */
-    const char *doc;
-};
-
 static int validate_top(cfg_t *, cfg_opt_t *);
 static int validate_networks(cfg_t *, cfg_opt_t *);
 static int validate_hostport(cfg_t *, cfg_opt_t *);
 static int validate_chain(cfg_t *, cfg_opt_t *);
+static int validate_on_error(cfg_t *, cfg_opt_t *);
 
 #define DAY_MS 86400000L
 /* Every core parameter. Bounds are the edge of what is sane, not of what is usual. */
-static const struct pc_param pc_params[] = {
+static const struct pc_param_row pc_params[] = {
     {"", "hostname", PT_STR, NULL, 0, 0, validate_top, "name in the banner and Received"},
     {"", "banner", PT_STR, "ESMTP", 0, 0, NULL, "text after the hostname in the 220 greeting"},
     {"", "spool_dir", PT_STR, "/tmp", 0, 0, NULL, "where messages past spool_threshold go"},
@@ -130,10 +118,15 @@ static const char *const pc_param_sections[] = {"limits", "timeouts", "dns", "me
 /* The sections that repeat, each with a title: listener "name" { }. */
 static const char *const pc_multi_sections[] = {"listener", "backend", "auth"};
 
-/* Bounds of the filters' integer options (their sections are their own tables). */
-static const struct pc_param pc_filter_bounds[] = {
-    {"dnsbl", "threshold", PT_INT, NULL, 1, 1000, NULL, NULL},
+/* The rows every filter's section has besides its own (core/filter.h): section "" here
+ * stands for the filter's name. */
+static const struct pc_param_row pc_filter_common[] = {
+    {"", "timeout", PT_DURATION, PC_FILTER_TIMEOUT_DEFAULT, 0, DAY_MS, NULL,
+     "how long a pending stage may take"},
+    {"", "on_error", PT_STR, "tempfail", 0, 0, validate_on_error,
+     "when the filter cannot decide: tempfail, accept or reject"},
 };
+#define PC_NCOMMON (sizeof(pc_filter_common) / sizeof(pc_filter_common[0]))
 
 static const char *pc_conf_current_path;
 
@@ -206,8 +199,8 @@ static void conf_errfn(cfg_t *cfg, const char *fmt, va_list ap)
 }
 
 /* param_find - the table row of option name in section sec ("" top level), or NULL */
-static const struct pc_param *param_find(const struct pc_param *t, size_t n, const char *sec,
-                                         const char *name)
+static const struct pc_param_row *param_find(const struct pc_param_row *t, size_t n,
+                                             const char *sec, const char *name)
 {
     for (size_t i = 0; i < n; i++)
         if (strcmp(t[i].section, sec) == 0 && strcmp(t[i].name, name) == 0)
@@ -215,16 +208,37 @@ static const struct pc_param *param_find(const struct pc_param *t, size_t n, con
     return NULL;
 }
 
+/* section_is - does a row's section ("ratelimit.limit") name the section being parsed
+ * ("limit")? libconfuse gives a section its own name only, so a nested section is matched by
+ * its last part; no two filters nest sections of the same name. */
+static bool section_is(const char *row, const char *sec)
+{
+    const char *dot = strrchr(row, '.');
+
+    return strcmp(row, sec) == 0 || (dot && *sec && strcmp(dot + 1, sec) == 0);
+}
+
+/* filter_row - the row of a filter's option (its own, or a common one), or NULL */
+static const struct pc_param_row *filter_row(const char *sec, const char *name)
+{
+    for (size_t i = 0; pc_filter_registry[i]; i++) {
+        const struct pc_filter_ops *ops = pc_filter_registry[i];
+        for (const struct pc_param_row *p = ops->params; p && p->name; p++)
+            if (section_is(p->section, sec) && strcmp(p->name, name) == 0)
+                return p;
+        if (strcmp(ops->name, sec) == 0)
+            return param_find(pc_filter_common, PC_NCOMMON, "", name);
+    }
+    return NULL;
+}
+
 /* param_of - the row for an option of a section being parsed, by its full path */
-static const struct pc_param *param_of(cfg_t *cfg, cfg_opt_t *opt)
+static const struct pc_param_row *param_of(cfg_t *cfg, cfg_opt_t *opt)
 {
     const char *sec = cfg->name && strcmp(cfg->name, "root") != 0 ? cfg->name : "";
-    const struct pc_param *p = param_find(pc_params, PC_NPARAMS, sec, opt->name);
+    const struct pc_param_row *p = param_find(pc_params, PC_NPARAMS, sec, opt->name);
 
-    if (p == NULL)
-        p = param_find(pc_filter_bounds, sizeof(pc_filter_bounds) / sizeof(pc_filter_bounds[0]),
-                       sec, opt->name);
-    return p;
+    return p ? p : filter_row(sec, opt->name);
 }
 
 /* validate_int - the bounds of the option's row, keyed by section and name. An error is
@@ -232,7 +246,7 @@ static const struct pc_param *param_of(cfg_t *cfg, cfg_opt_t *opt)
 static int validate_int(cfg_t *cfg, cfg_opt_t *opt)
 {
     long v = cfg_opt_getnint(opt, cfg_opt_size(opt) - 1);
-    const struct pc_param *p = param_of(cfg, opt);
+    const struct pc_param_row *p = param_of(cfg, opt);
 
     if (p && (v < p->min || v > p->max))
         cfg_error(cfg, "%s%s%s = %ld is out of range [%ld, %ld]", p->section,
@@ -245,7 +259,7 @@ static int validate_duration(cfg_t *cfg, cfg_opt_t *opt)
 {
     unsigned long long ms;
     const char *v = cfg_opt_getnstr(opt, cfg_opt_size(opt) - 1);
-    const struct pc_param *p = param_of(cfg, opt);
+    const struct pc_param_row *p = param_of(cfg, opt);
     unsigned long long lo = p ? (unsigned long long)p->min : 0;
     unsigned long long hi = p ? (unsigned long long)p->max : 86400000ULL;
 
@@ -356,26 +370,33 @@ static unsigned duration_ms(cfg_t *sec, const char *name)
     return (unsigned)ms;
 }
 
-/* filter_opts - a filter's options plus the core's timeout and on_error */
-static cfg_opt_t *filter_opts(const struct pc_filter_ops *ops)
-{
-    size_t n = 0;
+/* The option arrays generated for one cfg_init: libconfuse copies them, so they are freed
+ * together right after. */
+struct opt_arrays {
+    cfg_opt_t *v[64];
+    size_t n;
+};
 
-    while (ops->opts && ops->opts[n].name)
-        n++;
-    cfg_opt_t *v = calloc(n + 3, sizeof(*v));
-    if (v == NULL)
+/* opts_alloc - an array of n options plus CFG_END, remembered for opts_free */
+static cfg_opt_t *opts_alloc(struct opt_arrays *a, size_t n)
+{
+    cfg_opt_t *v = calloc(n + 1, sizeof(*v));
+
+    if (v == NULL || a->n == sizeof(a->v) / sizeof(a->v[0]))
         pc_fatal("out of memory");
-    if (n)
-        memcpy(v, ops->opts, n * sizeof(*v));
-    cfg_opt_t extra[] = {CFG_STR("timeout", PC_FILTER_TIMEOUT_DEFAULT, CFGF_NONE),
-                         CFG_STR("on_error", "tempfail", CFGF_NONE), CFG_END()};
-    memcpy(v + n, extra, sizeof(extra));
+    a->v[a->n++] = v;
     return v;
 }
 
+/* opts_free - release what opts_alloc gave (after cfg_init copied it) */
+static void opts_free(struct opt_arrays *a)
+{
+    while (a->n)
+        free(a->v[--a->n]);
+}
+
 /* param_opt - the libconfuse option a table row generates, with its validator */
-static cfg_opt_t param_opt(const struct pc_param *p)
+static cfg_opt_t param_opt(const struct pc_param_row *p)
 {
     cfg_opt_t o;
 
@@ -410,65 +431,75 @@ static cfg_opt_t param_opt(const struct pc_param *p)
     return o;
 }
 
-/* section_opts - the options of one core section, generated from pc_params */
-static cfg_opt_t *section_opts(const char *sec)
+/* rows_opts - the options of section sec from a table of rows (n rows, or up to a NULL name),
+ * a PT_SECTION row with the options of its own rows; extra rows (the filters' common ones)
+ * come last */
+static cfg_opt_t *rows_opts(struct opt_arrays *a, const struct pc_param_row *rows, size_t n,
+                            const char *sec, const struct pc_param_row *extra, size_t nextra)
 {
-    cfg_opt_t *v = calloc(PC_NPARAMS + 1, sizeof(*v));
-    size_t n = 0;
+    size_t k = 0, cnt = 0;
 
-    if (v == NULL)
-        pc_fatal("out of memory");
-    for (size_t i = 0; i < PC_NPARAMS; i++)
-        if (strcmp(pc_params[i].section, sec) == 0)
-            v[n++] = param_opt(&pc_params[i]);
+    while (rows && cnt < n && rows[cnt].name)
+        cnt++;
+    cfg_opt_t *v = opts_alloc(a, cnt + nextra);
+    for (size_t i = 0; i < cnt; i++) {
+        if (strcmp(rows[i].section, sec) != 0)
+            continue;
+        if (rows[i].type == PT_SECTION) {
+            char sub[128];
+            snprintf(sub, sizeof(sub), "%s.%s", sec, rows[i].name);
+            cfg_opt_t o = CFG_SEC(rows[i].name, rows_opts(a, rows, cnt, sub, NULL, 0),
+                                  CFGF_MULTI | CFGF_TITLE | CFGF_NO_TITLE_DUPES);
+            v[k++] = o;
+        } else {
+            v[k++] = param_opt(&rows[i]);
+        }
+    }
+    for (size_t i = 0; i < nextra; i++)
+        v[k++] = param_opt(&extra[i]);
     cfg_opt_t end = CFG_END();
-    v[n] = end;
+    v[k] = end;
     return v;
 }
 
-/* build_opts - the whole option table; the caller frees the returned arrays */
-static cfg_opt_t *build_opts(cfg_opt_t ***fopts_out)
+/* filter_opts - a filter's rows plus the core's timeout and on_error */
+static cfg_opt_t *filter_opts(struct opt_arrays *a, const struct pc_filter_ops *ops)
+{
+    return rows_opts(a, ops->params, (size_t)-1, ops->name, pc_filter_common, PC_NCOMMON);
+}
+
+/* build_opts - the whole option table, generated from pc_params and the filters' rows */
+static cfg_opt_t *build_opts(struct opt_arrays *a)
 {
     size_t nf = 0, ns = sizeof(pc_param_sections) / sizeof(pc_param_sections[0]), n = 0;
+    size_t nm = sizeof(pc_multi_sections) / sizeof(pc_multi_sections[0]);
 
     while (pc_filter_registry[nf])
         nf++;
-    cfg_opt_t **fopts = calloc(nf + ns + 4, sizeof(*fopts));
-    cfg_opt_t *opts = calloc(PC_NPARAMS + nf + ns + 4, sizeof(*opts));
-    if (fopts == NULL || opts == NULL)
-        pc_fatal("out of memory");
+    cfg_opt_t *opts = opts_alloc(a, PC_NPARAMS + nf + ns + nm);
     for (size_t i = 0; i < PC_NPARAMS; i++)
         if (!*pc_params[i].section)
             opts[n++] = param_opt(&pc_params[i]);
-    for (size_t i = 0; i < sizeof(pc_multi_sections) / sizeof(pc_multi_sections[0]); i++) {
-        fopts[nf + ns + i] = section_opts(pc_multi_sections[i]);
-        cfg_opt_t sec = CFG_SEC(pc_multi_sections[i], fopts[nf + ns + i],
+    for (size_t i = 0; i < nm; i++) {
+        cfg_opt_t sec = CFG_SEC(pc_multi_sections[i],
+                                rows_opts(a, pc_params, PC_NPARAMS, pc_multi_sections[i], NULL, 0),
                                 CFGF_MULTI | CFGF_TITLE | CFGF_NO_TITLE_DUPES);
         opts[n++] = sec;
     }
     for (size_t i = 0; i < ns; i++) {
-        fopts[nf + i] = section_opts(pc_param_sections[i]);
-        cfg_opt_t sec = CFG_SEC(pc_param_sections[i], fopts[nf + i], CFGF_NONE);
+        cfg_opt_t sec =
+            CFG_SEC(pc_param_sections[i],
+                    rows_opts(a, pc_params, PC_NPARAMS, pc_param_sections[i], NULL, 0), CFGF_NONE);
         opts[n++] = sec;
     }
     for (size_t i = 0; i < nf; i++) {
-        fopts[i] = filter_opts(pc_filter_registry[i]);
-        cfg_opt_t sec = CFG_SEC(pc_filter_registry[i]->name, fopts[i], CFGF_NONE);
+        cfg_opt_t sec =
+            CFG_SEC(pc_filter_registry[i]->name, filter_opts(a, pc_filter_registry[i]), CFGF_NONE);
         opts[n++] = sec;
     }
     cfg_opt_t end = CFG_END();
     opts[n] = end;
-    *fopts_out = fopts;
     return opts;
-}
-
-/* free_opts - release build_opts() arrays (libconfuse copied them) */
-static void free_opts(cfg_opt_t *opts, cfg_opt_t **fopts)
-{
-    for (size_t i = 0; fopts[i]; i++)
-        free(fopts[i]);
-    free(fopts);
-    free(opts);
 }
 
 /* cfg_free_cb - pool cleanup for the parsed tree */
@@ -888,25 +919,22 @@ static void filters_destroy(void *arg)
 /* cfg_new - a libconfuse tree with our validators */
 static cfg_t *cfg_new(void)
 {
-    cfg_opt_t **fopts;
-    cfg_opt_t *opts = build_opts(&fopts);
-    cfg_t *cfg = cfg_init(opts, CFGF_NONE);
+    struct opt_arrays a = {.n = 0};
+    cfg_t *cfg = cfg_init(build_opts(&a), CFGF_NONE);
 
-    free_opts(opts, fopts);
+    opts_free(&a);
     cfg_set_error_function(cfg, conf_errfn);
-    for (size_t i = 0; i < sizeof(pc_filter_bounds) / sizeof(pc_filter_bounds[0]); i++) {
-        char path[128];
-        snprintf(path, sizeof(path), "%s|%s", pc_filter_bounds[i].section,
-                 pc_filter_bounds[i].name);
-        cfg_set_validate_func(cfg, path, validate_int);
-    }
-    for (size_t i = 0; pc_filter_registry[i]; i++) {
-        char path[128];
-        snprintf(path, sizeof(path), "%s|timeout", pc_filter_registry[i]->name);
-        cfg_set_validate_func(cfg, path, validate_duration);
-        snprintf(path, sizeof(path), "%s|on_error", pc_filter_registry[i]->name);
-        cfg_set_validate_func(cfg, path, validate_on_error);
-    }
+    return cfg;
+}
+
+/* pc_conf_filter_cfg - an empty tree of one filter's section alone, with the validators */
+cfg_t *pc_conf_filter_cfg(const struct pc_filter_ops *ops)
+{
+    struct opt_arrays a = {.n = 0};
+    cfg_t *cfg = cfg_init(filter_opts(&a, ops), CFGF_NONE);
+
+    opts_free(&a);
+    cfg_set_error_function(cfg, conf_errfn);
     return cfg;
 }
 

@@ -119,6 +119,10 @@ struct pc_conf *pc_conf_load(const char *path, struct pc_err *);
 int pc_conf_start(struct pc_conf *, struct pc_services *, struct pc_err *);
 /* pc_conf_auth - the auth section called name, or NULL */
 const struct pc_auth_conf *pc_conf_auth(const struct pc_conf *, const char *name);
+/* pc_conf_filter_cfg - an empty libconfuse tree of one filter's section, generated from its
+ * rows with their validators (for tests that configure a filter alone); cfg_free it */
+struct pc_filter_ops;
+cfg_t *pc_conf_filter_cfg(const struct pc_filter_ops *);
 void pc_conf_ref(struct pc_conf *);
 void pc_conf_unref(struct pc_conf *);
 /* pc_conf_print_defaults - every parameter with its default, as "section.name = value" */

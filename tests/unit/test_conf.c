@@ -20,6 +20,7 @@
 
 #include "core/filter.h"
 #include "core/session.h"
+#include "filters/registry.h"
 #include "gateway/conf.h"
 #include "lib/log.h"
 
@@ -353,6 +354,29 @@ START_TEST(auth_sections)
 }
 END_TEST
 
+/* Every filter's options are rows: in its own section, integers bounded with the default
+ * inside the bounds, each with a doc line. */
+START_TEST(filter_rows)
+{
+    for (size_t i = 0; pc_filter_registry[i]; i++) {
+        const struct pc_filter_ops *ops = pc_filter_registry[i];
+        size_t len = strlen(ops->name);
+        for (const struct pc_param_row *p = ops->params; p && p->name; p++) {
+            ck_assert_msg(strncmp(p->section, ops->name, len) == 0 &&
+                              (p->section[len] == 0 || p->section[len] == '.'),
+                          "%s: row %s.%s", ops->name, p->section, p->name);
+            ck_assert_msg(p->doc && *p->doc, "%s.%s has no doc", p->section, p->name);
+            if (p->type != PT_INT)
+                continue;
+            long d = strtol(p->def, NULL, 10);
+            ck_assert_msg(p->min < p->max && d >= p->min && d <= p->max,
+                          "%s.%s: default %ld outside [%ld, %ld]", p->section, p->name, d, p->min,
+                          p->max);
+        }
+    }
+}
+END_TEST
+
 START_TEST(missing_file)
 {
     struct pc_err err;
@@ -379,6 +403,7 @@ int main(void)
     tcase_add_test(tc, trust);
     tcase_add_test(tc, several_errors);
     tcase_add_test(tc, auth_sections);
+    tcase_add_test(tc, filter_rows);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_set_fork_status(sr, CK_NOFORK);

@@ -310,8 +310,8 @@ START_TEST(config_errors)
         {"store = \"http://127.0.0.1\"", "bad store"},
         {"store_timeout = \"30s\"", "shorter than timeout"},
         {"prefix = \"a b\"", "prefix: at most 64"},
-        {"ipv6_prefix = 129", "ipv6_prefix 16..128"},
-        {"max_entries = 10", "max_entries is 100"},
+        {"ipv6_prefix = 129", "greylist.ipv6_prefix = 129 is out of range [16, 128]"},
+        {"max_entries = 10", "greylist.max_entries = 10 is out of range"},
         {"allow_networks = { \"10.0.0.0/33\" }", "bad network"},
         {"allow_sender_domains = { \"bad..example\" }", "bad domain"},
     };
