@@ -181,6 +181,11 @@ const char *pc_conf_path(cfg_t *where, const char *path, char *buf, size_t size)
 
 static struct pc_err *pc_parse_err;
 static const char *pc_parse_path;
+static int pc_parse_last_line; /* of the latest error: where a failed parse stopped */
+/* The sections (by name) that had an error while the file was read: their filters are not
+ * configured, so a bad value is reported once, at its line, not again by the filter. */
+static char pc_err_sections[32][64];
+static size_t pc_err_nsections;
 
 /* conf_errfn - libconfuse's errors and our validators' into the error list */
 static void conf_errfn(cfg_t *cfg, const char *fmt, va_list ap)
@@ -190,6 +195,9 @@ static void conf_errfn(cfg_t *cfg, const char *fmt, va_list ap)
     if (pc_parse_err == NULL)
         return;
     vsnprintf(msg, sizeof(msg), fmt, ap);
+    pc_parse_last_line = cfg->line;
+    if (cfg->name && pc_err_nsections < sizeof(pc_err_sections) / sizeof(pc_err_sections[0]))
+        snprintf(pc_err_sections[pc_err_nsections++], sizeof(pc_err_sections[0]), "%s", cfg->name);
     snprintf(line, sizeof(line), "%s:%d: %s",
              cfg->filename   ? cfg->filename
              : pc_parse_path ? pc_parse_path
@@ -875,6 +883,29 @@ static int mynetworks_inherit(cfg_t *cfg, struct pc_err *err)
     return 0;
 }
 
+/* root_had_error - an error at the top level (mynetworks among them): then the filters keep
+ * their own trust defaults rather than a bad copy that each would report again */
+static bool root_had_error(void)
+{
+    for (size_t i = 0; i < pc_err_nsections; i++)
+        if (strcmp(pc_err_sections[i], "root") == 0)
+            return true;
+    return false;
+}
+
+/* section_had_error - did the filter's section (or a section nested in it) have an error? */
+static bool section_had_error(const struct pc_filter_ops *ops)
+{
+    for (size_t i = 0; i < pc_err_nsections; i++) {
+        if (strcmp(pc_err_sections[i], ops->name) == 0)
+            return true;
+        for (const struct pc_param_row *p = ops->params; p && p->name; p++)
+            if (p->type == PT_SECTION && strcmp(p->name, pc_err_sections[i]) == 0)
+                return true;
+    }
+    return false;
+}
+
 /* filters_configure - every registered filter builds its configuration */
 static void filters_destroy(void *);
 static int filters_configure(struct pc_conf *c, cfg_t *cfg, struct pc_err *err)
@@ -892,6 +923,10 @@ static int filters_configure(struct pc_conf *c, cfg_t *cfg, struct pc_err *err)
         const struct pc_filter_ops *ops = pc_filter_registry[i];
         if (ops->abi != PC_FILTER_ABI)
             pc_fatal("filter %s: ABI %u, expected %u", ops->name, ops->abi, PC_FILTER_ABI);
+        if (section_had_error(ops)) {
+            rc = -1; /* reported at its line already */
+            continue;
+        }
         /* Into a buffer of its own: a filter may write err->msg itself, from the start. */
         struct pc_err mine = {{0}};
         if (ops->configure &&
@@ -1009,6 +1044,137 @@ static int unclosed_section(const char *path)
     return depth > 0 ? first : 0;
 }
 
+/* file_read - a whole configuration file into a NUL-terminated buffer (free it), or NULL */
+static char *file_read(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "r");
+    char *buf = NULL;
+    size_t cap = 0, n = 0;
+
+    if (f == NULL)
+        return NULL;
+    for (;;) {
+        if (n + 4096 + 1 > cap) {
+            char *nb = realloc(buf, cap = cap ? cap * 2 : 8192);
+            if (nb == NULL)
+                pc_fatal("out of memory");
+            buf = nb;
+        }
+        size_t got = fread(buf + n, 1, cap - n - 1, f);
+        n += got;
+        if (got == 0)
+            break;
+    }
+    fclose(f);
+    buf[n] = 0;
+    *len = n;
+    return buf;
+}
+
+/* line_blank - overwrite line (1-based) with spaces, keeping the newline so that later lines
+ * keep their numbers; false if there is no such line */
+static bool line_blank(char *buf, int line)
+{
+    char *p = buf;
+
+    for (int i = 1; i < line && p; i++) {
+        p = strchr(p, '\n');
+        if (p)
+            p++;
+    }
+    if (p == NULL || *p == 0)
+        return false;
+    for (; *p && *p != '\n'; p++)
+        *p = ' ';
+    return true;
+}
+
+/* parse_buf_as - parse buf as if it were the file path (errors and relative names as for it) */
+static int parse_buf_as(cfg_t *cfg, const char *path, char *buf, size_t len)
+{
+    FILE *fp = fmemopen(buf, len ? len : 1, "r");
+    int rc;
+
+    if (fp == NULL)
+        return CFG_PARSE_ERROR;
+    free(cfg->filename);
+    cfg->filename = strdup(path);
+    rc = cfg_parse_fp(cfg, fp);
+    fclose(fp);
+    return rc;
+}
+
+/* parse_recover - after a syntax error, so that -t goes on (the rules files, the listeners and
+ * later syntax errors are still checked): parse again with each failing line blanked, a
+ * bounded number of times. The error that stopped each round was reported by it; a round
+ * that stops at the end of the file is blanking its way into consequences, so it ends the
+ * recovery. Returns the recovered tree (the file is bad all the same), or NULL. */
+static cfg_t *parse_recover(const char *path, int line)
+{
+    size_t len, nlines = 1;
+    char *buf = file_read(path, &len);
+
+    if (line <= 0) { /* an error without a line: nothing to blank */
+        free(buf);
+        return NULL;
+    }
+    for (size_t i = 0; buf && i < len; i++)
+        nlines += buf[i] == '\n';
+    for (int round = 0; buf && round < 10 && line_blank(buf, line); round++) {
+        cfg_t *cfg = cfg_new();
+        int last = pc_parse_last_line;
+        if (parse_buf_as(cfg, path, buf, len) == CFG_SUCCESS) {
+            free(buf);
+            return cfg;
+        }
+        cfg_free(cfg);
+        if (pc_parse_last_line == last || pc_parse_last_line <= line ||
+            (size_t)pc_parse_last_line >= nlines)
+            break;
+        line = pc_parse_last_line;
+    }
+    free(buf);
+    return NULL;
+}
+
+/* conf_parse - the file's tree (recovered past syntax errors), errors recorded; NULL when
+ * there is nothing to check further (no file, or a syntax error beyond recovery) */
+static cfg_t *conf_parse(struct pc_conf *c, const char *path, struct pc_err *err)
+{
+    cfg_t *cfg = cfg_new();
+
+    pc_pool_cleanup(c->pool, cfg_free_cb, cfg);
+    c->cfg = cfg;
+    pc_parse_err = err;
+    pc_parse_path = path;
+    pc_parse_last_line = 0;
+    int rc = path ? cfg_parse(cfg, path) : cfg_parse_buf(cfg, "");
+    cfg_t *r = rc == CFG_PARSE_ERROR && path ? parse_recover(path, pc_parse_last_line) : NULL;
+    pc_parse_err = NULL;
+    if (r) {
+        pc_pool_cleanup(c->pool, cfg_free_cb, r);
+        c->cfg = cfg = r;
+        rc = CFG_SUCCESS;
+    }
+    if (rc == CFG_FILE_ERROR) {
+        snprintf(err->msg, sizeof(err->msg), "%s: cannot read: %m", path);
+        return NULL;
+    }
+    if (rc != CFG_SUCCESS) {
+        if (!err->msg[0])
+            snprintf(err->msg, sizeof(err->msg), "%s: parse error", path ? path : "(defaults)");
+        return NULL;
+    }
+    int open_line = path ? unclosed_section(path) : 0;
+    if (open_line) {
+        char line[600];
+        snprintf(line, sizeof(line), "%s:%d: section not closed before the end of the file", path,
+                 open_line);
+        err_add(err, line);
+    }
+    return cfg;
+}
+
 /* conf_release - the last reference to a generation is gone (core/settings.h) */
 static void conf_release(struct pc_settings *set)
 {
@@ -1032,40 +1198,20 @@ struct pc_conf *pc_conf_load(const char *path, struct pc_err *err)
 {
     struct pc_pool *pool = pc_pool_create(8192);
     struct pc_conf *c = pc_pool_zalloc(pool, sizeof(*c));
-    cfg_t *cfg;
-    int rc;
 
     err->msg[0] = 0;
     c->pool = pool;
     c->core.refs = 1;
     c->core.release = conf_release;
     c->core.owner = c;
-    cfg = cfg_new();
-    pc_pool_cleanup(pool, cfg_free_cb, cfg);
-    c->cfg = cfg;
-    pc_parse_err = err;
-    pc_parse_path = path;
     pc_err_collect = err;
     pc_err_count = 0;
-    rc = path ? cfg_parse(cfg, path) : cfg_parse_buf(cfg, "");
-    pc_parse_err = NULL;
-    if (rc == CFG_SUCCESS && pc_err_count)
-        goto fail; /* the validators' errors, every one with its line */
-    if (rc == CFG_FILE_ERROR) {
-        snprintf(err->msg, sizeof(err->msg), "%s: cannot read: %m", path);
+    pc_err_nsections = 0;
+    /* A bad value or a syntax error does not stop here: the steps below check what they can
+     * (rule files, backends, listeners), so -t shows every error; the load fails at the end. */
+    cfg_t *cfg = conf_parse(c, path, err);
+    if (cfg == NULL)
         goto fail;
-    }
-    if (rc != CFG_SUCCESS) {
-        if (!err->msg[0])
-            snprintf(err->msg, sizeof(err->msg), "%s: parse error", path ? path : "(defaults)");
-        goto fail;
-    }
-    int open_line = path ? unclosed_section(path) : 0;
-    if (open_line) {
-        snprintf(err->msg, sizeof(err->msg), "%s:%d: section not closed before the end of the file",
-                 path, open_line);
-        goto fail;
-    }
     c->path = path ? pc_pool_strdup(pool, path) : "(embedded defaults)";
     pc_conf_current_path = c->path;
     /* Every value below was checked as the file was read (pc_params' validators). */
@@ -1112,7 +1258,7 @@ struct pc_conf *pc_conf_load(const char *path, struct pc_err *err)
     for (size_t i = 0; i < c->dns_nnameservers; i++)
         c->dns_nameservers[i] = cfg_getnstr(d, "nameservers", (unsigned)i);
     /* Each step reports what it finds and the next runs too, so -t shows every error. */
-    if (mynetworks_inherit(cfg, err) < 0)
+    if (!root_had_error() && mynetworks_inherit(cfg, err) < 0)
         goto fail;
     int bad = filters_configure(c, cfg, err) < 0;
     if (backends_load(c, cfg, err) < 0) {

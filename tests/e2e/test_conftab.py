@@ -86,6 +86,24 @@ class Check(unittest.TestCase):
                                  path + ":12: ratelimit.limit.burst = -1 is out of range "
                                  "[0, 1000000000000]"], err)
 
+    def test_t_goes_on_after_a_syntax_error(self):
+        # libconfuse stops at a syntax error; -t reports it at its line, then checks the rest:
+        # a bad value further down, the rule file the rules section names, a second syntax
+        # error. Exit status 78 (portcullis(8)).
+        rc, out, err, path, d = run(["-t"], 'banner = "x"\n'
+                                    'limits { max_recipients = = 3 }\n'
+                                    'hostname = "a..b"\n'
+                                    'rules { files = { "missing.rules" } }\n'
+                                    'bogus_option = 1\n'
+                                    'smtputf8 = maybe\n')
+        self.assertEqual(rc, 78, err)
+        lines = err.strip().splitlines()
+        self.assertEqual(lines[0], path + ":2: unexpected token '='", err)
+        self.assertIn(path + ':3: hostname "a..b" is not a valid domain name', lines, err)
+        self.assertIn(path + ":5: no such option 'bogus_option'", lines, err)
+        self.assertTrue(any(":6: " in x and "smtputf8" in x for x in lines), err)
+        self.assertTrue(any("missing.rules" in x and "cannot read" in x for x in lines), err)
+
     def test_filter_order(self):
         cases = [('{ "relay", "dmarc", "spf", "dkim" }', 'filter "dmarc" needs "spf"'),
                  ('{ "relay", "spf", "dmarc" }', 'filter "dmarc" needs "dkim"'),
