@@ -236,7 +236,12 @@ static int dnsbl_configure(cfg_t *sec, void **out, struct pc_err *err)
         site->zi = z;
         c->nsites++;
     }
-    c->threshold = (int)cfg_getint(sec, "threshold");
+    long threshold = cfg_getint(sec, "threshold");
+    if (threshold < 1 || threshold > 1000) {
+        pc_err_set(err, sec, "dnsbl: threshold must be 1..1000");
+        return -1;
+    }
+    c->threshold = (int)threshold;
     c->reject_code = (int)cfg_getint(sec, "reject_code");
     if (c->reject_code < 500 || c->reject_code > 599) {
         pc_err_set(err, sec, "dnsbl: reject_code must be 5xx");

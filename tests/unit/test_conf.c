@@ -377,6 +377,45 @@ START_TEST(filter_rows)
 }
 END_TEST
 
+/* configure_with - configure a filter alone from "name = v"; true if it accepted */
+static bool configure_with(const struct pc_filter_ops *ops, const char *name, long v)
+{
+    char text[128];
+    void *conf = NULL;
+    struct pc_err err = {{0}};
+    cfg_t *cfg = pc_conf_filter_cfg(ops);
+
+    snprintf(text, sizeof(text), "%s = %ld\n", name, v);
+    ck_assert_int_eq(cfg_parse_buf(cfg, text), CFG_SUCCESS);
+    bool ok = ops->configure(cfg, &conf, &err) == 0;
+    if (conf && ops->destroy)
+        ops->destroy(conf);
+    cfg_free(cfg);
+    return ok;
+}
+
+/* A filter configured without the loader (tests, fuzz targets) still guards the values its
+ * arrays depend on; those guards and the rows' bounds must say the same. */
+START_TEST(filter_bounds_agree)
+{
+    for (size_t i = 0; pc_filter_registry[i]; i++) {
+        const struct pc_filter_ops *ops = pc_filter_registry[i];
+        for (const struct pc_param_row *p = ops->params; p && p->name; p++) {
+            if (p->type != PT_INT || strcmp(p->section, ops->name) != 0)
+                continue;
+            ck_assert_msg(configure_with(ops, p->name, p->min), "%s.%s = %ld refused", ops->name,
+                          p->name, p->min);
+            ck_assert_msg(configure_with(ops, p->name, p->max), "%s.%s = %ld refused", ops->name,
+                          p->name, p->max);
+            ck_assert_msg(!configure_with(ops, p->name, p->min - 1), "%s.%s = %ld accepted",
+                          ops->name, p->name, p->min - 1);
+            ck_assert_msg(!configure_with(ops, p->name, p->max + 1), "%s.%s = %ld accepted",
+                          ops->name, p->name, p->max + 1);
+        }
+    }
+}
+END_TEST
+
 START_TEST(missing_file)
 {
     struct pc_err err;
@@ -404,6 +443,7 @@ int main(void)
     tcase_add_test(tc, several_errors);
     tcase_add_test(tc, auth_sections);
     tcase_add_test(tc, filter_rows);
+    tcase_add_test(tc, filter_bounds_agree);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_set_fork_status(sr, CK_NOFORK);
