@@ -128,6 +128,9 @@ static const struct pc_param_row pc_filter_common[] = {
 };
 #define PC_NCOMMON (sizeof(pc_filter_common) / sizeof(pc_filter_common[0]))
 
+/* The file of the latest load, for errors and relative names with no section to name it: a
+ * copy, because a failed load frees the generation that held its path. */
+static char pc_conf_current_buf[4096];
 static const char *pc_conf_current_path;
 
 /* While a file loads, errors accumulate (one per line) so that -t reports all of them. */
@@ -1213,7 +1216,8 @@ struct pc_conf *pc_conf_load(const char *path, struct pc_err *err)
     if (cfg == NULL)
         goto fail;
     c->path = path ? pc_pool_strdup(pool, path) : "(embedded defaults)";
-    pc_conf_current_path = c->path;
+    snprintf(pc_conf_current_buf, sizeof(pc_conf_current_buf), "%s", c->path);
+    pc_conf_current_path = pc_conf_current_buf;
     /* Every value below was checked as the file was read (pc_params' validators). */
     c->hostname = cfg_getstr(cfg, "hostname");
     if (c->hostname == NULL) {

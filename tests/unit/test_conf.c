@@ -416,6 +416,29 @@ START_TEST(filter_bounds_agree)
 }
 END_TEST
 
+/* A load that fails after the file was read must not leave the loader pointing into the
+ * generation it freed: a later relative name still resolves against that file's directory. */
+START_TEST(failed_load_keeps_path)
+{
+    char dir[] = "/tmp/pc-conf-path-XXXXXX", path[256], buf[512];
+    struct pc_err err;
+
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/bad.conf", dir);
+    FILE *f = fopen(path, "w");
+    fprintf(f, "backend \"b\" {\n identity = \"none\"\n}\n"); /* no address: fails late */
+    fclose(f);
+    ck_assert_ptr_null(pc_conf_load(path, &err));
+    const char *got = pc_conf_path(NULL, "rules/x.rules", buf, sizeof(buf));
+    ck_assert_ptr_nonnull(got);
+    char want[300];
+    snprintf(want, sizeof(want), "%s/rules/x.rules", dir);
+    ck_assert_str_eq(got, want);
+    unlink(path);
+    rmdir(dir);
+}
+END_TEST
+
 START_TEST(missing_file)
 {
     struct pc_err err;
@@ -444,6 +467,7 @@ int main(void)
     tcase_add_test(tc, auth_sections);
     tcase_add_test(tc, filter_rows);
     tcase_add_test(tc, filter_bounds_agree);
+    tcase_add_test(tc, failed_load_keeps_path);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_set_fork_status(sr, CK_NOFORK);
