@@ -196,9 +196,12 @@ virtual unix - n n - - virtual
 anvil unix - - n - 1 anvil
 scache unix - - n - 1 scache
 postlog unix-dgram n - n - 1 postlogd
+tlsmgr unix - - n 1000? 1 tlsmgr
 """
 
-    def __init__(self, tmp):
+    def __init__(self, tmp, tls=None):
+        """tls="encrypt" (or "may"): smtpd_tls_security_level with a certificate for
+        backend.test signed by a CA made for this instance (self.tls = make_certs(...))."""
         self.port = free_port()
         self.dir = os.path.join(tmp, f"postfix{self.port}")
         self.conf = os.path.join(self.dir, "conf")
@@ -233,6 +236,15 @@ smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
 smtpd_recipient_restrictions = check_client_access inline:{{{{ {self.REFUSED} = 554 5.7.1 Client host refused by the backend }}}}, check_recipient_access inline:{{{{ nosuchuser@example.com = 550 5.1.1 User unknown }}}}
 maillog_file_prefixes = {tmp}
 maillog_file = {self.maillog}
+"""
+        self.tls = None
+        if tls:
+            self.tls = make_certs(os.path.join(self.dir, "tls"), "backend.test")
+            main_cf += f"""smtpd_tls_security_level = {tls}
+smtpd_tls_cert_file = {self.tls["cert"]}
+smtpd_tls_key_file = {self.tls["key"]}
+smtpd_tls_received_header = yes
+smtpd_tls_loglevel = 1
 """
         self._start(main_cf)
 
@@ -291,6 +303,26 @@ maillog_file = {self.maillog}
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+def make_certs(d, name):
+    """A CA and a server certificate for name (SAN DNS:name) signed by it, made with openssl at
+    test time: {"ca": ca.pem, "cert": NAME.pem, "key": NAME.key} under d."""
+    os.makedirs(d, exist_ok=True)
+    ca, ca_key = os.path.join(d, "ca.pem"), os.path.join(d, "ca.key")
+    cert, key, csr = (os.path.join(d, name + x) for x in (".pem", ".key", ".csr"))
+    ext = os.path.join(d, "ext.cnf")
+    with open(ext, "w") as f:
+        f.write(f"subjectAltName = DNS:{name}\nbasicConstraints = CA:FALSE\n")
+    for argv in (
+            ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca,
+             "-days", "2", "-subj", "/CN=portcullis test CA"],
+            ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr,
+             "-subj", f"/CN={name}"],
+            ["x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
+             "-out", cert, "-days", "2", "-extfile", ext]):
+        subprocess.run(["openssl"] + argv, check=True, capture_output=True, timeout=60)
+    return {"ca": ca, "cert": cert, "key": key}
 
 
 class Gateway(_Closing):
@@ -373,6 +405,7 @@ class FakeMTA(_Closing):
       "250 2.1.0 Ok"           reply this (multi-line: lines joined with "\r\n", "250-" style)
       "DROP"                   close the connection without replying
       ("DELAY", secs, reply)   wait, then reply (or "DROP")
+      ("REPLY_DROP", reply)    reply, then close (e.g. a 220 to STARTTLS and no handshake)
     drop_in_data=N closes the connection after N bytes of message content.
     Per connection, sessions[i] = {"commands": [lines], "data": [raw content], "raw": bytes}.
     accepted holds the raw content (up to and including CRLF.CRLF) of every message that got a
@@ -416,6 +449,10 @@ class FakeMTA(_Closing):
         if isinstance(what, tuple) and what[0] == "DELAY":
             time.sleep(what[1])
             what = what[2]
+        if isinstance(what, tuple) and what[0] == "REPLY_DROP":
+            conn.sendall(what[1].encode() + b"\r\n")
+            conn.close()
+            return False
         if what == "DROP":
             conn.close()
             return False
