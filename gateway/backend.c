@@ -1441,10 +1441,19 @@ static bool proxy_connected(struct pc_backend *be, bool v2)
 
     if (be->s == NULL || !sa_of(be->s->client.addr, be->s->client.port, &src))
         return false;
-    /* The address the client reached us on; of the client's family (a dual-stack listener
-     * may see it otherwise), or that family's unspecified address. */
-    if (!sa_of(be->s->local_addr, be->s->local_port, &dst) || dst.ss_family != src.ss_family)
-        sa_of(src.ss_family == AF_INET ? "0.0.0.0" : "::", be->s->local_port, &dst);
+    /* The address the client reached us on: the session's when the door knows it, else its
+     * listener's (0.0.0.0 for a wildcard one); in the client's family, as the header needs. */
+    const char *la = be->s->local_addr;
+    unsigned lp = be->s->local_port;
+    char host[256], port[16];
+    for (size_t i = 0; la[0] == 0 && be->s->listener && i < be->conf->nlisteners; i++) {
+        const struct pc_listener_conf *l = &be->conf->listeners[i];
+        if (strcmp(l->name, be->s->listener) == 0 &&
+            pc_parse_hostport(l->address, host, sizeof(host), port, sizeof(port)))
+            la = host, lp = (unsigned)strtoul(port, NULL, 10);
+    }
+    if (!sa_of(la, lp, &dst) || dst.ss_family != src.ss_family)
+        sa_of(src.ss_family == AF_INET ? "0.0.0.0" : "::", lp, &dst);
     return proxy_write(be->bev, v2, (struct sockaddr *)&src, (struct sockaddr *)&dst);
 }
 

@@ -724,21 +724,23 @@ backend be
 
 EXIM_CACHE = os.environ.get("PC_EXIM_CACHE", "/var/cache/portcullis/exim")
 EXIM_PACKAGES = ("exim4-daemon-light", "exim4-base")
+# Debian's light build has no PROXY protocol (hosts_proxy); the heavy one does.
+EXIM_HEAVY_CACHE = os.environ.get("PC_EXIM_HEAVY_CACHE", "/var/cache/portcullis/exim-heavy")
 
 
-def exim_binary():
+def exim_binary(cache=EXIM_CACHE, packages=EXIM_PACKAGES):
     """The exim4 binary unpacked from the Debian packages (exim4 conflicts with postfix as an
     installed package, so it is never installed): EXIM_CACHE/root/usr/sbin/exim4. Downloaded
     and unpacked on first use when we are root (deploy/install-deps.sh does the same); the
     Debian-exim user it is built for is created if missing. None when it cannot run here."""
-    root = os.path.join(EXIM_CACHE, "root")
+    root = os.path.join(cache, "root")
     exe = os.path.join(root, "usr", "sbin", "exim4")
     if not os.path.exists(exe) and os.geteuid() == 0:
         try:
-            os.makedirs(EXIM_CACHE, exist_ok=True)
-            subprocess.run(["apt-get", "download", *EXIM_PACKAGES], cwd=EXIM_CACHE,
+            os.makedirs(cache, exist_ok=True)
+            subprocess.run(["apt-get", "download", *packages], cwd=cache,
                            capture_output=True, timeout=300)
-            for deb in glob.glob(os.path.join(EXIM_CACHE, "exim4-*.deb")):
+            for deb in glob.glob(os.path.join(cache, "exim4-*.deb")):
                 subprocess.run(["dpkg-deb", "-x", deb, root], capture_output=True, timeout=120)
         except (OSError, subprocess.SubprocessError):
             return None
@@ -772,11 +774,17 @@ class EximInstance(_Closing):
     """
 
     def __init__(self, tmp, relay_port=None, users=("u", "v", "w"), retry_every=1,
-                 name="exim"):
-        self.exe = exim_binary()
+                 name="exim", hosts_proxy=None):
+        """hosts_proxy="127.0.0.1": a backend that takes the client's identity from a PROXY
+        protocol header (deploy/exim/README); runs Debian's heavy build, which has it."""
+        if hosts_proxy:
+            self.exe = exim_binary(EXIM_HEAVY_CACHE, ("exim4-daemon-heavy",))
+        else:
+            self.exe = exim_binary()
         if self.exe is None:
             raise unittest.SkipTest("Exim 4.96 is not available (deploy/install-deps.sh "
-                                    "downloads exim4-daemon-light into " + EXIM_CACHE + ")")
+                                    "downloads exim4-daemon-light into " + EXIM_CACHE +
+                                    " and exim4-daemon-heavy into " + EXIM_HEAVY_CACHE + ")")
         self.dir = os.path.join(tmp, f"{name}{free_port()}")
         self.port = free_port()
         ent = pwd.getpwnam("Debian-exim")
@@ -803,6 +811,8 @@ trusted_users = root
 smtp_banner = $smtp_active_hostname ESMTP Exim $version_number $tod_full
 tls_advertise_hosts =
 """
+        if hosts_proxy:
+            main += f"hosts_proxy = {hosts_proxy}\n"
         if relay_port:
             conf = main + f"""domainlist local_domains =
 acl_smtp_rcpt = acl_check_rcpt
@@ -827,12 +837,17 @@ begin retry
 * * F,10m,{retry_every}s
 """
         else:
+            # Behind a PROXY header the client is the real one: only a proxied session (which
+            # hosts_proxy allows from the gateway alone) came through the gateway.
+            via_gateway = ("condition = ${if bool{$proxy_session}}" if hosts_proxy
+                           else "hosts = +gateway")
             conf = main + f"""domainlist local_domains = example.com
 hostlist gateway = 127.0.0.1
 acl_smtp_rcpt = acl_check_rcpt
 begin acl
 acl_check_rcpt:
-  accept hosts = +gateway
+  warn logwrite = rcpt check: client [$sender_host_address]:$sender_host_port proxy_session=$proxy_session proxy [$proxy_external_address]:$proxy_external_port local [$proxy_local_address]:$proxy_local_port
+  accept {via_gateway}
          domains = +local_domains
          verify = recipient
   deny message = relay not permitted
