@@ -195,5 +195,107 @@ class FakeTlsFaults(unittest.TestCase):
         self.assertEqual(self.mails(fake), [])
 
 
+class TlsFake:
+    """A backend that really speaks STARTTLS (Python's ssl, a certificate for backend.test) and
+    appends `inject` to its 220 to STARTTLS, in the same write: a reply sent in plaintext that
+    a client must never take for the answer to a command it sends under TLS."""
+
+    def __init__(self, tmp, inject=b""):
+        import socket
+        import ssl
+        self.certs = h.make_certs(os.path.join(tmp, "fakecerts"), "backend.test")
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(self.certs["cert"], self.certs["key"])
+        self.inject = inject
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.log = []  # (connection number, tls?, line)
+        self.accepted = 0
+        import threading
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        import threading
+        n = 0
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            n += 1
+            threading.Thread(target=self.session, args=(c, n), daemon=True).start()
+
+    def session(self, c, n):
+        tls = False
+        try:
+            c.settimeout(10)
+            c.sendall(b"220 backend.test ESMTP\r\n")
+            f = c.makefile("rb")
+            while True:
+                line = f.readline()
+                if not line:
+                    return
+                self.log.append((n, tls, line.strip().decode(errors="replace")))
+                verb = line.split()[0].upper() if line.strip() else b""
+                if verb == b"EHLO":
+                    ext = b"" if tls else b"250-STARTTLS\r\n"
+                    c.sendall(b"250-backend.test\r\n" + ext + b"250 PIPELINING\r\n")
+                elif verb == b"STARTTLS" and not tls:
+                    c.sendall(b"220 2.0.0 Ready to start TLS\r\n" + self.inject)
+                    c = self.ctx.wrap_socket(c, server_side=True)
+                    f = c.makefile("rb")
+                    tls = True
+                elif verb == b"DATA":
+                    c.sendall(b"354 go\r\n")
+                    while f.readline() not in (b".\r\n", b""):
+                        pass
+                    self.accepted += 1
+                    c.sendall(b"250 2.0.0 queued as TLSFAKE\r\n")
+                elif verb == b"QUIT":
+                    c.sendall(b"221 bye\r\n")
+                    return
+                else:
+                    c.sendall(b"250 ok\r\n")
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+    def close(self):
+        self.sock.close()
+
+
+class ResponseInjection(unittest.TestCase):
+    """RFC 3207 4.2 seen from the client side: what follows the 220 to STARTTLS was sent before
+    TLS and is discarded, never read as the reply to the EHLO we send under TLS."""
+
+    def setUp(self):
+        self.tmp = h.tempdir()
+
+    def tearDown(self):
+        h.rmtree(self.tmp)
+
+    def test_injected_reply_after_220_is_discarded(self):
+        # Would the injected 250 answer our EHLO under TLS, the real EHLO reply would then be
+        # a surplus and MAIL would meet the wrong reply: the transaction would fail.
+        fake = TlsFake(self.tmp, inject=b"250-backend.test\r\n250 XCLIENT ADDR NAME\r\n")
+        try:
+            extra = f'  tls_ca = "{fake.certs["ca"]}"\n  tls_name = "backend.test"\n'
+            conf = h.gateway_conf(tls_backend(fake.port, "verify", identity="none", extra=extra))
+            with h.Gateway(self.tmp, conf) as gw:
+                code, final = send_one(gw.port, "inj")
+                log = gw.log()
+        finally:
+            fake.close()
+        self.assertEqual((code, final[0]), (250, 250), (final, log))
+        self.assertEqual(fake.accepted, 1)
+        # MAIL went only under TLS, and no XCLIENT (offered by the injection only) was sent.
+        mails = [(n, tls) for n, tls, line in fake.log if line.upper().startswith("MAIL")]
+        self.assertTrue(mails and all(tls for _, tls in mails), fake.log)
+        self.assertFalse([x for x in fake.log if x[2].upper().startswith("XCLIENT")], fake.log)
+
+
 if __name__ == "__main__":
     unittest.main()
