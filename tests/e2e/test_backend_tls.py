@@ -200,13 +200,14 @@ class TlsFake:
     appends `inject` to its 220 to STARTTLS, in the same write: a reply sent in plaintext that
     a client must never take for the answer to a command it sends under TLS."""
 
-    def __init__(self, tmp, inject=b""):
+    def __init__(self, tmp, inject=b"", handshake_delay=0):
         import socket
         import ssl
         self.certs = h.make_certs(os.path.join(tmp, "fakecerts"), "backend.test")
         self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.ctx.load_cert_chain(self.certs["cert"], self.certs["key"])
         self.inject = inject
+        self.handshake_delay = handshake_delay
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(16)
@@ -244,6 +245,7 @@ class TlsFake:
                     c.sendall(b"250-backend.test\r\n" + ext + b"250 PIPELINING\r\n")
                 elif verb == b"STARTTLS" and not tls:
                     c.sendall(b"220 2.0.0 Ready to start TLS\r\n" + self.inject)
+                    time.sleep(self.handshake_delay)
                     c = self.ctx.wrap_socket(c, server_side=True)
                     f = c.makefile("rb")
                     tls = True
@@ -295,6 +297,37 @@ class ResponseInjection(unittest.TestCase):
         mails = [(n, tls) for n, tls, line in fake.log if line.upper().startswith("MAIL")]
         self.assertTrue(mails and all(tls for _, tls in mails), fake.log)
         self.assertFalse([x for x in fake.log if x[2].upper().startswith("XCLIENT")], fake.log)
+
+
+class ClientGoneDuringHandshake(unittest.TestCase):
+    """The client hangs up while the gateway's handshake with the backend is still running: the
+    backend object outlives the session until the handshake ends (no use after free: run it
+    with the ASan build), and the gateway serves the next client."""
+
+    def setUp(self):
+        self.tmp = h.tempdir()
+
+    def tearDown(self):
+        h.rmtree(self.tmp)
+
+    def test_client_gone_mid_handshake(self):
+        fake = TlsFake(self.tmp, handshake_delay=1.5)
+        try:
+            conf = h.gateway_conf(tls_backend(fake.port, "encrypt", identity="none"))
+            with h.Gateway(self.tmp, conf) as gw:
+                c = h.Chat(gw.port)
+                assert c.reply()[0] == 220
+                assert c.cmd("EHLO client.example")[0] == 250
+                c.send("MAIL FROM:<a@b.example>\r\n")
+                time.sleep(0.5)  # the gateway is in the handshake now
+                c.close()
+                time.sleep(2.5)  # the handshake ends (or times out) with nobody waiting
+                self.assertTrue(gw.alive())
+                fake.handshake_delay = 0
+                code, final = send_one(gw.port, "after")
+                self.assertEqual((code, final[0]), (250, 250), (final, gw.log()))
+        finally:
+            fake.close()
 
 
 if __name__ == "__main__":
