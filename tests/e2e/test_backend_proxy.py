@@ -75,6 +75,16 @@ class EximBehindGateway(unittest.TestCase):
     def test_proxy_v1_shows_real_client(self):
         self.check_real_client("proxy-v1")
 
+    def test_direct_client_is_not_taken_for_the_gateway(self):
+        # The recipe's ACL trusts proxied sessions only: a client reaching Exim itself (not
+        # from hosts_proxy, so no header) relays nothing.
+        import smtplib
+        with smtplib.SMTP("127.0.0.1", self.exim.port, timeout=10,
+                          source_address=("127.0.0.5", 0)) as s:
+            s.ehlo("direct.example")
+            self.assertEqual(s.mail("a@b.example")[0], 250)
+            self.assertEqual(s.rcpt("u@example.com")[0] // 100, 5)
+
     def test_without_header_exim_refuses_and_client_gets_4xx(self):
         with h.Gateway(self.tmp, h.gateway_conf(proxy_backend(self.exim.port, "none"))) as gw:
             code, r = send_one(gw.port, "noheader", source="127.0.0.5")

@@ -122,6 +122,20 @@ class PostfixRequiresTls(unittest.TestCase):
             self.assertIn("530", gw.log())
         self.assertIsNone(self.delivered_with("plain", timeout=2))
 
+    def test_failed_handshake_fails_over_to_next_address(self):
+        bad = h.FakeMTA(replies={"STARTTLS": ("REPLY_DROP", "220 2.0.0 Ready")},
+                        ext=h.FakeMTA.EXT + ("STARTTLS",))
+        try:
+            be = (f'backend "mta" {{\n  address = {{ "127.0.0.1:{bad.port}", '
+                  f'"127.0.0.1:{self.pf.port}" }}\n  tls = "encrypt"\n}}\n')
+            with h.Gateway(self.tmp, h.gateway_conf(be)) as gw:
+                code, final = send_one(gw.port, "failover")
+                self.assertEqual((code, final[0]), (250, 250), (final, gw.log()))
+        finally:
+            bad.close()
+        self.assertIsNotNone(self.delivered_with("failover"))
+        self.assertFalse([c for c in bad.commands() if c.upper().startswith("MAIL")])
+
     def test_pooled_connection_keeps_tls(self):
         with h.Gateway(self.tmp, h.gateway_conf(tls_backend(self.pf.port, "encrypt",
                                                             identity="none"))) as gw:
