@@ -198,7 +198,14 @@ scache unix - - n - 1 scache
 postlog unix-dgram n - n - 1 postlogd
 """
 
-    def __init__(self, tmp):
+    # Where check_policy_service goes (policy= in __init__), as deploy/postfix/policy.cf says:
+    # after Postfix's own recipient checks, and in the DATA and end-of-data restrictions.
+    POLICY_LISTS = {"rcpt": "smtpd_recipient_restrictions", "data": "smtpd_data_restrictions",
+                    "eod": "smtpd_end_of_data_restrictions"}
+
+    def __init__(self, tmp, policy=None, policy_stages=("rcpt", "data", "eod")):
+        """policy: the port of a policy service to ask (check_policy_service) in the
+        restriction lists of policy_stages ("rcpt", "data", "eod")."""
         self.port = free_port()
         self.dir = os.path.join(tmp, f"postfix{self.port}")
         self.conf = os.path.join(self.dir, "conf")
@@ -208,6 +215,10 @@ postlog unix-dgram n - n - 1 postlogd
             os.makedirs(os.path.join(self.dir, d))
         pf = pwd.getpwnam("postfix")
         nobody = pwd.getpwnam("nobody")
+        service = f"check_policy_service inet:127.0.0.1:{policy}" if policy else ""
+        rcpt_policy = f", {service}" if policy and "rcpt" in policy_stages else ""
+        other_lists = "".join(f"{self.POLICY_LISTS[st]} = {service}\n"
+                              for st in policy_stages if policy and st != "rcpt")
         os.chown(os.path.join(self.dir, "data"), pf.pw_uid, pf.pw_gid)
         os.chmod(self.maildir, 0o777)
         main_cf = f"""\
@@ -230,8 +241,8 @@ smtpd_authorized_xclient_hosts = 127.0.0.1
 smtpd_authorized_xforward_hosts = 127.0.0.1
 mynetworks = 127.0.0.0/8
 smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
-smtpd_recipient_restrictions = check_client_access inline:{{{{ {self.REFUSED} = 554 5.7.1 Client host refused by the backend }}}}, check_recipient_access inline:{{{{ nosuchuser@example.com = 550 5.1.1 User unknown }}}}
-maillog_file_prefixes = {tmp}
+smtpd_recipient_restrictions = check_client_access inline:{{{{ {self.REFUSED} = 554 5.7.1 Client host refused by the backend }}}}, check_recipient_access inline:{{{{ nosuchuser@example.com = 550 5.1.1 User unknown }}}}{rcpt_policy}
+{other_lists}maillog_file_prefixes = {tmp}
 maillog_file = {self.maillog}
 """
         self._start(main_cf)
@@ -577,6 +588,51 @@ class Chat(_Closing):
 
     def close(self):
         self.s.close()
+
+
+class PolicyClient(_Closing):
+    """A raw Postfix policy delegation client (SMTPD_POLICY_README): attribute blocks out,
+    "action=..." blocks in."""
+
+    BASE = {"request": "smtpd_access_policy", "protocol_name": "ESMTP",
+            "client_address": "192.0.2.1", "client_name": "unknown",
+            "reverse_client_name": "unknown", "helo_name": "client.test",
+            "sender": "a@sender.test", "recipient": "", "instance": "",
+            "sasl_username": "", "size": "0"}
+
+    def __init__(self, port, timeout=10.0):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.buf = b""
+
+    @classmethod
+    def block(cls, **attrs):
+        a = dict(cls.BASE, **attrs)
+        return "".join(f"{k}={v}\n" for k, v in a.items() if v is not None).encode() + b"\n"
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def answer(self):
+        """The next reply's action, or None when the server closed."""
+        while b"\n\n" not in self.buf:
+            try:
+                d = self.sock.recv(65536)
+            except (ConnectionResetError, socket.timeout):
+                d = b""
+            if not d:
+                return None
+            self.buf += d
+        block, self.buf = self.buf.split(b"\n\n", 1)
+        lines = block.decode().split("\n")
+        assert len(lines) == 1 and lines[0].startswith("action="), block
+        return lines[0][len("action="):]
+
+    def ask(self, **attrs):
+        self.send(self.block(**attrs))
+        return self.answer()
+
+    def close(self):
+        self.sock.close()
 
 
 def tempdir():

@@ -1,0 +1,19 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * NAME
+ *	policy_door 3h - the Postfix policy delegation door (check_policy_service)
+ */
+#ifndef PC_POLICY_DOOR_H
+#define PC_POLICY_DOOR_H
+
+#include <event2/util.h>
+#include <sys/socket.h>
+
+#include "gateway/smtp_server.h"
+
+/* pc_policy_accept - serve policy requests on an accepted socket until the client closes */
+void pc_policy_accept(struct pc_services *, struct pc_conf *, const struct pc_listener_conf *,
+                      evutil_socket_t fd, const struct sockaddr *, socklen_t, pc_smtp_closed_fn *,
+                      void *closed_arg);
+
+#endif
