@@ -51,6 +51,7 @@
 #include "core/chain.h"
 #include "core/session.h"
 #include "core/txnlog.h"
+#include "filters/registry.h"
 #include "gateway/bevio.h"
 #include "gateway/conf.h"
 #include "gateway/engine.h"
@@ -61,9 +62,10 @@
 #include "lib/policy_attr.h"
 #include "lib/pool.h"
 
-#define PD_SESSIONS_MAX  4096 /* transactions remembered at once */
-#define PD_BUCKETS       1024
-#define PD_IDLE_SECONDS  600 /* a transaction silent this long is forgotten (smtpd_timeout: 300s) */
+#define PD_SESSIONS_MAX 4096 /* transactions remembered at once */
+#define PD_BUCKETS      1024
+#define PD_IDLE_SECONDS 600 /* a transaction silent this long is forgotten (smtpd_timeout: 300s)   \
+                             */
 #define PD_INSTANCE_MAX  64
 #define PD_READ_TIMEOUT  3600 /* Postfix closes an idle policy connection after 300s itself */
 #define PD_WRITE_TIMEOUT 60
@@ -81,14 +83,14 @@ struct pd_sess {
     time_t used;
     struct pc_session *s;
     struct pc_engine eng;
-    struct pd_conn *conn;  /* the connection waiting for this session, or NULL */
-    enum pd_step step;     /* the next step to run */
-    enum pd_step ran;      /* the step that ran last (the pending one) */
-    enum pd_step target;   /* the step the current request asks about */
-    bool busy;             /* a step is pending */
-    bool over;             /* a refusal ended the transaction: final is the answer from now */
-    bool prepended;        /* the PREPEND went out */
-    unsigned warned;       /* log-only rule matches already said as WARN */
+    struct pd_conn *conn;    /* the connection waiting for this session, or NULL */
+    enum pd_step step;       /* the next step to run */
+    enum pd_step ran;        /* the step that ran last (the pending one) */
+    enum pd_step target;     /* the step the current request asks about */
+    bool busy;               /* a step is pending */
+    bool over;               /* a refusal ended the transaction: final is the answer from now */
+    bool prepended;          /* the PREPEND went out */
+    unsigned warned;         /* log-only rule matches already said as WARN */
     struct pc_verdict final; /* the refusal that ended it, or the content verdict */
 };
 
@@ -294,8 +296,9 @@ static enum pd_step step_of(const char *state)
     static const struct {
         const char *name;
         enum pd_step step;
-    } map[] = {{"CONNECT", PD_CONNECT}, {"EHLO", PD_HELO},       {"HELO", PD_HELO},
-               {"MAIL", PD_MAIL},       {"RCPT", PD_RCPT},       {"DATA", PD_DATA},
+    } map[] = {{"CONNECT", PD_CONNECT}, {"EHLO", PD_HELO},
+               {"HELO", PD_HELO},       {"MAIL", PD_MAIL},
+               {"RCPT", PD_RCPT},       {"DATA", PD_DATA},
                {"BDAT", PD_DATA},       {"END-OF-MESSAGE", PD_CONTENT}};
 
     for (size_t i = 0; state && i < sizeof(map) / sizeof(map[0]); i++)
@@ -743,4 +746,37 @@ void pc_policy_accept(struct pc_services *svc, struct pc_conf *conf,
     bufferevent_setwatermark(c->bev, EV_READ, 0, 4 * PC_PA_SIZE_MAX);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
     pc_debug("policy: connection from %s on %s", c->peer_addr, lc->name);
+}
+
+/* pc_policy_check - filters and rules that need the message, on a policy listener */
+int pc_policy_check(const struct pc_conf *conf)
+{
+    int n = 0;
+
+    for (size_t i = 0; i < conf->nlisteners; i++) {
+        const struct pc_listener_conf *l = &conf->listeners[i];
+        if (l->protocol != PC_PROTO_POLICY)
+            continue;
+        for (size_t k = 0; k < l->chain.n; k++) {
+            const char *name = l->chain.links[k].ops->name;
+            size_t nr = strcmp(name, "rules") == 0
+                            ? pc_rules_filter_content_rules(l->chain.links[k].conf)
+                            : 0;
+            if (nr) {
+                fprintf(stderr,
+                        "%s: warning: listener \"%s\" (protocol policy): %zu rules at the "
+                        "header or body stage never match: Postfix does not show a policy "
+                        "service the message\n",
+                        conf->path, l->name, nr);
+                n++;
+            } else if (strcmp(name, "dkim") == 0) {
+                fprintf(stderr,
+                        "%s: warning: listener \"%s\" (protocol policy): dkim needs the "
+                        "message, which a policy service never sees\n",
+                        conf->path, l->name);
+                n++;
+            }
+        }
+    }
+    return n;
 }

@@ -16,4 +16,8 @@ void pc_policy_accept(struct pc_services *, struct pc_conf *, const struct pc_li
                       evutil_socket_t fd, const struct sockaddr *, socklen_t, pc_smtp_closed_fn *,
                       void *closed_arg);
 
+/* pc_policy_check - for -t: warn (on stderr) about checks a policy listener cannot run because
+ * Postfix never shows it the message; the count of warnings */
+int pc_policy_check(const struct pc_conf *);
+
 #endif

@@ -299,5 +299,41 @@ class PolicyPostfix(unittest.TestCase):
         self.assertEqual((code, text[:5]), (451, "4.3.0"), text)
 
 
+class PolicyConfig(unittest.TestCase):
+    """portcullis -t on policy listeners."""
+
+    def check(self, text):
+        tmp = harness.tempdir()
+        self.addCleanup(harness.rmtree, tmp)
+        path = os.path.join(tmp, "p.conf")
+        with open(path, "w") as f:
+            f.write(text)
+        import subprocess
+        return subprocess.run([harness.BIN, "-t", "-c", path], capture_output=True, text=True)
+
+    LISTENER = 'listener "pol" {\n  address = "127.0.0.1:10040"\n  protocol = "%s"\n%s}\n'
+
+    def test_body_rules_warned(self):
+        r = self.check(self.LISTENER % ("policy", '  filters = { "relay", "rules" }\n') +
+                       'rules { files = { "%s/rules/gtube.rules" } }\n' % harness.ROOT)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn('listener "pol" (protocol policy): 1 rules at the header or body stage '
+                      "never match", r.stderr)
+        # The same chain on an SMTP listener sees the message: no warning.
+        r = self.check(self.LISTENER % ("smtp", '  filters = { "relay", "rules" }\n') +
+                       'rules { files = { "%s/rules/gtube.rules" } }\n' % harness.ROOT)
+        self.assertEqual((r.returncode, r.stderr), (0, ""))
+
+    def test_policy_listener_has_no_backend(self):
+        r = self.check(self.LISTENER % ("policy", '  backend = "local"\n'))
+        self.assertEqual(r.returncode, 78)
+        self.assertIn('listener "pol": a policy listener has no backend', r.stderr)
+
+    def test_unknown_protocol(self):
+        r = self.check(self.LISTENER % ("lmtp", ""))
+        self.assertEqual(r.returncode, 78)
+        self.assertIn('protocol must be smtp or policy, not "lmtp"', r.stderr)
+
+
 if __name__ == "__main__":
     unittest.main()
