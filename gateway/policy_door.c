@@ -64,8 +64,8 @@
 
 #define PD_SESSIONS_MAX 4096 /* transactions remembered at once */
 #define PD_BUCKETS      1024
-#define PD_IDLE_SECONDS 600 /* a transaction silent this long is forgotten (smtpd_timeout: 300s)   \
-                             */
+/* A transaction silent this long is forgotten (Postfix's smtpd_timeout is 300s). */
+#define PD_IDLE_SECONDS  600
 #define PD_INSTANCE_MAX  64
 #define PD_READ_TIMEOUT  3600 /* Postfix closes an idle policy connection after 300s itself */
 #define PD_WRITE_TIMEOUT 60

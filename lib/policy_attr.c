@@ -65,8 +65,8 @@ static const char *add_line(struct pc_pa_request *r, char *line, size_t n)
 }
 
 /* pc_pa_parse - one request block */
-enum pc_pa_status pc_pa_parse(const char *data, size_t len, struct pc_pa_request *r,
-                              size_t *used, const char **why)
+enum pc_pa_status pc_pa_parse(const char *data, size_t len, struct pc_pa_request *r, size_t *used,
+                              const char **why)
 {
     size_t off = 0;
 

@@ -17,7 +17,8 @@
 
 #include <stddef.h>
 
-#define PC_PA_LINE_MAX  2048  /* one line, without its LF; Postfix's longest are certificate names */
+/* One line without its LF (Postfix's longest values are certificate names). */
+#define PC_PA_LINE_MAX  2048
 #define PC_PA_ATTRS_MAX 64    /* Postfix 3.7 sends 35 */
 #define PC_PA_SIZE_MAX  16384 /* the whole block, with its empty line */
 
@@ -35,8 +36,8 @@ struct pc_pa_request {
 
 /* pc_pa_parse - a request at the start of data: OK (and *used, the bytes it took, with the empty
  * line), MORE, or ERROR with a static reason in *why */
-enum pc_pa_status pc_pa_parse(const char *data, size_t len, struct pc_pa_request *,
-                              size_t *used, const char **why);
+enum pc_pa_status pc_pa_parse(const char *data, size_t len, struct pc_pa_request *, size_t *used,
+                              const char **why);
 /* pc_pa_get - the value of the first attribute called name, or NULL */
 const char *pc_pa_get(const struct pc_pa_request *, const char *name);
 
