@@ -198,8 +198,8 @@ scache unix - - n - 1 scache
 postlog unix-dgram n - n - 1 postlogd
 """
 
-    # Where check_policy_service goes (policy= in __init__), as deploy/postfix/policy.cf says:
-    # after Postfix's own recipient checks, and in the DATA and end-of-data restrictions.
+    # Where check_policy_service goes (policy= in __init__), as deploy/postfix/policy.cf says
+    # (here after the access checks the tests use), with its timeout and default_action.
     POLICY_LISTS = {"rcpt": "smtpd_recipient_restrictions", "data": "smtpd_data_restrictions",
                     "eod": "smtpd_end_of_data_restrictions"}
 
@@ -215,7 +215,8 @@ postlog unix-dgram n - n - 1 postlogd
             os.makedirs(os.path.join(self.dir, d))
         pf = pwd.getpwnam("postfix")
         nobody = pwd.getpwnam("nobody")
-        service = f"check_policy_service inet:127.0.0.1:{policy}" if policy else ""
+        service = (f"check_policy_service {{ inet:127.0.0.1:{policy}, timeout=10s, "
+                   f"default_action=DEFER_IF_PERMIT }}") if policy else ""
         rcpt_policy = f", {service}" if policy and "rcpt" in policy_stages else ""
         other_lists = "".join(f"{self.POLICY_LISTS[st]} = {service}\n"
                               for st in policy_stages if policy and st != "rcpt")
