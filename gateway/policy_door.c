@@ -69,6 +69,7 @@
 #define PD_INSTANCE_MAX  64
 #define PD_READ_TIMEOUT  3600 /* Postfix closes an idle policy connection after 300s itself */
 #define PD_WRITE_TIMEOUT 60
+#define PD_ACTION_MAX    1000 /* an action line; a longer PREPEND is left out, not cut */
 
 /* The engine steps in transaction order; a request asks for one of them. */
 enum pd_step { PD_CONNECT, PD_HELO, PD_MAIL, PD_RCPT, PD_DATA, PD_CONTENT, PD_DONE, PD_OTHER };
@@ -307,10 +308,11 @@ static enum pd_step step_of(const char *state)
     return PD_OTHER; /* VRFY, ETRN: nothing of ours to check */
 }
 
-/* send_action - the one writer of replies: "action=..." and the empty line */
+/* send_action - the one writer of replies: "action=..." and the empty line (within
+ * PD_ACTION_MAX, well under the 2048 bytes Postfix reads in a line) */
 static void send_action(struct pd_conn *c, const char *action)
 {
-    char line[PC_VERDICT_TEXT + 64];
+    char line[PD_ACTION_MAX + 16];
     int n = snprintf(line, sizeof(line), "action=%s\n\n", action);
 
     if (c == NULL || c->closing || c->bev == NULL)
@@ -373,6 +375,31 @@ static bool warn_log_only(struct pd_sess *x)
     return true;
 }
 
+/* prepend - the first header a filter added, as PREPEND (one action per reply); false when it
+ * does not fit in an action line (then it is logged and left out: a cut header lies) */
+static bool prepend(struct pd_sess *x, const struct pc_txn *t)
+{
+    char act[PD_ACTION_MAX + 1];
+    const struct pc_hdr_add *h = t->msg.added;
+    int n = snprintf(act, sizeof(act), "PREPEND %s: %s", h->name, h->value);
+
+    x->prepended = true;
+    if (n < 0 || n >= (int)sizeof(act)) {
+        pc_warn("%s: policy: header %s is too long for a PREPEND action; not added", t->id,
+                h->name);
+        return false;
+    }
+    for (char *p = act; *p; p++) /* a folded value becomes one line */
+        if (*p == '\r' || *p == '\n' || *p == '\t')
+            *p = ' ';
+    if (h->next)
+        pc_info("%s: policy: only the first added header (%s) is prepended: one action per "
+                "reply",
+                t->id, h->name);
+    send_action(x->conn, act);
+    return true;
+}
+
 /* reply_go_on - nothing refused: OK if a filter accepted, a header to add, else DUNNO */
 static void reply_go_on(struct pd_sess *x)
 {
@@ -391,20 +418,8 @@ static void reply_go_on(struct pd_sess *x)
         send_action(x->conn, "DISCARD discarded by policy");
         return;
     }
-    if (t && t->msg.added && x->target == PD_DATA && !x->prepended) {
-        char act[1024];
-        snprintf(act, sizeof(act), "PREPEND %s: %s", t->msg.added->name, t->msg.added->value);
-        for (char *p = act; *p; p++)
-            if (*p == '\r' || *p == '\n')
-                *p = ' ';
-        x->prepended = true;
-        if (t->msg.added->next)
-            pc_info("%s: policy: only the first added header can be prepended (one action "
-                    "per reply)",
-                    t->id);
-        send_action(x->conn, act);
+    if (t && t->msg.added && x->target == PD_DATA && !x->prepended && prepend(x, t))
         return;
-    }
     if (warn_log_only(x))
         return;
     send_action(x->conn, s->accepted || (t && t->accepted) ? "OK" : "DUNNO");
