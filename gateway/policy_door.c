@@ -97,8 +97,9 @@ struct pd_sess {
 
 struct pd_conn {
     struct pc_services *svc;
-    struct pc_conf *conf;
-    const struct pc_listener_conf *lc;
+    struct pc_conf *const *current; /* the server's generation: a reload applies to the next
+                                     * transaction, not after Postfix reconnects */
+    char listener[128];
     struct bufferevent *bev;
     struct event *free_ev;
     pc_smtp_closed_fn *closed;
@@ -263,15 +264,16 @@ static const struct pc_door pd_door = {.name = "policy", .stage_done = pc_engine
 static void eng_done(void *, enum pc_stage, enum pc_action, struct pc_verdict *);
 
 /* sess_new - a transaction's session, in the table when it has an instance */
-static struct pd_sess *sess_new(struct pd_conn *c, const char *instance)
+static struct pd_sess *sess_new(struct pd_conn *c, struct pc_conf *conf,
+                                const struct pc_listener_conf *lc, const char *instance)
 {
     struct pd_sess *x = calloc(1, sizeof(*x));
 
     if (x == NULL)
         pc_fatal("out of memory");
-    x->s = pc_session_new(c->svc, c->conf, c->lc->name, &c->lc->chain, &pd_door, &x->eng);
+    x->s = pc_session_new(c->svc, conf, lc->name, &lc->chain, &pd_door, &x->eng);
     pc_engine_init(&x->eng, x->s, eng_done, x);
-    x->s->trusted = c->lc->trusted;
+    x->s->trusted = lc->trusted;
     session_facts(x->s, &c->req);
     x->used = time(NULL);
     if (instance && *instance) {
@@ -642,8 +644,18 @@ static void serve(struct pd_conn *c)
         send_action(c, "451 4.3.0 Error: transaction busy, try again");
         return;
     }
-    if (x == NULL)
-        x = sess_new(c, target >= PD_MAIL ? instance : NULL);
+    if (x == NULL) {
+        struct pc_conf *conf = *c->current;
+        const struct pc_listener_conf *lc = NULL;
+        for (size_t i = 0; i < conf->nlisteners; i++)
+            if (strcmp(conf->listeners[i].name, c->listener) == 0)
+                lc = &conf->listeners[i];
+        if (lc == NULL) { /* removed by a reload: the MTA goes on without us */
+            send_action(c, "DUNNO");
+            return;
+        }
+        x = sess_new(c, conf, lc, target >= PD_MAIL ? instance : NULL);
+    }
     /* A repeated or late request for a step already past (END-OF-MESSAGE after DATA ran the
      * content stages) is answered from what happened: nothing runs twice. */
     x->target = target;
@@ -665,7 +677,6 @@ static void conn_free(evutil_socket_t fd, short what, void *arg)
     if (c->bev)
         bufferevent_free(c->bev);
     event_free(c->free_ev);
-    pc_conf_unref(c->conf);
     pc_smtp_closed_fn *cb = c->closed;
     void *arg2 = c->closed_arg;
     free(c);
@@ -731,7 +742,7 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 }
 
 /* pc_policy_accept - serve a policy client */
-void pc_policy_accept(struct pc_services *svc, struct pc_conf *conf,
+void pc_policy_accept(struct pc_services *svc, struct pc_conf *const *current,
                       const struct pc_listener_conf *lc, evutil_socket_t fd,
                       const struct sockaddr *sa, socklen_t salen, pc_smtp_closed_fn *closed,
                       void *closed_arg)
@@ -743,9 +754,8 @@ void pc_policy_accept(struct pc_services *svc, struct pc_conf *conf,
     if (c == NULL)
         pc_fatal("out of memory");
     c->svc = svc;
-    c->conf = conf;
-    pc_conf_ref(conf);
-    c->lc = lc;
+    c->current = current;
+    pc_strlcpy(c->listener, lc->name, sizeof(c->listener));
     c->closed = closed;
     c->closed_arg = closed_arg;
     pc_ip_from_sockaddr(sa, &c->peer);

@@ -212,7 +212,7 @@ static void admit(struct pc_server *srv, const struct pc_listener_conf *lc, evut
     srv->naccepted++;
     evutil_make_socket_nonblocking(fd);
     if (lc->protocol == PC_PROTO_POLICY)
-        pc_policy_accept(&srv->svc, srv->conf, lc, fd, sa, salen, on_session_closed, t);
+        pc_policy_accept(&srv->svc, &srv->conf, lc, fd, sa, salen, on_session_closed, t);
     else
         pc_smtp_accept(&srv->svc, srv->conf, lc, fd, sa, salen, on_session_closed, t, proxy);
 }

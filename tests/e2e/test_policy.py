@@ -160,6 +160,20 @@ class PolicyProtocol(unittest.TestCase):
         self.assertEqual(c.ask(protocol_state="END-OF-MESSAGE", instance="9.1"), "DUNNO")
 
 
+    def test_reload_applies_to_the_next_transaction(self):
+        c = self.client()  # Postfix keeps its connection across a reload
+        ask = dict(protocol_state="RCPT", sender="x@late.test", recipient="u@example.com")
+        self.assertEqual(c.ask(instance="r.1", **ask), "DUNNO")
+        with open(os.path.join(self.tmp, "policy.rules"), "a") as f:
+            f.write('rule late at mail if from.domain == "late.test" '
+                    'then reject 550 5.7.1 "Late rule"\n')
+        os.kill(self.gw.pid(), signal.SIGHUP)
+        end = time.time() + 10
+        while "reloaded" not in self.gw.log() and time.time() < end:
+            time.sleep(0.1)
+        self.assertEqual(c.ask(instance="r.2", **ask), "550 5.7.1 Late rule")
+
+
 class PolicyLimits(PolicyProtocol):
     """A per-sasl_username message limit, in-process store, through the raw protocol."""
     filters = '"relay", "rules", "ratelimit"'
