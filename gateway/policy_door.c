@@ -543,6 +543,10 @@ static enum pc_action run(struct pd_sess *x, enum pd_step st, struct pc_verdict 
             return PC_REJECT;
         }
         t->size_param = size ? (size_t)strtoull(size, NULL, 10) : 0;
+        /* Our id beside Postfix's, so that the two logs can be read together. */
+        pc_info("%s: policy: client=%s[%s] instance=%s postfix_queue_id=%s", t->id, s->client.name,
+                s->client.addr, x->instance[0] ? x->instance : "-",
+                known(r, "queue_id") ? known(r, "queue_id") : "-");
         return pc_engine_mail(&x->eng, v);
     }
     case PD_RCPT: {
