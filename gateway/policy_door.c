@@ -561,9 +561,13 @@ static enum pc_action run(struct pd_sess *x, enum pd_step st, struct pc_verdict 
     case PD_DATA:
         s->txn->cur_rcpt = NULL;
         return pc_engine_data(&x->eng, v);
-    default:
-        /* No message here: the content stages run on an empty one (Postfix's size is known). */
+    default: {
+        /* No message here: the content stages run on an empty one of Postfix's size (at DATA
+         * the client's SIZE=, at END-OF-MESSAGE what arrived), for bytes limits and rules. */
+        const char *size = pc_pa_get(r, "size");
+        s->txn->msg.size = size ? (size_t)strtoull(size, NULL, 10) : 0;
         return pc_engine_eom(&x->eng, 0, v);
+    }
     }
 }
 
@@ -794,8 +798,8 @@ int pc_policy_check(const struct pc_conf *conf)
             if (nr) {
                 fprintf(stderr,
                         "%s: warning: listener \"%s\" (protocol policy): %zu rules at the "
-                        "header or body stage never match: Postfix does not show a policy "
-                        "service the message\n",
+                        "header or body stage see no header and no body there: Postfix does "
+                        "not show a policy service the message\n",
                         conf->path, l->name, nr);
                 n++;
             } else if (strcmp(name, "dkim") == 0) {

@@ -30,6 +30,7 @@ rule bad_sender at mail if from.domain == "bad.test" then reject 550 5.7.1 "Send
 rule slow_helo at helo if helo == "slow.test" then tempfail 450 4.7.1 "HELO greylisted"
 rule watch log-only at rcpt if rcpt == "watch@example.com" then reject 550 5.7.1 "watched"
 rule tag at rcpt if rcpt == "tag@example.com" then add-header "X-Tagged" "yes"
+rule big at eom if size > 100000 then reject 552 5.3.4 "Message too big for us"
 '''
 
 
@@ -151,6 +152,20 @@ class PolicyProtocol(unittest.TestCase):
         self.assertEqual(a, "WARN portcullis: log-only rule watch matched")
         self.assertEqual(c.ask(protocol_state="RCPT", instance="8.1",
                                recipient="u@example.com"), "DUNNO")
+
+    def test_size_is_postfix_size(self):
+        c = self.client()
+        self.assertEqual(c.ask(protocol_state="RCPT", instance="s.1", recipient="u@example.com",
+                               size="0"), "DUNNO")
+        # DATA after a SIZE=-less MAIL: nothing known yet; the real size at END-OF-MESSAGE
+        # comes too late, the content stages ran at DATA.
+        self.assertEqual(c.ask(protocol_state="DATA", instance="s.1", size="0"), "DUNNO")
+        # A client that declared SIZE=200000: refused at DATA.
+        self.assertEqual(c.ask(protocol_state="DATA", instance="s.2", size="200000"),
+                         "552 5.3.4 Message too big for us")
+        # Asked only at END-OF-MESSAGE (no RCPT, no DATA request): the real size.
+        self.assertEqual(c.ask(protocol_state="END-OF-MESSAGE", instance="s.3", size="300000",
+                               recipient=""), "552 5.3.4 Message too big for us")
 
     def test_added_header_is_prepend_at_data(self):
         c = self.client()
@@ -332,7 +347,7 @@ class PolicyConfig(unittest.TestCase):
                        'rules { files = { "%s/rules/gtube.rules" } }\n' % harness.ROOT)
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn('listener "pol" (protocol policy): 1 rules at the header or body stage '
-                      "never match", r.stderr)
+                      "see no header and no body there", r.stderr)
         # The same chain on an SMTP listener sees the message: no warning.
         r = self.check(self.LISTENER % ("smtp", '  filters = { "relay", "rules" }\n') +
                        'rules { files = { "%s/rules/gtube.rules" } }\n' % harness.ROOT)
