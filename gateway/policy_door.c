@@ -175,6 +175,24 @@ static void sess_free(struct pd_sess *x)
     free(x);
 }
 
+/* evicted - a transaction forgotten before its time: said at most once per 10 seconds, with
+ * the count, so that a flood of new transactions does not flood the log too */
+static void evicted(const struct pd_sess *x)
+{
+    static time_t said;
+    static unsigned long n;
+    time_t now = time(NULL);
+
+    n++;
+    if (now - said < 10)
+        return;
+    pc_warn("policy: %d transactions open: forgot %lu of the oldest (lately %s) before their "
+            "end",
+            PD_SESSIONS_MAX, n, x->instance);
+    said = now;
+    n = 0;
+}
+
 /* expire - forget idle transactions; past the bound, the least recently used */
 static void expire(void)
 {
@@ -187,8 +205,7 @@ static void expire(void)
         if (now - x->used >= PD_IDLE_SECONDS)
             sess_free(x);
         else if (pd_tab.n >= PD_SESSIONS_MAX) {
-            pc_warn("policy: %zu transactions open; forgetting the oldest, %s", pd_tab.n,
-                    x->instance);
+            evicted(x);
             sess_free(x);
         } else
             break;

@@ -87,6 +87,16 @@ class PolicyProtocol(unittest.TestCase):
         self.assertIn("Relay access denied",
                       c.ask(protocol_state="RCPT", instance="9.9", recipient="x@elsewhere.test"))
 
+    def test_transaction_table_is_bounded(self):
+        c = self.client()
+        n = 4096 + 100  # transactions left open (RCPT, never END-OF-MESSAGE)
+        c.send(b"".join(c.block(protocol_state="RCPT", instance=f"t.{i}",
+                                recipient="u@example.com") for i in range(n)))
+        self.assertEqual([c.answer() for _ in range(n)], ["DUNNO"] * n)
+        self.assertIn("policy: 4096 transactions open: forgot 1 of the oldest (lately t.0)",
+                      self.gw.log())
+        self.assertEqual(self.gw.log().count("transactions open: forgot"), 1)  # not 100 lines
+
     def test_request_split_across_reads(self):
         c = self.client()
         data = c.block(protocol_state="RCPT", instance="7.7", recipient="x@elsewhere.test")
