@@ -14,9 +14,9 @@ expected decision class) runs through every door in RUNNERS:
                   client set with XCLIENT
 
 A door that does not see the message (policy) skips the rows marked body=True ("where the door
-sees enough of the transaction to decide"). Adding a door (the milter) is one more runner
-function: runner(env, row) -> "accept" | "reject" | "tempfail", and an entry in RUNNERS (with
-sees_body).
+sees enough of the transaction to decide"). Adding a door (the milter) is one more entry in
+DOORS: a runner(env, row) -> "accept" | "reject" | "tempfail", whether it sees the body, the
+listener it needs and the peer it starts.
 """
 import os
 import smtplib
@@ -149,35 +149,63 @@ def run_postfix_policy(env, row):
         return klass(e.smtp_code)
 
 
-# name: (runner, sees the message body)
-RUNNERS = {
-    "smtp": (run_smtp, True),
-    "test": (run_test, True),
-    "policy": (run_policy, False),
-    "postfix-policy": (run_postfix_policy, False),
-}
+# A door: its runner, whether it sees the message body, the listener it needs (config text, with
+# env.policy_port and friends; "" when it shares another's) and the peers it starts once the
+# gateway is up (or None). A milter door is one more entry: a "milter" listener and a Postfix
+# with smtpd_milters pointing at it.
+Door = namedtuple("Door", "name run sees_body listener start")
+CHAIN = '"relay", "rules"'
+
+
+def smtp_listener(env):
+    return f"""listener "smtp" {{
+  address = "127.0.0.1:@PORT@"
+  backend = "sink"
+  filters = {{ {CHAIN} }}
+}}
+"""
+
+
+def policy_listener(env):
+    env.policy_port = harness.free_port()
+    return f"""listener "policy" {{
+  address = "127.0.0.1:{env.policy_port}"
+  protocol = "policy"
+  filters = {{ {CHAIN} }}
+}}
+"""
+
+
+def start_policy(env):
+    harness.wait_port(env.policy_port)
+
+
+def start_postfix_policy(env):
+    env.postfix = harness.Postfix(env.tmp, policy=env.policy_port)
+    env.peers.append(env.postfix)
+
+
+DOORS = [
+    Door("smtp", run_smtp, True, smtp_listener, None),
+    Door("test", run_test, True, None, None),  # the "smtp" listener, without the network
+    Door("policy", run_policy, False, policy_listener, start_policy),
+    Door("postfix-policy", run_postfix_policy, False, None, start_postfix_policy),
+]
 
 
 class Doors(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.tmp = harness.tempdir()
+        cls.peers = []
         cls.sink = harness.Sink(cls.tmp)
+        cls.peers.append(cls.sink)
         with open(os.path.join(cls.tmp, "doors.rules"), "w") as f:
             f.write(RULES)
-        cls.policy_port = harness.free_port()
         cls.instance = 0
+        listeners = "".join(d.listener(cls) for d in DOORS if d.listener)
         conf = f"""hostname = "gw.test"
-listener "smtp" {{
-  address = "127.0.0.1:@PORT@"
-  backend = "sink"
-  filters = {{ "relay", "rules" }}
-}}
-listener "policy" {{
-  address = "127.0.0.1:{cls.policy_port}"
-  protocol = "policy"
-  filters = {{ "relay", "rules" }}
-}}
+{listeners}
 backend "sink" {{
   address = {{ "127.0.0.1:{cls.sink.port}" }}
   identity = "none"
@@ -189,31 +217,32 @@ relay {{
 rules {{ files = {{ "@TMP@/doors.rules", "{harness.ROOT}/rules/gtube.rules" }} }}
 """
         cls.gw = harness.Gateway(cls.tmp, conf)
-        harness.wait_port(cls.policy_port)
-        cls.postfix = harness.Postfix(cls.tmp, policy=cls.policy_port)
+        cls.peers.append(cls.gw)
+        for d in DOORS:
+            if d.start:
+                d.start(cls)
 
     @classmethod
     def tearDownClass(cls):
-        cls.postfix.close()
-        cls.gw.close()
-        cls.sink.close()
+        for p in reversed(cls.peers):
+            p.close()
         harness.rmtree(cls.tmp)
 
     def test_same_decision_through_every_door(self):
         got = {}
-        for door, (runner, sees_body) in RUNNERS.items():
+        for door in DOORS:
             for row in TABLE:
-                if row.body and not sees_body:
+                if row.body and not door.sees_body:
                     continue
-                with self.subTest(door=door, row=row.name):
-                    got[door, row.name] = runner(self, row)
-                    self.assertEqual(got[door, row.name], row.expect,
-                                     f"{door}: {row.name}\n{self.gw.log()[-1500:]}")
+                with self.subTest(door=door.name, row=row.name):
+                    got[door.name, row.name] = door.run(self, row)
+                    self.assertEqual(got[door.name, row.name], row.expect,
+                                     f"{door.name}: {row.name}\n{self.gw.log()[-1500:]}")
         if os.environ.get("DOORS_SHOW"):
             print(got)
         # Every door decided every row it could see.
-        self.assertEqual(len(got), sum(len([r for r in TABLE if s or not r.body])
-                                       for _, s in RUNNERS.values()))
+        self.assertEqual(len(got), sum(len([r for r in TABLE if d.sees_body or not r.body])
+                                       for d in DOORS))
 
 
 if __name__ == "__main__":
