@@ -203,9 +203,10 @@ postlog unix-dgram n - n - 1 postlogd
     POLICY_LISTS = {"rcpt": "smtpd_recipient_restrictions", "data": "smtpd_data_restrictions",
                     "eod": "smtpd_end_of_data_restrictions"}
 
-    def __init__(self, tmp, policy=None, policy_stages=("rcpt", "data", "eod")):
+    def __init__(self, tmp, policy=None, policy_stages=("rcpt", "data", "eod"), sasl=None):
         """policy: the port of a policy service to ask (check_policy_service) in the
-        restriction lists of policy_stages ("rcpt", "data", "eod")."""
+        restriction lists of policy_stages ("rcpt", "data", "eod"). sasl: the port of a Dovecot
+        auth service (DovecotAuth) for SMTP AUTH (smtpd_sasl_type = dovecot)."""
         self.port = free_port()
         self.dir = os.path.join(tmp, f"postfix{self.port}")
         self.conf = os.path.join(self.dir, "conf")
@@ -220,6 +221,8 @@ postlog unix-dgram n - n - 1 postlogd
         rcpt_policy = f", {service}" if policy and "rcpt" in policy_stages else ""
         other_lists = "".join(f"{self.POLICY_LISTS[st]} = {service}\n"
                               for st in policy_stages if policy and st != "rcpt")
+        sasl_lines = ("smtpd_sasl_auth_enable = yes\nsmtpd_sasl_type = dovecot\n"
+                      f"smtpd_sasl_path = inet:127.0.0.1:{sasl}\n") if sasl else ""
         os.chown(os.path.join(self.dir, "data"), pf.pw_uid, pf.pw_gid)
         os.chmod(self.maildir, 0o777)
         main_cf = f"""\
@@ -243,7 +246,7 @@ smtpd_authorized_xforward_hosts = 127.0.0.1
 mynetworks = 127.0.0.0/8
 smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
 smtpd_recipient_restrictions = check_client_access inline:{{{{ {self.REFUSED} = 554 5.7.1 Client host refused by the backend }}}}, check_recipient_access inline:{{{{ nosuchuser@example.com = 550 5.1.1 User unknown }}}}{rcpt_policy}
-{other_lists}maillog_file_prefixes = {tmp}
+{other_lists}{sasl_lines}maillog_file_prefixes = {tmp}
 maillog_file = {self.maillog}
 """
         self._start(main_cf)
@@ -922,6 +925,69 @@ begin retry
 
 
 # --- Dovecot LMTP (helper "client"): a backend that answers per recipient --------------------
+
+class DovecotAuth(_Closing):
+    """A private Dovecot 2.3 running only its auth service, on a loopback port, for Postfix's
+    SMTP AUTH (smtpd_sasl_type = dovecot, smtpd_sasl_path = inet:127.0.0.1:PORT). users: name
+    -> password (PLAIN and LOGIN mechanisms)."""
+
+    def __init__(self, tmp, users=None):
+        if shutil.which("dovecot") is None:
+            raise unittest.SkipTest("dovecot-core is not installed")
+        users = users or {"alice": "secret", "bob": "secret"}
+        self.port = free_port()
+        self.dir = os.path.join(tmp, f"dovecot-auth{self.port}")
+        for sub in ("", "run", "state"):
+            os.makedirs(os.path.join(self.dir, sub), exist_ok=True)
+        with open(os.path.join(self.dir, "users"), "w") as f:
+            f.write("".join(f"{u}:{{PLAIN}}{pw}::::::\n" for u, pw in users.items()))
+        self.conf = os.path.join(self.dir, "dovecot.conf")
+        with open(self.conf, "w") as f:
+            f.write(f"""base_dir = {self.dir}/run
+state_dir = {self.dir}/state
+instance_name = pcauth{self.port}
+log_path = {self.dir}/dovecot.log
+protocols = none
+listen = 127.0.0.1
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+passdb {{
+  driver = passwd-file
+  args = {self.dir}/users
+}}
+userdb {{
+  driver = static
+  args = uid=nobody gid=nogroup home=/nonexistent
+}}
+service auth {{
+  inet_listener {{
+    address = 127.0.0.1
+    port = {self.port}
+  }}
+}}
+service anvil {{
+  chroot =
+}}
+""")
+        self.proc = Proc(["dovecot", "-F", "-c", self.conf],
+                         log=os.path.join(self.dir, "stderr.log"))
+        try:
+            wait_port(self.port, proc=self.proc.p)
+        except RuntimeError:
+            self.proc.stop()
+            raise RuntimeError("dovecot did not start:\n" + self.log() +
+                               read(os.path.join(self.dir, "stderr.log")))
+
+    def log(self):
+        p = os.path.join(self.dir, "dovecot.log")
+        return read(p) if os.path.exists(p) else ""
+
+    def close(self):
+        if getattr(self, "proc", None):
+            self.proc.stop()
+            self.proc = None
+
 
 class DovecotLMTP(_Closing):
     """A private Dovecot 2.3 LMTP server on a loopback port (`dovecot -F -c CONF`).

@@ -11,8 +11,8 @@ so that a per-sasl_username message limit counts each message once.
 PolicyPostfix puts a real private Postfix in front (harness.Postfix with check_policy_service in
 smtpd_recipient_restrictions, smtpd_data_restrictions and smtpd_end_of_data_restrictions, as
 deploy/postfix/policy.cf says): our relay and rule refusals reach the SMTP client as our code,
-the 6th message of a 5-per-hour limit is deferred, keyed by sasl_username (set through XCLIENT
-LOGIN=, which Postfix allows the README's xclient host without SASL) and by sender, and a frozen
+the 6th message of a 5-per-hour limit is deferred, keyed by sasl_username (after real SMTP AUTH
+against a private Dovecot auth service, and after XCLIENT LOGIN=) and by sender, and a frozen
 Redis with on_error = tempfail is a 4xx at the client.
 """
 import os
@@ -267,6 +267,21 @@ def xclient_send(port, mail_from, rcpts, msg, addr="192.0.2.10", login=None, hel
 MSG = "From: a@sender.test\r\nTo: u@example.com\r\nSubject: t\r\n\r\nhello\r\n"
 
 
+def auth_send(port, user, password="secret"):
+    """One message after SMTP AUTH PLAIN: None when accepted, else (code, text)."""
+    try:
+        with smtplib.SMTP("127.0.0.1", port, timeout=30) as s:
+            s.ehlo("client.test")
+            s.login(user, password)
+            s.sendmail("a@sender.test", ["u@example.com"], MSG)
+        return None
+    except smtplib.SMTPRecipientsRefused as e:
+        code, text = list(e.recipients.values())[0]
+        return (code, text.decode())
+    except (smtplib.SMTPDataError, smtplib.SMTPSenderRefused) as e:
+        return (e.smtp_code, e.smtp_error.decode())
+
+
 class PolicyPostfix(unittest.TestCase):
     """A real Postfix asks us (check_policy_service)."""
 
@@ -280,11 +295,11 @@ class PolicyPostfix(unittest.TestCase):
         self.addCleanup(self.redis.stop, signal.SIGKILL)
         harness.wait_port(self.redis_port)
 
-    def start(self, key):
+    def start(self, key, sasl=None):
         self.gw = harness.Gateway(self.tmp, policy_conf(
             self.tmp, '"relay", "rules", "ratelimit"', limit_conf(key, store=self.redis_port)))
         self.addCleanup(self.gw.close)
-        self.pf = harness.Postfix(self.tmp, policy=self.gw.port)
+        self.pf = harness.Postfix(self.tmp, policy=self.gw.port, sasl=sasl)
         self.addCleanup(self.pf.close)
 
     def test_relay_and_rule_refusals_are_our_codes(self):
@@ -312,15 +327,27 @@ class PolicyPostfix(unittest.TestCase):
         self.assertRegex(text, r"^4\.7\.1 .*try again in")
 
     def test_sixth_message_of_a_sasl_user_deferred(self):
-        self.start("auth_user")
-        self.sixth_deferred(login="alice")
-        # Another user is not limited; the count is per user, not per client address.
-        self.assertIsNone(xclient_send(self.pf.port, "a@sender.test", ["u@example.com"], MSG,
-                                       login="bob"))
+        # Real SMTP AUTH: Postfix authenticates against Dovecot and sends sasl_username.
+        auth = harness.DovecotAuth(self.tmp)
+        self.addCleanup(auth.close)
+        self.start("auth_user", sasl=auth.port)
+        for n in range(5):
+            self.assertIsNone(auth_send(self.pf.port, "alice"), f"message {n + 1}")
+        code, text = auth_send(self.pf.port, "alice")
+        self.assertEqual(code, 450, text)
+        self.assertRegex(text, r"^4\.7\.1 .*try again in")
+        # Another user is not limited: the count is per user, not per client address.
+        self.assertIsNone(auth_send(self.pf.port, "bob"))
         end = time.time() + 10
         while len(self.pf.delivered()) < 6 and time.time() < end:
             time.sleep(0.2)
         self.assertEqual(len(self.pf.delivered()), 6)
+        self.assertIn("sasl_username=alice", self.pf.log())
+
+    def test_xclient_login_is_a_sasl_user(self):
+        # Postfix's XCLIENT LOGIN= sets sasl_username too (a proxy in front of Postfix).
+        self.start("auth_user")
+        self.sixth_deferred(login="carol")
 
     def test_sixth_message_of_a_sender_deferred(self):
         self.start("sender")
