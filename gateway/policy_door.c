@@ -568,6 +568,11 @@ static enum pc_action run(struct pd_sess *x, enum pd_step st, struct pc_verdict 
     }
     case PD_RCPT: {
         struct pc_mailbox mb;
+        /* Postfix bounds them (smtpd_recipient_limit); a transaction here grows no further. */
+        if (s->txn->nrcpt >= s->conf->limits.max_recipients) {
+            pc_verdict_set(v, PC_TEMPFAIL, 452, "4.5.3", "Error: too many recipients");
+            return PC_TEMPFAIL;
+        }
         if (!mailbox(s->txn->pool, pc_pa_get(r, "recipient"), &mb)) {
             pc_verdict_set(v, PC_REJECT, 501, "5.1.3", "Bad recipient address syntax");
             return PC_REJECT;

@@ -97,6 +97,15 @@ class PolicyProtocol(unittest.TestCase):
                       self.gw.log())
         self.assertEqual(self.gw.log().count("transactions open: forgot"), 1)  # not 100 lines
 
+    def test_recipients_per_transaction_bounded(self):
+        c = self.client()
+        n = 1000  # limits.max_recipients (default)
+        c.send(b"".join(c.block(protocol_state="RCPT", instance="m.1",
+                                recipient=f"u{i}@example.com") for i in range(n + 2)))
+        answers = [c.answer() for _ in range(n + 2)]
+        self.assertEqual(answers[:n], ["DUNNO"] * n)
+        self.assertEqual(answers[n:], ["452 4.5.3 Error: too many recipients"] * 2)
+
     def test_request_split_across_reads(self):
         c = self.client()
         data = c.block(protocol_state="RCPT", instance="7.7", recipient="x@elsewhere.test")
