@@ -33,6 +33,7 @@
 #include "core/filter.h"
 #include "filters/registry.h"
 #include "gateway/authdb.h"
+#include "gateway/tls.h"
 #include "lib/addr.h"
 #include "lib/log.h"
 #include "lib/parse.h"
@@ -89,9 +90,13 @@ static const struct pc_param pc_params[] = {
     {"listener", "proxy_timeout", PT_STR, "5s", 0, 0, NULL, "1s..60s for the header"},
     {"backend", "address", PT_LIST, NULL, 0, 0, NULL, "host:port, [v6]:port or unix:/path"},
     {"backend", "maildir", PT_STR, NULL, 0, 0, NULL, "instead of address: a Maildir"},
-    {"backend", "identity", PT_STR, "xclient", 0, 0, NULL, "xclient, xforward or none"},
+    {"backend", "identity", PT_STR, "xclient", 0, 0, NULL,
+     "xclient, xforward, proxy, proxy-v1 or none"},
     {"backend", "lmtp", PT_BOOL, "false", 0, 0, NULL, "speak LMTP"},
     {"backend", "helo_name", PT_STR, NULL, 0, 0, NULL, "our EHLO name; unset: hostname"},
+    {"backend", "tls", PT_STR, "none", 0, 0, NULL, "STARTTLS: none, may, encrypt or verify"},
+    {"backend", "tls_ca", PT_STR, NULL, 0, 0, NULL, "verify: CA file; unset: the system's"},
+    {"backend", "tls_name", PT_STR, NULL, 0, 0, NULL, "verify: the certificate's name"},
     {"auth", "password_file", PT_STR, NULL, 0, 0, NULL, "a passwd-style file of users"},
     {"auth", "dovecot", PT_STR, NULL, 0, 0, NULL, "unix:/path or inet:ADDRESS:PORT"},
     {"auth", "timeout", PT_STR, "10s", 0, 0, NULL, "1s..5m for one answer"},
@@ -513,6 +518,72 @@ static void cidr_free_cb(void *arg)
     pc_cidr_list_free(arg);
 }
 
+/* identity_parse - the identity option of a backend */
+static int identity_parse(const char *id, enum pc_identity *out)
+{
+    static const struct {
+        const char *name;
+        enum pc_identity id;
+    } ids[] = {{"xclient", PC_IDENT_XCLIENT},
+               {"xforward", PC_IDENT_XFORWARD},
+               {"proxy", PC_IDENT_PROXY_V2},
+               {"proxy-v1", PC_IDENT_PROXY_V1},
+               {"none", PC_IDENT_NONE}};
+
+    for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++)
+        if (strcmp(id, ids[i].name) == 0) {
+            *out = ids[i].id;
+            return 0;
+        }
+    return -1;
+}
+
+/* tls_client_free_cb - the backend's TLS context goes with its generation */
+static void tls_client_free_cb(void *arg)
+{
+    pc_tls_client_free(arg);
+}
+
+/* backend_tls_load - tls, tls_ca, tls_name of a backend; the context is built now, so that
+ * -t and a reload report a bad CA file at its line and keep the old generation */
+static int backend_tls_load(struct pc_conf *c, cfg_t *sec, struct pc_backend_conf *b,
+                            struct pc_err *err)
+{
+    enum pc_tls_client_mode mode;
+    const char *ca = cfg_getstr(sec, "tls_ca");
+    char buf[4096];
+
+    if (!pc_tls_client_mode_parse(cfg_getstr(sec, "tls"), &mode)) {
+        pc_err_set(err, sec, "backend \"%s\": tls must be none, may, encrypt or verify", b->name);
+        return -1;
+    }
+    b->tls = (int)mode;
+    b->tls_name = cfg_getstr(sec, "tls_name");
+    if (mode == PC_TLS_CLIENT_NONE)
+        return 0;
+    if (b->maildir || b->lmtp) {
+        pc_err_set(err, sec, "backend \"%s\": tls needs an SMTP backend", b->name);
+        return -1;
+    }
+    if (mode == PC_TLS_CLIENT_VERIFY && (b->tls_name == NULL || b->tls_name[0] == 0)) {
+        /* An address is no name to check a certificate against (RFC 6125 section 6.2). */
+        pc_err_set(err, sec, "backend \"%s\": tls = verify needs tls_name", b->name);
+        return -1;
+    }
+    if (ca && (ca = pc_conf_path(sec, ca, buf, sizeof(buf))) == NULL) {
+        pc_err_set(err, sec, "backend \"%s\": tls_ca name too long", b->name);
+        return -1;
+    }
+    b->tls_ca = ca ? pc_pool_strdup(c->pool, ca) : NULL;
+    struct pc_err why = {{0}};
+    if ((b->tlsc = pc_tls_client_new(mode, b->tls_ca, NULL, &why)) == NULL) {
+        pc_err_set(err, sec, "backend \"%s\": %s", b->name, why.msg);
+        return -1;
+    }
+    pc_pool_cleanup(c->pool, tls_client_free_cb, b->tlsc);
+    return 0;
+}
+
 /* backends_load - backend sections, or the embedded Maildir default */
 static int backends_load(struct pc_conf *c, cfg_t *cfg, struct pc_err *err)
 {
@@ -550,17 +621,15 @@ static int backends_load(struct pc_conf *c, cfg_t *cfg, struct pc_err *err)
                 return -1;
             }
         }
-        if (strcmp(id, "xclient") == 0)
-            b->identity = PC_IDENT_XCLIENT;
-        else if (strcmp(id, "xforward") == 0)
-            b->identity = PC_IDENT_XFORWARD;
-        else if (strcmp(id, "none") == 0)
-            b->identity = PC_IDENT_NONE;
-        else {
-            pc_err_set(err, sec, "backend \"%s\": identity must be xclient, xforward or none",
+        if (identity_parse(id, &b->identity) < 0) {
+            pc_err_set(err, sec,
+                       "backend \"%s\": identity must be xclient, xforward, proxy, proxy-v1 "
+                       "or none",
                        b->name);
             return -1;
         }
+        if (backend_tls_load(c, sec, b, err) < 0)
+            return -1;
     }
     return 0;
 }

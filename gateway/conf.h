@@ -22,8 +22,15 @@
 #include "core/chain.h"
 
 struct pc_err;
+struct pc_tls_client;
 
-enum pc_identity { PC_IDENT_NONE, PC_IDENT_XCLIENT, PC_IDENT_XFORWARD };
+enum pc_identity {
+    PC_IDENT_NONE,
+    PC_IDENT_XCLIENT,
+    PC_IDENT_XFORWARD,
+    PC_IDENT_PROXY_V2, /* a PROXY protocol header opens each connection (Exim hosts_proxy) */
+    PC_IDENT_PROXY_V1
+};
 enum pc_bare_newline { PC_BARE_REJECT, PC_BARE_NORMALIZE };
 
 struct pc_backend_conf {
@@ -34,6 +41,10 @@ struct pc_backend_conf {
     enum pc_identity identity;
     bool lmtp;
     const char *helo_name;
+    int tls;                    /* enum pc_tls_client_mode (gateway/tls.h) */
+    const char *tls_ca;         /* verify: the CA file (resolved), NULL: the system store */
+    const char *tls_name;       /* verify: the name the certificate must carry; also SNI */
+    struct pc_tls_client *tlsc; /* built with the generation when tls is not none */
 };
 
 /* auth "name" { } - a credential back end (gateway/authdb.h); built by the AUTH door. */

@@ -196,6 +196,7 @@ virtual unix - n n - - virtual
 anvil unix - - n - 1 anvil
 scache unix - - n - 1 scache
 postlog unix-dgram n - n - 1 postlogd
+tlsmgr unix - - n 1000? 1 tlsmgr
 """
 
     # Where check_policy_service goes (policy= in __init__), as deploy/postfix/policy.cf says
@@ -203,8 +204,11 @@ postlog unix-dgram n - n - 1 postlogd
     POLICY_LISTS = {"rcpt": "smtpd_recipient_restrictions", "data": "smtpd_data_restrictions",
                     "eod": "smtpd_end_of_data_restrictions"}
 
-    def __init__(self, tmp, policy=None, policy_stages=("rcpt", "data", "eod"), sasl=None):
-        """policy: the port of a policy service to ask (check_policy_service) in the
+    def __init__(self, tmp, tls=None, policy=None, policy_stages=("rcpt", "data", "eod"),
+                 sasl=None):
+        """tls="encrypt" (or "may"): smtpd_tls_security_level with a certificate for
+        backend.test signed by a CA made for this instance (self.tls = make_certs(...)).
+        policy: the port of a policy service to ask (check_policy_service) in the
         restriction lists of policy_stages ("rcpt", "data", "eod"). sasl: the port of a Dovecot
         auth service (DovecotAuth) for SMTP AUTH (smtpd_sasl_type = dovecot)."""
         self.port = free_port()
@@ -248,6 +252,15 @@ smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
 smtpd_recipient_restrictions = check_client_access inline:{{{{ {self.REFUSED} = 554 5.7.1 Client host refused by the backend }}}}, check_recipient_access inline:{{{{ nosuchuser@example.com = 550 5.1.1 User unknown }}}}{rcpt_policy}
 {other_lists}{sasl_lines}maillog_file_prefixes = {tmp}
 maillog_file = {self.maillog}
+"""
+        self.tls = None
+        if tls:
+            self.tls = make_certs(os.path.join(self.dir, "tls"), "backend.test")
+            main_cf += f"""smtpd_tls_security_level = {tls}
+smtpd_tls_cert_file = {self.tls["cert"]}
+smtpd_tls_key_file = {self.tls["key"]}
+smtpd_tls_received_header = yes
+smtpd_tls_loglevel = 1
 """
         self._start(main_cf)
 
@@ -306,6 +319,26 @@ maillog_file = {self.maillog}
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+def make_certs(d, name):
+    """A CA and a server certificate for name (SAN DNS:name) signed by it, made with openssl at
+    test time: {"ca": ca.pem, "cert": NAME.pem, "key": NAME.key} under d."""
+    os.makedirs(d, exist_ok=True)
+    ca, ca_key = os.path.join(d, "ca.pem"), os.path.join(d, "ca.key")
+    cert, key, csr = (os.path.join(d, name + x) for x in (".pem", ".key", ".csr"))
+    ext = os.path.join(d, "ext.cnf")
+    with open(ext, "w") as f:
+        f.write(f"subjectAltName = DNS:{name}\nbasicConstraints = CA:FALSE\n")
+    for argv in (
+            ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca,
+             "-days", "2", "-subj", "/CN=portcullis test CA"],
+            ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr,
+             "-subj", f"/CN={name}"],
+            ["x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
+             "-out", cert, "-days", "2", "-extfile", ext]):
+        subprocess.run(["openssl"] + argv, check=True, capture_output=True, timeout=60)
+    return {"ca": ca, "cert": cert, "key": key}
 
 
 class Gateway(_Closing):
@@ -388,6 +421,7 @@ class FakeMTA(_Closing):
       "250 2.1.0 Ok"           reply this (multi-line: lines joined with "\r\n", "250-" style)
       "DROP"                   close the connection without replying
       ("DELAY", secs, reply)   wait, then reply (or "DROP")
+      ("REPLY_DROP", reply)    reply, then close (e.g. a 220 to STARTTLS and no handshake)
     drop_in_data=N closes the connection after N bytes of message content.
     Per connection, sessions[i] = {"commands": [lines], "data": [raw content], "raw": bytes}.
     accepted holds the raw content (up to and including CRLF.CRLF) of every message that got a
@@ -431,6 +465,10 @@ class FakeMTA(_Closing):
         if isinstance(what, tuple) and what[0] == "DELAY":
             time.sleep(what[1])
             what = what[2]
+        if isinstance(what, tuple) and what[0] == "REPLY_DROP":
+            conn.sendall(what[1].encode() + b"\r\n")
+            conn.close()
+            return False
         if what == "DROP":
             conn.close()
             return False
@@ -747,21 +785,23 @@ backend be
 
 EXIM_CACHE = os.environ.get("PC_EXIM_CACHE", "/var/cache/portcullis/exim")
 EXIM_PACKAGES = ("exim4-daemon-light", "exim4-base")
+# Debian's light build has no PROXY protocol (hosts_proxy); the heavy one does.
+EXIM_HEAVY_CACHE = os.environ.get("PC_EXIM_HEAVY_CACHE", "/var/cache/portcullis/exim-heavy")
 
 
-def exim_binary():
+def exim_binary(cache=EXIM_CACHE, packages=EXIM_PACKAGES):
     """The exim4 binary unpacked from the Debian packages (exim4 conflicts with postfix as an
     installed package, so it is never installed): EXIM_CACHE/root/usr/sbin/exim4. Downloaded
     and unpacked on first use when we are root (deploy/install-deps.sh does the same); the
     Debian-exim user it is built for is created if missing. None when it cannot run here."""
-    root = os.path.join(EXIM_CACHE, "root")
+    root = os.path.join(cache, "root")
     exe = os.path.join(root, "usr", "sbin", "exim4")
     if not os.path.exists(exe) and os.geteuid() == 0:
         try:
-            os.makedirs(EXIM_CACHE, exist_ok=True)
-            subprocess.run(["apt-get", "download", *EXIM_PACKAGES], cwd=EXIM_CACHE,
+            os.makedirs(cache, exist_ok=True)
+            subprocess.run(["apt-get", "download", *packages], cwd=cache,
                            capture_output=True, timeout=300)
-            for deb in glob.glob(os.path.join(EXIM_CACHE, "exim4-*.deb")):
+            for deb in glob.glob(os.path.join(cache, "exim4-*.deb")):
                 subprocess.run(["dpkg-deb", "-x", deb, root], capture_output=True, timeout=120)
         except (OSError, subprocess.SubprocessError):
             return None
@@ -795,11 +835,17 @@ class EximInstance(_Closing):
     """
 
     def __init__(self, tmp, relay_port=None, users=("u", "v", "w"), retry_every=1,
-                 name="exim"):
-        self.exe = exim_binary()
+                 name="exim", hosts_proxy=None):
+        """hosts_proxy="127.0.0.1": a backend that takes the client's identity from a PROXY
+        protocol header (deploy/exim/README); runs Debian's heavy build, which has it."""
+        if hosts_proxy:
+            self.exe = exim_binary(EXIM_HEAVY_CACHE, ("exim4-daemon-heavy",))
+        else:
+            self.exe = exim_binary()
         if self.exe is None:
             raise unittest.SkipTest("Exim 4.96 is not available (deploy/install-deps.sh "
-                                    "downloads exim4-daemon-light into " + EXIM_CACHE + ")")
+                                    "downloads exim4-daemon-light into " + EXIM_CACHE +
+                                    " and exim4-daemon-heavy into " + EXIM_HEAVY_CACHE + ")")
         self.dir = os.path.join(tmp, f"{name}{free_port()}")
         self.port = free_port()
         ent = pwd.getpwnam("Debian-exim")
@@ -826,6 +872,8 @@ trusted_users = root
 smtp_banner = $smtp_active_hostname ESMTP Exim $version_number $tod_full
 tls_advertise_hosts =
 """
+        if hosts_proxy:
+            main += f"hosts_proxy = {hosts_proxy}\n"
         if relay_port:
             conf = main + f"""domainlist local_domains =
 acl_smtp_rcpt = acl_check_rcpt
@@ -850,12 +898,17 @@ begin retry
 * * F,10m,{retry_every}s
 """
         else:
+            # Behind a PROXY header the client is the real one: only a proxied session (which
+            # hosts_proxy allows from the gateway alone) came through the gateway.
+            via_gateway = ("condition = ${if bool{$proxy_session}}" if hosts_proxy
+                           else "hosts = +gateway")
             conf = main + f"""domainlist local_domains = example.com
 hostlist gateway = 127.0.0.1
 acl_smtp_rcpt = acl_check_rcpt
 begin acl
 acl_check_rcpt:
-  accept hosts = +gateway
+  warn logwrite = rcpt check: client [$sender_host_address]:$sender_host_port proxy_session=$proxy_session proxy [$proxy_external_address]:$proxy_external_port local [$proxy_local_address]:$proxy_local_port
+  accept {via_gateway}
          domains = +local_domains
          verify = recipient
   deny message = relay not permitted

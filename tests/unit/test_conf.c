@@ -190,7 +190,13 @@ START_TEST(errors)
         {"backend \"b\" { identity = \"xclient\" }\n", 1, "either address or maildir"},
         {"backend \"b\" { address = \"127.0.0.1:25\" maildir = \"/tmp/x\" }\n", 1,
          "either address or maildir"},
-        {"backend \"b\" { address = \"127.0.0.1:25\" identity = \"proxy\" }\n", 1, "identity"},
+        {"backend \"b\" { address = \"127.0.0.1:25\" identity = \"proxy-v3\" }\n", 1, "identity"},
+        {"backend \"b\" { address = \"127.0.0.1:25\" tls = \"yes\" }\n", 1, "tls must be"},
+        {"backend \"b\" { address = \"127.0.0.1:25\" tls = \"verify\" }\n", 1, "tls_name"},
+        {"backend \"b\" { address = \"127.0.0.1:25\" tls = \"verify\" tls_name = \"mx\"\n"
+         "  tls_ca = \"/nonexistent/ca.pem\" }\n",
+         2, "tls_ca"},
+        {"backend \"b\" { maildir = \"/tmp\" tls = \"may\" }\n", 1, "SMTP backend"},
         {"backend \"b\" { address = \"127.0.0.1:25\" }\nbackend \"b\" { maildir = \"/tmp\" }\n", 0,
          "b"},
         /* Listeners. */
