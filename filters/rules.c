@@ -50,12 +50,23 @@
 #include "lib/parse.h"
 #include "core/chain.h"
 #include "rules/rules.h"
+#include "filters/registry.h"
 
 struct rules_conf {
     struct pc_rules *rules; /* NULL when no files are named */
 };
 
 struct rules_job;
+
+/* pc_rules_filter_content_rules - rules at the header and body stages */
+size_t pc_rules_filter_content_rules(const void *conf)
+{
+    const struct rules_conf *c = conf;
+
+    if (c == NULL || c->rules == NULL)
+        return 0;
+    return pc_rules_count(c->rules, PC_RS_HEADER) + pc_rules_count(c->rules, PC_RS_BODY);
+}
 
 /* Per session. */
 struct rules_ctx {

@@ -68,6 +68,7 @@ static const struct pc_param_row pc_params[] = {
     {"", "mynetworks", PT_LIST, "{127.0.0.0/8, ::1/128}", 0, 0, validate_networks,
      "the clients every filter trusts unless its own option says otherwise"},
     {"listener", "address", PT_STR, "127.0.0.1:2525", 0, 0, NULL, "host:port to listen on"},
+    {"listener", "protocol", PT_STR, "smtp", 0, 0, NULL, "smtp or policy (Postfix policy service)"},
     {"listener", "backend", PT_STR, NULL, 0, 0, NULL, "backend name; unset: the first"},
     {"listener", "filters", PT_LIST, "{relay}", 0, 0, validate_chain, "the chain, in order"},
     {"listener", "trusted", PT_BOOL, "false", 0, 0, NULL, "its clients are trusted"},
@@ -866,6 +867,23 @@ static int listener_proxy_load(struct pc_conf *c, cfg_t *sec, struct pc_listener
     return 0;
 }
 
+/* listener_protocol - listener.protocol: which door serves the listener */
+static int listener_protocol(cfg_t *sec, struct pc_listener_conf *l, struct pc_err *err)
+{
+    const char *p = cfg_getstr(sec, "protocol");
+
+    if (strcmp(p, "smtp") == 0)
+        l->protocol = PC_PROTO_SMTP;
+    else if (strcmp(p, "policy") == 0)
+        l->protocol = PC_PROTO_POLICY;
+    else {
+        pc_err_set(err, sec, "listener \"%s\": protocol must be smtp or policy, not \"%s\"",
+                   l->name, p);
+        return -1;
+    }
+    return 0;
+}
+
 /* listeners_load - listener sections, or the embedded default */
 static int listeners_load(struct pc_conf *c, cfg_t *cfg, struct pc_err *err)
 {
@@ -896,8 +914,19 @@ static int listeners_load(struct pc_conf *c, cfg_t *cfg, struct pc_err *err)
                        l->name, l->address);
             rc = -1;
         }
+        if (listener_protocol(sec, l, err) < 0) {
+            rc = -1;
+            continue;
+        }
         l->backend_name = cfg_getstr(sec, "backend");
-        if (l->backend_name == NULL) {
+        if (l->protocol != PC_PROTO_SMTP) {
+            /* The MTA that asks delivers the mail itself: nothing to relay to. */
+            if (l->backend_name != NULL) {
+                pc_err_set(err, sec, "listener \"%s\": a %s listener has no backend", l->name,
+                           cfg_getstr(sec, "protocol"));
+                rc = -1;
+            }
+        } else if (l->backend_name == NULL) {
             l->backend = &c->backends[0];
         } else {
             for (size_t k = 0; k < c->nbackends; k++)

@@ -57,11 +57,15 @@ struct pc_auth_conf {
     const char *origin;        /* "file:line" of the section, for errors */
 };
 
+/* Which door a listener is: an SMTP proxy, or a Postfix policy service (no backend). */
+enum pc_listener_protocol { PC_PROTO_SMTP, PC_PROTO_POLICY };
+
 struct pc_listener_conf {
     const char *name;
     const char *address;
+    enum pc_listener_protocol protocol;
     const char *backend_name;
-    struct pc_backend_conf *backend;
+    struct pc_backend_conf *backend; /* NULL for a policy listener */
     struct pc_chain chain;
     bool trusted;
     int line;

@@ -199,9 +199,18 @@ postlog unix-dgram n - n - 1 postlogd
 tlsmgr unix - - n 1000? 1 tlsmgr
 """
 
-    def __init__(self, tmp, tls=None):
+    # Where check_policy_service goes (policy= in __init__), as deploy/postfix/policy.cf says
+    # (here after the access checks the tests use), with its timeout and default_action.
+    POLICY_LISTS = {"rcpt": "smtpd_recipient_restrictions", "data": "smtpd_data_restrictions",
+                    "eod": "smtpd_end_of_data_restrictions"}
+
+    def __init__(self, tmp, tls=None, policy=None, policy_stages=("rcpt", "data", "eod"),
+                 sasl=None):
         """tls="encrypt" (or "may"): smtpd_tls_security_level with a certificate for
-        backend.test signed by a CA made for this instance (self.tls = make_certs(...))."""
+        backend.test signed by a CA made for this instance (self.tls = make_certs(...)).
+        policy: the port of a policy service to ask (check_policy_service) in the
+        restriction lists of policy_stages ("rcpt", "data", "eod"). sasl: the port of a Dovecot
+        auth service (DovecotAuth) for SMTP AUTH (smtpd_sasl_type = dovecot)."""
         self.port = free_port()
         self.dir = os.path.join(tmp, f"postfix{self.port}")
         self.conf = os.path.join(self.dir, "conf")
@@ -211,6 +220,13 @@ tlsmgr unix - - n 1000? 1 tlsmgr
             os.makedirs(os.path.join(self.dir, d))
         pf = pwd.getpwnam("postfix")
         nobody = pwd.getpwnam("nobody")
+        service = (f"check_policy_service {{ inet:127.0.0.1:{policy}, timeout=10s, "
+                   f"default_action=DEFER_IF_PERMIT }}") if policy else ""
+        rcpt_policy = f", {service}" if policy and "rcpt" in policy_stages else ""
+        other_lists = "".join(f"{self.POLICY_LISTS[st]} = {service}\n"
+                              for st in policy_stages if policy and st != "rcpt")
+        sasl_lines = ("smtpd_sasl_auth_enable = yes\nsmtpd_sasl_type = dovecot\n"
+                      f"smtpd_sasl_path = inet:127.0.0.1:{sasl}\n") if sasl else ""
         os.chown(os.path.join(self.dir, "data"), pf.pw_uid, pf.pw_gid)
         os.chmod(self.maildir, 0o777)
         main_cf = f"""\
@@ -233,8 +249,8 @@ smtpd_authorized_xclient_hosts = 127.0.0.1
 smtpd_authorized_xforward_hosts = 127.0.0.1
 mynetworks = 127.0.0.0/8
 smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
-smtpd_recipient_restrictions = check_client_access inline:{{{{ {self.REFUSED} = 554 5.7.1 Client host refused by the backend }}}}, check_recipient_access inline:{{{{ nosuchuser@example.com = 550 5.1.1 User unknown }}}}
-maillog_file_prefixes = {tmp}
+smtpd_recipient_restrictions = check_client_access inline:{{{{ {self.REFUSED} = 554 5.7.1 Client host refused by the backend }}}}, check_recipient_access inline:{{{{ nosuchuser@example.com = 550 5.1.1 User unknown }}}}{rcpt_policy}
+{other_lists}{sasl_lines}maillog_file_prefixes = {tmp}
 maillog_file = {self.maillog}
 """
         self.tls = None
@@ -616,6 +632,51 @@ class Chat(_Closing):
         self.s.close()
 
 
+class PolicyClient(_Closing):
+    """A raw Postfix policy delegation client (SMTPD_POLICY_README): attribute blocks out,
+    "action=..." blocks in."""
+
+    BASE = {"request": "smtpd_access_policy", "protocol_name": "ESMTP",
+            "client_address": "192.0.2.1", "client_name": "unknown",
+            "reverse_client_name": "unknown", "helo_name": "client.test",
+            "sender": "a@sender.test", "recipient": "", "instance": "",
+            "sasl_username": "", "size": "0"}
+
+    def __init__(self, port, timeout=10.0):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.buf = b""
+
+    @classmethod
+    def block(cls, **attrs):
+        a = dict(cls.BASE, **attrs)
+        return "".join(f"{k}={v}\n" for k, v in a.items() if v is not None).encode() + b"\n"
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def answer(self):
+        """The next reply's action, or None when the server closed."""
+        while b"\n\n" not in self.buf:
+            try:
+                d = self.sock.recv(65536)
+            except (ConnectionResetError, socket.timeout):
+                d = b""
+            if not d:
+                return None
+            self.buf += d
+        block, self.buf = self.buf.split(b"\n\n", 1)
+        lines = block.decode().split("\n")
+        assert len(lines) == 1 and lines[0].startswith("action="), block
+        return lines[0][len("action="):]
+
+    def ask(self, **attrs):
+        self.send(self.block(**attrs))
+        return self.answer()
+
+    def close(self):
+        self.sock.close()
+
+
 def tempdir():
     d = tempfile.mkdtemp(prefix="pc-e2e-")
     os.chmod(d, 0o755)
@@ -917,6 +978,69 @@ begin retry
 
 
 # --- Dovecot LMTP (helper "client"): a backend that answers per recipient --------------------
+
+class DovecotAuth(_Closing):
+    """A private Dovecot 2.3 running only its auth service, on a loopback port, for Postfix's
+    SMTP AUTH (smtpd_sasl_type = dovecot, smtpd_sasl_path = inet:127.0.0.1:PORT). users: name
+    -> password (PLAIN and LOGIN mechanisms)."""
+
+    def __init__(self, tmp, users=None):
+        if shutil.which("dovecot") is None:
+            raise unittest.SkipTest("dovecot-core is not installed")
+        users = users or {"alice": "secret", "bob": "secret"}
+        self.port = free_port()
+        self.dir = os.path.join(tmp, f"dovecot-auth{self.port}")
+        for sub in ("", "run", "state"):
+            os.makedirs(os.path.join(self.dir, sub), exist_ok=True)
+        with open(os.path.join(self.dir, "users"), "w") as f:
+            f.write("".join(f"{u}:{{PLAIN}}{pw}::::::\n" for u, pw in users.items()))
+        self.conf = os.path.join(self.dir, "dovecot.conf")
+        with open(self.conf, "w") as f:
+            f.write(f"""base_dir = {self.dir}/run
+state_dir = {self.dir}/state
+instance_name = pcauth{self.port}
+log_path = {self.dir}/dovecot.log
+protocols = none
+listen = 127.0.0.1
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+passdb {{
+  driver = passwd-file
+  args = {self.dir}/users
+}}
+userdb {{
+  driver = static
+  args = uid=nobody gid=nogroup home=/nonexistent
+}}
+service auth {{
+  inet_listener {{
+    address = 127.0.0.1
+    port = {self.port}
+  }}
+}}
+service anvil {{
+  chroot =
+}}
+""")
+        self.proc = Proc(["dovecot", "-F", "-c", self.conf],
+                         log=os.path.join(self.dir, "stderr.log"))
+        try:
+            wait_port(self.port, proc=self.proc.p)
+        except RuntimeError:
+            self.proc.stop()
+            raise RuntimeError("dovecot did not start:\n" + self.log() +
+                               read(os.path.join(self.dir, "stderr.log")))
+
+    def log(self):
+        p = os.path.join(self.dir, "dovecot.log")
+        return read(p) if os.path.exists(p) else ""
+
+    def close(self):
+        if getattr(self, "proc", None):
+            self.proc.stop()
+            self.proc = None
+
 
 class DovecotLMTP(_Closing):
     """A private Dovecot 2.3 LMTP server on a loopback port (`dovecot -F -c CONF`).
