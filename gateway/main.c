@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "gateway/conf.h"
+#include "gateway/master.h"
 #include "gateway/server.h"
 #include "gateway/testcmd.h"
 #include "lib/log.h"
@@ -108,5 +109,6 @@ int main(int argc, char **argv)
         pc_conf_unref(conf);
         return 0;
     }
-    return pc_server_run(conf);
+    /* workers = 1 is the single process of old; more: a parent and that many workers. */
+    return conf->workers > 1 ? pc_master_run(conf) : pc_server_run(conf);
 }
