@@ -58,10 +58,10 @@
 #include "lib/log.h"
 #include "lib/parse.h"
 
-#define PC_BACKLOG 1024
+#define PC_BACKLOG        1024
 #define PC_RESTART_MAX_MS 30000
 #define PC_STABLE_SECONDS 10 /* a worker that ran this long is replaced at once */
-#define PC_TICK_MS 200
+#define PC_TICK_MS        200
 
 struct pc_wslot {
     pid_t pid;          /* 0: not running */
@@ -73,10 +73,10 @@ struct pc_wslot {
 struct pc_master {
     struct pc_conf *conf; /* the current generation: replacements start with it */
     unsigned n;
-    size_t nl;             /* listeners bound at start */
-    char **names;          /* nl listener names */
-    int *fds;              /* n * nl sockets: worker i's for listener k at i * nl + k */
-    volatile int *ready;   /* n flags in a shared page */
+    size_t nl;           /* listeners bound at start */
+    char **names;        /* nl listener names */
+    int *fds;            /* n * nl sockets: worker i's for listener k at i * nl + k */
+    volatile int *ready; /* n flags in a shared page */
     struct pc_wslot *w;
     bool stopping, started;
     int fail_rc; /* a worker failed the start: exit with this */
@@ -262,8 +262,7 @@ static void exited(struct pc_master *m, unsigned i, int status)
         w->delay_ms = w->delay_ms ? 2 * w->delay_ms : 1000;
     if (w->delay_ms > PC_RESTART_MAX_MS)
         w->delay_ms = PC_RESTART_MAX_MS;
-    pc_warn("worker %u (pid %ld) died: %s; replacing it in %ld ms", i, (long)pid, how,
-            w->delay_ms);
+    pc_warn("worker %u (pid %ld) died: %s; replacing it in %ld ms", i, (long)pid, how, w->delay_ms);
     w->due_ms = now_ms() + w->delay_ms;
 }
 
@@ -291,8 +290,7 @@ static void reload(struct pc_master *m)
               (unsigned long long)ts.tv_sec * 1000000ull + (unsigned long long)ts.tv_nsec / 1000);
     struct pc_conf *next = pc_conf_load(path, &err);
     if (next == NULL) {
-        pc_err("reload failed, keeping the running configuration (workers not told): %s",
-               err.msg);
+        pc_err("reload failed, keeping the running configuration (workers not told): %s", err.msg);
     } else {
         pc_conf_unref(m->conf);
         m->conf = next;
@@ -415,8 +413,8 @@ int pc_master_run(struct pc_conf *conf)
     signal(SIGPIPE, SIG_IGN);
     m->w = calloc(m->n, sizeof(*m->w));
     /* One shared page of "ready" flags: the parent's READY=1 waits for every worker. */
-    m->ready = mmap(NULL, m->n * sizeof(int), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
-                    -1, 0);
+    m->ready =
+        mmap(NULL, m->n * sizeof(int), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (m->w == NULL || m->ready == MAP_FAILED)
         pc_fatal("out of memory");
     if (bind_all(m) < 0)

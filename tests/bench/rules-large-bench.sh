@@ -15,6 +15,7 @@
 #
 # Best of ROUNDS (default 3) per figure, since these machines are noisy. Loopback only.
 set -euo pipefail
+export PORTCULLIS_WORKERS=${PORTCULLIS_WORKERS:-1}  # one process: the figures read one pid
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 BINS=("$(readlink -f "${1:-build/portcullis}")")
@@ -77,7 +78,7 @@ run() { local t0 t1; t0=$(date +%s.%N)
         t1=$(date +%s.%N); calc "$t1 - $t0"; }
 
 echo "rules-large-bench: $(nproc) cores, best of $ROUNDS alternating runs, relay + shipped rules"
-for spec in 5120:2000 102400:600 1048576:100 10485760:12; do
+for spec in ${SIZES-5120:2000 102400:600 1048576:100 10485760:12}; do  # SIZES="" : memory only
     size=${spec%:*}; count=${spec#*:}
     d=(); g0=(); g1=()
     for _ in $(seq "$ROUNDS"); do
