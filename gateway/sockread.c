@@ -26,7 +26,9 @@
 #include <stdlib.h>
 #include <sys/uio.h>
 
-#define PC_SOCKREAD_CHUNK 65536
+/* Just under 64 KB: libevent rounds a chain (data + its header) up to a power of two, and a
+ * 128 KB chain would be at our mmap threshold (main.c), an mmap and a munmap per read. */
+#define PC_SOCKREAD_CHUNK (65536 - 512)
 
 struct pc_sockread {
     struct bufferevent *bev;
@@ -130,7 +132,8 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
         r->ended = true;
         arm(r);
         errno = e; /* the owner's event callback reads it, as after libevent's own read */
-        bufferevent_trigger_event(r->bev, BEV_EVENT_READING | (n == 0 ? BEV_EVENT_EOF : BEV_EVENT_ERROR), 0);
+        bufferevent_trigger_event(
+            r->bev, BEV_EVENT_READING | (n == 0 ? BEV_EVENT_EOF : BEV_EVENT_ERROR), 0);
         return;
     }
     /* The callback may schedule the owner's free; nothing of r is touched after it. */
