@@ -23,6 +23,7 @@
 
 #include "gateway/conf.h"
 #include "gateway/master.h"
+#include "gateway/policy_door.h"
 #include "gateway/server.h"
 #include "gateway/testcmd.h"
 #include "lib/log.h"
@@ -119,6 +120,7 @@ int main(int argc, char **argv)
         return EX_CONFIG;
     }
     if (test_only) {
+        pc_policy_check(conf); /* warnings only: the configuration is valid */
         pc_conf_unref(conf);
         return 0;
     }
