@@ -288,7 +288,7 @@ static struct pd_sess *sess_new(struct pd_conn *c, struct pc_conf *conf,
 
     if (x == NULL)
         pc_fatal("out of memory");
-    x->s = pc_session_new(c->svc, conf, lc->name, &lc->chain, &pd_door, &x->eng);
+    x->s = pc_session_new(c->svc, &conf->core, lc->name, &lc->chain, &pd_door, &x->eng);
     pc_engine_init(&x->eng, x->s, eng_done, x);
     x->s->trusted = lc->trusted;
     session_facts(x->s, &c->req);
