@@ -142,6 +142,32 @@ class Workers(unittest.TestCase):
         self.assertEqual(served, {old[0], new}, gw.log())
         self.assertTrue(wait_for(lambda: len(self.sink.messages()) == 24))
 
+    def test_socket_activation_shares_one_socket(self):
+        ls = socket.socket()
+        self.addCleanup(ls.close)
+        ls.bind(("127.0.0.1", 0))
+        ls.listen(64)
+        port, fd = ls.getsockname()[1], ls.fileno()
+        conf = h.gateway_conf(h.backend_conf(self.sink.port), extra="workers = 2\n")
+        path = os.path.join(self.tmp, "sa.conf")
+        logpath = os.path.join(self.tmp, "sa.log")
+        with open(path, "w") as f:
+            f.write(conf.replace("@PORT@", str(port)))
+        # The socket becomes fd 3 and LISTEN_PID the gateway's own pid (exec keeps $$).
+        move = "" if fd == 3 else f"exec 3<&{fd}; exec {fd}<&-; "
+        argv = ["sh", "-c", move + 'LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" "$@"', h.BIN, "-c", path]
+        p = h.Proc(argv, log=logpath, cwd=self.tmp, pass_fds=(fd,))
+        self.addCleanup(p.stop)
+        log = lambda: h.read(logpath)  # noqa: E731
+        self.assertTrue(wait_for(lambda: "portcullis started" in log()), log())
+        self.assertIn("socket from systemd, shared by every worker", log())
+        for _ in range(6):
+            with smtplib.SMTP("127.0.0.1", port, timeout=10) as c:
+                c.sendmail("a@example.org", ["b@example.com"], MSG)
+        self.assertTrue(wait_for(lambda: len(self.sink.messages()) == 6))
+        os.kill(p.p.pid, signal.SIGTERM)
+        self.assertEqual(p.p.wait(timeout=20), 0, log())
+
     def test_only_the_parent_notifies_systemd(self):
         path = os.path.join(self.tmp, "notify.sock")
         s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
