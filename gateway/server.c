@@ -663,6 +663,10 @@ static int serve(struct pc_conf *conf, const struct pc_worker_env *w)
     notify_status(srv, "READY=1\n");
     if (event_base_dispatch(srv->base) < 0)
         rc = 1;
+    /* A capability probe a reload started just before the stop ends on its own timer: let it,
+     * so that its connection and its configuration reference are freed, not abandoned. */
+    while (pc_backend_probing())
+        event_base_loop(srv->base, EVLOOP_ONCE);
     pc_info("portcullis stopped");
     for (size_t i = 0; i < srv->nlisteners; i++)
         if (srv->listeners[i].evl)
