@@ -50,7 +50,8 @@ struct pc_msg {
     bool separator; /* header section ended with an empty line */
     bool header_overflow;
     bool io_error;
-    size_t held_mem, held_file; /* counted in portcullis_spool_bytes until freed */
+    size_t held_mem, held_file;   /* counted in portcullis_spool_bytes until freed */
+    size_t shown_mem, shown_file; /* what portcullis_spool_bytes has been told of them */
 };
 
 void pc_msg_init(struct pc_msg *, size_t max_header_size, size_t max_headers,

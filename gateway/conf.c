@@ -60,6 +60,7 @@ static const struct pc_param_row pc_params[] = {
     {"", "user", PT_STR, "", 0, 0, validate_top, "drop to this user after binding"},
     {"", "group", PT_STR, "", 0, 0, validate_top, "drop to this group after binding"},
     {"", "run_as_root", PT_BOOL, "false", 0, 0, NULL, "allow running as root without user"},
+    {"", "workers", PT_INT, "0", 0, 1024, NULL, "worker processes; 0: one per CPU"},
     {"", "delay_reject", PT_BOOL, "true", 0, 0, NULL, "hold refusals before RCPT until RCPT"},
     {"", "soft_bounce", PT_BOOL, "false", 0, 0, NULL, "turn 5xx refusals into 4xx"},
     {"", "smtputf8", PT_BOOL, "true", 0, 0, NULL, "offer SMTPUTF8 (RFC 6531)"},
@@ -526,6 +527,20 @@ static void cfg_free_cb(void *arg)
 }
 
 /* limits_load - the limits section */
+/* workers_resolve - "workers = 0" (the default): PORTCULLIS_WORKERS when set (test suites that
+ * count per-process state pin it to 1), else one process per CPU online */
+static unsigned workers_resolve(long n)
+{
+    const char *env = getenv("PORTCULLIS_WORKERS");
+
+    if (n > 0)
+        return (unsigned)n;
+    if (env && atoi(env) > 0 && atoi(env) <= 1024)
+        return (unsigned)atoi(env);
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    return cpus > 0 ? (unsigned)(cpus < 1024 ? cpus : 1024) : 1;
+}
+
 static int limits_load(struct pc_conf *c, cfg_t *sec, struct pc_err *err)
 {
     struct pc_limits *l = &c->limits;
@@ -1335,6 +1350,7 @@ struct pc_conf *pc_conf_load(const char *path, struct pc_err *err)
     c->user = cfg_getstr(cfg, "user");
     c->group = cfg_getstr(cfg, "group");
     c->run_as_root = cfg_getbool(cfg, "run_as_root");
+    c->workers = workers_resolve(cfg_getint(cfg, "workers"));
     c->delay_reject = cfg_getbool(cfg, "delay_reject");
     c->soft_bounce = cfg_getbool(cfg, "soft_bounce");
     c->smtputf8 = cfg_getbool(cfg, "smtputf8");

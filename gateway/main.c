@@ -12,6 +12,7 @@
  *	a configuration error, EX_UNAVAILABLE when a listener cannot bind.
  */
 #include <getopt.h>
+#include <malloc.h>
 #include <stdbool.h>
 #include <signal.h>
 #include <stdio.h>
@@ -21,6 +22,7 @@
 #include <unistd.h>
 
 #include "gateway/conf.h"
+#include "gateway/master.h"
 #include "gateway/policy_door.h"
 #include "gateway/server.h"
 #include "gateway/testcmd.h"
@@ -49,6 +51,17 @@ static int usage(FILE *out, int status)
     return status;
 }
 
+/* tune_malloc - memory a session frees goes back to the system */
+static void tune_malloc(void)
+{
+    /* glibc raises its mmap threshold each time a large block is freed (up to 32 MB); after the
+     * first 1 MB message the buffers of every later one come from the heap and stay in it
+     * once freed, so RSS follows the peak of concurrent large messages for good. A fixed
+     * threshold keeps blocks of 128 KB and more in their own mappings, unmapped at free (it
+     * also fixes the trim threshold at 128 KB: the heap's free top goes back too). */
+    mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+}
+
 /* main - parse arguments, load configuration, serve */
 int main(int argc, char **argv)
 {
@@ -62,6 +75,7 @@ int main(int argc, char **argv)
     bool path_given = false;
     struct pc_err err = {{0}};
 
+    tune_malloc();
     if (argc > 1 && strcmp(argv[1], "test") == 0)
         return pc_test_main(argc - 1, argv + 1);
     while ((ch = getopt_long(argc, argv, "c:tpnvVh", longopts, NULL)) != -1) {
@@ -110,5 +124,6 @@ int main(int argc, char **argv)
         pc_conf_unref(conf);
         return 0;
     }
-    return pc_server_run(conf);
+    /* workers = 1 is the single process of old; more: a parent and that many workers. */
+    return conf->workers > 1 ? pc_master_run(conf) : pc_server_run(conf);
 }

@@ -73,6 +73,7 @@ struct pc_listener {
 
 struct pc_server {
     struct event_base *base;
+    const struct pc_worker_env *wenv; /* NULL: the only process (workers = 1) */
     struct pc_services svc;
     struct pc_conf *conf;
     struct pc_listener *listeners;
@@ -345,6 +346,15 @@ static void on_accept_error(struct evconnlistener *evl, void *arg)
     evtimer_add(srv->accept_resume, &tv);
 }
 
+/* worker_fd - the socket the parent bound for a listener of this worker, or -1 */
+static int worker_fd(const struct pc_worker_env *w, const char *name)
+{
+    for (size_t i = 0; i < w->nfds; i++)
+        if (strcmp(w->names[i], name) == 0)
+            return w->fds[i];
+    return -1;
+}
+
 /* bind_listener - one listening socket */
 static int bind_listener(struct pc_server *srv, struct pc_listener *l,
                          const struct pc_listener_conf *lc)
@@ -360,8 +370,15 @@ static int bind_listener(struct pc_server *srv, struct pc_listener *l,
         pc_err("listener %s: cannot resolve %s", lc->name, lc->address);
         return -1;
     }
-    /* A socket systemd passed for this address (socket activation) is used as it is. */
-    int fd = pc_listen_fd_take(res->ai_addr, res->ai_addrlen);
+    /* A socket systemd passed for this address (socket activation) is used as it is; so is
+     * one the parent bound for this worker (workers > 1). */
+    int fd = srv->wenv ? worker_fd(srv->wenv, lc->name)
+                       : pc_listen_fd_take(res->ai_addr, res->ai_addrlen);
+    if (srv->wenv && fd < 0) {
+        freeaddrinfo(res);
+        pc_warn("listener %s: not bound when the workers started; restart to serve it", lc->name);
+        return 0;
+    }
     if (fd >= 0) {
         evutil_make_socket_nonblocking(fd);
         evutil_make_socket_closeonexec(fd);
@@ -378,8 +395,10 @@ static int bind_listener(struct pc_server *srv, struct pc_listener *l,
     }
     evconnlistener_set_error_cb(l->evl, on_accept_error);
     pc_info("listener %s on %s%s, %s%s", lc->name, lc->address,
-            fd >= 0 ? " (socket from systemd)" : "", lc->backend ? "backend " : "policy service",
-            lc->backend ? lc->backend->name : "");
+            srv->wenv ? " (socket from the parent)"
+            : fd >= 0 ? " (socket from systemd)"
+                      : "",
+            lc->backend ? "backend " : "policy service", lc->backend ? lc->backend->name : "");
     return 0;
 }
 
@@ -412,6 +431,13 @@ static void on_reopen(evutil_socket_t sig, short what, void *arg)
     (void)sig, (void)what, (void)arg;
     pc_log_reopen();
     pc_info("logs reopened");
+}
+
+/* serves_metrics - the only process, or worker 0 of several: one scrape address must not land
+ * on a different worker's counters each time (the exposition says whose they are) */
+static bool serves_metrics(const struct pc_server *srv)
+{
+    return srv->wenv == NULL || srv->wenv->index == 0;
 }
 
 /* reload - load a new generation, swapped in only when valid */
@@ -452,7 +478,8 @@ static void reload(struct pc_server *srv)
     srv->conf = next;
     srv->svc.hostname = next->hostname;
     apply_log_conf(next);
-    pc_metrics_http_configure(srv->base, next->metrics_enabled, next->metrics_address);
+    pc_metrics_http_configure(srv->base, next->metrics_enabled && serves_metrics(srv),
+                              next->metrics_address);
     pc_metric_add(PC_M_RELOADS, "ok", NULL, 1);
     srv->nreloads++;
     pc_info("reloaded %s", next->path);
@@ -522,8 +549,41 @@ static void raise_nofile(void)
  * leak to LeakSanitizer (the process exits at once). */
 static struct pc_server *volatile pc_running;
 
-/* pc_server_run - serve until stopped */
+static int serve(struct pc_conf *conf, const struct pc_worker_env *w);
+
+/* pc_server_run - serve until stopped: the only process */
 int pc_server_run(struct pc_conf *conf)
+{
+    return serve(conf, NULL);
+}
+
+/* pc_server_run_worker - serve until stopped: one of several workers on the parent's sockets */
+int pc_server_run_worker(struct pc_conf *conf, const struct pc_worker_env *w)
+{
+    return serve(conf, w);
+}
+
+/* add_signals - stop, reload and reopen on signals; then take the ones a parent held back */
+static void add_signals(struct pc_server *srv)
+{
+    sigset_t none;
+
+    srv->sigterm = evsignal_new(srv->base, SIGTERM, on_stop, srv);
+    srv->sigint = evsignal_new(srv->base, SIGINT, on_stop, srv);
+    srv->sighup = evsignal_new(srv->base, SIGHUP, on_reload, srv);
+    evsignal_add(srv->sigterm, NULL);
+    evsignal_add(srv->sigint, NULL);
+    evsignal_add(srv->sighup, NULL);
+    srv->sigusr1 = evsignal_new(srv->base, SIGUSR1, on_reopen, srv);
+    evsignal_add(srv->sigusr1, NULL);
+    /* A worker is forked with these blocked, so that a SIGTERM sent during its start drains
+     * it instead of killing it; pending ones arrive now, at our handlers. */
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
+/* serve - the event loop of this process, until stopped */
+static int serve(struct pc_conf *conf, const struct pc_worker_env *w)
 {
     struct pc_server *srv = calloc(1, sizeof(*srv));
     struct pc_err err = {{0}};
@@ -532,6 +592,7 @@ int pc_server_run(struct pc_conf *conf)
     if (srv == NULL)
         pc_fatal("out of memory");
     pc_running = srv;
+    srv->wenv = w;
     apply_log_conf(conf);
     signal(SIGPIPE, SIG_IGN);
     /* SIGUSR1's default action terminates: ignored until on_reopen takes it over below. */
@@ -559,34 +620,32 @@ int pc_server_run(struct pc_conf *conf)
     pc_backend_generation(srv->base, conf);
     while (pc_backend_probing())
         event_base_loop(srv->base, EVLOOP_ONCE);
-    pc_listen_fds_init();
+    if (w == NULL)
+        pc_listen_fds_init();
     srv->nlisteners = conf->nlisteners;
     srv->listeners = calloc(conf->nlisteners, sizeof(*srv->listeners));
     for (size_t i = 0; i < conf->nlisteners; i++)
         if (bind_listener(srv, &srv->listeners[i], &conf->listeners[i]) < 0)
             return EX_UNAVAILABLE;
-    pc_listen_fds_close_unused();
+    if (w == NULL)
+        pc_listen_fds_close_unused();
     {
         struct timespec now;
         clock_gettime(CLOCK_REALTIME, &now);
         pc_metric_set(PC_M_START_TIME, NULL, NULL, (double)now.tv_sec);
     }
     /* Bound before the privileges go, like the listeners (a reload rebinds as the user). */
-    if (pc_metrics_http_configure(srv->base, conf->metrics_enabled, conf->metrics_address) < 0)
+    if (pc_metrics_http_configure(srv->base, conf->metrics_enabled && serves_metrics(srv),
+                                  conf->metrics_address) < 0)
         return EX_UNAVAILABLE;
-    /* Everything root is needed for is done: listeners bound, logs open, keys read. */
-    if (pc_privs_drop(conf->user, conf->group, conf->run_as_root, &err) < 0) {
+    pc_metric_set(PC_M_WORKERS, NULL, NULL, w ? (double)w->count : 1.0);
+    /* Everything root is needed for is done: listeners bound, logs open, keys read (a
+     * worker's parent dropped them before forking it). */
+    if (w == NULL && pc_privs_drop(conf->user, conf->group, conf->run_as_root, &err) < 0) {
         pc_err("%s", err.msg);
         return EX_CONFIG;
     }
-    srv->sigterm = evsignal_new(srv->base, SIGTERM, on_stop, srv);
-    srv->sigint = evsignal_new(srv->base, SIGINT, on_stop, srv);
-    srv->sighup = evsignal_new(srv->base, SIGHUP, on_reload, srv);
-    evsignal_add(srv->sigterm, NULL);
-    evsignal_add(srv->sigint, NULL);
-    evsignal_add(srv->sighup, NULL);
-    srv->sigusr1 = evsignal_new(srv->base, SIGUSR1, on_reopen, srv);
-    evsignal_add(srv->sigusr1, NULL);
+    add_signals(srv);
     if (getenv("NOTIFY_SOCKET")) {
         /* Half the watchdog interval, as sd_watchdog_enabled(3) advises; status every 5 s. */
         uint64_t wd = pc_watchdog_usec() / 2, every = wd && wd < 5000000 ? wd : 5000000;
@@ -594,10 +653,20 @@ int pc_server_run(struct pc_conf *conf)
         srv->tick = event_new(srv->base, -1, EV_PERSIST, on_tick, srv);
         event_add(srv->tick, &tv);
     }
-    pc_info("portcullis started: %s, %zu listeners", conf->path, conf->nlisteners);
+    if (w)
+        pc_info("worker %u of %u started: %s, %zu listeners", w->index, w->count, conf->path,
+                conf->nlisteners);
+    else
+        pc_info("portcullis started: %s, %zu listeners", conf->path, conf->nlisteners);
+    if (w && w->ready)
+        *w->ready = 1; /* the parent says READY=1 once every worker has */
     notify_status(srv, "READY=1\n");
     if (event_base_dispatch(srv->base) < 0)
         rc = 1;
+    /* A capability probe a reload started just before the stop ends on its own timer: let it,
+     * so that its connection and its configuration reference are freed, not abandoned. */
+    while (pc_backend_probing())
+        event_base_loop(srv->base, EVLOOP_ONCE);
     pc_info("portcullis stopped");
     for (size_t i = 0; i < srv->nlisteners; i++)
         if (srv->listeners[i].evl)

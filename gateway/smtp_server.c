@@ -75,6 +75,7 @@
 #include "gateway/proxy_in.h"
 #include "core/session.h"
 #include "gateway/smtp_proto.h"
+#include "gateway/sockread.h"
 #include "core/txnlog.h"
 #include "lib/buf.h"
 #include "lib/log.h"
@@ -95,6 +96,7 @@ struct pc_smtp {
     const struct pc_listener_conf *lc;
     const struct pc_conf *conf;
     struct bufferevent *bev;
+    struct pc_sockread *rd; /* reads c->bev's input: 64 KB reads, no FIONREAD (sockread.c) */
     struct pc_backend *be;
     bool be_in_txn;       /* the backend has our MAIL for the open transaction */
     bool be_lost;         /* the backend connection of the open transaction broke: only 4xx now */
@@ -311,6 +313,7 @@ static void on_free(evutil_socket_t fd, short what, void *arg)
     pc_metric_add(PC_M_CONNECTIONS_ACTIVE, NULL, NULL, -1);
     pc_backend_free(c->be);
     pc_session_free(c->s);
+    pc_sockread_free(c->rd);
     if (c->bev)
         bufferevent_free(c->bev);
     pc_data_free(&c->data);
@@ -332,6 +335,7 @@ static void free_now(struct pc_smtp *c)
     evtimer_del(c->deadline_ev);
     if (c->bev)
         bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+    pc_sockread_enable(c->rd, false);
     event_active(c->free_ev, 0, 0);
 }
 
@@ -342,6 +346,7 @@ static void smtp_close(struct pc_smtp *c)
         return;
     set_state(c, SM_CLOSING);
     bufferevent_disable(c->bev, EV_READ);
+    pc_sockread_enable(c->rd, false);
     struct evbuffer *out = bufferevent_get_output(c->bev);
     if (evbuffer_get_length(out) == 0) {
         free_now(c);
@@ -1689,7 +1694,12 @@ void pc_smtp_accept(struct pc_services *svc, struct pc_conf *conf,
     pc_bev_nodelay(c->bev);
     bufferevent_setwatermark(c->bev, EV_READ, 0, PC_SMTP_READ_MAX);
     bufferevent_setwatermark(c->bev, EV_WRITE, PC_SMTP_OUT_MAX / 2, 0);
-    bufferevent_enable(c->bev, EV_READ);
+    /* Our own reads; libevent's (4 KB, an ioctl before each) only if that cannot start. */
+    c->rd = pc_sockread_new(c->bev, PC_SMTP_READ_MAX);
+    if (c->rd)
+        pc_sockread_enable(c->rd, true);
+    else
+        bufferevent_enable(c->bev, EV_READ);
     pc_info("%s: connect from %s[%s]:%u to %s", c->s->sid, c->s->client.name, c->s->client.addr,
             c->s->client.port, lc->name);
     pc_metric_add(PC_M_CONNECTIONS, lc->name, NULL, 1);

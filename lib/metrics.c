@@ -142,6 +142,13 @@ static struct pc_family pc_families[PC_M_COUNT] = {
                       PC_COUNTER,
                       {NULL, NULL},
                       NULL},
+    /* Set only with workers > 1: each worker counts for itself and worker 0 serves the
+     * scrape, so a reader must know the figures are a 1/N sample, not the host's total. */
+    [PC_M_WORKERS] = {"portcullis_workers",
+                      "Worker processes; every other figure in this scrape is worker 0's alone",
+                      PC_GAUGE,
+                      {NULL, NULL},
+                      NULL},
 };
 
 static pthread_mutex_t pc_metrics_lock = PTHREAD_MUTEX_INITIALIZER;

@@ -40,6 +40,7 @@ enum pc_metric_id {
     PC_M_RELOADS,             /* counter {result} */
     PC_M_START_TIME,          /* gauge */
     PC_M_SCRAPES,             /* counter */
+    PC_M_WORKERS,             /* gauge */
     PC_M_COUNT
 };
 

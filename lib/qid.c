@@ -12,6 +12,7 @@
  */
 #include "lib/qid.h"
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -23,7 +24,8 @@ static const char pc_qid_digits[] = "0123456789BCDFGHJKLMNPQRSTVWXYZbcdfghjklmnp
 #define PC_QID_RAND_SPAN 53459728531456ULL /* 52^8 */
 
 static uint64_t pc_qid_nonce, pc_qid_seq;
-static pid_t pc_qid_pid;
+static pid_t pc_qid_pid;   /* 0: not seeded in this process */
+static bool pc_qid_atfork; /* forget_seed runs in every child */
 
 /* put - n digits of v, most significant first */
 static void put(char *dst, uint64_t v, int n)
@@ -34,9 +36,16 @@ static void put(char *dst, uint64_t v, int n)
     }
 }
 
+/* forget_seed - in a child after fork(): its ids need a random part of their own */
+static void forget_seed(void)
+{
+    pc_qid_pid = 0;
+}
+
 /* seed - a fresh random part for this process */
 static void seed(void)
 {
+
     uint64_t r = 0;
     struct timespec ts;
 
@@ -48,6 +57,9 @@ static void seed(void)
     pc_qid_nonce = r % PC_QID_RAND_SPAN;
     pc_qid_seq = 0;
     pc_qid_pid = getpid();
+    /* Asked once, not per id (getpid is a system call): a fork makes us ask again. */
+    if (!pc_qid_atfork)
+        pc_qid_atfork = pthread_atfork(NULL, NULL, forget_seed) == 0;
 }
 
 /* pc_qid_make_at - an id for the given time */
@@ -55,7 +67,7 @@ void pc_qid_make_at(char *buf, size_t size, const struct timespec *ts)
 {
     char id[PC_QID_LEN + 1];
 
-    if (pc_qid_pid != getpid())
+    if (pc_qid_pid == 0 || (!pc_qid_atfork && pc_qid_pid != getpid()))
         seed();
     put(id, (uint64_t)ts->tv_sec, 6);
     put(id + 6, (uint64_t)(ts->tv_nsec / 1000), 4);

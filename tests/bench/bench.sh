@@ -9,10 +9,12 @@
 #   cpu         CPU time per message of portcullis (utime+stime from /proc/PID/stat) against
 #               smtp-source and smtp-sink's together in the same run, 5 KB, relay filter
 #   syscalls    system calls per message of portcullis (strace -c -f on it during a run)
+#   workers     throughput with workers = 1 and workers = 2 against direct, 5 KB, 40 sessions
 #
 # Each throughput figure is the best of ROUNDS alternating runs, because these machines are noisy.
 # Only loopback is used. Sub-benchmarks of other parts (tests/bench/*-bench.sh) run afterwards.
 set -euo pipefail
+export PORTCULLIS_WORKERS=${PORTCULLIS_WORKERS:-1}  # one process: the figures read one pid
 BIN=$(readlink -f "${1:-build/portcullis}")
 export PORTCULLIS_RUN_AS_ROOT=1  # benchmarks run as root without "user" on purpose
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -47,6 +49,7 @@ relay {
 limits {
     max_connections = 20000
 }
+workers = 1
 CONF
 ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 "$BIN" -c "$TMP/bench.conf" > "$TMP/gw.log" 2>&1 & GWPID=$!; pids+=($GWPID)
@@ -71,6 +74,25 @@ throughput() { # SIZE COUNT
 echo "portcullis bench: $(nproc) cores, best of $ROUNDS alternating runs"
 throughput 5120 "$MSGS"
 throughput 102400 $(( MSGS / 3 ))
+
+# workers = 2 beside the single process: a second gateway on its own port, same backend.
+GW2=$(port)
+sed -e "s/127.0.0.1:$GW\"/127.0.0.1:$GW2\"/" -e 's/^workers = 1$/workers = 2/' "$TMP/bench.conf" > "$TMP/bench2.conf"
+"$BIN" -c "$TMP/bench2.conf" > "$TMP/gw2.log" 2>&1 & GW2PID=$!; pids+=($GW2PID)
+wait_port "$GW2"
+sleep 0.5  # every worker up (the parent binds before it forks)
+scaling() { # SIZE COUNT SESSIONS
+    local d=() a=() b=() bd ba bb
+    for _ in $(seq "$ROUNDS"); do
+        d+=("$(run "$3" "$2" "$1" "$SINK")"); a+=("$(run "$3" "$2" "$1" "$GW")"); b+=("$(run "$3" "$2" "$1" "$GW2")")
+    done
+    bd=$(printf '%s\n' "${d[@]}" | best); ba=$(printf '%s\n' "${a[@]}" | best); bb=$(printf '%s\n' "${b[@]}" | best)
+    printf 'workers %6s x%d sessions: direct %7.0f msgs/s, workers=1 %7.0f (ratio %.2f), workers=2 %7.0f (ratio %.2f); 2 vs 1: %.2fx (target >= 1.8 with the load generator elsewhere; here source, sink and gateway share %d cores)\n' \
+        "$(( $1 / 1024 ))KB" "$3" "$(calc "$2 / $bd")" "$(calc "$2 / $ba")" "$(calc "$bd / $ba")" \
+        "$(calc "$2 / $bb")" "$(calc "$bd / $bb")" "$(calc "$ba / $bb")" "$(nproc)"
+}
+scaling 5120 "$MSGS" 40
+kill "$GW2PID"
 
 N=1000
 d=(); g=()

@@ -22,6 +22,7 @@ if [ "$(id -u)" -ne 0 ] || ! command -v postfix > /dev/null; then
     echo "proxy-bench: needs root and postfix, skipped"; exit 0
 fi
 export PORTCULLIS_RUN_AS_ROOT=1  # benchmarks run as root without "user" on purpose
+export PORTCULLIS_WORKERS=${PORTCULLIS_WORKERS:-1}  # one process: the figures read one pid
 exec python3 - "$bin" "$root" <<'PY'
 import os, pwd, resource, shutil, signal, socket, subprocess, sys, tempfile, threading, time
 

@@ -13,6 +13,7 @@
 #   ratelimit-bench: n=... base_us=... memory_us=... redis_us=... redis_added_us=... redis_ratio=...
 # Ports: 24900-24949 (the ratelimit helper's range).
 set -eu
+export PORTCULLIS_WORKERS=${PORTCULLIS_WORKERS:-1}  # one process: the figures read one pid
 bin=$(readlink -f "${1:-build/portcullis}")
 export PORTCULLIS_RUN_AS_ROOT=1  # benchmarks run as root without "user" on purpose
 N=${N:-2000}

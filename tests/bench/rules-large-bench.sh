@@ -10,11 +10,13 @@
 #               in every round, so that their ratios come from the same run ("before/after").
 #   memory      40 sessions each send a 1 MB message through the rules while the backend
 #               delays its end-of-data reply by 3 s: RSS growth of the gateway per session
-#               while they wait (issue 14: at most 0.5 MB held per session); once more without
+#               while they wait (issue 14: at most 0.5 MB held per session; MEM_SESSIONS=200
+#               for more sessions, SIZES="" for this figure alone); once more without
 #               the rules filter, so that the rules' own share shows.
 #
 # Best of ROUNDS (default 3) per figure, since these machines are noisy. Loopback only.
 set -euo pipefail
+export PORTCULLIS_WORKERS=${PORTCULLIS_WORKERS:-1}  # one process: the figures read one pid
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 BINS=("$(readlink -f "${1:-build/portcullis}")")
@@ -77,7 +79,7 @@ run() { local t0 t1; t0=$(date +%s.%N)
         t1=$(date +%s.%N); calc "$t1 - $t0"; }
 
 echo "rules-large-bench: $(nproc) cores, best of $ROUNDS alternating runs, relay + shipped rules"
-for spec in 5120:2000 102400:600 1048576:100 10485760:12; do
+for spec in ${SIZES-5120:2000 102400:600 1048576:100 10485760:12}; do  # SIZES="" : memory only
     size=${spec%:*}; count=${spec#*:}
     d=(); g0=(); g1=()
     for _ in $(seq "$ROUNDS"); do
@@ -109,9 +111,9 @@ for i in "${runs[@]}"; do
         p=$(port); pid=$(gateway "${BINS[$i]}" "$p" "$SLOW" "mem$i")
     fi
     pids+=("$pid"); wait_port "$p"
-    python3 - "$pid" "$p" "$i" <<'PY'
+    python3 - "$pid" "$p" "$i" "${MEM_SESSIONS:-40}" <<'PY'
 import socket, sys, threading, time
-pid, port, which, n, size = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], 40, 1 << 20
+pid, port, which, n, size = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), 1 << 20
 def rss():
     return next(int(l.split()[1]) for l in open(f"/proc/{pid}/status") if l.startswith("VmRSS"))
 line = b"The quick brown fox jumps over the lazy dog, again and again and again.\r\n"

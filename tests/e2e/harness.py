@@ -34,6 +34,8 @@ import unittest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.environ.get("PORTCULLIS_BIN", os.path.join(ROOT, "build", "portcullis"))
+# One process unless a test's configuration sets workers (see run.py).
+os.environ.setdefault("PORTCULLIS_WORKERS", "1")
 SHARED = os.path.join(os.path.dirname(ROOT), "shared")
 # The tests run as root and start the gateway without "user": say that this is meant
 # (portcullis refuses to keep running as root otherwise; see run_as_root in portcullis.conf(5)).

@@ -28,6 +28,9 @@ def main():
     env = dict(os.environ, PORTCULLIS_BIN=os.path.abspath(a.binary), PYTHONUNBUFFERED="1")
     # Tests run as root and start the gateway without "user" (see run_as_root).
     env.setdefault("PORTCULLIS_RUN_AS_ROOT", "1")
+    # workers = 0 (the default) means one per CPU; tests that count per-process state (per-IP
+    # limits, in-process rate limits, metrics) assume one process unless they set workers.
+    env.setdefault("PORTCULLIS_WORKERS", "1")
     scripts = a.scripts or sorted(glob.glob(os.path.join(HERE, "test_*.py")))
     passed = failed = skipped = 0
     for script in scripts:

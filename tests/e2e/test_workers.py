@@ -1,0 +1,204 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""test_workers.py - workers = N: a parent and N worker processes on SO_REUSEPORT listeners.
+
+Real smtp-sink behind the gateway. Each log line carries the pid of the process that wrote it,
+so the tests tell the workers apart by it: both take connections, a SIGHUP to the parent
+reaches every worker (and a broken file reaches none), SIGTERM to the parent drains a
+transaction in flight in whichever worker holds it, a SIGKILLed worker is replaced and the
+replacement serves, only the parent speaks to systemd (SCM_CREDENTIALS on NOTIFY_SOCKET), and
+/metrics says whose counters it shows.
+
+Run alone: PORTCULLIS_BIN=build/portcullis PORTCULLIS_RUN_AS_ROOT=1 python3 tests/e2e/test_workers.py
+"""
+import os
+import re
+import signal
+import smtplib
+import socket
+import struct
+import sys
+import time
+import unittest
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness as h  # noqa: E402
+
+CONNECT = re.compile(r"\[(\d+)\]: S[0-9a-f]+: connect from")
+STARTED = re.compile(r"worker (\d+) started, pid (\d+)")
+MSG = b"From: a@example.org\r\nTo: b@example.com\r\nSubject: w\r\n\r\nbody\r\n"
+
+
+def wait_for(pred, timeout=10.0, step=0.05):
+    end = time.time() + timeout
+    while time.time() < end:
+        v = pred()
+        if v:
+            return v
+        time.sleep(step)
+    return pred()
+
+
+class Workers(unittest.TestCase):
+    def setUp(self):
+        self.tmp = h.tempdir()
+        self.addCleanup(h.rmtree, self.tmp)
+        self.sink = h.Sink(self.tmp)
+        self.addCleanup(self.sink.close)
+
+    def gateway(self, extra="", banner="ESMTP"):
+        conf = h.gateway_conf(h.backend_conf(self.sink.port),
+                              extra=f'workers = 2\nbanner = "{banner}"\n' + extra)
+        gw = h.Gateway(self.tmp, conf)
+        self.addCleanup(gw.close)
+        # The port answers as soon as the parent has bound it; wait for both workers.
+        self.assertTrue(wait_for(lambda: "portcullis started" in gw.log()), gw.log())
+        return gw
+
+    def workers(self, gw):
+        """{index: pid} of the workers started last."""
+        return {int(i): int(p) for i, p in STARTED.findall(gw.log())}
+
+    def send(self, gw, n):
+        for _ in range(n):
+            with smtplib.SMTP("127.0.0.1", gw.port, timeout=10) as c:
+                c.sendmail("a@example.org", ["b@example.com"], MSG)
+
+    def test_both_workers_serve_mail(self):
+        mport = h.free_port()
+        gw = self.gateway(f'metrics {{ enabled = true address = "127.0.0.1:{mport}" }}\n')
+        pids = set(self.workers(gw).values())
+        self.assertEqual(len(pids), 2)
+        self.assertNotIn(gw.pid(), pids)
+        self.send(gw, 24)
+        self.assertTrue(wait_for(lambda: len(self.sink.messages()) == 24), len(self.sink.messages()))
+        served = set(int(p) for p in CONNECT.findall(gw.log()))
+        # SO_REUSEPORT hashes the 4-tuple: 24 connections all on one of 2 sockets is 2^-23.
+        self.assertEqual(served, pids, gw.log())
+        body = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5).read()
+        self.assertIn(b"\nportcullis_workers 2\n", body)
+        self.assertIn(b"worker 0's alone", body)
+
+    def test_reload_reaches_every_worker(self):
+        gw = self.gateway(banner="OLD")
+        pids = set(self.workers(gw).values())
+        with open(gw.path) as f:
+            conf = f.read()
+        with open(gw.path, "w") as f:
+            f.write(conf.replace('banner = "OLD"', 'banner = "NEW"'))
+        os.kill(gw.pid(), signal.SIGHUP)
+        reloaded = re.compile(r"\[(\d+)\]: reloaded ")
+        self.assertTrue(wait_for(lambda: set(map(int, reloaded.findall(gw.log()))) == pids),
+                        gw.log())
+        for _ in range(12):
+            with h.Chat(gw.port) as c:
+                code, text = c.reply()
+                self.assertEqual((code, text.split()[-1]), (220, "NEW"))
+        # A broken file: the parent says so and no worker is told.
+        with open(gw.path, "w") as f:
+            f.write(conf + "\nno_such_parameter = 1\n")
+        os.kill(gw.pid(), signal.SIGHUP)
+        self.assertTrue(wait_for(lambda: "workers not told" in gw.log()), gw.log())
+        time.sleep(0.5)
+        self.assertEqual(len(reloaded.findall(gw.log())), 2, gw.log())
+        self.send(gw, 2)
+
+    def test_sigterm_drains_a_transaction_in_flight(self):
+        gw = self.gateway()
+        c = h.Chat(gw.port)
+        self.addCleanup(c.close)
+        self.assertEqual(c.reply()[0], 220)
+        self.assertEqual(c.cmd("EHLO client.test")[0], 250)
+        self.assertEqual(c.cmd("MAIL FROM:<a@example.org>")[0], 250)
+        self.assertEqual(c.cmd("RCPT TO:<b@example.com>")[0], 250)
+        self.assertEqual(c.cmd("DATA")[0], 354)
+        c.send(b"Subject: drain\r\n\r\nfirst half\r\n")
+        os.kill(gw.pid(), signal.SIGTERM)
+        self.assertTrue(wait_for(lambda: gw.log().count("stopping; waiting") == 2), gw.log())
+        # The idle worker exits at once and its socket leaves the group (the parent let go of
+        # it too): a new client lands on the draining worker and hears 421 at once.
+        self.assertTrue(wait_for(lambda: "stopped: exit status 0" in gw.log()), gw.log())
+        with h.Chat(gw.port) as late:
+            self.assertEqual(late.reply()[0], 421)
+        c.send(b"second half\r\n.\r\n")
+        self.assertEqual(c.reply()[0], 250)
+        self.assertEqual(c.cmd("QUIT")[0], 221)
+        self.assertEqual(gw.proc.p.wait(timeout=20), 0, gw.log())
+        self.assertTrue(any(b"second half" in m for m in self.sink.messages()))
+        self.assertNotIn("died", gw.log())
+
+    def test_killed_worker_is_replaced(self):
+        gw = self.gateway()
+        old = self.workers(gw)
+        os.kill(old[1], signal.SIGKILL)
+        self.assertTrue(wait_for(lambda: self.workers(gw)[1] != old[1], timeout=10), gw.log())
+        self.assertIn("died: killed by signal 9", gw.log())
+        new = self.workers(gw)[1]
+        self.assertTrue(wait_for(lambda: gw.log().count("of 2 started") == 3), gw.log())
+        before = len(CONNECT.findall(gw.log()))
+        self.send(gw, 24)
+        served = set(int(p) for p in CONNECT.findall(gw.log())[before:])
+        self.assertEqual(served, {old[0], new}, gw.log())
+        self.assertTrue(wait_for(lambda: len(self.sink.messages()) == 24))
+
+    def test_socket_activation_shares_one_socket(self):
+        ls = socket.socket()
+        self.addCleanup(ls.close)
+        ls.bind(("127.0.0.1", 0))
+        ls.listen(64)
+        port, fd = ls.getsockname()[1], ls.fileno()
+        conf = h.gateway_conf(h.backend_conf(self.sink.port), extra="workers = 2\n")
+        path = os.path.join(self.tmp, "sa.conf")
+        logpath = os.path.join(self.tmp, "sa.log")
+        with open(path, "w") as f:
+            f.write(conf.replace("@PORT@", str(port)))
+        # The socket becomes fd 3 and LISTEN_PID the gateway's own pid (exec keeps $$).
+        move = "" if fd == 3 else f"exec 3<&{fd}; exec {fd}<&-; "
+        argv = ["sh", "-c", move + 'LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" "$@"', h.BIN, "-c", path]
+        p = h.Proc(argv, log=logpath, cwd=self.tmp, pass_fds=(fd,))
+        self.addCleanup(p.stop)
+        log = lambda: h.read(logpath)  # noqa: E731
+        self.assertTrue(wait_for(lambda: "portcullis started" in log()), log())
+        self.assertIn("socket from systemd, shared by every worker", log())
+        for _ in range(6):
+            with smtplib.SMTP("127.0.0.1", port, timeout=10) as c:
+                c.sendmail("a@example.org", ["b@example.com"], MSG)
+        self.assertTrue(wait_for(lambda: len(self.sink.messages()) == 6))
+        os.kill(p.p.pid, signal.SIGTERM)
+        self.assertEqual(p.p.wait(timeout=20), 0, log())
+
+    def test_only_the_parent_notifies_systemd(self):
+        path = os.path.join(self.tmp, "notify.sock")
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.addCleanup(s.close)
+        s.bind(path)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        os.environ["NOTIFY_SOCKET"] = path
+        try:
+            gw = self.gateway()
+        finally:
+            del os.environ["NOTIFY_SOCKET"]
+        seen = []
+
+        def expect(word):
+            s.settimeout(10)
+            while True:
+                data, anc, _, _ = s.recvmsg(4096, socket.CMSG_SPACE(12))
+                pid = next(struct.unpack("iII", d)[0] for lv, ty, d in anc
+                           if ty == socket.SCM_CREDENTIALS)
+                seen.append((pid, data.decode()))
+                if word in data.decode():
+                    return
+        expect("READY=1")
+        os.kill(gw.pid(), signal.SIGHUP)
+        expect("RELOADING=1")
+        expect("READY=1")
+        os.kill(gw.pid(), signal.SIGTERM)
+        expect("STOPPING=1")
+        self.assertEqual(gw.proc.p.wait(timeout=20), 0, gw.log())
+        self.assertEqual({pid for pid, _ in seen}, {gw.pid()}, seen)
+
+
+if __name__ == "__main__":
+    unittest.main()
