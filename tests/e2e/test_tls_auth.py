@@ -419,5 +419,138 @@ class PostfixBackend(Base):
         self.assertIn("sasl_username=alice", self.backend.log())
 
 
+class DovecotAuthServer(h._Closing):
+    """A private Dovecot whose auth service checks the test's password file, listening on a
+    UNIX socket for us only, as deploy/dovecot/README.md tells a postmaster (PEERS.md)."""
+
+    def __init__(self, tmp, passwd):
+        import shutil
+        if shutil.which("dovecot") is None:
+            raise unittest.SkipTest("dovecot-core is not installed")
+        self.dir = os.path.join(tmp, f"dovecot{h.free_port()}")
+        for sub in ("run", "state"):
+            os.makedirs(os.path.join(self.dir, sub))
+        self.socket = os.path.join(self.dir, "run", "auth-portcullis")
+        conf = os.path.join(self.dir, "dovecot.conf")
+        with open(conf, "w") as f:
+            f.write(f"""base_dir = {self.dir}/run
+state_dir = {self.dir}/state
+instance_name = pcauth{os.path.basename(self.dir)}
+log_path = {self.dir}/dovecot.log
+protocols =
+listen = 127.0.0.1
+ssl = no
+auth_mechanisms = plain login
+passdb {{
+  driver = passwd-file
+  args = scheme=CRYPT {passwd}
+}}
+userdb {{
+  driver = static
+  args = uid=nobody gid=nogroup home=/nonexistent
+}}
+service auth {{
+  unix_listener auth-portcullis {{
+    mode = 0600
+    user = root
+  }}
+}}
+""")
+        self.proc = h.Proc(["dovecot", "-F", "-c", conf], log=os.path.join(self.dir, "out.log"))
+        end = time.time() + 10
+        while not os.path.exists(self.socket) and time.time() < end:
+            time.sleep(0.05)
+        if not os.path.exists(self.socket):
+            self.proc.stop()
+            raise RuntimeError("dovecot did not start: " + h.read(os.path.join(self.dir, "out.log")))
+
+    def log(self):
+        p = os.path.join(self.dir, "dovecot.log")
+        return h.read(p) if os.path.exists(p) else ""
+
+    def close(self):
+        if getattr(self, "proc", None):
+            self.proc.stop()
+            self.proc = None
+
+
+class DovecotAuth(unittest.TestCase):
+    """AUTH checked by a real Dovecot's auth service over its UNIX socket."""
+
+    def test_dovecot_ok_and_wrong_password(self):
+        tmp = h.tempdir()
+        try:
+            cert, key = make_cert(tmp, "gw", "gw.test")
+            passwd = make_passwd(tmp, {"carol": "carolpw"})
+            with DovecotAuthServer(tmp, passwd) as dv, h.Sink(tmp) as sink:
+                conf = f"""hostname = "gw.test"
+listener "submission" {{
+  address = "127.0.0.1:@PORT@"
+  backend = "mta"
+  tls = "starttls"
+  tls_certificate = {{ "{cert}" }}
+  tls_key = {{ "{key}" }}
+  auth = "dv"
+  require_auth = true
+}}
+auth "dv" {{
+  dovecot = "unix:{dv.socket}"
+}}
+{h.backend_conf(sink.port)}
+relay {{
+  mynetworks = {{ "10.0.0.0/8" }}
+}}
+"""
+                with h.Gateway(tmp, conf) as gw:
+                    rc, out = swaks(gw.port, "--tls", "--auth", "LOGIN", "--auth-user", "carol",
+                                    "--auth-password", "carolpw", "-f", "c@example.net", "-t",
+                                    "someone@elsewhere.example")
+                    self.assertEqual(rc, 0, out)  # authenticated: relays anywhere
+                    rc, out = swaks(gw.port, "--tls", "--auth", "PLAIN", "--auth-user", "carol",
+                                    "--auth-password", "nope", "-f", "c@example.net", "-t",
+                                    "someone@elsewhere.example")
+                    self.assertNotEqual(rc, 0)
+                    self.assertIn("535 5.7.8", out)
+                    self.assertIn("sasl_username=carol", gw.log())
+                self.assertEqual(len(sink.messages()), 1)
+        finally:
+            h.rmtree(tmp)
+
+
+class PostfixSendsThroughUs(Base):
+    """A real Postfix relays to our submission port with smtp_tls_security_level = encrypt and
+    SASL credentials (bob may send as @example.org)."""
+
+    def test_postfix_encrypt_and_sasl(self):
+        gw_port = self.port
+
+        class Sender(h.PostfixSender):
+            MASTER = h.PostfixSender.MASTER + "tlsmgr unix - - n 1000? 1 tlsmgr\n"
+
+            def _start(self, main_cf):
+                main_cf += f"""smtp_tls_security_level = encrypt
+smtp_sasl_auth_enable = yes
+smtp_sasl_password_maps = inline:{{{{ [127.0.0.1]:{gw_port} = bob:bobpw }}}}
+smtp_sasl_security_options = noanonymous
+smtp_sasl_tls_security_options = noanonymous
+smtp_tls_loglevel = 1
+"""
+                super()._start(main_cf)
+
+        with Sender(self.tmp, gw_port) as snd:
+            snd.send("x@example.org", ["u@example.com"], "Subject: via postfix\r\n\r\nbody\r\n")
+            msgs = []
+            end = time.time() + 30
+            while not msgs and time.time() < end:
+                snd.flush()
+                time.sleep(0.5)
+                msgs = self.backend.messages()
+            self.assertEqual(len(msgs), 1, snd.log()[-3000:] + self.gw.log()[-3000:])
+            self.assertIn("with ESMTPSA", msgs[0].decode())
+            log = snd.log()
+            self.assertRegex(log, r"(Trusted|Untrusted|Anonymous) TLS connection established")
+            self.assertIn("status=sent", log)
+
+
 if __name__ == "__main__":
     unittest.main()
