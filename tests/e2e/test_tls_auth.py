@@ -117,6 +117,7 @@ class Base(unittest.TestCase):
     def setUp(self):
         self.tmp = h.tempdir()
         self.cert, self.key = make_cert(self.tmp, "gw", "gw.test")
+        self.other, _ = make_cert(self.tmp, "other", "other.test")
         self.passwd = make_passwd(self.tmp, {"alice": PASSWORD, "bob": "bobpw"})
         with open(os.path.join(self.tmp, "senders"), "w") as f:
             f.write("alice@example.com alice\n@example.org bob\n")
@@ -145,8 +146,8 @@ listener "smtps" {{
   backend = "mta"
   filters = {{ "relay" }}
   tls = "implicit"
-  tls_certificate = {{ "gw.pem" }}
-  tls_key = {{ "gw.key" }}
+  tls_certificate = {{ "gw.pem", "other.pem" }}
+  tls_key = {{ "gw.key", "other.key" }}
   auth = "users"
 }}
 listener "mx" {{
@@ -155,6 +156,7 @@ listener "mx" {{
   filters = {{ "relay" }}
   tls = "starttls"
   tls_certificate = {{ "gw.pem.both" }}
+  tls_timeout = 1s
 }}
 auth "users" {{
   password_file = "passwd"
@@ -235,6 +237,28 @@ class StartTLS(Base):
         self.assertEqual(s.version(), "TLSv1.2")
         self.assertEqual(c.cmd("EHLO x")[0], 250)
         c.close()
+
+    def test_no_renegotiation(self):
+        # s_client's interactive "R" asks for a TLS 1.2 renegotiation: refused by the server.
+        p = subprocess.Popen(["openssl", "s_client", "-tls1_2", "-starttls", "smtp", "-connect",
+                              f"127.0.0.1:{self.port}"], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for line, pause in (("EHLO a", 1.0), ("R", 0.5), ("NOOP", 1.0)):
+            time.sleep(pause)
+            try:
+                p.stdin.write(line + "\n")
+                p.stdin.flush()
+            except BrokenPipeError:
+                break  # s_client gave up after the refusal
+        try:
+            p.stdin.close()
+        except BrokenPipeError:
+            pass
+        p.stdin = None
+        out = p.communicate(timeout=15)[0]
+        self.assertIn("RENEGOTIATING", out)
+        self.assertIn("no renegotiation", out)
+        self.assertNotIn("250 2.0.0 Ok", out)  # the NOOP never ran in a renegotiated session
 
     def test_plaintext_before_tls(self):
         c = Client(self.port)
@@ -372,6 +396,46 @@ class Implicit(Base):
         self.assertNotIn("STARTTLS", c.cmd("EHLO x")[1])
         c.close()
         self.assertNotIn("talked before the greeting", self.gw.log())
+
+    def test_sni_chooses_the_pair(self):
+        def peer(sni):
+            c = Client(self.p465, implicit=True, sni=sni)
+            der = c.s.getpeercert(binary_form=True)
+            self.assertEqual(c.reply()[0], 220)
+            c.close()
+            return der
+        other = ssl.PEM_cert_to_DER_cert(h.read(self.other))
+        gw = ssl.PEM_cert_to_DER_cert(h.read(self.cert))
+        self.assertEqual(peer("other.test"), other)
+        self.assertEqual(peer("gw.test"), gw)
+        self.assertEqual(peer("unknown.test"), gw)  # the first pair is the default
+
+    def test_handshake_has_a_deadline(self):
+        c = Client(self.p25)
+        c.reply()
+        c.cmd("EHLO x")
+        self.assertEqual(c.cmd("STARTTLS")[0], 220)
+        c.s.settimeout(5)
+        t0 = time.time()
+        self.assertEqual(c.s.recv(100), b"")  # closed, without a word in plaintext
+        self.assertLess(time.time() - t0, 4)
+        c.close()
+        time.sleep(0.2)
+        self.assertIn("handshake timeout", self.gw.log())
+
+    def test_auth_pipelined_with_mail(self):
+        c = Client(self.p465, implicit=True)
+        c.reply()
+        c.cmd("EHLO x")
+        c.send(f"AUTH PLAIN {plain_b64('bob', 'bobpw')}\r\nMAIL FROM:<y@example.org> AUTH=<>\r\n"
+               "RCPT TO:<u@example.com>\r\n")
+        self.assertEqual(c.reply()[0], 235)
+        self.assertEqual(c.reply()[0], 250)
+        self.assertEqual(c.reply()[0], 250)
+        self.assertEqual(c.cmd("DATA")[0], 354)
+        c.send("Subject: t\r\n\r\nbody\r\n.\r\n")
+        self.assertEqual(c.reply()[0], 250)
+        c.close()
 
     def test_plaintext_client_gets_no_greeting(self):
         c = Client(self.p465)
