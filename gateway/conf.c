@@ -92,6 +92,8 @@ static const struct pc_param pc_params[] = {
     {"listener", "tls_certificate", PT_LIST, "{}", 0, 0, NULL, "PEM chains, the first default"},
     {"listener", "tls_key", PT_LIST, "{}", 0, 0, NULL, "their keys, in the same order"},
     {"listener", "tls_timeout", PT_DURATION, "30s", 1000, 300000, NULL, "a whole handshake"},
+    {"listener", "tls_ask_client_certificate", PT_BOOL, "false", 0, 0, NULL,
+     "ask for one, for facts"},
     {"listener", "require_tls", PT_BOOL, "false", 0, 0, NULL, "no MAIL before STARTTLS"},
     {"listener", "auth", PT_STR, NULL, 0, 0, NULL, "the auth section AUTH checks against"},
     {"listener", "auth_plaintext", PT_BOOL, "false", 0, 0, NULL, "offer AUTH without TLS"},
@@ -793,6 +795,7 @@ static int listener_tls_load(struct pc_conf *c, cfg_t *sec, struct pc_listener_c
     l->tls = (enum pc_listen_tls)i;
     l->tls_timeout_ms = duration_ms(sec, "tls_timeout");
     l->require_tls = cfg_getbool(sec, "require_tls");
+    l->tls_ask_client_cert = cfg_getbool(sec, "tls_ask_client_certificate");
     if (l->tls == PC_LTLS_NONE) {
         if (l->require_tls)
             pc_err_set(err, sec, "listener \"%s\": require_tls needs tls", l->name);
@@ -820,7 +823,7 @@ static int listener_tls_load(struct pc_conf *c, cfg_t *sec, struct pc_listener_c
         pairs[i].origin = pc_pool_strdup(c->pool, origin);
     }
     struct pc_err mine = {{0}}; /* pc_tls_server_new writes msg itself */
-    if ((l->tls_server = pc_tls_server_new(pairs, n, false, &mine)) == NULL) {
+    if ((l->tls_server = pc_tls_server_new(pairs, n, l->tls_ask_client_cert, &mine)) == NULL) {
         err_add(err, mine.msg);
         return -1;
     }

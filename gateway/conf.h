@@ -66,6 +66,7 @@ struct pc_listener_conf {
     enum pc_listen_tls tls;
     struct pc_tls_server *tls_server; /* this generation's certificates (gateway/tls.h) */
     unsigned tls_timeout_ms;          /* a whole handshake */
+    bool tls_ask_client_cert;         /* ask (never require) a client certificate, for facts */
     bool require_tls, require_auth;   /* no MAIL before them (530 5.7.0) */
     struct pc_auth_conf *auth;        /* AUTH offered with this back end, or NULL */
     bool auth_plaintext;              /* AUTH offered without TLS too */

@@ -1267,8 +1267,13 @@ static void tls_session(struct pc_smtp *c)
     pc_fact_add(s, "tls_cipher", "%s", f.cipher);
     if (f.sni[0])
         pc_fact_add(s, "tls_sni", "%s", f.sni);
-    pc_info("%s: TLS established with %s[%s]: %s%s%s", s->sid, s->client.name, s->client.addr,
-            s->tls_info, f.sni[0] ? " sni=" : "", f.sni);
+    if (f.peer_sha256[0]) { /* offered, not verified: a name for rules, not a proof */
+        pc_fact_add(s, "tls_client_subject", "%s", f.peer_subject);
+        pc_fact_add(s, "tls_client_sha256", "%s", f.peer_sha256);
+    }
+    pc_info("%s: TLS established with %s[%s]: %s%s%s%s%s", s->sid, s->client.name, s->client.addr,
+            s->tls_info, f.sni[0] ? " sni=" : "", f.sni,
+            f.peer_sha256[0] ? " client certificate sha256=" : "", f.peer_sha256);
 }
 
 static void connect_stage(struct pc_smtp *);

@@ -616,5 +616,91 @@ smtp_tls_loglevel = 1
             self.assertIn("status=sent", log)
 
 
+class FactsForRules(unittest.TestCase):
+    """Rules read the TLS facts: tls_version, and a client certificate's fingerprint when the
+    listener asks for one (tls_ask_client_certificate)."""
+
+    def test_rules_see_tls_facts(self):
+        tmp = h.tempdir()
+        try:
+            make_cert(tmp, "gw", "gw.test")
+            ccert, ckey = make_cert(tmp, "client", "client.test")
+            der = ssl.PEM_cert_to_DER_cert(h.read(ccert))
+            import hashlib
+            fp = hashlib.sha256(der).hexdigest()
+            with open(os.path.join(tmp, "t.rules"), "w") as f:
+                f.write(f'''rule known_cert at mail
+    if fact "tls_client_sha256" == "{fp}"
+    then reject 550 5.7.1 "client certificate seen"
+rule tls13 at rcpt
+    if fact "tls_version" == "TLSv1.3"
+    then reject 550 5.7.1 "TLSv1.3 seen"
+''')
+            with h.Sink(tmp) as sink:
+                conf = f"""hostname = "gw.test"
+listener "mx" {{
+  address = "127.0.0.1:@PORT@"
+  backend = "mta"
+  filters = {{ "relay", "rules" }}
+  tls = "starttls"
+  tls_certificate = {{ "gw.pem" }}
+  tls_key = {{ "gw.key" }}
+  tls_ask_client_certificate = true
+}}
+{h.backend_conf(sink.port)}
+relay {{
+  domains = {{ "example.com" }}
+}}
+rules {{
+  files = {{ "t.rules" }}
+}}
+"""
+                with h.Gateway(tmp, conf) as gw:
+                    for cert in (None, ccert):
+                        ctx = no_verify()
+                        if cert:
+                            ctx.load_cert_chain(ccert, ckey)
+                        c = Client(gw.port)
+                        c.reply()
+                        c.cmd("EHLO x")
+                        c.cmd("STARTTLS")
+                        c.tls(ctx)
+                        c.cmd("EHLO x")
+                        self.assertEqual(c.cmd("MAIL FROM:<a@b.example>")[0], 250)
+                        # delay_reject: the MAIL rule's refusal is told at RCPT
+                        code, text = c.cmd("RCPT TO:<u@example.com>")
+                        self.assertEqual(code, 550, text)
+                        self.assertIn("client certificate seen" if cert else "TLSv1.3 seen", text)
+                        c.close()
+        finally:
+            h.rmtree(tmp)
+
+
+class TestSSL(Base):
+    """testssl.sh (Debian's package) against the STARTTLS and the implicit TLS port: protocols,
+    cipher lists, forward secrecy and the known vulnerabilities (no certificate checks: the
+    test certificate is self-signed on purpose). Nothing rated HIGH or CRITICAL."""
+
+    def scan(self, port, *args):
+        import shutil
+        if shutil.which("testssl") is None:
+            self.skipTest("testssl.sh is not installed")
+        out = os.path.join(self.tmp, f"testssl{port}.json")
+        subprocess.run(["testssl", "--quiet", "--color", "0", "--warnings", "off", "-p", "-s", "-f",
+                        "-U", "--jsonfile", out, *args, f"127.0.0.1:{port}"],
+                       capture_output=True, timeout=600)
+        with open(out) as f:
+            findings = json.load(f)
+        self.assertGreater(len(findings), 20)  # it did scan
+        bad = [(x["id"], x["severity"], x["finding"]) for x in findings
+               if x["severity"] in ("HIGH", "CRITICAL")]
+        self.assertEqual(bad, [])
+        return findings
+
+    def test_starttls_and_implicit_ports(self):
+        self.scan(self.port, "--starttls", "smtp")
+        self.scan(self.p465)
+
+
 if __name__ == "__main__":
     unittest.main()
