@@ -676,6 +676,47 @@ rules {{
             h.rmtree(tmp)
 
 
+class Config(unittest.TestCase):
+    """portcullis -t refuses a TLS or AUTH setting that cannot work, naming file and line."""
+
+    def check(self, listener, extra=""):
+        tmp = h.tempdir()
+        try:
+            make_cert(tmp, "gw", "gw.test")
+            with open(os.path.join(tmp, "bad.pem"), "w") as f:
+                f.write("not a certificate\n")
+            path = os.path.join(tmp, "p.conf")
+            with open(path, "w") as f:
+                f.write(f'hostname = "gw.test"\nlistener "l" {{\n{listener}\n}}\n'
+                        f'backend "b" {{ address = {{ "127.0.0.1:1" }} }}\n{extra}')
+            r = subprocess.run([h.BIN, "-t", "-c", path], capture_output=True, text=True)
+            return r.returncode, r.stdout + r.stderr
+        finally:
+            h.rmtree(tmp)
+
+    def test_errors(self):
+        for listener, want in (
+                ('tls = "sometimes"', "expected none, starttls or implicit"),
+                ('tls = "starttls"', "tls needs tls_certificate"),
+                ('tls = "starttls"\ntls_certificate = { "bad.pem" }', "bad.pem"),
+                ('tls = "implicit"\ntls_certificate = { "gw.pem" }\ntls_key = { "gw.key", "x" }',
+                 "one per certificate"),
+                ('require_tls = true', "require_tls needs tls"),
+                ('require_auth = true', "require_auth needs auth"),
+                ('auth = "nobody"', "no auth section named"),
+                ('tls = "starttls"\ntls_certificate = { "gw.pem" }\ntls_key = { "gw.key" }\n'
+                 'tls_timeout = 0s', "tls_timeout"),
+                ('auth_max_failures = 0', "auth_max_failures")):
+            rc, out = self.check(listener)
+            self.assertNotEqual(rc, 0, listener)
+            self.assertIn(want, out, listener)
+            self.assertRegex(out, r"p\.conf:\d+", listener)
+        rc, out = self.check('tls = "implicit"\ntls_certificate = { "gw.pem" }\n'
+                             'tls_key = { "gw.key" }\nauth = "a"\nrequire_auth = true',
+                             'auth "a" { dovecot = "unix:/run/dovecot/auth-client" }\n')
+        self.assertEqual(rc, 0, out)
+
+
 class TestSSL(Base):
     """testssl.sh (Debian's package) against the STARTTLS and the implicit TLS port: protocols,
     cipher lists, forward secrecy and the known vulnerabilities (no certificate checks: the
