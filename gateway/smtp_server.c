@@ -1410,9 +1410,10 @@ static void auth_reply(struct pc_smtp *c)
     struct pc_session *s = c->s;
 
     if (c->auth_res == PC_AUTH_OK) {
-        s->auth_user = pc_pool_strdup(s->pool, c->auth_name);
+        /* Printable: it goes into logs, facts and XCLIENT (a back end may allow odd names). */
+        s->auth_user = pc_printable(pc_pool_strdup(s->pool, c->auth_name));
         pc_info("%s: client=%s[%s], sasl_username=%s", s->sid, s->client.name, s->client.addr,
-                pc_printable(pc_pool_strdup(s->pool, c->auth_name)));
+                s->auth_user);
         reply(c, 235, "2.7.0", "Authentication successful");
         /* A backend connection opened before was introduced without LOGIN (XCLIENT). */
         pc_backend_free(c->be);
@@ -1449,10 +1450,11 @@ static void auth_cb(enum pc_auth_result r, void *arg)
         auth_reply(c);
         return;
     }
+    char who[256]; /* a stack copy: failures must not grow the session's pool */
+    pc_printable_copy(who, sizeof(who), c->auth_name, strlen(c->auth_name));
     c->auth_fails = pc_authfail_add(authfail_table(), s->client.addr, time(NULL));
     pc_info("%s: %s[%s]: SASL authentication failed for %s (%u within the hour)", s->sid,
-            s->client.name, s->client.addr, pc_printable(pc_pool_strdup(s->pool, c->auth_name)),
-            c->auth_fails);
+            s->client.name, s->client.addr, who, c->auth_fails);
     struct timeval tv = tv_ms(PC_AUTH_FAIL_DELAY_MS);
     if (c->auth_ev == NULL)
         c->auth_ev = evtimer_new(s->svc->base, auth_delayed, c);
