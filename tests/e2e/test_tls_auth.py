@@ -379,6 +379,42 @@ class StartTLS(Base):
         time.sleep(1)
         self.assertNotEqual(fingerprint(), old)
 
+    def test_certificate_reload_under_load(self):
+        import threading
+        results, stop = [], threading.Event()
+
+        def worker():
+            while not stop.is_set():
+                try:
+                    c = Client(self.p465, implicit=True)
+                    ok = c.reply()[0] == 220 and c.cmd("EHLO x")[0] == 250
+                    ok = ok and c.cmd(f"AUTH PLAIN {plain_b64('bob', 'bobpw')}")[0] == 235
+                    ok = ok and c.cmd("MAIL FROM:<l@example.org>")[0] == 250
+                    ok = ok and c.cmd("RCPT TO:<u@example.com>")[0] == 250
+                    ok = ok and c.cmd("DATA")[0] == 354
+                    if ok:
+                        c.send("Subject: load\r\n\r\nbody\r\n.\r\n")
+                        ok = c.reply()[0] == 250
+                    c.close()
+                except OSError as e:
+                    ok = repr(e)
+                results.append(ok)
+
+        threads = [threading.Thread(target=worker) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for i in range(3):
+            time.sleep(0.7)
+            make_cert(self.tmp, "gw", "gw.test")
+            os.kill(self.gw.pid(), signal.SIGHUP)
+        time.sleep(0.7)
+        stop.set()
+        for t in threads:
+            t.join(30)
+        self.assertGreater(len(results), 12)
+        self.assertEqual([r for r in results if r is not True], [])
+        self.assertEqual(self.gw.log().count("reloaded"), 3)
+
 
 class Implicit(Base):
     def test_swaks_tlsc_auth(self):
