@@ -88,6 +88,20 @@ void pc_session_helo_reset(struct pc_session *s)
     s->helo_pool = pc_pool_create(1024);
 }
 
+/* pc_session_rewind - forget the HELO and what filters found about it. What the connect stage
+ * found (the client's address and name) still holds: the peer has not changed. Filters whose
+ * context remembers a HELO see a new one at the next HELO stage. */
+void pc_session_rewind(struct pc_session *s)
+{
+    if (s->helo_pool) {
+        pc_session_helo_reset(s); /* undo to the marks, then drop the pool it starts */
+        pc_pool_destroy(s->helo_pool);
+        s->helo_pool = NULL;
+    }
+    s->helo = NULL;
+    s->esmtp = false;
+}
+
 /* session_pool - where a finding outside a transaction goes */
 static struct pc_pool *session_pool(struct pc_session *s)
 {

@@ -124,7 +124,7 @@ struct pc_session {
     const char *helo;     /* sanitised, NULL before HELO/EHLO */
     bool esmtp;
     bool tls;
-    const char *tls_info; /* e.g. "TLSv1.3 TLS_AES_256_GCM_SHA384" */
+    const char *tls_info; /* "TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)" */
     const char *auth_user;
     bool trusted; /* listener says the clients are trusted (submission behind AUTH) */
     struct pc_fact *facts, **facts_tail;
@@ -153,6 +153,9 @@ struct pc_session *pc_session_new(struct pc_services *, struct pc_settings *, co
 void pc_session_set_client(struct pc_session *, const struct sockaddr *, socklen_t);
 /* pc_session_helo_reset - a new HELO/EHLO: forget what filters found about the previous one */
 void pc_session_helo_reset(struct pc_session *);
+/* pc_session_rewind - back to the state after the connect stage: no HELO, none of its findings
+ * (after STARTTLS, RFC 3207 4.2); findings added next are the session's until the next HELO */
+void pc_session_rewind(struct pc_session *);
 struct pc_txn *pc_txn_new(struct pc_session *);
 struct pc_rcpt *pc_txn_add_rcpt(struct pc_txn *, const struct pc_mailbox *, const char *params);
 

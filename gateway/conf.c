@@ -34,6 +34,7 @@
 #include "core/filter.h"
 #include "filters/registry.h"
 #include "gateway/authdb.h"
+#include "gateway/senderlogin.h"
 #include "gateway/tls.h"
 #include "lib/addr.h"
 #include "lib/log.h"
@@ -77,6 +78,18 @@ static const struct pc_param_row pc_params[] = {
     {"listener", "proxy_protocol", PT_BOOL, "false", 0, 0, NULL, "a PROXY header comes first"},
     {"listener", "proxy_from", PT_LIST, "{}", 0, 0, validate_networks, "proxies allowed"},
     {"listener", "proxy_timeout", PT_STR, "5s", 0, 0, NULL, "1s..60s for the header"},
+    {"listener", "tls", PT_STR, "none", 0, 0, NULL, "none, starttls or implicit"},
+    {"listener", "tls_certificate", PT_LIST, "{}", 0, 0, NULL, "PEM chains, the first default"},
+    {"listener", "tls_key", PT_LIST, "{}", 0, 0, NULL, "their keys, in the same order"},
+    {"listener", "tls_timeout", PT_DURATION, "30s", 1000, 300000, NULL, "a whole handshake"},
+    {"listener", "tls_ask_client_certificate", PT_BOOL, "false", 0, 0, NULL,
+     "ask for one, for facts"},
+    {"listener", "require_tls", PT_BOOL, "false", 0, 0, NULL, "no MAIL before STARTTLS"},
+    {"listener", "auth", PT_STR, NULL, 0, 0, NULL, "the auth section AUTH checks against"},
+    {"listener", "auth_plaintext", PT_BOOL, "false", 0, 0, NULL, "offer AUTH without TLS"},
+    {"listener", "require_auth", PT_BOOL, "false", 0, 0, NULL, "no MAIL before AUTH"},
+    {"listener", "auth_max_failures", PT_INT, "5", 1, 1000, NULL, "per client and hour"},
+    {"listener", "sender_login_map", PT_STR, NULL, 0, 0, NULL, "who may use which MAIL FROM"},
     {"backend", "address", PT_LIST, NULL, 0, 0, NULL, "host:port, [v6]:port or unix:/path"},
     {"backend", "maildir", PT_STR, NULL, 0, 0, NULL, "instead of address: a Maildir"},
     {"backend", "identity", PT_STR, "xclient", 0, 0, NULL,
@@ -882,6 +895,115 @@ static int listener_proxy_load(struct pc_conf *c, cfg_t *sec, struct pc_listener
     return 0;
 }
 
+/* tls_server_free_cb - the generation's certificates go with it */
+static void tls_server_free_cb(void *arg)
+{
+    pc_tls_server_free(arg);
+}
+
+/* listener_tls_load - tls, tls_certificate, tls_key, tls_timeout, require_tls. The contexts
+ * are built now: a bad certificate fails -t and a reload (which then keeps the running
+ * generation and its certificates). */
+static int listener_tls_load(struct pc_conf *c, cfg_t *sec, struct pc_listener_conf *l,
+                             struct pc_err *err)
+{
+    static const char *const modes[] = {"none", "starttls", "implicit"};
+    const char *m = cfg_getstr(sec, "tls");
+    size_t n = cfg_size(sec, "tls_certificate"), i;
+
+    for (i = 0; i < 3 && strcmp(m, modes[i]); i++)
+        ;
+    if (i == 3) {
+        pc_err_set(err, sec, "listener \"%s\": tls = \"%s\": expected none, starttls or implicit",
+                   l->name, m);
+        return -1;
+    }
+    l->tls = (enum pc_listen_tls)i;
+    l->tls_timeout_ms = duration_ms(sec, "tls_timeout");
+    l->require_tls = cfg_getbool(sec, "require_tls");
+    l->tls_ask_client_cert = cfg_getbool(sec, "tls_ask_client_certificate");
+    if (l->tls == PC_LTLS_NONE) {
+        if (l->require_tls)
+            pc_err_set(err, sec, "listener \"%s\": require_tls needs tls", l->name);
+        return l->require_tls ? -1 : 0;
+    }
+    if (n == 0 || (cfg_size(sec, "tls_key") != 0 && cfg_size(sec, "tls_key") != n)) {
+        pc_err_set(err, sec,
+                   "listener \"%s\": tls needs tls_certificate, and tls_key one per certificate "
+                   "(or none: the keys are in the certificate files)",
+                   l->name);
+        return -1;
+    }
+    struct pc_tls_pair *pairs = pc_pool_zalloc(c->pool, n * sizeof(*pairs));
+    char origin[300], buf[4096];
+    snprintf(origin, sizeof(origin), "%s:%d", sec->filename ? sec->filename : c->path, sec->line);
+    for (i = 0; i < n; i++) {
+        const char *cp =
+            pc_conf_path(sec, cfg_getnstr(sec, "tls_certificate", (unsigned)i), buf, sizeof(buf));
+        pairs[i].cert = cp ? pc_pool_strdup(c->pool, cp) : NULL;
+        if (cfg_size(sec, "tls_key")) {
+            const char *kp =
+                pc_conf_path(sec, cfg_getnstr(sec, "tls_key", (unsigned)i), buf, sizeof(buf));
+            pairs[i].key = kp ? pc_pool_strdup(c->pool, kp) : NULL;
+        }
+        pairs[i].origin = pc_pool_strdup(c->pool, origin);
+    }
+    struct pc_err mine = {{0}}; /* pc_tls_server_new writes msg itself */
+    if ((l->tls_server = pc_tls_server_new(pairs, n, l->tls_ask_client_cert, &mine)) == NULL) {
+        err_add(err, mine.msg);
+        return -1;
+    }
+    pc_pool_cleanup(c->pool, tls_server_free_cb, l->tls_server);
+    return 0;
+}
+
+/* senders_free_cb - the generation's sender login map goes with it */
+static void senders_free_cb(void *arg)
+{
+    pc_senders_free(arg);
+}
+
+/* listener_auth_load - auth, auth_plaintext, require_auth, auth_max_failures,
+ * sender_login_map */
+static int listener_auth_load(struct pc_conf *c, cfg_t *sec, struct pc_listener_conf *l,
+                              struct pc_err *err)
+{
+    const char *name = cfg_getstr(sec, "auth"), *map = cfg_getstr(sec, "sender_login_map");
+    char buf[4096], origin[300];
+
+    l->auth_plaintext = cfg_getbool(sec, "auth_plaintext");
+    l->require_auth = cfg_getbool(sec, "require_auth");
+    l->auth_max_failures = (unsigned)cfg_getint(sec, "auth_max_failures");
+    if (name) {
+        for (size_t i = 0; i < c->nauths && l->auth == NULL; i++)
+            if (strcmp(c->auths[i].name, name) == 0)
+                l->auth = &c->auths[i];
+        if (l->auth == NULL) {
+            pc_err_set(err, sec, "listener \"%s\": no auth section named \"%s\"", l->name, name);
+            return -1;
+        }
+    }
+    if (l->require_auth && l->auth == NULL) {
+        pc_err_set(err, sec, "listener \"%s\": require_auth needs auth", l->name);
+        return -1;
+    }
+    if (map == NULL)
+        return 0;
+    const char *path = pc_conf_path(sec, map, buf, sizeof(buf));
+    snprintf(origin, sizeof(origin), "%s:%d", sec->filename ? sec->filename : c->path, sec->line);
+    struct pc_err mine = {{0}}; /* pc_senders_load writes msg itself */
+    if (path == NULL) {
+        pc_err_set(err, sec, "listener \"%s\": sender_login_map name too long", l->name);
+        return -1;
+    }
+    if ((l->senders = pc_senders_load(path, origin, &mine)) == NULL) {
+        err_add(err, mine.msg);
+        return -1;
+    }
+    pc_pool_cleanup(c->pool, senders_free_cb, l->senders);
+    return 0;
+}
+
 /* listener_protocol - listener.protocol: which door serves the listener */
 static int listener_protocol(cfg_t *sec, struct pc_listener_conf *l, struct pc_err *err)
 {
@@ -957,6 +1079,8 @@ static int listeners_load(struct pc_conf *c, cfg_t *cfg, struct pc_err *err)
         if (chain_build(c, cfg, sec, l, err) < 0)
             rc = -1;
         if (listener_proxy_load(c, sec, l, err) < 0)
+            rc = -1;
+        if (listener_tls_load(c, sec, l, err) < 0 || listener_auth_load(c, sec, l, err) < 0)
             rc = -1;
     }
     return rc;
@@ -1402,9 +1526,33 @@ fail:
     return NULL;
 }
 
+/* authdb_free_cb - a credential back end goes with its generation */
+static void authdb_free_cb(void *arg)
+{
+    pc_authdb_free(arg);
+}
+
+/* auths_start - the credential back ends of auth sections a listener uses */
+static int auths_start(struct pc_conf *c, struct pc_services *svc, struct pc_err *err)
+{
+    for (size_t i = 0; i < c->nlisteners; i++) {
+        struct pc_auth_conf *a = c->listeners[i].auth;
+        if (a == NULL || a->db)
+            continue;
+        a->db = a->dovecot ? pc_authdb_dovecot_new(svc->base, a->dovecot, a->timeout_ms, err)
+                           : pc_authdb_passwd_new(a->password_file, a->origin, svc->workers, err);
+        if (a->db == NULL)
+            return -1;
+        pc_pool_cleanup(c->pool, authdb_free_cb, a->db);
+    }
+    return 0;
+}
+
 /* pc_conf_start - start filters used by a chain */
 int pc_conf_start(struct pc_conf *c, struct pc_services *svc, struct pc_err *err)
 {
+    if (auths_start(c, svc, err) < 0)
+        return -1;
     for (size_t i = 0; pc_filter_registry[i]; i++) {
         const struct pc_filter_ops *ops = pc_filter_registry[i];
         if (c->filter_used[i] && ops->start && ops->start(c->filter_conf[i], svc) < 0) {

@@ -23,7 +23,10 @@
 #include "core/settings.h"
 
 struct pc_err;
+struct pc_authdb;
+struct pc_senders;
 struct pc_tls_client;
+struct pc_tls_server;
 
 enum pc_identity {
     PC_IDENT_NONE,
@@ -33,6 +36,9 @@ enum pc_identity {
     PC_IDENT_PROXY_V1
 };
 enum pc_bare_newline { PC_BARE_REJECT, PC_BARE_NORMALIZE };
+/* listener tls: none, STARTTLS offered (RFC 3207), or implicit TLS from the first byte (RFC 8314)
+ */
+enum pc_listen_tls { PC_LTLS_NONE, PC_LTLS_STARTTLS, PC_LTLS_IMPLICIT };
 
 struct pc_backend_conf {
     const char *name;
@@ -51,6 +57,7 @@ struct pc_backend_conf {
 /* auth "name" { } - a credential back end (gateway/authdb.h); built by the AUTH door. */
 struct pc_auth_conf {
     const char *name;
+    struct pc_authdb *db;      /* built by pc_conf_start, freed with the generation */
     const char *password_file; /* resolved against the configuration's directory, or NULL */
     const char *dovecot;       /* "unix:/path" or "inet:ADDRESS:PORT", or NULL */
     unsigned timeout_ms;       /* per request */
@@ -72,6 +79,15 @@ struct pc_listener_conf {
     bool proxy_protocol;            /* a PROXY protocol header precedes the SMTP session */
     struct pc_cidr_list proxy_from; /* the proxies allowed to send it */
     unsigned proxy_timeout_ms;      /* to receive the whole header */
+    enum pc_listen_tls tls;
+    struct pc_tls_server *tls_server; /* this generation's certificates (gateway/tls.h) */
+    unsigned tls_timeout_ms;          /* a whole handshake */
+    bool tls_ask_client_cert;         /* ask (never require) a client certificate, for facts */
+    bool require_tls, require_auth;   /* no MAIL before them (530 5.7.0) */
+    struct pc_auth_conf *auth;        /* AUTH offered with this back end, or NULL */
+    bool auth_plaintext;              /* AUTH offered without TLS too */
+    unsigned auth_max_failures;       /* per client address within an hour, then 421 */
+    struct pc_senders *senders;       /* sender_login_map (gateway/senderlogin.h), or NULL */
 };
 
 struct pc_limits {

@@ -336,10 +336,14 @@ char *pc_engine_received(struct pc_engine *e)
         for (size_t i = 0; i < t->nrcpt; i++)
             if (t->rcpts[i].flags & PC_RCPT_ACCEPTED)
                 snprintf(forc, sizeof(forc), "\r\n\tfor <%s>", t->rcpts[i].mb.addr);
+    /* The protocol and cipher, where Postfix writes them: for the reader, not for a check. */
+    char tls[200] = "";
+    if (s->tls && s->tls_info)
+        snprintf(tls, sizeof(tls), "\r\n\t(using %s)", s->tls_info);
     return pc_pool_printf(t->pool,
-                          "Received: from %s (%s [%s])\r\n\tby %s (portcullis) with %s%s%s id "
+                          "Received: from %s (%s [%s])%s\r\n\tby %s (portcullis) with %s%s%s id "
                           "%s%s;\r\n\t%s\r\n",
-                          s->helo ? s->helo : "unknown", s->client.name, s->client.addr,
+                          s->helo ? s->helo : "unknown", s->client.name, s->client.addr, tls,
                           e->conf->hostname, t->smtputf8 ? "UTF8" : "",
                           /* RFC 6531 3.7.3: UTF8SMTP, UTF8SMTPA, UTF8SMTPS, UTF8SMTPSA */
                           t->smtputf8 ? "SMTP"

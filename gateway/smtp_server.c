@@ -66,6 +66,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core/filter.h"
 #include "gateway/backend.h"
@@ -73,6 +74,10 @@
 #include "gateway/conf.h"
 #include "gateway/engine.h"
 #include "gateway/proxy_in.h"
+#include "gateway/authdb.h"
+#include "gateway/sasl.h"
+#include "gateway/senderlogin.h"
+#include "gateway/tls.h"
 #include "core/session.h"
 #include "gateway/smtp_proto.h"
 #include "gateway/sockread.h"
@@ -83,7 +88,7 @@
 #include "lib/pool.h"
 #include "core/chain.h"
 
-enum sm_state { SM_CONNECT, SM_CMD, SM_DATA, SM_BDAT, SM_CLOSING };
+enum sm_state { SM_CONNECT, SM_CMD, SM_DATA, SM_BDAT, SM_AUTH, SM_CLOSING };
 
 /* What a client may have buffered while we are busy: a few pipelined command groups. */
 #define PC_SMTP_READ_MAX 131072
@@ -135,6 +140,15 @@ struct pc_smtp {
     pc_smtp_closed_fn *on_closed;
     void *closed_arg;
     struct pc_buf out;
+    struct bufferevent *tls_bev;  /* a handshake in progress owns it (c->bev is NULL meanwhile) */
+    bool tls_starting;            /* STARTTLS answered 220: the handshake starts once it is sent */
+    struct event *tls_ev;         /* starts it when the 220 left at once (no write callback) */
+    struct pc_sasl sasl;          /* the AUTH exchange (input mode SM_AUTH) */
+    struct pc_auth_req *auth_req; /* a credential check in flight */
+    struct event *auth_ev;        /* the delay before a failed AUTH's reply */
+    enum pc_auth_result auth_res;
+    unsigned auth_fails;                   /* failures of this client address, for the reply */
+    char auth_name[PC_SASL_MAX_FIELD + 1]; /* the identity being checked */
 };
 
 static void process_input(struct pc_smtp *);
@@ -142,6 +156,9 @@ static void smtp_close(struct pc_smtp *);
 static void eng_done(void *, enum pc_stage, enum pc_action, struct pc_verdict *);
 static void step_over(struct pc_smtp *);
 static void to_backend(struct pc_smtp *, enum pc_verb, const struct pc_mailbox *);
+static void on_read(struct bufferevent *, void *);
+static void on_write(struct bufferevent *, void *);
+static void on_event(struct bufferevent *, short, void *);
 
 static const struct pc_door pc_smtp_door = {"smtp", pc_engine_door_done};
 
@@ -169,10 +186,12 @@ struct sm_row {
     void (*proceed)(struct pc_smtp *, const struct pc_cmd *);
     void (*engine_done)(struct pc_smtp *, enum pc_stage, enum pc_action, struct pc_verdict *);
     void (*backend_done)(struct pc_smtp *, struct pc_backend_result *);
+    bool (*offered)(const struct pc_smtp *); /* NULL: always; else 502 when it says no */
 };
 
 static const struct sm_row sm_rows[PC_VERB_FORBIDDEN + 1];
-static const char *const sm_state_names[] = {"connect", "command", "data", "bdat", "closing"};
+static const char *const sm_state_names[] = {"connect", "command", "data",
+                                             "bdat",    "auth",    "closing"};
 
 /* set_state - the one place the session's input mode changes */
 static void set_state(struct pc_smtp *c, enum sm_state to)
@@ -310,6 +329,14 @@ static void on_free(evutil_socket_t fd, short what, void *arg)
     pc_info("%s: disconnect from %s[%s]%s commands=%u", c->s->sid, c->s->client.name,
             c->s->client.addr, line, c->ncmds);
     pc_txnlog_end(c->s);
+    if (c->auth_req)
+        pc_auth_cancel(c->auth_req);
+    if (c->auth_ev)
+        event_free(c->auth_ev);
+    if (c->tls_ev)
+        event_free(c->tls_ev);
+    pc_sasl_wipe(&c->sasl);
+    explicit_bzero(c->auth_name, sizeof(c->auth_name));
     pc_metric_add(PC_M_CONNECTIONS_ACTIVE, NULL, NULL, -1);
     pc_backend_free(c->be);
     pc_session_free(c->s);
@@ -466,9 +493,11 @@ static void greet(struct pc_smtp *c, enum pc_action a, struct pc_verdict *v)
     char peek;
     int fd = bufferevent_getfd(c->bev);
 
-    /* A client that talks before the greeting is not an SMTP client (RFC 5321 3.1). */
+    /* A client that talks before the greeting is not an SMTP client (RFC 5321 3.1). Under
+     * implicit TLS the socket carries TLS records (the end of the handshake is not talk):
+     * early talk is what the TLS layer has decrypted into the input buffer. */
     if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0 ||
-        recv(fd, &peek, 1, MSG_PEEK | MSG_DONTWAIT) == 1) {
+        (!s->tls && recv(fd, &peek, 1, MSG_PEEK | MSG_DONTWAIT) == 1)) {
         pc_info("%s: improper command pipelining: client %s[%s] talked before the greeting", s->sid,
                 s->client.name, s->client.addr);
         reply(c, 554, "5.5.0", "Error: SMTP protocol synchronization");
@@ -494,6 +523,9 @@ static unsigned path_ext(const struct pc_smtp *c)
                                             : pc_backend_known_ext(c->lc->backend);
 }
 
+static bool auth_offered(const struct pc_smtp *);
+static bool starttls_offered(const struct pc_smtp *);
+
 /* ehlo_reply - our extensions (RFC 5321 4.1.1.1); SMTPUTF8 and DSN only when the backend
  * offers them, since we can honour neither ourselves (RFC 6531 3.4, RFC 3461 4). CHUNKING
  * always: the chunks are spooled and reach any backend as BDAT or DATA. Never BINARYMIME:
@@ -505,10 +537,13 @@ static void ehlo_reply(struct pc_smtp *c)
     unsigned ext = path_ext(c);
 
     snprintf(text, sizeof(text),
-             "%s\nPIPELINING\nSIZE %zu\n8BITMIME\nENHANCEDSTATUSCODES\nCHUNKING%s%s",
+             "%s\nPIPELINING\nSIZE %zu\n8BITMIME\nENHANCEDSTATUSCODES\nCHUNKING%s%s%s%s",
              c->conf->hostname, c->conf->limits.max_message_size,
              (c->conf->smtputf8 && (ext & PC_EXT_SMTPUTF8)) ? "\nSMTPUTF8" : "",
-             (ext & PC_EXT_DSN) ? "\nDSN" : "");
+             (ext & PC_EXT_DSN) ? "\nDSN" : "",
+             /* RFC 3207 4.2: not once TLS is on */
+             starttls_offered(c) && !c->s->tls ? "\nSTARTTLS" : "",
+             auth_offered(c) ? "\nAUTH PLAIN LOGIN" : "");
     reply_text(c, 250, NULL, text);
 }
 
@@ -949,6 +984,40 @@ static bool params_ok(struct pc_smtp *c, struct pc_txn *t, enum pc_verb verb)
     return true;
 }
 
+/* mail_allowed - require_tls and require_auth: no transaction before them (530 5.7.0,
+ * RFC 3207 4, RFC 4954 6) */
+static bool mail_allowed(struct pc_smtp *c)
+{
+    if (c->lc->require_tls && !c->s->tls)
+        reply(c, 530, "5.7.0", "Must issue a STARTTLS command first");
+    else if (c->lc->require_auth && c->s->auth_user == NULL)
+        reply(c, 530, "5.7.0", "Authentication required");
+    else
+        return true;
+    return false;
+}
+
+/* sender_login_ok - the sender login map (gateway/senderlogin.h): an authenticated user only
+ * sends as the addresses it owns; on a listener that offers AUTH, an owned address needs its
+ * owner logged in. 553 5.7.1 otherwise, as Postfix's reject_sender_login_mismatch. */
+static bool sender_login_ok(struct pc_smtp *c, const struct pc_mailbox *mb)
+{
+    const struct pc_session *s = c->s;
+
+    if (c->lc->senders == NULL || mb->null)
+        return true;
+    enum pc_sender_result r = pc_senders_check(c->lc->senders, s->auth_user, mb->addr);
+    if (r == PC_SENDER_MISMATCH || (r == PC_SENDER_OWNED && c->lc->auth)) {
+        pc_info("%s: sender <%s> refused for %s%s from %s[%s]", s->sid, mb->addr,
+                s->auth_user ? "user " : "an unauthenticated client",
+                s->auth_user ? s->auth_user : "", s->client.name, s->client.addr);
+        reply(c, 553, "5.7.1", "<%s>: Sender address rejected: not owned by %s", mb->addr,
+              s->auth_user ? "user" : "an authenticated user");
+        return false;
+    }
+    return true;
+}
+
 /* cmd_mail - MAIL FROM */
 static void cmd_mail(struct pc_smtp *c, const struct pc_cmd *cmd)
 {
@@ -956,6 +1025,8 @@ static void cmd_mail(struct pc_smtp *c, const struct pc_cmd *cmd)
     const char *why, *enh;
     bool has;
 
+    if (!mail_allowed(c))
+        return;
     struct pc_txn *t = pc_txn_new(s);
     why = pc_path_args_parse(cmd->arg, cmd->arg_len, "FROM:", t->pool, &c->pa, &enh);
     if (why) {
@@ -970,6 +1041,8 @@ static void cmd_mail(struct pc_smtp *c, const struct pc_cmd *cmd)
         reply(c, 553, "5.6.7", "Must declare SMTPUTF8 to send an UTF-8 address");
         goto bad;
     }
+    if (!sender_login_ok(c, &c->pa.mb))
+        goto bad;
     t->from = c->pa.mb;
     t->mail_params = c->pa.params_text;
     if (c->be == NULL)
@@ -1063,15 +1136,6 @@ static void cmd_data(struct pc_smtp *c, const struct pc_cmd *cmd)
     struct pc_verdict v;
     if (!pc_engine_data_ready(&c->eng, &v)) {
         reply_text(c, v.code, &v.enh, v.text);
-        return;
-    }
-    /* RFC 2920 3.1: DATA ends a command group; content before our 354 is a violation. */
-    if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0) {
-        pc_info("%s: improper command pipelining after DATA from %s[%s]", c->s->sid,
-                c->s->client.name, c->s->client.addr);
-        reply(c, 554, "5.5.0", "Error: SMTP protocol synchronization");
-        txn_end(c);
-        smtp_close(c);
         return;
     }
     enum pc_action a = pc_engine_data(&c->eng, &v);
@@ -1221,6 +1285,33 @@ static bool is_junk(const struct pc_smtp *c, const struct pc_cmd *cmd)
     }
 }
 
+/* group_end_ok - RFC 2920 3.1: nothing may follow a command that ends a pipelining group
+ * before its reply. What did is never executed: it is logged, then DATA is refused and the
+ * session ends (the bytes are probably content sent before our 354); STARTTLS discards it
+ * (plaintext injected ahead of the handshake, CVE-2011-0411) and goes on, so that the client's
+ * own TLS still happens; QUIT leaves it unread. */
+static bool group_end_ok(struct pc_smtp *c, const struct sm_row *row, const struct pc_cmd *cmd)
+{
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    size_t n = evbuffer_get_length(in);
+
+    if (!(row->flags & SM_GROUP_END) || n == 0)
+        return true;
+    pc_info("%s: improper command pipelining after %s from %s[%s]%s", c->s->sid, cmd->name,
+            c->s->client.name, c->s->client.addr,
+            cmd->verb == PC_VERB_STARTTLS ? ": possible command injection, discarded" : "");
+    if (cmd->verb == PC_VERB_QUIT)
+        return true;
+    if (cmd->verb == PC_VERB_STARTTLS) {
+        evbuffer_drain(in, n);
+        return true;
+    }
+    reply(c, 554, "5.5.0", "Error: SMTP protocol synchronization");
+    txn_end(c);
+    smtp_close(c);
+    return false;
+}
+
 /* sequence_ok - the row's sequencing flags; false when a reply refused the command */
 static bool sequence_ok(struct pc_smtp *c, const struct sm_row *row, const struct pc_cmd *cmd)
 {
@@ -1228,6 +1319,8 @@ static bool sequence_ok(struct pc_smtp *c, const struct sm_row *row, const struc
 
     if (c->refused && !(row->flags & SM_REFUSED))
         reply(c, 503, "5.5.1", "Error: access denied, send QUIT");
+    else if (row->offered && !row->offered(c))
+        reply(c, 502, "5.5.1", "Error: command not implemented");
     else if (((row->flags & SM_ARG) && cmd->arg_len == 0) ||
              ((row->flags & SM_NO_ARG) && cmd->arg_len))
         reply(c, 501, "5.5.4", "%s", row->syntax);
@@ -1239,8 +1332,10 @@ static bool sequence_ok(struct pc_smtp *c, const struct sm_row *row, const struc
         reply(c, 503, "5.5.1", "Error: nested MAIL command");
     else if ((row->flags & SM_NOT_TLS) && s->tls)
         reply(c, 503, "5.5.1", "Error: TLS already active");
+    else if ((row->flags & SM_NOT_AUTH) && (c->state == SM_AUTH || c->auth_req))
+        reply(c, 503, "5.5.1", "Error: authentication exchange in progress");
     else
-        return true;
+        return group_end_ok(c, row, cmd);
     return false;
 }
 
@@ -1263,9 +1358,6 @@ static void cmd_noop(struct pc_smtp *c, const struct pc_cmd *cmd)
 static void cmd_quit(struct pc_smtp *c, const struct pc_cmd *cmd)
 {
     (void)cmd;
-    if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
-        pc_info("%s: improper command pipelining after QUIT from %s[%s]", c->s->sid,
-                c->s->client.name, c->s->client.addr);
     reply(c, 221, "2.0.0", "Bye");
     txn_end(c);
     smtp_close(c);
@@ -1298,7 +1390,293 @@ static void cmd_obsolete(struct pc_smtp *c, const struct pc_cmd *cmd)
     reply(c, 502, "5.5.1", "Error: %s is obsolete and not implemented (RFC 5321)", cmd->name);
 }
 
-/* cmd_later - STARTTLS, AUTH, BDAT, ETRN: rows waiting for their implementation */
+/* bev_setup - the door's callbacks and bounds on the client's bufferevent (plain or TLS) */
+static void bev_setup(struct pc_smtp *c, bool plain)
+{
+    bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
+    pc_bev_nodelay(c->bev);
+    bufferevent_setwatermark(c->bev, EV_READ, 0, PC_SMTP_READ_MAX);
+    bufferevent_setwatermark(c->bev, EV_WRITE, PC_SMTP_OUT_MAX / 2, 0);
+    /* Our own reads on a plain socket (64 KB, no ioctl before each); libevent's under TLS,
+     * where the OpenSSL bufferevent reads the socket itself, or if ours cannot start. */
+    if (plain && (c->rd = pc_sockread_new(c->bev, PC_SMTP_READ_MAX)) != NULL)
+        pc_sockread_enable(c->rd, true);
+    else
+        bufferevent_enable(c->bev, EV_READ);
+}
+
+/* tls_session - what the handshake established, for rules, the log and Received */
+static void tls_session(struct pc_smtp *c)
+{
+    struct pc_session *s = c->s;
+    struct pc_tls_facts f;
+
+    pc_tls_facts(c->bev, &f);
+    s->tls = true;
+    s->tls_info = pc_pool_printf(s->pool, "%s with cipher %s (%d/%d bits)", f.version, f.cipher,
+                                 f.bits, f.bits);
+    pc_fact_add(s, "tls", "yes");
+    pc_fact_add(s, "tls_version", "%s", f.version);
+    pc_fact_add(s, "tls_cipher", "%s", f.cipher);
+    if (f.sni[0])
+        pc_fact_add(s, "tls_sni", "%s", f.sni);
+    if (f.peer_sha256[0]) { /* offered, not verified: a name for rules, not a proof */
+        pc_fact_add(s, "tls_client_subject", "%s", f.peer_subject);
+        pc_fact_add(s, "tls_client_sha256", "%s", f.peer_sha256);
+    }
+    pc_info("%s: TLS established with %s[%s]: %s%s%s%s%s", s->sid, s->client.name, s->client.addr,
+            s->tls_info, f.sni[0] ? " sni=" : "", f.sni,
+            f.peer_sha256[0] ? " client certificate sha256=" : "", f.peer_sha256);
+}
+
+static void connect_stage(struct pc_smtp *);
+
+/* tls_done - the handshake ended (implicit TLS before the greeting, or after STARTTLS) */
+static void tls_done(struct bufferevent *bev, const char *error, void *arg)
+{
+    struct pc_smtp *c = arg;
+
+    c->tls_bev = NULL;
+    if (error) {
+        pc_info("%s: TLS handshake failed with %s[%s]: %s", c->s->sid, c->s->client.name,
+                c->s->client.addr, error);
+        bufferevent_free(bev);
+        free_now(c);
+        return;
+    }
+    c->bev = bev;
+    bev_setup(c, false);
+    if (c->state == SM_CONNECT) {
+        tls_session(c);
+        c->busy = false;
+        connect_stage(c);
+        return;
+    }
+    /* RFC 3207 4.2: forget what the client said before; it must EHLO again. The backend
+     * connection was told the old HELO: a new one tells the new. */
+    pc_session_rewind(c->s);
+    tls_session(c);
+    pc_backend_free(c->be);
+    c->be = NULL;
+    c->tls_starting = false;
+    resume(c);
+}
+
+/* tls_wrap - hand the socket to a TLS handshake (fd is then the handshake's) */
+static bool tls_wrap(struct pc_smtp *c, evutil_socket_t fd)
+{
+    c->tls_bev = pc_tls_server_wrap(c->lc->tls_server, c->s->svc->base, fd, c->lc->tls_timeout_ms,
+                                    tls_done, c);
+    return c->tls_bev != NULL;
+}
+
+/* starttls_go - our 220 is sent: plaintext the client sent after STARTTLS is discarded (it
+ * must never be read as the first commands under TLS), the socket goes to the handshake */
+static void starttls_go(struct pc_smtp *c)
+{
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    evutil_socket_t fd = dup(bufferevent_getfd(c->bev));
+
+    if (evbuffer_get_length(in) > 0) {
+        pc_info("%s: %zu bytes of plaintext after STARTTLS from %s[%s]: possible command "
+                "injection, discarded",
+                c->s->sid, evbuffer_get_length(in), c->s->client.name, c->s->client.addr);
+        evbuffer_drain(in, evbuffer_get_length(in));
+    }
+    /* The plain bufferevent closes its descriptor; the handshake owns the duplicate. */
+    pc_sockread_free(c->rd);
+    c->rd = NULL;
+    bufferevent_free(c->bev);
+    c->bev = NULL;
+    if (fd < 0 || !tls_wrap(c, fd)) {
+        if (fd >= 0)
+            close(fd);
+        free_now(c);
+    }
+}
+
+/* starttls_now - the 220 went out without queueing */
+static void starttls_now(evutil_socket_t fd, short what, void *arg)
+{
+    struct pc_smtp *c = arg;
+
+    (void)fd, (void)what;
+    if (c->tls_starting && !c->closing && c->bev)
+        starttls_go(c);
+}
+
+/* starttls_offered - the listener has tls = "starttls" (the row's offered) */
+static bool starttls_offered(const struct pc_smtp *c)
+{
+    return c->lc->tls == PC_LTLS_STARTTLS && c->lc->tls_server;
+}
+
+/* cmd_starttls - STARTTLS (RFC 3207): 220, then the handshake once the 220 has left */
+static void cmd_starttls(struct pc_smtp *c, const struct pc_cmd *cmd)
+{
+    (void)cmd;
+    reply(c, 220, "2.0.0", "Ready to start TLS");
+    if (c->state == SM_CLOSING)
+        return;
+    c->tls_starting = true;
+    wait_for(c);
+    bufferevent_disable(c->bev, EV_READ); /* nothing more is read as plaintext */
+    pc_sockread_enable(c->rd, false);
+    if (evbuffer_get_length(bufferevent_get_output(c->bev)) > 0)
+        return; /* on_write goes on once it is sent */
+    /* Sent already: go on from the loop, outside the callback that runs this command. */
+    if (c->tls_ev == NULL)
+        c->tls_ev = event_new(c->s->svc->base, -1, 0, starttls_now, c);
+    event_active(c->tls_ev, 0, 0);
+}
+
+/* Failed AUTH attempts per client address, across configuration generations: within an hour,
+ * listener.auth_max_failures of them end the session (421) and refuse AUTH until they age. */
+#define PC_AUTHFAIL_WINDOW  3600
+#define PC_AUTHFAIL_ENTRIES 16384
+/* A failure's reply waits this long: guessing costs the guesser time (RFC 4954 14). */
+#define PC_AUTH_FAIL_DELAY_MS 1000
+
+static struct pc_authfail *authfails;
+
+/* authfail_table - the table, made on first use */
+static struct pc_authfail *authfail_table(void)
+{
+    if (authfails == NULL &&
+        (authfails = pc_authfail_new(1000, PC_AUTHFAIL_WINDOW, PC_AUTHFAIL_ENTRIES)) == NULL)
+        pc_fatal("out of memory");
+    return authfails;
+}
+
+/* auth_configured - the listener has auth (the row's offered; TLS is cmd_auth's check) */
+static bool auth_configured(const struct pc_smtp *c)
+{
+    return c->lc->auth != NULL;
+}
+
+/* auth_offered - AUTH is in EHLO and served: a back end, and TLS unless auth_plaintext */
+static bool auth_offered(const struct pc_smtp *c)
+{
+    return c->lc->auth && (c->s->tls || c->lc->auth_plaintext);
+}
+
+/* auth_reply - the check's answer to the client (RFC 4954 6) */
+static void auth_reply(struct pc_smtp *c)
+{
+    struct pc_session *s = c->s;
+
+    if (c->auth_res == PC_AUTH_OK) {
+        /* Printable: it goes into logs, facts and XCLIENT (a back end may allow odd names). */
+        s->auth_user = pc_printable(pc_pool_strdup(s->pool, c->auth_name));
+        pc_info("%s: client=%s[%s], sasl_username=%s", s->sid, s->client.name, s->client.addr,
+                s->auth_user);
+        reply(c, 235, "2.7.0", "Authentication successful");
+        /* A backend connection opened before was introduced without LOGIN (XCLIENT). */
+        pc_backend_free(c->be);
+        c->be = NULL;
+    } else if (c->auth_res == PC_AUTH_TEMPFAIL) {
+        reply(c, 454, "4.7.0", "Temporary authentication failure");
+    } else if (c->auth_fails >= c->lc->auth_max_failures) {
+        reply(c, 421, "4.7.0", "%s Error: too many failed authentications", c->conf->hostname);
+    } else {
+        reply(c, 535, "5.7.8", "Error: authentication failed");
+    }
+    explicit_bzero(c->auth_name, sizeof(c->auth_name));
+    step_over(c);
+}
+
+/* auth_delayed - a failure's delay is over */
+static void auth_delayed(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    auth_reply(arg);
+}
+
+/* auth_cb - the credential back end answered */
+static void auth_cb(enum pc_auth_result r, void *arg)
+{
+    struct pc_smtp *c = arg;
+    struct pc_session *s = c->s;
+
+    c->auth_req = NULL;
+    c->auth_res = r;
+    if (c->closing)
+        return;
+    if (r != PC_AUTH_FAIL) {
+        auth_reply(c);
+        return;
+    }
+    char who[256]; /* a stack copy: failures must not grow the session's pool */
+    pc_printable_copy(who, sizeof(who), c->auth_name, strlen(c->auth_name));
+    c->auth_fails = pc_authfail_add(authfail_table(), s->client.addr, time(NULL));
+    pc_info("%s: %s[%s]: SASL authentication failed for %s (%u within the hour)", s->sid,
+            s->client.name, s->client.addr, who, c->auth_fails);
+    struct timeval tv = tv_ms(PC_AUTH_FAIL_DELAY_MS);
+    if (c->auth_ev == NULL)
+        c->auth_ev = evtimer_new(s->svc->base, auth_delayed, c);
+    evtimer_add(c->auth_ev, &tv);
+}
+
+/* auth_check - the decoder has credentials: the back end checks them while input waits */
+static void auth_check(struct pc_smtp *c, const struct pc_sasl_result *r)
+{
+    struct pc_auth_creds cr = {r->user, r->pass, c->s->client.addr, c->s->local_addr, c->s->tls};
+
+    pc_strlcpy(c->auth_name, r->user, sizeof(c->auth_name));
+    wait_for(c);
+    c->auth_req = c->lc->auth->db ? pc_authdb_start(c->lc->auth->db, &cr, auth_cb, c) : NULL;
+    pc_sasl_wipe(&c->sasl);
+    if (c->auth_req == NULL) {
+        c->auth_res = PC_AUTH_TEMPFAIL;
+        auth_reply(c);
+    }
+}
+
+/* auth_next - what the decoder asks for: another line, the check, or its error reply */
+static void auth_next(struct pc_smtp *c, enum pc_sasl_status st, const struct pc_sasl_result *r)
+{
+    if (st == PC_SASL_CHALLENGE) {
+        set_state(c, SM_AUTH);
+        reply(c, 334, NULL, "%s", r->challenge);
+        return;
+    }
+    set_state(c, SM_CMD);
+    if (st == PC_SASL_DONE) {
+        auth_check(c, r);
+        return;
+    }
+    char enh[16];
+    snprintf(enh, sizeof(enh), "%u.%u.%u", r->enh[0], r->enh[1], r->enh[2]);
+    reply(c, r->code, enh, "Error: %s", r->text);
+}
+
+/* auth_line - one client line of the exchange (input mode SM_AUTH); the buffer is wiped */
+static void auth_line(struct pc_smtp *c, char *line, size_t len)
+{
+    struct pc_sasl_result r;
+    enum pc_sasl_status st = pc_sasl_step(&c->sasl, line, len, &r);
+
+    explicit_bzero(line, len);
+    auth_next(c, st, &r);
+}
+
+/* cmd_auth - AUTH (RFC 4954 4): offered only under TLS unless auth_plaintext */
+static void cmd_auth(struct pc_smtp *c, const struct pc_cmd *cmd)
+{
+    struct pc_sasl_result r;
+
+    if (!auth_offered(c))
+        reply(c, 538, "5.7.11", "Encryption required for requested authentication mechanism");
+    else if (c->s->auth_user)
+        reply(c, 503, "5.5.1", "Error: already authenticated");
+    else if (pc_authfail_count(authfail_table(), c->s->client.addr, time(NULL)) >=
+             c->lc->auth_max_failures)
+        reply(c, 421, "4.7.0", "%s Error: too many failed authentications", c->conf->hostname);
+    else
+        auth_next(c, pc_sasl_start(&c->sasl, cmd->arg, cmd->arg_len, &r), &r);
+}
+
+/* cmd_later - BDAT, ETRN: rows waiting for their implementation */
 static void cmd_later(struct pc_smtp *c, const struct pc_cmd *cmd)
 {
     (void)cmd;
@@ -1359,11 +1737,9 @@ static void data_row(struct pc_smtp *c, enum pc_stage st, enum pc_action a, stru
         eom_done(c, a, v);
 }
 
-/* The command table. STARTTLS becomes {SM_HELO | SM_NO_TXN | SM_NO_ARG | SM_GROUP_END |
- * SM_NOT_TLS, cmd_starttls} whose handshake resumes through step_over(); AUTH {SM_HELO |
- * SM_NO_TXN | SM_ARG | SM_NOT_AUTH} plus an input mode (SM_AUTH beside SM_DATA) for the
- * exchange's lines. BDAT is here: SM_BDAT counts octets (RFC 3030 2), LAST joins
- * end_of_data(). */
+/* The command table. STARTTLS's handshake resumes through resume(), AUTH's check through
+ * step_over(); AUTH's exchange lines are the input mode SM_AUTH. BDAT's SM_BDAT counts octets
+ * (RFC 3030 2), LAST joins end_of_data(). */
 static const struct sm_row sm_rows[PC_VERB_FORBIDDEN + 1] = {
     [PC_VERB_UNKNOWN] = {"unknown", NULL, 0, cmd_unknown, greet_row, NULL},
     [PC_VERB_HELO] = {"helo", "Syntax: HELO hostname", SM_ARG | SM_NOT_AUTH, cmd_helo, helo_row,
@@ -1381,8 +1757,11 @@ static const struct sm_row sm_rows[PC_VERB_FORBIDDEN + 1] = {
     [PC_VERB_HELP] = {"help", NULL, 0, cmd_help, NULL, NULL},
     [PC_VERB_VRFY] = {"vrfy", NULL, 0, cmd_vrfy, NULL, NULL},
     [PC_VERB_EXPN] = {"expn", NULL, 0, cmd_expn, NULL, NULL},
-    [PC_VERB_STARTTLS] = {"starttls", NULL, 0, cmd_later, NULL, NULL},
-    [PC_VERB_AUTH] = {"auth", NULL, 0, cmd_later, NULL, NULL},
+    [PC_VERB_STARTTLS] = {"starttls", "Syntax: STARTTLS",
+                          SM_HELO | SM_NO_TXN | SM_NO_ARG | SM_GROUP_END | SM_NOT_TLS | SM_NOT_AUTH,
+                          cmd_starttls, NULL, NULL, starttls_offered},
+    [PC_VERB_AUTH] = {"auth", "Syntax: AUTH mechanism", SM_HELO | SM_NO_TXN | SM_ARG | SM_NOT_AUTH,
+                      cmd_auth, NULL, NULL, auth_configured},
     /* BDAT reads its chunk whatever else is wrong (cmd_bdat), so every check is its own; its
      * data stage and the backend's answer to the message come back through the DATA row. */
     [PC_VERB_BDAT] = {"bdat", NULL, SM_REFUSED, cmd_bdat, NULL, NULL},
@@ -1555,8 +1934,10 @@ static void process_input(struct pc_smtp *c)
                 break;
             continue;
         }
-        if (c->state != SM_CMD)
+        if (c->state != SM_CMD && c->state != SM_AUTH)
             break;
+        /* RFC 4954 4: an AUTH exchange line may be 12288 octets */
+        max = c->state == SM_AUTH ? PC_SASL_MAX_LINE : c->conf->limits.max_command_length;
         size_t eol_len;
         struct evbuffer_ptr eol = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_LF);
         if (eol.pos < 0) {
@@ -1572,7 +1953,13 @@ static void process_input(struct pc_smtp *c)
         if (c->skipping_line || len + eol_len > max) {
             evbuffer_drain(in, len + eol_len);
             c->skipping_line = false;
-            reply(c, 500, "5.5.2", "Error: line too long");
+            if (c->state == SM_AUTH) {
+                pc_sasl_wipe(&c->sasl);
+                set_state(c, SM_CMD);
+                reply(c, 500, "5.5.6", "Error: authentication exchange line is too long");
+            } else {
+                reply(c, 500, "5.5.2", "Error: line too long");
+            }
             continue;
         }
         char line[65536 + 2];
@@ -1580,8 +1967,11 @@ static void process_input(struct pc_smtp *c)
         if (len > 0 && line[len - 1] == '\r')
             len--;
         line[len] = 0;
-        handle_command(c, line, len);
-        if (!c->busy && c->state == SM_CMD)
+        if (c->state == SM_AUTH)
+            auth_line(c, line, len);
+        else
+            handle_command(c, line, len);
+        if (!c->busy && (c->state == SM_CMD || c->state == SM_AUTH))
             command_deadline(c); /* this command is done: the next one's clock starts */
     }
     c->in_input = false;
@@ -1609,6 +1999,10 @@ static void on_write(struct bufferevent *bev, void *arg)
     if (c->state == SM_CLOSING) {
         if (!c->closing && left == 0)
             free_now(c);
+        return;
+    }
+    if (c->tls_starting && left == 0) {
+        starttls_go(c);
         return;
     }
     if (c->out_full && left <= PC_SMTP_OUT_MAX / 2) {
@@ -1672,7 +2066,6 @@ void pc_smtp_accept(struct pc_services *svc, struct pc_conf *conf,
                     void *closed_arg, const struct pc_pp_info *proxy)
 {
     struct pc_smtp *c = calloc(1, sizeof(*c));
-    struct pc_verdict v;
 
     if (c == NULL)
         pc_fatal("out of memory");
@@ -1689,24 +2082,33 @@ void pc_smtp_accept(struct pc_services *svc, struct pc_conf *conf,
         pc_proxy_session_facts(c->s, proxy);
     c->free_ev = event_new(svc->base, -1, 0, on_free, c);
     c->deadline_ev = evtimer_new(svc->base, on_deadline, c);
-    c->bev = bufferevent_socket_new(svc->base, fd, BEV_OPT_CLOSE_ON_FREE);
-    bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
-    pc_bev_nodelay(c->bev);
-    bufferevent_setwatermark(c->bev, EV_READ, 0, PC_SMTP_READ_MAX);
-    bufferevent_setwatermark(c->bev, EV_WRITE, PC_SMTP_OUT_MAX / 2, 0);
-    /* Our own reads; libevent's (4 KB, an ioctl before each) only if that cannot start. */
-    c->rd = pc_sockread_new(c->bev, PC_SMTP_READ_MAX);
-    if (c->rd)
-        pc_sockread_enable(c->rd, true);
-    else
-        bufferevent_enable(c->bev, EV_READ);
     pc_info("%s: connect from %s[%s]:%u to %s", c->s->sid, c->s->client.name, c->s->client.addr,
             c->s->client.port, lc->name);
     pc_metric_add(PC_M_CONNECTIONS, lc->name, NULL, 1);
     pc_metric_add(PC_M_CONNECTIONS_ACTIVE, NULL, NULL, 1);
+    if (lc->tls == PC_LTLS_IMPLICIT && lc->tls_server) {
+        /* RFC 8314 3.3: the handshake comes first; the connect stage and greeting follow. */
+        set_state(c, SM_CONNECT);
+        c->busy = true;
+        if (!tls_wrap(c, fd)) {
+            evutil_closesocket(fd);
+            free_now(c);
+        }
+        return;
+    }
+    c->bev = bufferevent_socket_new(svc->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    bev_setup(c, true);
+    connect_stage(c);
+}
+
+/* connect_stage - the filters' connect stage, then the greeting */
+static void connect_stage(struct pc_smtp *c)
+{
+    struct pc_verdict v;
+
     if (pc_chain_attach(c->s) < 0) {
         set_state(c, SM_CMD);
-        reply(c, 421, "4.3.0", "%s Error: temporary failure, try again later", conf->hostname);
+        reply(c, 421, "4.3.0", "%s Error: temporary failure, try again later", c->conf->hostname);
         return;
     }
     set_state(c, SM_CONNECT);

@@ -7,7 +7,10 @@
  *	relay chain and delivers into a Maildir under /dev/shm. The input is
  *	sent after the greeting, then the client half-closes and the loop runs
  *	until the session is gone. Invariant checked: every reply line starts
- *	with three digits, and no session outlives its input.
+ *	with three digits, and no session outlives its input. The listener
+ *	offers AUTH without TLS, checked against a Dovecot socket that does not
+ *	exist (454 at once), so that the AUTH exchange's input mode is fuzzed
+ *	too.
  */
 #include <arpa/inet.h>
 #include <event2/event.h>
@@ -43,7 +46,9 @@ static void setup(void)
     char path[] = "/tmp/pc-fuzz-session-XXXXXX";
     int fd = mkstemp(path);
     const char *cfg = "hostname = \"fuzz.example\"\n"
-                      "listener \"in\" { address = \"127.0.0.1:1\" backend = \"m\" }\n"
+                      "listener \"in\" { address = \"127.0.0.1:1\" backend = \"m\" auth = \"a\" "
+                      "auth_plaintext = true }\n"
+                      "auth \"a\" { dovecot = \"unix:/nonexistent/pc-fuzz-auth\" }\n"
                       "backend \"m\" { maildir = \"/dev/shm/pc-fuzz-maildir\" }\n"
                       "relay { domains = { \"example.com\" } }\n"
                       "limits { max_message_size = 65536 max_recipients = 5 max_errors = 50 }\n"
@@ -63,6 +68,10 @@ static void setup(void)
     base = event_base_new();
     svc.base = base;
     svc.hostname = conf->hostname;
+    if (pc_conf_start(conf, &svc, &err) < 0) { /* builds the AUTH back end */
+        fprintf(stderr, "%s\n", err.msg);
+        abort();
+    }
     if (getenv("PC_FUZZ_VERBOSE") == NULL)
         pc_log_set_verbose(-1);
 }
