@@ -43,6 +43,7 @@
 #include "core/chain.h"
 #include "policy/greylist.h"
 #include "policy/ratelimit.h"
+#include "policy/rl_store.h"
 
 #define GL_FIELDS_MAX 8
 #define GL_VALUE_MAX  520
@@ -82,6 +83,8 @@ struct gl_ctx {
 };
 
 static cfg_opt_t gl_opts[] = {CFG_STR("store", "", CFGF_NONE),
+                              CFG_STR_LIST("sentinels", "{}", CFGF_NONE),
+                              CFG_STR("sentinel_master", "", CFGF_NONE),
                               CFG_STR("password", "", CFGF_NONE),
                               CFG_STR("store_timeout", "1s", CFGF_NONE),
                               CFG_STR("prefix", "portcullis:gl:", CFGF_NONE),
@@ -156,6 +159,37 @@ static bool duration(cfg_t *sec, const char *opt, unsigned long long min, unsign
     }
     *out = ms;
     return true;
+}
+
+/* gl_store_create - the shared store through the rate limit store factory: one Redis, Redis
+ * behind Sentinel, or Redis Cluster, with the same connection handling as ratelimit */
+static int gl_store_create(cfg_t *sec, struct gl_conf *c, unsigned timeout_ms, struct pc_err *err)
+{
+    const char *sent[64];
+    const char *store = cfg_getstr(sec, "store");
+    struct pc_rl_store_conf sc = {.url = store[0] ? store : NULL,
+                                  .master = cfg_getstr(sec, "sentinel_master"),
+                                  .password = cfg_getstr(sec, "password"),
+                                  .timeout_ms = timeout_ms};
+
+    sc.nsentinels = cfg_size(sec, "sentinels");
+    if (sc.nsentinels > 64) {
+        pc_err_set(err, sec, "greylist: at most 64 sentinels");
+        return -1;
+    }
+    for (size_t i = 0; i < sc.nsentinels; i++)
+        sent[i] = cfg_getnstr(sec, "sentinels", (unsigned)i);
+    sc.sentinels = sent;
+    c->redis = pc_rl_store_create(&sc, err);
+    if (c->redis == NULL) {
+        char m[sizeof(err->msg)];
+        snprintf(m, sizeof(m), "greylist: %.480s", err->msg[0] ? err->msg : "bad store");
+        err->msg[0] = 0;
+        pc_err_set(err, sec, "%s", m);
+        return -1;
+    }
+    pc_rl_script_init(&c->script, pc_gl_redis_script());
+    return 0;
 }
 
 /* gl_configure - store, key, times, allow lists */
@@ -241,17 +275,9 @@ static int gl_configure(cfg_t *sec, void **out, struct pc_err *err)
                    "greylist: store_timeout must be shorter than timeout (the chain's backstop)");
         goto fail;
     }
-    if (store[0]) {
-        struct pc_rl_store_conf sc = {
-            .url = store, .password = cfg_getstr(sec, "password"), .timeout_ms = (unsigned)ms};
-        c->redis = pc_rl_redis_create(&sc, err);
-        if (c->redis == NULL) {
-            char m[sizeof(err->msg)];
-            snprintf(m, sizeof(m), "greylist: %.480s", err->msg[0] ? err->msg : "bad store");
-            pc_err_set(err, sec, "%s", m);
+    if (store[0] || cfg_size(sec, "sentinels")) {
+        if (gl_store_create(sec, c, (unsigned)ms, err) < 0)
             goto fail;
-        }
-        pc_rl_script_init(&c->script, pc_gl_redis_script());
     } else if ((c->mem = pc_gl_mem_new((size_t)max, NULL)) == NULL) {
         goto fail;
     }

@@ -78,6 +78,7 @@ struct rlc_req {
     void *arg;
     uint64_t deadline;
     bool queued, answered, cancelled, retried;
+    const struct pc_rl_script *script; /* pc_rl_redis_eval, or NULL for the GCRA check */
     unsigned slot, redirects;
     size_t n;
     int argc;
@@ -428,7 +429,7 @@ static void reply_cb(redisAsyncContext *ac, void *reply_, void *priv)
             st->base.stats.noscript++;
             r->argv[0] = "EVAL";
             r->argl[0] = 4;
-            r->argv[1] = pc_rl_redis_script();
+            r->argv[1] = r->script ? r->script->text : pc_rl_redis_script();
             r->argl[1] = strlen(r->argv[1]);
             if (redisAsyncCommandArgv(ac, reply_cb, r, r->argc, r->argv, r->argl) == REDIS_OK) {
                 r->ac = ac;
@@ -445,7 +446,7 @@ static void reply_cb(redisAsyncContext *ac, void *reply_, void *priv)
             refresh_later(st, RLC_REFRESH_MS);
         return;
     }
-    if (!pc_rlr_result(reply, r->n, &res)) {
+    if (!(r->script ? pc_rlr_ints(reply, &res) : pc_rlr_result(reply, r->n, &res))) {
         fail(r, "unexpected reply from redis");
         free(r);
         return;
@@ -596,32 +597,26 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     arm(st);
 }
 
-/* rlc_check - one EVALSHA for all the items, on the master of their slot */
-static enum pc_rl_status rlc_check(struct pc_rl_store *base, const struct pc_rl_item *v, size_t n,
-                                   struct pc_rl_result *res, pc_rl_cb *cb, void *arg,
-                                   struct pc_rl_req **out)
+/* req_new - a request for n keys in one slot (argv[0..2] and the keys filled), or NULL with
+ * res->why set */
+static struct rlc_req *req_new(struct rlc_store *st, const char *const *keys, size_t n,
+                               const char *sha, pc_rl_cb *cb, void *arg, struct pc_rl_result *res)
 {
-    struct rlc_store *st = (struct rlc_store *)base;
     struct rlc_req *r;
 
-    *out = NULL;
-    memset(res, 0, sizeof(*res));
-    base->stats.checks++;
-    res->error = true;
-    base->stats.errors++;
     if (n == 0 || n > PC_RL_BATCH_MAX) {
         res->why = "bad number of limits";
-        return PC_RL_DONE;
+        return NULL;
     }
-    unsigned slot = pc_rl_cluster_slot(v[0].key, strlen(v[0].key));
+    unsigned slot = pc_rl_cluster_slot(keys[0], strlen(keys[0]));
     for (size_t i = 1; i < n; i++)
-        if (pc_rl_cluster_slot(v[i].key, strlen(v[i].key)) != slot) {
+        if (pc_rl_cluster_slot(keys[i], strlen(keys[i])) != slot) {
             res->why = "keys of one check in different cluster slots";
-            return PC_RL_DONE;
+            return NULL;
         }
     if ((r = calloc(1, sizeof(*r))) == NULL) {
         res->why = "out of memory";
-        return PC_RL_DONE;
+        return NULL;
     }
     r->st = st;
     r->cb = cb;
@@ -631,20 +626,20 @@ static enum pc_rl_status rlc_check(struct pc_rl_store *base, const struct pc_rl_
     r->deadline = now_ms() + st->timeout_ms;
     snprintf(r->numkeys, sizeof(r->numkeys), "%zu", n);
     r->argv[0] = "EVALSHA";
-    r->argv[1] = st->sha;
+    r->argv[1] = sha;
     r->argv[2] = r->numkeys;
     r->argc = 3;
     for (size_t i = 0; i < n; i++) {
-        snprintf(r->keys[i], sizeof(r->keys[i]), "%s", v[i].key);
+        snprintf(r->keys[i], sizeof(r->keys[i]), "%s", keys[i]);
         r->argv[r->argc++] = r->keys[i];
     }
-    for (size_t i = 0; i < n; i++) {
-        snprintf(r->args[i][0], sizeof(r->args[i][0]), "%.17g", v[i].interval_us);
-        snprintf(r->args[i][1], sizeof(r->args[i][1]), "%.17g", v[i].burst);
-        snprintf(r->args[i][2], sizeof(r->args[i][2]), "%.17g", v[i].cost);
-        for (int k = 0; k < 3; k++)
-            r->argv[r->argc++] = r->args[i][k];
-    }
+    return r;
+}
+
+/* req_send - queue and dispatch a built request; PC_RL_DONE with res->why when it cannot go */
+static enum pc_rl_status req_send(struct rlc_store *st, struct rlc_req *r,
+                                  struct pc_rl_result *res, struct pc_rl_req **out)
+{
     for (int i = 0; i < r->argc; i++)
         r->argl[i] = strlen(r->argv[i]);
     /* Queued first: dispatch may park it, and the map's arrival looks in the queue. */
@@ -659,10 +654,62 @@ static enum pc_rl_status rlc_check(struct pc_rl_store *base, const struct pc_rl_
         return PC_RL_DONE;
     }
     res->error = false;
-    base->stats.errors--;
+    st->base.stats.errors--;
     arm(st);
     *out = (struct pc_rl_req *)r;
     return PC_RL_PENDING;
+}
+
+/* rlc_check - one EVALSHA for all the items, on the master of their slot */
+static enum pc_rl_status rlc_check(struct pc_rl_store *base, const struct pc_rl_item *v, size_t n,
+                                   struct pc_rl_result *res, pc_rl_cb *cb, void *arg,
+                                   struct pc_rl_req **out)
+{
+    struct rlc_store *st = (struct rlc_store *)base;
+    const char *keys[PC_RL_BATCH_MAX] = {NULL};
+
+    *out = NULL;
+    memset(res, 0, sizeof(*res));
+    base->stats.checks++;
+    res->error = true;
+    base->stats.errors++;
+    for (size_t i = 0; i < n && i < PC_RL_BATCH_MAX; i++)
+        keys[i] = v[i].key;
+    struct rlc_req *r = req_new(st, keys, n, st->sha, cb, arg, res);
+    if (r == NULL)
+        return PC_RL_DONE;
+    for (size_t i = 0; i < n; i++) {
+        snprintf(r->args[i][0], sizeof(r->args[i][0]), "%.17g", v[i].interval_us);
+        snprintf(r->args[i][1], sizeof(r->args[i][1]), "%.17g", v[i].burst);
+        snprintf(r->args[i][2], sizeof(r->args[i][2]), "%.17g", v[i].cost);
+        for (int k = 0; k < 3; k++)
+            r->argv[r->argc++] = r->args[i][k];
+    }
+    return req_send(st, r, res, out);
+}
+
+/* rlc_eval - another filter's script (greylist) on the master of its keys' slot */
+static enum pc_rl_status rlc_eval(struct pc_rl_store *base, const struct pc_rl_script *script,
+                                  const char *const *keys, size_t nkeys, const char *const *args,
+                                  size_t nargs, struct pc_rl_result *res, pc_rl_cb *cb, void *arg,
+                                  struct pc_rl_req **out)
+{
+    struct rlc_store *st = (struct rlc_store *)base;
+
+    *out = NULL;
+    memset(res, 0, sizeof(*res));
+    base->stats.checks++;
+    res->error = true;
+    base->stats.errors++;
+    struct rlc_req *r = req_new(st, keys, nkeys, script->sha, cb, arg, res);
+    if (r == NULL)
+        return PC_RL_DONE;
+    r->script = script;
+    for (size_t i = 0; i < nargs; i++) {
+        snprintf(r->args[i / 3][i % 3], sizeof(r->args[0][0]), "%s", args[i]);
+        r->argv[r->argc++] = r->args[i / 3][i % 3];
+    }
+    return req_send(st, r, res, out);
 }
 
 /* rlc_cancel - the session no longer wants the answer; hiredis may still hold the request */
@@ -735,6 +782,7 @@ static const struct pc_rl_store_ops rlc_ops = {
     .check = rlc_check,
     .cancel = rlc_cancel,
     .destroy = rlc_destroy,
+    .eval = rlc_eval,
 };
 
 /* pc_rl_cluster_create - "redis-cluster://host:port[,host:port...]": the seed nodes */
