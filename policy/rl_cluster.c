@@ -637,8 +637,8 @@ static struct rlc_req *req_new(struct rlc_store *st, const char *const *keys, si
 }
 
 /* req_send - queue and dispatch a built request; PC_RL_DONE with res->why when it cannot go */
-static enum pc_rl_status req_send(struct rlc_store *st, struct rlc_req *r,
-                                  struct pc_rl_result *res, struct pc_rl_req **out)
+static enum pc_rl_status req_send(struct rlc_store *st, struct rlc_req *r, struct pc_rl_result *res,
+                                  struct pc_rl_req **out)
 {
     for (int i = 0; i < r->argc; i++)
         r->argl[i] = strlen(r->argv[i]);
