@@ -20,6 +20,7 @@
 #include "lib/cidr.h"
 #include "lib/log.h"
 #include "core/chain.h"
+#include "gateway/postscreen.h"
 
 struct pc_err;
 
@@ -56,6 +57,7 @@ struct pc_listener_conf {
     bool proxy_protocol;            /* a PROXY protocol header precedes the SMTP session */
     struct pc_cidr_list proxy_from; /* the proxies allowed to send it */
     unsigned proxy_timeout_ms;      /* to receive the whole header */
+    bool postscreen;                /* the checks of the postscreen section apply */
 };
 
 struct pc_limits {
@@ -107,7 +109,8 @@ struct pc_conf {
     const char **dns_nameservers;
     size_t dns_nnameservers;
     unsigned dns_timeout;
-    void **filter_conf; /* indexed like pc_filter_registry */
+    struct pc_ps_conf postscreen; /* postscreen { } (gateway/postscreen.h) */
+    void **filter_conf;           /* indexed like pc_filter_registry */
     bool *filter_used;
     struct pc_pool *pool;
 };
