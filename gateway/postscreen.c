@@ -108,10 +108,10 @@ static void cache_put(const struct pc_ip *ip, uint64_t now, uint64_t until)
 
     if (e == NULL) {
         struct ps_entry *two = &ps_cache[cache_slot(ip)];
-        e = two[0].expires <= now                   ? &two[0]
-            : two[1].expires <= now                 ? &two[1]
+        e = two[0].expires <= now              ? &two[0]
+            : two[1].expires <= now            ? &two[1]
             : two[0].expires <= two[1].expires ? &two[0]
-                                                    : &two[1];
+                                               : &two[1];
     }
     e->ip = *ip;
     e->expires = until;
@@ -209,8 +209,8 @@ enum pc_ps_action pc_ps_fail(struct pc_ps *p, enum pc_ps_test t, const char *det
                 s->client.addr, s->client.port, detail, ps_action_names[a]);
     else
         pc_info("%s: postscreen: %s after %u.%02u from [%s]:%u: %s (action=%s)", s->sid,
-                ps_log_names[t], (unsigned)(ms / 1000), (unsigned)(ms % 1000 / 10),
-                s->client.addr, s->client.port, detail, ps_action_names[a]);
+                ps_log_names[t], (unsigned)(ms / 1000), (unsigned)(ms % 1000 / 10), s->client.addr,
+                s->client.port, detail, ps_action_names[a]);
     if (t == PC_PS_PREGREET || t == PC_PS_DNSBL)
         pc_fact_add(s, "postscreen", "fail");
     pc_fact_add(s, "postscreen_fail", "%s", ps_fact_names[t]);
@@ -237,9 +237,9 @@ void pc_ps_passed(struct pc_ps *p)
 /* pc_ps_refusal - postscreen's replies: 5.5.1 protocol errors, 5.7.1 for a listed client */
 void pc_ps_refusal(const struct pc_ps *p, enum pc_ps_test t, int code, struct pc_verdict *v)
 {
-    static const char *const why[PC_PS_TESTS] = {
-        "talked before the greeting", NULL, "commands pipelined before PIPELINING was offered",
-        "non-SMTP command", "bare newline in a command"};
+    static const char *const why[PC_PS_TESTS] = {"talked before the greeting", NULL,
+                                                 "commands pipelined before PIPELINING was offered",
+                                                 "non-SMTP command", "bare newline in a command"};
     const char *zone = "a DNS list";
 
     pc_verdict_clear(v);

@@ -63,13 +63,13 @@ struct pc_ps {
     struct pc_session *s;
     struct event *timer;
     struct pc_dnsbl_lookup dl;
-    bool on;           /* the in-session checks apply (the listener has postscreen, not skipped) */
-    bool waiting;      /* before the greeting: the pause or the DNS lists are not over */
-    bool pause_over;   /* greet_pause has passed */
-    bool dnsbl_done;   /* the lists answered, failed, or none to ask */
+    bool on;            /* the in-session checks apply (the listener has postscreen, not skipped) */
+    bool waiting;       /* before the greeting: the pause or the DNS lists are not over */
+    bool pause_over;    /* greet_pause has passed */
+    bool dnsbl_done;    /* the lists answered, failed, or none to ask */
     bool pipelining_ok; /* our EHLO reply (offering PIPELINING) went out */
     bool failed[PC_PS_TESTS];
-    uint64_t t0_ms;    /* connect time, for "after N.NN" in the log */
+    uint64_t t0_ms;          /* connect time, for "after N.NN" in the log */
     void (*over)(void *arg); /* the pre-greeting phase is over: greet */
     void *arg;
 };

@@ -476,7 +476,7 @@ static bool ps_act(struct pc_smtp *c, enum pc_ps_test t, const char *detail)
     if (c->ps.failed[t])
         return true;
     enum pc_ps_action a = pc_ps_fail(&c->ps, t, detail);
-    if (a == PC_PS_IGNORE)
+    if (a == PC_PS_IGNORE || c->lc->chain.dry_run) /* dry_run: logged, nothing refused */
         return true;
     pc_ps_refusal(&c->ps, t, a == PC_PS_DROP ? 521 : 550, &v);
     if (a == PC_PS_ENFORCE) {
