@@ -133,6 +133,11 @@ static const struct pc_param pc_params[] = {
     {"postscreen", "cache_ttl", PT_DURATION, "1d", 0, 30 * DAY_MS, NULL, "a pass is kept"},
     {"postscreen", "cache_size", PT_INT, "100000", 0, 10000000, NULL, "addresses cached"},
     {"postscreen", "skip_mynetworks", PT_BOOL, "true", 0, 0, NULL, "mynetworks skip it"},
+    {"postscreen", "store", PT_STR, "", 0, 0, NULL, "shared cache: redis://, redis-cluster://"},
+    {"postscreen", "sentinels", PT_LIST, "{}", 0, 0, NULL, "Redis Sentinels host:port"},
+    {"postscreen", "sentinel_master", PT_STR, "", 0, 0, NULL, "the master's name"},
+    {"postscreen", "password", PT_STR, "", 0, 0, NULL, "Redis AUTH"},
+    {"postscreen", "store_timeout", PT_DURATION, "500ms", 10, 60000, NULL, "one request"},
     {"metrics", "enabled", PT_BOOL, "false", 0, 0, NULL, "serve Prometheus metrics"},
     {"metrics", "address", PT_STR, "127.0.0.1:9465", 0, 0, validate_hostport, "host:port"},
 };
@@ -797,9 +802,36 @@ static void ps_conf_free_cb(void *arg)
     pc_ps_conf_free(arg);
 }
 
+/* postscreen_store - postscreen.store and sentinels: the shared pass cache */
+static int postscreen_store(struct pc_conf *c, cfg_t *sec, struct pc_err *err)
+{
+    const char *sent[64], *url = cfg_getstr(sec, "store");
+    struct pc_rl_store_conf sc = {.url = url[0] ? url : NULL,
+                                  .master = cfg_getstr(sec, "sentinel_master"),
+                                  .password = cfg_getstr(sec, "password"),
+                                  .timeout_ms = duration_ms(sec, "store_timeout")};
+
+    sc.nsentinels = cfg_size(sec, "sentinels");
+    if (sc.url == NULL && sc.nsentinels == 0)
+        return 0;
+    if (sc.nsentinels > 64) {
+        pc_err_set(err, sec, "postscreen: at most 64 sentinels");
+        return -1;
+    }
+    for (size_t i = 0; i < sc.nsentinels; i++)
+        sent[i] = cfg_getnstr(sec, "sentinels", (unsigned)i);
+    sc.sentinels = sent;
+    struct pc_err mine = {{0}};
+    if (pc_ps_store_create(&c->postscreen, &sc, &mine) < 0) {
+        pc_err_set(err, sec, "postscreen: %.400s", mine.msg[0] ? mine.msg : "bad store");
+        return -1;
+    }
+    return 0;
+}
+
 /* postscreen_load - the postscreen section (its values were checked as the file was read) and
  * the top-level mynetworks it skips */
-static void postscreen_load(struct pc_conf *c, cfg_t *cfg)
+static int postscreen_load(struct pc_conf *c, cfg_t *cfg, struct pc_err *err)
 {
     static const char *const acts[PC_PS_TESTS] = {"greet_action", "dnsbl_action",
                                                   "pipelining_action", "non_smtp_action",
@@ -820,6 +852,7 @@ static void postscreen_load(struct pc_conf *c, cfg_t *cfg)
     pc_pool_cleanup(c->pool, ps_conf_free_cb, p);
     for (unsigned i = 0; i < cfg_size(cfg, "mynetworks"); i++)
         pc_cidr_list_add(&p->mynetworks, cfg_getnstr(cfg, "mynetworks", i));
+    return postscreen_store(c, sec, err);
 }
 
 /* listeners_load - listener sections, or the embedded default */
@@ -1131,11 +1164,11 @@ struct pc_conf *pc_conf_load(const char *path, struct pc_err *err)
     c->dns_nameservers = pc_pool_zalloc(pool, (c->dns_nnameservers + 1) * sizeof(char *));
     for (size_t i = 0; i < c->dns_nnameservers; i++)
         c->dns_nameservers[i] = cfg_getnstr(d, "nameservers", (unsigned)i);
-    postscreen_load(c, cfg);
     /* Each step reports what it finds and the next runs too, so -t shows every error. */
+    int bad = postscreen_load(c, cfg, err) < 0;
     if (mynetworks_inherit(cfg, err) < 0)
         goto fail;
-    int bad = filters_configure(c, cfg, err) < 0;
+    bad |= filters_configure(c, cfg, err) < 0;
     if (backends_load(c, cfg, err) < 0) {
         bad = 1;
     } else {
@@ -1158,9 +1191,13 @@ fail:
     return NULL;
 }
 
-/* pc_conf_start - start filters used by a chain */
+/* pc_conf_start - start filters used by a chain, and postscreen's shared cache */
 int pc_conf_start(struct pc_conf *c, struct pc_services *svc, struct pc_err *err)
 {
+    if (c->postscreen.store && pc_rl_start(c->postscreen.store, svc->base) < 0) {
+        snprintf(err->msg, sizeof(err->msg), "%s: postscreen store could not start", c->path);
+        return -1;
+    }
     for (size_t i = 0; pc_filter_registry[i]; i++) {
         const struct pc_filter_ops *ops = pc_filter_registry[i];
         if (c->filter_used[i] && ops->start && ops->start(c->filter_conf[i], svc) < 0) {

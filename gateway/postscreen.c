@@ -28,12 +28,21 @@
 #include "core/session.h"
 #include "core/verdict.h"
 #include "lib/log.h"
+#include "policy/rl_store.h"
 
 static const char *const ps_log_names[PC_PS_TESTS] = {"PREGREET", "DNSBL", "PIPELINING",
                                                       "NON-SMTP COMMAND", "BARE NEWLINE"};
 static const char *const ps_fact_names[PC_PS_TESTS] = {"pregreet", "dnsbl", "pipelining",
                                                        "non_smtp", "bare_newline"};
 static const char *const ps_action_names[] = {"ignore", "enforce", "drop"};
+
+/* The shared cache's one script: KEYS[1] the address's key; ARGV[1] get (answers {1} when the
+ * address passed), set (for ARGV[2] ms) or forget. */
+static const char ps_redis_script[] =
+    "if ARGV[1] == 'get' then return {redis.call('EXISTS', KEYS[1])} end\n"
+    "if ARGV[1] == 'set' then redis.call('SET', KEYS[1], '1', 'PX', ARGV[2]) return {1} end\n"
+    "redis.call('DEL', KEYS[1])\n"
+    "return {0}\n";
 
 struct ps_entry {
     struct pc_ip ip;
@@ -124,6 +133,12 @@ void pc_ps_cache_clear(void)
         memset(ps_cache, 0, (ps_cache_mask + 1) * sizeof(*ps_cache));
 }
 
+/* ignore_answer - a set or forget in the shared cache needs no answer */
+static void ignore_answer(void *arg, const struct pc_rl_result *res)
+{
+    (void)arg, (void)res;
+}
+
 /* maybe_over - the pause and the lists are both over: greet */
 static void maybe_over(struct pc_ps *p)
 {
@@ -154,6 +169,67 @@ static void on_lists(void *arg, struct pc_dnsbl_lookup *l)
     maybe_over(p);
 }
 
+/* pause_start - withhold the greeting for greet_pause and ask the lists meanwhile */
+static void pause_start(struct pc_ps *p)
+{
+    const struct pc_ps_conf *c = p->c;
+    struct timeval tv = {c->greet_pause_ms / 1000, (c->greet_pause_ms % 1000) * 1000};
+
+    p->timer = evtimer_new(p->base, on_pause, p);
+    if (p->timer == NULL || evtimer_add(p->timer, &tv) < 0)
+        pc_fatal("out of memory");
+    p->dnsbl_done = pc_dnsbl_lookup_start(&p->dl, &c->dnsbl, p->dns, &p->s->client.ip, p->s->sid,
+                                          p->s->client.addr, NULL, on_lists, p) == 0;
+}
+
+/* pass_old - a cached pass: the greeting needs no pause */
+static void pass_old(struct pc_ps *p)
+{
+    pc_info("%s: postscreen: PASS OLD [%s]:%u", p->s->sid, p->s->client.addr, p->s->client.port);
+    pc_fact_add(p->s, "postscreen", "pass_old");
+    p->cached = true;
+}
+
+/* store_key - the shared cache's key of the client's address */
+static void store_key(const struct pc_ps *p, char *key)
+{
+    const char *v[1] = {p->s->client.addr};
+
+    pc_rl_key("portcullis:ps:", "postscreen", v, 1, key);
+}
+
+/* on_store - the shared cache answered: a pass greets at once, anything else pauses */
+static void on_store(void *arg, const struct pc_rl_result *res)
+{
+    struct pc_ps *p = arg;
+
+    p->req = NULL;
+    if (!res->error && res->nints == 1 && res->ints[0] == 1) {
+        pass_old(p);
+        p->waiting = false;
+        p->over(p->arg);
+        return;
+    }
+    if (res->error)
+        pc_info("%s: postscreen: cache store: %s; checking [%s]", p->s->sid,
+                res->why ? res->why : "error", p->s->client.addr);
+    pause_start(p);
+}
+
+/* store_send - set or forget the client in the shared cache; nobody waits for the answer */
+static void store_send(const struct pc_ps *p, const char *op, unsigned long long ms)
+{
+    char key[PC_RL_KEY_MAX], a[2][24];
+    const char *keys[1] = {key}, *args[2] = {a[0], a[1]};
+    struct pc_rl_result res;
+    struct pc_rl_req *req;
+
+    store_key(p, key);
+    snprintf(a[0], sizeof(a[0]), "%s", op);
+    snprintf(a[1], sizeof(a[1]), "%llu", ms);
+    pc_rl_redis_eval(p->c->store, &p->c->script, keys, 1, args, 2, &res, ignore_answer, NULL, &req);
+}
+
 /* pc_ps_start - the pause and the lookups, unless the client skips them */
 bool pc_ps_start(struct pc_ps *p, const struct pc_ps_conf *c, bool listener_on,
                  struct pc_session *s, struct event_base *base, struct pc_dns *dns,
@@ -164,26 +240,31 @@ bool pc_ps_start(struct pc_ps *p, const struct pc_ps_conf *c, bool listener_on,
         return false;
     p->c = c;
     p->s = s;
+    p->base = base;
+    p->dns = dns;
     p->t0_ms = now_ms();
     if (c->skip_mynetworks && pc_cidr_list_match(&c->mynetworks, &s->client.ip)) {
         pc_fact_add(s, "postscreen", "skip");
         return false;
     }
     p->on = true;
-    if (cache_ready(c) && cache_find(&s->client.ip, p->t0_ms)) {
-        pc_info("%s: postscreen: PASS OLD [%s]:%u", s->sid, s->client.addr, s->client.port);
-        pc_fact_add(s, "postscreen", "pass_old");
+    if (c->store == NULL && cache_ready(c) && cache_find(&s->client.ip, p->t0_ms)) {
+        pass_old(p);
         return false;
     }
     p->over = over;
     p->arg = arg;
     p->waiting = true;
-    p->timer = evtimer_new(base, on_pause, p);
-    struct timeval tv = {c->greet_pause_ms / 1000, (c->greet_pause_ms % 1000) * 1000};
-    if (p->timer == NULL || evtimer_add(p->timer, &tv) < 0)
-        pc_fatal("out of memory");
-    p->dnsbl_done = pc_dnsbl_lookup_start(&p->dl, &c->dnsbl, dns, &s->client.ip, s->sid,
-                                          s->client.addr, NULL, on_lists, p) == 0;
+    if (c->store && c->cache_ttl_ms) {
+        char key[PC_RL_KEY_MAX], a[2][24] = {"get", "0"};
+        const char *keys[1] = {key}, *args[2] = {a[0], a[1]};
+        struct pc_rl_result res;
+        store_key(p, key);
+        if (pc_rl_redis_eval(c->store, &c->script, keys, 1, args, 2, &res, on_store, p, &p->req) ==
+            PC_RL_PENDING)
+            return true; /* early talk meanwhile is early talk too */
+    }
+    pause_start(p);
     return true;
 }
 
@@ -214,6 +295,8 @@ enum pc_ps_action pc_ps_fail(struct pc_ps *p, enum pc_ps_test t, const char *det
     if (t == PC_PS_PREGREET || t == PC_PS_DNSBL)
         pc_fact_add(s, "postscreen", "fail");
     pc_fact_add(s, "postscreen_fail", "%s", ps_fact_names[t]);
+    if (p->c->store)
+        store_send(p, "forget", 0);
     if (ps_cache) {
         struct ps_entry *e = cache_find(&s->client.ip, now_ms());
         if (e)
@@ -230,7 +313,9 @@ void pc_ps_passed(struct pc_ps *p)
 
     pc_info("%s: postscreen: PASS NEW [%s]:%u", s->sid, s->client.addr, s->client.port);
     pc_fact_add(s, "postscreen", "pass_new");
-    if (cache_ready(p->c))
+    if (p->c->store && p->c->cache_ttl_ms)
+        store_send(p, "set", p->c->cache_ttl_ms);
+    else if (!p->c->store && cache_ready(p->c))
         cache_put(&s->client.ip, now, now + p->c->cache_ttl_ms);
 }
 
@@ -271,11 +356,26 @@ void pc_ps_stop(struct pc_ps *p)
         event_free(p->timer);
     p->timer = NULL;
     pc_dnsbl_lookup_cancel(&p->dl);
+    if (p->req)
+        pc_rl_cancel(p->c->store, p->req);
+    p->req = NULL;
     p->waiting = false;
+}
+
+/* pc_ps_store_create - the shared cache through the rate limit store factory */
+int pc_ps_store_create(struct pc_ps_conf *c, const struct pc_rl_store_conf *sc, struct pc_err *err)
+{
+    c->store = pc_rl_store_create(sc, err);
+    if (c->store == NULL)
+        return -1;
+    pc_rl_script_init(&c->script, ps_redis_script);
+    return 0;
 }
 
 /* pc_ps_conf_free - the configuration's allocations */
 void pc_ps_conf_free(struct pc_ps_conf *c)
 {
+    pc_rl_store_free(c->store);
+    c->store = NULL;
     pc_cidr_list_free(&c->mynetworks);
 }

@@ -17,7 +17,10 @@
  *	logged with its sender and recipient), drop (521 and close at once).
  *	A client that passed the pause and the DNS lists is cached for
  *	cache_ttl (in this process, at most cache_size addresses): its next
- *	connections are greeted at once. A later failure removes it.
+ *	connections are greeted at once. A later failure removes it. With
+ *	postscreen.store the cache is shared in Redis (the rate limit store
+ *	code, policy/rl_store.h): a client that passed at one gateway is
+ *	greeted at once by all; a store that cannot answer is a miss.
  *
  *	The door (gateway/smtp_server.c) owns the bytes and the replies; this
  *	module owns the timer, the lookups, the cache, the log lines and facts.
@@ -34,6 +37,7 @@
 
 #include "lib/cidr.h"
 #include "policy/dnsbl_sites.h"
+#include "policy/ratelimit.h"
 
 struct event;
 struct event_base;
@@ -55,6 +59,8 @@ struct pc_ps_conf {
     size_t cache_size;
     bool skip_mynetworks;
     struct pc_cidr_list mynetworks;
+    struct pc_rl_store *store;  /* the shared cache (Redis, Sentinel, Cluster), or NULL */
+    struct pc_rl_script script; /* its Lua: get, set, forget one address */
 };
 
 /* One session's checks; zeroed memory is "not started". */
@@ -63,11 +69,15 @@ struct pc_ps {
     struct pc_session *s;
     struct event *timer;
     struct pc_dnsbl_lookup dl;
+    struct pc_rl_req *req; /* a pending look-up in the shared cache */
+    struct event_base *base;
+    struct pc_dns *dns;
     bool on;            /* the in-session checks apply (the listener has postscreen, not skipped) */
     bool waiting;       /* before the greeting: the pause or the DNS lists are not over */
     bool pause_over;    /* greet_pause has passed */
     bool dnsbl_done;    /* the lists answered, failed, or none to ask */
     bool pipelining_ok; /* our EHLO reply (offering PIPELINING) went out */
+    bool cached;        /* PASS OLD: greeted without the pause */
     bool failed[PC_PS_TESTS];
     uint64_t t0_ms;          /* connect time, for "after N.NN" in the log */
     void (*over)(void *arg); /* the pre-greeting phase is over: greet */
@@ -94,6 +104,9 @@ void pc_ps_refusal(const struct pc_ps *, enum pc_ps_test, int code, struct pc_ve
 void pc_ps_hangup(struct pc_ps *);
 /* pc_ps_stop - cancel timer and lookups (end of session, or the phase is over) */
 void pc_ps_stop(struct pc_ps *);
+/* pc_ps_store_create - postscreen.store: the shared cache; -1 with err set */
+struct pc_err;
+int pc_ps_store_create(struct pc_ps_conf *, const struct pc_rl_store_conf *, struct pc_err *);
 /* pc_ps_conf_free - release what a configuration holds */
 void pc_ps_conf_free(struct pc_ps_conf *);
 /* pc_ps_cache_clear - forget every cached client (tests) */

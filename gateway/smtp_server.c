@@ -1555,7 +1555,7 @@ static void ps_over(void *arg)
         return;
     if (pc_ps_dnsbl_listed(&c->ps, &zone) && !ps_act(c, PC_PS_DNSBL, zone))
         return;
-    if (!c->ps.failed[PC_PS_PREGREET] && !c->ps.failed[PC_PS_DNSBL])
+    if (!c->ps.cached && !c->ps.failed[PC_PS_PREGREET] && !c->ps.failed[PC_PS_DNSBL])
         pc_ps_passed(&c->ps);
     connect_stage(c);
 }

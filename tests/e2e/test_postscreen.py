@@ -18,7 +18,9 @@ What the checks refused here:
   (enforce), logged with sender and recipient.
 Passed: a patient client (cached: its second connection is greeted without the pause), a real
 Postfix as the sending MTA, swaks (plain and --pipeline), mynetworks and a listener without
-postscreen (greeted at once).
+postscreen (greeted at once). SharedCache: with postscreen.store two gateways share the pass
+cache in Redis (a pass at A is greeted at once by B, a failure at B forgets it for A); Redis
+down is a cache miss, never a refusal.
 
 Run alone: PORTCULLIS_BIN=build/portcullis python3 tests/e2e/test_postscreen.py
 """
@@ -340,6 +342,63 @@ class Postscreen(unittest.TestCase):
             self.assertEqual(r.returncode, 0, r.stdout[-1500:])
         self.assertEqual(len(self.sink.messages()), 2)
         self.assertNotIn("action=", gw.log())
+
+
+class SharedCache(unittest.TestCase):
+    """postscreen.store: the pass cache in Redis, shared by two gateways."""
+
+    def setUp(self):
+        if not shutil.which("redis-server"):
+            self.skipTest("needs redis-server")
+        self.tmp = harness.tempdir()
+        self.addCleanup(harness.rmtree, self.tmp)
+        self.sink = harness.Sink(self.tmp)
+        self.addCleanup(self.sink.close)
+        self.redis_port = harness.free_port()
+
+    def start_redis(self):
+        p = harness.Proc(["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1",
+                          "--save", "", "--appendonly", "no", "--dir", self.tmp],
+                         log=os.path.join(self.tmp, "redis.log"))
+        self.addCleanup(p.stop)
+        harness.wait_port(self.redis_port)
+
+    def gateway(self):
+        c = conf(self.sink.port, 'store = "redis://127.0.0.1:%d/0"' % self.redis_port)
+        gw = harness.Gateway(self.tmp, c)
+        self.addCleanup(gw.close)
+        return gw
+
+    greeted_after = Postscreen.greeted_after
+    client = Postscreen.client
+
+    def test_pass_at_one_gateway_is_known_at_the_other(self):
+        self.start_redis()
+        a, b = self.gateway(), self.gateway()
+        time.sleep(0.5)  # both connected to Redis
+        self.assertGreater(self.greeted_after(a), PAUSE - 0.1)
+        self.assertLess(self.greeted_after(b), PAUSE / 2, "cached in Redis by the other gateway")
+        self.assertIn("postscreen: PASS OLD [127.0.0.2]", b.log())
+        keys = subprocess.run(["redis-cli", "-p", str(self.redis_port), "--scan", "--pattern",
+                               "portcullis:ps:*"], capture_output=True, text=True).stdout.split()
+        self.assertEqual(len(keys), 1, keys)
+        # A failure at B (an HTTP verb, dropped) forgets the client for A too.
+        c = self.client(b)
+        self.assertTrue(c.reply().startswith("220"))
+        c.send(b"GET / HTTP/1.0\r\n\r\n")
+        self.assertTrue(c.reply().startswith("521"))
+        end = time.time() + 5
+        while subprocess.run(["redis-cli", "-p", str(self.redis_port), "EXISTS", keys[0]],
+                             capture_output=True, text=True).stdout.strip() != "0":
+            self.assertLess(time.time(), end)
+            time.sleep(0.05)
+        self.assertGreater(self.greeted_after(a), PAUSE - 0.1)
+
+    def test_store_down_is_a_miss(self):
+        gw = self.gateway()  # nothing listens on the Redis port
+        self.assertGreater(self.greeted_after(gw), PAUSE - 0.1)
+        self.assertGreater(self.greeted_after(gw), PAUSE - 0.1)
+        self.assertTrue(gw.alive())
 
 
 if __name__ == "__main__":

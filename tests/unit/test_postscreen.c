@@ -81,7 +81,7 @@ START_TEST(test_cache_bounded)
     pc_ps_cache_clear();
     for (unsigned i = 0; i < 1000; i++) {
         struct pc_ip ip = ip4(i / 256, i % 256);
-        cache_put(&ip, 10, 10 + 1000 + i); /* later clients expire later */
+        cache_put(&ip, 10, 10 + 1000 + i);          /* later clients expire later */
         ck_assert_ptr_nonnull(cache_find(&ip, 10)); /* the newcomer always gets a place */
     }
     for (unsigned i = 0; i < 1000; i++) {
