@@ -11,7 +11,10 @@
  *
  *	The message goes out through a cursor over the spool, dot-stuffed
  *	again, in blocks bounded by the write watermark, so that a large
- *	spooled message never sits in memory whole.
+ *	spooled message never sits in memory whole. A backend that offers
+ *	CHUNKING gets it in BDAT chunks of PC_BE_BDAT bytes instead, each
+ *	answered before the next goes (RFC 3030): no dot-stuffing, and no
+ *	byte of it can look like an end of data.
  *
  *	Reply accounting is strict (RFC 2920 3.1): we have at most one command
  *	outstanding (LMTP: one reply per accepted recipient after the dot),
@@ -90,6 +93,7 @@
 
 #define PC_BE_LINE_MAX 4096
 #define PC_BE_FILL     262144
+#define PC_BE_BDAT     1048576 /* bytes per BDAT chunk: few round trips, bounded memory */
 
 enum be_state {
     BE_IDLE,
@@ -106,13 +110,15 @@ enum be_state {
     BE_DATA_INIT,
     BE_DATA_BODY,
     BE_DATA_DONE,
+    BE_BDAT, /* a BDAT chunk that is not the last: its 250 sends the next */
     BE_DEAD
 };
 
 static const char *const be_state_names[] = {
     "idle",          "connect", "greeting",           "EHLO",        "STARTTLS",
     "TLS handshake", "XCLIENT", "EHLO after XCLIENT", "XFORWARD",    "ready",
-    "command",       "DATA",    "message content",    "end of data", "dead"};
+    "command",       "DATA",    "message content",    "end of data", "BDAT",
+    "dead"};
 
 /* The commands of a transaction, typed: the backend writes the line (never the door). */
 enum pc_backend_verb { PC_BACKEND_MAIL, PC_BACKEND_RCPT };
@@ -163,6 +169,7 @@ struct pc_backend {
     bool identified;    /* ident_key is the client this connection speaks for (XCLIENT) */
     bool ident_refresh; /* XCLIENT on an established connection: a refusal means reconnect */
     bool xforward_sent; /* XFORWARD went out for the coming MAIL */
+    bool bdat;          /* this message goes out in BDAT chunks */
     bool tls_on;        /* this connection runs TLS (and keeps it in the pool) */
     bool tls_plain;     /* may: the handshake failed on this address; retry it in plaintext */
     char ident_key[1100], ident_sending[1100];
@@ -762,6 +769,8 @@ static unsigned ehlo_ext(const char *text, char *xc, size_t xcsize, char *xf, si
             ext |= PC_EXT_SMTPUTF8;
         else if (strcmp(kw, "DSN") == 0)
             ext |= PC_EXT_DSN;
+        else if (strcmp(kw, "CHUNKING") == 0)
+            ext |= PC_EXT_CHUNKING;
         else if (strcmp(kw, "STARTTLS") == 0)
             ext |= PC_EXT_STARTTLS;
         else if (strcmp(kw, "XCLIENT") == 0) {
@@ -1277,6 +1286,8 @@ static void be_ehlo(struct pc_backend *be, enum be_state next)
     be_send(be, next, be->conf->timeouts.backend_command, "%s %s", be->kind->hello, name);
 }
 
+static void data_sent(struct pc_backend *);
+
 /* tls_next - this connection is about to say STARTTLS (what its EHLO offered does not count) */
 static bool tls_next(const struct pc_backend *be)
 {
@@ -1501,16 +1512,71 @@ static void fill(struct pc_backend *be)
         else
             pc_buf_append(&b, "\r\n.\r\n", 5);
         be_write(be, b.data, b.len);
-        struct timeval wt = tv_ms(be->conf->timeouts.backend_data_block);
-        bufferevent_set_timeouts(be->bev, NULL, &wt);
-        be_arm(be, be->conf->timeouts.backend_data_done);
-        memset(&be->reply, 0, sizeof(be->reply));
-        be->state = BE_DATA_DONE;
-        be->lmtp_left = be->kind->reply_per_rcpt ? be->rcpt_ok : 1;
-        be->lmtp_any_ok = be->lmtp_any_fail = false;
+        data_sent(be);
         break;
     }
     pc_buf_free(&b);
+}
+
+/* data_sent - the end of the message is in our output: its reply (one per recipient for
+ * LMTP, RFC 2033 4.2 and RFC 3030 2) is due within timeouts.backend_data_done */
+static void data_sent(struct pc_backend *be)
+{
+    struct timeval wt = tv_ms(be->conf->timeouts.backend_data_block);
+
+    bufferevent_set_timeouts(be->bev, NULL, &wt);
+    be_arm(be, be->conf->timeouts.backend_data_done);
+    memset(&be->reply, 0, sizeof(be->reply));
+    be->state = BE_DATA_DONE;
+    be->lmtp_left = be->kind->reply_per_rcpt ? be->rcpt_ok : 1;
+    be->lmtp_any_ok = be->lmtp_any_fail = false;
+}
+
+/* bdat_next - the next chunk of the message: "BDAT n" and its bytes; LAST once the cursor is
+ * at the end (a message that fills its last chunk exactly ends with "BDAT 0 LAST") */
+static void bdat_next(struct pc_backend *be)
+{
+    struct pc_buf b;
+    ssize_t n = 1;
+    char head[64];
+
+    if (be->chunk == NULL && (be->chunk = malloc(65536)) == NULL)
+        pc_fatal("out of memory");
+    pc_buf_init(&b, 0);
+    while (b.len < PC_BE_BDAT &&
+           (n = pc_msg_read(&be->s->txn->msg, &be->cur, be->received, be->chunk,
+                            PC_BE_BDAT - b.len < 65536 ? PC_BE_BDAT - b.len : 65536)) > 0)
+        pc_buf_append(&b, be->chunk, (size_t)n);
+    if (n < 0) {
+        pc_buf_free(&b);
+        be_fail(be, "4.3.0", "Error reading the spooled message");
+        return;
+    }
+    snprintf(head, sizeof(head), "BDAT %zu%s\r\n", b.len, n == 0 ? " LAST" : "");
+    be_write(be, head, strlen(head));
+    if (b.len)
+        be_write(be, b.data, b.len);
+    pc_buf_free(&b);
+    if (n == 0) {
+        data_sent(be);
+        return;
+    }
+    struct timeval wt = tv_ms(be->conf->timeouts.backend_data_block);
+    bufferevent_set_timeouts(be->bev, NULL, &wt);
+    be_arm(be, be->conf->timeouts.backend_data_done);
+    memset(&be->reply, 0, sizeof(be->reply));
+    be->state = BE_BDAT;
+}
+
+/* bdat_failed - a BDAT chunk was refused: RFC 3030 2 has the sender stop and RSET; we close
+ * instead (simpler, and a half-sent message can never be completed on this connection) */
+static void bdat_failed(struct pc_backend *be, struct pc_backend_result *r)
+{
+    be->broken = true;
+    be->in_txn = false;
+    be_close(be);
+    be->state = BE_DEAD;
+    deliver(be, r);
 }
 
 /* on_write - the output buffer drained below the watermark */
@@ -1654,9 +1720,19 @@ static void handle_reply(struct pc_backend *be)
         }
         deliver(be, &r);
         return;
+    case BE_BDAT:
+        if (code / 100 == 2)
+            bdat_next(be);
+        else
+            bdat_failed(be, &r);
+        return;
     case BE_DATA_DONE:
         if (be->kind->reply_per_rcpt) {
             lmtp_reply(be);
+            return;
+        }
+        if (be->bdat && code / 100 != 2) {
+            bdat_failed(be, &r);
             return;
         }
         be->state = code == 421 ? BE_DEAD : BE_READY;
@@ -1719,6 +1795,7 @@ static bool class_ok(enum be_state st, int code)
         return code == 354 || code / 100 == 4 || code / 100 == 5;
     case BE_CMD:
     case BE_DATA_DONE:
+    case BE_BDAT:
     case BE_XCLIENT:
     case BE_XFORWARD:
     case BE_EHLO:
@@ -1772,7 +1849,8 @@ static void on_read(struct bufferevent *bev, void *arg)
             be_broken(be, "%d reply (%.200s)", code, be->reply.text);
             break;
         }
-        if (st == BE_DATA_DONE && evbuffer_get_length(bufferevent_get_output(bev)) > 0) {
+        if ((st == BE_DATA_DONE || st == BE_BDAT) &&
+            evbuffer_get_length(bufferevent_get_output(bev)) > 0) {
             be_broken(be, "%d reply (%.200s) before the end of the message was sent", code,
                       be->reply.text);
             break;
@@ -2087,6 +2165,12 @@ static void be_data(struct pc_backend *be, const char *received)
     (void)received; /* kept in be->received for the cursor */
     if (be->state != BE_READY || !be->in_txn) {
         synth(be, 451, "4.4.2", "Lost connection with backend, try again later", true);
+        return;
+    }
+    be->bdat = (be->ext & PC_EXT_CHUNKING) != 0;
+    if (be->bdat) {
+        pc_msg_cursor_init(&be->cur);
+        bdat_next(be);
         return;
     }
     be_send(be, BE_DATA_INIT, be->conf->timeouts.backend_data_init, "DATA");

@@ -39,6 +39,7 @@ typedef void pc_backend_cb(void *arg, struct pc_backend_result *);
 #define PC_EXT_XCLIENT    0x20
 #define PC_EXT_XFORWARD   0x40
 #define PC_EXT_STARTTLS   0x80
+#define PC_EXT_CHUNKING   0x100
 
 struct pc_backend *pc_backend_new(struct pc_session *, const struct pc_backend_conf *,
                                   pc_backend_cb *, void *arg);

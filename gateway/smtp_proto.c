@@ -321,6 +321,57 @@ void pc_data_init(struct pc_data *d, size_t max_line)
     d->after_crlf = true; /* the DATA command's own CRLF precedes the first line */
 }
 
+static int line_done(struct pc_data *, bool real, pc_data_emit *, void *arg);
+
+/* pc_data_init_bdat - decoder for BDAT chunks: only the chunk sizes frame the content */
+void pc_data_init_bdat(struct pc_data *d, size_t max_line)
+{
+    pc_data_init(d, max_line);
+    d->raw = true;
+}
+
+/* pc_data_finish - the last chunk ended: its unterminated line is a line too. A chunk boundary
+ * never ends a line (the decoder's state runs across chunks); only LAST does, here. */
+int pc_data_finish(struct pc_data *d, pc_data_emit *emit, void *arg)
+{
+    if (d->cr) {
+        d->cr = false;
+        d->flags |= PC_DATA_BARE_CR;
+        return line_done(d, false, emit, arg) < 0 ? -1 : 0;
+    }
+    if (d->raw_len > 0 || d->skipping)
+        return line_done(d, false, emit, arg) < 0 ? -1 : 0;
+    return 0;
+}
+
+/* pc_bdat_parse - chunk-size [SP end-marker] (RFC 3030 2), digits bounded, nothing else */
+const char *pc_bdat_parse(const char *arg, size_t len, size_t *n, bool *last)
+{
+    size_t i = 0, v = 0;
+
+    while (i < len && arg[i] >= '0' && arg[i] <= '9') {
+        if (i == PC_BDAT_DIGITS)
+            return "chunk size too large";
+        v = v * 10 + (size_t)(arg[i] - '0');
+        i++;
+    }
+    if (i == 0)
+        return "chunk size missing";
+    *n = v;
+    *last = false;
+    if (i == len)
+        return NULL;
+    if (arg[i] != ' ')
+        return "bad chunk size";
+    while (i < len && arg[i] == ' ')
+        i++;
+    if (len - i == 4 && strncasecmp(arg + i, "LAST", 4) == 0) {
+        *last = true;
+        return NULL;
+    }
+    return "bad end marker";
+}
+
 /* pc_data_free - release the line buffer */
 void pc_data_free(struct pc_data *d)
 {
@@ -341,13 +392,13 @@ static int line_end(struct pc_data *d, const char *p, size_t n, bool real, pc_da
 
     /* The marker is judged on the wire bytes: "CR LF NUL . CR LF" and "CR LF . NUL CR LF" are
      * content, whatever a later hop that drops NULs would make of them. */
-    if (n == 1 && p[0] == '.' && raw == 1 && real && d->after_crlf) {
+    if (!d->raw && n == 1 && p[0] == '.' && raw == 1 && real && d->after_crlf) {
         d->done = true;
         rc = 1;
     } else {
         /* Unstuff: a leading dot with more after it is removed (RFC 5321 4.5.2), both judged
          * on the wire bytes. */
-        if (lead_dot && raw > 1) {
+        if (lead_dot && raw > 1 && !d->raw) {
             p++;
             n--;
         }

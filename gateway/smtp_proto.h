@@ -7,10 +7,11 @@
  *	unit-tested by tables and fuzzed: the command line parser, MAIL/RCPT
  *	argument and ESMTP parameter parsing, the DATA decoder (the smuggling
  *	defence), the dot-stuffing encoder towards the backend, the single
- *	reply writer and the backend reply reader.
+ *	reply writer and the backend reply reader, and the BDAT argument
+ *	parser (the chunk itself goes through the DATA decoder in its BDAT mode).
  * SEE ALSO
  *	RFC 5321, RFC 1870 (SIZE), RFC 6152 (8BITMIME), RFC 6531 (SMTPUTF8),
- *	RFC 3461 (DSN), RFC 2920 (PIPELINING), RFC 3463 and RFC 2034
+ *	RFC 3461 (DSN), RFC 2920 (PIPELINING), RFC 3463 and RFC 2034, RFC 3030 (CHUNKING)
  */
 #ifndef PC_SMTP_PROTO_H
 #define PC_SMTP_PROTO_H
@@ -95,6 +96,7 @@ struct pc_data {
     bool lead_dot;   /* the current line's first wire byte is a dot */
     size_t raw_len;  /* wire bytes of the current line (NULs included) */
     bool done;
+    bool raw; /* BDAT content (RFC 3030 2): no end marker, no dot-unstuffing */
     unsigned flags;
     size_t bytes; /* wire bytes consumed */
 };
@@ -107,6 +109,21 @@ void pc_data_free(struct pc_data *);
  * NUL bytes never reach emit (RFC 5322 2.3 and RFC 6152 have no NUL in text): they are left
  * out and PC_DATA_NUL says so; the end marker is found on the wire bytes, NULs included. */
 size_t pc_data_feed(struct pc_data *, const char *p, size_t n, pc_data_emit *, void *arg);
+/* pc_data_init_bdat - the same decoder for BDAT chunks: lines and the bare CR/LF, NUL and line
+ * length policy as for DATA, but every byte is content (RFC 3030 2): no dot is removed and no
+ * sequence ends the data; the chunk sizes alone frame it. pc_data_feed then takes all n bytes
+ * unless the emit function fails. */
+void pc_data_init_bdat(struct pc_data *, size_t max_line);
+/* pc_data_finish - BDAT LAST: a final line without CR LF is emitted (a pending CR is bare).
+ * 0, or -1 when emit failed */
+int pc_data_finish(struct pc_data *, pc_data_emit *, void *arg);
+
+/* The largest chunk size we parse: 15 digits. Over limits.max_message_size is refused anyway;
+ * the bound keeps the number far from any overflow. */
+#define PC_BDAT_DIGITS 15
+/* pc_bdat_parse - "octets [LAST]" of a BDAT command (RFC 3030 2: chunk-size and end-marker).
+ * NULL, or the reason it is bad; *n and *last set on success. */
+const char *pc_bdat_parse(const char *arg, size_t len, size_t *n, bool *last);
 
 /* Dot-stuffing towards the backend (RFC 5321 4.5.2); input is CRLF-clean. */
 struct pc_stuffer {

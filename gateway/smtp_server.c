@@ -51,7 +51,7 @@
  *	of commands; limits.max_commands and limits.max_junk_commands end a
  *	session that only talks (421 4.7.0, like Postfix's junk command limit).
  * SEE ALSO
- *	RFC 5321, RFC 2920 (PIPELINING), RFC 1870 (SIZE), RFC 6531, RFC 3461
+ *	RFC 5321, RFC 2920 (PIPELINING), RFC 1870 (SIZE), RFC 6531, RFC 3461, RFC 3030 (CHUNKING)
  */
 #include "gateway/smtp_server.h"
 
@@ -83,7 +83,7 @@
 #include "lib/pool.h"
 #include "core/chain.h"
 
-enum sm_state { SM_CONNECT, SM_CMD, SM_DATA, SM_CLOSING };
+enum sm_state { SM_CONNECT, SM_CMD, SM_DATA, SM_BDAT, SM_CLOSING };
 
 /* What a client may have buffered while we are busy: a few pipelined command groups. */
 #define PC_SMTP_READ_MAX 131072
@@ -120,6 +120,16 @@ struct pc_smtp {
     unsigned lmtp_deferred; /* RCPTs of this transaction told 452 (one recipient per LMTP txn) */
     struct timespec be_t0;  /* the command the backend is answering was sent */
     struct pc_data data;
+    /* BDAT (RFC 3030): the chunk being read, and the transaction's chunks so far */
+    size_t bdat_left, bdat_size; /* octets of this chunk still to read; its size */
+    size_t bdat_total;           /* octets of the transaction's accepted chunks */
+    bool bdat_last;              /* this chunk is the last */
+    bool bdat_cmd;               /* a BDAT command is being served (its data stage may pend) */
+    bool bdat_open;              /* the transaction's content comes in chunks: no DATA now */
+    bool bdat_discard;           /* this chunk is read and thrown away; bdat_err answers it */
+    bool bdat_failed;            /* a BDAT failed: chunks pipelined after it are discarded */
+    bool bdat_echo;              /* this chunk is discarded for an earlier failure */
+    struct pc_verdict bdat_err;
     struct pc_path_args pa;
     struct event *free_ev;
     pc_smtp_closed_fn *on_closed;
@@ -162,7 +172,7 @@ struct sm_row {
 };
 
 static const struct sm_row sm_rows[PC_VERB_FORBIDDEN + 1];
-static const char *const sm_state_names[] = {"connect", "command", "data", "closing"};
+static const char *const sm_state_names[] = {"connect", "command", "data", "bdat", "closing"};
 
 /* set_state - the one place the session's input mode changes */
 static void set_state(struct pc_smtp *c, enum sm_state to)
@@ -359,6 +369,10 @@ static void txn_end(struct pc_smtp *c)
     pc_txn_free(c->s);
     pc_engine_txn_end(&c->eng);
     c->lmtp_deferred = 0;
+    if (c->bdat_open)
+        pc_data_free(&c->data);
+    c->bdat_open = false;
+    c->bdat_total = 0;
 }
 
 /*
@@ -537,13 +551,17 @@ static unsigned path_ext(const struct pc_smtp *c)
 }
 
 /* ehlo_reply - our extensions (RFC 5321 4.1.1.1); SMTPUTF8 and DSN only when the backend
- * offers them, since we can honour neither ourselves (RFC 6531 3.4, RFC 3461 4) */
+ * offers them, since we can honour neither ourselves (RFC 6531 3.4, RFC 3461 4). CHUNKING
+ * always: the chunks are spooled and reach any backend as BDAT or DATA. Never BINARYMIME:
+ * the content goes through the same line policy as DATA (bare CR, LF and NUL refused or
+ * normalised), so binary bodies could not pass unchanged (RFC 3030 3). */
 static void ehlo_reply(struct pc_smtp *c)
 {
     char text[512];
     unsigned ext = path_ext(c);
 
-    snprintf(text, sizeof(text), "%s\nPIPELINING\nSIZE %zu\n8BITMIME\nENHANCEDSTATUSCODES%s%s",
+    snprintf(text, sizeof(text),
+             "%s\nPIPELINING\nSIZE %zu\n8BITMIME\nENHANCEDSTATUSCODES\nCHUNKING%s%s",
              c->conf->hostname, c->conf->limits.max_message_size,
              (c->conf->smtputf8 && (ext & PC_EXT_SMTPUTF8)) ? "\nSMTPUTF8" : "",
              (ext & PC_EXT_DSN) ? "\nDSN" : "");
@@ -1089,6 +1107,11 @@ static void cmd_rcpt(struct pc_smtp *c, const struct pc_cmd *cmd)
 static void cmd_data(struct pc_smtp *c, const struct pc_cmd *cmd)
 {
     (void)cmd;
+    if (c->bdat_open) {
+        /* RFC 3030 2: DATA after BDAT in one transaction is 503; the transaction goes on. */
+        reply(c, 503, "5.5.1", "Error: DATA after BDAT in one transaction");
+        return;
+    }
     if (c->be_lost) {
         reply(c, 451, "4.4.2", "Error: lost connection with the backend, try again later");
         txn_end(c);
@@ -1114,6 +1137,125 @@ static void cmd_data(struct pc_smtp *c, const struct pc_cmd *cmd)
         return;
     }
     data_done(c, a, &v);
+}
+
+/*
+ * BDAT (RFC 3030). A chunk's octets are read whatever happens to the command: once its size
+ * is known, the chunk is content to be stored or thrown away, never commands, so neither an
+ * error nor a chunk boundary can make message bytes into SMTP (smuggling). The chunks of a
+ * transaction go through the DATA decoder in its BDAT mode (the same line, bare CR/LF and NUL
+ * policy; no dot-unstuffing, no end marker) into the same engine lines; LAST joins
+ * end_of_data(), so filters and rules see the message as they would after DATA, and the final
+ * reply waits for the backend. A failed BDAT ends the transaction; BDATs pipelined after it
+ * are read and discarded until another command (RSET) comes (RFC 3030 2).
+ */
+
+/* bdat_start - read the chunk: into the message, or (discard) away with bdat_err as reply */
+static void bdat_start(struct pc_smtp *c, bool discard)
+{
+    c->bdat_discard = discard;
+    if (!discard)
+        c->bdat_total += c->bdat_size;
+    set_state(c, SM_BDAT);
+    deadline_at(c, now_ms() + c->conf->timeouts.data);
+}
+
+/* bdat_refuse - this chunk fails: the transaction with it (content is there, or it cannot go
+ * on) ends now, the chunk is discarded, later pipelined chunks too */
+static void bdat_refuse(struct pc_smtp *c, bool end_txn)
+{
+    const struct pc_verdict *v = &c->bdat_err;
+
+    c->bdat_failed = true;
+    if (end_txn) {
+        /* The one log line for this refusal, as for a message refused after DATA. */
+        pc_txnlog_refusal(c->s, "reject", "BDAT", v->code, &v->enh, v->text, "core", NULL, NULL);
+        txn_end(c);
+    }
+    bdat_start(c, true);
+}
+
+/* bdat_data_done - after the DATA stage of the first chunk */
+static void bdat_data_done(struct pc_smtp *c, enum pc_action a, struct pc_verdict *v)
+{
+    if (a != PC_CONTINUE) {
+        c->bdat_err = *v;
+        if (a == PC_DISCONNECT || v->code == 421) {
+            txn_end(c);
+            reply_verdict(c, v);
+            return;
+        }
+        bdat_refuse(c, true);
+        return;
+    }
+    pc_data_init_bdat(&c->data, c->conf->limits.max_line_length);
+    c->bdat_open = true;
+    bdat_start(c, false);
+}
+
+/* bdat_check - false (and the refusal in bdat_err, *end_txn) when this chunk cannot be taken */
+static bool bdat_check(struct pc_smtp *c, bool *end_txn)
+{
+    struct pc_verdict *v = &c->bdat_err;
+    const struct pc_session *s = c->s;
+
+    *end_txn = false;
+    c->bdat_echo = false;
+    if (c->refused)
+        pc_verdict_set(v, PC_REJECT, 503, "5.5.1", "Error: access denied, send QUIT");
+    else if ((c->bdat_echo = c->bdat_failed))
+        pc_verdict_set(v, PC_REJECT, 503, "5.5.1",
+                       "Error: chunk discarded after a failed BDAT, send RSET");
+    else if (s->helo == NULL)
+        pc_verdict_set(v, PC_REJECT, 503, "5.5.1", "Error: send HELO/EHLO first");
+    else if (s->txn == NULL)
+        pc_verdict_set(v, PC_REJECT, 503, "5.5.1", "Error: need MAIL command");
+    else if (c->be_lost)
+        *end_txn = true, pc_verdict_set(v, PC_TEMPFAIL, 451, "4.4.2",
+                                        "Error: lost connection with the backend, try again later");
+    else if (c->bdat_size > c->conf->limits.max_message_size - c->bdat_total)
+        /* RFC 1870 and RFC 3030 2: the chunk is read and discarded, then 552. */
+        *end_txn = true, pc_verdict_set(v, PC_REJECT, 552, "5.3.4", "Error: message file too big");
+    else if (!c->bdat_open && !pc_engine_data_ready(&c->eng, v))
+        ;
+    else
+        return true;
+    return false;
+}
+
+/* cmd_bdat - BDAT octets [LAST] */
+static void cmd_bdat(struct pc_smtp *c, const struct pc_cmd *cmd)
+{
+    bool end_txn;
+    const char *why = pc_bdat_parse(cmd->arg, cmd->arg_len, &c->bdat_size, &c->bdat_last);
+
+    if (why) {
+        /* Without a size nothing tells where the chunk ends: what follows could be content
+         * taken for commands. Refuse and close, as for a DATA synchronisation error. */
+        pc_info("%s: bad BDAT from %s[%s]: %s", c->s->sid, c->s->client.name, c->s->client.addr,
+                why);
+        reply(c, 501, "5.5.4", "Error: %s; Syntax: BDAT octets [LAST]", why);
+        txn_end(c);
+        smtp_close(c);
+        return;
+    }
+    c->bdat_left = c->bdat_size;
+    c->bdat_cmd = true;
+    if (!bdat_check(c, &end_txn)) {
+        bdat_refuse(c, end_txn);
+        return;
+    }
+    if (c->bdat_open) {
+        bdat_start(c, false);
+        return;
+    }
+    struct pc_verdict v;
+    enum pc_action a = pc_engine_data(&c->eng, &v);
+    if (a == PC_PENDING) {
+        wait_for(c);
+        return;
+    }
+    bdat_data_done(c, a, &v);
 }
 
 /* is_junk - a command that moves no mail (Postfix's junk commands, plus HELP and a HELO or
@@ -1271,7 +1413,9 @@ static void rcpt_row(struct pc_smtp *c, enum pc_stage st, enum pc_action a, stru
 /* data_row - the DATA step's end, or the message's */
 static void data_row(struct pc_smtp *c, enum pc_stage st, enum pc_action a, struct pc_verdict *v)
 {
-    if (st == PC_STAGE_DATA)
+    if (st == PC_STAGE_DATA && c->bdat_cmd)
+        bdat_data_done(c, a, v);
+    else if (st == PC_STAGE_DATA)
         data_done(c, a, v);
     else
         eom_done(c, a, v);
@@ -1280,8 +1424,8 @@ static void data_row(struct pc_smtp *c, enum pc_stage st, enum pc_action a, stru
 /* The command table. STARTTLS becomes {SM_HELO | SM_NO_TXN | SM_NO_ARG | SM_GROUP_END |
  * SM_NOT_TLS, cmd_starttls} whose handshake resumes through step_over(); AUTH {SM_HELO |
  * SM_NO_TXN | SM_ARG | SM_NOT_AUTH} plus an input mode (SM_AUTH beside SM_DATA) for the
- * exchange's lines; BDAT {SM_TXN | SM_ARG} plus an input mode that counts octets
- * (RFC 3030 2), its end joining end_of_data(). */
+ * exchange's lines. BDAT is here: SM_BDAT counts octets (RFC 3030 2), LAST joins
+ * end_of_data(). */
 static const struct sm_row sm_rows[PC_VERB_FORBIDDEN + 1] = {
     [PC_VERB_UNKNOWN] = {"unknown", NULL, 0, cmd_unknown, greet_row, NULL},
     [PC_VERB_HELO] = {"helo", "Syntax: HELO hostname", SM_ARG | SM_NOT_AUTH, cmd_helo, helo_row,
@@ -1301,7 +1445,9 @@ static const struct sm_row sm_rows[PC_VERB_FORBIDDEN + 1] = {
     [PC_VERB_EXPN] = {"expn", NULL, 0, cmd_expn, NULL, NULL},
     [PC_VERB_STARTTLS] = {"starttls", NULL, 0, cmd_later, NULL, NULL},
     [PC_VERB_AUTH] = {"auth", NULL, 0, cmd_later, NULL, NULL},
-    [PC_VERB_BDAT] = {"bdat", NULL, 0, cmd_later, NULL, NULL},
+    /* BDAT reads its chunk whatever else is wrong (cmd_bdat), so every check is its own; its
+     * data stage and the backend's answer to the message come back through the DATA row. */
+    [PC_VERB_BDAT] = {"bdat", NULL, SM_REFUSED, cmd_bdat, NULL, NULL},
     [PC_VERB_ETRN] = {"etrn", NULL, 0, cmd_later, NULL, NULL},
     [PC_VERB_OBSOLETE] = {"obsolete", NULL, 0, cmd_obsolete, NULL, NULL},
     [PC_VERB_FORBIDDEN] = {"forbidden", NULL, 0, cmd_forbidden, NULL, NULL},
@@ -1325,6 +1471,8 @@ static void handle_command(struct pc_smtp *c, const char *line, size_t len)
         return;
     }
     c->counts[cmd.verb]++;
+    if (cmd.verb != PC_VERB_BDAT)
+        c->bdat_failed = false; /* the chunks pipelined after a failed one are over */
     if (is_junk(c, &cmd) && ++c->junk > c->conf->limits.max_junk_commands) {
         pc_info("%s: too many junk commands from %s[%s]: %u", c->s->sid, c->s->client.name,
                 c->s->client.addr, c->junk - 1);
@@ -1364,13 +1512,78 @@ static void feed_data(struct pc_smtp *c)
     }
 }
 
+/* bdat_chunk_end - the chunk is read: its reply, or the message's end (LAST) */
+static void bdat_chunk_end(struct pc_smtp *c)
+{
+    c->bdat_cmd = false;
+    set_state(c, SM_CMD);
+    command_deadline(c);
+    if (c->bdat_discard) {
+        /* Chunks discarded behind a failed one are the failure's echo, not new errors. */
+        c->not_error = c->bdat_echo;
+        reply_text(c, c->bdat_err.code, &c->bdat_err.enh, c->bdat_err.text);
+        c->not_error = false;
+        return;
+    }
+    if (c->bdat_last) {
+        if (pc_data_finish(&c->data, data_line, c) < 0)
+            c->s->txn->msg.io_error = true;
+        end_of_data(c);
+        return;
+    }
+    if (c->eng.too_big) {
+        pc_verdict_set(&c->bdat_err, PC_REJECT, 552, "5.3.4", "Error: message file too big");
+        reply_text(c, 552, &c->bdat_err.enh, c->bdat_err.text);
+        pc_txnlog_refusal(c->s, "reject", "BDAT", 552, &c->bdat_err.enh, c->bdat_err.text, "core",
+                          NULL, NULL);
+        c->bdat_failed = true;
+        txn_end(c);
+        return;
+    }
+    reply(c, 250, "2.0.0", "Ok: %zu octets received", c->bdat_size);
+}
+
+/* feed_bdat - exactly the chunk's octets: into the decoder, or away */
+static void feed_bdat(struct pc_smtp *c)
+{
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    struct evbuffer_iovec v[8];
+
+    while (c->state == SM_BDAT) {
+        size_t have = evbuffer_get_length(in), want = c->bdat_left < have ? c->bdat_left : have;
+        if (c->bdat_left == 0) {
+            bdat_chunk_end(c);
+            return;
+        }
+        if (want == 0)
+            return;
+        int n = evbuffer_peek(in, (ev_ssize_t)want, NULL, v, 8);
+        size_t used = 0;
+        for (int i = 0; i < n && i < 8 && used < want; i++) {
+            size_t len = v[i].iov_len < want - used ? v[i].iov_len : want - used;
+            if (!c->bdat_discard &&
+                pc_data_feed(&c->data, v[i].iov_base, len, data_line, c) < len) {
+                /* The spool refused a line: a local write error; the rest of the chunk goes. */
+                pc_verdict_set(&c->bdat_err, PC_TEMPFAIL, 451, "4.3.0",
+                               "Error: queue file write error");
+                c->bdat_failed = c->bdat_discard = true;
+                txn_end(c);
+            }
+            used += len;
+        }
+        evbuffer_drain(in, used);
+        c->bdat_left -= used;
+        data_credit(c, used);
+    }
+}
+
 /* client_done - the client half-closed and every complete command it sent is answered.
  * End of input means "no more commands", not "nobody listens" (Exim pipelines QUIT after the
  * final dot and then shuts down its side): the replies already written still go out. A message
  * whose final dot never came is abandoned: nothing of it is delivered. */
 static void client_done(struct pc_smtp *c)
 {
-    const char *last = c->state == SM_DATA ? "DATA" : "command";
+    const char *last = c->state == SM_DATA ? "DATA" : c->state == SM_BDAT ? "BDAT" : "command";
 
     pc_info("%s: lost connection after %s from %s[%s]", c->s->sid, last, c->s->client.name,
             c->s->client.addr);
@@ -1408,6 +1621,12 @@ static void process_input(struct pc_smtp *c)
         if (c->state == SM_DATA) {
             feed_data(c);
             if (c->state == SM_DATA)
+                break;
+            continue;
+        }
+        if (c->state == SM_BDAT) {
+            feed_bdat(c);
+            if (c->state == SM_BDAT)
                 break;
             continue;
         }
@@ -1497,6 +1716,7 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
         return; /* our own work: wait_for() stopped the clock, this is a stale expiry */
     pc_info("%s: timeout after %s from %s[%s]", c->s->sid,
             c->state == SM_DATA      ? "DATA"
+            : c->state == SM_BDAT    ? "BDAT"
             : c->state == SM_CONNECT ? "CONNECT"
                                      : "command",
             c->s->client.name, c->s->client.addr);

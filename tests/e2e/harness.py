@@ -423,6 +423,8 @@ class FakeMTA(_Closing):
       ("DELAY", secs, reply)   wait, then reply (or "DROP")
       ("REPLY_DROP", reply)    reply, then close (e.g. a 220 to STARTTLS and no handshake)
     drop_in_data=N closes the connection after N bytes of message content.
+    With "CHUNKING" in ext it takes BDAT chunks too (replies["BDAT"] answers a chunk that is not
+    the last; replies["."] answers LAST); sessions[i]["data"] then holds the chunks joined.
     Per connection, sessions[i] = {"commands": [lines], "data": [raw content], "raw": bytes}.
     accepted holds the raw content (up to and including CRLF.CRLF) of every message that got a
     2xx to its final dot; those are the messages the backend "queued".
@@ -490,6 +492,10 @@ class FakeMTA(_Closing):
             sess["raw"] += chunk
             buf += chunk
 
+        def set_buf(rest):
+            nonlocal buf
+            buf = rest
+
         try:
             if not self._answer(conn, "CONNECT", self.greeting):
                 return
@@ -514,6 +520,10 @@ class FakeMTA(_Closing):
                     default = "354 End data with <CR><LF>.<CR><LF>"
                 elif verb == "QUIT":
                     default = "221 2.0.0 Bye"
+                elif verb == "BDAT":
+                    if not self._bdat(conn, sess, text, fill, lambda: buf, set_buf):
+                        return
+                    continue
                 else:
                     default = "250 2.0.0 Ok"
                 if not self._answer(conn, verb, default) or verb == "QUIT":
@@ -550,6 +560,27 @@ class FakeMTA(_Closing):
             pass
         finally:
             conn.close()
+
+    def _bdat(self, conn, sess, text, fill, get_buf, set_buf):
+        """BDAT n [LAST] (offered when ext has CHUNKING): read exactly n octets, then answer
+        replies["BDAT"] (a chunk) or replies["."] (LAST; a 2xx makes the chunks a message)."""
+        parts = text.split()
+        n, last = int(parts[1]), len(parts) > 2
+        while len(get_buf()) < n:
+            fill()
+        chunk = get_buf()[:n]
+        set_buf(get_buf()[n:])
+        sess.setdefault("chunks", []).append(chunk)
+        if not last:
+            return self._answer(conn, "BDAT", f"250 2.0.0 Ok: {n} octets")
+        content = b"".join(sess.pop("chunks"))
+        sess["data"].append(content)
+        final = self.replies.get(".", "250 2.0.0 Ok: queued as FAKE%d")
+        with self.lock:
+            if final.startswith("2"):
+                self.accepted.append(content)
+            final = final.replace("%d", str(len(self.accepted)))
+        return conn.sendall(final.encode() + b"\r\n") or True
 
     def hang_up_all(self, reply=None):
         """Close every open connection (optionally saying reply first), as an MTA does to

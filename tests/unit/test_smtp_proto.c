@@ -6,7 +6,8 @@
  *	Command parser, MAIL/RCPT arguments, the DATA decoder (the smuggling
  *	defence: fed whole, byte by byte and in every two-way split, it must
  *	give the same lines and flags), dot-stuffing, the reply writer and
- *	the backend reply reader.
+ *	the backend reply reader; the BDAT arguments and the decoder's BDAT
+ *	mode (no end marker, no unstuffing, a chunk boundary changes nothing).
  */
 #include <check.h>
 #include <stdlib.h>
@@ -291,6 +292,100 @@ START_TEST(data_decoder)
 }
 END_TEST
 
+/* bdat_decode - BDAT mode: the content in two pieces split at `split` (0 = one), then LAST */
+static void bdat_decode(const char *in, size_t len, size_t split, struct collect *c,
+                        unsigned *flags)
+{
+    struct pc_data d;
+
+    memset(c, 0, sizeof(*c));
+    pc_data_init_bdat(&d, 64);
+    size_t k = pc_data_feed(&d, in, split, collect_line, c);
+    ck_assert_uint_eq(k, split);
+    k = pc_data_feed(&d, in + split, len - split, collect_line, c);
+    ck_assert_uint_eq(k, len - split); /* every octet taken: no end marker in BDAT */
+    ck_assert(!d.done);
+    ck_assert_int_eq(pc_data_finish(&d, collect_line, c), 0);
+    *flags = d.flags;
+    pc_data_free(&d);
+}
+
+START_TEST(bdat_decoder)
+{
+    static const struct {
+        const char *in;
+        const char *lines;
+        unsigned flags;
+    } t[] = {
+        /* Dots are content: neither unstuffed nor an end of data (RFC 3030 2). */
+        {"a\r\n.\r\nMAIL FROM:<x@y>\r\n", "a|.|MAIL FROM:<x@y>|", 0},
+        {"..x\r\n.\r\n", "..x|.|", 0},
+        {"", "", 0},
+        /* The last line need not end in CR LF; LAST ends it. */
+        {"a\r\nb", "a|b|", 0},
+        {"a\r\nb\r", "a|b|", PC_DATA_BARE_CR},
+        /* The DATA policy for bare newlines, NUL and long lines. */
+        {"a\n.\nb\r\n", "a|.|b|", PC_DATA_BARE_LF},
+        {"a\r.\rb\r\n", "a|.|b|", PC_DATA_BARE_CR},
+        {"a\r\n\x00.\r\nb\r\n", "a|.|b|", PC_DATA_NUL},
+        {"0123456789012345678901234567890123456789012345678901234567890123456789\r\nz\r\n",
+         "0123456789012345678901234567890123456789012345678901234567890123|z|", PC_DATA_LONG_LINE},
+    };
+    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+        size_t len = strlen(t[i].in) + (i == 7 ? 7 : 0); /* the NUL case, written out */
+        struct collect whole, c;
+        unsigned f0, f;
+        bdat_decode(t[i].in, len, 0, &whole, &f0);
+        ck_assert_msg(strcmp(whole.out, t[i].lines) == 0, "%zu: got %s", i, whole.out);
+        ck_assert_msg(f0 == t[i].flags, "%zu: flags %u", i, f0);
+        /* A chunk boundary anywhere changes nothing. */
+        for (size_t s = 1; s < len; s++) {
+            bdat_decode(t[i].in, len, s, &c, &f);
+            ck_assert_msg(strcmp(c.out, whole.out) == 0 && f == f0, "%zu split %zu", i, s);
+        }
+    }
+}
+END_TEST
+
+START_TEST(bdat_args)
+{
+    static const struct {
+        const char *arg;
+        int ok;
+        size_t n;
+        int last;
+    } t[] = {
+        {"0", 1, 0, 0},
+        {"0 LAST", 1, 0, 1},
+        {"1000 last", 1, 1000, 1},
+        {"12   LAST", 1, 12, 1},
+        {"007", 1, 7, 0},
+        {"999999999999999", 1, 999999999999999u, 0},
+        {"1000000000000000", 0, 0, 0}, /* 16 digits */
+        {"", 0, 0, 0},
+        {"LAST", 0, 0, 0},
+        {"-1", 0, 0, 0},
+        {"+1", 0, 0, 0},
+        {"1x", 0, 0, 0},
+        {"1 LAST x", 0, 0, 0},
+        {"1 LASTX", 0, 0, 0},
+        {"1 FIRST", 0, 0, 0},
+        {"1\tLAST", 0, 0, 0},
+        {"0x10", 0, 0, 0},
+    };
+    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+        size_t n = 99;
+        bool last = false;
+        const char *why = pc_bdat_parse(t[i].arg, strlen(t[i].arg), &n, &last);
+        ck_assert_msg((why == NULL) == t[i].ok, "%s: %s", t[i].arg, why ? why : "ok");
+        if (t[i].ok) {
+            ck_assert_uint_eq(n, t[i].n);
+            ck_assert_int_eq(last, t[i].last);
+        }
+    }
+}
+END_TEST
+
 START_TEST(stuffing)
 {
     static const char *in = ".a\r\nb\r\n.\r\n..c\r\n";
@@ -374,6 +469,8 @@ int main(void)
     tcase_add_test(tc, xtext);
     tcase_add_test(tc, dsn_params);
     tcase_add_test(tc, data_decoder);
+    tcase_add_test(tc, bdat_decoder);
+    tcase_add_test(tc, bdat_args);
     tcase_add_test(tc, stuffing);
     tcase_add_test(tc, reply_writer);
     tcase_add_test(tc, reply_reader);
