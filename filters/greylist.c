@@ -43,6 +43,7 @@
 #include "core/chain.h"
 #include "policy/greylist.h"
 #include "policy/ratelimit.h"
+#include "policy/rl_store.h"
 
 #define GL_FIELDS_MAX 8
 #define GL_VALUE_MAX  520
@@ -83,7 +84,10 @@ struct gl_ctx {
 
 /* The filter's section as rows of the one configuration table (core/param.h). */
 static const struct pc_param_row gl_params[] = {
-    {"greylist", "store", PT_STR, "", 0, 0, NULL, "redis://host:port/db; empty: in memory"},
+    {"greylist", "store", PT_STR, "", 0, 0, NULL,
+     "redis://, unix:, redis-cluster://; empty: in memory"},
+    {"greylist", "sentinels", PT_LIST, "{}", 0, 0, NULL, "Redis Sentinels host:port"},
+    {"greylist", "sentinel_master", PT_STR, "", 0, 0, NULL, "the master's name at the Sentinels"},
     {"greylist", "password", PT_STR, "", 0, 0, NULL, "the store password"},
     {"greylist", "store_timeout", PT_STR, "1s", 0, 0, NULL, "10ms..60s for one store answer"},
     {"greylist", "prefix", PT_STR, "portcullis:gl:", 0, 0, NULL, "key prefix in the store"},
@@ -159,6 +163,37 @@ static bool duration(cfg_t *sec, const char *opt, unsigned long long min, unsign
     }
     *out = ms;
     return true;
+}
+
+/* gl_store_create - the shared store through the rate limit store factory: one Redis, Redis
+ * behind Sentinel, or Redis Cluster, with the same connection handling as ratelimit */
+static int gl_store_create(cfg_t *sec, struct gl_conf *c, unsigned timeout_ms, struct pc_err *err)
+{
+    const char *sent[64];
+    const char *store = cfg_getstr(sec, "store");
+    struct pc_rl_store_conf sc = {.url = store[0] ? store : NULL,
+                                  .master = cfg_getstr(sec, "sentinel_master"),
+                                  .password = cfg_getstr(sec, "password"),
+                                  .timeout_ms = timeout_ms};
+
+    sc.nsentinels = cfg_size(sec, "sentinels");
+    if (sc.nsentinels > 64) {
+        pc_err_set(err, sec, "greylist: at most 64 sentinels");
+        return -1;
+    }
+    for (size_t i = 0; i < sc.nsentinels; i++)
+        sent[i] = cfg_getnstr(sec, "sentinels", (unsigned)i);
+    sc.sentinels = sent;
+    c->redis = pc_rl_store_create(&sc, err);
+    if (c->redis == NULL) {
+        char m[sizeof(err->msg)];
+        snprintf(m, sizeof(m), "greylist: %.480s", err->msg[0] ? err->msg : "bad store");
+        err->msg[0] = 0;
+        pc_err_set(err, sec, "%s", m);
+        return -1;
+    }
+    pc_rl_script_init(&c->script, pc_gl_redis_script());
+    return 0;
 }
 
 /* gl_configure - store, key, times, allow lists */
@@ -244,17 +279,9 @@ static int gl_configure(cfg_t *sec, void **out, struct pc_err *err)
                    "greylist: store_timeout must be shorter than timeout (the chain's backstop)");
         goto fail;
     }
-    if (store[0]) {
-        struct pc_rl_store_conf sc = {
-            .url = store, .password = cfg_getstr(sec, "password"), .timeout_ms = (unsigned)ms};
-        c->redis = pc_rl_redis_create(&sc, err);
-        if (c->redis == NULL) {
-            char m[sizeof(err->msg)];
-            snprintf(m, sizeof(m), "greylist: %.480s", err->msg[0] ? err->msg : "bad store");
-            pc_err_set(err, sec, "%s", m);
+    if (store[0] || cfg_size(sec, "sentinels")) {
+        if (gl_store_create(sec, c, (unsigned)ms, err) < 0)
             goto fail;
-        }
-        pc_rl_script_init(&c->script, pc_gl_redis_script());
     } else if ((c->mem = pc_gl_mem_new((size_t)max, NULL)) == NULL) {
         goto fail;
     }

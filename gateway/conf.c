@@ -47,6 +47,7 @@ static int validate_top(cfg_t *, cfg_opt_t *);
 static int validate_networks(cfg_t *, cfg_opt_t *);
 static int validate_hostport(cfg_t *, cfg_opt_t *);
 static int validate_chain(cfg_t *, cfg_opt_t *);
+static int validate_ps(cfg_t *, cfg_opt_t *);
 static int validate_on_error(cfg_t *, cfg_opt_t *);
 
 #define DAY_MS 86400000L
@@ -90,6 +91,7 @@ static const struct pc_param_row pc_params[] = {
     {"listener", "require_auth", PT_BOOL, "false", 0, 0, NULL, "no MAIL before AUTH"},
     {"listener", "auth_max_failures", PT_INT, "5", 1, 1000, NULL, "per client and hour"},
     {"listener", "sender_login_map", PT_STR, NULL, 0, 0, NULL, "who may use which MAIL FROM"},
+    {"listener", "postscreen", PT_BOOL, "false", 0, 0, NULL, "run the postscreen checks"},
     {"backend", "address", PT_LIST, NULL, 0, 0, NULL, "host:port, [v6]:port or unix:/path"},
     {"backend", "maildir", PT_STR, NULL, 0, 0, NULL, "instead of address: a Maildir"},
     {"backend", "identity", PT_STR, "xclient", 0, 0, NULL,
@@ -128,13 +130,30 @@ static const struct pc_param_row pc_params[] = {
     {"timeouts", "backend_data_done", PT_DURATION, "10m", 0, DAY_MS, NULL, "final 250"},
     {"dns", "nameservers", PT_LIST, "{}", 0, 0, NULL, "resolvers; empty: resolv.conf"},
     {"dns", "timeout", PT_DURATION, "5s", 0, DAY_MS, NULL, "a whole lookup"},
+    {"postscreen", "greet_pause", PT_DURATION, "3s", 0, 60000, NULL, "greeting withheld"},
+    {"postscreen", "greet_action", PT_STR, "ignore", 0, 0, validate_ps, "talk before it"},
+    {"postscreen", "pipelining_action", PT_STR, "enforce", 0, 0, validate_ps, "before EHLO"},
+    {"postscreen", "non_smtp_action", PT_STR, "drop", 0, 0, validate_ps, "GET, POST..."},
+    {"postscreen", "bare_newline_action", PT_STR, "ignore", 0, 0, validate_ps, "LF alone"},
+    {"postscreen", "dnsbl_sites", PT_LIST, "{}", 0, 0, validate_ps, "as dnsbl.sites"},
+    {"postscreen", "dnsbl_threshold", PT_INT, "1", 1, 1000, NULL, "listed at this total"},
+    {"postscreen", "dnsbl_action", PT_STR, "ignore", 0, 0, validate_ps, "a listed client"},
+    {"postscreen", "cache_ttl", PT_DURATION, "1d", 0, 30 * DAY_MS, NULL, "a pass is kept"},
+    {"postscreen", "cache_size", PT_INT, "100000", 0, 10000000, NULL, "addresses cached"},
+    {"postscreen", "skip_mynetworks", PT_BOOL, "true", 0, 0, NULL, "mynetworks skip it"},
+    {"postscreen", "store", PT_STR, "", 0, 0, NULL, "shared cache: redis://, redis-cluster://"},
+    {"postscreen", "sentinels", PT_LIST, "{}", 0, 0, NULL, "Redis Sentinels host:port"},
+    {"postscreen", "sentinel_master", PT_STR, "", 0, 0, NULL, "the master's name"},
+    {"postscreen", "password", PT_STR, "", 0, 0, NULL, "Redis AUTH"},
+    {"postscreen", "store_timeout", PT_DURATION, "500ms", 10, 60000, NULL, "one request"},
     {"metrics", "enabled", PT_BOOL, "false", 0, 0, NULL, "serve Prometheus metrics"},
     {"metrics", "address", PT_STR, "127.0.0.1:9465", 0, 0, validate_hostport, "host:port"},
 };
 #define PC_NPARAMS (sizeof(pc_params) / sizeof(pc_params[0]))
 
 /* The sections of the core, in the order -p prints them. */
-static const char *const pc_param_sections[] = {"limits", "timeouts", "dns", "metrics"};
+static const char *const pc_param_sections[] = {"limits", "timeouts", "dns", "postscreen",
+                                                "metrics"};
 /* The sections that repeat, each with a title: listener "name" { }. */
 static const char *const pc_multi_sections[] = {"listener", "backend", "auth"};
 
@@ -363,6 +382,28 @@ static int validate_top(cfg_t *cfg, cfg_opt_t *opt)
     }
     if (strcmp(opt->name, "nul") == 0 && strcmp(v, "reject") != 0 && strcmp(v, "strip") != 0)
         cfg_error(cfg, "nul must be reject or strip, not \"%s\"", v);
+    return 0;
+}
+
+/* validate_ps - postscreen's actions and DNS list sites */
+static int validate_ps(cfg_t *cfg, cfg_opt_t *opt)
+{
+    enum pc_ps_action a;
+    struct pc_dnsbl_sites l;
+
+    if (strcmp(opt->name, "dnsbl_sites") != 0) {
+        const char *v = cfg_opt_getnstr(opt, 0);
+        if (v && !pc_ps_action_parse(v, &a))
+            cfg_error(cfg, "postscreen.%s must be ignore, enforce or drop, not \"%s\"", opt->name,
+                      v);
+        return 0;
+    }
+    memset(&l, 0, sizeof(l));
+    for (unsigned i = 0; i < cfg_opt_size(opt); i++) {
+        const char *v = cfg_opt_getnstr(opt, i), *why = v ? pc_dnsbl_sites_add(&l, v) : NULL;
+        if (why)
+            cfg_error(cfg, "postscreen.dnsbl_sites: \"%s\": %s", v, why);
+    }
     return 0;
 }
 
@@ -1004,6 +1045,39 @@ static int listener_auth_load(struct pc_conf *c, cfg_t *sec, struct pc_listener_
     return 0;
 }
 
+/* ps_conf_free_cb - pool cleanup */
+static void ps_conf_free_cb(void *arg)
+{
+    pc_ps_conf_free(arg);
+}
+
+/* postscreen_store - postscreen.store and sentinels: the shared pass cache */
+static int postscreen_store(struct pc_conf *c, cfg_t *sec, struct pc_err *err)
+{
+    const char *sent[64], *url = cfg_getstr(sec, "store");
+    struct pc_rl_store_conf sc = {.url = url[0] ? url : NULL,
+                                  .master = cfg_getstr(sec, "sentinel_master"),
+                                  .password = cfg_getstr(sec, "password"),
+                                  .timeout_ms = duration_ms(sec, "store_timeout")};
+
+    sc.nsentinels = cfg_size(sec, "sentinels");
+    if (sc.url == NULL && sc.nsentinels == 0)
+        return 0;
+    if (sc.nsentinels > 64) {
+        pc_err_set(err, sec, "postscreen: at most 64 sentinels");
+        return -1;
+    }
+    for (size_t i = 0; i < sc.nsentinels; i++)
+        sent[i] = cfg_getnstr(sec, "sentinels", (unsigned)i);
+    sc.sentinels = sent;
+    struct pc_err mine = {{0}};
+    if (pc_ps_store_create(&c->postscreen, &sc, &mine) < 0) {
+        pc_err_set(err, sec, "postscreen: %.400s", mine.msg[0] ? mine.msg : "bad store");
+        return -1;
+    }
+    return 0;
+}
+
 /* listener_protocol - listener.protocol: which door serves the listener */
 static int listener_protocol(cfg_t *sec, struct pc_listener_conf *l, struct pc_err *err)
 {
@@ -1019,6 +1093,32 @@ static int listener_protocol(cfg_t *sec, struct pc_listener_conf *l, struct pc_e
         return -1;
     }
     return 0;
+}
+
+/* postscreen_load - the postscreen section (its values were checked as the file was read) and
+ * the top-level mynetworks it skips */
+static int postscreen_load(struct pc_conf *c, cfg_t *cfg, struct pc_err *err)
+{
+    static const char *const acts[PC_PS_TESTS] = {"greet_action", "dnsbl_action",
+                                                  "pipelining_action", "non_smtp_action",
+                                                  "bare_newline_action"};
+    cfg_t *sec = cfg_getsec(cfg, "postscreen");
+    struct pc_ps_conf *p = &c->postscreen;
+
+    p->greet_pause_ms = duration_ms(sec, "greet_pause");
+    for (int t = 0; t < PC_PS_TESTS; t++)
+        pc_ps_action_parse(cfg_getstr(sec, acts[t]), &p->action[t]);
+    for (unsigned i = 0; i < cfg_size(sec, "dnsbl_sites"); i++)
+        pc_dnsbl_sites_add(&p->dnsbl, cfg_getnstr(sec, "dnsbl_sites", i));
+    p->dnsbl_threshold = (int)cfg_getint(sec, "dnsbl_threshold");
+    p->cache_ttl_ms = duration_ms(sec, "cache_ttl");
+    p->cache_size = (size_t)cfg_getint(sec, "cache_size");
+    p->skip_mynetworks = cfg_getbool(sec, "skip_mynetworks");
+    pc_cidr_list_init(&p->mynetworks);
+    pc_pool_cleanup(c->pool, ps_conf_free_cb, p);
+    for (unsigned i = 0; i < cfg_size(cfg, "mynetworks"); i++)
+        pc_cidr_list_add(&p->mynetworks, cfg_getnstr(cfg, "mynetworks", i));
+    return postscreen_store(c, sec, err);
 }
 
 /* listeners_load - listener sections, or the embedded default */
@@ -1046,6 +1146,7 @@ static int listeners_load(struct pc_conf *c, cfg_t *cfg, struct pc_err *err)
         l->line = sec->line;
         l->address = cfg_getstr(sec, "address");
         l->trusted = cfg_getbool(sec, "trusted");
+        l->postscreen = cfg_getbool(sec, "postscreen");
         if (!pc_parse_hostport(l->address, h, sizeof(h), p, sizeof(p)) || !p[0]) {
             pc_err_set(err, sec, "listener \"%s\": bad address \"%s\" (host:port or [v6]:port)",
                        l->name, l->address);
@@ -1500,9 +1601,10 @@ struct pc_conf *pc_conf_load(const char *path, struct pc_err *err)
     for (size_t i = 0; i < c->dns_nnameservers; i++)
         c->dns_nameservers[i] = cfg_getnstr(d, "nameservers", (unsigned)i);
     /* Each step reports what it finds and the next runs too, so -t shows every error. */
+    int bad = postscreen_load(c, cfg, err) < 0;
     if (!root_had_error() && mynetworks_inherit(cfg, err) < 0)
         goto fail;
-    int bad = filters_configure(c, cfg, err) < 0;
+    bad |= filters_configure(c, cfg, err) < 0;
     if (backends_load(c, cfg, err) < 0) {
         bad = 1;
     } else {
@@ -1553,6 +1655,10 @@ int pc_conf_start(struct pc_conf *c, struct pc_services *svc, struct pc_err *err
 {
     if (auths_start(c, svc, err) < 0)
         return -1;
+    if (c->postscreen.store && pc_rl_start(c->postscreen.store, svc->base) < 0) {
+        snprintf(err->msg, sizeof(err->msg), "%s: postscreen store could not start", c->path);
+        return -1;
+    }
     for (size_t i = 0; pc_filter_registry[i]; i++) {
         const struct pc_filter_ops *ops = pc_filter_registry[i];
         if (c->filter_used[i] && ops->start && ops->start(c->filter_conf[i], svc) < 0) {

@@ -21,6 +21,7 @@
 #include "lib/log.h"
 #include "core/chain.h"
 #include "core/settings.h"
+#include "gateway/postscreen.h"
 
 struct pc_err;
 struct pc_authdb;
@@ -88,6 +89,7 @@ struct pc_listener_conf {
     bool auth_plaintext;              /* AUTH offered without TLS too */
     unsigned auth_max_failures;       /* per client address within an hour, then 421 */
     struct pc_senders *senders;       /* sender_login_map (gateway/senderlogin.h), or NULL */
+    bool postscreen;                  /* the checks of the postscreen section apply */
 };
 
 struct pc_limits {
@@ -140,7 +142,8 @@ struct pc_conf {
     const char **dns_nameservers;
     size_t dns_nnameservers;
     unsigned dns_timeout;
-    void **filter_conf; /* indexed like pc_filter_registry */
+    struct pc_ps_conf postscreen; /* postscreen { } (gateway/postscreen.h) */
+    void **filter_conf;           /* indexed like pc_filter_registry */
     bool *filter_used;
     struct pc_pool *pool;
 };

@@ -195,9 +195,22 @@ enum pc_action pc_engine_helo(struct pc_engine *e, struct pc_verdict *v)
     return step(e, PC_STAGE_HELO, v);
 }
 
-/* pc_engine_mail - the MAIL stage */
+/* pc_engine_hold - a refusal of the door's, held until RCPT whatever delay_reject says */
+void pc_engine_hold(struct pc_engine *e, const struct pc_verdict *v)
+{
+    e->screened = true;
+    if (!e->held.action)
+        e->held = *v;
+}
+
+/* pc_engine_mail - the MAIL stage; a screened session's sender is taken here (postscreen's
+ * answer too): the backend never sees a transaction that cannot succeed */
 enum pc_action pc_engine_mail(struct pc_engine *e, struct pc_verdict *v)
 {
+    if (e->screened) {
+        pc_verdict_clear(v);
+        return PC_ACCEPT;
+    }
     return step(e, PC_STAGE_MAIL, v);
 }
 

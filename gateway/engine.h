@@ -50,10 +50,14 @@ struct pc_engine {
     unsigned eom_flags;         /* PC_ENG_* of the message */
     struct pc_verdict held;     /* a connect/HELO refusal held until RCPT */
     struct pc_verdict held_txn; /* a MAIL refusal held until RCPT */
+    bool screened;              /* held by the door (postscreen enforce): MAIL stays here */
 };
 
 /* pc_engine_init - bind an engine to a session (sets the session's refusal holding) */
 void pc_engine_init(struct pc_engine *, struct pc_session *, pc_engine_done_fn *, void *arg);
+/* pc_engine_hold - the door refuses this session at every RCPT (postscreen's enforce): its
+ * MAIL is answered here, without the filters or the backend; an earlier hold stays first */
+void pc_engine_hold(struct pc_engine *, const struct pc_verdict *);
 /* pc_engine_door_done - the chain's resume for a door driven by an engine (door_ctx = engine) */
 void pc_engine_door_done(struct pc_session *, enum pc_stage, struct pc_verdict *);
 /* pc_engine_connect - the connect stage: CONTINUE to greet, REJECT to refuse, else hang up */

@@ -73,6 +73,7 @@
 #include "gateway/bevio.h"
 #include "gateway/conf.h"
 #include "gateway/engine.h"
+#include "gateway/postscreen.h"
 #include "gateway/proxy_in.h"
 #include "gateway/authdb.h"
 #include "gateway/sasl.h"
@@ -111,6 +112,7 @@ struct pc_smtp {
     bool refused; /* greeted with 554: only QUIT is served (RFC 5321 3.1) */
     bool closing;
     struct pc_engine eng; /* the transaction's rules (gateway/engine.h) */
+    struct pc_ps ps;      /* postscreen-style checks (gateway/postscreen.h) */
     unsigned errors, ncmds;
     unsigned junk;                  /* NOOP, RSET, VRFY, HELP... since the last delivered message */
     char helo[PC_HOSTNAME_MAX + 1]; /* s->helo points here: no allocation per HELO */
@@ -337,6 +339,7 @@ static void on_free(evutil_socket_t fd, short what, void *arg)
         event_free(c->tls_ev);
     pc_sasl_wipe(&c->sasl);
     explicit_bzero(c->auth_name, sizeof(c->auth_name));
+    pc_ps_stop(&c->ps);
     pc_metric_add(PC_M_CONNECTIONS_ACTIVE, NULL, NULL, -1);
     pc_backend_free(c->be);
     pc_session_free(c->s);
@@ -486,18 +489,76 @@ static void wait_for(struct pc_smtp *c)
     evtimer_del(c->deadline_ev);
 }
 
+/* client_talked - bytes from the client wait, read or not yet read (before our next reply,
+ * whatever came is early: we have not said anything it could answer) */
+static bool client_talked(struct pc_smtp *c)
+{
+    char peek;
+
+    /* Under implicit TLS the socket carries TLS records (the end of the handshake is not
+     * talk): early talk is what the TLS layer has decrypted into the input buffer. */
+    return evbuffer_get_length(bufferevent_get_input(c->bev)) > 0 ||
+           (!c->s->tls && recv(bufferevent_getfd(c->bev), &peek, 1, MSG_PEEK | MSG_DONTWAIT) == 1);
+}
+
+/* early_bytes - the first line the client sent (or its start), printable, for a log line */
+static const char *early_bytes(struct pc_smtp *c, char *buf, size_t size)
+{
+    char raw[64];
+    ev_ssize_t n = evbuffer_copyout(bufferevent_get_input(c->bev), raw, sizeof(raw));
+
+    if (n <= 0 && !c->s->tls)
+        n = recv(bufferevent_getfd(c->bev), raw, sizeof(raw), MSG_PEEK | MSG_DONTWAIT);
+    size_t len = 0;
+    while (n > 0 && len < (size_t)n && raw[len] != '\r' && raw[len] != '\n')
+        len++;
+    return pc_printable_copy(buf, size, raw, len);
+}
+
+/* ps_act - a postscreen check failed: its action. False when the session was dropped (521,
+ * closing); enforce holds 550 for every RCPT, ignore only logs. Once per check and session. */
+static bool ps_act(struct pc_smtp *c, enum pc_ps_test t, const char *detail)
+{
+    struct pc_verdict v;
+
+    if (c->ps.failed[t])
+        return true;
+    enum pc_ps_action a = pc_ps_fail(&c->ps, t, detail);
+    if (a == PC_PS_IGNORE || c->lc->chain.dry_run) /* dry_run: logged, nothing refused */
+        return true;
+    pc_ps_refusal(&c->ps, t, a == PC_PS_DROP ? 521 : 550, &v);
+    if (a == PC_PS_ENFORCE) {
+        pc_engine_hold(&c->eng, &v);
+        return true;
+    }
+    pc_ps_stop(&c->ps);
+    pc_txnlog_refusal(c->s, "reject", c->state == SM_CONNECT ? "CONNECT" : "UNKNOWN", 521, &v.enh,
+                      v.text, "postscreen", NULL, NULL);
+    reply_text(c, 521, &v.enh, v.text);
+    smtp_close(c);
+    return false;
+}
+
+/* ps_pregreet - early talk on a postscreen listener; false when dropped */
+static bool ps_pregreet(struct pc_smtp *c)
+{
+    char b[80];
+
+    return c->ps.failed[PC_PS_PREGREET] || !client_talked(c) ||
+           ps_act(c, PC_PS_PREGREET, early_bytes(c, b, sizeof(b)));
+}
+
 /* greet - after the connect stage */
 static void greet(struct pc_smtp *c, enum pc_action a, struct pc_verdict *v)
 {
     struct pc_session *s = c->s;
-    char peek;
-    int fd = bufferevent_getfd(c->bev);
 
-    /* A client that talks before the greeting is not an SMTP client (RFC 5321 3.1). Under
-     * implicit TLS the socket carries TLS records (the end of the handshake is not talk):
-     * early talk is what the TLS layer has decrypted into the input buffer. */
-    if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0 ||
-        (!s->tls && recv(fd, &peek, 1, MSG_PEEK | MSG_DONTWAIT) == 1)) {
+    if (c->ps.on) {
+        /* Bytes during the connect stage are early too; the check's action decides. */
+        if (!ps_pregreet(c))
+            return;
+    } else if (client_talked(c)) {
+        /* A client that talks before the greeting is not an SMTP client (RFC 5321 3.1). */
         pc_info("%s: improper command pipelining: client %s[%s] talked before the greeting", s->sid,
                 s->client.name, s->client.addr);
         reply(c, 554, "5.5.0", "Error: SMTP protocol synchronization");
@@ -550,11 +611,12 @@ static void ehlo_reply(struct pc_smtp *c)
 /* helo_done - after the HELO stage */
 static void helo_done(struct pc_smtp *c, enum pc_action a, struct pc_verdict *v)
 {
-    if (a != PC_CONTINUE)
+    if (a != PC_CONTINUE) {
         reply_verdict(c, v);
-    else if (c->s->esmtp)
+    } else if (c->s->esmtp) {
         ehlo_reply(c);
-    else
+        c->ps.pipelining_ok = true; /* RFC 2920: from now on the client may pipeline */
+    } else
         reply(c, 250, NULL, "%s", c->conf->hostname);
 }
 
@@ -1429,7 +1491,7 @@ static void tls_session(struct pc_smtp *c)
             f.peer_sha256[0] ? " client certificate sha256=" : "", f.peer_sha256);
 }
 
-static void connect_stage(struct pc_smtp *);
+static void session_start(struct pc_smtp *);
 
 /* tls_done - the handshake ended (implicit TLS before the greeting, or after STARTTLS) */
 static void tls_done(struct bufferevent *bev, const char *error, void *arg)
@@ -1448,8 +1510,7 @@ static void tls_done(struct bufferevent *bev, const char *error, void *arg)
     bev_setup(c, false);
     if (c->state == SM_CONNECT) {
         tls_session(c);
-        c->busy = false;
-        connect_stage(c);
+        session_start(c);
         return;
     }
     /* RFC 3207 4.2: forget what the client said before; it must EHLO again. The backend
@@ -1686,6 +1747,11 @@ static void cmd_later(struct pc_smtp *c, const struct pc_cmd *cmd)
 /* cmd_forbidden - an HTTP or proxy verb: not an SMTP client */
 static void cmd_forbidden(struct pc_smtp *c, const struct pc_cmd *cmd)
 {
+    if (c->ps.on) { /* postscreen's non_smtp_action decides; drop has answered 521 */
+        if (ps_act(c, PC_PS_NON_SMTP, cmd->name))
+            reply(c, 500, "5.5.2", "Error: command not recognized");
+        return;
+    }
     pc_info("%s: non-SMTP command from %s[%s]: %s", c->s->sid, c->s->client.name, c->s->client.addr,
             cmd->name);
     reply(c, 421, "4.7.0", "%s Error: non-SMTP command", c->conf->hostname);
@@ -1908,6 +1974,19 @@ static void client_done(struct pc_smtp *c)
     smtp_close(c);
 }
 
+/* ps_line - postscreen's checks of a command line (with its CR, without the LF): a bare
+ * newline, and more commands behind it before our EHLO reply offered PIPELINING; false when
+ * the session was dropped */
+static bool ps_line(struct pc_smtp *c, const char *line, size_t len)
+{
+    char b[80];
+
+    pc_printable_copy(b, sizeof(b), line, len && line[len - 1] == '\r' ? len - 1 : len);
+    if ((len == 0 || line[len - 1] != '\r') && !ps_act(c, PC_PS_BARE_NL, b))
+        return false;
+    return c->ps.pipelining_ok || !client_talked(c) || ps_act(c, PC_PS_PIPELINING, b);
+}
+
 /* process_input - commands and content while nothing is pending */
 static void process_input(struct pc_smtp *c)
 {
@@ -1964,6 +2043,8 @@ static void process_input(struct pc_smtp *c)
         }
         char line[65536 + 2];
         evbuffer_remove(in, line, len + eol_len);
+        if (c->ps.on && !ps_line(c, line, len))
+            break;
         if (len > 0 && line[len - 1] == '\r')
             len--;
         line[len] = 0;
@@ -1985,6 +2066,10 @@ static void on_read(struct bufferevent *bev, void *arg)
     struct pc_smtp *c = arg;
 
     (void)bev;
+    if (c->ps.waiting) { /* the greeting is withheld: any byte now is early talk */
+        ps_pregreet(c);
+        return;
+    }
     if (c->state == SM_CONNECT || c->busy)
         return; /* greet() looks for early talkers; a pending step resumes input itself */
     process_input(c);
@@ -2046,6 +2131,12 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
     (void)bev, (void)what;
     if (c->closing)
         return;
+    if (c->ps.waiting) { /* gone before the greeting: nothing to answer */
+        pc_ps_hangup(&c->ps);
+        pc_ps_stop(&c->ps);
+        free_now(c);
+        return;
+    }
     if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) && c->state != SM_CLOSING) {
         /* A half-close: finish what was received (process_input closes when it is done). */
         c->eof = true;
@@ -2057,6 +2148,34 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
         pc_info("%s: lost connection after %s from %s[%s]", c->s->sid, last, c->s->client.name,
                 c->s->client.addr);
     free_now(c);
+}
+
+/* connect_stage - the connect stage, then the greeting */
+static void connect_stage(struct pc_smtp *c)
+{
+    struct pc_verdict v;
+    enum pc_action a = pc_engine_connect(&c->eng, &v);
+
+    if (a == PC_PENDING)
+        return;
+    greet(c, a, &v);
+    step_over(c);
+}
+
+/* ps_over - greet_pause and the DNS lists are over: their verdict, then the connect stage */
+static void ps_over(void *arg)
+{
+    struct pc_smtp *c = arg;
+    const char *zone;
+
+    pc_ps_stop(&c->ps);
+    if (!ps_pregreet(c))
+        return;
+    if (pc_ps_dnsbl_listed(&c->ps, &zone) && !ps_act(c, PC_PS_DNSBL, zone))
+        return;
+    if (!c->ps.cached && !c->ps.failed[PC_PS_PREGREET] && !c->ps.failed[PC_PS_DNSBL])
+        pc_ps_passed(&c->ps);
+    connect_stage(c);
 }
 
 /* pc_smtp_accept - a new client */
@@ -2098,13 +2217,13 @@ void pc_smtp_accept(struct pc_services *svc, struct pc_conf *conf,
     }
     c->bev = bufferevent_socket_new(svc->base, fd, BEV_OPT_CLOSE_ON_FREE);
     bev_setup(c, true);
-    connect_stage(c);
+    session_start(c);
 }
 
-/* connect_stage - the filters' connect stage, then the greeting */
-static void connect_stage(struct pc_smtp *c)
+/* session_start - the session's configuration, postscreen's pause, then the connect stage */
+static void session_start(struct pc_smtp *c)
 {
-    struct pc_verdict v;
+    struct pc_services *svc = c->s->svc;
 
     if (pc_chain_attach(c->s) < 0) {
         set_state(c, SM_CMD);
@@ -2112,11 +2231,9 @@ static void connect_stage(struct pc_smtp *c)
         return;
     }
     set_state(c, SM_CONNECT);
-    enum pc_action a = pc_engine_connect(&c->eng, &v);
-    if (a == PC_PENDING) {
-        c->busy = true;
-        return;
-    }
-    greet(c, a, &v);
-    step_over(c);
+    c->busy = true; /* until the greeting: no command is read */
+    if (pc_ps_start(&c->ps, &c->conf->postscreen, c->lc->postscreen, c->s, svc->base, svc->dns,
+                    ps_over, c))
+        return; /* the greeting waits for greet_pause and the DNS lists */
+    connect_stage(c);
 }

@@ -81,6 +81,7 @@ struct pc_rl_stats {
 
 struct pc_rl_store;
 struct pc_rl_req;
+struct pc_rl_script;
 
 /* Store operations, one table per kind. */
 struct pc_rl_store_ops {
@@ -90,6 +91,11 @@ struct pc_rl_store_ops {
                                struct pc_rl_result *, pc_rl_cb *, void *arg, struct pc_rl_req **);
     void (*cancel)(struct pc_rl_req *);
     void (*destroy)(struct pc_rl_store *);
+    /* pc_rl_redis_eval on this kind, or NULL (the in-process store runs no scripts) */
+    enum pc_rl_status (*eval)(struct pc_rl_store *, const struct pc_rl_script *,
+                              const char *const *keys, size_t nkeys, const char *const *args,
+                              size_t nargs, struct pc_rl_result *, pc_rl_cb *, void *arg,
+                              struct pc_rl_req **);
 };
 
 struct pc_rl_store {
@@ -162,7 +168,8 @@ size_t pc_rl_memory_entries(const struct pc_rl_store *);
 const char *pc_rl_redis_script(void);
 
 /* Another filter's Lua script run on a Redis store's connection (greylist), with the same
- * deadline, reconnect, Sentinel and NOSCRIPT handling as the rate limit checks. */
+ * deadline, reconnect, Sentinel, Cluster redirection and NOSCRIPT handling as the rate limit
+ * checks. On a cluster every key of one call must hash to one slot. */
 struct pc_rl_script {
     const char *text;
     char sha[41]; /* hex SHA-1 of text: pc_rl_script_init */

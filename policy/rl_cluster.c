@@ -72,7 +72,8 @@ struct rlc_node {
 struct rlc_req {
     struct pc_rlq_req q; /* first: the queue's entry, arguments, caller (policy/rl_reqq.h) */
     struct rlc_store *st;
-    struct rlc_node *ask; /* ASK redirection target, for the next send only */
+    struct rlc_node *ask;              /* ASK redirection target, for the next send only */
+    const struct pc_rl_script *script; /* pc_rl_redis_eval, or NULL for the GCRA check */
     unsigned slot, redirects;
 };
 
@@ -386,7 +387,7 @@ static void reply_cb(redisAsyncContext *ac, void *reply_, void *priv)
         if (strncmp(reply->str, "NOSCRIPT", 8) == 0 && !r->q.retried) {
             /* This node lost the script (restart, a replica just promoted): send the text. */
             st->base.stats.noscript++;
-            pc_rlq_req_eval(&r->q, pc_rl_redis_script());
+            pc_rlq_req_eval(&r->q, r->script ? r->script->text : pc_rl_redis_script());
             if (redisAsyncCommandArgv(ac, reply_cb, r, r->q.argc, r->q.argv, r->q.argl) ==
                 REDIS_OK) {
                 r->q.ac = ac;
@@ -403,7 +404,7 @@ static void reply_cb(redisAsyncContext *ac, void *reply_, void *priv)
             refresh_later(st, RLC_REFRESH_MS);
         return;
     }
-    if (!pc_rlr_result(reply, r->q.n, &res)) {
+    if (!(r->script ? pc_rlr_ints(reply, &res) : pc_rlr_result(reply, r->q.n, &res))) {
         fail(r, "unexpected reply from redis");
         free(r);
         return;
@@ -554,37 +555,40 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     arm(st);
 }
 
-/* rlc_check - one EVALSHA for all the items, on the master of their slot */
-static enum pc_rl_status rlc_check(struct pc_rl_store *base, const struct pc_rl_item *v, size_t n,
-                                   struct pc_rl_result *res, pc_rl_cb *cb, void *arg,
-                                   struct pc_rl_req **out)
+/* req_new - a request for n keys that share one slot, or NULL with res filled as the error */
+static struct rlc_req *req_new(struct rlc_store *st, const char *const *keys, size_t n,
+                               struct pc_rl_result *res, struct pc_rl_req **out)
 {
-    struct rlc_store *st = (struct rlc_store *)base;
     struct rlc_req *r;
 
     *out = NULL;
     memset(res, 0, sizeof(*res));
-    base->stats.checks++;
+    st->base.stats.checks++;
     res->error = true;
-    base->stats.errors++;
+    st->base.stats.errors++;
     if (n == 0 || n > PC_RL_BATCH_MAX) {
         res->why = "bad number of limits";
-        return PC_RL_DONE;
+        return NULL;
     }
-    unsigned slot = pc_rl_cluster_slot(v[0].key, strlen(v[0].key));
+    unsigned slot = pc_rl_cluster_slot(keys[0], strlen(keys[0]));
     for (size_t i = 1; i < n; i++)
-        if (pc_rl_cluster_slot(v[i].key, strlen(v[i].key)) != slot) {
+        if (pc_rl_cluster_slot(keys[i], strlen(keys[i])) != slot) {
             res->why = "keys of one check in different cluster slots";
-            return PC_RL_DONE;
+            return NULL;
         }
     if ((r = calloc(1, sizeof(*r))) == NULL) {
         res->why = "out of memory";
-        return PC_RL_DONE;
+        return NULL;
     }
     r->st = st;
     r->slot = slot;
-    pc_rlq_req_init(&r->q, st->sha, n, cb, arg, st->timeout_ms);
-    pc_rlq_req_gcra(&r->q, v, n);
+    return r;
+}
+
+/* req_send - queue and dispatch a built request; PC_RL_DONE with res->why when it cannot go */
+static enum pc_rl_status req_send(struct rlc_store *st, struct rlc_req *r, struct pc_rl_result *res,
+                                  struct pc_rl_req **out)
+{
     /* Queued first: dispatch may park it, and the map's arrival looks in the queue. */
     pc_rlq_enqueue(&st->q, &r->q);
     if (!dispatch(st, r)) {
@@ -594,10 +598,53 @@ static enum pc_rl_status rlc_check(struct pc_rl_store *base, const struct pc_rl_
         return PC_RL_DONE;
     }
     res->error = false;
-    base->stats.errors--;
+    st->base.stats.errors--;
     arm(st);
     *out = (struct pc_rl_req *)r;
     return PC_RL_PENDING;
+}
+
+/* rlc_check - one EVALSHA for all the items, on the master of their slot */
+static enum pc_rl_status rlc_check(struct pc_rl_store *base, const struct pc_rl_item *v, size_t n,
+                                   struct pc_rl_result *res, pc_rl_cb *cb, void *arg,
+                                   struct pc_rl_req **out)
+{
+    struct rlc_store *st = (struct rlc_store *)base;
+    const char *keys[PC_RL_BATCH_MAX] = {NULL};
+
+    for (size_t i = 0; i < n && i < PC_RL_BATCH_MAX; i++)
+        keys[i] = v[i].key;
+    struct rlc_req *r = req_new(st, keys, n, res, out);
+    if (r == NULL)
+        return PC_RL_DONE;
+    pc_rlq_req_init(&r->q, st->sha, n, cb, arg, st->timeout_ms);
+    pc_rlq_req_gcra(&r->q, v, n);
+    return req_send(st, r, res, out);
+}
+
+/* rlc_eval - another filter's script (greylist, postscreen) on the master of its keys' slot */
+static enum pc_rl_status rlc_eval(struct pc_rl_store *base, const struct pc_rl_script *script,
+                                  const char *const *keys, size_t nkeys, const char *const *args,
+                                  size_t nargs, struct pc_rl_result *res, pc_rl_cb *cb, void *arg,
+                                  struct pc_rl_req **out)
+{
+    struct rlc_store *st = (struct rlc_store *)base;
+    struct rlc_req *r = req_new(st, keys, nkeys, res, out);
+
+    if (r == NULL)
+        return PC_RL_DONE;
+    r->script = script;
+    pc_rlq_req_init(&r->q, script->sha, nkeys, cb, arg, st->timeout_ms);
+    for (size_t i = 0; i < nkeys; i++) {
+        snprintf(r->q.keys[i], sizeof(r->q.keys[i]), "%s", keys[i]);
+        r->q.argv[r->q.argc++] = r->q.keys[i];
+    }
+    for (size_t i = 0; i < nargs; i++) {
+        snprintf(r->q.args[i / 3][i % 3], sizeof(r->q.args[0][0]), "%s", args[i]);
+        r->q.argv[r->q.argc++] = r->q.args[i / 3][i % 3];
+    }
+    pc_rlq_req_lengths(&r->q);
+    return req_send(st, r, res, out);
 }
 
 /* rlc_cancel - the session no longer wants the answer; hiredis may still hold the request */
@@ -663,6 +710,7 @@ static void rlc_destroy(struct pc_rl_store *base)
 
 static const struct pc_rl_store_ops rlc_ops = {
     .kind = "redis-cluster",
+    .eval = rlc_eval,
     .start = rlc_start,
     .check = rlc_check,
     .cancel = rlc_cancel,

@@ -415,27 +415,33 @@ static void mark_up(struct rlr_store *st, redisAsyncContext *ac)
     st->up = true;
 }
 
+/* pc_rlr_ints - a pc_rl_redis_eval answer: an array of at most PC_RL_INTS_MAX integers into
+ * res->ints; false when malformed */
+bool pc_rlr_ints(const redisReply *reply, struct pc_rl_result *res)
+{
+    memset(res, 0, sizeof(*res));
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements > PC_RL_INTS_MAX)
+        return false;
+    for (size_t i = 0; i < reply->elements; i++) {
+        if (reply->element[i]->type != REDIS_REPLY_INTEGER)
+            return false;
+        res->ints[i] = reply->element[i]->integer;
+    }
+    res->nints = reply->elements;
+    res->allowed = true;
+    return true;
+}
+
 /* eval_reply - a pc_rl_redis_eval answer: an array of integers */
 static void eval_reply(redisAsyncContext *ac, struct rlr_req *r, redisReply *reply)
 {
     struct pc_rl_result res;
 
-    memset(&res, 0, sizeof(res));
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements > PC_RL_INTS_MAX) {
+    if (!pc_rlr_ints(reply, &res)) {
         fail(r, "unexpected reply from redis");
         free(r);
         return;
     }
-    for (size_t i = 0; i < reply->elements; i++) {
-        if (reply->element[i]->type != REDIS_REPLY_INTEGER) {
-            fail(r, "unexpected reply from redis");
-            free(r);
-            return;
-        }
-        res.ints[i] = reply->element[i]->integer;
-    }
-    res.nints = reply->elements;
-    res.allowed = true;
     mark_up(r->st, ac);
     answer(r, &res);
     free(r);
@@ -888,13 +894,27 @@ static void rlr_destroy(struct pc_rl_store *base)
     free(st);
 }
 
-static bool pc_rl_store_is_redis(const struct pc_rl_store *);
-
-/* pc_rl_redis_eval - another filter's script on this store's connection */
+/* pc_rl_redis_eval - another filter's script on a Redis store of any kind */
 enum pc_rl_status pc_rl_redis_eval(struct pc_rl_store *base, const struct pc_rl_script *script,
                                    const char *const *keys, size_t nkeys, const char *const *args,
                                    size_t nargs, struct pc_rl_result *res, pc_rl_cb *cb, void *arg,
                                    struct pc_rl_req **out)
+{
+    *out = NULL;
+    if (base && base->ops->eval && nkeys > 0 && nkeys <= PC_RL_BATCH_MAX &&
+        nargs <= 3 * PC_RL_BATCH_MAX)
+        return base->ops->eval(base, script, keys, nkeys, args, nargs, res, cb, arg, out);
+    memset(res, 0, sizeof(*res));
+    res->error = true;
+    res->why = "bad script call";
+    return PC_RL_DONE;
+}
+
+/* rlr_eval - another filter's script on this store's connection */
+static enum pc_rl_status rlr_eval(struct pc_rl_store *base, const struct pc_rl_script *script,
+                                  const char *const *keys, size_t nkeys, const char *const *args,
+                                  size_t nargs, struct pc_rl_result *res, pc_rl_cb *cb, void *arg,
+                                  struct pc_rl_req **out)
 {
     struct rlr_store *st = (struct rlr_store *)base;
     struct rlr_req *r;
@@ -902,10 +922,6 @@ enum pc_rl_status pc_rl_redis_eval(struct pc_rl_store *base, const struct pc_rl_
     *out = NULL;
     memset(res, 0, sizeof(*res));
     res->error = true;
-    if (!pc_rl_store_is_redis(base) || nkeys > PC_RL_BATCH_MAX || nargs > 3 * PC_RL_BATCH_MAX) {
-        res->why = "bad script call";
-        return PC_RL_DONE;
-    }
     base->stats.checks++;
     if (st->ac == NULL && st->sq == NULL) { /* as rlr_check: fail at once while Redis is away */
         res->why = "redis unavailable";
@@ -960,13 +976,8 @@ static const struct pc_rl_store_ops rlr_ops = {
     .check = rlr_check,
     .cancel = rlr_cancel,
     .destroy = rlr_destroy,
+    .eval = rlr_eval,
 };
-
-/* pc_rl_store_is_redis - a Redis store (pc_rl_redis_eval works on it) */
-static bool pc_rl_store_is_redis(const struct pc_rl_store *st)
-{
-    return st && st->ops == &rlr_ops;
-}
 
 /* pc_rl_redis_script - the Lua text */
 const char *pc_rl_redis_script(void)

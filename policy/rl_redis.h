@@ -30,6 +30,9 @@ int pc_rlr_attach(struct event_base *evb, redisAsyncContext *ac, void (*big)(red
 /* pc_rlr_result - the script's answer for n items; false when malformed */
 bool pc_rlr_result(const redisReply *reply, size_t n, struct pc_rl_result *res);
 
+/* pc_rlr_ints - a pc_rl_redis_eval script's array of integers; false when malformed */
+bool pc_rlr_ints(const redisReply *reply, struct pc_rl_result *res);
+
 /* pc_rlr_sha - the script's SHA-1 in hex (41 bytes with the NUL) */
 void pc_rlr_sha(char out[41]);
 

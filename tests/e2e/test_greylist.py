@@ -13,12 +13,16 @@ gateways with the chain relay + greylist sharing one Redis, delays made short (2
   on_error = tempfail answers 451 4.3.0; no crash, and greylisting works again once Redis is back;
 - the in-process store (no Redis) greylists and passes the same way;
 - a real Postfix as the sending MTA (bound to 127.0.0.2) is deferred, retries on its own and
-  gets the message through.
+  gets the message through;
+- GreylistSharedStores: the same two-gateway exchange with the store behind Redis Sentinel
+  (three sentinels, `sentinels` + `sentinel_master`) and on a six-node Redis Cluster
+  (`store = "redis-cluster://..."`): deferred (451 4.7.1) at A, accepted at B after the delay.
 
 Run alone: PORTCULLIS_BIN=build/portcullis python3 tests/e2e/test_greylist.py
 """
 import glob
 import os
+import shutil
 import signal
 import smtplib
 import subprocess
@@ -161,6 +165,116 @@ class Greylist(unittest.TestCase):
         self.assertRegex(log, r"status=deferred .*451 4\.7\.1 <u@example.com>: Greylisted")
         self.assertIn("status=sent", log)
         self.assertIn("greylist: retry from", gw.log())
+
+
+def redis_cli(port, *args):
+    return subprocess.run(["redis-cli", "-p", str(port)] + list(args), capture_output=True,
+                          text=True, timeout=20).stdout
+
+
+class GreylistSharedStores(unittest.TestCase):
+    """greylist { store } through the rate limit store factory: Sentinel and Cluster."""
+
+    def setUp(self):
+        if not shutil.which("redis-server"):
+            self.skipTest("needs redis-server")
+        self.tmp = harness.tempdir()
+        self.addCleanup(harness.rmtree, self.tmp)
+        self.sink = harness.Sink(self.tmp)
+        self.addCleanup(self.sink.close)
+
+    def redis(self, port, *extra, name="redis"):
+        d = os.path.join(self.tmp, "%s-%d" % (name, port))
+        os.mkdir(d)
+        p = harness.Proc(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save",
+                          "", "--appendonly", "no", "--dir", d] + list(extra),
+                         log=os.path.join(d, "log"))
+        self.addCleanup(p.stop, signal.SIGKILL)
+        harness.wait_port(port)
+        return p
+
+    def gateway(self, store_lines):
+        extra = """greylist {
+  %s
+  store_timeout = "500ms"
+  timeout = "20s"
+  delay = "2s"
+  retry_window = "1m"
+  lifetime = "1h"
+}
+""" % store_lines
+        conf = harness.gateway_conf(harness.backend_conf(self.sink.port, identity="none"),
+                                    filters='"relay", "greylist"', extra=extra)
+        gw = harness.Gateway(self.tmp, conf)
+        self.addCleanup(gw.close)
+        return gw
+
+    def send(self, gw, source="127.0.0.2"):
+        return Greylist.send(self, gw, source=source)
+
+    def exchange(self, a, b):
+        """Deferred at A (retrying while the store connects), too early at B, passes at B."""
+        end = time.time() + 15
+        while True:
+            r = self.send(a)
+            if r and r[0] == 451 and "4.7.1" in r[1]:
+                break
+            self.assertLess(time.time(), end, r)  # 451 4.3.0 while the store still connects
+            time.sleep(0.3)
+        self.assertRegex(r[1], r"^4\.7\.1 <u@example.com>: Greylisted, try again in [12] seconds")
+        code, text = self.send(b)
+        self.assertEqual(code, 451, text)
+        self.assertIn("4.7.1", text)
+        self.assertEqual(len(self.sink.messages()), 0)
+        time.sleep(2.2)
+        self.assertIsNone(self.send(b))
+        self.assertEqual(len(self.sink.messages()), 1)
+        self.assertIn("greylist: retry from", b.log())
+
+    def test_sentinel(self):
+        mport = harness.free_port()
+        self.redis(mport, name="master")
+        sports = [harness.free_port() for _ in range(3)]
+        for i, sp in enumerate(sports):
+            conf = os.path.join(self.tmp, "sentinel%d.conf" % i)
+            with open(conf, "w") as f:
+                f.write("port %d\nbind 127.0.0.1\nsentinel monitor pcmaster 127.0.0.1 %d 2\n"
+                        "sentinel down-after-milliseconds pcmaster 1000\n" % (sp, mport))
+            p = harness.Proc(["redis-server", conf, "--sentinel"],
+                             log=os.path.join(self.tmp, "sentinel%d.log" % i))
+            self.addCleanup(p.stop, signal.SIGKILL)
+            harness.wait_port(sp)
+        lines = 'sentinels = { %s }\n  sentinel_master = "pcmaster"' % ", ".join(
+            '"127.0.0.1:%d"' % sp for sp in sports)
+        a, b = self.gateway(lines), self.gateway(lines)
+        self.exchange(a, b)
+        self.assertEqual(len(redis_cli(mport, "--scan", "--pattern", "portcullis:gl:*").split()),
+                         1)
+
+    def test_cluster(self):
+        ports = [harness.free_port() for _ in range(6)]
+        for p in ports:
+            # The bus port would be port + 10000, maybe taken: choose it too.
+            self.redis(p, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                       "--cluster-node-timeout", "1000", "--cluster-port",
+                       str(harness.free_port()), name="node")
+        r = subprocess.run(["redis-cli", "--cluster", "create"] +
+                           ["127.0.0.1:%d" % p for p in ports] +
+                           ["--cluster-replicas", "1", "--cluster-yes"],
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stdout[-800:] + r.stderr[-800:])
+        end = time.time() + 20
+        while not all("cluster_state:ok" in redis_cli(p, "CLUSTER", "INFO") for p in ports):
+            self.assertLess(time.time(), end, "the cluster did not come up")
+            time.sleep(0.1)
+        # Seeds: one node each gateway; both learn the whole map from it.
+        a = self.gateway('store = "redis-cluster://127.0.0.1:%d"' % ports[0])
+        b = self.gateway('store = "redis-cluster://127.0.0.1:%d,127.0.0.1:%d"' % (ports[3],
+                                                                                 ports[4]))
+        self.exchange(a, b)
+        held = [p for p in ports if redis_cli(p, "--scan", "--pattern", "portcullis:gl:*").split()
+                and "role:master" in redis_cli(p, "INFO", "replication")]
+        self.assertEqual(len(held), 1, "the greylist key lives on one master")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@
  * DESCRIPTION
  *	Tables of cases for core/dns.c's helpers (reverse names, RDATA
  *	decoding, the host name sanitiser that stands between hostile PTR
- *	data and our logs), filters/dnsbl.c's site parser and matcher, and
+ *	data and our logs), policy/dnsbl_sites.c's site parser and matcher, and
  *	filters/spf.c's strict record syntax and libspf2 result mapping. The
  *	filters' sources are included to reach their static functions.
  * SEE ALSO
@@ -148,21 +148,37 @@ START_TEST(test_dnsbl_sites)
         {"bad zone=127.0.0.2", false, NULL, 0, NULL, NULL},
         {"=127.0.0.2", false, NULL, 0, NULL, NULL},
     };
-    struct dnsbl_site site;
+    static struct pc_dnsbl_sites l;
 
     for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
-        const char *why = dnsbl_parse_site(t[i].spec, &site);
+        memset(&l, 0, sizeof(l));
+        const char *why = pc_dnsbl_sites_add(&l, t[i].spec);
         ck_assert_msg((why == NULL) == t[i].ok, "%s: %s", t[i].spec, why ? why : "accepted");
-        if (!t[i].ok)
+        if (!t[i].ok) {
+            ck_assert_uint_eq(l.nsites, 0);
             continue;
-        ck_assert_str_eq(site.zone, t[i].zone);
-        ck_assert_int_eq(site.weight, t[i].weight);
+        }
+        const struct pc_dnsbl_site *site = &l.sites[0];
+        ck_assert_str_eq(site->zone, t[i].zone);
+        ck_assert_int_eq(site->weight, t[i].weight);
         uint8_t a[4];
         ck_assert(inet_pton(AF_INET, t[i].hit, a) == 1);
-        ck_assert_msg(dnsbl_site_match(&site, a), "%s should match %s", t[i].spec, t[i].hit);
+        ck_assert_msg(pc_dnsbl_site_match(site, a), "%s should match %s", t[i].spec, t[i].hit);
         ck_assert(inet_pton(AF_INET, t[i].miss, a) == 1);
-        ck_assert_msg(!dnsbl_site_match(&site, a), "%s should not match %s", t[i].spec, t[i].miss);
+        ck_assert_msg(!pc_dnsbl_site_match(site, a), "%s should not match %s", t[i].spec,
+                      t[i].miss);
     }
+    /* Sites of one zone share its query; the list is bounded. */
+    memset(&l, 0, sizeof(l));
+    ck_assert_ptr_null(pc_dnsbl_sites_add(&l, "bl.example=127.0.0.2*2"));
+    ck_assert_ptr_null(pc_dnsbl_sites_add(&l, "bl.example=127.0.0.3"));
+    ck_assert_ptr_null(pc_dnsbl_sites_add(&l, "wl.example*-1"));
+    ck_assert_uint_eq(l.nsites, 3);
+    ck_assert_uint_eq(l.nzones, 2);
+    ck_assert_uint_eq(l.sites[1].zi, 0);
+    for (int i = 3; i < PC_DNSBL_MAX_SITES; i++)
+        ck_assert_ptr_null(pc_dnsbl_sites_add(&l, "x.example"));
+    ck_assert_str_eq(pc_dnsbl_sites_add(&l, "y.example"), "too many sites");
 }
 END_TEST
 
