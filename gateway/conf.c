@@ -33,6 +33,7 @@
 #include "core/filter.h"
 #include "filters/registry.h"
 #include "gateway/authdb.h"
+#include "gateway/milter.h"
 #include "lib/addr.h"
 #include "lib/log.h"
 #include "lib/parse.h"
@@ -79,6 +80,7 @@ static const struct pc_param pc_params[] = {
     {"", "mynetworks", PT_LIST, "{127.0.0.0/8, ::1/128}", 0, 0, validate_networks,
      "the clients every filter trusts unless its own option says otherwise"},
     {"listener", "address", PT_STR, "127.0.0.1:2525", 0, 0, NULL, "host:port to listen on"},
+    {"listener", "protocol", PT_STR, "smtp", 0, 0, NULL, "smtp, milter or policy"},
     {"listener", "backend", PT_STR, NULL, 0, 0, NULL, "backend name; unset: the first"},
     {"listener", "filters", PT_LIST, "{relay}", 0, 0, validate_chain, "the chain, in order"},
     {"listener", "trusted", PT_BOOL, "false", 0, 0, NULL, "its clients are trusted"},
@@ -755,6 +757,30 @@ static int listener_proxy_load(struct pc_conf *c, cfg_t *sec, struct pc_listener
     return 0;
 }
 
+/* listener_protocol_load - protocol: smtp, milter or policy; only an SMTP listener has a
+ * backend (a milter or policy listener answers an MTA that delivers the message itself) */
+static int listener_protocol_load(cfg_t *sec, struct pc_listener_conf *l, struct pc_err *err)
+{
+    const char *p = cfg_getstr(sec, "protocol");
+
+    if (strcmp(p, "smtp") == 0)
+        l->protocol = PC_PROTO_SMTP;
+    else if (strcmp(p, "milter") == 0)
+        l->protocol = PC_PROTO_MILTER;
+    else if (strcmp(p, "policy") == 0)
+        l->protocol = PC_PROTO_POLICY;
+    else {
+        pc_err_set(err, sec, "listener \"%s\": protocol must be smtp, milter or policy", l->name);
+        return -1;
+    }
+    if (l->protocol != PC_PROTO_SMTP && cfg_getstr(sec, "backend") != NULL) {
+        pc_err_set(err, sec, "listener \"%s\": a %s listener has no backend (the MTA delivers)",
+                   l->name, p);
+        return -1;
+    }
+    return 0;
+}
+
 /* listeners_load - listener sections, or the embedded default */
 static int listeners_load(struct pc_conf *c, cfg_t *cfg, struct pc_err *err)
 {
@@ -780,13 +806,28 @@ static int listeners_load(struct pc_conf *c, cfg_t *cfg, struct pc_err *err)
         l->line = sec->line;
         l->address = cfg_getstr(sec, "address");
         l->trusted = cfg_getbool(sec, "trusted");
-        if (!pc_parse_hostport(l->address, h, sizeof(h), p, sizeof(p)) || !p[0]) {
+        if (listener_protocol_load(sec, l, err) < 0) {
+            rc = -1;
+            continue;
+        }
+        if (l->protocol == PC_PROTO_MILTER) {
+            if (!pc_milter_address_ok(l->address)) {
+                pc_err_set(err, sec,
+                           "listener \"%s\": bad milter address \"%s\" (inet:host:port, "
+                           "inet6:[v6]:port or unix:/path)",
+                           l->name, l->address);
+                rc = -1;
+            }
+        } else if (!pc_parse_hostport(l->address, h, sizeof(h), p, sizeof(p)) || !p[0]) {
             pc_err_set(err, sec, "listener \"%s\": bad address \"%s\" (host:port or [v6]:port)",
                        l->name, l->address);
             rc = -1;
         }
         l->backend_name = cfg_getstr(sec, "backend");
-        if (l->backend_name == NULL) {
+        if (l->protocol != PC_PROTO_SMTP) {
+            /* The MTA that asks delivers the message itself: nothing to forward to. */
+            l->backend_name = NULL;
+        } else if (l->backend_name == NULL) {
             l->backend = &c->backends[0];
         } else {
             for (size_t k = 0; k < c->nbackends; k++)

@@ -45,11 +45,15 @@ struct pc_auth_conf {
     const char *origin;        /* "file:line" of the section, for errors */
 };
 
+/* listener.protocol: the door a listener opens */
+enum pc_listener_proto { PC_PROTO_SMTP, PC_PROTO_MILTER, PC_PROTO_POLICY };
+
 struct pc_listener_conf {
     const char *name;
     const char *address;
+    enum pc_listener_proto protocol;
     const char *backend_name;
-    struct pc_backend_conf *backend;
+    struct pc_backend_conf *backend; /* NULL for a milter or policy listener */
     struct pc_chain chain;
     bool trusted;
     int line;

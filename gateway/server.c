@@ -39,6 +39,7 @@
 #include "gateway/conf.h"
 #include "core/dns.h"
 #include "gateway/metrics_http.h"
+#include "gateway/milter.h"
 #include "gateway/proxy_in.h"
 #include "gateway/service.h"
 #include "gateway/smtp_server.h"
@@ -130,6 +131,21 @@ struct pc_proxy_wait {
     socklen_t peerlen;
 };
 
+/* idle - no session of any door is open (the milter door counts its own) */
+static bool idle(const struct pc_server *srv)
+{
+    return srv->nconn == 0 && pc_milter_sessions() == 0;
+}
+
+/* on_milter_idle - the last milter session of a drain ended */
+static void on_milter_idle(void *arg)
+{
+    struct pc_server *srv = arg;
+
+    if (srv->stopping && idle(srv))
+        event_base_loopexit(srv->base, NULL);
+}
+
 /* on_session_closed - counters down, for the address charged at admission (whatever the
  * session's client became since); exit when draining and idle */
 static void on_session_closed(void *arg, const struct pc_ip *client)
@@ -152,7 +168,7 @@ static void on_session_closed(void *arg, const struct pc_ip *client)
             break;
         }
     free(t);
-    if (srv->stopping && srv->nconn == 0)
+    if (srv->stopping && idle(srv))
         event_base_loopexit(srv->base, NULL);
 }
 
@@ -239,7 +255,7 @@ static void on_proxy_header(void *arg, evutil_socket_t fd, const struct pc_pp_in
         admit(srv, lc, fd, sa, salen, info);
     }
     free(w);
-    if (srv->stopping && srv->nconn == 0)
+    if (srv->stopping && idle(srv))
         event_base_loopexit(srv->base, NULL);
 }
 
@@ -343,6 +359,8 @@ static int bind_listener(struct pc_server *srv, struct pc_listener *l,
     l->srv = srv;
     pc_strlcpy(l->name, lc->name, sizeof(l->name));
     snprintf(l->address, sizeof(l->address), "%s", lc->address);
+    if (lc->protocol == PC_PROTO_MILTER) /* libmilter owns this socket */
+        return pc_milter_open(&srv->svc, srv->conf, lc);
     if (!pc_parse_hostport(lc->address, host, sizeof(host), port, sizeof(port)) ||
         getaddrinfo(host, port, &hints, &res) != 0) {
         pc_err("listener %s: cannot resolve %s", lc->name, lc->address);
@@ -435,6 +453,7 @@ static void reload(struct pc_server *srv)
     if (next->nlisteners > srv->nlisteners)
         pc_warn("reload: new listeners need a restart");
     pc_backend_generation(srv->base, next);
+    pc_milter_generation(next);
     pc_conf_unref(srv->conf);
     srv->conf = next;
     srv->svc.hostname = next->hostname;
@@ -483,10 +502,11 @@ static void on_stop(evutil_socket_t sig, short what, void *arg)
     pc_info("signal %d: stopping; waiting up to %ds for %zu sessions", (int)sig, PC_GRACE_SECONDS,
             srv->nconn);
     srv->stopping = true;
+    pc_milter_stop();
     notify_status(srv, "STOPPING=1\n");
     /* The listeners stay open while we drain: a new client hears 421 from on_accept at once
      * instead of waiting in the backlog until we exit. */
-    if (srv->nconn == 0) {
+    if (idle(srv)) {
         event_base_loopexit(srv->base, NULL);
         return;
     }
@@ -574,6 +594,9 @@ int pc_server_run(struct pc_conf *conf)
     evsignal_add(srv->sighup, NULL);
     srv->sigusr1 = evsignal_new(srv->base, SIGUSR1, on_reopen, srv);
     evsignal_add(srv->sigusr1, NULL);
+    /* After the signal events: libmilter's threads must find the loop's handlers in place. */
+    if (pc_milter_run(on_milter_idle, srv) < 0)
+        return EX_UNAVAILABLE;
     if (getenv("NOTIFY_SOCKET")) {
         /* Half the watchdog interval, as sd_watchdog_enabled(3) advises; status every 5 s. */
         uint64_t wd = pc_watchdog_usec() / 2, every = wd && wd < 5000000 ? wd : 5000000;
@@ -601,7 +624,7 @@ int pc_server_run(struct pc_conf *conf)
     if (srv->grace)
         event_free(srv->grace);
     pc_workers_destroy(srv->svc.workers);
-    if (srv->nconn == 0)
+    if (idle(srv))
         pc_dns_free(srv->svc.dns);
     /* Per-address counters go whatever happens to the sessions (they only count them). */
     for (size_t i = 0; i < PC_IPHASH; i++)
@@ -610,8 +633,9 @@ int pc_server_run(struct pc_conf *conf)
             srv->iphash[i] = e->next;
             free(e);
         }
-    /* Sessions still open at exit are abandoned with the process: clients retry. */
-    if (srv->nconn == 0) {
+    /* Sessions still open at exit are abandoned with the process: clients retry. A milter
+     * callback may still post to the loop: then the loop is not freed either. */
+    if (idle(srv)) {
         pc_conf_unref(srv->conf);
         event_base_free(srv->base);
     }

@@ -198,7 +198,9 @@ scache unix - - n - 1 scache
 postlog unix-dgram n - n - 1 postlogd
 """
 
-    def __init__(self, tmp):
+    def __init__(self, tmp, milter=None):
+        """milter: "inet:127.0.0.1:PORT" makes it call that milter before queueing, as
+        deploy/postfix/milter.md tells a postmaster (milter_default_action = tempfail)."""
         self.port = free_port()
         self.dir = os.path.join(tmp, f"postfix{self.port}")
         self.conf = os.path.join(self.dir, "conf")
@@ -234,6 +236,8 @@ smtpd_recipient_restrictions = check_client_access inline:{{{{ {self.REFUSED} = 
 maillog_file_prefixes = {tmp}
 maillog_file = {self.maillog}
 """
+        if milter:
+            main_cf += f"smtpd_milters = {milter}\nmilter_default_action = tempfail\n"
         self._start(main_cf)
 
     def _start(self, main_cf):
@@ -625,6 +629,8 @@ queue_run_delay = 1s
 maillog_file_prefixes = {tmp}
 maillog_file = {self.maillog}
 """
+        if milter:
+            main_cf += f"smtpd_milters = {milter}\nmilter_default_action = tempfail\n"
         self._start(main_cf)
 
     def flush(self):
