@@ -33,7 +33,6 @@
 #include "core/filter.h"
 #include "filters/registry.h"
 #include "gateway/authdb.h"
-#include "gateway/milter.h"
 #include "lib/addr.h"
 #include "lib/log.h"
 #include "lib/parse.h"
@@ -757,6 +756,19 @@ static int listener_proxy_load(struct pc_conf *c, cfg_t *sec, struct pc_listener
     return 0;
 }
 
+/* milter_address_ok - libmilter's sockets as we spell them: inet:host:port, inet6:[v6]:port or
+ * unix:/path (libmilter's own "inet:port@host" is written by the milter door) */
+static bool milter_address_ok(const char *a)
+{
+    char h[256], p[16];
+    const char *rest = strncmp(a, "inet:", 5) == 0    ? a + 5
+                       : strncmp(a, "inet6:", 6) == 0 ? a + 6
+                       : strncmp(a, "unix:/", 6) == 0 ? a
+                                                      : NULL;
+
+    return rest && pc_parse_hostport(rest, h, sizeof(h), p, sizeof(p)) && (rest == a || p[0]);
+}
+
 /* listener_protocol_load - protocol: smtp, milter or policy; only an SMTP listener has a
  * backend (a milter or policy listener answers an MTA that delivers the message itself) */
 static int listener_protocol_load(cfg_t *sec, struct pc_listener_conf *l, struct pc_err *err)
@@ -811,7 +823,7 @@ static int listeners_load(struct pc_conf *c, cfg_t *cfg, struct pc_err *err)
             continue;
         }
         if (l->protocol == PC_PROTO_MILTER) {
-            if (!pc_milter_address_ok(l->address)) {
+            if (!milter_address_ok(l->address)) {
                 pc_err_set(err, sec,
                            "listener \"%s\": bad milter address \"%s\" (inet:host:port, "
                            "inet6:[v6]:port or unix:/path)",

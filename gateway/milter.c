@@ -77,15 +77,26 @@
 #include "gateway/smtp_proto.h"
 #include "lib/buf.h"
 #include "lib/log.h"
+#include "lib/parse.h"
 #include "lib/pool.h"
 
 /* How long an end-of-message callback waits between two smfi_progress calls. */
 #define ML_PROGRESS_SECONDS 5
 /* The header section the door holds before the spool takes it (the MTA bounds it too). */
 #define ML_HEADER_MAX (4u << 20)
-#define ML_MACROS 8
+#define ML_MACROS     8
 
-enum ml_kind { ML_CONNECT, ML_HELO, ML_MAIL, ML_RCPT, ML_DATA, ML_FEED, ML_EOM, ML_ABORT, ML_CLOSE };
+enum ml_kind {
+    ML_CONNECT,
+    ML_HELO,
+    ML_MAIL,
+    ML_RCPT,
+    ML_DATA,
+    ML_FEED,
+    ML_EOM,
+    ML_ABORT,
+    ML_CLOSE
+};
 
 /* A header edit for the end-of-message callback to apply. */
 struct ml_edit {
@@ -102,15 +113,15 @@ struct ml_conn {
     bool done;
     enum ml_kind kind;
     /* request */
-    char *arg;     /* HELO name, or the path of MAIL/RCPT */
-    char *params;  /* ESMTP parameters, space separated */
+    char *arg;    /* HELO name, or the path of MAIL/RCPT */
+    char *params; /* ESMTP parameters, space separated */
     char *macro[ML_MACROS][2];
     struct sockaddr_storage sa;
     socklen_t salen;
     char host[PC_HOSTNAME_MAX + 1];
-    struct pc_buf in;  /* content not yet fed: whole lines but the last */
-    bool in_overflow;  /* the header section passed ML_HEADER_MAX */
-    bool leadspc;      /* SMFIP_HDR_LEADSPC: header values keep their leading space, both ways */
+    struct pc_buf in; /* content not yet fed: whole lines but the last */
+    bool in_overflow; /* the header section passed ML_HEADER_MAX */
+    bool leadspc;     /* SMFIP_HDR_LEADSPC: header values keep their leading space, both ways */
     /* answer */
     sfsistat rc;
     char rcode[4], xcode[16], text[PC_VERDICT_TEXT];
@@ -126,7 +137,7 @@ static struct {
     pthread_mutex_t mu;
     struct ml_conn *qhead, **qtail;
     struct event *wake;
-    bool need_content;   /* the chain has header, body or end-of-message filters */
+    bool need_content; /* the chain has header, body or end-of-message filters */
     /* loop only */
     struct pc_services *svc;
     struct pc_conf *conf; /* generation for new sessions (a reference) */
@@ -310,10 +321,9 @@ static void answer(struct ml_conn *c, enum pc_stage st, enum pc_action a, struct
             struct pc_enh ok = {2, 0, 0};
             collect_edits(c);
             /* The MTA queues the message: our lines say who took it and under which id. */
-            pc_txnlog_delivered(c->s, "milter", pc_pool_printf(t->pool, "%s[milter]", j ? j : "mta"),
-                                250, &ok,
-                                pc_pool_printf(t->pool, "Ok: continued, MTA queue id %s",
-                                               qid ? qid : "unknown"));
+            pc_txnlog_delivered(
+                c->s, "milter", pc_pool_printf(t->pool, "%s[milter]", j ? j : "mta"), 250, &ok,
+                pc_pool_printf(t->pool, "Ok: continued, MTA queue id %s", qid ? qid : "unknown"));
         }
     } else if (a == PC_DISCARD) {
         c->rc = SMFIS_DISCARD;
@@ -645,8 +655,8 @@ static void set_arg(struct ml_conn *c, const char *arg, char **argv)
         pc_fatal("out of memory");
 }
 
-static const char *const ml_connect_macros[] = {"j", "{daemon_name}", "{client_addr}",
-                                                "{client_name}", "{client_ptr}", NULL};
+static const char *const ml_connect_macros[] = {
+    "j", "{daemon_name}", "{client_addr}", "{client_name}", "{client_ptr}", NULL};
 static const char *const ml_helo_macros[] = {"{tls_version}", "{cipher}", NULL};
 static const char *const ml_mail_macros[] = {"i", "{auth_authen}", NULL};
 static const char *const ml_rcpt_macros[] = {"i", NULL};
@@ -694,8 +704,8 @@ static sfsistat xx_connect(SMFICTX *ctx, char *host, _SOCK_ADDR *sa)
         return SMFIS_TEMPFAIL;
     pc_strlcpy(c->host, host ? host : "", sizeof(c->host));
     if (sa && (sa->sa_family == AF_INET || sa->sa_family == AF_INET6)) {
-        c->salen = sa->sa_family == AF_INET ? sizeof(struct sockaddr_in)
-                                            : sizeof(struct sockaddr_in6);
+        c->salen =
+            sa->sa_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
         memcpy(&c->sa, sa, c->salen);
     }
     macros(ctx, c, ml_connect_macros);
@@ -926,32 +936,19 @@ static struct smfiDesc ml_desc = {
 
 /* ---- the process ---- */
 
-/* pc_milter_address_ok - inet:host:port, inet6:[v6]:port or unix:/path */
-bool pc_milter_address_ok(const char *a)
-{
-    const char *colon;
-
-    if (strncmp(a, "unix:", 5) == 0)
-        return a[5] == '/';
-    if (strncmp(a, "inet:", 5) != 0 && strncmp(a, "inet6:", 6) != 0)
-        return false;
-    colon = strrchr(a + 5, ':');
-    return colon && colon[1] && strspn(colon + 1, "0123456789") == strlen(colon + 1) &&
-           strlen(colon + 1) <= 5 && colon > strchr(a, ':') + 1;
-}
-
-/* to_libmilter - our "inet:host:port" as libmilter's "inet:port@host" */
+/* to_libmilter - our "inet:host:port" (checked by the configuration) as libmilter's
+ * "inet:port@host" */
 static void to_libmilter(const char *a, char *out, size_t size)
 {
-    if (strncmp(a, "unix:", 5) == 0) {
+    char host[256], port[16];
+    size_t scheme = strcspn(a, ":");
+
+    if (strncmp(a, "unix:", 5) == 0 ||
+        !pc_parse_hostport(a + scheme + 1, host, sizeof(host), port, sizeof(port))) {
         pc_strlcpy(out, a, size);
         return;
     }
-    const char *host = strchr(a, ':') + 1, *colon = strrchr(a, ':');
-    size_t hl = (size_t)(colon - host);
-    if (hl >= 2 && host[0] == '[' && host[hl - 1] == ']')
-        host++, hl -= 2;
-    snprintf(out, size, "%.*s:%s@%.*s", (int)(strchr(a, ':') - a), a, colon + 1, (int)hl, host);
+    snprintf(out, size, "%.*s:%s@%s", (int)scheme, a, port, host);
 }
 
 /* pc_milter_generation - new sessions use this configuration */
@@ -971,8 +968,7 @@ void pc_milter_generation(struct pc_conf *conf)
 }
 
 /* pc_milter_open - register with libmilter and bind the socket */
-int pc_milter_open(struct pc_services *svc, struct pc_conf *conf,
-                   const struct pc_listener_conf *lc)
+int pc_milter_open(struct pc_services *svc, struct pc_conf *conf, const struct pc_listener_conf *lc)
 {
     char conn[512];
 
@@ -1037,16 +1033,34 @@ int pc_milter_run(void (*idle)(void *), void *arg)
     return 0;
 }
 
+/* stop_thread - smfi_stop, off the loop: it waits for libmilter's listener to let go of its
+ * socket, up to the listener's poll interval (seconds), while callbacks need the loop */
+static void *stop_thread(void *arg)
+{
+    sigset_t all;
+
+    (void)arg;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL);
+    smfi_stop();
+    return NULL;
+}
+
 /* pc_milter_stop - no new MTA connections; the ones in flight finish */
 void pc_milter_stop(void)
 {
+    pthread_t t;
+
     if (ml.conf == NULL || ml.stopping)
         return;
     ml.stopping = true;
     pthread_mutex_lock(&ml.mu);
     ml.running = false;
     pthread_mutex_unlock(&ml.mu);
-    smfi_stop();
+    if (pthread_create(&t, NULL, stop_thread, NULL) == 0)
+        pthread_detach(t);
+    else
+        smfi_stop();
 }
 
 /* pc_milter_sessions - open milter sessions */

@@ -19,8 +19,6 @@ struct pc_conf;
 struct pc_services;
 struct pc_listener_conf;
 
-/* pc_milter_address_ok - "inet:host:port", "inet6:[v6]:port" or "unix:/path" */
-bool pc_milter_address_ok(const char *address);
 /* pc_milter_open - bind the listener's socket (before privileges are dropped); -1 on error */
 int pc_milter_open(struct pc_services *, struct pc_conf *, const struct pc_listener_conf *);
 /* pc_milter_run - start serving in libmilter's threads; idle(arg) runs on the loop when the

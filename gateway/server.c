@@ -361,6 +361,10 @@ static int bind_listener(struct pc_server *srv, struct pc_listener *l,
     snprintf(l->address, sizeof(l->address), "%s", lc->address);
     if (lc->protocol == PC_PROTO_MILTER) /* libmilter owns this socket */
         return pc_milter_open(&srv->svc, srv->conf, lc);
+    if (lc->protocol != PC_PROTO_SMTP) {
+        pc_err("listener %s: the policy door is not in this build", lc->name);
+        return -1;
+    }
     if (!pc_parse_hostport(lc->address, host, sizeof(host), port, sizeof(port)) ||
         getaddrinfo(host, port, &hints, &res) != 0) {
         pc_err("listener %s: cannot resolve %s", lc->name, lc->address);

@@ -1,0 +1,191 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""test_milter.py - the milter door end to end, behind a real Postfix.
+
+A private Postfix (tests/e2e/harness.py) with smtpd_milters = inet:127.0.0.1:PORT and
+milter_default_action = tempfail, as deploy/postfix/milter.md tells a postmaster, calls a
+gateway whose only listener has protocol = "milter". The client speaks SMTP to Postfix only.
+
+- GTUBE is refused with our 554 5.7.1, as Postfix's own reply to the client;
+- a message from mynetworks is delivered with our Authentication-Results and our DKIM signature
+  (the dkim filter signs for trusted sources), inserted at the top; a forged
+  Authentication-Results claiming our authserv-id is removed (smfi_chgheader by index), one of
+  another ADMD is kept;
+- a frozen Redis behind the ratelimit filter (on_error = tempfail) reaches the client as a 4xx;
+- an envelope-only chain negotiates no header or body (SMFIP_NOHDRS, SMFIP_NOBODY);
+- SIGHUP reloads and SIGTERM stops a process whose libmilter thread is running (libmilter's
+  own signal thread would stop the milter on either).
+
+Run alone: PORTCULLIS_BIN=build/portcullis python3 tests/e2e/test_milter.py
+"""
+import os
+import signal
+import smtplib
+import subprocess
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness as h  # noqa: E402
+
+GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
+ROOT = h.ROOT
+
+
+def send(port, mail_from, rcpts, msg):
+    """One message to Postfix: None when accepted, else (code, text) of the refusal."""
+    try:
+        with smtplib.SMTP("127.0.0.1", port, timeout=60) as s:
+            s.sendmail(mail_from, rcpts, msg)
+        return None
+    except smtplib.SMTPRecipientsRefused as e:
+        code, text = list(e.recipients.values())[0]
+        return code, text.decode()
+    except (smtplib.SMTPDataError, smtplib.SMTPSenderRefused) as e:
+        return e.smtp_code, e.smtp_error.decode()
+
+
+def milter_gateway(tmp, filters, extra=""):
+    conf = f"""hostname = "gw.test"
+listener "milter" {{
+  address = "inet:127.0.0.1:@PORT@"
+  protocol = "milter"
+  filters = {{ {filters} }}
+}}
+{extra}
+"""
+    return h.Gateway(tmp, conf)
+
+
+class MilterPostfix(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = h.tempdir()
+        ed = os.path.join(cls.tmp, "ed.pem")
+        subprocess.run(["openssl", "genpkey", "-algorithm", "ed25519", "-out", ed], check=True,
+                       capture_output=True)
+        extra = f"""rules {{ files = {{ "{ROOT}/rules/gtube.rules" }} }}
+dkim {{
+  key_table = {{ "ed example.test:e1:{ed}" }}
+  signing_table = {{ "*@example.test ed" }}
+}}
+"""
+        cls.gw = milter_gateway(cls.tmp, '"dkim", "rules", "authres"', extra)
+        cls.pf = h.Postfix(cls.tmp, milter=f"inet:127.0.0.1:{cls.gw.port}")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.pf.close()
+        cls.gw.close()
+        h.rmtree(cls.tmp)
+
+    def delivered(self, marker, timeout=15.0):
+        end = time.time() + timeout
+        while time.time() < end:
+            for m in self.pf.delivered(timeout=0.2):
+                if marker.encode() in m:
+                    return m.decode()
+            time.sleep(0.1)
+        self.fail(f"{marker} not delivered:\n{self.pf.log()[-2000:]}\n{self.gw.log()[-2000:]}")
+
+    def test_gtube_refused_with_our_code(self):
+        r = send(self.pf.port, "a@example.org", ["u@example.com"],
+                 "From: a@example.org\r\nSubject: gtube\r\n\r\n" + GTUBE + "\r\n")
+        self.assertIsNotNone(r, "GTUBE was accepted")
+        self.assertEqual(r[0], 554, r)
+        self.assertTrue(r[1].startswith("5.7.1 "), r)
+        self.assertIn("milter-reject: END-OF-MESSAGE", self.pf.log())
+        self.assertIn("rule=gtube", self.gw.log())
+
+    def test_authres_dkim_and_forged_field(self):
+        msg = ("Authentication-Results: gw.test; dkim=pass header.d=forged.test\r\n"
+               "Authentication-Results: other.test; spf=pass smtp.mailfrom=x.test\r\n"
+               "From: a@example.test\r\nTo: u@example.com\r\nSubject: signed-1\r\n\r\n"
+               "hello\r\n")
+        self.assertIsNone(send(self.pf.port, "a@example.test", ["u@example.com"], msg))
+        m = self.delivered("signed-1")
+        head = m.split("\n\n", 1)[0]
+        self.assertNotIn("forged.test", head)
+        self.assertIn("Authentication-Results: other.test; spf=pass", head)
+        self.assertRegex(head, r"\nAuthentication-Results: gw\.test;")
+        self.assertIn("DKIM-Signature: v=1; a=ed25519-sha256;", head)
+        self.assertIn("d=example.test", head)
+        self.assertIn("s=e1", head)
+        # At the top: our fields come before the message's own (Postfix's Received is ours too).
+        self.assertLess(head.index("DKIM-Signature:"), head.index("From: a@example.test"))
+        self.assertLess(head.index("Authentication-Results: gw.test"),
+                        head.index("Authentication-Results: other.test"))
+        # Our log names the MTA's queue id beside ours.
+        self.assertRegex(self.gw.log(), r"milter: MTA queue id [0-9A-F]+")
+
+    def test_reload_and_log_reopen_keep_serving(self):
+        os.kill(self.gw.pid(), signal.SIGHUP)
+        end = time.time() + 10
+        while "reloaded" not in self.gw.log() and time.time() < end:
+            time.sleep(0.05)
+        self.assertIn("reloaded", self.gw.log())
+        self.assertTrue(self.gw.alive())
+        self.assertIsNone(send(self.pf.port, "a@example.org", ["u@example.com"],
+                               "From: a@example.org\r\nSubject: after-hup\r\n\r\nhi\r\n"))
+        self.assertIn("Authentication-Results: gw.test", self.delivered("after-hup"))
+        self.assertNotIn("libmilter stopped serving", self.gw.log())
+
+
+class MilterTempfail(unittest.TestCase):
+    """A failure on our side (Redis frozen, on_error = tempfail) is a 4xx at the client."""
+
+    def test_frozen_redis_is_4xx(self):
+        tmp = h.tempdir()
+        self.addCleanup(h.rmtree, tmp)
+        port = h.free_port()
+        redis = h.Proc(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                        "--appendonly", "no", "--dir", tmp], log=os.path.join(tmp, "redis.log"))
+        self.addCleanup(redis.stop, signal.SIGKILL)
+        h.wait_port(port)
+        extra = f"""ratelimit {{
+  store = "redis://127.0.0.1:{port}/0"
+  store_timeout = "300ms"
+  on_error = "tempfail"
+  limit "msgs" {{ key = {{ "client_ip" }} count = "messages" rate = "50/1m" }}
+}}
+"""
+        gw = milter_gateway(tmp, '"ratelimit"', extra)
+        self.addCleanup(gw.close)
+        pf = h.Postfix(tmp, milter=f"inet:127.0.0.1:{gw.port}")
+        self.addCleanup(pf.close)
+        msg = "From: a@example.org\r\nSubject: t\r\n\r\nhello\r\n"
+        self.assertIsNone(send(pf.port, "a@example.org", ["u@example.com"], msg))
+        os.kill(redis.p.pid, signal.SIGSTOP)
+        try:
+            r = send(pf.port, "a@example.org", ["u@example.com"], msg)
+        finally:
+            os.kill(redis.p.pid, signal.SIGCONT)
+        self.assertIsNotNone(r, "accepted while Redis was frozen")
+        self.assertEqual(r[0] // 100, 4, r)
+        self.assertTrue(r[1].startswith("4.3.0"), r)
+        self.assertIn("milter-reject", pf.log())
+
+
+class MilterSignals(unittest.TestCase):
+    """SIGTERM drains and stops a process that runs libmilter's threads."""
+
+    def test_sigterm_stops(self):
+        tmp = h.tempdir()
+        self.addCleanup(h.rmtree, tmp)
+        gw = milter_gateway(tmp, '"relay"')
+        self.addCleanup(gw.close)
+        # An envelope-only chain: the MTA will be told not to send the header or the body.
+        self.assertIn("envelope only", gw.log())
+        os.kill(gw.pid(), signal.SIGTERM)
+        try:
+            rc = gw.proc.p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.fail("did not stop on SIGTERM:\n" + gw.log())
+        self.assertEqual(rc, 0, gw.log())
+        self.assertIn("portcullis stopped", gw.log())
+        self.assertNotIn("libmilter stopped serving", gw.log())
+
+
+if __name__ == "__main__":
+    unittest.main()
