@@ -148,6 +148,7 @@ static struct {
     void *idle_arg;
     pthread_t thread;
     bool running;
+    bool failed; /* smfi_main returned without pc_milter_stop */
 } ml = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
 static const struct pc_door ml_door = {.name = "milter", .stage_done = pc_engine_door_done};
@@ -1006,6 +1007,7 @@ static void *milter_thread(void *arg)
     int rc = smfi_main();
     pthread_mutex_lock(&ml.mu);
     bool asked = ml.running == false;
+    ml.failed = !asked;
     pthread_mutex_unlock(&ml.mu);
     if (!asked) {
         /* libmilter's signal thread took a SIGHUP, SIGTERM or SIGINT meant for the loop and
@@ -1061,6 +1063,15 @@ void pc_milter_stop(void)
         pthread_detach(t);
     else
         smfi_stop();
+}
+
+/* pc_milter_failed - did libmilter stop on its own */
+bool pc_milter_failed(void)
+{
+    pthread_mutex_lock(&ml.mu);
+    bool f = ml.failed;
+    pthread_mutex_unlock(&ml.mu);
+    return f;
 }
 
 /* pc_milter_sessions - open milter sessions */

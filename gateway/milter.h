@@ -28,6 +28,8 @@ int pc_milter_run(void (*idle)(void *), void *arg);
 void pc_milter_generation(struct pc_conf *);
 /* pc_milter_stop - accept no more MTA connections; sessions in flight finish */
 void pc_milter_stop(void);
+/* pc_milter_failed - libmilter stopped serving without being asked (the process must exit 1) */
+bool pc_milter_failed(void);
 /* pc_milter_sessions - milter sessions open now (on the loop) */
 size_t pc_milter_sessions(void);
 

@@ -610,7 +610,7 @@ int pc_server_run(struct pc_conf *conf)
     }
     pc_info("portcullis started: %s, %zu listeners", conf->path, conf->nlisteners);
     notify_status(srv, "READY=1\n");
-    if (event_base_dispatch(srv->base) < 0)
+    if (event_base_dispatch(srv->base) < 0 || pc_milter_failed())
         rc = 1;
     pc_info("portcullis stopped");
     for (size_t i = 0; i < srv->nlisteners; i++)

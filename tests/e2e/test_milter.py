@@ -14,10 +14,12 @@ gateway whose only listener has protocol = "milter". The client speaks SMTP to P
 - a frozen Redis behind the ratelimit filter (on_error = tempfail) reaches the client as a 4xx;
 - an envelope-only chain negotiates no header or body (SMFIP_NOHDRS, SMFIP_NOBODY);
 - SIGHUP reloads and SIGTERM stops a process whose libmilter thread is running (libmilter's
-  own signal thread would stop the milter on either).
+  own signal thread would stop the milter on either); a signal that reaches libmilter's signal
+  thread all the same (sent to that thread with tgkill) makes the process log it and exit 1.
 
 Run alone: PORTCULLIS_BIN=build/portcullis python3 tests/e2e/test_milter.py
 """
+import ctypes
 import os
 import signal
 import smtplib
@@ -185,6 +187,33 @@ class MilterSignals(unittest.TestCase):
         self.assertEqual(rc, 0, gw.log())
         self.assertIn("portcullis stopped", gw.log())
         self.assertNotIn("libmilter stopped serving", gw.log())
+
+    def test_libmilter_signal_thread_exits_1(self):
+        tmp = h.tempdir()
+        self.addCleanup(h.rmtree, tmp)
+        gw = milter_gateway(tmp, '"relay"')
+        self.addCleanup(gw.close)
+        pid, libc, hit = gw.pid(), ctypes.CDLL(None, use_errno=True), 0
+        for _ in range(50):
+            for tid in map(int, os.listdir(f"/proc/{pid}/task")):
+                try:
+                    with open(f"/proc/{pid}/task/{tid}/syscall") as f:
+                        nr = f.read().split()[0]
+                except (OSError, IndexError):
+                    continue
+                if tid != pid and nr == "128":  # rt_sigtimedwait: libmilter's sigwait thread
+                    hit += libc.syscall(234, pid, tid, signal.SIGHUP) == 0  # tgkill
+            if hit:
+                break
+            time.sleep(0.1)
+        self.assertTrue(hit, "no thread in sigwait")
+        try:
+            rc = gw.proc.p.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.fail("libmilter stopped, the process did not:\n" + gw.log())
+        log = gw.log()
+        self.assertEqual(rc, 1, log)
+        self.assertIn("milter: libmilter stopped serving", log)
 
 
 if __name__ == "__main__":
