@@ -67,7 +67,12 @@ class MilterPostfix(unittest.TestCase):
         ed = os.path.join(cls.tmp, "ed.pem")
         subprocess.run(["openssl", "genpkey", "-algorithm", "ed25519", "-out", ed], check=True,
                        capture_output=True)
-        extra = f"""rules {{ files = {{ "{ROOT}/rules/gtube.rules" }} }}
+        local = os.path.join(cls.tmp, "local.rules")
+        with open(local, "w") as f:
+            f.write('rule tag_me at header if header "Subject" ~ /tag-me/ '
+                    'then add-header "X-Tagged" "yes"\n'
+                    'rule drop_me at header if header "Subject" ~ /discard-me/ then discard\n')
+        extra = f"""rules {{ files = {{ "{ROOT}/rules/gtube.rules", "{local}" }} }}
 dkim {{
   key_table = {{ "ed example.test:e1:{ed}" }}
   signing_table = {{ "*@example.test ed" }}
@@ -121,6 +126,19 @@ dkim {{
         # Our log names the MTA's queue id beside ours.
         self.assertRegex(self.gw.log(), r"milter: MTA queue id [0-9A-F]+")
 
+    def test_added_header_and_discard(self):
+        self.assertIsNone(send(self.pf.port, "a@example.org", ["u@example.com"],
+                               "From: a@example.org\r\nSubject: tag-me\r\n\r\nhi\r\n"))
+        self.assertIn("\nX-Tagged: yes\n", self.delivered("tag-me"))
+        # Discard: the client hears 250, Postfix drops the message (SMFIS_DISCARD).
+        self.assertIsNone(send(self.pf.port, "a@example.org", ["u@example.com"],
+                               "From: a@example.org\r\nSubject: discard-me\r\n\r\nhi\r\n"))
+        end = time.time() + 10
+        while "milter-discard" not in self.pf.log() and time.time() < end:
+            time.sleep(0.1)
+        self.assertIn("milter-discard: END-OF-MESSAGE", self.pf.log())
+        self.assertFalse(any(b"discard-me" in m for m in self.pf.delivered(timeout=0.5)))
+
     def test_reload_and_log_reopen_keep_serving(self):
         os.kill(self.gw.pid(), signal.SIGHUP)
         end = time.time() + 10
@@ -167,6 +185,19 @@ class MilterTempfail(unittest.TestCase):
         self.assertEqual(r[0] // 100, 4, r)
         self.assertTrue(r[1].startswith("4.3.0"), r)
         self.assertIn("milter-reject", pf.log())
+
+
+class MilterDown(unittest.TestCase):
+    """milter_default_action = tempfail (the recipe's): no gateway listening is a 4xx."""
+
+    def test_gateway_down_is_4xx(self):
+        tmp = h.tempdir()
+        self.addCleanup(h.rmtree, tmp)
+        pf = h.Postfix(tmp, milter=f"inet:127.0.0.1:{h.free_port()}")
+        self.addCleanup(pf.close)
+        r = send(pf.port, "a@example.org", ["u@example.com"], "Subject: t\r\n\r\nhi\r\n")
+        self.assertIsNotNone(r, "accepted without its milter")
+        self.assertEqual(r[0] // 100, 4, r)
 
 
 class MilterSignals(unittest.TestCase):
