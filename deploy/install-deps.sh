@@ -11,7 +11,7 @@ libspf2-dev libopendkim-dev libopendmarc-dev libhiredis-dev libpcre2-dev libgmim
 libsystemd-dev publicsuffix libcrypt-dev libmilter-dev"
 TEST="check postfix swaks redis-server nsd opendkim-tools clang clang-format python3 openssl bc
 debhelper lintian blhc fakeroot pflogsumm fail2ban python3-prometheus-client haproxy strace
-dovecot-core dovecot-lmtpd libidn12 opendkim"
+dovecot-core dovecot-lmtpd libidn12 opendkim miltertest"
 case "$1" in
     --run) PKGS="$RUN" ;;
     "") PKGS="$RUN $TEST" ;;

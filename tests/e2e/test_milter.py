@@ -13,6 +13,8 @@ gateway whose only listener has protocol = "milter". The client speaks SMTP to P
   another ADMD is kept;
 - a frozen Redis behind the ratelimit filter (on_error = tempfail) reaches the client as a 4xx;
 - an envelope-only chain negotiates no header or body (SMFIP_NOHDRS, SMFIP_NOBODY);
+- OpenDKIM's miltertest drives single stages (tests/e2e/miltertest/*.lua): GTUBE refused at
+  end of message; a forged Authentication-Results deleted and ours inserted after an abort;
 - SIGHUP reloads and SIGTERM stops a process whose libmilter thread is running (libmilter's
   own signal thread would stop the milter on either); a signal that reaches libmilter's signal
   thread all the same (sent to that thread with tgkill) makes the process log it and exit 1.
@@ -21,6 +23,7 @@ Run alone: PORTCULLIS_BIN=build/portcullis python3 tests/e2e/test_milter.py
 """
 import ctypes
 import os
+import shutil
 import signal
 import smtplib
 import subprocess
@@ -185,6 +188,39 @@ class MilterTempfail(unittest.TestCase):
         self.assertEqual(r[0] // 100, 4, r)
         self.assertTrue(r[1].startswith("4.3.0"), r)
         self.assertIn("milter-reject", pf.log())
+
+
+@unittest.skipUnless(shutil.which("miltertest"), "miltertest (package miltertest) not installed")
+class MilterTest(unittest.TestCase):
+    """miltertest scripts, one per concern, against a gateway with rules and authres."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = h.tempdir()
+        cls.gw = milter_gateway(cls.tmp, '"rules", "authres"',
+                                f'rules {{ files = {{ "{ROOT}/rules/gtube.rules" }} }}\n')
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.gw.close()
+        h.rmtree(cls.tmp)
+
+    def run_script(self, name):
+        script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "miltertest", name)
+        env = dict(os.environ, MILTER_SOCK=f"inet:{self.gw.port}@127.0.0.1")
+        r = subprocess.run(["miltertest", "-s", script], env=env, capture_output=True, text=True,
+                           timeout=60)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr + self.gw.log()[-2000:])
+
+    def test_gtube_stages(self):
+        self.run_script("gtube.lua")
+        self.assertIn("MTA queue id MT0001", self.gw.log())
+        self.assertRegex(self.gw.log(), r"reject: END-OF-MESSAGE from client\.test\[192\.0\.2\.10\]: "
+                                        r"554 5\.7\.1 .*helo=<client\.test> filter=rules")
+
+    def test_authres_edits_after_abort(self):
+        self.run_script("authres.lua")
+        self.assertIn('removed 1 Authentication-Results claiming "gw.test"', self.gw.log())
 
 
 class MilterDown(unittest.TestCase):
