@@ -797,7 +797,7 @@ static int listener_protocol_load(cfg_t *sec, struct pc_listener_conf *l, struct
 static int listeners_load(struct pc_conf *c, cfg_t *cfg, struct pc_err *err)
 {
     size_t n = cfg_size(cfg, "listener");
-    int rc = 0;
+    int rc = 0, nmilter = 0;
 
     /* None configured: one listener "inbound" with every default of the table (loopback, the
      * relay-only chain, the first backend). */
@@ -823,6 +823,11 @@ static int listeners_load(struct pc_conf *c, cfg_t *cfg, struct pc_err *err)
             continue;
         }
         if (l->protocol == PC_PROTO_MILTER) {
+            if (++nmilter == 2) {
+                pc_err_set(err, sec, "listener \"%s\": one milter listener per process "
+                           "(libmilter runs one smfi_main)", l->name);
+                rc = -1;
+            }
             if (!milter_address_ok(l->address)) {
                 pc_err_set(err, sec,
                            "listener \"%s\": bad milter address \"%s\" (inet:host:port, "

@@ -223,6 +223,39 @@ class MilterTest(unittest.TestCase):
         self.assertIn('removed 1 Authentication-Results claiming "gw.test"', self.gw.log())
 
 
+class MilterConf(unittest.TestCase):
+    """-t: the protocol option and what a milter listener may not have."""
+
+    def check(self, text):
+        tmp = h.tempdir()
+        self.addCleanup(h.rmtree, tmp)
+        path = os.path.join(tmp, "c.conf")
+        with open(path, "w") as f:
+            f.write(text)
+        r = subprocess.run([h.BIN, "-c", path, "-t"], capture_output=True, text=True)
+        return r.returncode, r.stderr
+
+    def test_errors(self):
+        rc, err = self.check('listener "m" {\n address = "inet:127.0.0.1:8891"\n'
+                             ' protocol = "milter"\n}\n'
+                             'listener "n" {\n address = "127.0.0.1:8892"\n protocol = "milter"\n}\n'
+                             'listener "o" {\n protocol = "lmtp"\n}\n'
+                             'listener "p" {\n protocol = "policy"\n backend = "mta"\n}\n'
+                             'backend "mta" {\n address = { "127.0.0.1:25" }\n}\n')
+        self.assertEqual(rc, 78, err)
+        self.assertRegex(err, r':\d+: listener "n": one milter listener per process')
+        self.assertRegex(err, r':\d+: listener "n": bad milter address "127.0.0.1:8892"')
+        self.assertRegex(err, r':\d+: listener "o": protocol must be smtp, milter or policy')
+        self.assertRegex(err, r':\d+: listener "p": a policy listener has no backend')
+        self.assertNotIn('listener "m"', err)
+
+    def test_good(self):
+        for a in ("inet:127.0.0.1:8891", "inet6:[::1]:8891", "unix:/run/portcullis/m.sock"):
+            rc, err = self.check(f'listener "m" {{\n address = "{a}"\n protocol = "milter"\n'
+                                 ' filters = { "authres" }\n}\n')
+            self.assertEqual(rc, 0, a + ": " + err)
+
+
 class MilterDown(unittest.TestCase):
     """milter_default_action = tempfail (the recipe's): no gateway listening is a 4xx."""
 
