@@ -824,8 +824,10 @@ static int listeners_load(struct pc_conf *c, cfg_t *cfg, struct pc_err *err)
         }
         if (l->protocol == PC_PROTO_MILTER) {
             if (++nmilter == 2) {
-                pc_err_set(err, sec, "listener \"%s\": one milter listener per process "
-                           "(libmilter runs one smfi_main)", l->name);
+                pc_err_set(err, sec,
+                           "listener \"%s\": one milter listener per process "
+                           "(libmilter runs one smfi_main)",
+                           l->name);
                 rc = -1;
             }
             if (!milter_address_ok(l->address)) {

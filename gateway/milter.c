@@ -470,6 +470,26 @@ static enum pc_action run_rcpt(struct ml_conn *c, struct pc_verdict *v)
     return pc_engine_rcpt(&c->eng, v);
 }
 
+/* run_helo - the HELO step; the MTA does not say HELO or EHLO: ESMTP is what MTAs speak */
+static enum pc_action run_helo(struct ml_conn *c, struct pc_verdict *v)
+{
+    take_macros(c);
+    c->s->helo = pc_pool_strdup(c->s->pool, pc_printable(c->arg ? c->arg : ""));
+    c->s->esmtp = true;
+    return pc_engine_helo(&c->eng, v);
+}
+
+/* run_data - the DATA step; the door's content buffer starts empty */
+static enum pc_action run_data(struct ml_conn *c, struct pc_verdict *v)
+{
+    c->eom_flags = 0;
+    c->in_overflow = false;
+    pc_buf_reset(&c->in);
+    if (!pc_engine_data_ready(&c->eng, v))
+        return v->action;
+    return pc_engine_data(&c->eng, v);
+}
+
 /* run_step - the engine step of a job; PC_PENDING: step_done answers later */
 static enum pc_action run_step(struct ml_conn *c, struct pc_verdict *v)
 {
@@ -485,20 +505,13 @@ static enum pc_action run_step(struct ml_conn *c, struct pc_verdict *v)
     case ML_CONNECT:
         return run_connect(c, v);
     case ML_HELO:
-        take_macros(c);
-        c->s->helo = pc_pool_strdup(c->s->pool, pc_printable(c->arg ? c->arg : ""));
-        c->s->esmtp = true; /* the MTA does not say; ESMTP is what every MTA speaks today */
-        return pc_engine_helo(&c->eng, v);
+        return run_helo(c, v);
     case ML_MAIL:
         return run_mail(c, v);
     case ML_RCPT:
         return run_rcpt(c, v);
     case ML_DATA:
-        c->eom_flags = 0;
-        pc_buf_reset(&c->in);
-        if (!pc_engine_data_ready(&c->eng, v))
-            return v->action;
-        return pc_engine_data(&c->eng, v);
+        return run_data(c, v);
     case ML_FEED:
         feed(c, false);
         return PC_CONTINUE;
@@ -581,19 +594,9 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
 
 /* ---- libmilter's threads ---- */
 
-/* call - post the connection's job to the loop and wait for its answer */
-static sfsistat call(SMFICTX *ctx, struct ml_conn *c, enum ml_kind kind)
+/* wait_answer - until the loop answered; at the end of message, smfi_progress meanwhile */
+static void wait_answer(SMFICTX *ctx, struct ml_conn *c, enum ml_kind kind)
 {
-    pthread_mutex_lock(&ml.mu);
-    c->kind = kind;
-    c->done = false;
-    c->rc = SMFIS_TEMPFAIL;
-    c->rcode[0] = 0;
-    c->qnext = NULL;
-    *ml.qtail = c;
-    ml.qtail = &c->qnext;
-    pthread_mutex_unlock(&ml.mu);
-    event_active(ml.wake, EV_READ, 0);
     pthread_mutex_lock(&ml.mu);
     while (!c->done) {
         if (kind != ML_EOM) {
@@ -611,6 +614,22 @@ static sfsistat call(SMFICTX *ctx, struct ml_conn *c, enum ml_kind kind)
         }
     }
     pthread_mutex_unlock(&ml.mu);
+}
+
+/* call - post the connection's job to the loop and wait for its answer */
+static sfsistat call(SMFICTX *ctx, struct ml_conn *c, enum ml_kind kind)
+{
+    pthread_mutex_lock(&ml.mu);
+    c->kind = kind;
+    c->done = false;
+    c->rc = SMFIS_TEMPFAIL;
+    c->rcode[0] = 0;
+    c->qnext = NULL;
+    *ml.qtail = c;
+    ml.qtail = &c->qnext;
+    pthread_mutex_unlock(&ml.mu);
+    event_active(ml.wake, EV_READ, 0);
+    wait_answer(ctx, c, kind);
     if (c->rcode[0] && (c->rc == SMFIS_TEMPFAIL || c->rc == SMFIS_REJECT))
         smfi_setreply(ctx, c->rcode, c->xcode[0] ? c->xcode : NULL, c->text);
     return c->rc;

@@ -47,8 +47,11 @@ static sfsistat nm_body(SMFICTX *ctx, unsigned char *p, size_t n)
 /* main - serve until killed */
 int main(int argc, char **argv)
 {
-    struct smfiDesc d = {.xxfi_name = "null", .xxfi_version = SMFI_VERSION,
-                         .xxfi_header = nm_header, .xxfi_eoh = nm_eoh, .xxfi_body = nm_body,
+    struct smfiDesc d = {.xxfi_name = "null",
+                         .xxfi_version = SMFI_VERSION,
+                         .xxfi_header = nm_header,
+                         .xxfi_eoh = nm_eoh,
+                         .xxfi_body = nm_body,
                          .xxfi_negotiate = nm_negotiate};
 
     if (argc != 2 || smfi_register(d) != MI_SUCCESS || smfi_setconn(argv[1]) != MI_SUCCESS) {
