@@ -198,9 +198,10 @@ scache unix - - n - 1 scache
 postlog unix-dgram n - n - 1 postlogd
 """
 
-    def __init__(self, tmp, milter=None):
+    def __init__(self, tmp, milter=None, main_extra=""):
         """milter: "inet:127.0.0.1:PORT" makes it call that milter before queueing, as
-        deploy/postfix/milter.md tells a postmaster (milter_default_action = tempfail)."""
+        deploy/postfix/milter.md tells a postmaster (milter_default_action = tempfail);
+        main_extra: more main.cf lines."""
         self.port = free_port()
         self.dir = os.path.join(tmp, f"postfix{self.port}")
         self.conf = os.path.join(self.dir, "conf")
@@ -238,6 +239,7 @@ maillog_file = {self.maillog}
 """
         if milter:
             main_cf += f"smtpd_milters = {milter}\nmilter_default_action = tempfail\n"
+        main_cf += main_extra
         self._start(main_cf)
 
     def _start(self, main_cf):
@@ -631,6 +633,7 @@ maillog_file = {self.maillog}
 """
         if milter:
             main_cf += f"smtpd_milters = {milter}\nmilter_default_action = tempfail\n"
+        main_cf += main_extra
         self._start(main_cf)
 
     def flush(self):

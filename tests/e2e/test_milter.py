@@ -269,6 +269,46 @@ class MilterDown(unittest.TestCase):
         self.assertEqual(r[0] // 100, 4, r)
 
 
+class MilterProgress(unittest.TestCase):
+    """A slow end of message (Redis frozen, a 9 s store timeout) outlives Postfix's
+    milter_content_timeout (6 s) only because the door calls smfi_progress every 5 s: the client
+    hears our 451 4.3.0, not Postfix's milter_default_action (451 4.7.1)."""
+
+    def test_progress_keeps_postfix_waiting(self):
+        tmp = h.tempdir()
+        self.addCleanup(h.rmtree, tmp)
+        port = h.free_port()
+        redis = h.Proc(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                        "--appendonly", "no", "--dir", tmp], log=os.path.join(tmp, "redis.log"))
+        self.addCleanup(redis.stop, signal.SIGKILL)
+        h.wait_port(port)
+        extra = f"""ratelimit {{
+  store = "redis://127.0.0.1:{port}/0"
+  store_timeout = "9s"
+  timeout = "20s"
+  on_error = "tempfail"
+  limit "msgs" {{ key = {{ "client_ip" }} count = "messages" rate = "50/1m" }}
+}}
+"""
+        gw = milter_gateway(tmp, '"ratelimit", "authres"', extra)
+        self.addCleanup(gw.close)
+        pf = h.Postfix(tmp, milter=f"inet:127.0.0.1:{gw.port}",
+                       main_extra="milter_content_timeout = 6s\n")
+        self.addCleanup(pf.close)
+        msg = "From: a@example.org\r\nSubject: t\r\n\r\nhello\r\n"
+        self.assertIsNone(send(pf.port, "a@example.org", ["u@example.com"], msg))
+        os.kill(redis.p.pid, signal.SIGSTOP)
+        try:
+            t0 = time.time()
+            r = send(pf.port, "a@example.org", ["u@example.com"], msg)
+            took = time.time() - t0
+        finally:
+            os.kill(redis.p.pid, signal.SIGCONT)
+        self.assertIsNotNone(r)
+        self.assertEqual((r[0], r[1][:5]), (451, "4.3.0"), (r, pf.log()[-1500:]))
+        self.assertGreater(took, 8, r)
+
+
 class MilterSignals(unittest.TestCase):
     """SIGTERM drains and stops a process that runs libmilter's threads."""
 
