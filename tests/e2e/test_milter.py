@@ -67,9 +67,10 @@ class MilterPostfix(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.tmp = h.tempdir()
-        ed = os.path.join(cls.tmp, "ed.pem")
-        subprocess.run(["openssl", "genpkey", "-algorithm", "ed25519", "-out", ed], check=True,
-                       capture_output=True)
+        # RSA: libopendkim 2.11.0 leaks every Ed25519 signing key (see tests/unit/test_dkim.c),
+        # which LeakSanitizer would report against the ASan gateway.
+        ed = os.path.join(cls.tmp, "rsa.pem")
+        subprocess.run(["openssl", "genrsa", "-out", ed, "2048"], check=True, capture_output=True)
         local = os.path.join(cls.tmp, "local.rules")
         with open(local, "w") as f:
             f.write('rule tag_me at header if header "Subject" ~ /tag-me/ '
@@ -119,7 +120,7 @@ dkim {{
         self.assertNotIn("forged.test", head)
         self.assertIn("Authentication-Results: other.test; spf=pass", head)
         self.assertRegex(head, r"\nAuthentication-Results: gw\.test;")
-        self.assertIn("DKIM-Signature: v=1; a=ed25519-sha256;", head)
+        self.assertIn("DKIM-Signature: v=1; a=rsa-sha256;", head)
         self.assertIn("d=example.test", head)
         self.assertIn("s=e1", head)
         # At the top: our fields come before the message's own (Postfix's Received is ours too).
