@@ -106,6 +106,9 @@ dkim {{
         self.assertIsNotNone(r, "GTUBE was accepted")
         self.assertEqual(r[0], 554, r)
         self.assertTrue(r[1].startswith("5.7.1 "), r)
+        end = time.time() + 10  # postlogd writes Postfix's log after the reply
+        while "milter-reject: END-OF-MESSAGE" not in self.pf.log() and time.time() < end:
+            time.sleep(0.1)
         self.assertIn("milter-reject: END-OF-MESSAGE", self.pf.log())
         self.assertIn("rule=gtube", self.gw.log())
 
@@ -188,6 +191,9 @@ class MilterTempfail(unittest.TestCase):
         self.assertIsNotNone(r, "accepted while Redis was frozen")
         self.assertEqual(r[0] // 100, 4, r)
         self.assertTrue(r[1].startswith("4.3.0"), r)
+        end = time.time() + 10  # postlogd writes Postfix's log after the reply
+        while "milter-reject" not in pf.log() and time.time() < end:
+            time.sleep(0.1)
         self.assertIn("milter-reject", pf.log())
 
 
