@@ -47,7 +47,9 @@
  *	smfi_main runs in a thread of its own that blocks every signal; the
  *	main thread keeps them unblocked, and the kernel gives a signal sent
  *	to the process to the main thread when it can take it, so the event
- *	loop's handlers reload and drain as for the SMTP door. Should
+ *	loop's handlers reload and drain as for the SMTP door (draining
+ *	refuses new MTA connections at connect and lets the others finish;
+ *	smfi_stop would drop them). Should
  *	libmilter's thread take one anyway, smfi_main returns: that is logged
  *	and the process drains and stops (a supervisor restarts it).
  * SEE ALSO
@@ -1054,34 +1056,18 @@ int pc_milter_run(void (*idle)(void *), void *arg)
     return 0;
 }
 
-/* stop_thread - smfi_stop, off the loop: it waits for libmilter's listener to let go of its
- * socket, up to the listener's poll interval (seconds), while callbacks need the loop */
-static void *stop_thread(void *arg)
-{
-    sigset_t all;
-
-    (void)arg;
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, NULL);
-    smfi_stop();
-    return NULL;
-}
-
-/* pc_milter_stop - no new MTA connections; the ones in flight finish */
+/* pc_milter_stop - refuse new MTA connections (421 4.3.2 at connect); the sessions in flight
+ * finish. Not smfi_stop: libmilter drops the connections in flight when it stops, and the
+ * MTA would apply milter_default_action to their messages. The process exits when the loop
+ * does, and libmilter's threads with it. */
 void pc_milter_stop(void)
 {
-    pthread_t t;
-
     if (ml.conf == NULL || ml.stopping)
         return;
     ml.stopping = true;
     pthread_mutex_lock(&ml.mu);
     ml.running = false;
     pthread_mutex_unlock(&ml.mu);
-    if (pthread_create(&t, NULL, stop_thread, NULL) == 0)
-        pthread_detach(t);
-    else
-        smfi_stop();
 }
 
 /* pc_milter_failed - did libmilter stop on its own */

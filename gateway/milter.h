@@ -26,7 +26,7 @@ int pc_milter_open(struct pc_services *, struct pc_conf *, const struct pc_liste
 int pc_milter_run(void (*idle)(void *), void *arg);
 /* pc_milter_generation - new milter sessions use this configuration (a reload) */
 void pc_milter_generation(struct pc_conf *);
-/* pc_milter_stop - accept no more MTA connections; sessions in flight finish */
+/* pc_milter_stop - refuse new MTA connections; sessions in flight finish */
 void pc_milter_stop(void);
 /* pc_milter_failed - libmilter stopped serving without being asked (the process must exit 1) */
 bool pc_milter_failed(void);

@@ -488,7 +488,7 @@ static void on_grace(evutil_socket_t fd, short what, void *arg)
     struct pc_server *srv = arg;
 
     (void)fd, (void)what;
-    pc_warn("stopping with %zu sessions still open", srv->nconn);
+    pc_warn("stopping with %zu sessions still open", srv->nconn + pc_milter_sessions());
     event_base_loopexit(srv->base, NULL);
 }
 
@@ -504,7 +504,7 @@ static void on_stop(evutil_socket_t sig, short what, void *arg)
         return;
     }
     pc_info("signal %d: stopping; waiting up to %ds for %zu sessions", (int)sig, PC_GRACE_SECONDS,
-            srv->nconn);
+            srv->nconn + pc_milter_sessions());
     srv->stopping = true;
     pc_milter_stop();
     notify_status(srv, "STOPPING=1\n");

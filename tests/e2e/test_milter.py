@@ -317,7 +317,8 @@ class MilterProgress(unittest.TestCase):
 
 
 class MilterSignals(unittest.TestCase):
-    """SIGTERM drains and stops a process that runs libmilter's threads."""
+    """SIGTERM drains and stops a process that runs libmilter's threads: a milter session in
+    flight finishes (libmilter's smfi_stop would drop it; the door does not call it)."""
 
     def test_sigterm_stops(self):
         tmp = h.tempdir()
@@ -334,6 +335,27 @@ class MilterSignals(unittest.TestCase):
         self.assertEqual(rc, 0, gw.log())
         self.assertIn("portcullis stopped", gw.log())
         self.assertNotIn("libmilter stopped serving", gw.log())
+
+    def test_sigterm_drains_a_session_in_flight(self):
+        tmp = h.tempdir()
+        self.addCleanup(h.rmtree, tmp)
+        gw = milter_gateway(tmp, '"authres"')
+        self.addCleanup(gw.close)
+        pf = h.Postfix(tmp, milter=f"inet:127.0.0.1:{gw.port}")
+        self.addCleanup(pf.close)
+        s = smtplib.SMTP("127.0.0.1", pf.port, timeout=60)
+        s.ehlo("client.test")
+        s.mail("a@example.org")
+        s.rcpt("u@example.com")  # the milter session is open now
+        os.kill(gw.pid(), signal.SIGTERM)
+        time.sleep(0.5)
+        self.assertTrue(gw.alive(), "stopped with a milter session in flight")
+        code, _ = s.data("From: a@example.org\r\nSubject: drained\r\n\r\nhi\r\n")
+        s.quit()
+        self.assertEqual(code, 250)
+        self.assertEqual(gw.proc.p.wait(timeout=10), 0, gw.log())
+        m = [x for x in pf.delivered() if b"drained" in x]
+        self.assertTrue(m and b"Authentication-Results: gw.test" in m[0], pf.log()[-1500:])
 
     def test_libmilter_signal_thread_exits_1(self):
         tmp = h.tempdir()
