@@ -124,6 +124,7 @@ struct ml_conn {
     struct pc_buf in; /* content not yet fed: whole lines but the last */
     bool in_overflow; /* the header section passed ML_HEADER_MAX */
     bool leadspc;     /* SMFIP_HDR_LEADSPC: header values keep their leading space, both ways */
+    unsigned long nr; /* the SMFIP_NR_* steps negotiated: those answer SMFIS_NOREPLY */
     /* answer */
     sfsistat rc;
     char rcode[4], xcode[16], text[PC_VERDICT_TEXT];
@@ -784,6 +785,12 @@ static sfsistat xx_data(SMFICTX *ctx)
     return c ? call(ctx, c, ML_DATA) : SMFIS_TEMPFAIL;
 }
 
+/* quiet - the answer of a content step: none if the MTA agreed to that (SMFIP_NR_*) */
+static sfsistat quiet(const struct ml_conn *c, unsigned long step)
+{
+    return (c->nr & step) ? SMFIS_NOREPLY : SMFIS_CONTINUE;
+}
+
 /* content - append content bytes, folding turned into CRLF lines */
 static void content(struct ml_conn *c, const char *p, size_t n)
 {
@@ -800,18 +807,18 @@ static sfsistat xx_header(SMFICTX *ctx, char *name, char *value)
     struct ml_conn *c = conn(ctx);
 
     if (c == NULL)
-        return SMFIS_NOREPLY;
+        return SMFIS_TEMPFAIL;
     size_t n = strlen(name), vl = strlen(value);
     if (c->in.len + n + vl + 4 > ML_HEADER_MAX) {
         c->in_overflow = true;
-        return SMFIS_NOREPLY;
+        return quiet(c, SMFIP_NR_HDR);
     }
     /* With SMFIP_HDR_LEADSPC the value keeps its leading space: the field as it was sent. */
     content(c, name, n);
     pc_buf_puts(&c->in, c->leadspc ? ":" : ": ");
     content(c, value, vl);
     content(c, "\r\n", 2);
-    return SMFIS_NOREPLY;
+    return quiet(c, SMFIP_NR_HDR);
 }
 
 /* xx_eoh - the separator line */
@@ -819,9 +826,10 @@ static sfsistat xx_eoh(SMFICTX *ctx)
 {
     struct ml_conn *c = conn(ctx);
 
-    if (c)
-        content(c, "\r\n", 2);
-    return SMFIS_NOREPLY;
+    if (c == NULL)
+        return SMFIS_TEMPFAIL;
+    content(c, "\r\n", 2);
+    return quiet(c, SMFIP_NR_EOH);
 }
 
 /* xx_body - a body chunk: complete lines go to the spool on the loop */
@@ -830,10 +838,10 @@ static sfsistat xx_body(SMFICTX *ctx, unsigned char *p, size_t n)
     struct ml_conn *c = conn(ctx);
 
     if (c == NULL)
-        return SMFIS_NOREPLY;
+        return SMFIS_TEMPFAIL;
     pc_buf_append(&c->in, p, n);
     call(ctx, c, ML_FEED);
-    return SMFIS_NOREPLY;
+    return quiet(c, SMFIP_NR_BODY);
 }
 
 /* apply_edits - the filters' header edits, from the end-of-message callback */
@@ -928,6 +936,7 @@ static sfsistat xx_negotiate(SMFICTX *ctx, unsigned long f0, unsigned long f1, u
     if (c == NULL)
         return SMFIS_TEMPFAIL;
     c->leadspc = (*pf1 & SMFIP_HDR_LEADSPC) != 0;
+    c->nr = *pf1 & noreply;
     if (f0 & SMFIF_SETSYMLIST) {
         symlist(ctx, SMFIM_CONNECT, ml_connect_macros);
         symlist(ctx, SMFIM_HELO, ml_helo_macros);
