@@ -853,6 +853,9 @@ static bool apply_edits(SMFICTX *ctx, struct ml_conn *c)
         n = e->next;
         int r = e->value ? smfi_insheader(ctx, e->index, e->name, e->value)
                          : smfi_chgheader(ctx, e->name, e->index, NULL);
+        if (r != MI_SUCCESS && ok)
+            pc_warn("milter: the MTA refused to %s %s #%d", e->value ? "insert" : "remove", e->name,
+                    e->index);
         ok = ok && r == MI_SUCCESS;
         free(e->name);
         free(e->value);
@@ -874,7 +877,6 @@ static sfsistat xx_eom(SMFICTX *ctx)
     if (!apply_edits(ctx, c) && rc == SMFIS_CONTINUE) {
         /* Delivering without our Authentication-Results or with a forged one left in would be
          * worse than a retry. */
-        pc_warn("milter: the MTA refused a header edit; tempfail");
         smfi_setreply(ctx, "451", "4.3.0", "Error: header edit failed, try again later");
         return SMFIS_TEMPFAIL;
     }
