@@ -76,6 +76,7 @@
 #include "core/txnlog.h"
 #include "gateway/conf.h"
 #include "gateway/engine.h"
+#include "gateway/milter_lines.h"
 #include "gateway/smtp_proto.h"
 #include "lib/buf.h"
 #include "lib/log.h"
@@ -270,41 +271,19 @@ static void collect_edits(struct ml_conn *c)
         tail = edit_add(tail, a->name, strlen(a->name), a->value, at++, c->leadspc);
 }
 
-/* feed_line - one content line to the engine; NUL left out, a bare CR noted */
-static void feed_line(struct ml_conn *c, char *line, size_t len)
+/* spool_line - one decoded content line into the engine's spool */
+static void spool_line(void *arg, char *line, size_t len)
 {
-    size_t o = 0;
+    struct ml_conn *c = arg;
 
-    for (size_t i = 0; i < len; i++) {
-        if (line[i] == 0) {
-            c->eom_flags |= PC_ENG_NUL;
-            continue;
-        }
-        if (line[i] == '\r')
-            c->eom_flags |= PC_ENG_BARE_NL;
-        line[o++] = line[i];
-    }
-    if (pc_engine_line(&c->eng, line, o) < 0)
+    if (pc_engine_line(&c->eng, line, len) < 0)
         c->s->txn->msg.io_error = true;
 }
 
 /* feed - the door's complete lines to the spool; with all, the last partial line too */
 static void feed(struct ml_conn *c, bool all)
 {
-    size_t i = 0;
-
-    while (i < c->in.len) {
-        char *nl = memchr(c->in.data + i, '\n', c->in.len - i);
-        if (nl == NULL && !all)
-            break;
-        size_t end = nl ? (size_t)(nl - c->in.data) : c->in.len, l = end - i;
-        if (nl && l && c->in.data[i + l - 1] == '\r')
-            l--;
-        feed_line(c, c->in.data + i, l);
-        i = nl ? end + 1 : end;
-    }
-    memmove(c->in.data, c->in.data + i, c->in.len - i);
-    c->in.len -= i;
+    pc_ml_lines(&c->in, all, &c->eom_flags, spool_line, c);
 }
 
 /* answer - an engine step's outcome as the milter reply */
@@ -794,11 +773,7 @@ static sfsistat quiet(const struct ml_conn *c, unsigned long step)
 /* content - append content bytes, folding turned into CRLF lines */
 static void content(struct ml_conn *c, const char *p, size_t n)
 {
-    for (size_t i = 0; i < n; i++) {
-        if (p[i] == '\n' && (i == 0 || p[i - 1] != '\r'))
-            pc_buf_putc(&c->in, '\r');
-        pc_buf_putc(&c->in, p[i]);
-    }
+    pc_ml_content(&c->in, p, n);
 }
 
 /* xx_header - one field, kept in the door until the body (no reply: SMFIP_NR_HDR) */
