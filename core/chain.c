@@ -17,8 +17,8 @@
 #include <strings.h>
 #include <time.h>
 
-#include "gateway/conf.h"
 #include "core/session.h"
+#include "core/settings.h"
 #include "core/txnlog.h"
 #include "lib/log.h"
 #include "lib/metrics.h"
@@ -119,8 +119,8 @@ void pc_chain_detach(struct pc_session *s)
 /* held_for_rcpt - a refusal the door keeps until RCPT (delay_reject) and logs there */
 static bool held_for_rcpt(const struct pc_session *s, const struct pc_verdict *v)
 {
-    return s->holds_refusals && s->conf && s->conf->delay_reject &&
-           s->run->stage <= PC_STAGE_MAIL && (v->action == PC_REJECT || v->action == PC_TEMPFAIL);
+    return s->holds_refusals && s->set && s->set->delay_reject && s->run->stage <= PC_STAGE_MAIL &&
+           (v->action == PC_REJECT || v->action == PC_TEMPFAIL);
 }
 
 /* log_decision - one Postfix-style line per decision the client hears (core/txnlog.h) */
@@ -367,8 +367,8 @@ void pc_session_free(struct pc_session *s)
         pc_txn_free(s);
     if (s->run)
         pc_chain_detach(s);
-    if (s->conf)
-        pc_conf_unref(s->conf);
+    if (s->set)
+        pc_settings_unref(s->set);
     pc_pool_destroy(s->helo_pool);
     pc_pool_destroy(s->pool);
 }

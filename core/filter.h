@@ -25,12 +25,13 @@
 #include <confuse.h>
 
 #include "core/err.h"
+#include "core/param.h"
 #include "core/services.h"
 #include "core/verdict.h"
 
 struct pc_session;
 
-#define PC_FILTER_ABI 1
+#define PC_FILTER_ABI 2 /* 2: options as table rows (.params) */
 
 #define PC_FILTER_GATE 0x1 /* runs even after another filter said ACCEPT (relay, rate limits) */
 
@@ -38,9 +39,11 @@ typedef enum pc_action pc_stage_fn(struct pc_session *, void *conf, void *ctx, s
 
 struct pc_filter_ops {
     const char *name;
-    unsigned abi;          /* PC_FILTER_ABI */
-    unsigned flags;        /* PC_FILTER_GATE */
-    const cfg_opt_t *opts; /* the filter's section "name { ... }", CFG_END-terminated, or NULL */
+    unsigned abi;   /* PC_FILTER_ABI */
+    unsigned flags; /* PC_FILTER_GATE */
+    /* The rows of the filter's section "name { ... }" (core/param.h), ended by a row whose name
+     * is NULL, or NULL: the loader generates its options, bounds, -p and docs from them. */
+    const struct pc_param_row *params;
     /* configure - build the filter's configuration from its section (never NULL) */
     int (*configure)(cfg_t *sec, void **conf, struct pc_err *);
     /* start - acquire loop resources (sockets, timers) once the loop exists */

@@ -18,7 +18,7 @@
 #include <strings.h>
 #include <time.h>
 
-#include "gateway/conf.h"
+#include "core/settings.h"
 #include "lib/buf.h"
 #include "lib/log.h"
 #include "lib/qid.h"
@@ -27,7 +27,7 @@
 static uint64_t pc_session_counter;
 
 /* pc_session_new - a session bound to a configuration generation */
-struct pc_session *pc_session_new(struct pc_services *svc, struct pc_conf *conf,
+struct pc_session *pc_session_new(struct pc_services *svc, struct pc_settings *set,
                                   const char *listener, const struct pc_chain *chain,
                                   const struct pc_door *door, void *door_ctx)
 {
@@ -36,9 +36,11 @@ struct pc_session *pc_session_new(struct pc_services *svc, struct pc_conf *conf,
 
     s->pool = pool;
     s->svc = svc;
-    s->conf = conf;
-    if (conf)
-        pc_conf_ref(conf);
+    s->set = set;
+    if (set) {
+        pc_settings_ref(set);
+        s->conf = set->owner;
+    }
     s->chain = chain;
     s->door = door;
     s->door_ctx = door_ctx;
@@ -103,7 +105,7 @@ struct pc_txn *pc_txn_new(struct pc_session *s)
 {
     struct pc_pool *pool = pc_pool_create(4096);
     struct pc_txn *t = pc_pool_zalloc(pool, sizeof(*t));
-    const struct pc_conf *c = s->conf;
+    const struct pc_settings *c = s->set;
     struct timespec ts;
 
     t->pool = pool;
@@ -112,8 +114,8 @@ struct pc_txn *pc_txn_new(struct pc_session *s)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     t->out.t_mail = ts;
     t->facts_tail = &t->facts;
-    pc_msg_init(&t->msg, c ? c->limits.max_header_size : 102400, c ? c->limits.max_headers : 1000,
-                c ? c->limits.spool_threshold : 262144, c ? c->spool_dir : "/tmp");
+    pc_msg_init(&t->msg, c ? c->max_header_size : 102400, c ? c->max_headers : 1000,
+                c ? c->spool_threshold : 262144, c ? c->spool_dir : "/tmp");
     pc_pool_cleanup(pool, msg_free, &t->msg);
     s->txn = t;
     return t;

@@ -28,6 +28,7 @@
 struct pc_pool;
 struct pc_chain;
 struct pc_conf;
+struct pc_settings;
 struct pc_services;
 struct event;
 
@@ -111,7 +112,8 @@ struct pc_session {
     char sid[24];
     struct pc_pool *pool;
     struct pc_services *svc;
-    struct pc_conf *conf; /* the configuration generation this session started under */
+    struct pc_settings *set; /* what the core reads from the generation it started under */
+    struct pc_conf *conf;    /* the door's view of that generation (set->owner; opaque here) */
     const struct pc_chain *chain;
     const struct pc_door *door;
     void *door_ctx;
@@ -144,7 +146,8 @@ struct pc_session {
     bool holds_refusals;
 };
 
-struct pc_session *pc_session_new(struct pc_services *, struct pc_conf *, const char *listener,
+/* pc_session_new - a session holding a reference to its configuration generation (or NULL) */
+struct pc_session *pc_session_new(struct pc_services *, struct pc_settings *, const char *listener,
                                   const struct pc_chain *, const struct pc_door *, void *door_ctx);
 /* pc_session_set_client - fill client identity from a socket address */
 void pc_session_set_client(struct pc_session *, const struct sockaddr *, socklen_t);

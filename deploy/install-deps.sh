@@ -11,7 +11,7 @@ libspf2-dev libopendkim-dev libopendmarc-dev libhiredis-dev libpcre2-dev libgmim
 libsystemd-dev publicsuffix libcrypt-dev libmilter-dev"
 TEST="check postfix swaks redis-server nsd opendkim-tools clang clang-format python3 openssl bc
 debhelper lintian blhc fakeroot pflogsumm fail2ban python3-prometheus-client haproxy strace
-dovecot-core dovecot-lmtpd libidn12 opendkim miltertest"
+dovecot-core dovecot-lmtpd libidn12 libmariadb3 opendkim miltertest"
 case "$1" in
     --run) PKGS="$RUN" ;;
     "") PKGS="$RUN $TEST" ;;
@@ -50,6 +50,15 @@ if [ ! -x "$EXIM_CACHE/root/usr/sbin/exim4" ]; then
     $SUDO mkdir -p "$EXIM_CACHE"
     (cd "$EXIM_CACHE" && $SUDO apt-get download exim4-daemon-light exim4-base)
     for deb in "$EXIM_CACHE"/exim4-*.deb; do $SUDO dpkg-deb -x "$deb" "$EXIM_CACHE/root"; done
+fi
+# The PROXY protocol (hosts_proxy, for backend identity = "proxy") is only in Debian's heavy
+# build; libmariadb3 above is the one library it needs beyond the light one's.
+EXIM_HEAVY="${PC_EXIM_HEAVY_CACHE:-/var/cache/portcullis/exim-heavy}"
+if [ ! -x "$EXIM_HEAVY/root/usr/sbin/exim4" ]; then
+    echo "install-deps: downloading exim4-daemon-heavy into $EXIM_HEAVY"
+    $SUDO mkdir -p "$EXIM_HEAVY"
+    (cd "$EXIM_HEAVY" && $SUDO apt-get download exim4-daemon-heavy)
+    for deb in "$EXIM_HEAVY"/exim4-*.deb; do $SUDO dpkg-deb -x "$deb" "$EXIM_HEAVY/root"; done
 fi
 getent passwd Debian-exim >/dev/null ||
     $SUDO useradd -r -M -d /nonexistent -s /usr/sbin/nologin -U Debian-exim

@@ -41,7 +41,11 @@ struct authres_conf {
     char *servid; /* NULL: the hostname */
 };
 
-static cfg_opt_t authres_opts[] = {CFG_STR("authserv_id", "", CFGF_NONE), CFG_END()};
+/* The filter's section as rows of the one configuration table (core/param.h). */
+static const struct pc_param_row authres_params[] = {
+    {"authres", "authserv_id", PT_STR, "", 0, 0, NULL,
+     "the authserv-id of Authentication-Results; empty: hostname"},
+    {0}};
 
 /* authres_configure - check the authserv-id */
 static int authres_configure(cfg_t *sec, void **out, struct pc_err *err)
@@ -244,7 +248,7 @@ const struct pc_filter_ops pc_filter_authres = {
     .abi = PC_FILTER_ABI,
     /* A gate: forged fields must go even when a rule has accepted the message. */
     .flags = PC_FILTER_GATE,
-    .opts = authres_opts,
+    .params = authres_params,
     .configure = authres_configure,
     .destroy = authres_destroy,
     .stage = {[PC_STAGE_EOM] = authres_eom},

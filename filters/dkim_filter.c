@@ -103,14 +103,21 @@ struct dkim_task {
     struct dkim_ctx *x;
 };
 
-static cfg_opt_t dkim_opts[] = {CFG_BOOL("verify", cfg_true, CFGF_NONE),
-                                CFG_INT("min_key_bits", 1024, CFGF_NONE),
-                                CFG_STR_LIST("mynetworks", "{127.0.0.0/8, ::1/128}", CFGF_NONE),
-                                CFG_STR_LIST("key_table", "{}", CFGF_NONE),
-                                CFG_STR_LIST("signing_table", "{}", CFGF_NONE),
-                                CFG_STR("canonicalization", "relaxed/relaxed", CFGF_NONE),
-                                CFG_STR_LIST("oversign_headers", "{From}", CFGF_NONE),
-                                CFG_END()};
+/* The filter's section as rows of the one configuration table (core/param.h). */
+static const struct pc_param_row dkim_params[] = {
+    {"dkim", "verify", PT_BOOL, "true", 0, 0, NULL,
+     "verify signatures of mail from outside mynetworks"},
+    {"dkim", "min_key_bits", PT_INT, "1024", 512, 16384, NULL,
+     "shorter RSA keys do not verify (RFC 8301)"},
+    {"dkim", "mynetworks", PT_LIST, "{127.0.0.0/8, ::1/128}", 0, 0, NULL,
+     "clients whose mail is signed; unset: mynetworks"},
+    {"dkim", "key_table", PT_LIST, "{}", 0, 0, NULL, "NAME DOMAIN:SELECTOR:KEYFILE entries"},
+    {"dkim", "signing_table", PT_LIST, "{}", 0, 0, NULL, "SENDER-PATTERN KEYNAME entries"},
+    {"dkim", "canonicalization", PT_STR, "relaxed/relaxed", 0, 0, NULL,
+     "header/body canonicalization of signatures"},
+    {"dkim", "oversign_headers", PT_LIST, "{From}", 0, 0, NULL,
+     "headers signed once more than present"},
+    {0}};
 
 /* dkim_destroy - release configuration */
 static void dkim_destroy(void *conf)
@@ -548,7 +555,7 @@ static enum pc_action dkim_filter_eom(struct pc_session *s, void *conf, void *ct
 const struct pc_filter_ops pc_filter_dkim = {
     .name = "dkim",
     .abi = PC_FILTER_ABI,
-    .opts = dkim_opts,
+    .params = dkim_params,
     .configure = dkim_configure,
     .destroy = dkim_destroy,
     .attach = dkim_attach,

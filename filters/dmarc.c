@@ -280,13 +280,19 @@ struct dmarc_ctx {
     bool asking_org;
 };
 
-static cfg_opt_t dmarc_opts[] = {CFG_BOOL("reject_multiple_from", cfg_true, CFGF_NONE),
-                                 CFG_BOOL("reject_malformed_from", cfg_false, CFGF_NONE),
-                                 CFG_BOOL("honor_reject", cfg_true, CFGF_NONE),
-                                 CFG_BOOL("honor_pct", cfg_true, CFGF_NONE),
-                                 CFG_STR("quarantine_header", "X-DMARC-Quarantine", CFGF_NONE),
-                                 CFG_STR("public_suffix_list", "", CFGF_NONE),
-                                 CFG_END()};
+/* The filter's section as rows of the one configuration table (core/param.h). */
+static const struct pc_param_row dmarc_params[] = {
+    {"dmarc", "reject_multiple_from", PT_BOOL, "true", 0, 0, NULL,
+     "refuse a message with several From addresses"},
+    {"dmarc", "reject_malformed_from", PT_BOOL, "false", 0, 0, NULL,
+     "refuse a From without a usable domain"},
+    {"dmarc", "honor_reject", PT_BOOL, "true", 0, 0, NULL, "apply p=reject"},
+    {"dmarc", "honor_pct", PT_BOOL, "true", 0, 0, NULL, "apply pct= sampling"},
+    {"dmarc", "quarantine_header", PT_STR, "X-DMARC-Quarantine", 0, 0, NULL,
+     "header added for p=quarantine"},
+    {"dmarc", "public_suffix_list", PT_STR, "", 0, 0, NULL,
+     "the public suffix list file; empty: built in"},
+    {0}};
 
 /* dmarc_configure - options; the suffix list is checked here, read once */
 static int dmarc_configure(cfg_t *sec, void **out, struct pc_err *err)
@@ -538,7 +544,7 @@ const struct pc_filter_ops pc_filter_dmarc = {
     /* RFC 7489 4: the policy judges the alignment of both results. */
     .needs = (const char *const[]){"spf", "dkim", NULL},
     .abi = PC_FILTER_ABI,
-    .opts = dmarc_opts,
+    .params = dmarc_params,
     .configure = dmarc_configure,
     .destroy = dmarc_destroy,
     .attach = dmarc_attach,

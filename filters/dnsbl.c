@@ -72,10 +72,13 @@ struct dnsbl_ctx {
     const struct dnsbl_site *worst;
 };
 
-static cfg_opt_t dnsbl_opts[] = {CFG_STR_LIST("sites", "{}", CFGF_NONE),
-                                 CFG_INT("threshold", 1, CFGF_NONE),
-                                 CFG_INT("reject_code", 554, CFGF_NONE),
-                                 CFG_STR_LIST("allow_networks", "{}", CFGF_NONE), CFG_END()};
+/* The filter's section as rows of the one configuration table (core/param.h). */
+static const struct pc_param_row dnsbl_params[] = {
+    {"dnsbl", "sites", PT_LIST, "{}", 0, 0, NULL, "zones, each ZONE or ZONE=WEIGHT"},
+    {"dnsbl", "threshold", PT_INT, "1", 1, 1000, NULL, "total weight that refuses"},
+    {"dnsbl", "reject_code", PT_INT, "554", 500, 599, NULL, "the reply code of a refusal"},
+    {"dnsbl", "allow_networks", PT_LIST, "{}", 0, 0, NULL, "clients not looked up"},
+    {0}};
 
 /* set_bit - mark an octet value as accepted */
 static void set_bit(uint8_t *set, unsigned v)
@@ -233,7 +236,12 @@ static int dnsbl_configure(cfg_t *sec, void **out, struct pc_err *err)
         site->zi = z;
         c->nsites++;
     }
-    c->threshold = (int)cfg_getint(sec, "threshold");
+    long threshold = cfg_getint(sec, "threshold");
+    if (threshold < 1 || threshold > 1000) {
+        pc_err_set(err, sec, "dnsbl: threshold must be 1..1000");
+        return -1;
+    }
+    c->threshold = (int)threshold;
     c->reject_code = (int)cfg_getint(sec, "reject_code");
     if (c->reject_code < 500 || c->reject_code > 599) {
         pc_err_set(err, sec, "dnsbl: reject_code must be 5xx");
@@ -388,7 +396,7 @@ static void dnsbl_detach(struct pc_session *s, void *conf, void *ctx)
 const struct pc_filter_ops pc_filter_dnsbl = {
     .name = "dnsbl",
     .abi = PC_FILTER_ABI,
-    .opts = dnsbl_opts,
+    .params = dnsbl_params,
     .configure = dnsbl_configure,
     .destroy = dnsbl_destroy,
     .attach = dnsbl_attach,

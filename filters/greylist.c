@@ -81,21 +81,24 @@ struct gl_ctx {
     struct pc_rl_req *req; /* pending Redis answer */
 };
 
-static cfg_opt_t gl_opts[] = {CFG_STR("store", "", CFGF_NONE),
-                              CFG_STR("password", "", CFGF_NONE),
-                              CFG_STR("store_timeout", "1s", CFGF_NONE),
-                              CFG_STR("prefix", "portcullis:gl:", CFGF_NONE),
-                              CFG_INT("max_entries", 100000, CFGF_NONE),
-                              CFG_STR_LIST("key", "{client_net, sender, rcpt}", CFGF_NONE),
-                              CFG_INT("ipv4_prefix", 24, CFGF_NONE),
-                              CFG_INT("ipv6_prefix", 64, CFGF_NONE),
-                              CFG_STR("delay", "5m", CFGF_NONE),
-                              CFG_STR("retry_window", "2d", CFGF_NONE),
-                              CFG_STR("lifetime", "35d", CFGF_NONE),
-                              CFG_STR_LIST("allow_networks", "{}", CFGF_NONE),
-                              CFG_STR_LIST("allow_sender_domains", "{}", CFGF_NONE),
-                              CFG_STR_LIST("allow_rcpt_domains", "{}", CFGF_NONE),
-                              CFG_END()};
+/* The filter's section as rows of the one configuration table (core/param.h). */
+static const struct pc_param_row gl_params[] = {
+    {"greylist", "store", PT_STR, "", 0, 0, NULL, "redis://host:port/db; empty: in memory"},
+    {"greylist", "password", PT_STR, "", 0, 0, NULL, "the store password"},
+    {"greylist", "store_timeout", PT_STR, "1s", 0, 0, NULL, "10ms..60s for one store answer"},
+    {"greylist", "prefix", PT_STR, "portcullis:gl:", 0, 0, NULL, "key prefix in the store"},
+    {"greylist", "max_entries", PT_INT, "100000", 100, 10000000, NULL,
+     "entries of the in-memory store"},
+    {"greylist", "key", PT_LIST, "{client_net, sender, rcpt}", 0, 0, NULL, "fields of the triplet"},
+    {"greylist", "ipv4_prefix", PT_INT, "24", 8, 32, NULL, "client_net of an IPv4 client"},
+    {"greylist", "ipv6_prefix", PT_INT, "64", 16, 128, NULL, "client_net of an IPv6 client"},
+    {"greylist", "delay", PT_STR, "5m", 0, 0, NULL, "1s..1d before a retry passes"},
+    {"greylist", "retry_window", PT_STR, "2d", 0, 0, NULL, "1m..30d for the retry"},
+    {"greylist", "lifetime", PT_STR, "35d", 0, 0, NULL, "1m..366d a passed triplet is remembered"},
+    {"greylist", "allow_networks", PT_LIST, "{}", 0, 0, NULL, "clients never greylisted"},
+    {"greylist", "allow_sender_domains", PT_LIST, "{}", 0, 0, NULL, "senders never greylisted"},
+    {"greylist", "allow_rcpt_domains", PT_LIST, "{}", 0, 0, NULL, "recipients never greylisted"},
+    {0}};
 
 /* free_list - a strdup'ed string array */
 static void free_list(char **v, size_t n)
@@ -494,7 +497,7 @@ const struct pc_filter_ops pc_filter_greylist = {
     /* The relay filter's fact relay = trusted exempts a client. */
     .after = (const char *const[]){"relay", NULL},
     .abi = PC_FILTER_ABI,
-    .opts = gl_opts,
+    .params = gl_params,
     .configure = gl_configure,
     .start = gl_start,
     .destroy = gl_destroy,

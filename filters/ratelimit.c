@@ -92,27 +92,29 @@ struct rl_ctx {
     size_t n;
 };
 
-static cfg_opt_t rl_limit_opts[] = {CFG_STR_LIST("key", "{client_ip}", CFGF_NONE),
-                                    CFG_STR("count", "messages", CFGF_NONE),
-                                    CFG_STR("rate", NULL, CFGF_NODEFAULT),
-                                    CFG_INT("burst", 0, CFGF_NONE),
-                                    CFG_STR("on_error", NULL, CFGF_NODEFAULT),
-                                    CFG_BOOL("named_only", cfg_false, CFGF_NONE),
-                                    CFG_STR("rule", "", CFGF_NONE),
-                                    CFG_END()};
-
-static cfg_opt_t rl_opts[] = {
-    CFG_STR("store", "", CFGF_NONE),
-    CFG_STR_LIST("sentinels", "{}", CFGF_NONE),
-    CFG_STR("sentinel_master", "", CFGF_NONE),
-    CFG_STR("password", "", CFGF_NONE),
-    CFG_STR("store_timeout", "1s", CFGF_NONE),
-    CFG_STR("prefix", "portcullis:rl:", CFGF_NONE),
-    CFG_INT("max_entries", 100000, CFGF_NONE),
-    CFG_INT("ipv4_prefix", 24, CFGF_NONE),
-    CFG_INT("ipv6_prefix", 64, CFGF_NONE),
-    CFG_SEC("limit", rl_limit_opts, CFGF_MULTI | CFGF_TITLE | CFGF_NO_TITLE_DUPES),
-    CFG_END()};
+/* The filter's section as rows of the one configuration table (core/param.h); limit "name" { }
+ * repeats, its rows are in the section "ratelimit.limit". */
+static const struct pc_param_row rl_params[] = {
+    {"ratelimit", "store", PT_STR, "", 0, 0, NULL, "redis://, redis-cluster://; empty: in memory"},
+    {"ratelimit", "sentinels", PT_LIST, "{}", 0, 0, NULL, "Redis Sentinels, host:port"},
+    {"ratelimit", "sentinel_master", PT_STR, "", 0, 0, NULL, "the master the Sentinels name"},
+    {"ratelimit", "password", PT_STR, "", 0, 0, NULL, "the store password"},
+    {"ratelimit", "store_timeout", PT_STR, "1s", 0, 0, NULL, "10ms..60s for one store answer"},
+    {"ratelimit", "prefix", PT_STR, "portcullis:rl:", 0, 0, NULL, "key prefix in the store"},
+    {"ratelimit", "max_entries", PT_INT, "100000", 100, 100000000, NULL,
+     "entries of the in-memory store"},
+    {"ratelimit", "ipv4_prefix", PT_INT, "24", 8, 32, NULL, "client_net of an IPv4 client"},
+    {"ratelimit", "ipv6_prefix", PT_INT, "64", 16, 128, NULL, "client_net of an IPv6 client"},
+    {"ratelimit", "limit", PT_SECTION, NULL, 0, 0, NULL, "one limit, by its name"},
+    {"ratelimit.limit", "key", PT_LIST, "{client_ip}", 0, 0, NULL, "fields the limit counts by"},
+    {"ratelimit.limit", "count", PT_STR, "messages", 0, 0, NULL,
+     "connections, messages, recipients or bytes"},
+    {"ratelimit.limit", "rate", PT_STR, NULL, 0, 0, NULL, "N/period, e.g. 100/1h"},
+    {"ratelimit.limit", "burst", PT_INT, "0", 0, 1000000000000L, NULL, "0: the rate's N"},
+    {"ratelimit.limit", "on_error", PT_STR, NULL, 0, 0, NULL, "unset: the filter's on_error"},
+    {"ratelimit.limit", "named_only", PT_BOOL, "false", 0, 0, NULL, "only in limit() rules"},
+    {"ratelimit.limit", "rule", PT_STR, "", 0, 0, NULL, "count only when this rule matched"},
+    {0}};
 
 /* rl_destroy - release configuration and store */
 static void rl_destroy(void *conf)
@@ -615,7 +617,7 @@ const struct pc_filter_ops pc_filter_ratelimit = {
     .name = "ratelimit",
     .abi = PC_FILTER_ABI,
     .flags = PC_FILTER_GATE,
-    .opts = rl_opts,
+    .params = rl_params,
     .configure = rl_configure,
     .start = rl_start,
     .destroy = rl_destroy,

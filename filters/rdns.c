@@ -66,13 +66,15 @@ struct rdns_ctx {
     struct pc_verdict held; /* reject_stage = rcpt */
 };
 
-static cfg_opt_t rdns_opts[] = {CFG_BOOL("reject", cfg_true, CFGF_NONE),
-                                CFG_STR("reject_stage", "connect", CFGF_NONE),
-                                CFG_INT("max_names", 10, CFGF_NONE),
-                                CFG_INT("reject_code", 550, CFGF_NONE),
-                                CFG_INT("tempfail_code", 450, CFGF_NONE),
-                                CFG_STR_LIST("skip_networks", "{}", CFGF_NONE),
-                                CFG_END()};
+/* The filter's section as rows of the one configuration table (core/param.h). */
+static const struct pc_param_row rdns_params[] = {
+    {"rdns", "reject", PT_BOOL, "true", 0, 0, NULL, "refuse a client without a verified name"},
+    {"rdns", "reject_stage", PT_STR, "connect", 0, 0, NULL, "connect or rcpt"},
+    {"rdns", "max_names", PT_INT, "10", 1, 10, NULL, "PTR names checked"},
+    {"rdns", "reject_code", PT_INT, "550", 500, 599, NULL, "the reply code of a refusal"},
+    {"rdns", "tempfail_code", PT_INT, "450", 400, 499, NULL, "the reply code when DNS fails"},
+    {"rdns", "skip_networks", PT_LIST, "{}", 0, 0, NULL, "clients not checked"},
+    {0}};
 
 /* rdns_configure - options */
 static int rdns_configure(cfg_t *sec, void **out, struct pc_err *err)
@@ -308,7 +310,7 @@ static void rdns_detach(struct pc_session *s, void *conf, void *ctx)
 const struct pc_filter_ops pc_filter_rdns = {
     .name = "rdns",
     .abi = PC_FILTER_ABI,
-    .opts = rdns_opts,
+    .params = rdns_params,
     .configure = rdns_configure,
     .destroy = rdns_destroy,
     .attach = rdns_attach,

@@ -30,10 +30,14 @@ struct relay_conf {
     bool allow_untrusted_routing;
 };
 
-static cfg_opt_t relay_opts[] = {CFG_STR_LIST("mynetworks", "{127.0.0.0/8, ::1/128}", CFGF_NONE),
-                                 CFG_STR_LIST("domains", "{}", CFGF_NONE),
-                                 CFG_BOOL("allow_untrusted_routing", cfg_false, CFGF_NONE),
-                                 CFG_END()};
+/* The filter's section as rows of the one configuration table (core/param.h). */
+static const struct pc_param_row relay_params[] = {
+    {"relay", "mynetworks", PT_LIST, "{127.0.0.0/8, ::1/128}", 0, 0, NULL,
+     "clients that may relay; unset: mynetworks"},
+    {"relay", "domains", PT_LIST, "{}", 0, 0, NULL, "recipient domains we accept for"},
+    {"relay", "allow_untrusted_routing", PT_BOOL, "false", 0, 0, NULL,
+     "accept %, ! and @ routing in recipients"},
+    {0}};
 
 /* relay_configure - networks and domains */
 static int relay_configure(cfg_t *sec, void **out, struct pc_err *err)
@@ -126,7 +130,7 @@ const struct pc_filter_ops pc_filter_relay = {
     .name = "relay",
     .abi = PC_FILTER_ABI,
     .flags = PC_FILTER_GATE,
-    .opts = relay_opts,
+    .params = relay_params,
     .configure = relay_configure,
     .destroy = relay_destroy,
     .stage = {[PC_STAGE_RCPT] = relay_rcpt},

@@ -50,12 +50,23 @@
 #include "lib/parse.h"
 #include "core/chain.h"
 #include "rules/rules.h"
+#include "filters/registry.h"
 
 struct rules_conf {
     struct pc_rules *rules; /* NULL when no files are named */
 };
 
 struct rules_job;
+
+/* pc_rules_filter_content_rules - rules at the header and body stages */
+size_t pc_rules_filter_content_rules(const void *conf)
+{
+    const struct rules_conf *c = conf;
+
+    if (c == NULL || c->rules == NULL)
+        return 0;
+    return pc_rules_count(c->rules, PC_RS_HEADER) + pc_rules_count(c->rules, PC_RS_BODY);
+}
 
 /* Per session. */
 struct rules_ctx {
@@ -77,15 +88,19 @@ struct rules_job {
     enum pc_action a;
 };
 
-static cfg_opt_t rules_opts[] = {CFG_STR_LIST("files", "{}", CFGF_NONE),
-                                 CFG_INT("mime_max_depth", 20, CFGF_NONE),
-                                 CFG_INT("mime_max_parts", 1000, CFGF_NONE),
-                                 CFG_INT("max_text_size", 1048576, CFGF_NONE),
-                                 CFG_INT("regex_match_limit", 1000000, CFGF_NONE),
-                                 CFG_INT("regex_depth_limit", 10000, CFGF_NONE),
-                                 CFG_STR("mime_limit_action", "reject", CFGF_NONE),
-                                 CFG_STR("cpu_budget", "1s", CFGF_NONE),
-                                 CFG_END()};
+/* The filter's section as rows of the one configuration table (core/param.h). */
+static const struct pc_param_row rules_params[] = {
+    {"rules", "files", PT_LIST, "{}", 0, 0, NULL, "rule files, in order"},
+    {"rules", "mime_max_depth", PT_INT, "20", 1, 1000, NULL, "MIME nesting parsed"},
+    {"rules", "mime_max_parts", PT_INT, "1000", 1, 100000, NULL, "MIME parts parsed"},
+    {"rules", "max_text_size", PT_INT, "1048576", 1024, 1073741824, NULL,
+     "bytes of decoded text rules see"},
+    {"rules", "regex_match_limit", PT_INT, "1000000", 1000, 1000000000, NULL, "PCRE2 match limit"},
+    {"rules", "regex_depth_limit", PT_INT, "10000", 100, 1000000000, NULL, "PCRE2 depth limit"},
+    {"rules", "mime_limit_action", PT_STR, "reject", 0, 0, NULL,
+     "past a MIME limit: reject, tempfail or accept"},
+    {"rules", "cpu_budget", PT_STR, "1s", 0, 0, NULL, "CPU time per message for the rules"},
+    {0}};
 
 struct rules_errs {
     struct pc_err *err;
@@ -399,7 +414,7 @@ RULES_HOOK(rules_eom, PC_RS_BODY)
 const struct pc_filter_ops pc_filter_rules = {
     .name = "rules",
     .abi = PC_FILTER_ABI,
-    .opts = rules_opts,
+    .params = rules_params,
     .configure = rules_configure,
     .destroy = rules_destroy,
     .attach = rules_attach,

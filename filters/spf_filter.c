@@ -54,15 +54,18 @@ struct spf_ctx {
 /* ---------------------------------------------------------------------- */
 /* The filter.                                                            */
 
-static cfg_opt_t spf_opts[] = {CFG_STR("fail_action", "reject", CFGF_NONE),
-                               CFG_STR("softfail_action", "continue", CFGF_NONE),
-                               CFG_STR("neutral_action", "continue", CFGF_NONE),
-                               CFG_STR("none_action", "continue", CFGF_NONE),
-                               CFG_STR("temperror_action", "tempfail", CFGF_NONE),
-                               CFG_STR("permerror_action", "continue", CFGF_NONE),
-                               CFG_STR_LIST("trusted_networks", "{}", CFGF_NONE),
-                               CFG_BOOL("header", cfg_true, CFGF_NONE),
-                               CFG_END()};
+/* The filter's section as rows of the one configuration table (core/param.h). */
+static const struct pc_param_row spf_params[] = {
+    {"spf", "fail_action", PT_STR, "reject", 0, 0, NULL,
+     "on fail: reject, tempfail, continue or tag"},
+    {"spf", "softfail_action", PT_STR, "continue", 0, 0, NULL, "on softfail"},
+    {"spf", "neutral_action", PT_STR, "continue", 0, 0, NULL, "on neutral"},
+    {"spf", "none_action", PT_STR, "continue", 0, 0, NULL, "on none"},
+    {"spf", "temperror_action", PT_STR, "tempfail", 0, 0, NULL, "on temperror"},
+    {"spf", "permerror_action", PT_STR, "continue", 0, 0, NULL, "on permerror"},
+    {"spf", "trusted_networks", PT_LIST, "{}", 0, 0, NULL, "clients not checked"},
+    {"spf", "header", PT_BOOL, "true", 0, 0, NULL, "add Received-SPF"},
+    {0}};
 
 /* spf_configure - actions per result, trusted networks */
 static int spf_configure(cfg_t *sec, void **out, struct pc_err *err)
@@ -278,7 +281,7 @@ static void spf_detach(struct pc_session *s, void *conf, void *ctx)
 const struct pc_filter_ops pc_filter_spf = {
     .name = "spf",
     .abi = PC_FILTER_ABI,
-    .opts = spf_opts,
+    .params = spf_params,
     .configure = spf_configure,
     .start = spf_start,
     .destroy = spf_destroy,

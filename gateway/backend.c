@@ -33,9 +33,27 @@
  *
  *	Each backend kind (smtp, lmtp, maildir) is a small ops table; the
  *	Maildir kind answers the same calls locally and writes the message
- *	with gateway/maildir.c.
+ *	with gateway/maildir.c. So are the identity kinds (none, XCLIENT,
+ *	XFORWARD, PROXY v2 and v1) and the TLS modes (none, may, encrypt,
+ *	verify).
+ *
+ *	TLS (RFC 3207): STARTTLS after the first EHLO, before the identity
+ *	step; then EHLO again and only the extensions of that reply count
+ *	(section 4.2). Under "may" a backend that does not offer STARTTLS, or
+ *	refuses it, is used in plaintext, and a failed handshake is retried
+ *	once on the same address without TLS, as Postfix's smtp client does
+ *	for opportunistic TLS (smtp_connect.c, tls_retry_plain). Under
+ *	"encrypt" and "verify" either is a failed connection: fail over,
+ *	then 451 to the client - never plaintext. Bytes the backend sends
+ *	behind its 220 to STARTTLS are discarded (response injection).
+ *
+ *	PROXY identity: the header (the real client's address and port, and
+ *	the address it connected to) is the first thing on each new
+ *	connection, before the greeting is read. Such a connection speaks
+ *	for one client only and is never pooled.
  * SEE ALSO
- *	RFC 5321, RFC 2033 (LMTP), Postfix XCLIENT_README and XFORWARD_README
+ *	RFC 5321, RFC 2033 (LMTP), RFC 3207, Postfix XCLIENT_README and
+ *	XFORWARD_README, HAProxy PROXY protocol specification
  */
 #include "gateway/backend.h"
 
@@ -64,7 +82,9 @@
 #include "gateway/conf.h"
 #include "core/session.h"
 #include "gateway/maildir.h"
+#include "gateway/tls.h"
 #include "lib/log.h"
+#include "lib/proxy_proto.h"
 #include "lib/parse.h"
 #include "lib/pool.h"
 
@@ -76,6 +96,8 @@ enum be_state {
     BE_CONNECTING,
     BE_GREETING,
     BE_EHLO,
+    BE_STARTTLS,
+    BE_TLS, /* the handshake runs; the handshake owns the socket */
     BE_XCLIENT,
     BE_EHLO2,
     BE_XFORWARD,
@@ -88,9 +110,9 @@ enum be_state {
 };
 
 static const char *const be_state_names[] = {
-    "idle",     "connect", "greeting", "EHLO", "XCLIENT",         "EHLO after XCLIENT",
-    "XFORWARD", "ready",   "command",  "DATA", "message content", "end of data",
-    "dead"};
+    "idle",          "connect", "greeting",           "EHLO",        "STARTTLS",
+    "TLS handshake", "XCLIENT", "EHLO after XCLIENT", "XFORWARD",    "ready",
+    "command",       "DATA",    "message content",    "end of data", "dead"};
 
 /* The commands of a transaction, typed: the backend writes the line (never the door). */
 enum pc_backend_verb { PC_BACKEND_MAIL, PC_BACKEND_RCPT };
@@ -107,6 +129,7 @@ struct pc_backend {
     const struct pc_backend_conf *bc;
     const struct be_kind *kind;
     const struct be_ident *ident;
+    const struct be_tls_mode *tlsm;
     const struct pc_conf *conf;
     pc_backend_cb *cb;
     void *arg;
@@ -140,6 +163,8 @@ struct pc_backend {
     bool identified;    /* ident_key is the client this connection speaks for (XCLIENT) */
     bool ident_refresh; /* XCLIENT on an established connection: a refusal means reconnect */
     bool xforward_sent; /* XFORWARD went out for the coming MAIL */
+    bool tls_on;        /* this connection runs TLS (and keeps it in the pool) */
+    bool tls_plain;     /* may: the handshake failed on this address; retry it in plaintext */
     char ident_key[1100], ident_sending[1100];
     struct event *deadline;
     struct pc_backend *pool_next;
@@ -247,6 +272,7 @@ struct be_ident {
     const char *name;
     bool may_pool;
     unsigned pool_needs;
+    bool (*connected)(struct pc_backend *); /* NULL, or the first bytes (false: failed) */
     bool (*start)(struct pc_backend *);
     bool (*before_mail)(struct pc_backend *);
 };
@@ -255,6 +281,8 @@ static bool ident_ready_now(struct pc_backend *);
 static bool xclient_start(struct pc_backend *);
 static bool xclient_before_mail(struct pc_backend *);
 static bool xforward_before_mail(struct pc_backend *);
+static bool proxy_v2_connected(struct pc_backend *);
+static bool proxy_v1_connected(struct pc_backend *);
 
 static const struct be_ident be_ident_none = {
     .name = "none", .may_pool = true, .start = ident_ready_now, .before_mail = ident_ready_now};
@@ -271,6 +299,63 @@ static const struct be_ident be_ident_xforward = {.name = "xforward",
                                                   .start = ident_ready_now,
                                                   .before_mail = xforward_before_mail};
 
+/* PROXY protocol (Exim's hosts_proxy): one header per connection, for one client. */
+static const struct be_ident be_ident_proxy_v2 = {.name = "proxy",
+                                                  .may_pool = false,
+                                                  .connected = proxy_v2_connected,
+                                                  .start = ident_ready_now,
+                                                  .before_mail = ident_ready_now};
+static const struct be_ident be_ident_proxy_v1 = {.name = "proxy-v1",
+                                                  .may_pool = false,
+                                                  .connected = proxy_v1_connected,
+                                                  .start = ident_ready_now,
+                                                  .before_mail = ident_ready_now};
+
+/*
+ * TLS modes: whether to say STARTTLS when the backend offers it, and what happens when TLS
+ * cannot be had. unavailable: STARTTLS not offered or refused (true: the mode took over the
+ * connection, which failed; false: carry on in plaintext). failed: the handshake failed (the
+ * socket is gone already).
+ */
+struct be_tls_mode {
+    const char *name;
+    bool starttls;
+    bool required; /* a pooled or live connection without TLS must never carry mail */
+    bool (*unavailable)(struct pc_backend *, const char *why);
+    void (*failed)(struct pc_backend *, const char *why);
+};
+
+static bool tls_carry_on(struct pc_backend *, const char *);
+static bool tls_refuse(struct pc_backend *, const char *);
+static void tls_retry_plain(struct pc_backend *, const char *);
+static void tls_fail_over(struct pc_backend *, const char *);
+
+static const struct be_tls_mode be_tls_modes[] = {
+    [PC_TLS_CLIENT_NONE] = {.name = "none"},
+    [PC_TLS_CLIENT_MAY] = {.name = "may",
+                           .starttls = true,
+                           .unavailable = tls_carry_on,
+                           .failed = tls_retry_plain},
+    [PC_TLS_CLIENT_ENCRYPT] = {.name = "encrypt",
+                               .starttls = true,
+                               .required = true,
+                               .unavailable = tls_refuse,
+                               .failed = tls_fail_over},
+    [PC_TLS_CLIENT_VERIFY] = {.name = "verify",
+                              .starttls = true,
+                              .required = true,
+                              .unavailable = tls_refuse,
+                              .failed = tls_fail_over},
+};
+
+/* tls_mode_of - the TLS mode of a configured backend */
+static const struct be_tls_mode *tls_mode_of(const struct pc_backend_conf *bc)
+{
+    size_t m = (size_t)bc->tls;
+
+    return m < sizeof(be_tls_modes) / sizeof(be_tls_modes[0]) ? &be_tls_modes[m] : &be_tls_modes[0];
+}
+
 /* ident_of - the identity kind of a configured backend */
 static const struct be_ident *ident_of(const struct pc_backend_conf *bc)
 {
@@ -279,6 +364,10 @@ static const struct be_ident *ident_of(const struct pc_backend_conf *bc)
         return &be_ident_xclient;
     case PC_IDENT_XFORWARD:
         return &be_ident_xforward;
+    case PC_IDENT_PROXY_V2:
+        return &be_ident_proxy_v2;
+    case PC_IDENT_PROXY_V1:
+        return &be_ident_proxy_v1;
     case PC_IDENT_NONE:
         break;
     }
@@ -296,6 +385,10 @@ static void on_deadline(evutil_socket_t, short, void *);
 static bool be_sockaddr(const char *, struct sockaddr_storage *, socklen_t *);
 static void be_lost(struct pc_backend *, const char *why);
 static void known_ext_set(const struct pc_backend *, unsigned);
+static bool tls_next(const struct pc_backend *);
+static bool be_connect(struct pc_backend *);
+static bool proxy_write(struct bufferevent *, bool v2, const struct sockaddr *,
+                        const struct sockaddr *);
 
 /* sid - the session id for the log ("-" when the connection belongs to nobody) */
 static const char *sid(const struct pc_backend *be)
@@ -365,6 +458,7 @@ struct pc_backend *pc_backend_new(struct pc_session *s, const struct pc_backend_
     be->deadline = evtimer_new(be->base, on_deadline, be);
     be->kind = kind_of(bc);
     be->ident = ident_of(bc);
+    be->tlsm = tls_mode_of(bc);
     snprintf(be->relay, sizeof(be->relay), "%s", be->kind->hello ? "none" : be->kind->name);
     return be;
 }
@@ -524,6 +618,7 @@ static bool pool_put(struct pc_backend *be)
 
     if (be->depth > 0 || be->bev == NULL || be->state != BE_READY || be->in_txn || be->broken ||
         be->kind->hello == NULL || reg == NULL || !be->ident->may_pool ||
+        (be->tlsm->required && !be->tls_on) ||
         (be->ext & be->ident->pool_needs) != be->ident->pool_needs || reg->npool >= PC_BE_POOL_MAX)
         return false;
     struct timeval tv = {PC_BE_POOL_IDLE_MS / 1000, 0};
@@ -667,6 +762,8 @@ static unsigned ehlo_ext(const char *text, char *xc, size_t xcsize, char *xf, si
             ext |= PC_EXT_SMTPUTF8;
         else if (strcmp(kw, "DSN") == 0)
             ext |= PC_EXT_DSN;
+        else if (strcmp(kw, "STARTTLS") == 0)
+            ext |= PC_EXT_STARTTLS;
         else if (strcmp(kw, "XCLIENT") == 0) {
             ext |= PC_EXT_XCLIENT;
             if (xc)
@@ -736,7 +833,10 @@ static void probe_on_read(struct bufferevent *bev, void *arg)
             p->step = 1;
         } else if (p->step == 1 && p->reply.code == 250) {
             unsigned ext = ehlo_ext(p->reply.text, NULL, 0, NULL, 0);
-            caps_learn(p->conf, bc, ext);
+            /* Behind STARTTLS the backend may offer more or less (RFC 3207 4.2): the first
+             * connection that says it learns what counts. */
+            if (!tls_mode_of(bc)->starttls || !(ext & PC_EXT_STARTTLS))
+                caps_learn(p->conf, bc, ext);
             pc_info("backend %s: %s offers%s%s%s%s%s", bc->name, bc->addresses[p->addr_idx],
                     ext & PC_EXT_PIPELINING ? " PIPELINING" : "",
                     ext & PC_EXT_8BITMIME ? " 8BITMIME" : "",
@@ -753,13 +853,35 @@ static void probe_on_read(struct bufferevent *bev, void *arg)
     }
 }
 
+/* probe_proxy - a backend that expects a PROXY header (Exim's hosts_proxy) drops a connection
+ * without one: the probe sends one that names itself, which is the truth */
+static void probe_proxy(struct be_probe *p)
+{
+    enum pc_identity id = p->conf->backends[p->bi].identity;
+    struct sockaddr_storage me, peer;
+    socklen_t ml = sizeof(me), pl = sizeof(peer);
+    evutil_socket_t fd = bufferevent_getfd(p->bev);
+
+    if (id != PC_IDENT_PROXY_V2 && id != PC_IDENT_PROXY_V1)
+        return;
+    if (getsockname(fd, (struct sockaddr *)&me, &ml) < 0 ||
+        getpeername(fd, (struct sockaddr *)&peer, &pl) < 0 ||
+        !proxy_write(p->bev, id == PC_IDENT_PROXY_V2, (struct sockaddr *)&me,
+                     (struct sockaddr *)&peer))
+        pc_warn("backend %s: capability probe: cannot write a PROXY header",
+                p->conf->backends[p->bi].name);
+}
+
 /* probe_on_event - connected, or it failed */
 static void probe_on_event(struct bufferevent *bev, short what, void *arg)
 {
-    (void)bev;
-    if (what & BEV_EVENT_CONNECTED)
-        return;
     struct be_probe *p = arg;
+
+    (void)bev;
+    if (what & BEV_EVENT_CONNECTED) {
+        probe_proxy(p);
+        return;
+    }
     if (p->step == 2)
         probe_end(p);
     else
@@ -886,6 +1008,16 @@ unsigned pc_backend_ext(const struct pc_backend *be)
     return be->kind->hello ? be->ext : be->kind->local_ext;
 }
 
+/* be_write - bytes to the backend: straight to a plain socket when nothing is queued, but
+ * through the bufferevent under TLS (pc_bev_write's send() would bypass the encryption) */
+static void be_write(struct pc_backend *be, const void *data, size_t len)
+{
+    if (be->tls_on)
+        bufferevent_write(be->bev, data, len);
+    else
+        pc_bev_write(be->bev, data, len);
+}
+
 /* be_send - one command line; its reply is due within timeout_ms */
 static void be_send(struct pc_backend *be, enum be_state next, unsigned timeout_ms, const char *fmt,
                     ...) __attribute__((format(printf, 4, 5)));
@@ -901,7 +1033,7 @@ static void be_send(struct pc_backend *be, enum be_state next, unsigned timeout_
     pc_buf_vprintf(&line, fmt, ap);
     va_end(ap);
     pc_buf_append(&line, "\r\n", 2);
-    pc_bev_write(be->bev, line.data, line.len);
+    be_write(be, line.data, line.len);
     pc_buf_free(&line);
     memset(&be->reply, 0, sizeof(be->reply));
     be->state = next;
@@ -916,7 +1048,7 @@ static void parse_ehlo(struct pc_backend *be)
 {
     be->ext = ehlo_ext(be->reply.text, be->xclient_attrs, sizeof(be->xclient_attrs),
                        be->xforward_attrs, sizeof(be->xforward_attrs));
-    if (be->state == BE_EHLO)
+    if (be->state == BE_EHLO && !tls_next(be))
         known_ext_set(be, be->ext);
 }
 
@@ -1145,6 +1277,198 @@ static void be_ehlo(struct pc_backend *be, enum be_state next)
     be_send(be, next, be->conf->timeouts.backend_command, "%s %s", be->kind->hello, name);
 }
 
+/* tls_next - this connection is about to say STARTTLS (what its EHLO offered does not count) */
+static bool tls_next(const struct pc_backend *be)
+{
+    return be->tlsm->starttls && !be->tls_on && !be->tls_plain && (be->ext & PC_EXT_STARTTLS);
+}
+
+/* tls_step - after the first EHLO: STARTTLS when the mode asks for it; true when the TLS mode
+ * took the connection over (STARTTLS sent, or the connection failed) */
+static bool tls_step(struct pc_backend *be)
+{
+    if (!be->tlsm->starttls || be->tls_on || be->tls_plain)
+        return false;
+    if (be->ext & PC_EXT_STARTTLS) {
+        be_send(be, BE_STARTTLS, be->conf->timeouts.backend_command, "STARTTLS");
+        return true;
+    }
+    return be->tlsm->unavailable(be, "STARTTLS not offered");
+}
+
+/* tls_carry_on - may: no STARTTLS here, plaintext it is (RFC 7435 opportunistic security) */
+static bool tls_carry_on(struct pc_backend *be, const char *why)
+{
+    pc_info("%s: backend %s: %s; continuing without TLS (tls = may)", sid(be), be->relay, why);
+    return false;
+}
+
+/* tls_refuse - encrypt, verify: a backend without STARTTLS is a failed connection (a stripped
+ * STARTTLS looks exactly like this) */
+static bool tls_refuse(struct pc_backend *be, const char *why)
+{
+    pc_err("%s: backend %s: %s although tls = %s; no mail goes there in plaintext", sid(be),
+           be->relay, why, be->tlsm->name);
+    be_try_next(be, why);
+    return true;
+}
+
+/* tls_retry_plain - may: the handshake failed; the same address once more without TLS */
+static void tls_retry_plain(struct pc_backend *be, const char *why)
+{
+    pc_warn("%s: backend %s: TLS handshake failed (%s); retrying in plaintext (tls = may)", sid(be),
+            be->relay, why);
+    be->tls_plain = true;
+    if (!be_connect(be))
+        be_try_next(be, "cannot connect");
+}
+
+/* tls_fail_over - encrypt, verify: the handshake failed; the next address, then 451 */
+static void tls_fail_over(struct pc_backend *be, const char *why)
+{
+    char what[400];
+
+    snprintf(what, sizeof(what), "TLS handshake failed (%.300s)", why);
+    be_try_next(be, what);
+}
+
+/* on_tls - the handshake with the backend ended (its callback holds the depth tls_start took) */
+static void on_tls(struct bufferevent *bev, const char *error, void *arg)
+{
+    struct pc_backend *be = arg;
+    struct pc_tls_facts f;
+
+    if (be->free_req || error) {
+        bufferevent_free(bev);
+        if (!be->free_req)
+            be->tlsm->failed(be, error);
+        be_leave(be);
+        return;
+    }
+    be->bev = bev;
+    be->tls_on = true;
+    pc_tls_facts(bev, &f);
+    pc_info("%s: backend %s: TLS %s %s%s", sid(be), be->relay, f.version, f.cipher,
+            f.peer_verified ? " verified" : "");
+    bufferevent_setcb(bev, on_read, on_write, on_event, be);
+    bufferevent_setwatermark(bev, EV_WRITE, PC_BE_FILL / 4, 0);
+    bufferevent_enable(bev, EV_READ | EV_WRITE);
+    /* RFC 3207 4.2: forget what the plaintext EHLO said; ask again. */
+    be->ext = 0;
+    be_ehlo(be, BE_EHLO);
+    be_leave(be);
+}
+
+/* tls_start - the backend said 220 to STARTTLS: hand the socket to a TLS bufferevent */
+static void tls_start(struct pc_backend *be)
+{
+    struct evbuffer *in = bufferevent_get_input(be->bev);
+    evutil_socket_t fd = bufferevent_getfd(be->bev);
+    char host[256], port[16];
+    const char *name = be->bc->tls_name;
+
+    if (name == NULL &&
+        pc_parse_hostport(be->bc->addresses[be->addr_idx], host, sizeof(host), port, sizeof(port)))
+        name = host;
+    /* Whatever came behind the 220 was sent before TLS: never read it as a reply
+     * (response injection, the mirror of CVE-2011-0411). */
+    evbuffer_drain(in, evbuffer_get_length(in));
+    evtimer_del(be->deadline);
+    bufferevent_setfd(be->bev, -1); /* the socket stays open for the TLS layer */
+    bufferevent_free(be->bev);
+    be->bev = NULL;
+    be->state = BE_TLS;
+    /* Until on_tls runs, the handshake holds us: pc_backend_free() only marks us. */
+    be->depth++;
+    if (pc_tls_client_wrap(be->bc->tlsc, be->base, fd, name, be->conf->timeouts.backend_command,
+                           on_tls, be) == NULL) {
+        be->depth--;
+        evutil_closesocket(fd);
+        be->tlsm->failed(be, "cannot start TLS");
+    }
+}
+
+/* tls_530 - "530 Must issue a STARTTLS command first" (or authentication required): the
+ * backend wants what our configuration does not give it. Not the client's fault, and nothing
+ * is lost when it retries: 451 instead of the 5xx that would bounce the message. */
+static void tls_530(struct pc_backend *be, struct pc_backend_result *r)
+{
+    pc_err("%s: backend %s refused %s with %d %d.%d.%d %s: set tls = \"encrypt\" (or may) on "
+           "backend \"%s\"",
+           sid(be), be->relay, verb_name[be->cmd_verb], r->reply.code, r->reply.enh.cls,
+           r->reply.enh.subject, r->reply.enh.detail, r->reply.text, be->bc->name);
+    r->local = true;
+    r->reply.code = 451;
+    pc_enh_parse("4.7.0", &r->reply.enh);
+    snprintf(r->reply.text, sizeof(r->reply.text), "Backend requires TLS, try again later");
+}
+
+/* sa_of - a numeric address and a port as a sockaddr */
+static bool sa_of(const char *addr, unsigned port, struct sockaddr_storage *ss)
+{
+    struct sockaddr_in *in4 = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
+
+    memset(ss, 0, sizeof(*ss));
+    if (inet_pton(AF_INET, addr, &in4->sin_addr) == 1) {
+        in4->sin_family = AF_INET;
+        in4->sin_port = htons((uint16_t)port);
+        return true;
+    }
+    if (inet_pton(AF_INET6, addr, &in6->sin6_addr) == 1) {
+        in6->sin6_family = AF_INET6;
+        in6->sin6_port = htons((uint16_t)port);
+        return true;
+    }
+    return false;
+}
+
+/* proxy_write - a PROXY header for src -> dst on bev (v2 binary or the v1 line) */
+static bool proxy_write(struct bufferevent *bev, bool v2, const struct sockaddr *src,
+                        const struct sockaddr *dst)
+{
+    uint8_t buf[600];
+    int n = v2 ? pc_pp_write_v2(buf, sizeof(buf), src, dst, NULL)
+               : pc_pp_write_v1((char *)buf, sizeof(buf), src, dst);
+
+    return n > 0 && bufferevent_write(bev, buf, (size_t)n) == 0;
+}
+
+/* proxy_connected - the header for the session's client, first on the new connection */
+static bool proxy_connected(struct pc_backend *be, bool v2)
+{
+    struct sockaddr_storage src, dst;
+
+    if (be->s == NULL || !sa_of(be->s->client.addr, be->s->client.port, &src))
+        return false;
+    /* The address the client reached us on: the session's when the door knows it, else its
+     * listener's (0.0.0.0 for a wildcard one); in the client's family, as the header needs. */
+    const char *la = be->s->local_addr;
+    unsigned lp = be->s->local_port;
+    char host[256], port[16];
+    for (size_t i = 0; la[0] == 0 && be->s->listener && i < be->conf->nlisteners; i++) {
+        const struct pc_listener_conf *l = &be->conf->listeners[i];
+        if (strcmp(l->name, be->s->listener) == 0 &&
+            pc_parse_hostport(l->address, host, sizeof(host), port, sizeof(port)))
+            la = host, lp = (unsigned)strtoul(port, NULL, 10);
+    }
+    if (!sa_of(la, lp, &dst) || dst.ss_family != src.ss_family)
+        sa_of(src.ss_family == AF_INET ? "0.0.0.0" : "::", lp, &dst);
+    return proxy_write(be->bev, v2, (struct sockaddr *)&src, (struct sockaddr *)&dst);
+}
+
+/* proxy_v2_connected - identity = "proxy" */
+static bool proxy_v2_connected(struct pc_backend *be)
+{
+    return proxy_connected(be, true);
+}
+
+/* proxy_v1_connected - identity = "proxy-v1" */
+static bool proxy_v1_connected(struct pc_backend *be)
+{
+    return proxy_connected(be, false);
+}
+
 /* fill - stream more of the message while the output buffer is low */
 static void fill(struct pc_backend *be)
 {
@@ -1167,7 +1491,7 @@ static void fill(struct pc_backend *be)
             pc_stuff(&be->stuff, be->chunk, (size_t)n, &b);
             if (b.len < 65536)
                 continue;
-            pc_bev_write(be->bev, b.data, b.len);
+            be_write(be, b.data, b.len);
             pc_buf_reset(&b);
             continue;
         }
@@ -1176,7 +1500,7 @@ static void fill(struct pc_backend *be)
             pc_buf_append(&b, ".\r\n", 3);
         else
             pc_buf_append(&b, "\r\n.\r\n", 5);
-        pc_bev_write(be->bev, b.data, b.len);
+        be_write(be, b.data, b.len);
         struct timeval wt = tv_ms(be->conf->timeouts.backend_data_block);
         bufferevent_set_timeouts(be->bev, NULL, &wt);
         be_arm(be, be->conf->timeouts.backend_data_done);
@@ -1261,7 +1585,18 @@ static void handle_reply(struct pc_backend *be)
             return;
         }
         parse_ehlo(be);
+        if (be->state == BE_EHLO && tls_step(be))
+            return;
         be_after_ehlo(be, be->state == BE_EHLO2);
+        return;
+    case BE_STARTTLS:
+        if (code == 220) {
+            tls_start(be);
+            return;
+        }
+        if (be->tlsm->unavailable(be, "STARTTLS refused"))
+            return;
+        be_after_ehlo(be, false);
         return;
     case BE_XCLIENT:
         /* Postfix answers 220 (a new greeting); smtp-sink 250. Either way, EHLO again. */
@@ -1288,6 +1623,8 @@ static void handle_reply(struct pc_backend *be)
         send_pending(be);
         return;
     case BE_CMD:
+        if (code == 530)
+            tls_530(be, &r);
         be->state = code == 421 ? BE_DEAD : BE_READY;
         if (be->cmd_verb == PC_BACKEND_RCPT && code / 100 == 2)
             be->rcpt_ok++;
@@ -1369,6 +1706,8 @@ static bool input_pending(struct pc_backend *be)
 
     if (evbuffer_get_length(bufferevent_get_input(be->bev)) > 0)
         return true;
+    if (be->tls_on) /* the socket also carries TLS records that are not data (tickets) */
+        return false;
     return ioctl(bufferevent_getfd(be->bev), FIONREAD, &n) == 0 && n > 0;
 }
 
@@ -1383,6 +1722,7 @@ static bool class_ok(enum be_state st, int code)
     case BE_XCLIENT:
     case BE_XFORWARD:
     case BE_EHLO:
+    case BE_STARTTLS:
     case BE_EHLO2:
     case BE_GREETING:
         return code / 100 != 3;
@@ -1438,7 +1778,8 @@ static void on_read(struct bufferevent *bev, void *arg)
             break;
         }
         bool more = st == BE_DATA_DONE && be->kind->reply_per_rcpt && be->lmtp_left > 1;
-        if (!more && input_pending(be)) {
+        /* Behind the 220 to STARTTLS it is discarded instead (tls_start). */
+        if (!more && st != BE_STARTTLS && input_pending(be)) {
             /* One command, one reply: whatever follows it was not asked for. */
             be_broken(be, "more after its %d reply (%.200s)", code, be->reply.text);
             break;
@@ -1502,6 +1843,11 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
     be_enter(be);
     if (what & BEV_EVENT_CONNECTED) {
         pc_bev_nodelay(be->bev);
+        if (be->ident->connected && !be->ident->connected(be)) {
+            be_try_next(be, "cannot write the PROXY header for this client");
+            be_leave(be);
+            return;
+        }
         be->state = BE_GREETING;
         bufferevent_set_timeouts(be->bev, NULL, NULL);
         be_arm(be, be->conf->timeouts.backend_greeting);
@@ -1594,6 +1940,7 @@ static bool be_connect(struct pc_backend *be)
     be_arm(be, be->conf->timeouts.backend_connect);
     be->state = BE_CONNECTING;
     be->broken = be->in_txn = be->identified = be->ident_refresh = be->xforward_sent = false;
+    be->tls_on = false;
     be->ext = 0;
     memset(&be->reply, 0, sizeof(be->reply));
     if (bufferevent_socket_connect(be->bev, (struct sockaddr *)&ss, (int)sl) < 0) {
@@ -1608,6 +1955,7 @@ static void be_try_next(struct pc_backend *be, const char *why)
 {
     pc_warn("%s: backend %s: %s", sid(be), be->relay, why);
     be_close(be);
+    be->tls_plain = false;
     while (++be->addr_idx < be->bc->naddr)
         if (be_connect(be))
             return;
@@ -1620,6 +1968,7 @@ static void be_try_next(struct pc_backend *be, const char *why)
 void pc_backend_open(struct pc_backend *be)
 {
     be->addr_idx = 0;
+    be->tls_plain = false;
     if (be_connect(be))
         return;
     be->addr_idx = 0;

@@ -38,6 +38,7 @@ typedef void pc_backend_cb(void *arg, struct pc_backend_result *);
 #define PC_EXT_DSN        0x10
 #define PC_EXT_XCLIENT    0x20
 #define PC_EXT_XFORWARD   0x40
+#define PC_EXT_STARTTLS   0x80
 
 struct pc_backend *pc_backend_new(struct pc_session *, const struct pc_backend_conf *,
                                   pc_backend_cb *, void *arg);

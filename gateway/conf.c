@@ -7,8 +7,9 @@
  *	(section, name, type, default, bounds, validator, doc) generates the
  *	libconfuse options, the checks (keyed by section and name), -p and -n,
  *	and through -p the man page check (tests/docs-check.sh). Each filter
- *	contributes its own section (its cfg_opt_t table) plus the core's
- *	timeout and on_error; pc_filter_bounds bounds what a filter does not.
+ *	declares its own section's rows in its ops (.params, core/param.h),
+ *	generated and checked the same way, plus the rows every filter has
+ *	(pc_filter_common: timeout, on_error). A new parameter is one row.
  *	Validators record an error and let the parse go on, so -t reports every
  *	bad value at its line; later steps (filters, backends, listeners) each
  *	run too. The top-level mynetworks fills every filter's trust option
@@ -33,6 +34,7 @@
 #include "core/filter.h"
 #include "filters/registry.h"
 #include "gateway/authdb.h"
+#include "gateway/tls.h"
 #include "lib/addr.h"
 #include "lib/log.h"
 #include "lib/parse.h"
@@ -40,28 +42,15 @@
 
 #define PC_FILTER_TIMEOUT_DEFAULT "30s"
 
-/* The type of a parameter: how it is parsed, checked and printed. */
-enum pc_ptype { PT_STR, PT_INT, PT_BOOL, PT_LIST, PT_DURATION };
-
-/* One parameter of the core: the only place its default, bounds and meaning live. */
-struct pc_param {
-    const char *section; /* "" for the top level */
-    const char *name;
-    enum pc_ptype type;
-    const char *def; /* as libconfuse would read it; NULL: unset unless configured */
-    long min, max;   /* PT_INT: the value; PT_DURATION: milliseconds */
-    int (*check)(cfg_t *, cfg_opt_t *); /* more than the type and bounds, or NULL */
-    const char *doc;
-};
-
 static int validate_top(cfg_t *, cfg_opt_t *);
 static int validate_networks(cfg_t *, cfg_opt_t *);
 static int validate_hostport(cfg_t *, cfg_opt_t *);
 static int validate_chain(cfg_t *, cfg_opt_t *);
+static int validate_on_error(cfg_t *, cfg_opt_t *);
 
 #define DAY_MS 86400000L
 /* Every core parameter. Bounds are the edge of what is sane, not of what is usual. */
-static const struct pc_param pc_params[] = {
+static const struct pc_param_row pc_params[] = {
     {"", "hostname", PT_STR, NULL, 0, 0, validate_top, "name in the banner and Received"},
     {"", "banner", PT_STR, "ESMTP", 0, 0, NULL, "text after the hostname in the 220 greeting"},
     {"", "spool_dir", PT_STR, "/tmp", 0, 0, NULL, "where messages past spool_threshold go"},
@@ -79,7 +68,8 @@ static const struct pc_param pc_params[] = {
     {"", "mynetworks", PT_LIST, "{127.0.0.0/8, ::1/128}", 0, 0, validate_networks,
      "the clients every filter trusts unless its own option says otherwise"},
     {"listener", "address", PT_STR, "127.0.0.1:2525", 0, 0, NULL, "host:port to listen on"},
-    {"listener", "protocol", PT_STR, "smtp", 0, 0, NULL, "smtp, milter or policy"},
+    {"listener", "protocol", PT_STR, "smtp", 0, 0, NULL,
+     "smtp, milter (libmilter) or policy (Postfix policy service)"},
     {"listener", "backend", PT_STR, NULL, 0, 0, NULL, "backend name; unset: the first"},
     {"listener", "filters", PT_LIST, "{relay}", 0, 0, validate_chain, "the chain, in order"},
     {"listener", "trusted", PT_BOOL, "false", 0, 0, NULL, "its clients are trusted"},
@@ -89,9 +79,13 @@ static const struct pc_param pc_params[] = {
     {"listener", "proxy_timeout", PT_STR, "5s", 0, 0, NULL, "1s..60s for the header"},
     {"backend", "address", PT_LIST, NULL, 0, 0, NULL, "host:port, [v6]:port or unix:/path"},
     {"backend", "maildir", PT_STR, NULL, 0, 0, NULL, "instead of address: a Maildir"},
-    {"backend", "identity", PT_STR, "xclient", 0, 0, NULL, "xclient, xforward or none"},
+    {"backend", "identity", PT_STR, "xclient", 0, 0, NULL,
+     "xclient, xforward, proxy, proxy-v1 or none"},
     {"backend", "lmtp", PT_BOOL, "false", 0, 0, NULL, "speak LMTP"},
     {"backend", "helo_name", PT_STR, NULL, 0, 0, NULL, "our EHLO name; unset: hostname"},
+    {"backend", "tls", PT_STR, "none", 0, 0, NULL, "STARTTLS: none, may, encrypt or verify"},
+    {"backend", "tls_ca", PT_STR, NULL, 0, 0, NULL, "verify: CA file; unset: the system's"},
+    {"backend", "tls_name", PT_STR, NULL, 0, 0, NULL, "verify: the certificate's name"},
     {"auth", "password_file", PT_STR, NULL, 0, 0, NULL, "a passwd-style file of users"},
     {"auth", "dovecot", PT_STR, NULL, 0, 0, NULL, "unix:/path or inet:ADDRESS:PORT"},
     {"auth", "timeout", PT_STR, "10s", 0, 0, NULL, "1s..5m for one answer"},
@@ -131,11 +125,19 @@ static const char *const pc_param_sections[] = {"limits", "timeouts", "dns", "me
 /* The sections that repeat, each with a title: listener "name" { }. */
 static const char *const pc_multi_sections[] = {"listener", "backend", "auth"};
 
-/* Bounds of the filters' integer options (their sections are their own tables). */
-static const struct pc_param pc_filter_bounds[] = {
-    {"dnsbl", "threshold", PT_INT, NULL, 1, 1000, NULL, NULL},
+/* The rows every filter's section has besides its own (core/filter.h): section "" here
+ * stands for the filter's name. */
+static const struct pc_param_row pc_filter_common[] = {
+    {"", "timeout", PT_DURATION, PC_FILTER_TIMEOUT_DEFAULT, 0, DAY_MS, NULL,
+     "how long a pending stage may take"},
+    {"", "on_error", PT_STR, "tempfail", 0, 0, validate_on_error,
+     "when the filter cannot decide: tempfail, accept or reject"},
 };
+#define PC_NCOMMON (sizeof(pc_filter_common) / sizeof(pc_filter_common[0]))
 
+/* The file of the latest load, for errors and relative names with no section to name it: a
+ * copy, because a failed load frees the generation that held its path. */
+static char pc_conf_current_buf[4096];
 static const char *pc_conf_current_path;
 
 /* While a file loads, errors accumulate (one per line) so that -t reports all of them. */
@@ -189,6 +191,11 @@ const char *pc_conf_path(cfg_t *where, const char *path, char *buf, size_t size)
 
 static struct pc_err *pc_parse_err;
 static const char *pc_parse_path;
+static int pc_parse_last_line; /* of the latest error: where a failed parse stopped */
+/* The sections (by name) that had an error while the file was read: their filters are not
+ * configured, so a bad value is reported once, at its line, not again by the filter. */
+static char pc_err_sections[32][64];
+static size_t pc_err_nsections;
 
 /* conf_errfn - libconfuse's errors and our validators' into the error list */
 static void conf_errfn(cfg_t *cfg, const char *fmt, va_list ap)
@@ -198,6 +205,9 @@ static void conf_errfn(cfg_t *cfg, const char *fmt, va_list ap)
     if (pc_parse_err == NULL)
         return;
     vsnprintf(msg, sizeof(msg), fmt, ap);
+    pc_parse_last_line = cfg->line;
+    if (cfg->name && pc_err_nsections < sizeof(pc_err_sections) / sizeof(pc_err_sections[0]))
+        snprintf(pc_err_sections[pc_err_nsections++], sizeof(pc_err_sections[0]), "%s", cfg->name);
     snprintf(line, sizeof(line), "%s:%d: %s",
              cfg->filename   ? cfg->filename
              : pc_parse_path ? pc_parse_path
@@ -207,8 +217,8 @@ static void conf_errfn(cfg_t *cfg, const char *fmt, va_list ap)
 }
 
 /* param_find - the table row of option name in section sec ("" top level), or NULL */
-static const struct pc_param *param_find(const struct pc_param *t, size_t n, const char *sec,
-                                         const char *name)
+static const struct pc_param_row *param_find(const struct pc_param_row *t, size_t n,
+                                             const char *sec, const char *name)
 {
     for (size_t i = 0; i < n; i++)
         if (strcmp(t[i].section, sec) == 0 && strcmp(t[i].name, name) == 0)
@@ -216,16 +226,37 @@ static const struct pc_param *param_find(const struct pc_param *t, size_t n, con
     return NULL;
 }
 
+/* section_is - does a row's section ("ratelimit.limit") name the section being parsed
+ * ("limit")? libconfuse gives a section its own name only, so a nested section is matched by
+ * its last part; no two filters nest sections of the same name. */
+static bool section_is(const char *row, const char *sec)
+{
+    const char *dot = strrchr(row, '.');
+
+    return strcmp(row, sec) == 0 || (dot && *sec && strcmp(dot + 1, sec) == 0);
+}
+
+/* filter_row - the row of a filter's option (its own, or a common one), or NULL */
+static const struct pc_param_row *filter_row(const char *sec, const char *name)
+{
+    for (size_t i = 0; pc_filter_registry[i]; i++) {
+        const struct pc_filter_ops *ops = pc_filter_registry[i];
+        for (const struct pc_param_row *p = ops->params; p && p->name; p++)
+            if (section_is(p->section, sec) && strcmp(p->name, name) == 0)
+                return p;
+        if (strcmp(ops->name, sec) == 0)
+            return param_find(pc_filter_common, PC_NCOMMON, "", name);
+    }
+    return NULL;
+}
+
 /* param_of - the row for an option of a section being parsed, by its full path */
-static const struct pc_param *param_of(cfg_t *cfg, cfg_opt_t *opt)
+static const struct pc_param_row *param_of(cfg_t *cfg, cfg_opt_t *opt)
 {
     const char *sec = cfg->name && strcmp(cfg->name, "root") != 0 ? cfg->name : "";
-    const struct pc_param *p = param_find(pc_params, PC_NPARAMS, sec, opt->name);
+    const struct pc_param_row *p = param_find(pc_params, PC_NPARAMS, sec, opt->name);
 
-    if (p == NULL)
-        p = param_find(pc_filter_bounds, sizeof(pc_filter_bounds) / sizeof(pc_filter_bounds[0]),
-                       sec, opt->name);
-    return p;
+    return p ? p : filter_row(sec, opt->name);
 }
 
 /* validate_int - the bounds of the option's row, keyed by section and name. An error is
@@ -233,7 +264,7 @@ static const struct pc_param *param_of(cfg_t *cfg, cfg_opt_t *opt)
 static int validate_int(cfg_t *cfg, cfg_opt_t *opt)
 {
     long v = cfg_opt_getnint(opt, cfg_opt_size(opt) - 1);
-    const struct pc_param *p = param_of(cfg, opt);
+    const struct pc_param_row *p = param_of(cfg, opt);
 
     if (p && (v < p->min || v > p->max))
         cfg_error(cfg, "%s%s%s = %ld is out of range [%ld, %ld]", p->section,
@@ -246,7 +277,7 @@ static int validate_duration(cfg_t *cfg, cfg_opt_t *opt)
 {
     unsigned long long ms;
     const char *v = cfg_opt_getnstr(opt, cfg_opt_size(opt) - 1);
-    const struct pc_param *p = param_of(cfg, opt);
+    const struct pc_param_row *p = param_of(cfg, opt);
     unsigned long long lo = p ? (unsigned long long)p->min : 0;
     unsigned long long hi = p ? (unsigned long long)p->max : 86400000ULL;
 
@@ -357,26 +388,33 @@ static unsigned duration_ms(cfg_t *sec, const char *name)
     return (unsigned)ms;
 }
 
-/* filter_opts - a filter's options plus the core's timeout and on_error */
-static cfg_opt_t *filter_opts(const struct pc_filter_ops *ops)
-{
-    size_t n = 0;
+/* The option arrays generated for one cfg_init: libconfuse copies them, so they are freed
+ * together right after. */
+struct opt_arrays {
+    cfg_opt_t *v[64];
+    size_t n;
+};
 
-    while (ops->opts && ops->opts[n].name)
-        n++;
-    cfg_opt_t *v = calloc(n + 3, sizeof(*v));
-    if (v == NULL)
+/* opts_alloc - an array of n options plus CFG_END, remembered for opts_free */
+static cfg_opt_t *opts_alloc(struct opt_arrays *a, size_t n)
+{
+    cfg_opt_t *v = calloc(n + 1, sizeof(*v));
+
+    if (v == NULL || a->n == sizeof(a->v) / sizeof(a->v[0]))
         pc_fatal("out of memory");
-    if (n)
-        memcpy(v, ops->opts, n * sizeof(*v));
-    cfg_opt_t extra[] = {CFG_STR("timeout", PC_FILTER_TIMEOUT_DEFAULT, CFGF_NONE),
-                         CFG_STR("on_error", "tempfail", CFGF_NONE), CFG_END()};
-    memcpy(v + n, extra, sizeof(extra));
+    a->v[a->n++] = v;
     return v;
 }
 
+/* opts_free - release what opts_alloc gave (after cfg_init copied it) */
+static void opts_free(struct opt_arrays *a)
+{
+    while (a->n)
+        free(a->v[--a->n]);
+}
+
 /* param_opt - the libconfuse option a table row generates, with its validator */
-static cfg_opt_t param_opt(const struct pc_param *p)
+static cfg_opt_t param_opt(const struct pc_param_row *p)
 {
     cfg_opt_t o;
 
@@ -411,65 +449,75 @@ static cfg_opt_t param_opt(const struct pc_param *p)
     return o;
 }
 
-/* section_opts - the options of one core section, generated from pc_params */
-static cfg_opt_t *section_opts(const char *sec)
+/* rows_opts - the options of section sec from a table of rows (n rows, or up to a NULL name),
+ * a PT_SECTION row with the options of its own rows; extra rows (the filters' common ones)
+ * come last */
+static cfg_opt_t *rows_opts(struct opt_arrays *a, const struct pc_param_row *rows, size_t n,
+                            const char *sec, const struct pc_param_row *extra, size_t nextra)
 {
-    cfg_opt_t *v = calloc(PC_NPARAMS + 1, sizeof(*v));
-    size_t n = 0;
+    size_t k = 0, cnt = 0;
 
-    if (v == NULL)
-        pc_fatal("out of memory");
-    for (size_t i = 0; i < PC_NPARAMS; i++)
-        if (strcmp(pc_params[i].section, sec) == 0)
-            v[n++] = param_opt(&pc_params[i]);
+    while (rows && cnt < n && rows[cnt].name)
+        cnt++;
+    cfg_opt_t *v = opts_alloc(a, cnt + nextra);
+    for (size_t i = 0; i < cnt; i++) {
+        if (strcmp(rows[i].section, sec) != 0)
+            continue;
+        if (rows[i].type == PT_SECTION) {
+            char sub[128];
+            snprintf(sub, sizeof(sub), "%s.%s", sec, rows[i].name);
+            cfg_opt_t o = CFG_SEC(rows[i].name, rows_opts(a, rows, cnt, sub, NULL, 0),
+                                  CFGF_MULTI | CFGF_TITLE | CFGF_NO_TITLE_DUPES);
+            v[k++] = o;
+        } else {
+            v[k++] = param_opt(&rows[i]);
+        }
+    }
+    for (size_t i = 0; i < nextra; i++)
+        v[k++] = param_opt(&extra[i]);
     cfg_opt_t end = CFG_END();
-    v[n] = end;
+    v[k] = end;
     return v;
 }
 
-/* build_opts - the whole option table; the caller frees the returned arrays */
-static cfg_opt_t *build_opts(cfg_opt_t ***fopts_out)
+/* filter_opts - a filter's rows plus the core's timeout and on_error */
+static cfg_opt_t *filter_opts(struct opt_arrays *a, const struct pc_filter_ops *ops)
+{
+    return rows_opts(a, ops->params, (size_t)-1, ops->name, pc_filter_common, PC_NCOMMON);
+}
+
+/* build_opts - the whole option table, generated from pc_params and the filters' rows */
+static cfg_opt_t *build_opts(struct opt_arrays *a)
 {
     size_t nf = 0, ns = sizeof(pc_param_sections) / sizeof(pc_param_sections[0]), n = 0;
+    size_t nm = sizeof(pc_multi_sections) / sizeof(pc_multi_sections[0]);
 
     while (pc_filter_registry[nf])
         nf++;
-    cfg_opt_t **fopts = calloc(nf + ns + 4, sizeof(*fopts));
-    cfg_opt_t *opts = calloc(PC_NPARAMS + nf + ns + 4, sizeof(*opts));
-    if (fopts == NULL || opts == NULL)
-        pc_fatal("out of memory");
+    cfg_opt_t *opts = opts_alloc(a, PC_NPARAMS + nf + ns + nm);
     for (size_t i = 0; i < PC_NPARAMS; i++)
         if (!*pc_params[i].section)
             opts[n++] = param_opt(&pc_params[i]);
-    for (size_t i = 0; i < sizeof(pc_multi_sections) / sizeof(pc_multi_sections[0]); i++) {
-        fopts[nf + ns + i] = section_opts(pc_multi_sections[i]);
-        cfg_opt_t sec = CFG_SEC(pc_multi_sections[i], fopts[nf + ns + i],
+    for (size_t i = 0; i < nm; i++) {
+        cfg_opt_t sec = CFG_SEC(pc_multi_sections[i],
+                                rows_opts(a, pc_params, PC_NPARAMS, pc_multi_sections[i], NULL, 0),
                                 CFGF_MULTI | CFGF_TITLE | CFGF_NO_TITLE_DUPES);
         opts[n++] = sec;
     }
     for (size_t i = 0; i < ns; i++) {
-        fopts[nf + i] = section_opts(pc_param_sections[i]);
-        cfg_opt_t sec = CFG_SEC(pc_param_sections[i], fopts[nf + i], CFGF_NONE);
+        cfg_opt_t sec =
+            CFG_SEC(pc_param_sections[i],
+                    rows_opts(a, pc_params, PC_NPARAMS, pc_param_sections[i], NULL, 0), CFGF_NONE);
         opts[n++] = sec;
     }
     for (size_t i = 0; i < nf; i++) {
-        fopts[i] = filter_opts(pc_filter_registry[i]);
-        cfg_opt_t sec = CFG_SEC(pc_filter_registry[i]->name, fopts[i], CFGF_NONE);
+        cfg_opt_t sec =
+            CFG_SEC(pc_filter_registry[i]->name, filter_opts(a, pc_filter_registry[i]), CFGF_NONE);
         opts[n++] = sec;
     }
     cfg_opt_t end = CFG_END();
     opts[n] = end;
-    *fopts_out = fopts;
     return opts;
-}
-
-/* free_opts - release build_opts() arrays (libconfuse copied them) */
-static void free_opts(cfg_opt_t *opts, cfg_opt_t **fopts)
-{
-    for (size_t i = 0; fopts[i]; i++)
-        free(fopts[i]);
-    free(fopts);
-    free(opts);
 }
 
 /* cfg_free_cb - pool cleanup for the parsed tree */
@@ -513,6 +561,72 @@ static void cidr_free_cb(void *arg)
     pc_cidr_list_free(arg);
 }
 
+/* identity_parse - the identity option of a backend */
+static int identity_parse(const char *id, enum pc_identity *out)
+{
+    static const struct {
+        const char *name;
+        enum pc_identity id;
+    } ids[] = {{"xclient", PC_IDENT_XCLIENT},
+               {"xforward", PC_IDENT_XFORWARD},
+               {"proxy", PC_IDENT_PROXY_V2},
+               {"proxy-v1", PC_IDENT_PROXY_V1},
+               {"none", PC_IDENT_NONE}};
+
+    for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++)
+        if (strcmp(id, ids[i].name) == 0) {
+            *out = ids[i].id;
+            return 0;
+        }
+    return -1;
+}
+
+/* tls_client_free_cb - the backend's TLS context goes with its generation */
+static void tls_client_free_cb(void *arg)
+{
+    pc_tls_client_free(arg);
+}
+
+/* backend_tls_load - tls, tls_ca, tls_name of a backend; the context is built now, so that
+ * -t and a reload report a bad CA file at its line and keep the old generation */
+static int backend_tls_load(struct pc_conf *c, cfg_t *sec, struct pc_backend_conf *b,
+                            struct pc_err *err)
+{
+    enum pc_tls_client_mode mode;
+    const char *ca = cfg_getstr(sec, "tls_ca");
+    char buf[4096];
+
+    if (!pc_tls_client_mode_parse(cfg_getstr(sec, "tls"), &mode)) {
+        pc_err_set(err, sec, "backend \"%s\": tls must be none, may, encrypt or verify", b->name);
+        return -1;
+    }
+    b->tls = (int)mode;
+    b->tls_name = cfg_getstr(sec, "tls_name");
+    if (mode == PC_TLS_CLIENT_NONE)
+        return 0;
+    if (b->maildir || b->lmtp) {
+        pc_err_set(err, sec, "backend \"%s\": tls needs an SMTP backend", b->name);
+        return -1;
+    }
+    if (mode == PC_TLS_CLIENT_VERIFY && (b->tls_name == NULL || b->tls_name[0] == 0)) {
+        /* An address is no name to check a certificate against (RFC 6125 section 6.2). */
+        pc_err_set(err, sec, "backend \"%s\": tls = verify needs tls_name", b->name);
+        return -1;
+    }
+    if (ca && (ca = pc_conf_path(sec, ca, buf, sizeof(buf))) == NULL) {
+        pc_err_set(err, sec, "backend \"%s\": tls_ca name too long", b->name);
+        return -1;
+    }
+    b->tls_ca = ca ? pc_pool_strdup(c->pool, ca) : NULL;
+    struct pc_err why = {{0}};
+    if ((b->tlsc = pc_tls_client_new(mode, b->tls_ca, NULL, &why)) == NULL) {
+        pc_err_set(err, sec, "backend \"%s\": %s", b->name, why.msg);
+        return -1;
+    }
+    pc_pool_cleanup(c->pool, tls_client_free_cb, b->tlsc);
+    return 0;
+}
+
 /* backends_load - backend sections, or the embedded Maildir default */
 static int backends_load(struct pc_conf *c, cfg_t *cfg, struct pc_err *err)
 {
@@ -550,17 +664,15 @@ static int backends_load(struct pc_conf *c, cfg_t *cfg, struct pc_err *err)
                 return -1;
             }
         }
-        if (strcmp(id, "xclient") == 0)
-            b->identity = PC_IDENT_XCLIENT;
-        else if (strcmp(id, "xforward") == 0)
-            b->identity = PC_IDENT_XFORWARD;
-        else if (strcmp(id, "none") == 0)
-            b->identity = PC_IDENT_NONE;
-        else {
-            pc_err_set(err, sec, "backend \"%s\": identity must be xclient, xforward or none",
+        if (identity_parse(id, &b->identity) < 0) {
+            pc_err_set(err, sec,
+                       "backend \"%s\": identity must be xclient, xforward, proxy, proxy-v1 "
+                       "or none",
                        b->name);
             return -1;
         }
+        if (backend_tls_load(c, sec, b, err) < 0)
+            return -1;
     }
     return 0;
 }
@@ -769,9 +881,37 @@ static bool milter_address_ok(const char *a)
     return rest && pc_parse_hostport(rest, h, sizeof(h), p, sizeof(p)) && (rest == a || p[0]);
 }
 
-/* listener_protocol_load - protocol: smtp, milter or policy; only an SMTP listener has a
- * backend (a milter or policy listener answers an MTA that delivers the message itself) */
-static int listener_protocol_load(cfg_t *sec, struct pc_listener_conf *l, struct pc_err *err)
+/* listener_address - the address in the door's form; one milter listener per process */
+static int listener_address(cfg_t *sec, struct pc_listener_conf *l, int *nmilter,
+                            struct pc_err *err)
+{
+    char h[256], p[16];
+
+    if (l->protocol != PC_PROTO_MILTER) {
+        if (pc_parse_hostport(l->address, h, sizeof(h), p, sizeof(p)) && p[0])
+            return 0;
+        pc_err_set(err, sec, "listener \"%s\": bad address \"%s\" (host:port or [v6]:port)",
+                   l->name, l->address);
+        return -1;
+    }
+    int rc = 0;
+    if (++*nmilter == 2) {
+        pc_err_set(err, sec, "listener \"%s\": one milter listener per process (libmilter runs "
+                   "one smfi_main)", l->name);
+        rc = -1;
+    }
+    if (!milter_address_ok(l->address)) {
+        pc_err_set(err, sec,
+                   "listener \"%s\": bad milter address \"%s\" (inet:host:port, "
+                   "inet6:[v6]:port or unix:/path)",
+                   l->name, l->address);
+        rc = -1;
+    }
+    return rc;
+}
+
+/* listener_protocol - listener.protocol: which door serves the listener */
+static int listener_protocol(cfg_t *sec, struct pc_listener_conf *l, struct pc_err *err)
 {
     const char *p = cfg_getstr(sec, "protocol");
 
@@ -782,11 +922,7 @@ static int listener_protocol_load(cfg_t *sec, struct pc_listener_conf *l, struct
     else if (strcmp(p, "policy") == 0)
         l->protocol = PC_PROTO_POLICY;
     else {
-        pc_err_set(err, sec, "listener \"%s\": protocol must be smtp, milter or policy", l->name);
-        return -1;
-    }
-    if (l->protocol != PC_PROTO_SMTP && cfg_getstr(sec, "backend") != NULL) {
-        pc_err_set(err, sec, "listener \"%s\": a %s listener has no backend (the MTA delivers)",
+        pc_err_set(err, sec, "listener \"%s\": protocol must be smtp, milter or policy, not \"%s\"",
                    l->name, p);
         return -1;
     }
@@ -813,39 +949,24 @@ static int listeners_load(struct pc_conf *c, cfg_t *cfg, struct pc_err *err)
     for (size_t i = 0; i < n; i++) {
         cfg_t *sec = cfg_getnsec(cfg, "listener", (unsigned)i);
         struct pc_listener_conf *l = &c->listeners[i];
-        char h[256], p[16];
         l->name = cfg_title(sec);
         l->line = sec->line;
         l->address = cfg_getstr(sec, "address");
         l->trusted = cfg_getbool(sec, "trusted");
-        if (listener_protocol_load(sec, l, err) < 0) {
+        if (listener_protocol(sec, l, err) < 0) {
             rc = -1;
             continue;
         }
-        if (l->protocol == PC_PROTO_MILTER) {
-            if (++nmilter == 2) {
-                pc_err_set(err, sec,
-                           "listener \"%s\": one milter listener per process "
-                           "(libmilter runs one smfi_main)",
-                           l->name);
-                rc = -1;
-            }
-            if (!milter_address_ok(l->address)) {
-                pc_err_set(err, sec,
-                           "listener \"%s\": bad milter address \"%s\" (inet:host:port, "
-                           "inet6:[v6]:port or unix:/path)",
-                           l->name, l->address);
-                rc = -1;
-            }
-        } else if (!pc_parse_hostport(l->address, h, sizeof(h), p, sizeof(p)) || !p[0]) {
-            pc_err_set(err, sec, "listener \"%s\": bad address \"%s\" (host:port or [v6]:port)",
-                       l->name, l->address);
+        if (listener_address(sec, l, &nmilter, err) < 0)
             rc = -1;
-        }
         l->backend_name = cfg_getstr(sec, "backend");
         if (l->protocol != PC_PROTO_SMTP) {
-            /* The MTA that asks delivers the message itself: nothing to forward to. */
-            l->backend_name = NULL;
+            /* The MTA that asks delivers the mail itself: nothing to relay to. */
+            if (l->backend_name != NULL) {
+                pc_err_set(err, sec, "listener \"%s\": a %s listener has no backend", l->name,
+                           cfg_getstr(sec, "protocol"));
+                rc = -1;
+            }
         } else if (l->backend_name == NULL) {
             l->backend = &c->backends[0];
         } else {
@@ -904,6 +1025,29 @@ static int mynetworks_inherit(cfg_t *cfg, struct pc_err *err)
     return 0;
 }
 
+/* root_had_error - an error at the top level (mynetworks among them): then the filters keep
+ * their own trust defaults rather than a bad copy that each would report again */
+static bool root_had_error(void)
+{
+    for (size_t i = 0; i < pc_err_nsections; i++)
+        if (strcmp(pc_err_sections[i], "root") == 0)
+            return true;
+    return false;
+}
+
+/* section_had_error - did the filter's section (or a section nested in it) have an error? */
+static bool section_had_error(const struct pc_filter_ops *ops)
+{
+    for (size_t i = 0; i < pc_err_nsections; i++) {
+        if (strcmp(pc_err_sections[i], ops->name) == 0)
+            return true;
+        for (const struct pc_param_row *p = ops->params; p && p->name; p++)
+            if (p->type == PT_SECTION && strcmp(p->name, pc_err_sections[i]) == 0)
+                return true;
+    }
+    return false;
+}
+
 /* filters_configure - every registered filter builds its configuration */
 static void filters_destroy(void *);
 static int filters_configure(struct pc_conf *c, cfg_t *cfg, struct pc_err *err)
@@ -921,6 +1065,10 @@ static int filters_configure(struct pc_conf *c, cfg_t *cfg, struct pc_err *err)
         const struct pc_filter_ops *ops = pc_filter_registry[i];
         if (ops->abi != PC_FILTER_ABI)
             pc_fatal("filter %s: ABI %u, expected %u", ops->name, ops->abi, PC_FILTER_ABI);
+        if (section_had_error(ops)) {
+            rc = -1; /* reported at its line already */
+            continue;
+        }
         /* Into a buffer of its own: a filter may write err->msg itself, from the start. */
         struct pc_err mine = {{0}};
         if (ops->configure &&
@@ -948,25 +1096,22 @@ static void filters_destroy(void *arg)
 /* cfg_new - a libconfuse tree with our validators */
 static cfg_t *cfg_new(void)
 {
-    cfg_opt_t **fopts;
-    cfg_opt_t *opts = build_opts(&fopts);
-    cfg_t *cfg = cfg_init(opts, CFGF_NONE);
+    struct opt_arrays a = {.n = 0};
+    cfg_t *cfg = cfg_init(build_opts(&a), CFGF_NONE);
 
-    free_opts(opts, fopts);
+    opts_free(&a);
     cfg_set_error_function(cfg, conf_errfn);
-    for (size_t i = 0; i < sizeof(pc_filter_bounds) / sizeof(pc_filter_bounds[0]); i++) {
-        char path[128];
-        snprintf(path, sizeof(path), "%s|%s", pc_filter_bounds[i].section,
-                 pc_filter_bounds[i].name);
-        cfg_set_validate_func(cfg, path, validate_int);
-    }
-    for (size_t i = 0; pc_filter_registry[i]; i++) {
-        char path[128];
-        snprintf(path, sizeof(path), "%s|timeout", pc_filter_registry[i]->name);
-        cfg_set_validate_func(cfg, path, validate_duration);
-        snprintf(path, sizeof(path), "%s|on_error", pc_filter_registry[i]->name);
-        cfg_set_validate_func(cfg, path, validate_on_error);
-    }
+    return cfg;
+}
+
+/* pc_conf_filter_cfg - an empty tree of one filter's section alone, with the validators */
+cfg_t *pc_conf_filter_cfg(const struct pc_filter_ops *ops)
+{
+    struct opt_arrays a = {.n = 0};
+    cfg_t *cfg = cfg_init(filter_opts(&a, ops), CFGF_NONE);
+
+    opts_free(&a);
+    cfg_set_error_function(cfg, conf_errfn);
     return cfg;
 }
 
@@ -1041,45 +1186,177 @@ static int unclosed_section(const char *path)
     return depth > 0 ? first : 0;
 }
 
+/* file_read - a whole configuration file into a NUL-terminated buffer (free it), or NULL */
+static char *file_read(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "r");
+    char *buf = NULL;
+    size_t cap = 0, n = 0;
+
+    if (f == NULL)
+        return NULL;
+    for (;;) {
+        if (n + 4096 + 1 > cap) {
+            char *nb = realloc(buf, cap = cap ? cap * 2 : 8192);
+            if (nb == NULL)
+                pc_fatal("out of memory");
+            buf = nb;
+        }
+        size_t got = fread(buf + n, 1, cap - n - 1, f);
+        n += got;
+        if (got == 0)
+            break;
+    }
+    fclose(f);
+    buf[n] = 0;
+    *len = n;
+    return buf;
+}
+
+/* line_blank - overwrite line (1-based) with spaces, keeping the newline so that later lines
+ * keep their numbers; false if there is no such line */
+static bool line_blank(char *buf, int line)
+{
+    char *p = buf;
+
+    for (int i = 1; i < line && p; i++) {
+        p = strchr(p, '\n');
+        if (p)
+            p++;
+    }
+    if (p == NULL || *p == 0)
+        return false;
+    for (; *p && *p != '\n'; p++)
+        *p = ' ';
+    return true;
+}
+
+/* parse_buf_as - parse buf as if it were the file path (errors and relative names as for it) */
+static int parse_buf_as(cfg_t *cfg, const char *path, char *buf, size_t len)
+{
+    FILE *fp = fmemopen(buf, len ? len : 1, "r");
+    int rc;
+
+    if (fp == NULL)
+        return CFG_PARSE_ERROR;
+    free(cfg->filename);
+    cfg->filename = strdup(path);
+    rc = cfg_parse_fp(cfg, fp);
+    fclose(fp);
+    return rc;
+}
+
+/* parse_recover - after a syntax error, so that -t goes on (the rules files, the listeners and
+ * later syntax errors are still checked): parse again with each failing line blanked, a
+ * bounded number of times. The error that stopped each round was reported by it; a round
+ * that stops at the end of the file is blanking its way into consequences, so it ends the
+ * recovery. Returns the recovered tree (the file is bad all the same), or NULL. */
+static cfg_t *parse_recover(const char *path, int line)
+{
+    size_t len, nlines = 1;
+    char *buf = file_read(path, &len);
+
+    if (line <= 0) { /* an error without a line: nothing to blank */
+        free(buf);
+        return NULL;
+    }
+    for (size_t i = 0; buf && i < len; i++)
+        nlines += buf[i] == '\n';
+    for (int round = 0; buf && round < 10 && line_blank(buf, line); round++) {
+        cfg_t *cfg = cfg_new();
+        int last = pc_parse_last_line;
+        if (parse_buf_as(cfg, path, buf, len) == CFG_SUCCESS) {
+            free(buf);
+            return cfg;
+        }
+        cfg_free(cfg);
+        if (pc_parse_last_line == last || pc_parse_last_line <= line ||
+            (size_t)pc_parse_last_line >= nlines)
+            break;
+        line = pc_parse_last_line;
+    }
+    free(buf);
+    return NULL;
+}
+
+/* conf_parse - the file's tree (recovered past syntax errors), errors recorded; NULL when
+ * there is nothing to check further (no file, or a syntax error beyond recovery) */
+static cfg_t *conf_parse(struct pc_conf *c, const char *path, struct pc_err *err)
+{
+    cfg_t *cfg = cfg_new();
+
+    pc_pool_cleanup(c->pool, cfg_free_cb, cfg);
+    c->cfg = cfg;
+    pc_parse_err = err;
+    pc_parse_path = path;
+    pc_parse_last_line = 0;
+    int rc = path ? cfg_parse(cfg, path) : cfg_parse_buf(cfg, "");
+    cfg_t *r = rc == CFG_PARSE_ERROR && path ? parse_recover(path, pc_parse_last_line) : NULL;
+    pc_parse_err = NULL;
+    if (r) {
+        pc_pool_cleanup(c->pool, cfg_free_cb, r);
+        c->cfg = cfg = r;
+        rc = CFG_SUCCESS;
+    }
+    if (rc == CFG_FILE_ERROR) {
+        snprintf(err->msg, sizeof(err->msg), "%s: cannot read: %m", path);
+        return NULL;
+    }
+    if (rc != CFG_SUCCESS) {
+        if (!err->msg[0])
+            snprintf(err->msg, sizeof(err->msg), "%s: parse error", path ? path : "(defaults)");
+        return NULL;
+    }
+    int open_line = path ? unclosed_section(path) : 0;
+    if (open_line) {
+        char line[600];
+        snprintf(line, sizeof(line), "%s:%d: section not closed before the end of the file", path,
+                 open_line);
+        err_add(err, line);
+    }
+    return cfg;
+}
+
+/* conf_release - the last reference to a generation is gone (core/settings.h) */
+static void conf_release(struct pc_settings *set)
+{
+    struct pc_conf *c = set->owner;
+
+    pc_pool_destroy(c->pool);
+}
+
+/* settings_fill - the values the core reads, copied once the generation is loaded */
+static void settings_fill(struct pc_conf *c)
+{
+    c->core.delay_reject = c->delay_reject;
+    c->core.max_header_size = c->limits.max_header_size;
+    c->core.max_headers = c->limits.max_headers;
+    c->core.spool_threshold = c->limits.spool_threshold;
+    c->core.spool_dir = c->spool_dir;
+}
+
 /* pc_conf_load - parse, validate, configure filters */
 struct pc_conf *pc_conf_load(const char *path, struct pc_err *err)
 {
     struct pc_pool *pool = pc_pool_create(8192);
     struct pc_conf *c = pc_pool_zalloc(pool, sizeof(*c));
-    cfg_t *cfg;
-    int rc;
 
     err->msg[0] = 0;
     c->pool = pool;
-    c->refs = 1;
-    cfg = cfg_new();
-    pc_pool_cleanup(pool, cfg_free_cb, cfg);
-    c->cfg = cfg;
-    pc_parse_err = err;
-    pc_parse_path = path;
+    c->core.refs = 1;
+    c->core.release = conf_release;
+    c->core.owner = c;
     pc_err_collect = err;
     pc_err_count = 0;
-    rc = path ? cfg_parse(cfg, path) : cfg_parse_buf(cfg, "");
-    pc_parse_err = NULL;
-    if (rc == CFG_SUCCESS && pc_err_count)
-        goto fail; /* the validators' errors, every one with its line */
-    if (rc == CFG_FILE_ERROR) {
-        snprintf(err->msg, sizeof(err->msg), "%s: cannot read: %m", path);
+    pc_err_nsections = 0;
+    /* A bad value or a syntax error does not stop here: the steps below check what they can
+     * (rule files, backends, listeners), so -t shows every error; the load fails at the end. */
+    cfg_t *cfg = conf_parse(c, path, err);
+    if (cfg == NULL)
         goto fail;
-    }
-    if (rc != CFG_SUCCESS) {
-        if (!err->msg[0])
-            snprintf(err->msg, sizeof(err->msg), "%s: parse error", path ? path : "(defaults)");
-        goto fail;
-    }
-    int open_line = path ? unclosed_section(path) : 0;
-    if (open_line) {
-        snprintf(err->msg, sizeof(err->msg), "%s:%d: section not closed before the end of the file",
-                 path, open_line);
-        goto fail;
-    }
     c->path = path ? pc_pool_strdup(pool, path) : "(embedded defaults)";
-    pc_conf_current_path = c->path;
+    snprintf(pc_conf_current_buf, sizeof(pc_conf_current_buf), "%s", c->path);
+    pc_conf_current_path = pc_conf_current_buf;
     /* Every value below was checked as the file was read (pc_params' validators). */
     c->hostname = cfg_getstr(cfg, "hostname");
     if (c->hostname == NULL) {
@@ -1124,7 +1401,7 @@ struct pc_conf *pc_conf_load(const char *path, struct pc_err *err)
     for (size_t i = 0; i < c->dns_nnameservers; i++)
         c->dns_nameservers[i] = cfg_getnstr(d, "nameservers", (unsigned)i);
     /* Each step reports what it finds and the next runs too, so -t shows every error. */
-    if (mynetworks_inherit(cfg, err) < 0)
+    if (!root_had_error() && mynetworks_inherit(cfg, err) < 0)
         goto fail;
     int bad = filters_configure(c, cfg, err) < 0;
     if (backends_load(c, cfg, err) < 0) {
@@ -1141,6 +1418,7 @@ struct pc_conf *pc_conf_load(const char *path, struct pc_err *err)
     }
     if (bad || pc_err_count)
         goto fail;
+    settings_fill(c);
     pc_err_collect = NULL;
     return c;
 fail:
@@ -1163,17 +1441,16 @@ int pc_conf_start(struct pc_conf *c, struct pc_services *svc, struct pc_err *err
     return 0;
 }
 
-/* pc_conf_ref - one more session uses this generation */
+/* pc_conf_ref - one more user of this generation (the count is the core's: sessions hold it) */
 void pc_conf_ref(struct pc_conf *c)
 {
-    c->refs++;
+    pc_settings_ref(&c->core);
 }
 
 /* pc_conf_unref - last user frees the generation */
 void pc_conf_unref(struct pc_conf *c)
 {
-    if (--c->refs == 0)
-        pc_pool_destroy(c->pool);
+    pc_settings_unref(&c->core);
 }
 
 /* value_text - an option's value as the configuration would write it; "(unset)" if none */

@@ -20,10 +20,18 @@
 #include "lib/cidr.h"
 #include "lib/log.h"
 #include "core/chain.h"
+#include "core/settings.h"
 
 struct pc_err;
+struct pc_tls_client;
 
-enum pc_identity { PC_IDENT_NONE, PC_IDENT_XCLIENT, PC_IDENT_XFORWARD };
+enum pc_identity {
+    PC_IDENT_NONE,
+    PC_IDENT_XCLIENT,
+    PC_IDENT_XFORWARD,
+    PC_IDENT_PROXY_V2, /* a PROXY protocol header opens each connection (Exim hosts_proxy) */
+    PC_IDENT_PROXY_V1
+};
 enum pc_bare_newline { PC_BARE_REJECT, PC_BARE_NORMALIZE };
 
 struct pc_backend_conf {
@@ -34,6 +42,10 @@ struct pc_backend_conf {
     enum pc_identity identity;
     bool lmtp;
     const char *helo_name;
+    int tls;                    /* enum pc_tls_client_mode (gateway/tls.h) */
+    const char *tls_ca;         /* verify: the CA file (resolved), NULL: the system store */
+    const char *tls_name;       /* verify: the name the certificate must carry; also SNI */
+    struct pc_tls_client *tlsc; /* built with the generation when tls is not none */
 };
 
 /* auth "name" { } - a credential back end (gateway/authdb.h); built by the AUTH door. */
@@ -45,13 +57,14 @@ struct pc_auth_conf {
     const char *origin;        /* "file:line" of the section, for errors */
 };
 
-/* listener.protocol: the door a listener opens */
-enum pc_listener_proto { PC_PROTO_SMTP, PC_PROTO_MILTER, PC_PROTO_POLICY };
+/* Which door a listener is: an SMTP proxy, a milter (libmilter), or a Postfix policy
+ * service; milter and policy listeners have no backend. */
+enum pc_listener_protocol { PC_PROTO_SMTP, PC_PROTO_MILTER, PC_PROTO_POLICY };
 
 struct pc_listener_conf {
     const char *name;
     const char *address;
-    enum pc_listener_proto protocol;
+    enum pc_listener_protocol protocol;
     const char *backend_name;
     struct pc_backend_conf *backend; /* NULL for a milter or policy listener */
     struct pc_chain chain;
@@ -82,8 +95,8 @@ struct pc_timeouts { /* milliseconds; RFC 5321 4.5.3.2 defaults */
 #endif
 
 struct pc_conf {
-    int refs;
-    void *cfg; /* cfg_t *, kept for filters that read their section late */
+    struct pc_settings core; /* what core/ reads, and the reference count (core/settings.h) */
+    void *cfg;               /* cfg_t *, kept for filters that read their section late */
     const char *path;
     const char *hostname;
     const char *banner;
@@ -122,6 +135,10 @@ struct pc_conf *pc_conf_load(const char *path, struct pc_err *);
 int pc_conf_start(struct pc_conf *, struct pc_services *, struct pc_err *);
 /* pc_conf_auth - the auth section called name, or NULL */
 const struct pc_auth_conf *pc_conf_auth(const struct pc_conf *, const char *name);
+/* pc_conf_filter_cfg - an empty libconfuse tree of one filter's section, generated from its
+ * rows with their validators (for tests that configure a filter alone); cfg_free it */
+struct pc_filter_ops;
+cfg_t *pc_conf_filter_cfg(const struct pc_filter_ops *);
 void pc_conf_ref(struct pc_conf *);
 void pc_conf_unref(struct pc_conf *);
 /* pc_conf_print_defaults - every parameter with its default, as "section.name = value" */

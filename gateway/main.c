@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "gateway/conf.h"
+#include "gateway/policy_door.h"
 #include "gateway/server.h"
 #include "gateway/testcmd.h"
 #include "lib/log.h"
@@ -105,6 +106,7 @@ int main(int argc, char **argv)
         return EX_CONFIG;
     }
     if (test_only) {
+        pc_policy_check(conf); /* warnings only: the configuration is valid */
         pc_conf_unref(conf);
         return 0;
     }

@@ -192,7 +192,7 @@ static void complete(struct ml_conn *c)
 static void set_reply(struct ml_conn *c, const struct pc_verdict *v)
 {
     struct pc_buf out;
-    struct pc_reply_opts o = {.soft_bounce = c->s && c->s->conf->soft_bounce};
+    struct pc_reply_opts o = {.soft_bounce = c->s && c->eng.conf->soft_bounce};
     char one[PC_VERDICT_TEXT];
     int code = v->code ? v->code : v->action == PC_TEMPFAIL ? 451 : 554;
 
@@ -380,7 +380,7 @@ static enum pc_action run_connect(struct ml_conn *c, struct pc_verdict *v)
         pc_verdict_set(v, PC_TEMPFAIL, 421, "4.3.2", "Error: service shutting down");
         return PC_TEMPFAIL;
     }
-    c->s = pc_session_new(ml.svc, ml.conf, lc->name, &lc->chain, &ml_door, &c->eng);
+    c->s = pc_session_new(ml.svc, &ml.conf->core, lc->name, &lc->chain, &ml_door, &c->eng);
     c->s->trusted = lc->trusted;
     pc_engine_init(&c->eng, c->s, step_done, c);
     ml.nsessions++;

@@ -40,6 +40,7 @@
 #include "core/dns.h"
 #include "gateway/metrics_http.h"
 #include "gateway/milter.h"
+#include "gateway/policy_door.h"
 #include "gateway/proxy_in.h"
 #include "gateway/service.h"
 #include "gateway/smtp_server.h"
@@ -172,10 +173,17 @@ static void on_session_closed(void *arg, const struct pc_ip *client)
         event_base_loopexit(srv->base, NULL);
 }
 
-/* refuse - say 421 on a socket we will not serve, without a session */
-static void refuse(struct pc_server *srv, evutil_socket_t fd, const char *enh, const char *why)
+/* refuse - say 421 on a socket we will not serve, without a session (a policy client just
+ * sees the close: an SMTP line is no answer in its protocol, and it falls back by itself) */
+static void refuse(struct pc_server *srv, const struct pc_listener_conf *lc, evutil_socket_t fd,
+                   const char *enh, const char *why)
 {
     char line[300];
+
+    if (lc && lc->protocol != PC_PROTO_SMTP) {
+        evutil_closesocket(fd);
+        return;
+    }
     int n = snprintf(line, sizeof(line), "421 %s %s Error: %s, try again later\r\n", enh,
                      srv->conf->hostname, why);
     /* Best effort: the socket is fresh, the line is small, the buffer is empty. */
@@ -205,20 +213,24 @@ static void admit(struct pc_server *srv, const struct pc_listener_conf *lc, evut
     t->srv = srv;
     pc_ip_from_sockaddr(sa, &t->ip);
     struct pc_ipcount *e = ip_count(srv, &t->ip, true);
-    if (e->n >= lim->max_connections_per_ip &&
+    /* A policy listener's clients are the MTA's processes, all from its address. */
+    if (lc->protocol == PC_PROTO_SMTP && e->n >= lim->max_connections_per_ip &&
         !pc_cidr_list_match(&lim->connection_limit_exceptions, &t->ip)) {
         char a[64];
         pc_warn("too many connections from %s", pc_ip_format(&t->ip, a, sizeof(a)));
         pc_metric_add(PC_M_CONNECTIONS_REFUSED, "per_ip_limit", NULL, 1);
         free(t); /* max_connections_per_ip >= 1: the counter existed already */
-        refuse(srv, fd, "4.7.0", "too many connections from your address");
+        refuse(srv, lc, fd, "4.7.0", "too many connections from your address");
         return;
     }
     e->n++;
     srv->nconn++;
     srv->naccepted++;
     evutil_make_socket_nonblocking(fd);
-    pc_smtp_accept(&srv->svc, srv->conf, lc, fd, sa, salen, on_session_closed, t, proxy);
+    if (lc->protocol == PC_PROTO_POLICY)
+        pc_policy_accept(&srv->svc, &srv->conf, lc, fd, sa, salen, on_session_closed, t);
+    else
+        pc_smtp_accept(&srv->svc, srv->conf, lc, fd, sa, salen, on_session_closed, t, proxy);
 }
 
 /* on_proxy_header - the PROXY header was read (info) or not (why) */
@@ -239,7 +251,7 @@ static void on_proxy_header(void *arg, evutil_socket_t fd, const struct pc_pp_in
                 why);
         evutil_closesocket(fd);
     } else if (lc == NULL || srv->stopping) {
-        refuse(srv, fd, "4.3.2", "service shutting down");
+        refuse(srv, lc, fd, "4.3.2", "service shutting down");
     } else {
         const struct sockaddr *sa = (const struct sockaddr *)&w->peer;
         socklen_t salen = w->peerlen;
@@ -272,13 +284,13 @@ static void on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct soc
     if (lc == NULL || srv->stopping) {
         pc_metric_add(PC_M_CONNECTIONS_REFUSED, "stopping", NULL, 1);
         /* RFC 3463 4.3.2: system not accepting network messages (we are draining). */
-        refuse(srv, fd, "4.3.2", "service shutting down");
+        refuse(srv, lc, fd, "4.3.2", "service shutting down");
         return;
     }
     if (srv->nconn >= lim->max_connections) {
         pc_warn("connection limit %zu reached; refusing a client", lim->max_connections);
         pc_metric_add(PC_M_CONNECTIONS_REFUSED, "limit", NULL, 1);
-        refuse(srv, fd, "4.7.0", "too many connections");
+        refuse(srv, lc, fd, "4.7.0", "too many connections");
         return;
     }
     if (!lc->proxy_protocol) {
@@ -361,10 +373,6 @@ static int bind_listener(struct pc_server *srv, struct pc_listener *l,
     snprintf(l->address, sizeof(l->address), "%s", lc->address);
     if (lc->protocol == PC_PROTO_MILTER) /* libmilter owns this socket */
         return pc_milter_open(&srv->svc, srv->conf, lc);
-    if (lc->protocol != PC_PROTO_SMTP) {
-        pc_err("listener %s: the policy door is not in this build", lc->name);
-        return -1;
-    }
     if (!pc_parse_hostport(lc->address, host, sizeof(host), port, sizeof(port)) ||
         getaddrinfo(host, port, &hints, &res) != 0) {
         pc_err("listener %s: cannot resolve %s", lc->name, lc->address);
@@ -387,8 +395,9 @@ static int bind_listener(struct pc_server *srv, struct pc_listener *l,
         return -1;
     }
     evconnlistener_set_error_cb(l->evl, on_accept_error);
-    pc_info("listener %s on %s%s, backend %s", lc->name, lc->address,
-            fd >= 0 ? " (socket from systemd)" : "", lc->backend->name);
+    pc_info("listener %s on %s%s, %s%s", lc->name, lc->address,
+            fd >= 0 ? " (socket from systemd)" : "", lc->backend ? "backend " : "policy service",
+            lc->backend ? lc->backend->name : "");
     return 0;
 }
 

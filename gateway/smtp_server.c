@@ -1456,7 +1456,7 @@ void pc_smtp_accept(struct pc_services *svc, struct pc_conf *conf,
     c->on_closed = closed;
     c->closed_arg = closed_arg;
     pc_buf_init(&c->out, 0);
-    c->s = pc_session_new(svc, conf, lc->name, &lc->chain, &pc_smtp_door, &c->eng);
+    c->s = pc_session_new(svc, &conf->core, lc->name, &lc->chain, &pc_smtp_door, &c->eng);
     c->s->trusted = lc->trusted;
     pc_engine_init(&c->eng, c->s, eng_done, c);
     pc_session_set_client(c->s, sa, salen);

@@ -268,7 +268,7 @@ static int run_message(struct pc_conf *conf, struct pc_services *svc, const stru
         }
     }
     struct pc_engine eng;
-    struct pc_session *s = pc_session_new(svc, conf, lc->name, &lc->chain, &tc_door, &eng);
+    struct pc_session *s = pc_session_new(svc, &conf->core, lc->name, &lc->chain, &tc_door, &eng);
     pc_engine_init(&eng, s, tc_step_done, &w);
     s->trusted = lc->trusted;
     if (!set_client(s, env->client_ip)) {

@@ -22,12 +22,11 @@
  *	RLC_REDIRECTS redirections per check.
  *
  *	hiredis 0.14 has no timeouts: as in rl_redis.c every check carries a
- *	deadline, and an overdue check means its node is dead or frozen: that
- *	node's connection is dropped (every check on it fails at once, each
- *	limit follows its on_error) and the node is not tried again for a
- *	backoff that doubles up to 2 s. While a slot's master is down we ask
- *	the cluster for its map every RLC_REFRESH_MS, so checks move to the
- *	promoted replica as soon as the cluster has failed over.
+ *	deadline (the queue both share, rl_reqq.c), and an overdue check means its node is dead or
+ *frozen: that node's connection is dropped (every check on it fails at once, each limit follows its
+ *on_error) and the node is not tried again for a backoff that doubles up to 2 s. While a slot's
+ *master is down we ask the cluster for its map every RLC_REFRESH_MS, so checks move to the promoted
+ *replica as soon as the cluster has failed over.
  *
  *	Checks for a slot nobody is known to serve yet (at start) are parked
  *	until the first map arrives or their deadline passes.
@@ -47,6 +46,7 @@
 #include "lib/parse.h"
 #include "policy/ratelimit.h"
 #include "policy/rl_redis.h"
+#include "policy/rl_reqq.h"
 
 #define RLC_SLOTS       16384
 #define RLC_REDIRECTS   5
@@ -70,22 +70,10 @@ struct rlc_node {
 };
 
 struct rlc_req {
-    struct rlc_req *prev, *next; /* not answered yet */
+    struct pc_rlq_req q; /* first: the queue's entry, arguments, caller (policy/rl_reqq.h) */
     struct rlc_store *st;
-    redisAsyncContext *ac; /* the connection hiredis holds it on; NULL while parked */
-    struct rlc_node *ask;  /* ASK redirection target, for the next send only */
-    pc_rl_cb *cb;
-    void *arg;
-    uint64_t deadline;
-    bool queued, answered, cancelled, retried;
+    struct rlc_node *ask; /* ASK redirection target, for the next send only */
     unsigned slot, redirects;
-    size_t n;
-    int argc;
-    const char *argv[3 + 4 * PC_RL_BATCH_MAX];
-    size_t argl[3 + 4 * PC_RL_BATCH_MAX];
-    char numkeys[8];
-    char keys[PC_RL_BATCH_MAX][PC_RL_KEY_MAX];
-    char args[PC_RL_BATCH_MAX][3][40];
 };
 
 struct rlc_store {
@@ -97,8 +85,8 @@ struct rlc_store {
     char *password;
     unsigned timeout_ms;
     char sha[41];
-    struct rlc_req *head, *tail;
-    struct event *timer, *refresh_ev;
+    struct pc_rlq q; /* checks not answered yet */
+    struct event *refresh_ev;
     redisAsyncContext *rq; /* where a CLUSTER SLOTS is pending */
     uint64_t rq_deadline;
     size_t rq_next; /* next node to ask, round robin */
@@ -108,13 +96,10 @@ struct rlc_store {
 
 static void refresh(struct rlc_store *);
 
-/* now_ms - monotonic milliseconds */
-static uint64_t now_ms(void)
+/* req_of - the check a queue entry belongs to (the entry is its first member) */
+static struct rlc_req *req_of(struct pc_rlq_req *q)
 {
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    return (struct rlc_req *)q;
 }
 
 /* pc_rl_cluster_slot - CRC16 (XMODEM: polynomial 0x1021, initial 0) of the key's hash tag
@@ -140,32 +125,16 @@ unsigned pc_rl_cluster_slot(const char *key, size_t len)
     return crc % RLC_SLOTS;
 }
 
+/* map_deadline - when the pending CLUSTER SLOTS is due, or UINT64_MAX */
+static uint64_t map_deadline(const struct rlc_store *st)
+{
+    return st->rq ? st->rq_deadline : UINT64_MAX;
+}
+
 /* arm - the request timer follows the earliest deadline (and a pending map request) */
 static void arm(struct rlc_store *st)
 {
-    uint64_t min = st->rq ? st->rq_deadline : UINT64_MAX, now = now_ms();
-
-    for (struct rlc_req *r = st->head; r; r = r->next)
-        if (r->deadline < min)
-            min = r->deadline;
-    if (min == UINT64_MAX) {
-        evtimer_del(st->timer);
-        return;
-    }
-    uint64_t d = min > now ? min - now : 0;
-    struct timeval tv = {(time_t)(d / 1000), (suseconds_t)(d % 1000) * 1000};
-    evtimer_add(st->timer, &tv);
-}
-
-/* unqueue - the request no longer waits for an answer */
-static void unqueue(struct rlc_store *st, struct rlc_req *r)
-{
-    if (!r->queued)
-        return;
-    *(r->prev ? &r->prev->next : &st->head) = r->next;
-    *(r->next ? &r->next->prev : &st->tail) = r->prev;
-    r->prev = r->next = NULL;
-    r->queued = false;
+    pc_rlq_arm(&st->q, map_deadline(st));
 }
 
 /* answer - give the caller its result, once */
@@ -173,17 +142,11 @@ static void answer(struct rlc_req *r, struct pc_rl_result *res)
 {
     struct rlc_store *st = r->st;
 
-    unqueue(st, r);
-    if (r->answered || r->cancelled)
+    if (!pc_rlq_settle(&st->q, &r->q, res))
         return;
-    r->answered = true;
-    if (res->error)
-        st->base.stats.errors++;
-    else if (!res->allowed)
-        st->base.stats.refused++;
     if (!st->closing)
         arm(st);
-    r->cb(r->arg, res);
+    r->q.cb(r->q.arg, res);
 }
 
 /* fail - answer with an error */
@@ -191,9 +154,7 @@ static void fail(struct rlc_req *r, const char *why)
 {
     struct pc_rl_result res;
 
-    memset(&res, 0, sizeof(res));
-    res.error = true;
-    res.why = why;
+    pc_rlq_error(&res, why);
     answer(r, &res);
 }
 
@@ -216,7 +177,7 @@ static void node_down(struct rlc_node *nd, const char *why)
                 "until it or a promoted replica answers",
                 nd->name, why);
     nd->logged_down = true;
-    nd->down_until = now_ms() + nd->backoff;
+    nd->down_until = pc_rlq_now_ms() + nd->backoff;
     nd->backoff = nd->backoff * 2 > RLC_BACKOFF_MAX ? RLC_BACKOFF_MAX : nd->backoff * 2;
     refresh_later(st, 0);
 }
@@ -299,7 +260,7 @@ static redisAsyncContext *node_conn(struct rlc_node *nd)
 
     if (nd->ac || st->closing)
         return nd->ac;
-    if (nd->down_until && now_ms() < nd->down_until)
+    if (nd->down_until && pc_rlq_now_ms() < nd->down_until)
         return NULL;
     redisAsyncContext *ac = redisAsyncConnect(nd->host, nd->port);
     if (ac == NULL || ac->err || pc_rlr_attach(st->evb, ac, too_big, nd) < 0) {
@@ -350,7 +311,7 @@ static bool dispatch(struct rlc_store *st, struct rlc_req *r)
 {
     struct rlc_node *nd = r->ask ? r->ask : st->slots[r->slot];
 
-    r->ac = NULL;
+    r->q.ac = NULL;
     if (nd == NULL) { /* no map yet: park until it comes or the deadline passes */
         refresh(st);
         return true;
@@ -362,9 +323,9 @@ static bool dispatch(struct rlc_store *st, struct rlc_req *r)
     if (r->ask && redisAsyncCommand(ac, NULL, NULL, "ASKING") != REDIS_OK)
         return false;
     r->ask = NULL;
-    if (redisAsyncCommandArgv(ac, reply_cb, r, r->argc, r->argv, r->argl) != REDIS_OK)
+    if (redisAsyncCommandArgv(ac, reply_cb, r, r->q.argc, r->q.argv, r->q.argl) != REDIS_OK)
         return false;
-    r->ac = ac;
+    r->q.ac = ac;
     return true;
 }
 
@@ -397,13 +358,13 @@ static void reply_cb(redisAsyncContext *ac, void *reply_, void *priv)
     struct rlc_node *nd = ac->data;
     struct pc_rl_result res;
 
-    r->ac = NULL;
+    r->q.ac = NULL;
     if (reply == NULL) { /* the connection is going away */
         fail(r, st->lost_why ? st->lost_why : "redis connection lost");
         free(r);
         return;
     }
-    if (r->cancelled || r->answered || st->closing) {
+    if (r->q.cancelled || r->q.answered || st->closing) {
         free(r);
         return;
     }
@@ -422,16 +383,13 @@ static void reply_cb(redisAsyncContext *ac, void *reply_, void *priv)
             free(r);
             return;
         }
-        if (strncmp(reply->str, "NOSCRIPT", 8) == 0 && !r->retried) {
+        if (strncmp(reply->str, "NOSCRIPT", 8) == 0 && !r->q.retried) {
             /* This node lost the script (restart, a replica just promoted): send the text. */
-            r->retried = true;
             st->base.stats.noscript++;
-            r->argv[0] = "EVAL";
-            r->argl[0] = 4;
-            r->argv[1] = pc_rl_redis_script();
-            r->argl[1] = strlen(r->argv[1]);
-            if (redisAsyncCommandArgv(ac, reply_cb, r, r->argc, r->argv, r->argl) == REDIS_OK) {
-                r->ac = ac;
+            pc_rlq_req_eval(&r->q, pc_rl_redis_script());
+            if (redisAsyncCommandArgv(ac, reply_cb, r, r->q.argc, r->q.argv, r->q.argl) ==
+                REDIS_OK) {
+                r->q.ac = ac;
                 return;
             }
         }
@@ -445,7 +403,7 @@ static void reply_cb(redisAsyncContext *ac, void *reply_, void *priv)
             refresh_later(st, RLC_REFRESH_MS);
         return;
     }
-    if (!pc_rlr_result(reply, r->n, &res)) {
+    if (!pc_rlr_result(reply, r->q.n, &res)) {
         fail(r, "unexpected reply from redis");
         free(r);
         return;
@@ -516,9 +474,9 @@ static void slots_cb(redisAsyncContext *ac, void *reply_, void *priv)
             st->slots[s] = nd;
     }
     /* Parked checks go out now, in their order. */
-    for (struct rlc_req *r = st->head, *next; r; r = next) {
-        next = r->next;
-        if (r->ac || r->answered)
+    for (struct rlc_req *r = req_of(st->q.head), *next; r; r = next) {
+        next = req_of(r->q.next);
+        if (r->q.ac || r->q.answered)
             continue;
         if (st->slots[r->slot] == NULL) { /* asking again at once would only spin */
             fail(r, "no redis cluster node serves the slot");
@@ -550,7 +508,7 @@ static void refresh(struct rlc_store *st)
             continue;
         st->rq = ac;
         st->rq_next = want;
-        st->rq_deadline = now_ms() + st->timeout_ms;
+        st->rq_deadline = pc_rlq_now_ms() + st->timeout_ms;
         arm(st);
         return;
     }
@@ -568,7 +526,7 @@ static void on_refresh(evutil_socket_t fd, short what, void *arg)
 static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
     struct rlc_store *st = arg;
-    uint64_t now = now_ms();
+    uint64_t now = pc_rlq_now_ms();
 
     (void)fd, (void)what;
     if (st->rq && st->rq_deadline <= now) {
@@ -578,17 +536,17 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     }
     for (bool again = true; again;) {
         again = false;
-        for (struct rlc_req *r = st->head; r; r = r->next)
-            if (r->deadline <= now && r->ac) {
+        for (struct rlc_req *r = req_of(st->q.head); r; r = req_of(r->q.next))
+            if (r->q.deadline <= now && r->q.ac) {
                 st->base.stats.timeouts++;
-                node_drop(r->ac->data, "request timed out");
+                node_drop(r->q.ac->data, "request timed out");
                 again = true; /* the drop failed (and unlinked) every check on that node */
                 break;
             }
     }
-    for (struct rlc_req *r = st->head, *next; r; r = next) {
-        next = r->next;
-        if (r->deadline > now)
+    for (struct rlc_req *r = req_of(st->q.head), *next; r; r = next) {
+        next = req_of(r->q.next);
+        if (r->q.deadline > now)
             continue;
         fail(r, "redis request timed out");
         free(r); /* parked: hiredis never saw it */
@@ -624,36 +582,13 @@ static enum pc_rl_status rlc_check(struct pc_rl_store *base, const struct pc_rl_
         return PC_RL_DONE;
     }
     r->st = st;
-    r->cb = cb;
-    r->arg = arg;
-    r->n = n;
     r->slot = slot;
-    r->deadline = now_ms() + st->timeout_ms;
-    snprintf(r->numkeys, sizeof(r->numkeys), "%zu", n);
-    r->argv[0] = "EVALSHA";
-    r->argv[1] = st->sha;
-    r->argv[2] = r->numkeys;
-    r->argc = 3;
-    for (size_t i = 0; i < n; i++) {
-        snprintf(r->keys[i], sizeof(r->keys[i]), "%s", v[i].key);
-        r->argv[r->argc++] = r->keys[i];
-    }
-    for (size_t i = 0; i < n; i++) {
-        snprintf(r->args[i][0], sizeof(r->args[i][0]), "%.17g", v[i].interval_us);
-        snprintf(r->args[i][1], sizeof(r->args[i][1]), "%.17g", v[i].burst);
-        snprintf(r->args[i][2], sizeof(r->args[i][2]), "%.17g", v[i].cost);
-        for (int k = 0; k < 3; k++)
-            r->argv[r->argc++] = r->args[i][k];
-    }
-    for (int i = 0; i < r->argc; i++)
-        r->argl[i] = strlen(r->argv[i]);
+    pc_rlq_req_init(&r->q, st->sha, n, cb, arg, st->timeout_ms);
+    pc_rlq_req_gcra(&r->q, v, n);
     /* Queued first: dispatch may park it, and the map's arrival looks in the queue. */
-    r->prev = st->tail;
-    *(st->tail ? &st->tail->next : &st->head) = r;
-    st->tail = r;
-    r->queued = true;
+    pc_rlq_enqueue(&st->q, &r->q);
     if (!dispatch(st, r)) {
-        unqueue(st, r);
+        pc_rlq_unqueue(&st->q, &r->q);
         free(r);
         res->why = "redis cluster node unavailable";
         return PC_RL_DONE;
@@ -670,10 +605,7 @@ static void rlc_cancel(struct pc_rl_req *req)
 {
     struct rlc_req *r = (struct rlc_req *)req;
 
-    r->cancelled = true;
-    unqueue(r->st, r);
-    arm(r->st);
-    if (r->ac == NULL) /* parked: hiredis never saw it */
+    if (pc_rlq_cancel(&r->st->q, &r->q, map_deadline(r->st)))
         free(r);
 }
 
@@ -683,9 +615,9 @@ static int rlc_start(struct pc_rl_store *base, struct event_base *evb)
     struct rlc_store *st = (struct rlc_store *)base;
 
     st->evb = evb;
-    st->timer = evtimer_new(evb, on_timer, st);
+    st->q.timer = evtimer_new(evb, on_timer, st);
     st->refresh_ev = evtimer_new(evb, on_refresh, st);
-    if (!st->timer || !st->refresh_ev)
+    if (!st->q.timer || !st->refresh_ev)
         return -1;
     refresh(st);
     return 0;
@@ -697,11 +629,11 @@ static void rlc_destroy(struct pc_rl_store *base)
     struct rlc_store *st = (struct rlc_store *)base;
 
     st->closing = true;
-    for (struct rlc_req *r = st->head, *next; r; r = next) {
-        next = r->next;
-        r->cancelled = true;
-        unqueue(st, r);
-        if (r->ac == NULL)
+    for (struct rlc_req *r = req_of(st->q.head), *next; r; r = next) {
+        next = req_of(r->q.next);
+        r->q.cancelled = true;
+        pc_rlq_unqueue(&st->q, &r->q);
+        if (r->q.ac == NULL)
             free(r);
     }
     st->rq = NULL;
@@ -714,8 +646,8 @@ static void rlc_destroy(struct pc_rl_store *base)
         }
         free(nd);
     }
-    if (st->timer)
-        event_free(st->timer);
+    if (st->q.timer)
+        event_free(st->q.timer);
     if (st->refresh_ev)
         event_free(st->refresh_ev);
     if (base->stats.checks)
@@ -746,6 +678,7 @@ struct pc_rl_store *pc_rl_cluster_create(const struct pc_rl_store_conf *c, struc
     if (st == NULL)
         return NULL;
     st->base.ops = &rlc_ops;
+    st->q.stats = &st->base.stats;
     st->timeout_ms = c->timeout_ms ? c->timeout_ms : 1000;
     while (*p) {
         size_t len = strcspn(p, ",");

@@ -52,6 +52,7 @@
 #include "lib/parse.h"
 #include "policy/ratelimit.h"
 #include "policy/rl_redis.h"
+#include "policy/rl_reqq.h"
 
 #define PC_RLR_BACKOFF_MIN 100
 #define PC_RLR_BACKOFF_MAX 2000
@@ -98,22 +99,10 @@ enum rlr_setup { RLR_AUTH = 1, RLR_SELECT, RLR_LOAD, RLR_ROLE, RLR_NAME };
 struct rlr_store;
 
 struct rlr_req {
-    struct rlr_req *prev, *next; /* waiting for an answer, in send order */
+    struct pc_rlq_req q; /* first: the queue's entry, arguments, caller (policy/rl_reqq.h) */
     struct rlr_store *st;
-    redisAsyncContext *ac; /* the connection it went out on */
-    pc_rl_cb *cb;
-    void *arg;
-    uint64_t deadline;  /* monotonic ms */
-    struct timespec t0; /* sent, for portcullis_redis_request_duration_seconds */
-    bool queued, answered, cancelled, retried;
+    struct timespec t0;                /* sent, for portcullis_redis_request_duration_seconds */
     const struct pc_rl_script *script; /* pc_rl_redis_eval, or NULL for the GCRA check */
-    size_t n;
-    int argc;
-    const char *argv[3 + 4 * PC_RL_BATCH_MAX];
-    size_t argl[3 + 4 * PC_RL_BATCH_MAX];
-    char numkeys[8];
-    char keys[PC_RL_BATCH_MAX][PC_RL_KEY_MAX];
-    char args[PC_RL_BATCH_MAX][3][40];
 };
 
 struct rlr_store {
@@ -130,9 +119,9 @@ struct rlr_store {
     /* the master connection */
     redisAsyncContext *ac;
     bool up, closing, was_down;
-    char cur[300]; /* "host:port" in use, for logs */
-    struct rlr_req *head, *tail;
-    struct event *timer, *retry;
+    char cur[300];   /* "host:port" in use, for logs */
+    struct pc_rlq q; /* requests not answered yet */
+    struct event *retry;
     unsigned backoff;
     char sha[41];
     const char *lost_why; /* why requests on a dropped connection fail */
@@ -152,13 +141,10 @@ static void rlr_connect(struct rlr_store *);
 static void rlr_resolve(struct rlr_store *);
 static void drop(struct rlr_store *, const char *why);
 
-/* now_ms - monotonic milliseconds */
-static uint64_t now_ms(void)
+/* req_of - the request a queue entry belongs to (the entry is its first member) */
+static struct rlr_req *req_of(struct pc_rlq_req *q)
 {
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    return (struct rlr_req *)q;
 }
 
 /* ev_read - hiredis reads; then bound what its reader holds */
@@ -285,39 +271,7 @@ static int ev_attach(struct rlr_store *st, redisAsyncContext *ac)
 /* arm - the request timer follows the earliest deadline */
 static void arm(struct rlr_store *st)
 {
-    uint64_t min = UINT64_MAX, now = now_ms();
-
-    for (struct rlr_req *r = st->head; r; r = r->next)
-        if (r->deadline < min)
-            min = r->deadline;
-    if (min == UINT64_MAX) {
-        evtimer_del(st->timer);
-        return;
-    }
-    uint64_t d = min > now ? min - now : 0;
-    struct timeval tv = {(time_t)(d / 1000), (suseconds_t)(d % 1000) * 1000};
-    evtimer_add(st->timer, &tv);
-}
-
-/* unqueue - the request no longer waits for an answer */
-static void unqueue(struct rlr_store *st, struct rlr_req *r)
-{
-    if (!r->queued)
-        return;
-    *(r->prev ? &r->prev->next : &st->head) = r->next;
-    *(r->next ? &r->next->prev : &st->tail) = r->prev;
-    r->prev = r->next = NULL;
-    r->queued = false;
-}
-
-/* enqueue - append in send order */
-static void enqueue(struct rlr_store *st, struct rlr_req *r)
-{
-    r->prev = st->tail;
-    r->next = NULL;
-    *(st->tail ? &st->tail->next : &st->head) = r;
-    st->tail = r;
-    r->queued = true;
+    pc_rlq_arm(&st->q, UINT64_MAX);
 }
 
 /* answer - give the caller its result, once */
@@ -325,19 +279,13 @@ static void answer(struct rlr_req *r, struct pc_rl_result *res)
 {
     struct rlr_store *st = r->st;
 
-    unqueue(st, r);
-    if (r->answered || r->cancelled)
+    if (!pc_rlq_settle(&st->q, &r->q, res))
         return;
-    r->answered = true;
     pc_metric_observe(PC_M_REDIS_SECONDS, res->error ? "error" : "ok", pc_seconds_since(&r->t0));
     if (!res->error)
         pc_metric_set(PC_M_REDIS_UP, st->cur[0] ? st->cur : "(unresolved)", NULL, 1);
-    if (res->error)
-        st->base.stats.errors++;
-    else if (!res->allowed)
-        st->base.stats.refused++;
     arm(st);
-    r->cb(r->arg, res);
+    r->q.cb(r->q.arg, res);
 }
 
 /* fail - answer with an error */
@@ -345,9 +293,7 @@ static void fail(struct rlr_req *r, const char *why)
 {
     struct pc_rl_result res;
 
-    memset(&res, 0, sizeof(res));
-    res.error = true;
-    res.why = why;
+    pc_rlq_error(&res, why);
     answer(r, &res);
 }
 
@@ -382,9 +328,9 @@ static void drop(struct rlr_store *st, const char *why)
         redisAsyncFree(ac);
     st->lost_why = NULL;
     if (st->sq == NULL)
-        for (struct rlr_req *r = st->head, *next; r; r = next) {
-            next = r->next;
-            if (r->ac == NULL) { /* parked for a master we will not know soon */
+        for (struct rlr_req *r = req_of(st->q.head), *next; r; r = next) {
+            next = req_of(r->q.next);
+            if (r->q.ac == NULL) { /* parked for a master we will not know soon */
                 fail(r, why);
                 free(r);
             }
@@ -395,24 +341,24 @@ static void drop(struct rlr_store *st, const char *why)
 static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
     struct rlr_store *st = arg;
-    uint64_t now = now_ms();
+    uint64_t now = pc_rlq_now_ms();
     bool drop_it = false;
 
     (void)fd, (void)what;
-    for (struct rlr_req *r = st->head; r; r = r->next)
-        if (r->deadline <= now && r->ac == st->ac && st->ac)
+    for (struct rlr_req *r = req_of(st->q.head); r; r = req_of(r->q.next))
+        if (r->q.deadline <= now && r->q.ac == st->ac && st->ac)
             drop_it = true;
     if (drop_it) {
         st->base.stats.timeouts++;
         drop(st, "request timed out");
     }
     /* Requests on an older connection that hiredis has not let go of yet. */
-    for (struct rlr_req *r = st->head, *next; r; r = next) {
-        next = r->next;
-        if (r->deadline > now)
+    for (struct rlr_req *r = req_of(st->q.head), *next; r; r = next) {
+        next = req_of(r->q.next);
+        if (r->q.deadline > now)
             continue;
         fail(r, "redis request timed out");
-        if (r->ac == NULL) /* parked, never given to hiredis: ours to free */
+        if (r->q.ac == NULL) /* parked, never given to hiredis: ours to free */
             free(r);
     }
     arm(st);
@@ -530,18 +476,15 @@ static void reply_cb(redisAsyncContext *ac, void *reply_, void *priv)
         return;
     }
     if (reply->type == REDIS_REPLY_ERROR) {
-        if (strncmp(reply->str, "NOSCRIPT", 8) == 0 && !r->retried && ac == st->ac &&
-            !r->cancelled && !r->answered) {
+        if (strncmp(reply->str, "NOSCRIPT", 8) == 0 && !r->q.retried && ac == st->ac &&
+            !r->q.cancelled && !r->q.answered) {
             /* Redis lost the script: send the text once; it is cached again from now on. */
-            r->retried = true;
             st->base.stats.noscript++;
-            r->argv[0] = "EVAL";
-            r->argl[0] = 4;
-            r->argv[1] = r->script ? r->script->text : rlr_script;
-            r->argl[1] = strlen(r->argv[1]);
-            if (redisAsyncCommandArgv(ac, reply_cb, r, r->argc, r->argv, r->argl) == REDIS_OK) {
-                unqueue(st, r);
-                enqueue(st, r);
+            pc_rlq_req_eval(&r->q, r->script ? r->script->text : rlr_script);
+            if (redisAsyncCommandArgv(ac, reply_cb, r, r->q.argc, r->q.argv, r->q.argl) ==
+                REDIS_OK) {
+                pc_rlq_unqueue(&st->q, &r->q);
+                pc_rlq_enqueue(&st->q, &r->q);
                 return;
             }
         }
@@ -559,7 +502,7 @@ static void reply_cb(redisAsyncContext *ac, void *reply_, void *priv)
         eval_reply(ac, r, reply);
         return;
     }
-    if (!pc_rlr_result(reply, r->n, &res)) {
+    if (!pc_rlr_result(reply, r->q.n, &res)) {
         fail(r, "unexpected reply from redis");
         free(r);
         return;
@@ -650,12 +593,12 @@ static void rlr_connect(struct rlr_store *st)
                       "portcullis-ratelimit");
     redisAsyncCommand(ac, setup_cb, (void *)(intptr_t)RLR_LOAD, "SCRIPT LOAD %s", rlr_script);
     /* Checks parked while the Sentinels were asked go out now, in their order. */
-    for (struct rlr_req *r = st->head, *next; r; r = next) {
-        next = r->next;
-        if (r->ac)
+    for (struct rlr_req *r = req_of(st->q.head), *next; r; r = next) {
+        next = req_of(r->q.next);
+        if (r->q.ac)
             continue;
-        r->ac = ac;
-        if (redisAsyncCommandArgv(ac, reply_cb, r, r->argc, r->argv, r->argl) != REDIS_OK) {
+        r->q.ac = ac;
+        if (redisAsyncCommandArgv(ac, reply_cb, r, r->q.argc, r->q.argv, r->q.argl) != REDIS_OK) {
             fail(r, "redis unavailable");
             free(r);
         }
@@ -814,22 +757,18 @@ static void rlr_resolve(struct rlr_store *st)
     evtimer_add(st->sq_timer, &tv);
 }
 
-/* req_new - a request on the store's current connection, due within its timeout; EVALSHA with
- * nkeys keys (the caller sets the digest and the arguments) */
-static struct rlr_req *req_new(struct rlr_store *st, pc_rl_cb *cb, void *arg, size_t nkeys)
+/* req_new - a request on the store's current connection, due within its timeout; EVALSHA of
+ * sha with nkeys keys (the caller adds the keys and the arguments) */
+static struct rlr_req *req_new(struct rlr_store *st, const char *sha, pc_rl_cb *cb, void *arg,
+                               size_t nkeys)
 {
     struct rlr_req *r = calloc(1, sizeof(*r));
 
     if (r == NULL)
         return NULL;
     r->st = st;
-    r->ac = st->ac;
-    r->cb = cb;
-    r->arg = arg;
-    r->deadline = now_ms() + st->timeout_ms;
-    snprintf(r->numkeys, sizeof(r->numkeys), "%zu", nkeys);
-    r->argv[0] = "EVALSHA";
-    r->argv[2] = r->numkeys;
+    r->q.ac = st->ac;
+    pc_rlq_req_init(&r->q, sha, nkeys, cb, arg, st->timeout_ms);
     return r;
 }
 
@@ -860,38 +799,23 @@ static enum pc_rl_status rlr_check(struct pc_rl_store *base, const struct pc_rl_
         pc_metric_observe(PC_M_REDIS_SECONDS, "unavailable", 0);
         return PC_RL_DONE;
     }
-    if ((r = req_new(st, cb, arg, n)) == NULL) {
+    if ((r = req_new(st, st->sha, cb, arg, n)) == NULL) {
         res->error = true;
         res->why = "out of memory";
         base->stats.errors++;
         return PC_RL_DONE;
     }
-    r->n = n;
     clock_gettime(CLOCK_MONOTONIC, &r->t0);
-    r->argv[1] = st->sha;
-    r->argc = 3;
-    for (size_t i = 0; i < n; i++) {
-        snprintf(r->keys[i], sizeof(r->keys[i]), "%s", v[i].key);
-        r->argv[r->argc++] = r->keys[i];
-    }
-    for (size_t i = 0; i < n; i++) {
-        snprintf(r->args[i][0], sizeof(r->args[i][0]), "%.17g", v[i].interval_us);
-        snprintf(r->args[i][1], sizeof(r->args[i][1]), "%.17g", v[i].burst);
-        snprintf(r->args[i][2], sizeof(r->args[i][2]), "%.17g", v[i].cost);
-        for (int k = 0; k < 3; k++)
-            r->argv[r->argc++] = r->args[i][k];
-    }
-    for (int i = 0; i < r->argc; i++)
-        r->argl[i] = strlen(r->argv[i]);
+    pc_rlq_req_gcra(&r->q, v, n);
     if (st->ac &&
-        redisAsyncCommandArgv(st->ac, reply_cb, r, r->argc, r->argv, r->argl) != REDIS_OK) {
+        redisAsyncCommandArgv(st->ac, reply_cb, r, r->q.argc, r->q.argv, r->q.argl) != REDIS_OK) {
         free(r);
         res->error = true;
         res->why = "redis unavailable";
         base->stats.errors++;
         return PC_RL_DONE;
     }
-    enqueue(st, r);
+    pc_rlq_enqueue(&st->q, &r->q);
     arm(st);
     *out = (struct pc_rl_req *)r;
     return PC_RL_PENDING;
@@ -902,10 +826,7 @@ static void rlr_cancel(struct pc_rl_req *req)
 {
     struct rlr_req *r = (struct rlr_req *)req;
 
-    r->cancelled = true;
-    unqueue(r->st, r);
-    arm(r->st);
-    if (r->ac == NULL) /* parked: hiredis never saw it */
+    if (pc_rlq_cancel(&r->st->q, &r->q, UINT64_MAX))
         free(r);
 }
 
@@ -915,10 +836,10 @@ static int rlr_start(struct pc_rl_store *base, struct event_base *evb)
     struct rlr_store *st = (struct rlr_store *)base;
 
     st->evb = evb;
-    st->timer = evtimer_new(evb, on_timer, st);
+    st->q.timer = evtimer_new(evb, on_timer, st);
     st->retry = evtimer_new(evb, on_retry, st);
     st->sq_timer = evtimer_new(evb, sq_timeout, st);
-    if (!st->timer || !st->retry || !st->sq_timer)
+    if (!st->q.timer || !st->retry || !st->sq_timer)
         return -1;
     if (st->nsentinels)
         rlr_resolve(st);
@@ -934,11 +855,11 @@ static void rlr_destroy(struct pc_rl_store *base)
     redisAsyncContext *v[3] = {st->ac, st->sq, st->sub};
 
     st->closing = true;
-    for (struct rlr_req *r = st->head, *next; r; r = next) {
-        next = r->next;
-        r->cancelled = true;
-        if (r->ac == NULL) {
-            unqueue(st, r);
+    for (struct rlr_req *r = req_of(st->q.head), *next; r; r = next) {
+        next = req_of(r->q.next);
+        r->q.cancelled = true;
+        if (r->q.ac == NULL) {
+            pc_rlq_unqueue(&st->q, &r->q);
             free(r);
         }
     }
@@ -946,8 +867,8 @@ static void rlr_destroy(struct pc_rl_store *base)
     for (int i = 0; i < 3; i++)
         if (v[i])
             redisAsyncFree(v[i]);
-    if (st->timer)
-        event_free(st->timer);
+    if (st->q.timer)
+        event_free(st->q.timer);
     if (st->retry)
         event_free(st->retry);
     if (st->sq_timer)
@@ -991,33 +912,30 @@ enum pc_rl_status pc_rl_redis_eval(struct pc_rl_store *base, const struct pc_rl_
         base->stats.errors++;
         return PC_RL_DONE;
     }
-    if ((r = req_new(st, cb, arg, nkeys)) == NULL) {
+    if ((r = req_new(st, script->sha, cb, arg, nkeys)) == NULL) {
         res->why = "out of memory";
         base->stats.errors++;
         return PC_RL_DONE;
     }
     r->script = script;
-    r->argv[1] = script->sha;
-    r->argc = 3;
     for (size_t i = 0; i < nkeys; i++) {
-        snprintf(r->keys[i], sizeof(r->keys[i]), "%s", keys[i]);
-        r->argv[r->argc++] = r->keys[i];
+        snprintf(r->q.keys[i], sizeof(r->q.keys[i]), "%s", keys[i]);
+        r->q.argv[r->q.argc++] = r->q.keys[i];
     }
     for (size_t i = 0; i < nargs; i++) {
-        snprintf(r->args[i / 3][i % 3], sizeof(r->args[0][0]), "%s", args[i]);
-        r->argv[r->argc++] = r->args[i / 3][i % 3];
+        snprintf(r->q.args[i / 3][i % 3], sizeof(r->q.args[0][0]), "%s", args[i]);
+        r->q.argv[r->q.argc++] = r->q.args[i / 3][i % 3];
     }
-    for (int i = 0; i < r->argc; i++)
-        r->argl[i] = strlen(r->argv[i]);
+    pc_rlq_req_lengths(&r->q);
     if (st->ac &&
-        redisAsyncCommandArgv(st->ac, reply_cb, r, r->argc, r->argv, r->argl) != REDIS_OK) {
+        redisAsyncCommandArgv(st->ac, reply_cb, r, r->q.argc, r->q.argv, r->q.argl) != REDIS_OK) {
         free(r);
         res->why = "redis unavailable";
         base->stats.errors++;
         return PC_RL_DONE;
     }
     res->error = false;
-    enqueue(st, r);
+    pc_rlq_enqueue(&st->q, &r->q);
     arm(st);
     *out = (struct pc_rl_req *)r;
     return PC_RL_PENDING;
@@ -1076,6 +994,7 @@ struct pc_rl_store *pc_rl_redis_create(const struct pc_rl_store_conf *c, struct 
     if (st == NULL)
         return NULL;
     st->base.ops = &rlr_ops;
+    st->q.stats = &st->base.stats;
     st->timeout_ms = c->timeout_ms ? c->timeout_ms : 1000;
     st->backoff = PC_RLR_BACKOFF_MIN;
     if (c->nsentinels) {

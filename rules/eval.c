@@ -668,8 +668,11 @@ enum pc_action pc_rules_eval(const struct pc_rules *rs, struct pc_rules_run *run
         pc_info("%s: rules: rule %s matched at %s%s (score %g)", txn_id(s), r->name,
                 pc_rl_stage_name(stage), r->log_only ? ", log-only: actions not applied" : "",
                 score);
-        if (r->log_only)
+        if (r->log_only) {
+            /* Doors that can say so without refusing (the policy door's WARN) look for it. */
+            pc_fact_add(s, "rule.log_only", "%s", r->name);
             continue;
+        }
         for (size_t k = 0; k < r->nact; k++) {
             enum pc_action a = apply(s, r->name, &r->act[k], v);
             if (a != PC_CONTINUE) {

@@ -196,10 +196,22 @@ virtual unix - n n - - virtual
 anvil unix - - n - 1 anvil
 scache unix - - n - 1 scache
 postlog unix-dgram n - n - 1 postlogd
+tlsmgr unix - - n 1000? 1 tlsmgr
 """
 
-    def __init__(self, tmp, milter=None, main_extra=""):
-        """milter: "inet:127.0.0.1:PORT" makes it call that milter before queueing, as
+    # Where check_policy_service goes (policy= in __init__), as deploy/postfix/policy.cf says
+    # (here after the access checks the tests use), with its timeout and default_action.
+    POLICY_LISTS = {"rcpt": "smtpd_recipient_restrictions", "data": "smtpd_data_restrictions",
+                    "eod": "smtpd_end_of_data_restrictions"}
+
+    def __init__(self, tmp, tls=None, policy=None, policy_stages=("rcpt", "data", "eod"),
+                 sasl=None, milter=None, main_extra=""):
+        """tls="encrypt" (or "may"): smtpd_tls_security_level with a certificate for
+        backend.test signed by a CA made for this instance (self.tls = make_certs(...)).
+        policy: the port of a policy service to ask (check_policy_service) in the
+        restriction lists of policy_stages ("rcpt", "data", "eod"). sasl: the port of a Dovecot
+        auth service (DovecotAuth) for SMTP AUTH (smtpd_sasl_type = dovecot).
+        milter: "inet:127.0.0.1:PORT" makes it call that milter before queueing, as
         deploy/postfix/milter.md tells a postmaster (milter_default_action = tempfail);
         main_extra: more main.cf lines."""
         self.port = free_port()
@@ -211,6 +223,13 @@ postlog unix-dgram n - n - 1 postlogd
             os.makedirs(os.path.join(self.dir, d))
         pf = pwd.getpwnam("postfix")
         nobody = pwd.getpwnam("nobody")
+        service = (f"check_policy_service {{ inet:127.0.0.1:{policy}, timeout=10s, "
+                   f"default_action=DEFER_IF_PERMIT }}") if policy else ""
+        rcpt_policy = f", {service}" if policy and "rcpt" in policy_stages else ""
+        other_lists = "".join(f"{self.POLICY_LISTS[st]} = {service}\n"
+                              for st in policy_stages if policy and st != "rcpt")
+        sasl_lines = ("smtpd_sasl_auth_enable = yes\nsmtpd_sasl_type = dovecot\n"
+                      f"smtpd_sasl_path = inet:127.0.0.1:{sasl}\n") if sasl else ""
         os.chown(os.path.join(self.dir, "data"), pf.pw_uid, pf.pw_gid)
         os.chmod(self.maildir, 0o777)
         main_cf = f"""\
@@ -233,9 +252,18 @@ smtpd_authorized_xclient_hosts = 127.0.0.1
 smtpd_authorized_xforward_hosts = 127.0.0.1
 mynetworks = 127.0.0.0/8
 smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
-smtpd_recipient_restrictions = check_client_access inline:{{{{ {self.REFUSED} = 554 5.7.1 Client host refused by the backend }}}}, check_recipient_access inline:{{{{ nosuchuser@example.com = 550 5.1.1 User unknown }}}}
-maillog_file_prefixes = {tmp}
+smtpd_recipient_restrictions = check_client_access inline:{{{{ {self.REFUSED} = 554 5.7.1 Client host refused by the backend }}}}, check_recipient_access inline:{{{{ nosuchuser@example.com = 550 5.1.1 User unknown }}}}{rcpt_policy}
+{other_lists}{sasl_lines}maillog_file_prefixes = {tmp}
 maillog_file = {self.maillog}
+"""
+        self.tls = None
+        if tls:
+            self.tls = make_certs(os.path.join(self.dir, "tls"), "backend.test")
+            main_cf += f"""smtpd_tls_security_level = {tls}
+smtpd_tls_cert_file = {self.tls["cert"]}
+smtpd_tls_key_file = {self.tls["key"]}
+smtpd_tls_received_header = yes
+smtpd_tls_loglevel = 1
 """
         if milter:
             main_cf += f"smtpd_milters = {milter}\nmilter_default_action = tempfail\n"
@@ -297,6 +325,26 @@ maillog_file = {self.maillog}
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+def make_certs(d, name):
+    """A CA and a server certificate for name (SAN DNS:name) signed by it, made with openssl at
+    test time: {"ca": ca.pem, "cert": NAME.pem, "key": NAME.key} under d."""
+    os.makedirs(d, exist_ok=True)
+    ca, ca_key = os.path.join(d, "ca.pem"), os.path.join(d, "ca.key")
+    cert, key, csr = (os.path.join(d, name + x) for x in (".pem", ".key", ".csr"))
+    ext = os.path.join(d, "ext.cnf")
+    with open(ext, "w") as f:
+        f.write(f"subjectAltName = DNS:{name}\nbasicConstraints = CA:FALSE\n")
+    for argv in (
+            ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca,
+             "-days", "2", "-subj", "/CN=portcullis test CA"],
+            ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr,
+             "-subj", f"/CN={name}"],
+            ["x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
+             "-out", cert, "-days", "2", "-extfile", ext]):
+        subprocess.run(["openssl"] + argv, check=True, capture_output=True, timeout=60)
+    return {"ca": ca, "cert": cert, "key": key}
 
 
 class Gateway(_Closing):
@@ -379,6 +427,7 @@ class FakeMTA(_Closing):
       "250 2.1.0 Ok"           reply this (multi-line: lines joined with "\r\n", "250-" style)
       "DROP"                   close the connection without replying
       ("DELAY", secs, reply)   wait, then reply (or "DROP")
+      ("REPLY_DROP", reply)    reply, then close (e.g. a 220 to STARTTLS and no handshake)
     drop_in_data=N closes the connection after N bytes of message content.
     Per connection, sessions[i] = {"commands": [lines], "data": [raw content], "raw": bytes}.
     accepted holds the raw content (up to and including CRLF.CRLF) of every message that got a
@@ -422,6 +471,10 @@ class FakeMTA(_Closing):
         if isinstance(what, tuple) and what[0] == "DELAY":
             time.sleep(what[1])
             what = what[2]
+        if isinstance(what, tuple) and what[0] == "REPLY_DROP":
+            conn.sendall(what[1].encode() + b"\r\n")
+            conn.close()
+            return False
         if what == "DROP":
             conn.close()
             return False
@@ -585,6 +638,51 @@ class Chat(_Closing):
         self.s.close()
 
 
+class PolicyClient(_Closing):
+    """A raw Postfix policy delegation client (SMTPD_POLICY_README): attribute blocks out,
+    "action=..." blocks in."""
+
+    BASE = {"request": "smtpd_access_policy", "protocol_name": "ESMTP",
+            "client_address": "192.0.2.1", "client_name": "unknown",
+            "reverse_client_name": "unknown", "helo_name": "client.test",
+            "sender": "a@sender.test", "recipient": "", "instance": "",
+            "sasl_username": "", "size": "0"}
+
+    def __init__(self, port, timeout=10.0):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.buf = b""
+
+    @classmethod
+    def block(cls, **attrs):
+        a = dict(cls.BASE, **attrs)
+        return "".join(f"{k}={v}\n" for k, v in a.items() if v is not None).encode() + b"\n"
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def answer(self):
+        """The next reply's action, or None when the server closed."""
+        while b"\n\n" not in self.buf:
+            try:
+                d = self.sock.recv(65536)
+            except (ConnectionResetError, socket.timeout):
+                d = b""
+            if not d:
+                return None
+            self.buf += d
+        block, self.buf = self.buf.split(b"\n\n", 1)
+        lines = block.decode().split("\n")
+        assert len(lines) == 1 and lines[0].startswith("action="), block
+        return lines[0][len("action="):]
+
+    def ask(self, **attrs):
+        self.send(self.block(**attrs))
+        return self.answer()
+
+    def close(self):
+        self.sock.close()
+
+
 def tempdir():
     d = tempfile.mkdtemp(prefix="pc-e2e-")
     os.chmod(d, 0o755)
@@ -631,9 +729,6 @@ queue_run_delay = 1s
 maillog_file_prefixes = {tmp}
 maillog_file = {self.maillog}
 """
-        if milter:
-            main_cf += f"smtpd_milters = {milter}\nmilter_default_action = tempfail\n"
-        main_cf += main_extra
         self._start(main_cf)
 
     def flush(self):
@@ -696,21 +791,23 @@ backend be
 
 EXIM_CACHE = os.environ.get("PC_EXIM_CACHE", "/var/cache/portcullis/exim")
 EXIM_PACKAGES = ("exim4-daemon-light", "exim4-base")
+# Debian's light build has no PROXY protocol (hosts_proxy); the heavy one does.
+EXIM_HEAVY_CACHE = os.environ.get("PC_EXIM_HEAVY_CACHE", "/var/cache/portcullis/exim-heavy")
 
 
-def exim_binary():
+def exim_binary(cache=EXIM_CACHE, packages=EXIM_PACKAGES):
     """The exim4 binary unpacked from the Debian packages (exim4 conflicts with postfix as an
     installed package, so it is never installed): EXIM_CACHE/root/usr/sbin/exim4. Downloaded
     and unpacked on first use when we are root (deploy/install-deps.sh does the same); the
     Debian-exim user it is built for is created if missing. None when it cannot run here."""
-    root = os.path.join(EXIM_CACHE, "root")
+    root = os.path.join(cache, "root")
     exe = os.path.join(root, "usr", "sbin", "exim4")
     if not os.path.exists(exe) and os.geteuid() == 0:
         try:
-            os.makedirs(EXIM_CACHE, exist_ok=True)
-            subprocess.run(["apt-get", "download", *EXIM_PACKAGES], cwd=EXIM_CACHE,
+            os.makedirs(cache, exist_ok=True)
+            subprocess.run(["apt-get", "download", *packages], cwd=cache,
                            capture_output=True, timeout=300)
-            for deb in glob.glob(os.path.join(EXIM_CACHE, "exim4-*.deb")):
+            for deb in glob.glob(os.path.join(cache, "exim4-*.deb")):
                 subprocess.run(["dpkg-deb", "-x", deb, root], capture_output=True, timeout=120)
         except (OSError, subprocess.SubprocessError):
             return None
@@ -744,11 +841,17 @@ class EximInstance(_Closing):
     """
 
     def __init__(self, tmp, relay_port=None, users=("u", "v", "w"), retry_every=1,
-                 name="exim"):
-        self.exe = exim_binary()
+                 name="exim", hosts_proxy=None):
+        """hosts_proxy="127.0.0.1": a backend that takes the client's identity from a PROXY
+        protocol header (deploy/exim/README); runs Debian's heavy build, which has it."""
+        if hosts_proxy:
+            self.exe = exim_binary(EXIM_HEAVY_CACHE, ("exim4-daemon-heavy",))
+        else:
+            self.exe = exim_binary()
         if self.exe is None:
             raise unittest.SkipTest("Exim 4.96 is not available (deploy/install-deps.sh "
-                                    "downloads exim4-daemon-light into " + EXIM_CACHE + ")")
+                                    "downloads exim4-daemon-light into " + EXIM_CACHE +
+                                    " and exim4-daemon-heavy into " + EXIM_HEAVY_CACHE + ")")
         self.dir = os.path.join(tmp, f"{name}{free_port()}")
         self.port = free_port()
         ent = pwd.getpwnam("Debian-exim")
@@ -775,6 +878,8 @@ trusted_users = root
 smtp_banner = $smtp_active_hostname ESMTP Exim $version_number $tod_full
 tls_advertise_hosts =
 """
+        if hosts_proxy:
+            main += f"hosts_proxy = {hosts_proxy}\n"
         if relay_port:
             conf = main + f"""domainlist local_domains =
 acl_smtp_rcpt = acl_check_rcpt
@@ -799,12 +904,17 @@ begin retry
 * * F,10m,{retry_every}s
 """
         else:
+            # Behind a PROXY header the client is the real one: only a proxied session (which
+            # hosts_proxy allows from the gateway alone) came through the gateway.
+            via_gateway = ("condition = ${if bool{$proxy_session}}" if hosts_proxy
+                           else "hosts = +gateway")
             conf = main + f"""domainlist local_domains = example.com
 hostlist gateway = 127.0.0.1
 acl_smtp_rcpt = acl_check_rcpt
 begin acl
 acl_check_rcpt:
-  accept hosts = +gateway
+  warn logwrite = rcpt check: client [$sender_host_address]:$sender_host_port proxy_session=$proxy_session proxy [$proxy_external_address]:$proxy_external_port local [$proxy_local_address]:$proxy_local_port
+  accept {via_gateway}
          domains = +local_domains
          verify = recipient
   deny message = relay not permitted
@@ -874,6 +984,69 @@ begin retry
 
 
 # --- Dovecot LMTP (helper "client"): a backend that answers per recipient --------------------
+
+class DovecotAuth(_Closing):
+    """A private Dovecot 2.3 running only its auth service, on a loopback port, for Postfix's
+    SMTP AUTH (smtpd_sasl_type = dovecot, smtpd_sasl_path = inet:127.0.0.1:PORT). users: name
+    -> password (PLAIN and LOGIN mechanisms)."""
+
+    def __init__(self, tmp, users=None):
+        if shutil.which("dovecot") is None:
+            raise unittest.SkipTest("dovecot-core is not installed")
+        users = users or {"alice": "secret", "bob": "secret"}
+        self.port = free_port()
+        self.dir = os.path.join(tmp, f"dovecot-auth{self.port}")
+        for sub in ("", "run", "state"):
+            os.makedirs(os.path.join(self.dir, sub), exist_ok=True)
+        with open(os.path.join(self.dir, "users"), "w") as f:
+            f.write("".join(f"{u}:{{PLAIN}}{pw}::::::\n" for u, pw in users.items()))
+        self.conf = os.path.join(self.dir, "dovecot.conf")
+        with open(self.conf, "w") as f:
+            f.write(f"""base_dir = {self.dir}/run
+state_dir = {self.dir}/state
+instance_name = pcauth{self.port}
+log_path = {self.dir}/dovecot.log
+protocols = none
+listen = 127.0.0.1
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+passdb {{
+  driver = passwd-file
+  args = {self.dir}/users
+}}
+userdb {{
+  driver = static
+  args = uid=nobody gid=nogroup home=/nonexistent
+}}
+service auth {{
+  inet_listener {{
+    address = 127.0.0.1
+    port = {self.port}
+  }}
+}}
+service anvil {{
+  chroot =
+}}
+""")
+        self.proc = Proc(["dovecot", "-F", "-c", self.conf],
+                         log=os.path.join(self.dir, "stderr.log"))
+        try:
+            wait_port(self.port, proc=self.proc.p)
+        except RuntimeError:
+            self.proc.stop()
+            raise RuntimeError("dovecot did not start:\n" + self.log() +
+                               read(os.path.join(self.dir, "stderr.log")))
+
+    def log(self):
+        p = os.path.join(self.dir, "dovecot.log")
+        return read(p) if os.path.exists(p) else ""
+
+    def close(self):
+        if getattr(self, "proc", None):
+            self.proc.stop()
+            self.proc = None
+
 
 class DovecotLMTP(_Closing):
     """A private Dovecot 2.3 LMTP server on a loopback port (`dovecot -F -c CONF`).

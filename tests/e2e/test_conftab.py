@@ -36,6 +36,16 @@ class Print(unittest.TestCase):
         for line in out.splitlines():
             self.assertRegex(line, r"^\S+ = \S", line)  # every parameter has a value
 
+    def test_p_shows_filter_defaults_from_their_rows(self):
+        # A filter's options are rows of the one table: -p prints their defaults, the nested
+        # ratelimit limit section's too, and the common timeout/on_error of every filter.
+        rc, out, err, _, _ = run(["-p"])
+        self.assertEqual(rc, 0, err)
+        for want in ("rdns.max_names = 10", "dnsbl.reject_code = 554", "greylist.delay = \"5m\"",
+                     "ratelimit.limit.burst = 0", "dkim.min_key_bits = 1024",
+                     "rules.timeout = \"30s\"", "spf.on_error = \"tempfail\""):
+            self.assertIn(want + "\n", out)
+
     def test_n_prints_only_changes(self):
         rc, out, err, _, _ = run(["-n"], 'limits { max_recipients = 7 max_errors = 20 }\n'
                                  'mynetworks = { "127.0.0.1/32" }\n')
@@ -62,6 +72,37 @@ class Check(unittest.TestCase):
         rc, _, err, path, _ = run(["-t"], 'dnsbl {\n threshold = 0\n}\n')
         self.assertEqual(rc, 78)
         self.assertIn(path + ":2: dnsbl.threshold = 0 is out of range", err)
+
+    def test_filter_option_bounds_at_the_option_line(self):
+        # A filter's integer option is bounded by its row, reported at the option's own line
+        # (not the section's), every one of them, nested sections included.
+        rc, _, err, path, _ = run(["-t"], 'rdns {\n reject = true\n max_names = 11\n}\n'
+                                  'greylist {\n\n ipv4_prefix = 33\n}\n'
+                                  'ratelimit {\n limit "a" {\n  rate = "5/1m"\n  burst = -1\n }\n}\n')
+        self.assertEqual(rc, 78)
+        lines = err.strip().splitlines()
+        self.assertEqual(lines, [path + ":3: rdns.max_names = 11 is out of range [1, 10]",
+                                 path + ":7: greylist.ipv4_prefix = 33 is out of range [8, 32]",
+                                 path + ":12: ratelimit.limit.burst = -1 is out of range "
+                                 "[0, 1000000000000]"], err)
+
+    def test_t_goes_on_after_a_syntax_error(self):
+        # libconfuse stops at a syntax error; -t reports it at its line, then checks the rest:
+        # a bad value further down, the rule file the rules section names, a second syntax
+        # error. Exit status 78 (portcullis(8)).
+        rc, out, err, path, d = run(["-t"], 'banner = "x"\n'
+                                    'limits { max_recipients = = 3 }\n'
+                                    'hostname = "a..b"\n'
+                                    'rules { files = { "missing.rules" } }\n'
+                                    'bogus_option = 1\n'
+                                    'smtputf8 = maybe\n')
+        self.assertEqual(rc, 78, err)
+        lines = err.strip().splitlines()
+        self.assertEqual(lines[0], path + ":2: unexpected token '='", err)
+        self.assertIn(path + ':3: hostname "a..b" is not a valid domain name', lines, err)
+        self.assertIn(path + ":5: no such option 'bogus_option'", lines, err)
+        self.assertTrue(any(":6: " in x and "smtputf8" in x for x in lines), err)
+        self.assertTrue(any("missing.rules" in x and "cannot read" in x for x in lines), err)
 
     def test_filter_order(self):
         cases = [('{ "relay", "dmarc", "spf", "dkim" }', 'filter "dmarc" needs "spf"'),

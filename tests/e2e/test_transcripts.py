@@ -2,10 +2,11 @@
 # SPDX-License-Identifier: MIT
 """test_transcripts.py - tests/transcripts through the real state machine (see its README).
 
-Two forms: *.t files interleave client lines and reply prefixes; *.in files hold only the client
-side and *.ref the complete expected replies, line for line, where {{regex}} stands for a variable
-part (queue ids, our host name's EHLO line). PC_TRANSCRIPT_UPDATE=1 rewrites every .ref from what
-the gateway answers now (review the diff, then put {{...}} back for variable parts).
+One form, Postfix's: NAME.in holds only what the client sends and NAME.ref the complete expected
+replies, line for line, where {{regex}} stands for a variable part (queue ids). Whole lines are
+compared, so a changed reply text or enhanced code fails. PC_TRANSCRIPT_UPDATE=1 rewrites every
+.ref from what the gateway answers now (PC_TRANSCRIPT_UPDATE=NAME only NAME.ref); review the diff,
+then put {{...}} back for variable parts.
 """
 import glob
 import os
@@ -30,43 +31,10 @@ class Transcripts(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.tmp = h.tempdir()
-        cls.sink = h.Sink(cls.tmp)
-        cls.gw = h.Gateway(cls.tmp, h.gateway_conf(h.backend_conf(cls.sink.port)))
 
     @classmethod
     def tearDownClass(cls):
-        cls.gw.close()
-        cls.sink.close()
         h.rmtree(cls.tmp)
-
-    def run_transcript(self, path):
-        lines = h.read(path).splitlines()
-        source = "127.0.0.1"
-        if lines and lines[0].startswith("@ "):
-            source = lines.pop(0)[2:].strip()
-        c = h.Chat(self.gw.port, source=source)
-        try:
-            for n, line in enumerate(lines, 1):
-                where = f"{os.path.basename(path)}:{n}: {line}"
-                if not line or line.startswith("#"):
-                    continue
-                if line.startswith(">> "):
-                    c.send(unescape(line[3:]))
-                elif line == ">" or line.startswith("> "):
-                    c.send(line[2:].encode() + b"\r\n")
-                elif line.startswith("<. "):
-                    self.assertTrue(c.closed(), where)
-                elif line.startswith("<* ") or line.startswith("< "):
-                    code, text = c.reply()
-                    last = text.splitlines()[-1] if text else ""
-                    self.assertTrue(last.startswith(line.split(" ", 1)[1]), f"{where}\n got: {text}")
-                    if line.startswith("<* "):
-                        self.assertGreater(len(text.splitlines()), 1, where)
-                    self.assertRegex(text.splitlines()[0] if text else "", r"^\d{3}", where)
-                else:
-                    self.fail(f"{where}: unknown line")
-        finally:
-            c.close()
 
     def play_in(self, path):
         """Play a .in file; the replies, one line each, as the .ref would hold them."""
@@ -134,7 +102,8 @@ class Transcripts(unittest.TestCase):
             with self.subTest(transcript=name):
                 got = self.play_in(f)
                 ref = f[:-3] + ".ref"
-                if os.environ.get("PC_TRANSCRIPT_UPDATE"):
+                update = os.environ.get("PC_TRANSCRIPT_UPDATE")
+                if update and update in ("1", name[:-3]):
                     with open(ref, "w") as fh:
                         fh.write("\n".join(got) + "\n")
                 want = h.read(ref).splitlines()
@@ -143,13 +112,6 @@ class Transcripts(unittest.TestCase):
                 self.assertEqual(len(got), len(want), f"{name}: got\n{report}")
                 for i, (g, w) in enumerate(zip(got, want), 1):
                     self.assertRegex(g, "^" + self.ref_regex(w), f"{name[:-3]}.ref:{i}\ngot:\n{report}")
-
-    def test_transcripts(self):
-        files = sorted(glob.glob(os.path.join(TDIR, "*.t")))
-        self.assertGreater(len(files), 3)
-        for f in files:
-            with self.subTest(transcript=os.path.basename(f)):
-                self.run_transcript(f)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@
 
 #include "core/filter.h"
 #include "core/session.h"
+#include "filters/registry.h"
 #include "gateway/conf.h"
 #include "lib/log.h"
 
@@ -190,7 +191,13 @@ START_TEST(errors)
         {"backend \"b\" { identity = \"xclient\" }\n", 1, "either address or maildir"},
         {"backend \"b\" { address = \"127.0.0.1:25\" maildir = \"/tmp/x\" }\n", 1,
          "either address or maildir"},
-        {"backend \"b\" { address = \"127.0.0.1:25\" identity = \"proxy\" }\n", 1, "identity"},
+        {"backend \"b\" { address = \"127.0.0.1:25\" identity = \"proxy-v3\" }\n", 1, "identity"},
+        {"backend \"b\" { address = \"127.0.0.1:25\" tls = \"yes\" }\n", 1, "tls must be"},
+        {"backend \"b\" { address = \"127.0.0.1:25\" tls = \"verify\" }\n", 1, "tls_name"},
+        {"backend \"b\" { address = \"127.0.0.1:25\" tls = \"verify\" tls_name = \"mx\"\n"
+         "  tls_ca = \"/nonexistent/ca.pem\" }\n",
+         2, "tls_ca"},
+        {"backend \"b\" { maildir = \"/tmp\" tls = \"may\" }\n", 1, "SMTP backend"},
         {"backend \"b\" { address = \"127.0.0.1:25\" }\nbackend \"b\" { maildir = \"/tmp\" }\n", 0,
          "b"},
         /* Listeners. */
@@ -353,6 +360,91 @@ START_TEST(auth_sections)
 }
 END_TEST
 
+/* Every filter's options are rows: in its own section, integers bounded with the default
+ * inside the bounds, each with a doc line. */
+START_TEST(filter_rows)
+{
+    for (size_t i = 0; pc_filter_registry[i]; i++) {
+        const struct pc_filter_ops *ops = pc_filter_registry[i];
+        size_t len = strlen(ops->name);
+        for (const struct pc_param_row *p = ops->params; p && p->name; p++) {
+            ck_assert_msg(strncmp(p->section, ops->name, len) == 0 &&
+                              (p->section[len] == 0 || p->section[len] == '.'),
+                          "%s: row %s.%s", ops->name, p->section, p->name);
+            ck_assert_msg(p->doc && *p->doc, "%s.%s has no doc", p->section, p->name);
+            if (p->type != PT_INT)
+                continue;
+            long d = strtol(p->def, NULL, 10);
+            ck_assert_msg(p->min < p->max && d >= p->min && d <= p->max,
+                          "%s.%s: default %ld outside [%ld, %ld]", p->section, p->name, d, p->min,
+                          p->max);
+        }
+    }
+}
+END_TEST
+
+/* configure_with - configure a filter alone from "name = v"; true if it accepted */
+static bool configure_with(const struct pc_filter_ops *ops, const char *name, long v)
+{
+    char text[128];
+    void *conf = NULL;
+    struct pc_err err = {{0}};
+    cfg_t *cfg = pc_conf_filter_cfg(ops);
+
+    snprintf(text, sizeof(text), "%s = %ld\n", name, v);
+    ck_assert_int_eq(cfg_parse_buf(cfg, text), CFG_SUCCESS);
+    bool ok = ops->configure(cfg, &conf, &err) == 0;
+    if (conf && ops->destroy)
+        ops->destroy(conf);
+    cfg_free(cfg);
+    return ok;
+}
+
+/* A filter configured without the loader (tests, fuzz targets) still guards the values its
+ * arrays depend on; those guards and the rows' bounds must say the same. */
+START_TEST(filter_bounds_agree)
+{
+    for (size_t i = 0; pc_filter_registry[i]; i++) {
+        const struct pc_filter_ops *ops = pc_filter_registry[i];
+        for (const struct pc_param_row *p = ops->params; p && p->name; p++) {
+            if (p->type != PT_INT || strcmp(p->section, ops->name) != 0)
+                continue;
+            ck_assert_msg(configure_with(ops, p->name, p->min), "%s.%s = %ld refused", ops->name,
+                          p->name, p->min);
+            ck_assert_msg(configure_with(ops, p->name, p->max), "%s.%s = %ld refused", ops->name,
+                          p->name, p->max);
+            ck_assert_msg(!configure_with(ops, p->name, p->min - 1), "%s.%s = %ld accepted",
+                          ops->name, p->name, p->min - 1);
+            ck_assert_msg(!configure_with(ops, p->name, p->max + 1), "%s.%s = %ld accepted",
+                          ops->name, p->name, p->max + 1);
+        }
+    }
+}
+END_TEST
+
+/* A load that fails after the file was read must not leave the loader pointing into the
+ * generation it freed: a later relative name still resolves against that file's directory. */
+START_TEST(failed_load_keeps_path)
+{
+    char dir[] = "/tmp/pc-conf-path-XXXXXX", path[256], buf[512];
+    struct pc_err err;
+
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/bad.conf", dir);
+    FILE *f = fopen(path, "w");
+    fprintf(f, "backend \"b\" {\n identity = \"none\"\n}\n"); /* no address: fails late */
+    fclose(f);
+    ck_assert_ptr_null(pc_conf_load(path, &err));
+    const char *got = pc_conf_path(NULL, "rules/x.rules", buf, sizeof(buf));
+    ck_assert_ptr_nonnull(got);
+    char want[300];
+    snprintf(want, sizeof(want), "%s/rules/x.rules", dir);
+    ck_assert_str_eq(got, want);
+    unlink(path);
+    rmdir(dir);
+}
+END_TEST
+
 START_TEST(missing_file)
 {
     struct pc_err err;
@@ -379,6 +471,9 @@ int main(void)
     tcase_add_test(tc, trust);
     tcase_add_test(tc, several_errors);
     tcase_add_test(tc, auth_sections);
+    tcase_add_test(tc, filter_rows);
+    tcase_add_test(tc, filter_bounds_agree);
+    tcase_add_test(tc, failed_load_keeps_path);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_set_fork_status(sr, CK_NOFORK);

@@ -23,6 +23,7 @@
 #include "filters/authres.h"
 #include "filters/dmarc.h"
 #include "filters/registry.h"
+#include "gateway/conf.h"
 #include "core/filter.h"
 #include "core/session.h"
 #include "core/worker.h"
@@ -489,7 +490,7 @@ static const struct pc_door test_door = {.name = "test", .stage_done = door_done
 /* link_conf - configure a filter from a config text */
 static void *link_conf(const struct pc_filter_ops *ops, const char *text)
 {
-    cfg_t *cfg = cfg_init((cfg_opt_t *)ops->opts, CFGF_NONE);
+    cfg_t *cfg = pc_conf_filter_cfg(ops);
     void *conf = NULL;
     struct pc_err err = {{0}};
 
@@ -868,7 +869,7 @@ START_TEST(key_table_errors)
     const struct pc_filter_ops *ops = pc_filter_find("dkim");
 
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        cfg_t *cfg = cfg_init((cfg_opt_t *)ops->opts, CFGF_NONE);
+        cfg_t *cfg = pc_conf_filter_cfg(ops);
         void *conf = NULL;
         struct pc_err err = {{0}};
         ck_assert_int_eq(cfg_parse_buf(cfg, cases[i].conf), CFG_SUCCESS);

@@ -195,7 +195,8 @@ static enum pc_action rcpt(struct pc_conf *c, const char *client, enum who who, 
         ck_assert(inet_pton(AF_INET, client, &s4->sin_addr) == 1);
         sl = sizeof(*s4);
     }
-    struct pc_session *s = pc_session_new(&svc, c, "in", &c->listeners[0].chain, &door, NULL);
+    struct pc_session *s =
+        pc_session_new(&svc, &c->core, "in", &c->listeners[0].chain, &door, NULL);
     pc_session_set_client(s, (struct sockaddr *)&ss, sl);
     s->trusted = who == TRUSTED_LISTENER;
     if (who == AUTHENTICATED)
@@ -309,8 +310,8 @@ START_TEST(config_errors)
         {"store = \"http://127.0.0.1\"", "bad store"},
         {"store_timeout = \"30s\"", "shorter than timeout"},
         {"prefix = \"a b\"", "prefix: at most 64"},
-        {"ipv6_prefix = 129", "ipv6_prefix 16..128"},
-        {"max_entries = 10", "max_entries is 100"},
+        {"ipv6_prefix = 129", "greylist.ipv6_prefix = 129 is out of range [16, 128]"},
+        {"max_entries = 10", "greylist.max_entries = 10 is out of range"},
         {"allow_networks = { \"10.0.0.0/33\" }", "bad network"},
         {"allow_sender_domains = { \"bad..example\" }", "bad domain"},
     };

@@ -334,8 +334,8 @@ START_TEST(config_errors)
         {"store_timeout = \"30s\"", "shorter than timeout"},
         {"store_timeout = \"5ms\"", "store_timeout must be a duration"},
         {"prefix = \"a b\"", "prefix: at most 64"},
-        {"ipv4_prefix = 33", "ipv4_prefix is 8..32"},
-        {"max_entries = 1", "max_entries is 100"},
+        {"ipv4_prefix = 33", "ratelimit.ipv4_prefix = 33 is out of range [8, 32]"},
+        {"max_entries = 1", "ratelimit.max_entries = 1 is out of range"},
         {"limit \"a\" { rate = \"5/1m\" } limit \"a\" { rate = \"5/1m\" }", "duplicate title"},
     };
     char path[] = "/tmp/pc-rl-conf.XXXXXX";

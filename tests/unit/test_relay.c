@@ -150,7 +150,8 @@ START_TEST(relay_table)
             ck_assert(inet_pton(AF_INET, t[i].client, &s4->sin_addr) == 1);
             sl = sizeof(*s4);
         }
-        struct pc_session *s = pc_session_new(&svc, c, "in", &c->listeners[0].chain, &door, NULL);
+        struct pc_session *s =
+            pc_session_new(&svc, &c->core, "in", &c->listeners[0].chain, &door, NULL);
         pc_session_set_client(s, (struct sockaddr *)&ss, sl);
         s->trusted = t[i].who == TRUSTED_LISTENER;
         if (t[i].who == AUTHENTICATED)

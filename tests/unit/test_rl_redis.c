@@ -289,7 +289,7 @@ static struct pc_session *session(struct env *e, const char *ip)
 {
     struct tdoor *d = calloc(1, sizeof(*d));
     struct pc_session *s =
-        pc_session_new(&e->svc, e->conf, "in", &e->conf->listeners[0].chain, &test_door, d);
+        pc_session_new(&e->svc, &e->conf->core, "in", &e->conf->listeners[0].chain, &test_door, d);
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(40000)};
 
     inet_pton(AF_INET, ip, &sa.sin_addr);

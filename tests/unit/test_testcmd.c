@@ -125,7 +125,7 @@ START_TEST(test_conf_errors)
     char conf[512], want[512];
 
     ck_assert_ptr_null(load("rules { mime_max_depth = 0 }\n", &err));
-    ck_assert_ptr_nonnull(strstr(err.msg, "rules: mime_max_depth = 0 is out of range [1, 1000]"));
+    ck_assert_ptr_nonnull(strstr(err.msg, "rules.mime_max_depth = 0 is out of range [1, 1000]"));
     ck_assert_int_ge(fd, 0);
     ck_assert_int_eq(write(fd, bad, strlen(bad)), (ssize_t)strlen(bad));
     close(fd);
