@@ -896,8 +896,10 @@ static int listener_address(cfg_t *sec, struct pc_listener_conf *l, int *nmilter
     }
     int rc = 0;
     if (++*nmilter == 2) {
-        pc_err_set(err, sec, "listener \"%s\": one milter listener per process (libmilter runs "
-                   "one smfi_main)", l->name);
+        pc_err_set(err, sec,
+                   "listener \"%s\": one milter listener per process (libmilter runs "
+                   "one smfi_main)",
+                   l->name);
         rc = -1;
     }
     if (!milter_address_ok(l->address)) {
