@@ -178,6 +178,15 @@ static bool chain_needs_content(const struct pc_chain *ch)
     return false;
 }
 
+/* chain_has - is the filter called name a link of the chain */
+static bool chain_has(const struct pc_chain *ch, const char *name)
+{
+    for (size_t i = 0; i < ch->n; i++)
+        if (strcmp(ch->links[i].ops->name, name) == 0)
+            return true;
+    return false;
+}
+
 /* complete - the answer is ready: wake the waiting callback */
 static void complete(struct ml_conn *c)
 {
@@ -447,8 +456,10 @@ static enum pc_action run_rcpt(struct ml_conn *c, struct pc_verdict *v)
     }
     t->cur_rcpt = pc_txn_add_rcpt(t, &mb, pc_pool_strdup(t->pool, c->params ? c->params : ""));
     /* The MTA decides relaying (Postfix: smtpd_relay_restrictions) and calls the milter only for a
-     * recipient it accepted, so the engine's "relay required" is satisfied by the MTA here. */
-    t->cur_rcpt->flags |= PC_RCPT_RELAY_OK;
+     * recipient it accepted, so the engine's "relay required" is the MTA's here; a chain that
+     * lists relay applies our relay rules as well (as the SMTP and policy doors do). */
+    if (!chain_has(c->s->chain, "relay"))
+        t->cur_rcpt->flags |= PC_RCPT_RELAY_OK;
     return pc_engine_rcpt(&c->eng, v);
 }
 
