@@ -309,3 +309,144 @@ bool pc_rl_prefilter_pass(const struct rl_node *n, const char *text, size_t len,
             return true;
     return false;
 }
+
+/*
+ * All literals of a rule set in one pass (Wu-Manber with blocks of two
+ * bytes): instead of one literal search per literal per body, every body
+ * is read once and a bit set says which literals occur; each regex then
+ * asks its own bits. With m the shortest literal, the window is m bytes
+ * and the table tells, for the last two bytes of the window (case folded,
+ * hashed), how far the window may move without stepping over the start of
+ * any literal: up to m - 1 bytes per look. Where it may not move, the
+ * literals whose first m bytes end in that block (hashed) are compared in
+ * full.
+ * Hash collisions only shorten moves and add comparisons: never a miss.
+ */
+#define SCAN_HASH 4096
+
+struct pc_rl_scan {
+    size_t n, m;
+    unsigned char *s[PC_RL_SCAN_MAX]; /* folded to ASCII lower case, as the search ignores it */
+    size_t len[PC_RL_SCAN_MAX];
+    int16_t next[PC_RL_SCAN_MAX];
+    int16_t first[SCAN_HASH];
+    /* by the window's last two bytes as they are (a | b << 8), every case of them: no folding
+     * per byte where the window moves on, which is nearly everywhere */
+    uint8_t *shift;
+    struct pc_pool *pool;
+};
+
+/* fold - ASCII lower case (PCRE2's caseless literal without UTF folds only ASCII) */
+static inline unsigned char fold(unsigned char c)
+{
+    return (unsigned char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
+}
+
+/* upper - ASCII upper case, the other case fold() takes to the same byte */
+static inline unsigned char upper(unsigned char c)
+{
+    return (unsigned char)(c >= 'a' && c <= 'z' ? c - 32 : c);
+}
+
+/* block - the hash of two folded bytes */
+static inline unsigned block(unsigned char a, unsigned char b)
+{
+    return ((unsigned)fold(a) * 61u + fold(b)) & (SCAN_HASH - 1);
+}
+
+/* pc_rl_scan_new - an empty set of literals */
+struct pc_rl_scan *pc_rl_scan_new(struct pc_pool *pool)
+{
+    struct pc_rl_scan *sc = pc_pool_zalloc(pool, sizeof(*sc));
+
+    sc->pool = pool;
+    return sc;
+}
+
+/* pc_rl_scan_add - one literal (at least LIT_MIN bytes); its id, or -1 when the set is full */
+int pc_rl_scan_add(struct pc_rl_scan *sc, const char *lit, size_t len)
+{
+    if (sc->n == PC_RL_SCAN_MAX || len < LIT_MIN)
+        return -1;
+    unsigned char *f = pc_pool_alloc(sc->pool, len);
+    for (size_t i = 0; i < len; i++)
+        f[i] = fold((unsigned char)lit[i]);
+    sc->s[sc->n] = f;
+    sc->len[sc->n] = len;
+    return (int)sc->n++;
+}
+
+/* lower_shift - the window may move at most sh where it ends in a, b (folded) in any case */
+static void lower_shift(struct pc_rl_scan *sc, unsigned char a, unsigned char b, uint8_t sh)
+{
+    unsigned char as[2] = {a, upper(a)}, bs[2] = {b, upper(b)};
+
+    for (int i = 0; i < 2; i++)
+        for (int j = 0; j < 2; j++) {
+            unsigned x = as[i] | (unsigned)bs[j] << 8;
+            if (sh < sc->shift[x])
+                sc->shift[x] = sh;
+        }
+}
+
+/* pc_rl_scan_seal - the tables, once every literal is in */
+void pc_rl_scan_seal(struct pc_rl_scan *sc)
+{
+    sc->m = SIZE_MAX;
+    for (size_t k = 0; k < sc->n; k++)
+        if (sc->len[k] < sc->m)
+            sc->m = sc->len[k];
+    if (sc->n == 0)
+        return;
+    size_t m = sc->m < 256 ? sc->m : 255; /* shifts fit a byte; a shorter window is still sound */
+    sc->m = m;
+    sc->shift = pc_pool_alloc(sc->pool, 65536);
+    memset(sc->shift, (int)(m - 1), 65536);
+    memset(sc->first, -1, sizeof(sc->first));
+    for (size_t k = 0; k < sc->n; k++) {
+        for (size_t j = 1; j < m; j++)
+            lower_shift(sc, sc->s[k][j - 1], sc->s[k][j], (uint8_t)(m - 1 - j));
+        unsigned h = block(sc->s[k][m - 2], sc->s[k][m - 1]);
+        sc->next[k] = sc->first[h];
+        sc->first[h] = (int16_t)k;
+    }
+}
+
+/* eq_fold - does text start with the folded literal */
+static bool eq_fold(const unsigned char *t, const unsigned char *lit, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        if (fold(t[i]) != lit[i])
+            return false;
+    return true;
+}
+
+/* candidates - the window starting at st may begin a literal: compare those that fit */
+static void candidates(const struct pc_rl_scan *sc, const unsigned char *t, size_t len, size_t st,
+                       unsigned h, uint64_t *found)
+{
+    for (int k = sc->first[h]; k >= 0; k = sc->next[k])
+        if (len - st >= sc->len[k] && eq_fold(t + st, sc->s[k], sc->len[k]))
+            found[k / 64] |= (uint64_t)1 << (k % 64);
+}
+
+/* pc_rl_scan_run - which literals occur in text: their bits in found */
+void pc_rl_scan_run(const struct pc_rl_scan *sc, const char *text, size_t len,
+                    uint64_t found[PC_RL_SCAN_MAX / 64])
+{
+    const unsigned char *t = (const unsigned char *)text;
+    size_t m = sc->m;
+
+    memset(found, 0, PC_RL_SCAN_MAX / 8);
+    if (sc->n == 0 || len < m)
+        return;
+    for (size_t i = m - 1; i < len;) {
+        size_t sh = sc->shift[t[i - 1] | (unsigned)t[i] << 8];
+        if (sh) {
+            i += sh;
+            continue;
+        }
+        candidates(sc, t, len, i - (m - 1), block(t[i - 1], t[i]), found);
+        i++;
+    }
+}
