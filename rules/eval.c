@@ -47,13 +47,6 @@ struct pc_rules_run {
     bool timing;                /* a header or body stage is running */
     bool over;                  /* budget exhausted or stopped: no more tests */
     atomic_bool stop;           /* pc_rules_stop() from another thread */
-    /* Which of the rule set's literals the body texts hold (one pass each, prefilter.c): the
-     * MIME view's text and the raw body, the two texts body regexes read, until released. */
-    struct lit_seen {
-        const char *text;
-        size_t len;
-        uint64_t found[PC_RL_SCAN_MAX / 64];
-    } seen[2];
 };
 
 /* wall_ns - monotonic wall clock */
@@ -127,8 +120,6 @@ void pc_rules_release(struct pc_rules_run *r)
     free(r->raw);
     r->raw = NULL;
     r->raw_len = 0;
-    /* The texts are gone; an address may come back with other bytes. */
-    memset(r->seen, 0, sizeof(r->seen));
 }
 
 /* pc_rules_run_reset - end of transaction */
@@ -182,7 +173,6 @@ void pc_rules_set_mime(struct pc_rules_run *run, struct pc_session *s, struct pc
 
     pc_mime_free(run->mime);
     run->mime = m;
-    memset(run->seen, 0, sizeof(run->seen)); /* the old text's bits are not the new one's */
     /* Every limit reached is a value of the fact: a text limit must not hide a parts limit. */
     for (size_t i = 0; i < sizeof(lims) / sizeof(lims[0]); i++)
         if (m->limits & lims[i].bit)
@@ -264,39 +254,6 @@ static const char *domain_of(const char *v)
     return at ? at + 1 : v;
 }
 
-/* lits_seen - the literal bits of this text: scanned on first use */
-static const uint64_t *lits_seen(const struct pc_rules *rs, struct pc_rules_run *run, const char *v,
-                                 size_t len)
-{
-    struct lit_seen *slot = NULL;
-
-    for (int i = 0; i < 2; i++) {
-        if (run->seen[i].text == v && run->seen[i].len == len)
-            return run->seen[i].found;
-        if (slot == NULL && run->seen[i].text == NULL)
-            slot = &run->seen[i];
-    }
-    if (slot == NULL) /* a third text: not from the views we know, but stay right */
-        slot = &run->seen[1];
-    pc_rl_scan_run(rs->scan, v, len, slot->found);
-    slot->text = v;
-    slot->len = len;
-    return slot->found;
-}
-
-/* prefilter_pass - could the regex match: does one of the literals every match holds occur */
-static bool prefilter_pass(const struct pc_rules *rs, struct pc_rules_run *run,
-                           const struct rl_node *n, const char *v, size_t len)
-{
-    if (!n->lit_scan)
-        return pc_rl_prefilter_pass(n, v, len, run->md);
-    const uint64_t *f = lits_seen(rs, run, v, len);
-    for (unsigned k = n->lit_id; k < n->lit_id + n->nlits; k++)
-        if (f[k / 64] & ((uint64_t)1 << (k % 64)))
-            return true;
-    return false;
-}
-
 /* test_str - one text value against a test */
 static bool test_str(const struct pc_rules *rs, struct pc_rules_run *run, struct pc_session *s,
                      const struct rl_node *n, const char *v, size_t len)
@@ -317,7 +274,7 @@ static bool test_str(const struct pc_rules *rs, struct pc_rules_run *run, struct
     case RO_MATCH: {
         if (over_budget(rs, run))
             return false;
-        if (n->nlits && !prefilter_pass(rs, run, n, v, len))
+        if (n->nlits && !pc_rl_prefilter_pass(n, v, len, run->md))
             return false; /* none of the literals every match contains */
         int rc = pcre2_match(n->re, (PCRE2_SPTR)v, len, 0, 0, run->md, rs->mctx);
         if (rc >= 0)

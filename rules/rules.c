@@ -1139,29 +1139,6 @@ static void uses(struct pc_rules *rs, const struct rl_node *n)
     }
 }
 
-/* scan_add - the literals of a condition's body regexes into the rule set's one-pass scan */
-static void scan_add(struct pc_rl_scan *sc, struct rl_node *n)
-{
-    for (; n; n = n->b) {
-        if (n->type != RN_TEST) {
-            scan_add(sc, n->a);
-            continue;
-        }
-        if (n->nlits == 0)
-            continue;
-        int id = -1;
-        for (size_t i = 0; i < n->nlits; i++) {
-            int k = pc_rl_scan_add(sc, n->lit_strs[i], strlen(n->lit_strs[i]));
-            if (k < 0)
-                break; /* full: this regex keeps its own searches */
-            if (i == 0)
-                id = k;
-            n->lit_scan = i + 1 == n->nlits;
-        }
-        n->lit_id = id < 0 ? 0 : (unsigned)id;
-    }
-}
-
 /* finish - distribute rules by stage, sort thresholds; NULL on errors */
 static struct pc_rules *finish(struct parser *ps, int nerr)
 {
@@ -1185,11 +1162,6 @@ static struct pc_rules *finish(struct parser *ps, int nerr)
             uses(rs, r->cond);
     }
     free(ps->rules);
-    rs->scan = pc_rl_scan_new(rs->pool);
-    for (int s = 0; s < PC_RS_COUNT; s++)
-        for (size_t i = 0; i < rs->nrules[s]; i++)
-            scan_add(rs->scan, rs->rules[s][i]->cond);
-    pc_rl_scan_seal(rs->scan);
     /* Parse only what some rule reads (rules/mime.h). */
     rs->lim.mime.skip = (PC_MIME_SKIP_TEXT | PC_MIME_SKIP_SIZE) & ~rs->mime_reads;
     /* Thresholds ascending, stable: insertion sort (a handful of entries). */

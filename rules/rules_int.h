@@ -10,7 +10,6 @@
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
-#include <stdint.h>
 
 #include "lib/cidr.h"
 #include "rules/rules.h"
@@ -100,8 +99,6 @@ struct rl_node {
     pcre2_code **lits; /* body regexes: some literal every match contains (prefilter.c) */
     const char **lit_strs;
     size_t nlits;
-    bool lit_scan; /* its literals are lit_id.. lit_id + nlits - 1 of the rule set's scan */
-    unsigned lit_id;
     const struct rl_list *list;
     struct pc_cidr cidr;
 };
@@ -154,7 +151,6 @@ struct pc_rules {
     struct pc_rules_limits lim; /* lim.mime.skip: what no rule reads */
     unsigned mime_reads;        /* PC_MIME_SKIP_* bits some rule needs */
     bool needs_mime;            /* some body-stage rule reads the MIME view */
-    struct pc_rl_scan *scan;    /* every body regex's literals, found in one pass */
 };
 
 const char *pc_rl_stage_name(enum pc_rstage);
@@ -165,18 +161,6 @@ bool pc_rl_prefilter(struct pc_pool *, struct rl_node *, const char *pat, size_t
                      uint32_t reflags);
 /* pc_rl_prefilter_pass - false when none of the node's literals occurs: the regex cannot match */
 bool pc_rl_prefilter_pass(const struct rl_node *, const char *text, size_t len, pcre2_match_data *);
-
-/* The rule set's literals, all found in one pass over a body (at most PC_RL_SCAN_MAX; the
- * regexes beyond keep their own literal searches). */
-#define PC_RL_SCAN_MAX 256
-struct pc_rl_scan *pc_rl_scan_new(struct pc_pool *);
-/* pc_rl_scan_add - one literal; its id, or -1 when the set is full */
-int pc_rl_scan_add(struct pc_rl_scan *, const char *lit, size_t len);
-/* pc_rl_scan_seal - build the tables once every literal is in */
-void pc_rl_scan_seal(struct pc_rl_scan *);
-/* pc_rl_scan_run - which literals occur in the text: bit id of found */
-void pc_rl_scan_run(const struct pc_rl_scan *, const char *text, size_t len,
-                    uint64_t found[PC_RL_SCAN_MAX / 64]);
 
 /* list.c */
 struct rl_list *pc_rl_list_new(struct pc_pool *, const char *name, enum rl_list_kind);

@@ -664,56 +664,6 @@ START_TEST(test_prefilter_derive)
 }
 END_TEST
 
-/* has_ci - the plain answer: does lit occur in text, ASCII case ignored */
-static bool has_ci(const char *t, size_t tl, const char *lit, size_t ll)
-{
-    for (size_t i = 0; i + ll <= tl; i++) {
-        size_t j = 0;
-        while (j < ll && tolower((unsigned char)t[i + j]) == tolower((unsigned char)lit[j]))
-            j++;
-        if (j == ll)
-            return true;
-    }
-    return false;
-}
-
-/* The one-pass scan of all literals finds exactly the literals that occur, whatever their
- * lengths, cases, overlaps and places (the start, the end, across each other). */
-START_TEST(test_prefilter_scan)
-{
-    static const char alpha[] = "abAB k\xe9\xc9";
-    unsigned seed = 777;
-
-    for (int round = 0; round < 3000; round++) {
-        struct pc_pool *pool = pc_pool_create(4096);
-        struct pc_rl_scan *sc = pc_rl_scan_new(pool);
-        char lits[12][12];
-        int nl = 1 + (int)(rand_r(&seed) % 12);
-        for (int k = 0; k < nl; k++) {
-            int len = 3 + (int)(rand_r(&seed) % 8);
-            for (int i = 0; i < len; i++)
-                lits[k][i] = alpha[rand_r(&seed) % (sizeof(alpha) - 1)];
-            lits[k][len] = 0;
-            ck_assert_int_eq(pc_rl_scan_add(sc, lits[k], strlen(lits[k])), k);
-        }
-        pc_rl_scan_seal(sc);
-        for (int t = 0; t < 20; t++) {
-            char text[200];
-            size_t tl = rand_r(&seed) % sizeof(text);
-            for (size_t i = 0; i < tl; i++)
-                text[i] = alpha[rand_r(&seed) % (sizeof(alpha) - 1)];
-            uint64_t found[PC_RL_SCAN_MAX / 64];
-            pc_rl_scan_run(sc, text, tl, found);
-            for (int k = 0; k < nl; k++)
-                ck_assert_msg(((found[0] >> k) & 1) == has_ci(text, tl, lits[k], strlen(lits[k])),
-                              "literal \"%s\" (scan %d) in \"%.*s\"", lits[k],
-                              (int)((found[0] >> k) & 1), (int)tl, text);
-        }
-        pc_pool_destroy(pool);
-    }
-}
-END_TEST
-
 /* Random patterns and subjects: whenever the regex matches, the prefilter must let it run. */
 START_TEST(test_prefilter_sound)
 {
@@ -825,7 +775,6 @@ static Suite *suite(void)
     tcase_add_test(tc, test_jit);
     tcase_add_loop_test(tc, test_prefilter_derive, 0, sizeof(prefilters) / sizeof(prefilters[0]));
     tcase_add_test(tc, test_prefilter_sound);
-    tcase_add_test(tc, test_prefilter_scan);
     suite_add_tcase(s, tc);
     return s;
 }
