@@ -85,6 +85,7 @@
 #include "gateway/conf.h"
 #include "core/session.h"
 #include "gateway/maildir.h"
+#include "gateway/sockread.h"
 #include "gateway/tls.h"
 #include "lib/log.h"
 #include "lib/proxy_proto.h"
@@ -93,7 +94,10 @@
 
 #define PC_BE_LINE_MAX 4096
 #define PC_BE_FILL     262144
-#define PC_BE_BDAT     1048576 /* bytes per BDAT chunk: few round trips, bounded memory */
+/* Reply bytes held unread at most: far above a reply line (PC_BE_LINE_MAX), which on_read
+ * refuses beyond. */
+#define PC_BE_READ_HIGH 131072
+#define PC_BE_BDAT      1048576 /* bytes per BDAT chunk: few round trips, bounded memory */
 
 enum be_state {
     BE_IDLE,
@@ -141,6 +145,7 @@ struct pc_backend {
     void *arg;
     struct event_base *base;
     struct bufferevent *bev;
+    struct pc_sockread *rd; /* reads a plain bev: 64 KB reads, no FIONREAD (sockread.c) */
     enum be_state state;
     size_t addr_idx;
     struct pc_reply reply;
@@ -482,6 +487,8 @@ static void be_arm(struct pc_backend *be, unsigned ms)
 static void be_close(struct pc_backend *be)
 {
     evtimer_del(be->deadline);
+    pc_sockread_free(be->rd);
+    be->rd = NULL;
     if (be->bev) {
         bufferevent_free(be->bev);
         be->bev = NULL;
@@ -563,6 +570,9 @@ static void be_retire(struct pc_backend *be, bool quit)
         return;
     }
     evtimer_del(be->deadline);
+    /* The quitter reads with libevent again (bufferevent_enable below). */
+    pc_sockread_free(be->rd);
+    be->rd = NULL;
     q->bev = be->bev;
     be->bev = NULL;
     struct evbuffer *in = bufferevent_get_input(q->bev);
@@ -1385,6 +1395,9 @@ static void tls_start(struct pc_backend *be)
      * (response injection, the mirror of CVE-2011-0411). */
     evbuffer_drain(in, evbuffer_get_length(in));
     evtimer_del(be->deadline);
+    /* OpenSSL's bufferevent reads the socket from now on, with libevent's own reads. */
+    pc_sockread_free(be->rd);
+    be->rd = NULL;
     bufferevent_setfd(be->bev, -1); /* the socket stays open for the TLS layer */
     bufferevent_free(be->bev);
     be->bev = NULL;
@@ -1784,6 +1797,10 @@ static bool input_pending(struct pc_backend *be)
         return true;
     if (be->tls_on) /* the socket also carries TLS records that are not data (tickets) */
         return false;
+    /* Our last read came back short: the socket had nothing more then (the same moment a
+     * FIONREAD now would see, give or take the callback's microseconds). */
+    if (pc_sockread_drained(be->rd))
+        return false;
     return ioctl(bufferevent_getfd(be->bev), FIONREAD, &n) == 0 && n > 0;
 }
 
@@ -1921,6 +1938,7 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
     be_enter(be);
     if (what & BEV_EVENT_CONNECTED) {
         pc_bev_nodelay(be->bev);
+        pc_sockread_enable(be->rd, true);
         if (be->ident->connected && !be->ident->connected(be)) {
             be_try_next(be, "cannot write the PROXY header for this client");
             be_leave(be);
@@ -2025,6 +2043,9 @@ static bool be_connect(struct pc_backend *be)
         be_close(be);
         return false;
     }
+    /* The socket exists now; our reads start once it is connected (on_event). Without them
+     * (no memory) libevent's own reads go on. */
+    be->rd = pc_sockread_new(be->bev, PC_BE_READ_HIGH);
     return true;
 }
 

@@ -38,6 +38,7 @@ struct pc_sockread {
     bool want;   /* the owner wants input */
     bool paused; /* above the high mark: waiting for the owner to consume */
     bool ended;  /* EOF or an error was reported: no more reads */
+    bool empty;  /* the last read got less than it asked for: the socket had no more */
 };
 
 static ssize_t readv_into(struct pc_sockread *r, evutil_socket_t fd, struct evbuffer *in);
@@ -101,6 +102,8 @@ static ssize_t readv_into(struct pc_sockread *r, evutil_socket_t fd, struct evbu
         evbuffer_commit_space(in, vec, 0);
         return n;
     }
+    /* TCP and UNIX stream reads return less than asked only when the queue ran dry. */
+    r->empty = (size_t)n < want;
     /* Commit exactly what arrived, chunk by chunk. */
     size_t left = (size_t)n;
     for (int i = 0; i < nv; i++) {
@@ -169,6 +172,12 @@ void pc_sockread_enable(struct pc_sockread *r, bool on)
         return;
     r->want = on;
     arm(r);
+}
+
+/* pc_sockread_drained - the last read emptied the socket */
+bool pc_sockread_drained(const struct pc_sockread *r)
+{
+    return r != NULL && r->empty;
 }
 
 /* pc_sockread_free - stop reading; before the bufferevent is freed */

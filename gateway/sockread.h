@@ -17,6 +17,9 @@ struct pc_sockread;
 struct pc_sockread *pc_sockread_new(struct bufferevent *, size_t high);
 /* pc_sockread_enable - want input (true) or not (false); NULL is a no-op */
 void pc_sockread_enable(struct pc_sockread *, bool on);
+/* pc_sockread_drained - the last read left the socket empty (it got less than it asked for):
+ * nothing more had arrived then, so the owner need not ask the kernel (FIONREAD) */
+bool pc_sockread_drained(const struct pc_sockread *);
 /* pc_sockread_free - stop reading; call it before the bufferevent is freed */
 void pc_sockread_free(struct pc_sockread *);
 
