@@ -16,6 +16,7 @@
 #
 # Best of ROUNDS (default 3) per figure, since these machines are noisy. Loopback only.
 set -euo pipefail
+export PORTCULLIS_RUN_AS_ROOT=1  # benchmarks run as root without "user" on purpose (as bench.sh)
 export PORTCULLIS_WORKERS=${PORTCULLIS_WORKERS:-1}  # one process: the figures read one pid
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
