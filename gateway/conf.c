@@ -304,7 +304,25 @@ static int validate_int(cfg_t *cfg, cfg_opt_t *opt)
     return 0;
 }
 
-/* validate_duration - "5s", "2m"... */
+/* fmt_duration - ms in the largest unit that divides it, as a postmaster writes it ("30d") */
+static const char *fmt_duration(char *buf, size_t len, unsigned long long ms)
+{
+    static const struct {
+        unsigned long long ms;
+        const char *unit;
+    } units[] = {{86400000ULL, "d"}, {3600000ULL, "h"}, {60000ULL, "m"}, {1000ULL, "s"}};
+
+    for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+        if (ms && ms % units[i].ms == 0) {
+            snprintf(buf, len, "%llu%s", ms / units[i].ms, units[i].unit);
+            return buf;
+        }
+    }
+    snprintf(buf, len, "%llums", ms);
+    return buf;
+}
+
+/* validate_duration - "5s", "2m"...; the error names the row's own bounds (cache_ttl's 30d) */
 static int validate_duration(cfg_t *cfg, cfg_opt_t *opt)
 {
     unsigned long long ms;
@@ -312,10 +330,16 @@ static int validate_duration(cfg_t *cfg, cfg_opt_t *opt)
     const struct pc_param_row *p = param_of(cfg, opt);
     unsigned long long lo = p ? (unsigned long long)p->min : 0;
     unsigned long long hi = p ? (unsigned long long)p->max : 86400000ULL;
+    char a[32], b[32];
 
     if (!v || !pc_parse_duration(v, &ms) || ms < lo || ms > hi) {
-        cfg_error(cfg, "%s: bad duration \"%s\" (use e.g. 30s, 5m, 250ms; at most 1d)", opt->name,
-                  v ? v : "");
+        if (lo)
+            cfg_error(cfg, "%s: bad duration \"%s\" (use e.g. 30s, 5m, 250ms; from %s to %s)",
+                      opt->name, v ? v : "", fmt_duration(a, sizeof(a), lo),
+                      fmt_duration(b, sizeof(b), hi));
+        else
+            cfg_error(cfg, "%s: bad duration \"%s\" (use e.g. 30s, 5m, 250ms; at most %s)",
+                      opt->name, v ? v : "", fmt_duration(b, sizeof(b), hi));
     }
     return 0;
 }
