@@ -92,6 +92,7 @@ static const struct pc_param_row pc_params[] = {
     {"listener", "auth_max_failures", PT_INT, "5", 1, 1000, NULL, "per client and hour"},
     {"listener", "sender_login_map", PT_STR, NULL, 0, 0, NULL, "who may use which MAIL FROM"},
     {"listener", "postscreen", PT_BOOL, "false", 0, 0, NULL, "run the postscreen checks"},
+    {"listener", "chunking", PT_BOOL, "true", 0, 0, NULL, "offer CHUNKING, serve BDAT"},
     {"backend", "address", PT_LIST, NULL, 0, 0, NULL, "host:port, [v6]:port or unix:/path"},
     {"backend", "maildir", PT_STR, NULL, 0, 0, NULL, "instead of address: a Maildir"},
     {"backend", "identity", PT_STR, "xclient", 0, 0, NULL,
@@ -1171,6 +1172,7 @@ static int listeners_load(struct pc_conf *c, cfg_t *cfg, struct pc_err *err)
         l->address = cfg_getstr(sec, "address");
         l->trusted = cfg_getbool(sec, "trusted");
         l->postscreen = cfg_getbool(sec, "postscreen");
+        l->chunking = cfg_getbool(sec, "chunking");
         if (!pc_parse_hostport(l->address, h, sizeof(h), p, sizeof(p)) || !p[0]) {
             pc_err_set(err, sec, "listener \"%s\": bad address \"%s\" (host:port or [v6]:port)",
                        l->name, l->address);
