@@ -2204,6 +2204,10 @@ void pc_smtp_accept(struct pc_services *svc, struct pc_conf *conf,
     c->s->trusted = lc->trusted;
     pc_engine_init(&c->eng, c->s, eng_done, c);
     pc_session_set_client(c->s, sa, salen);
+    struct sockaddr_storage local;
+    socklen_t llen = sizeof(local);
+    if (getsockname(fd, (struct sockaddr *)&local, &llen) == 0)
+        pc_session_set_local(c->s, (struct sockaddr *)&local);
     if (proxy) /* before the connect stage: facts for its filters and rules */
         pc_proxy_session_facts(c->s, proxy);
     c->free_ev = event_new(svc->base, -1, 0, on_free, c);
