@@ -37,8 +37,8 @@ DESTDIR     ?=
 INSTALL     ?= install
 CONFDIR     := $(sysconfdir)/portcullis
 
-# Libraries: only what the code calls. The milter door (libmilter, no pkg-config module)
-# comes back with the issue that uses it: EXTRA_LIBS += -lmilter. TLS (gateway/tls.c) needs
+# Libraries: only what the code calls. The milter door (gateway/milter.c) needs libmilter,
+# which has no pkg-config module: -lmilter below. TLS (gateway/tls.c) needs
 # libssl and libevent_openssl; AUTH's password file (gateway/authdb.c) needs libcrypt.
 PKGS       := libevent libevent_pthreads libcrypto libssl libevent_openssl libconfuse libunbound \
               hiredis libpcre2-8 gmime-3.0 opendkim libsystemd libxcrypt
@@ -65,7 +65,7 @@ CFLAGS   ?= -O2 -g
 PC_CFLAGS := -std=gnu11 -Wall -Wextra $(if $(filter 1,$(WERROR)),-Werror) -I. -D_GNU_SOURCE \
              -DPC_CONFIG_FILE='"$(CONFDIR)/portcullis.conf"' $(PKG_CFLAGS) -MMD -MP
 PC_LDFLAGS :=
-PC_LIBS    := $(PKG_LIBS) -lspf2 -lopendmarc $(EXTRA_LIBS) -lpthread -lm
+PC_LIBS    := $(PKG_LIBS) -lspf2 -lopendmarc -lmilter $(EXTRA_LIBS) -lpthread -lm
 ifeq ($(SAN),1)
 PC_CFLAGS  += -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -O1
 PC_LDFLAGS += -fsanitize=address,undefined

@@ -8,10 +8,10 @@
 set -e
 RUN="build-essential pkg-config libevent-dev libssl-dev libconfuse-dev libunbound-dev
 libspf2-dev libopendkim-dev libopendmarc-dev libhiredis-dev libpcre2-dev libgmime-3.0-dev
-libsystemd-dev publicsuffix libcrypt-dev"
+libsystemd-dev publicsuffix libcrypt-dev libmilter-dev"
 TEST="check postfix swaks redis-server nsd opendkim-tools clang clang-format python3 openssl bc
 debhelper lintian blhc fakeroot pflogsumm fail2ban python3-prometheus-client haproxy strace
-dovecot-core dovecot-lmtpd libidn12 libmariadb3 testssl.sh"
+dovecot-core dovecot-lmtpd libidn12 libmariadb3 testssl.sh opendkim miltertest"
 case "$1" in
     --run) PKGS="$RUN" ;;
     "") PKGS="$RUN $TEST" ;;

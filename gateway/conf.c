@@ -71,7 +71,8 @@ static const struct pc_param_row pc_params[] = {
     {"", "mynetworks", PT_LIST, "{127.0.0.0/8, ::1/128}", 0, 0, validate_networks,
      "the clients every filter trusts unless its own option says otherwise"},
     {"listener", "address", PT_STR, "127.0.0.1:2525", 0, 0, NULL, "host:port to listen on"},
-    {"listener", "protocol", PT_STR, "smtp", 0, 0, NULL, "smtp or policy (Postfix policy service)"},
+    {"listener", "protocol", PT_STR, "smtp", 0, 0, NULL,
+     "smtp, milter (libmilter) or policy (Postfix policy service)"},
     {"listener", "backend", PT_STR, NULL, 0, 0, NULL, "backend name; unset: the first"},
     {"listener", "filters", PT_LIST, "{relay}", 0, 0, validate_chain, "the chain, in order"},
     {"listener", "trusted", PT_BOOL, "false", 0, 0, NULL, "its clients are trusted"},
@@ -1103,6 +1104,50 @@ static int postscreen_store(struct pc_conf *c, cfg_t *sec, struct pc_err *err)
     return 0;
 }
 
+/* milter_address_ok - libmilter's sockets as we spell them: inet:host:port, inet6:[v6]:port or
+ * unix:/path (libmilter's own "inet:port@host" is written by the milter door) */
+static bool milter_address_ok(const char *a)
+{
+    char h[256], p[16];
+    const char *rest = strncmp(a, "inet:", 5) == 0    ? a + 5
+                       : strncmp(a, "inet6:", 6) == 0 ? a + 6
+                       : strncmp(a, "unix:/", 6) == 0 ? a
+                                                      : NULL;
+
+    return rest && pc_parse_hostport(rest, h, sizeof(h), p, sizeof(p)) && (rest == a || p[0]);
+}
+
+/* listener_address - the address in the door's form; one milter listener per process */
+static int listener_address(cfg_t *sec, struct pc_listener_conf *l, int *nmilter,
+                            struct pc_err *err)
+{
+    char h[256], p[16];
+
+    if (l->protocol != PC_PROTO_MILTER) {
+        if (pc_parse_hostport(l->address, h, sizeof(h), p, sizeof(p)) && p[0])
+            return 0;
+        pc_err_set(err, sec, "listener \"%s\": bad address \"%s\" (host:port or [v6]:port)",
+                   l->name, l->address);
+        return -1;
+    }
+    int rc = 0;
+    if (++*nmilter == 2) {
+        pc_err_set(err, sec,
+                   "listener \"%s\": one milter listener per process (libmilter runs "
+                   "one smfi_main)",
+                   l->name);
+        rc = -1;
+    }
+    if (!milter_address_ok(l->address)) {
+        pc_err_set(err, sec,
+                   "listener \"%s\": bad milter address \"%s\" (inet:host:port, "
+                   "inet6:[v6]:port or unix:/path)",
+                   l->name, l->address);
+        rc = -1;
+    }
+    return rc;
+}
+
 /* listener_protocol - listener.protocol: which door serves the listener */
 static int listener_protocol(cfg_t *sec, struct pc_listener_conf *l, struct pc_err *err)
 {
@@ -1110,10 +1155,12 @@ static int listener_protocol(cfg_t *sec, struct pc_listener_conf *l, struct pc_e
 
     if (strcmp(p, "smtp") == 0)
         l->protocol = PC_PROTO_SMTP;
+    else if (strcmp(p, "milter") == 0)
+        l->protocol = PC_PROTO_MILTER;
     else if (strcmp(p, "policy") == 0)
         l->protocol = PC_PROTO_POLICY;
     else {
-        pc_err_set(err, sec, "listener \"%s\": protocol must be smtp or policy, not \"%s\"",
+        pc_err_set(err, sec, "listener \"%s\": protocol must be smtp, milter or policy, not \"%s\"",
                    l->name, p);
         return -1;
     }
@@ -1150,7 +1197,7 @@ static int postscreen_load(struct pc_conf *c, cfg_t *cfg, struct pc_err *err)
 static int listeners_load(struct pc_conf *c, cfg_t *cfg, struct pc_err *err)
 {
     size_t n = cfg_size(cfg, "listener");
-    int rc = 0;
+    int rc = 0, nmilter = 0;
 
     /* None configured: one listener "inbound" with every default of the table (loopback, the
      * relay-only chain, the first backend). */
@@ -1166,22 +1213,18 @@ static int listeners_load(struct pc_conf *c, cfg_t *cfg, struct pc_err *err)
     for (size_t i = 0; i < n; i++) {
         cfg_t *sec = cfg_getnsec(cfg, "listener", (unsigned)i);
         struct pc_listener_conf *l = &c->listeners[i];
-        char h[256], p[16];
         l->name = cfg_title(sec);
         l->line = sec->line;
         l->address = cfg_getstr(sec, "address");
         l->trusted = cfg_getbool(sec, "trusted");
         l->postscreen = cfg_getbool(sec, "postscreen");
         l->chunking = cfg_getbool(sec, "chunking");
-        if (!pc_parse_hostport(l->address, h, sizeof(h), p, sizeof(p)) || !p[0]) {
-            pc_err_set(err, sec, "listener \"%s\": bad address \"%s\" (host:port or [v6]:port)",
-                       l->name, l->address);
-            rc = -1;
-        }
         if (listener_protocol(sec, l, err) < 0) {
             rc = -1;
             continue;
         }
+        if (listener_address(sec, l, &nmilter, err) < 0)
+            rc = -1;
         l->backend_name = cfg_getstr(sec, "backend");
         if (l->protocol != PC_PROTO_SMTP) {
             /* The MTA that asks delivers the mail itself: nothing to relay to. */

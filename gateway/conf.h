@@ -65,15 +65,16 @@ struct pc_auth_conf {
     const char *origin;        /* "file:line" of the section, for errors */
 };
 
-/* Which door a listener is: an SMTP proxy, or a Postfix policy service (no backend). */
-enum pc_listener_protocol { PC_PROTO_SMTP, PC_PROTO_POLICY };
+/* Which door a listener is: an SMTP proxy, a milter (libmilter), or a Postfix policy
+ * service; milter and policy listeners have no backend. */
+enum pc_listener_protocol { PC_PROTO_SMTP, PC_PROTO_MILTER, PC_PROTO_POLICY };
 
 struct pc_listener_conf {
     const char *name;
     const char *address;
     enum pc_listener_protocol protocol;
     const char *backend_name;
-    struct pc_backend_conf *backend; /* NULL for a policy listener */
+    struct pc_backend_conf *backend; /* NULL for a milter or policy listener */
     struct pc_chain chain;
     bool trusted;
     int line;

@@ -119,6 +119,12 @@ static int bind_one(struct pc_master *m, size_t k, const struct pc_listener_conf
     char host[256], port[16];
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *res;
 
+    if (lc->protocol == PC_PROTO_MILTER) { /* libmilter binds it, in worker 0 (server.c) */
+        for (unsigned i = 0; i < m->n; i++)
+            m->fds[i * m->nl + k] = -1;
+        pc_info("listener %s on %s: served by worker 0 alone (libmilter)", lc->name, lc->address);
+        return 0;
+    }
     if (!pc_parse_hostport(lc->address, host, sizeof(host), port, sizeof(port)) ||
         getaddrinfo(host, port, &hints, &res) != 0) {
         pc_err("listener %s: cannot resolve %s", lc->name, lc->address);

@@ -39,6 +39,7 @@
 #include "gateway/conf.h"
 #include "core/dns.h"
 #include "gateway/metrics_http.h"
+#include "gateway/milter.h"
 #include "gateway/policy_door.h"
 #include "gateway/proxy_in.h"
 #include "gateway/service.h"
@@ -132,6 +133,21 @@ struct pc_proxy_wait {
     socklen_t peerlen;
 };
 
+/* idle - no session of any door is open (the milter door counts its own) */
+static bool idle(const struct pc_server *srv)
+{
+    return srv->nconn == 0 && pc_milter_sessions() == 0;
+}
+
+/* on_milter_idle - the last milter session of a drain ended */
+static void on_milter_idle(void *arg)
+{
+    struct pc_server *srv = arg;
+
+    if (srv->stopping && idle(srv))
+        event_base_loopexit(srv->base, NULL);
+}
+
 /* on_session_closed - counters down, for the address charged at admission (whatever the
  * session's client became since); exit when draining and idle */
 static void on_session_closed(void *arg, const struct pc_ip *client)
@@ -154,7 +170,7 @@ static void on_session_closed(void *arg, const struct pc_ip *client)
             break;
         }
     free(t);
-    if (srv->stopping && srv->nconn == 0)
+    if (srv->stopping && idle(srv))
         event_base_loopexit(srv->base, NULL);
 }
 
@@ -252,7 +268,7 @@ static void on_proxy_header(void *arg, evutil_socket_t fd, const struct pc_pp_in
         admit(srv, lc, fd, sa, salen, info);
     }
     free(w);
-    if (srv->stopping && srv->nconn == 0)
+    if (srv->stopping && idle(srv))
         event_base_loopexit(srv->base, NULL);
 }
 
@@ -355,6 +371,13 @@ static int worker_fd(const struct pc_worker_env *w, const char *name)
     return -1;
 }
 
+/* serves_milter - the only process, or worker 0 of several (libmilter: one socket, one
+ * smfi_main per process) */
+static bool serves_milter(const struct pc_server *srv)
+{
+    return srv->wenv == NULL || srv->wenv->index == 0;
+}
+
 /* bind_listener - one listening socket */
 static int bind_listener(struct pc_server *srv, struct pc_listener *l,
                          const struct pc_listener_conf *lc)
@@ -365,6 +388,8 @@ static int bind_listener(struct pc_server *srv, struct pc_listener *l,
     l->srv = srv;
     pc_strlcpy(l->name, lc->name, sizeof(l->name));
     snprintf(l->address, sizeof(l->address), "%s", lc->address);
+    if (lc->protocol == PC_PROTO_MILTER) /* libmilter owns this socket */
+        return serves_milter(srv) ? pc_milter_open(&srv->svc, srv->conf, lc) : 0;
     if (!pc_parse_hostport(lc->address, host, sizeof(host), port, sizeof(port)) ||
         getaddrinfo(host, port, &hints, &res) != 0) {
         pc_err("listener %s: cannot resolve %s", lc->name, lc->address);
@@ -474,6 +499,7 @@ static void reload(struct pc_server *srv)
     if (next->nlisteners > srv->nlisteners)
         pc_warn("reload: new listeners need a restart");
     pc_backend_generation(srv->base, next);
+    pc_milter_generation(next);
     pc_conf_unref(srv->conf);
     srv->conf = next;
     srv->svc.hostname = next->hostname;
@@ -505,7 +531,7 @@ static void on_grace(evutil_socket_t fd, short what, void *arg)
     struct pc_server *srv = arg;
 
     (void)fd, (void)what;
-    pc_warn("stopping with %zu sessions still open", srv->nconn);
+    pc_warn("stopping with %zu sessions still open", srv->nconn + pc_milter_sessions());
     event_base_loopexit(srv->base, NULL);
 }
 
@@ -521,12 +547,13 @@ static void on_stop(evutil_socket_t sig, short what, void *arg)
         return;
     }
     pc_info("signal %d: stopping; waiting up to %ds for %zu sessions", (int)sig, PC_GRACE_SECONDS,
-            srv->nconn);
+            srv->nconn + pc_milter_sessions());
     srv->stopping = true;
+    pc_milter_stop();
     notify_status(srv, "STOPPING=1\n");
     /* The listeners stay open while we drain: a new client hears 421 from on_accept at once
      * instead of waiting in the backlog until we exit. */
-    if (srv->nconn == 0) {
+    if (idle(srv)) {
         event_base_loopexit(srv->base, NULL);
         return;
     }
@@ -646,6 +673,11 @@ static int serve(struct pc_conf *conf, const struct pc_worker_env *w)
         return EX_CONFIG;
     }
     add_signals(srv);
+    /* After the signal events: libmilter's threads must find the loop's handlers in place.
+     * libmilter binds its own socket (no SO_REUSEPORT) and runs one smfi_main per process:
+     * with workers, worker 0 alone serves the milter listener. */
+    if (serves_milter(srv) && pc_milter_run(on_milter_idle, srv) < 0)
+        return EX_UNAVAILABLE;
     if (getenv("NOTIFY_SOCKET")) {
         /* Half the watchdog interval, as sd_watchdog_enabled(3) advises; status every 5 s. */
         uint64_t wd = pc_watchdog_usec() / 2, every = wd && wd < 5000000 ? wd : 5000000;
@@ -661,7 +693,7 @@ static int serve(struct pc_conf *conf, const struct pc_worker_env *w)
     if (w && w->ready)
         *w->ready = 1; /* the parent says READY=1 once every worker has */
     notify_status(srv, "READY=1\n");
-    if (event_base_dispatch(srv->base) < 0)
+    if (event_base_dispatch(srv->base) < 0 || pc_milter_failed())
         rc = 1;
     /* A capability probe a reload started just before the stop ends on its own timer: let it,
      * so that its connection and its configuration reference are freed, not abandoned. */
@@ -683,7 +715,7 @@ static int serve(struct pc_conf *conf, const struct pc_worker_env *w)
     if (srv->grace)
         event_free(srv->grace);
     pc_workers_destroy(srv->svc.workers);
-    if (srv->nconn == 0)
+    if (idle(srv))
         pc_dns_free(srv->svc.dns);
     /* Per-address counters go whatever happens to the sessions (they only count them). */
     for (size_t i = 0; i < PC_IPHASH; i++)
@@ -692,8 +724,9 @@ static int serve(struct pc_conf *conf, const struct pc_worker_env *w)
             srv->iphash[i] = e->next;
             free(e);
         }
-    /* Sessions still open at exit are abandoned with the process: clients retry. */
-    if (srv->nconn == 0) {
+    /* Sessions still open at exit are abandoned with the process: clients retry. A milter
+     * callback may still post to the loop: then the loop is not freed either. */
+    if (idle(srv)) {
         pc_conf_unref(srv->conf);
         event_base_free(srv->base);
     }

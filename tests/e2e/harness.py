@@ -207,12 +207,15 @@ tlsmgr unix - - n 1000? 1 tlsmgr
                     "eod": "smtpd_end_of_data_restrictions"}
 
     def __init__(self, tmp, tls=None, policy=None, policy_stages=("rcpt", "data", "eod"),
-                 sasl=None):
+                 sasl=None, milter=None, main_extra=""):
         """tls="encrypt" (or "may"): smtpd_tls_security_level with a certificate for
         backend.test signed by a CA made for this instance (self.tls = make_certs(...)).
         policy: the port of a policy service to ask (check_policy_service) in the
         restriction lists of policy_stages ("rcpt", "data", "eod"). sasl: the port of a Dovecot
-        auth service (DovecotAuth) for SMTP AUTH (smtpd_sasl_type = dovecot)."""
+        auth service (DovecotAuth) for SMTP AUTH (smtpd_sasl_type = dovecot).
+        milter: "inet:127.0.0.1:PORT" makes it call that milter before queueing, as
+        deploy/postfix/milter.md tells a postmaster (milter_default_action = tempfail);
+        main_extra: more main.cf lines."""
         self.port = free_port()
         self.dir = os.path.join(tmp, f"postfix{self.port}")
         self.conf = os.path.join(self.dir, "conf")
@@ -264,6 +267,9 @@ smtpd_tls_key_file = {self.tls["key"]}
 smtpd_tls_received_header = yes
 smtpd_tls_loglevel = 1
 """
+        if milter:
+            main_cf += f"smtpd_milters = {milter}\nmilter_default_action = tempfail\n"
+        main_cf += main_extra
         self._start(main_cf)
 
     def _start(self, main_cf):

@@ -12,10 +12,10 @@ expected decision class) runs through every door in RUNNERS:
                   recipient, DATA, END-OF-MESSAGE, one instance)
   postfix-policy  a real Postfix asking the policy door (check_policy_service), the row's
                   client set with XCLIENT
+  postfix-milter  a real Postfix calling the milter door (smtpd_milters), the same way
 
 A door that does not see the message (policy) skips the rows marked body=True ("where the door
-sees enough of the transaction to decide"). Adding a door (the milter) is one more entry in
-DOORS: a runner(env, row) -> "accept" | "reject" | "tempfail", whether it sees the body, the
+sees enough of the transaction to decide"). A door is one entry in DOORS: a runner(env, row) -> "accept" | "reject" | "tempfail", whether it sees the body, the
 listener it needs and the peer it starts.
 """
 import os
@@ -134,8 +134,13 @@ def run_policy(env, row):
 
 def run_postfix_policy(env, row):
     """A real Postfix asking the policy door; the row's client and HELO through XCLIENT."""
+    return run_postfix(env.postfix, row)
+
+
+def run_postfix(postfix, row):
+    """One row through a real Postfix, the row's client and HELO set with XCLIENT."""
     try:
-        with smtplib.SMTP("127.0.0.1", env.postfix.port, timeout=30) as s:
+        with smtplib.SMTP("127.0.0.1", postfix.port, timeout=30) as s:
             s.ehlo("submitter.test")
             code, text = s.docmd("XCLIENT", f"ADDR={row.client} NAME=[UNAVAILABLE]")
             assert code == 220, (code, text)
@@ -151,8 +156,7 @@ def run_postfix_policy(env, row):
 
 # A door: its runner, whether it sees the message body, the listener it needs (config text, with
 # env.policy_port and friends; "" when it shares another's) and the peers it starts once the
-# gateway is up (or None). A milter door is one more entry: a "milter" listener and a Postfix
-# with smtpd_milters pointing at it.
+# gateway is up (or None).
 Door = namedtuple("Door", "name run sees_body listener start")
 CHAIN = '"relay", "rules"'
 
@@ -185,11 +189,33 @@ def start_postfix_policy(env):
     env.peers.append(env.postfix)
 
 
+def milter_listener(env):
+    env.milter_port = harness.free_port()
+    return f"""listener "milter" {{
+  address = "inet:127.0.0.1:{env.milter_port}"
+  protocol = "milter"
+  filters = {{ {CHAIN} }}
+}}
+"""
+
+
+def start_postfix_milter(env):
+    harness.wait_port(env.milter_port)
+    env.postfix_milter = harness.Postfix(env.tmp, milter=f"inet:127.0.0.1:{env.milter_port}")
+    env.peers.append(env.postfix_milter)
+
+
+def run_postfix_milter(env, row):
+    """A real Postfix asking the milter door; the row's client and HELO through XCLIENT."""
+    return run_postfix(env.postfix_milter, row)
+
+
 DOORS = [
     Door("smtp", run_smtp, True, smtp_listener, None),
     Door("test", run_test, True, None, None),  # the "smtp" listener, without the network
     Door("policy", run_policy, False, policy_listener, start_policy),
     Door("postfix-policy", run_postfix_policy, False, None, start_postfix_policy),
+    Door("postfix-milter", run_postfix_milter, True, milter_listener, start_postfix_milter),
 ]
 
 

@@ -407,7 +407,7 @@ class PolicyConfig(unittest.TestCase):
     def test_unknown_protocol(self):
         r = self.check(self.LISTENER % ("lmtp", ""))
         self.assertEqual(r.returncode, 78)
-        self.assertIn('protocol must be smtp or policy, not "lmtp"', r.stderr)
+        self.assertIn('protocol must be smtp, milter or policy, not "lmtp"', r.stderr)
 
 
 if __name__ == "__main__":

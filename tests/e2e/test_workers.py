@@ -65,6 +65,19 @@ class Workers(unittest.TestCase):
             with smtplib.SMTP("127.0.0.1", gw.port, timeout=10) as c:
                 c.sendmail("a@example.org", ["b@example.com"], MSG)
 
+    def test_milter_listener_in_worker_zero_alone(self):
+        # libmilter binds its own socket and runs one smfi_main per process: the parent must not
+        # bind it, worker 0 serves it, worker 1 serves SMTP only (both start).
+        mport = h.free_port()
+        gw = self.gateway(f'listener "milter" {{ address = "inet:127.0.0.1:{mport}" '
+                          f'protocol = "milter" filters = {{ "relay" }} }}\n')
+        self.assertEqual(len(set(self.workers(gw).values())), 2, gw.log())
+        self.assertIn("served by worker 0 alone", gw.log())
+        with socket.create_connection(("127.0.0.1", mport), timeout=5):
+            pass
+        self.send(gw, 4)
+        self.assertTrue(wait_for(lambda: len(self.sink.messages()) == 4), gw.log())
+
     def test_both_workers_serve_mail(self):
         mport = h.free_port()
         gw = self.gateway(f'metrics {{ enabled = true address = "127.0.0.1:{mport}" }}\n')

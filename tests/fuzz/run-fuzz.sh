@@ -13,7 +13,7 @@ SECONDS_EACH=${1:-60}; shift || true
 OUT=build-fuzz
 PKGS="libevent libevent_pthreads libcrypto libssl libevent_openssl libxcrypt libconfuse libunbound hiredis libpcre2-8 gmime-3.0 opendkim libsystemd"
 CFLAGS="-g -O1 -std=gnu11 -D_GNU_SOURCE -I. $(pkg-config --cflags $PKGS) -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined"
-LIBS="$(pkg-config --libs $PKGS) -lspf2 -lopendmarc -lpthread -lm"
+LIBS="$(pkg-config --libs $PKGS) -lspf2 -lopendmarc -lmilter -lpthread -lm"
 mkdir -p "$OUT/obj"
 objs=()
 for src in $(ls lib/*.c core/*.c gateway/*.c filters/*.c policy/*.c rules/*.c 2>/dev/null | grep -v gateway/main.c); do
