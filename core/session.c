@@ -69,6 +69,22 @@ void pc_session_set_client(struct pc_session *s, const struct sockaddr *sa, sock
         s->client.port = ntohs(((const struct sockaddr_in6 *)sa)->sin6_port);
 }
 
+/* pc_session_set_local - our end of the connection (getsockname, or a PROXY header's
+ * destination): what an outbound PROXY header and Dovecot's lip= name, not the listener's
+ * configured (perhaps wildcard) address */
+void pc_session_set_local(struct pc_session *s, const struct sockaddr *sa)
+{
+    struct pc_ip ip;
+
+    if (!pc_ip_from_sockaddr(sa, &ip))
+        return;
+    pc_ip_format(&ip, s->local_addr, sizeof(s->local_addr));
+    if (sa->sa_family == AF_INET)
+        s->local_port = ntohs(((const struct sockaddr_in *)sa)->sin_port);
+    else if (sa->sa_family == AF_INET6)
+        s->local_port = ntohs(((const struct sockaddr_in6 *)sa)->sin6_port);
+}
+
 /* pc_session_helo_reset - undo the previous HELO's findings, start a pool for the next ones.
  * Outside a transaction, only the HELO stage adds findings once the first HELO began (reading
  * stops while the connect stage is pending), so everything past the marks belongs to it. */

@@ -151,6 +151,9 @@ struct pc_session *pc_session_new(struct pc_services *, struct pc_settings *, co
                                   const struct pc_chain *, const struct pc_door *, void *door_ctx);
 /* pc_session_set_client - fill client identity from a socket address */
 void pc_session_set_client(struct pc_session *, const struct sockaddr *, socklen_t);
+
+/* pc_session_set_local - the address the client reached us on (local_addr, local_port) */
+void pc_session_set_local(struct pc_session *, const struct sockaddr *);
 /* pc_session_helo_reset - a new HELO/EHLO: forget what filters found about the previous one */
 void pc_session_helo_reset(struct pc_session *);
 /* pc_session_rewind - back to the state after the connect stage: no HELO, none of its findings

@@ -856,8 +856,9 @@ static void probe_on_read(struct bufferevent *bev, void *arg)
              * connection that says it learns what counts. */
             if (!tls_mode_of(bc)->starttls || !(ext & PC_EXT_STARTTLS))
                 caps_learn(p->conf, bc, ext);
-            pc_info("backend %s: %s offers%s%s%s%s%s", bc->name, bc->addresses[p->addr_idx],
+            pc_info("backend %s: %s offers%s%s%s%s%s%s", bc->name, bc->addresses[p->addr_idx],
                     ext & PC_EXT_PIPELINING ? " PIPELINING" : "",
+                    ext & PC_EXT_CHUNKING ? " CHUNKING" : "",
                     ext & PC_EXT_8BITMIME ? " 8BITMIME" : "",
                     ext & PC_EXT_SMTPUTF8 ? " SMTPUTF8" : "", ext & PC_EXT_DSN ? " DSN" : "",
                     ext & PC_EXT_XCLIENT    ? " XCLIENT"

@@ -93,6 +93,7 @@ static const struct pc_param_row pc_params[] = {
     {"listener", "auth_max_failures", PT_INT, "5", 1, 1000, NULL, "per client and hour"},
     {"listener", "sender_login_map", PT_STR, NULL, 0, 0, NULL, "who may use which MAIL FROM"},
     {"listener", "postscreen", PT_BOOL, "false", 0, 0, NULL, "run the postscreen checks"},
+    {"listener", "chunking", PT_BOOL, "true", 0, 0, NULL, "offer CHUNKING, serve BDAT"},
     {"backend", "address", PT_LIST, NULL, 0, 0, NULL, "host:port, [v6]:port or unix:/path"},
     {"backend", "maildir", PT_STR, NULL, 0, 0, NULL, "instead of address: a Maildir"},
     {"backend", "identity", PT_STR, "xclient", 0, 0, NULL,
@@ -305,7 +306,25 @@ static int validate_int(cfg_t *cfg, cfg_opt_t *opt)
     return 0;
 }
 
-/* validate_duration - "5s", "2m"... */
+/* fmt_duration - ms in the largest unit that divides it, as a postmaster writes it ("30d") */
+static const char *fmt_duration(char *buf, size_t len, unsigned long long ms)
+{
+    static const struct {
+        unsigned long long ms;
+        const char *unit;
+    } units[] = {{86400000ULL, "d"}, {3600000ULL, "h"}, {60000ULL, "m"}, {1000ULL, "s"}};
+
+    for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+        if (ms && ms % units[i].ms == 0) {
+            snprintf(buf, len, "%llu%s", ms / units[i].ms, units[i].unit);
+            return buf;
+        }
+    }
+    snprintf(buf, len, "%llums", ms);
+    return buf;
+}
+
+/* validate_duration - "5s", "2m"...; the error names the row's own bounds (cache_ttl's 30d) */
 static int validate_duration(cfg_t *cfg, cfg_opt_t *opt)
 {
     unsigned long long ms;
@@ -313,10 +332,16 @@ static int validate_duration(cfg_t *cfg, cfg_opt_t *opt)
     const struct pc_param_row *p = param_of(cfg, opt);
     unsigned long long lo = p ? (unsigned long long)p->min : 0;
     unsigned long long hi = p ? (unsigned long long)p->max : 86400000ULL;
+    char a[32], b[32];
 
     if (!v || !pc_parse_duration(v, &ms) || ms < lo || ms > hi) {
-        cfg_error(cfg, "%s: bad duration \"%s\" (use e.g. 30s, 5m, 250ms; at most 1d)", opt->name,
-                  v ? v : "");
+        if (lo)
+            cfg_error(cfg, "%s: bad duration \"%s\" (use e.g. 30s, 5m, 250ms; from %s to %s)",
+                      opt->name, v ? v : "", fmt_duration(a, sizeof(a), lo),
+                      fmt_duration(b, sizeof(b), hi));
+        else
+            cfg_error(cfg, "%s: bad duration \"%s\" (use e.g. 30s, 5m, 250ms; at most %s)",
+                      opt->name, v ? v : "", fmt_duration(b, sizeof(b), hi));
     }
     return 0;
 }
@@ -1193,6 +1218,7 @@ static int listeners_load(struct pc_conf *c, cfg_t *cfg, struct pc_err *err)
         l->address = cfg_getstr(sec, "address");
         l->trusted = cfg_getbool(sec, "trusted");
         l->postscreen = cfg_getbool(sec, "postscreen");
+        l->chunking = cfg_getbool(sec, "chunking");
         if (listener_protocol(sec, l, err) < 0) {
             rc = -1;
             continue;

@@ -91,6 +91,7 @@ struct pc_listener_conf {
     unsigned auth_max_failures;       /* per client address within an hour, then 421 */
     struct pc_senders *senders;       /* sender_login_map (gateway/senderlogin.h), or NULL */
     bool postscreen;                  /* the checks of the postscreen section apply */
+    bool chunking;                    /* CHUNKING in our EHLO, BDAT served (else 502) */
 };
 
 struct pc_limits {

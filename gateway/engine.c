@@ -49,14 +49,16 @@ static bool holdable(const struct pc_engine *e, const struct pc_verdict *v)
     return e->conf->delay_reject && (v->action == PC_REJECT || v->action == PC_TEMPFAIL);
 }
 
-/* held_or_continue - discard and held refusals let the session go on */
+/* held_or_continue - discard and held refusals let the session go on; a refusal already
+ * held (connect's, when HELO refuses too) stays: the earliest refusal speaks first */
 static enum pc_action held_or_continue(struct pc_engine *e, struct pc_verdict *v)
 {
     if (v->action == PC_DISCARD)
         e->discard_all = true;
-    else if (v->action != PC_CONTINUE && holdable(e, v))
-        e->held = *v;
-    else if (v->action != PC_CONTINUE)
+    else if (v->action != PC_CONTINUE && holdable(e, v)) {
+        if (!e->held.action)
+            e->held = *v;
+    } else if (v->action != PC_CONTINUE)
         return v->action;
     return PC_CONTINUE;
 }

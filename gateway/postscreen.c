@@ -28,6 +28,7 @@
 #include "core/session.h"
 #include "core/verdict.h"
 #include "lib/log.h"
+#include "lib/metrics.h"
 #include "policy/rl_store.h"
 
 static const char *const ps_log_names[PC_PS_TESTS] = {"PREGREET", "DNSBL", "PIPELINING",
@@ -187,6 +188,7 @@ static void pass_old(struct pc_ps *p)
 {
     pc_info("%s: postscreen: PASS OLD [%s]:%u", p->s->sid, p->s->client.addr, p->s->client.port);
     pc_fact_add(p->s, "postscreen", "pass_old");
+    pc_metric_add(PC_M_PS_RESULTS, "pass_old", NULL, 1);
     p->cached = true;
 }
 
@@ -245,6 +247,7 @@ bool pc_ps_start(struct pc_ps *p, const struct pc_ps_conf *c, bool listener_on,
     p->t0_ms = now_ms();
     if (c->skip_mynetworks && pc_cidr_list_match(&c->mynetworks, &s->client.ip)) {
         pc_fact_add(s, "postscreen", "skip");
+        pc_metric_add(PC_M_PS_RESULTS, "skip", NULL, 1);
         return false;
     }
     p->on = true;
@@ -285,6 +288,7 @@ enum pc_ps_action pc_ps_fail(struct pc_ps *p, enum pc_ps_test t, const char *det
     enum pc_ps_action a = p->c->action[t];
 
     p->failed[t] = true;
+    pc_metric_add(PC_M_PS_FAILS, ps_fact_names[t], ps_action_names[a], 1);
     if (t == PC_PS_DNSBL)
         pc_info("%s: postscreen: DNSBL rank %d for [%s]:%u (%s; action=%s)", s->sid, p->dl.total,
                 s->client.addr, s->client.port, detail, ps_action_names[a]);
@@ -313,6 +317,7 @@ void pc_ps_passed(struct pc_ps *p)
 
     pc_info("%s: postscreen: PASS NEW [%s]:%u", s->sid, s->client.addr, s->client.port);
     pc_fact_add(s, "postscreen", "pass_new");
+    pc_metric_add(PC_M_PS_RESULTS, "pass_new", NULL, 1);
     if (p->c->store && p->c->cache_ttl_ms)
         store_send(p, "set", p->c->cache_ttl_ms);
     else if (!p->c->store && cache_ready(p->c))
@@ -347,6 +352,7 @@ void pc_ps_hangup(struct pc_ps *p)
     pc_info("%s: postscreen: HANGUP after %u.%02u from [%s]:%u in tests before SMTP handshake",
             p->s->sid, (unsigned)(ms / 1000), (unsigned)(ms % 1000 / 10), p->s->client.addr,
             p->s->client.port);
+    pc_metric_add(PC_M_PS_RESULTS, "hangup", NULL, 1);
 }
 
 /* pc_ps_stop - no callback after this */

@@ -112,11 +112,14 @@ int pc_proxy_read(struct event_base *base, evutil_socket_t fd, unsigned timeout_
     return 0;
 }
 
-/* pc_proxy_session_facts - TLS facts and the authority from a v2 header */
+/* pc_proxy_session_facts - TLS facts and the authority from a v2 header; the header's
+ * destination is where the client really connected (the proxy's front, not our socket) */
 void pc_proxy_session_facts(struct pc_session *s, const struct pc_pp_info *in)
 {
     const struct pc_pp_tls *t = &in->tls;
 
+    if (!in->local)
+        pc_session_set_local(s, (const struct sockaddr *)&in->dst);
     pc_fact_add(s, "proxy", "v%d", in->version);
     if (in->authority[0])
         pc_fact_add(s, "proxy.authority", "%s", in->authority);

@@ -587,9 +587,16 @@ static unsigned path_ext(const struct pc_smtp *c)
 static bool auth_offered(const struct pc_smtp *);
 static bool starttls_offered(const struct pc_smtp *);
 
+/* chunking_offered - the listener's chunking (the BDAT row's offered): off, BDAT is 502 */
+static bool chunking_offered(const struct pc_smtp *c)
+{
+    return c->lc->chunking;
+}
+
 /* ehlo_reply - our extensions (RFC 5321 4.1.1.1); SMTPUTF8 and DSN only when the backend
  * offers them, since we can honour neither ourselves (RFC 6531 3.4, RFC 3461 4). CHUNKING
- * always: the chunks are spooled and reach any backend as BDAT or DATA. Never BINARYMIME:
+ * unless the listener turns it off: the chunks are spooled and reach any backend as BDAT or
+ * DATA. Never BINARYMIME:
  * the content goes through the same line policy as DATA (bare CR, LF and NUL refused or
  * normalised), so binary bodies could not pass unchanged (RFC 3030 3). */
 static void ehlo_reply(struct pc_smtp *c)
@@ -598,8 +605,8 @@ static void ehlo_reply(struct pc_smtp *c)
     unsigned ext = path_ext(c);
 
     snprintf(text, sizeof(text),
-             "%s\nPIPELINING\nSIZE %zu\n8BITMIME\nENHANCEDSTATUSCODES\nCHUNKING%s%s%s%s",
-             c->conf->hostname, c->conf->limits.max_message_size,
+             "%s\nPIPELINING\nSIZE %zu\n8BITMIME\nENHANCEDSTATUSCODES%s%s%s%s%s", c->conf->hostname,
+             c->conf->limits.max_message_size, chunking_offered(c) ? "\nCHUNKING" : "",
              (c->conf->smtputf8 && (ext & PC_EXT_SMTPUTF8)) ? "\nSMTPUTF8" : "",
              (ext & PC_EXT_DSN) ? "\nDSN" : "",
              /* RFC 3207 4.2: not once TLS is on */
@@ -1830,7 +1837,7 @@ static const struct sm_row sm_rows[PC_VERB_FORBIDDEN + 1] = {
                       cmd_auth, NULL, NULL, auth_configured},
     /* BDAT reads its chunk whatever else is wrong (cmd_bdat), so every check is its own; its
      * data stage and the backend's answer to the message come back through the DATA row. */
-    [PC_VERB_BDAT] = {"bdat", NULL, SM_REFUSED, cmd_bdat, NULL, NULL},
+    [PC_VERB_BDAT] = {"bdat", NULL, SM_REFUSED, cmd_bdat, NULL, NULL, chunking_offered},
     [PC_VERB_ETRN] = {"etrn", NULL, 0, cmd_later, NULL, NULL},
     [PC_VERB_OBSOLETE] = {"obsolete", NULL, 0, cmd_obsolete, NULL, NULL},
     [PC_VERB_FORBIDDEN] = {"forbidden", NULL, 0, cmd_forbidden, NULL, NULL},
@@ -2197,6 +2204,10 @@ void pc_smtp_accept(struct pc_services *svc, struct pc_conf *conf,
     c->s->trusted = lc->trusted;
     pc_engine_init(&c->eng, c->s, eng_done, c);
     pc_session_set_client(c->s, sa, salen);
+    struct sockaddr_storage local;
+    socklen_t llen = sizeof(local);
+    if (getsockname(fd, (struct sockaddr *)&local, &llen) == 0)
+        pc_session_set_local(c->s, (struct sockaddr *)&local);
     if (proxy) /* before the connect stage: facts for its filters and rules */
         pc_proxy_session_facts(c->s, proxy);
     c->free_ev = event_new(svc->base, -1, 0, on_free, c);

@@ -149,6 +149,16 @@ static struct pc_family pc_families[PC_M_COUNT] = {
                       PC_GAUGE,
                       {NULL, NULL},
                       NULL},
+    [PC_M_PS_FAILS] = {"portcullis_postscreen_failures_total",
+                       "Postscreen checks a client failed, by check and configured action",
+                       PC_COUNTER,
+                       {"check", "action"},
+                       NULL},
+    [PC_M_PS_RESULTS] = {"portcullis_postscreen_results_total",
+                         "Postscreen outcomes: pass_new, pass_old, skip, hangup",
+                         PC_COUNTER,
+                         {"result", NULL},
+                         NULL},
 };
 
 static pthread_mutex_t pc_metrics_lock = PTHREAD_MUTEX_INITIALIZER;

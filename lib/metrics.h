@@ -41,6 +41,8 @@ enum pc_metric_id {
     PC_M_START_TIME,          /* gauge */
     PC_M_SCRAPES,             /* counter */
     PC_M_WORKERS,             /* gauge */
+    PC_M_PS_FAILS,            /* counter {check, action} */
+    PC_M_PS_RESULTS,          /* counter {result} */
     PC_M_COUNT
 };
 

@@ -174,6 +174,37 @@ class HeaderFirst(unittest.TestCase):
             self.assertRegex(got.decode(), rf"^PROXY TCP4 {re.escape(src)} 127\.0\.0\.1 \d+ "
                                            rf"{gw_port}\r\n$")
 
+    def first_header_v1(self, conf, chat):
+        """The v1 header on the backend connection of one session that chat() drives."""
+        with h.Gateway(self.tmp, conf) as gw:
+            with h.Chat(gw.port) as c:
+                chat(c)
+                self.assertEqual(c.reply()[0], 220)
+                self.assertEqual(c.cmd("EHLO client.example")[0], 250)
+                self.assertEqual(c.cmd("MAIL FROM:<a@b.example>")[0], 250)
+                self.assertEqual(c.cmd("RCPT TO:<u@example.com>")[0], 250, gw.log()[-1500:])
+                c.cmd("QUIT")
+            port = gw.port
+        return self.first[1:], port
+
+    def test_destination_is_the_socket_not_the_configured_name(self):
+        # The listener is configured by name; the header names the address the client reached.
+        conf = h.gateway_conf(proxy_backend(self.port, "proxy-v1"))
+        conf = conf.replace('"127.0.0.1:@PORT@"', '"localhost:@PORT@"', 1)
+        firsts, port = self.first_header_v1(conf, lambda c: None)
+        self.assertEqual(len(firsts), 1, firsts)
+        self.assertRegex(firsts[0].decode(), rf"^PROXY TCP4 127\.0\.0\.1 127\.0\.0\.1 \d+ "
+                                             rf"{port}\r\n$")
+
+    def test_destination_from_an_inbound_proxy_header(self):
+        # Behind a proxy, the client connected to the proxy's front: its header's destination.
+        conf = h.gateway_conf(proxy_backend(self.port, "proxy-v1"))
+        conf = conf.replace('  backend = "mta"\n', '  backend = "mta"\n  proxy_protocol = true\n'
+                            '  proxy_from = { "127.0.0.1/32" }\n', 1)
+        firsts, _ = self.first_header_v1(
+            conf, lambda c: c.send(b"PROXY TCP4 192.0.2.7 198.51.100.25 40000 25\r\n"))
+        self.assertEqual(firsts, [b"PROXY TCP4 192.0.2.7 198.51.100.25 40000 25\r\n"], firsts)
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -111,6 +111,12 @@ class BdatPostfix(unittest.TestCase):
             self.assertNotIn("BINARYMIME", text)
             self.assertEqual(c.cmd("MAIL FROM:<a@b.example> BODY=BINARYMIME")[0], 501)
 
+    def test_startup_log_lists_backend_chunking(self):
+        """The backend probe's "offers" line names CHUNKING (Postfix offers it)."""
+        line = wait_for(lambda: re.search(r"backend mta: \S+ offers[^\n]*", self.gw.log()))
+        self.assertTrue(line, self.gw.log()[-2000:])
+        self.assertIn(" CHUNKING", line.group(0))
+
     def test_chunks_delivered_byte_exact(self):
         # Split inside a CR LF pair, inside a line and right after a dot.
         cuts = [MSG[:20], MSG[20:57], MSG[57:58], MSG[58:]]
@@ -430,6 +436,36 @@ class BdatSink(unittest.TestCase):
             self.assertEqual(len(got), 1, seq)
             self.assertIn(b"\nafter\n", got[0], seq)
             self.assertIn(b"Subject: smuggled", got[0], seq)  # as content of the one message
+
+
+class BdatOff(unittest.TestCase):
+    """A listener with chunking = false: no CHUNKING in EHLO, BDAT is 502, DATA still works."""
+
+    def setUp(self):
+        self.tmp = h.tempdir()
+        self.addCleanup(h.rmtree, self.tmp)
+        self.sink = h.Sink(self.tmp)
+        self.addCleanup(self.sink.close)
+        conf = h.gateway_conf(h.backend_conf(self.sink.port, identity="none"))
+        conf = conf.replace('  backend = "mta"\n', '  backend = "mta"\n  chunking = false\n', 1)
+        self.gw = h.Gateway(self.tmp, conf)
+        self.addCleanup(self.gw.close)
+
+    def test_no_chunking_bdat_502_data_works(self):
+        with h.Chat(self.gw.port) as c:
+            self.assertEqual(c.reply()[0], 220)
+            code, text = c.cmd("EHLO client.test")
+            self.assertEqual(code, 250)
+            self.assertNotIn("CHUNKING", text)
+            self.assertEqual(c.cmd("MAIL FROM:<a@sender.example>")[0], 250)
+            self.assertEqual(c.cmd("RCPT TO:<u@example.com>")[0], 250)
+            code, text = c.cmd("BDAT 0 LAST")
+            self.assertEqual((code, text[:9]), (502, "502 5.5.1"), text)
+            self.assertEqual(c.cmd("DATA")[0], 354)
+            code, text = c.cmd("Subject: off\r\n\r\nchunking-off\r\n.")
+            self.assertEqual(code, 250, text)
+        got = wait_for(lambda: self.sink.messages())
+        self.assertTrue(got and b"chunking-off" in got[-1], got)
 
 
 class BdatEximSender(unittest.TestCase):

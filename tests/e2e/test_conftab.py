@@ -86,6 +86,19 @@ class Check(unittest.TestCase):
                                  path + ":12: ratelimit.limit.burst = -1 is out of range "
                                  "[0, 1000000000000]"], err)
 
+    def test_duration_error_names_the_rows_bound(self):
+        # Each duration row has its own bounds; the error prints them, not a fixed "1d".
+        rc, _, err, path, _ = run(["-t"], 'postscreen {\n cache_ttl = "31d"\n}\n'
+                                  'timeouts {\n data = "2d"\n}\n'
+                                  'postscreen {\n store_timeout = "5ms"\n}\n')
+        self.assertEqual(rc, 78)
+        self.assertIn(path + ':2: cache_ttl: bad duration "31d" (use e.g. 30s, 5m, 250ms; '
+                      'at most 30d)', err)
+        self.assertIn(path + ':5: data: bad duration "2d" (use e.g. 30s, 5m, 250ms; '
+                      'at most 1d)', err)
+        self.assertIn('store_timeout: bad duration "5ms" (use e.g. 30s, 5m, 250ms; '
+                      'from 10ms to 1m)', err)
+
     def test_t_goes_on_after_a_syntax_error(self):
         # libconfuse stops at a syntax error; -t reports it at its line, then checks the rest:
         # a bad value further down, the rule file the rules section names, a second syntax

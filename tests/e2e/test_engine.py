@@ -55,6 +55,8 @@ CASES = [
      "b@example.net", "hello"),
     ("connect refused, sender tempfail", "127.0.0.2", "good.helo", "a@tmp.example",
      "b@example.com", "hello"),
+    ("connect refused, helo tempfail", "127.0.0.2", "tmp.helo", "a@example.org",
+     "b@example.com", "hello"),
     ("helo tempfail, sender refused", "127.0.0.1", "tmp.helo", "a@bad.example",
      "b@example.com", "hello"),
     ("recipient refused", "127.0.0.1", "good.helo", "a@example.org", "nobody@example.com", "x"),
@@ -123,6 +125,13 @@ class Doors(unittest.TestCase):
         if out in ("accept", "discard"):
             return (out, 250, "2.0.0")
         return (out, int(m.group(1)), m.group(2))
+
+    def test_earliest_refusal_speaks(self):
+        """A connect refusal held for RCPT is not replaced by a later HELO refusal."""
+        case = ("127.0.0.2", "tmp.helo", "a@example.org", "b@example.com", "hello")
+        want = ("reject", 554, "5.7.1")
+        self.assertEqual(self.smtp(90, *case), want)
+        self.assertEqual(self.via_test(91, *case), want)
 
     def test_same_decision(self):
         for n, (name, ip, helo, sender, rcpt, word) in enumerate(CASES):

@@ -32,6 +32,7 @@ import subprocess
 import sys
 import time
 import unittest
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
@@ -214,6 +215,30 @@ class Postscreen(unittest.TestCase):
         self.wait_log(gw, "postscreen: HANGUP after 0.")
         self.assertGreater(self.greeted_after(gw), PAUSE - 0.1)  # not cached
         self.assertTrue(gw.alive())
+
+    def test_metrics_per_check_action_and_result(self):
+        mport = harness.free_port()
+        gw = self.gateway('greet_action = "drop"',
+                          extra=f'metrics {{ enabled = true address = "127.0.0.1:{mport}" }}\n')
+        c = self.client(gw)
+        c.send(b"EHLO bot.example\r\n")
+        self.assertTrue(c.reply().startswith("521 5.5.1"))
+        self.assertGreater(self.greeted_after(gw, source="127.0.0.3"), PAUSE - 0.1)
+        self.assertLess(self.greeted_after(gw, source="127.0.0.3"), PAUSE / 2)
+        self.greeted_after(gw, source="127.0.0.1")
+        h = self.client(gw, source="127.0.0.4")
+        time.sleep(0.2)
+        h.close()
+        self.wait_log(gw, "postscreen: HANGUP after 0.")
+        with urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=10) as r:
+            text = r.read().decode()
+        for line in ('portcullis_postscreen_failures_total{check="pregreet",action="drop"} 1',
+                     'portcullis_postscreen_results_total{result="pass_new"} 1',
+                     'portcullis_postscreen_results_total{result="pass_old"} 1',
+                     'portcullis_postscreen_results_total{result="hangup"} 1'):
+            self.assertIn(line + "\n", text, text)
+        # mynetworks: ours, and the harness's own readiness connections from 127.0.0.1
+        self.assertRegex(text, r'portcullis_postscreen_results_total\{result="skip"\} [1-9]')
 
     # --- checks in the session ----------------------------------------------------------
 
