@@ -635,15 +635,7 @@ static enum pc_rl_status rlc_eval(struct pc_rl_store *base, const struct pc_rl_s
         return PC_RL_DONE;
     r->script = script;
     pc_rlq_req_init(&r->q, script->sha, nkeys, cb, arg, st->timeout_ms);
-    for (size_t i = 0; i < nkeys; i++) {
-        snprintf(r->q.keys[i], sizeof(r->q.keys[i]), "%s", keys[i]);
-        r->q.argv[r->q.argc++] = r->q.keys[i];
-    }
-    for (size_t i = 0; i < nargs; i++) {
-        snprintf(r->q.args[i / 3][i % 3], sizeof(r->q.args[0][0]), "%s", args[i]);
-        r->q.argv[r->q.argc++] = r->q.args[i / 3][i % 3];
-    }
-    pc_rlq_req_lengths(&r->q);
+    pc_rlq_req_eval_args(&r->q, keys, nkeys, args, nargs);
     return req_send(st, r, res, out);
 }
 

@@ -934,15 +934,7 @@ static enum pc_rl_status rlr_eval(struct pc_rl_store *base, const struct pc_rl_s
         return PC_RL_DONE;
     }
     r->script = script;
-    for (size_t i = 0; i < nkeys; i++) {
-        snprintf(r->q.keys[i], sizeof(r->q.keys[i]), "%s", keys[i]);
-        r->q.argv[r->q.argc++] = r->q.keys[i];
-    }
-    for (size_t i = 0; i < nargs; i++) {
-        snprintf(r->q.args[i / 3][i % 3], sizeof(r->q.args[0][0]), "%s", args[i]);
-        r->q.argv[r->q.argc++] = r->q.args[i / 3][i % 3];
-    }
-    pc_rlq_req_lengths(&r->q);
+    pc_rlq_req_eval_args(&r->q, keys, nkeys, args, nargs);
     if (st->ac &&
         redisAsyncCommandArgv(st->ac, reply_cb, r, r->q.argc, r->q.argv, r->q.argl) != REDIS_OK) {
         free(r);

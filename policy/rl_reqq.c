@@ -56,6 +56,21 @@ void pc_rlq_req_gcra(struct pc_rlq_req *r, const struct pc_rl_item *v, size_t n)
     pc_rlq_req_lengths(r);
 }
 
+/* pc_rlq_req_eval_args - keys, then arguments, copied into the request; then the lengths */
+void pc_rlq_req_eval_args(struct pc_rlq_req *q, const char *const *keys, size_t nkeys,
+                          const char *const *args, size_t nargs)
+{
+    for (size_t i = 0; i < nkeys; i++) {
+        snprintf(q->keys[i], sizeof(q->keys[i]), "%s", keys[i]);
+        q->argv[q->argc++] = q->keys[i];
+    }
+    for (size_t i = 0; i < nargs; i++) {
+        snprintf(q->args[i / 3][i % 3], sizeof(q->args[0][0]), "%s", args[i]);
+        q->argv[q->argc++] = q->args[i / 3][i % 3];
+    }
+    pc_rlq_req_lengths(q);
+}
+
 /* pc_rlq_req_lengths - hiredis takes lengths beside the arguments */
 void pc_rlq_req_lengths(struct pc_rlq_req *r)
 {

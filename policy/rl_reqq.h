@@ -57,6 +57,10 @@ void pc_rlq_req_init(struct pc_rlq_req *, const char *sha, size_t nkeys, pc_rl_c
                      unsigned timeout_ms);
 /* pc_rlq_req_gcra - the GCRA script's keys and arguments for n limits (n <= PC_RL_BATCH_MAX) */
 void pc_rlq_req_gcra(struct pc_rlq_req *, const struct pc_rl_item *v, size_t n);
+/* pc_rlq_req_eval_args - a script's keys, then its arguments (at most PC_RL_BATCH_MAX keys and
+ * 3 * PC_RL_BATCH_MAX arguments, the caller's bound), copied in; then the lengths */
+void pc_rlq_req_eval_args(struct pc_rlq_req *, const char *const *keys, size_t nkeys,
+                          const char *const *args, size_t nargs);
 /* pc_rlq_req_lengths - argl from argv, once every argument is in place */
 void pc_rlq_req_lengths(struct pc_rlq_req *);
 /* pc_rlq_req_eval - after NOSCRIPT: the same request as EVAL of the script's text, once */
