@@ -226,6 +226,21 @@ class StartTLS(Base):
         self.assertNotRegex(out, r"250[ -]STARTTLS")  # RFC 3207 4.2
         self.assertIn("221 2.0.0", out)
 
+    def test_tls13_one_session_ticket_and_it_resumes(self):
+        # One TLS 1.3 ticket per handshake, as Postfix's server sends (OpenSSL's default is two,
+        # each an encryption and a write per session); an MTA client resumes with it.
+        sess = os.path.join(self.tmp, "tls.sess")
+        outs = []
+        for opt in ("-sess_out", "-sess_in"):
+            r = subprocess.run(["openssl", "s_client", "-tls1_3", "-msg", "-starttls", "smtp",
+                                "-connect", f"127.0.0.1:{self.port}", opt, sess, "-ign_eof"],
+                               input="EHLO client.test\r\nQUIT\r\n", capture_output=True,
+                               text=True, timeout=20)
+            outs.append(r.stdout)
+        self.assertIn("221 2.0.0", outs[0])
+        self.assertEqual(outs[0].count("NewSessionTicket"), 1, outs[0])
+        self.assertIn("Reused, TLSv1.3", outs[1])
+
     def test_tls_1_2_works_and_renegotiation_is_off(self):
         ctx = no_verify()
         ctx.maximum_version = ssl.TLSVersion.TLSv1_2
