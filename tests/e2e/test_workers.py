@@ -191,6 +191,27 @@ class Workers(unittest.TestCase):
         self.assertNotIn("stuck", gw.log())
         self.assertNotIn("died", gw.log())
 
+    def test_draining_worker_is_not_stuck(self):
+        # A worker draining a slow transaction for longer than worker_timeout still turns its
+        # loop: it finishes the transaction and is not killed.
+        gw = self.gateway('worker_timeout = 2s\n')
+        c = h.Chat(gw.port)
+        self.addCleanup(c.close)
+        self.assertEqual(c.reply()[0], 220)
+        self.assertEqual(c.cmd("EHLO client.test")[0], 250)
+        self.assertEqual(c.cmd("MAIL FROM:<a@example.org>")[0], 250)
+        self.assertEqual(c.cmd("RCPT TO:<b@example.com>")[0], 250)
+        self.assertEqual(c.cmd("DATA")[0], 354)
+        os.kill(gw.pid(), signal.SIGTERM)
+        self.assertTrue(wait_for(lambda: gw.log().count("stopping; waiting") == 2), gw.log())
+        time.sleep(5)
+        c.send(b"Subject: slow\r\n\r\nbody\r\n.\r\n")
+        self.assertEqual(c.reply()[0], 250)
+        self.assertEqual(c.cmd("QUIT")[0], 221)
+        self.assertEqual(gw.proc.p.wait(timeout=20), 0, gw.log())
+        self.assertNotIn("stuck", gw.log())
+        self.assertNotIn("died", gw.log())
+
     def test_socket_activation_shares_one_socket(self):
         ls = socket.socket()
         self.addCleanup(ls.close)
