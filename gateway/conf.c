@@ -63,6 +63,8 @@ static const struct pc_param_row pc_params[] = {
     {"", "group", PT_STR, "", 0, 0, validate_top, "drop to this group after binding"},
     {"", "run_as_root", PT_BOOL, "false", 0, 0, NULL, "allow running as root without user"},
     {"", "workers", PT_INT, "0", 0, 1024, NULL, "worker processes; 0: one per CPU"},
+    {"", "worker_timeout", PT_DURATION, "30s", 2000, 3600000, NULL,
+     "a worker whose loop is silent this long is killed and replaced"},
     {"", "delay_reject", PT_BOOL, "true", 0, 0, NULL, "hold refusals before RCPT until RCPT"},
     {"", "soft_bounce", PT_BOOL, "false", 0, 0, NULL, "turn 5xx refusals into 4xx"},
     {"", "smtputf8", PT_BOOL, "true", 0, 0, NULL, "offer SMTPUTF8 (RFC 6531)"},
@@ -1645,6 +1647,7 @@ struct pc_conf *pc_conf_load(const char *path, struct pc_err *err)
     c->group = cfg_getstr(cfg, "group");
     c->run_as_root = cfg_getbool(cfg, "run_as_root");
     c->workers = workers_resolve(cfg_getint(cfg, "workers"));
+    c->worker_timeout = duration_ms(cfg, "worker_timeout");
     c->delay_reject = cfg_getbool(cfg, "delay_reject");
     c->soft_bounce = cfg_getbool(cfg, "soft_bounce");
     c->smtputf8 = cfg_getbool(cfg, "smtputf8");

@@ -129,6 +129,7 @@ struct pc_conf {
     const char *user, *group;    /* drop to these after binding ("" = stay) */
     bool run_as_root;            /* started as root without user: allowed to keep running */
     unsigned workers;            /* worker processes (>= 1; "0" resolved to the CPUs online) */
+    unsigned worker_timeout;     /* ms a worker's loop may stay silent before it is killed */
     bool delay_reject, soft_bounce, smtputf8;
     enum pc_bare_newline bare_newline;
     bool nul_strip; /* nul = "strip": drop NUL bytes instead of refusing the message */

@@ -32,6 +32,18 @@
  *	Workers live in their own process group (a Ctrl-C or killpg reaches
  *	the parent only, which passes it on once) and die with the parent
  *	(PR_SET_PDEATHSIG). Only the parent speaks to systemd.
+ *
+ *	Stuck workers: a worker's loop stores the monotonic time in its slot
+ *	of a shared page every second (server.c on_beat); the parent reads
+ *	the slots once a second, with no system call, and SIGKILLs a worker
+ *	whose loop has been silent for worker_timeout (a library call that
+ *	never returns, SIGSTOP); the restart logic above replaces it. A
+ *	draining worker beats on while its loop turns, so slow sessions never
+ *	look stuck (its own 30 s grace bounds them), and one that has left its
+ *	loop to exit clears its slot. The systemd watchdog ping is sent only
+ *	while no worker is stuck past worker_timeout: one that a SIGKILL does
+ *	not remove (uninterruptible sleep) stops the pings and systemd
+ *	restarts the whole service.
  * SEE ALSO
  *	socket(7) SO_REUSEPORT, sd_notify(3), prctl(2)
  */
@@ -62,12 +74,14 @@
 #define PC_RESTART_MAX_MS 30000
 #define PC_STABLE_SECONDS 10 /* a worker that ran this long is replaced at once */
 #define PC_TICK_MS        200
+#define PC_CHECK_MS       1000 /* how often the parent reads the heartbeats */
 
 struct pc_wslot {
     pid_t pid;          /* 0: not running */
     struct timespec up; /* when it was started */
     long delay_ms;      /* backoff before the next restart */
     long long due_ms;   /* restart at this monotonic time; 0: none pending */
+    bool killed;        /* SIGKILLed as stuck: not again */
 };
 
 struct pc_master {
@@ -77,6 +91,9 @@ struct pc_master {
     char **names;        /* nl listener names */
     int *fds;            /* n * nl sockets: worker i's for listener k at i * nl + k */
     volatile int *ready; /* n flags in a shared page */
+    long long *beat;     /* n heartbeats in a shared page (monotonic ms; 0: not watched) */
+    long long next_check;
+    bool stuck; /* a worker was silent past worker_timeout at the last check */
     struct pc_wslot *w;
     bool stopping, started;
     int fail_rc; /* a worker failed the start: exit with this */
@@ -186,7 +203,8 @@ static void run_child(struct pc_master *m, unsigned i, pid_t parent)
                                 .nfds = m->nl,
                                 .names = (const char *const *)m->names,
                                 .fds = m->fds + (size_t)i * m->nl,
-                                .ready = m->ready + i};
+                                .ready = m->ready + i,
+                                .beat = m->beat + i};
 
     /* A worker must not outlive its parent (nobody would replace or stop it). */
     if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0 || getppid() != parent)
@@ -215,8 +233,10 @@ static void spawn(struct pc_master *m, unsigned i)
         run_child(m, i, parent);
     }
     m->ready[i] = 0;
+    __atomic_store_n(&m->beat[i], 0LL, __ATOMIC_RELAXED);
     m->w[i].pid = pid;
     m->w[i].due_ms = 0;
+    m->w[i].killed = false;
     clock_gettime(CLOCK_MONOTONIC, &m->w[i].up);
     pc_info("worker %u started, pid %ld", i, (long)pid);
 }
@@ -353,6 +373,29 @@ static void on_signal(struct pc_master *m, int sig)
     }
 }
 
+/* check_beats - once a second: SIGKILL every worker whose loop is silent past worker_timeout
+ * (reap and exited then replace it); note whether one is, for the watchdog ping */
+static void check_beats(struct pc_master *m, long long now)
+{
+    if (now < m->next_check)
+        return;
+    m->next_check = now + PC_CHECK_MS;
+    m->stuck = false;
+    for (unsigned i = 0; i < m->n; i++) {
+        long long beat = __atomic_load_n(&m->beat[i], __ATOMIC_RELAXED);
+        /* 0: not yet in its loop (its start is bounded by its own timeouts) or leaving it. */
+        if (m->w[i].pid <= 0 || !m->ready[i] || beat == 0 || now - beat < m->conf->worker_timeout)
+            continue;
+        m->stuck = true;
+        if (m->w[i].killed)
+            continue; /* told once; if it does not go, the withheld ping lets systemd act */
+        pc_err("worker %u pid %ld stuck for %llds: killed", i, (long)m->w[i].pid,
+               (now - beat) / 1000);
+        kill(m->w[i].pid, SIGKILL);
+        m->w[i].killed = true;
+    }
+}
+
 /* housekeeping - restarts that are due, READY=1 once all started, watchdog and status */
 static void housekeeping(struct pc_master *m, long long *next_status)
 {
@@ -364,6 +407,7 @@ static void housekeeping(struct pc_master *m, long long *next_status)
             spawn(m, i);
         ready += m->w[i].pid > 0 && m->ready[i];
     }
+    check_beats(m, now);
     if (!m->started && ready == m->n) {
         m->started = true;
         pc_info("portcullis started: %s, %u workers", m->conf->path, m->n);
@@ -372,8 +416,9 @@ static void housekeeping(struct pc_master *m, long long *next_status)
     }
     if (m->started && now >= *next_status) {
         uint64_t wd = pc_watchdog_usec() / 2000, every = wd && wd < 5000 ? wd : 5000;
-        pc_notify("%sSTATUS=%s: %u of %u workers running", wd ? "WATCHDOG=1\n" : "",
-                  m->stopping ? "stopping" : "serving", running(m), m->n);
+        pc_notify("%sSTATUS=%s: %u of %u workers running%s", wd && !m->stuck ? "WATCHDOG=1\n" : "",
+                  m->stopping ? "stopping" : "serving", running(m), m->n,
+                  m->stuck ? ", one stuck" : "");
         *next_status = now + (long long)every;
     }
 }
@@ -421,7 +466,10 @@ int pc_master_run(struct pc_conf *conf)
     /* One shared page of "ready" flags: the parent's READY=1 waits for every worker. */
     m->ready =
         mmap(NULL, m->n * sizeof(int), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (m->w == NULL || m->ready == MAP_FAILED)
+    /* Their heartbeats: read by the parent without a system call (check_beats). */
+    m->beat = mmap(NULL, m->n * sizeof(long long), PROT_READ | PROT_WRITE,
+                   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (m->w == NULL || m->ready == MAP_FAILED || m->beat == MAP_FAILED)
         pc_fatal("out of memory");
     if (bind_all(m) < 0)
         return EX_UNAVAILABLE;

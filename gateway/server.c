@@ -83,6 +83,7 @@ struct pc_server {
     struct pc_ipcount *iphash[PC_IPHASH];
     struct event *sigterm, *sigint, *sighup, *grace, *accept_resume;
     struct event *sigusr1, *tick; /* log reopen; systemd watchdog and status */
+    struct event *beat;           /* worker: heartbeat to the parent (master.c) */
     unsigned long naccepted, nreloads;
     bool stopping;
     bool accept_paused;
@@ -450,6 +451,41 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     notify_status(srv, pc_watchdog_usec() ? "WATCHDOG=1\n" : "");
 }
 
+/* on_beat - a worker's heartbeat: the parent reads it from the shared page to see that this
+ * loop still turns (a library call that never returns leaves it old, and the parent kills us) */
+static void on_beat(evutil_socket_t fd, short what, void *arg)
+{
+    struct pc_server *srv = arg;
+    struct timespec ts;
+
+    (void)fd, (void)what;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    __atomic_store_n(srv->wenv->beat, (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000,
+                     __ATOMIC_RELAXED);
+}
+
+/* beat_start - a worker beats once now and every second while its loop runs */
+static void beat_start(struct pc_server *srv)
+{
+    struct timeval tv = {1, 0};
+
+    if (srv->wenv == NULL || srv->wenv->beat == NULL)
+        return;
+    srv->beat = event_new(srv->base, -1, EV_PERSIST, on_beat, srv);
+    event_add(srv->beat, &tv);
+    on_beat(-1, 0, srv);
+}
+
+/* beat_stop - leaving the loop: what follows turns no loop, so the parent stops watching (0) */
+static void beat_stop(struct pc_server *srv)
+{
+    if (srv->beat == NULL)
+        return;
+    __atomic_store_n(srv->wenv->beat, 0LL, __ATOMIC_RELAXED);
+    event_free(srv->beat);
+    srv->beat = NULL;
+}
+
 /* on_reopen - SIGUSR1: reopen the logs (after rotation) */
 static void on_reopen(evutil_socket_t sig, short what, void *arg)
 {
@@ -690,11 +726,13 @@ static int serve(struct pc_conf *conf, const struct pc_worker_env *w)
                 conf->nlisteners);
     else
         pc_info("portcullis started: %s, %zu listeners", conf->path, conf->nlisteners);
+    beat_start(srv);
     if (w && w->ready)
         *w->ready = 1; /* the parent says READY=1 once every worker has */
     notify_status(srv, "READY=1\n");
     if (event_base_dispatch(srv->base) < 0 || pc_milter_failed())
         rc = 1;
+    beat_stop(srv);
     /* A capability probe a reload started just before the stop ends on its own timer: let it,
      * so that its connection and its configuration reference are freed, not abandoned. */
     while (pc_backend_probing())

@@ -17,6 +17,7 @@ struct pc_worker_env {
     const char *const *names; /* the listener each socket serves */
     const int *fds;
     volatile int *ready; /* shared page: set once the loop is about to run */
+    long long *beat;     /* shared page: monotonic ms of the loop's last heartbeat; 0: leaving */
 };
 
 /* pc_server_run - serve until SIGTERM; takes over the configuration reference */

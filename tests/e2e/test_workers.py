@@ -40,6 +40,14 @@ def wait_for(pred, timeout=10.0, step=0.05):
     return pred()
 
 
+def kill_quietly(pid):
+    """SIGKILL a worker a test froze, if it is still there (a failed test must not hang)."""
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
 class Workers(unittest.TestCase):
     def setUp(self):
         self.tmp = h.tempdir()
@@ -154,6 +162,55 @@ class Workers(unittest.TestCase):
         served = set(int(p) for p in CONNECT.findall(gw.log())[before:])
         self.assertEqual(served, {old[0], new}, gw.log())
         self.assertTrue(wait_for(lambda: len(self.sink.messages()) == 24))
+
+    def test_stuck_worker_is_killed_and_replaced(self):
+        # SIGSTOP freezes worker 1's loop as a library call that never returns would: its
+        # heartbeat goes silent, the parent SIGKILLs it after worker_timeout and replaces it.
+        gw = self.gateway('worker_timeout = 2s\n')
+        old = self.workers(gw)
+        self.addCleanup(lambda: kill_quietly(old[1]))
+        os.kill(old[1], signal.SIGSTOP)
+        self.assertTrue(wait_for(lambda: self.workers(gw)[1] != old[1], timeout=20), gw.log())
+        self.assertRegex(gw.log(), rf"worker 1 pid {old[1]} stuck for \d+s: killed")
+        self.assertIn("died: killed by signal 9", gw.log())
+        new = self.workers(gw)[1]
+        self.assertTrue(wait_for(lambda: gw.log().count("of 2 started") == 3), gw.log())
+        before = len(CONNECT.findall(gw.log()))
+        self.send(gw, 24)
+        served = set(int(p) for p in CONNECT.findall(gw.log())[before:])
+        self.assertEqual(served, {old[0], new}, gw.log())
+        self.assertTrue(wait_for(lambda: len(self.sink.messages()) == 24))
+
+    def test_idle_workers_are_not_killed(self):
+        # The shortest worker_timeout: an idle loop still beats every second.
+        gw = self.gateway('worker_timeout = 2s\n')
+        old = self.workers(gw)
+        time.sleep(5)
+        self.send(gw, 2)
+        self.assertEqual(self.workers(gw), old, gw.log())
+        self.assertNotIn("stuck", gw.log())
+        self.assertNotIn("died", gw.log())
+
+    def test_draining_worker_is_not_stuck(self):
+        # A worker draining a slow transaction for longer than worker_timeout still turns its
+        # loop: it finishes the transaction and is not killed.
+        gw = self.gateway('worker_timeout = 2s\n')
+        c = h.Chat(gw.port)
+        self.addCleanup(c.close)
+        self.assertEqual(c.reply()[0], 220)
+        self.assertEqual(c.cmd("EHLO client.test")[0], 250)
+        self.assertEqual(c.cmd("MAIL FROM:<a@example.org>")[0], 250)
+        self.assertEqual(c.cmd("RCPT TO:<b@example.com>")[0], 250)
+        self.assertEqual(c.cmd("DATA")[0], 354)
+        os.kill(gw.pid(), signal.SIGTERM)
+        self.assertTrue(wait_for(lambda: gw.log().count("stopping; waiting") == 2), gw.log())
+        time.sleep(5)
+        c.send(b"Subject: slow\r\n\r\nbody\r\n.\r\n")
+        self.assertEqual(c.reply()[0], 250)
+        self.assertEqual(c.cmd("QUIT")[0], 221)
+        self.assertEqual(gw.proc.p.wait(timeout=20), 0, gw.log())
+        self.assertNotIn("stuck", gw.log())
+        self.assertNotIn("died", gw.log())
 
     def test_socket_activation_shares_one_socket(self):
         ls = socket.socket()
