@@ -372,9 +372,11 @@ static int worker_fd(const struct pc_worker_env *w, const char *name)
     return -1;
 }
 
-/* serves_milter - the only process, or worker 0 of several (libmilter: one socket, one
- * smfi_main per process) */
-static bool serves_milter(const struct pc_server *srv)
+/* serves_singletons - the only process, or worker 0 of several: what one process alone may
+ * serve. The metrics endpoint (one scrape address must not land on a different worker's counters
+ * each time; the exposition says whose they are) and the milter listener (libmilter binds its own
+ * socket and runs one smfi_main per process). */
+static bool serves_singletons(const struct pc_server *srv)
 {
     return srv->wenv == NULL || srv->wenv->index == 0;
 }
@@ -390,7 +392,7 @@ static int bind_listener(struct pc_server *srv, struct pc_listener *l,
     pc_strlcpy(l->name, lc->name, sizeof(l->name));
     snprintf(l->address, sizeof(l->address), "%s", lc->address);
     if (lc->protocol == PC_PROTO_MILTER) /* libmilter owns this socket */
-        return serves_milter(srv) ? pc_milter_open(&srv->svc, srv->conf, lc) : 0;
+        return serves_singletons(srv) ? pc_milter_open(&srv->svc, srv->conf, lc) : 0;
     if (!pc_parse_hostport(lc->address, host, sizeof(host), port, sizeof(port)) ||
         getaddrinfo(host, port, &hints, &res) != 0) {
         pc_err("listener %s: cannot resolve %s", lc->name, lc->address);
@@ -494,13 +496,6 @@ static void on_reopen(evutil_socket_t sig, short what, void *arg)
     pc_info("logs reopened");
 }
 
-/* serves_metrics - the only process, or worker 0 of several: one scrape address must not land
- * on a different worker's counters each time (the exposition says whose they are) */
-static bool serves_metrics(const struct pc_server *srv)
-{
-    return srv->wenv == NULL || srv->wenv->index == 0;
-}
-
 /* reload - load a new generation, swapped in only when valid */
 static void reload(struct pc_server *srv)
 {
@@ -540,7 +535,7 @@ static void reload(struct pc_server *srv)
     srv->conf = next;
     srv->svc.hostname = next->hostname;
     apply_log_conf(next);
-    pc_metrics_http_configure(srv->base, next->metrics_enabled && serves_metrics(srv),
+    pc_metrics_http_configure(srv->base, next->metrics_enabled && serves_singletons(srv),
                               next->metrics_address);
     pc_metric_add(PC_M_RELOADS, "ok", NULL, 1);
     srv->nreloads++;
@@ -698,7 +693,7 @@ static int serve(struct pc_conf *conf, const struct pc_worker_env *w)
         pc_metric_set(PC_M_START_TIME, NULL, NULL, (double)now.tv_sec);
     }
     /* Bound before the privileges go, like the listeners (a reload rebinds as the user). */
-    if (pc_metrics_http_configure(srv->base, conf->metrics_enabled && serves_metrics(srv),
+    if (pc_metrics_http_configure(srv->base, conf->metrics_enabled && serves_singletons(srv),
                                   conf->metrics_address) < 0)
         return EX_UNAVAILABLE;
     pc_metric_set(PC_M_WORKERS, NULL, NULL, w ? (double)w->count : 1.0);
@@ -712,7 +707,7 @@ static int serve(struct pc_conf *conf, const struct pc_worker_env *w)
     /* After the signal events: libmilter's threads must find the loop's handlers in place.
      * libmilter binds its own socket (no SO_REUSEPORT) and runs one smfi_main per process:
      * with workers, worker 0 alone serves the milter listener. */
-    if (serves_milter(srv) && pc_milter_run(on_milter_idle, srv) < 0)
+    if (serves_singletons(srv) && pc_milter_run(on_milter_idle, srv) < 0)
         return EX_UNAVAILABLE;
     if (getenv("NOTIFY_SOCKET")) {
         /* Half the watchdog interval, as sd_watchdog_enabled(3) advises; status every 5 s. */
