@@ -338,6 +338,7 @@ static void send_action(struct pd_conn *c, const char *action)
         return;
     if (n >= (int)sizeof(line)) /* cut the text, keep the block's end */
         n = (int)sizeof(line) - 1, line[n - 2] = '\n', line[n - 1] = '\n';
+    pc_log_flush(); /* Postfix, once answered, finds the lines logged before */
     pc_bev_write(c->bev, line, (size_t)n);
 }
 

@@ -87,6 +87,7 @@ struct pc_server {
     unsigned long naccepted, nreloads;
     bool stopping;
     bool accept_paused;
+    struct event *log_flush;     /* the end of a loop pass: the log batch goes out */
     time_t accept_logged;        /* when the last accept-pause line was written */
     unsigned long accept_errors; /* accept failures since that line */
 };
@@ -640,6 +641,19 @@ static void add_signals(struct pc_server *srv)
     sigprocmask(SIG_SETMASK, &none, NULL);
 }
 
+/* log_wake - lines wait in the log batch: flush them as the last event of this loop pass */
+static void log_wake(void *arg)
+{
+    event_active(arg, EV_TIMEOUT, 0);
+}
+
+/* on_log_flush - the loop pass is over: its log lines go out in one write */
+static void on_log_flush(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what, (void)arg;
+    pc_log_woken();
+}
+
 /* serve - the event loop of this process, until stopped */
 static int serve(struct pc_conf *conf, const struct pc_worker_env *w)
 {
@@ -674,6 +688,8 @@ static int serve(struct pc_conf *conf, const struct pc_worker_env *w)
         return EX_CONFIG;
     }
     srv->accept_resume = evtimer_new(srv->base, on_accept_resume, srv);
+    srv->log_flush = event_new(srv->base, -1, 0, on_log_flush, NULL);
+    pc_log_batch(log_wake, srv->log_flush);
     /* Learn what the backends offer before the first client hears our EHLO (bounded). */
     pc_backend_generation(srv->base, conf);
     while (pc_backend_probing())
@@ -733,6 +749,8 @@ static int serve(struct pc_conf *conf, const struct pc_worker_env *w)
     while (pc_backend_probing())
         event_base_loop(srv->base, EVLOOP_ONCE);
     pc_info("portcullis stopped");
+    pc_log_batch(NULL, NULL);
+    event_free(srv->log_flush);
     for (size_t i = 0; i < srv->nlisteners; i++)
         if (srv->listeners[i].evl)
             evconnlistener_free(srv->listeners[i].evl);

@@ -260,6 +260,7 @@ static void reply_text(struct pc_smtp *c, int code, const struct pc_enh *e, cons
         return;
     pc_buf_reset(&c->out);
     int sent = pc_reply_format(&c->out, code, e, text, &o);
+    pc_log_flush(); /* a client that has our reply finds the lines logged before it */
     pc_bev_write(c->bev, c->out.data, c->out.len);
     static const char *const cls[] = {"1xx", "1xx", "2xx", "3xx", "4xx", "5xx"};
     pc_metric_add(PC_M_REPLIES, cls[sent / 100 >= 1 && sent / 100 <= 5 ? sent / 100 : 0], NULL, 1);

@@ -22,13 +22,26 @@
  *	in that format.
  *
  *	Lines may come from worker threads: one mutex around the output.
+ *
+ *	Standard error batches (pc_log_batch): the event loop's own lines are
+ *	kept in a buffer of PIPE_BUF bytes and written with one write(2) when
+ *	the loop pass ends (the loop's wake function schedules pc_log_flush()
+ *	as the last event of the pass), before any reply reaches a client
+ *	(its writer calls pc_log_flush() first), when the buffer is full, and
+ *	at exit and before a fork. A batch never exceeds PIPE_BUF, so each
+ *	write stays atomic on a pipe shared by several workers, as one line
+ *	was. Errors and worse, and lines of other threads, are written at once
+ *	(after what is batched, keeping the order). Syslog and the journal
+ *	take one datagram per line, as Postfix sends them: never batched.
  * SEE ALSO
  *	sd_journal_send(3), systemd.exec(5) JOURNAL_STREAM, RFC 8259 (JSON)
  */
 #include "lib/log.h"
 
+#include <limits.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,21 +61,104 @@ static bool pc_stderr_journal; /* stderr is a journal stream */
 static pthread_mutex_t pc_log_lock = PTHREAD_MUTEX_INITIALIZER;
 static pid_t pc_log_pid; /* getpid() is a system call in glibc >= 2.25: once per process */
 
-/* pc_log_forget_pid - in a child after fork() */
-static void pc_log_forget_pid(void)
+/* The stderr batch: only the loop thread appends, any thread flushes (under pc_log_lock). */
+static char pc_batch[PIPE_BUF];
+static _Atomic size_t pc_batch_len;
+static void (*pc_batch_wake)(void *); /* schedules pc_log_flush() at the end of the loop pass */
+static void *pc_batch_arg;
+static pthread_t pc_batch_thread; /* the loop's thread */
+static bool pc_batch_woken;       /* a flush is scheduled */
+
+/* The "Mmm dd hh:mm:ss host ident[pid]: " of stderr lines, made once per second and ident. */
+static struct {
+    time_t sec;
+    const char *ident;
+    size_t len;
+    char text[200];
+} pc_stamp = {.sec = -1};
+
+static void pc_log_hooks(void);
+
+/* batch_write_locked - the batch to stderr (pc_log_lock held) */
+static void batch_write_locked(void)
 {
-    pc_log_pid = 0;
+    size_t n = atomic_load_explicit(&pc_batch_len, memory_order_relaxed);
+
+    if (n && write(2, pc_batch, n) < 0) {
+        /* Nowhere left to say it. */
+    }
+    atomic_store_explicit(&pc_batch_len, 0, memory_order_relaxed);
 }
 
-/* pc_log_getpid - our pid, asked once (and again after a fork) */
-static pid_t pc_log_getpid(void)
+/* pc_log_flush - write what is batched */
+void pc_log_flush(void)
+{
+    if (atomic_load_explicit(&pc_batch_len, memory_order_relaxed) == 0)
+        return;
+    pthread_mutex_lock(&pc_log_lock);
+    batch_write_locked();
+    pthread_mutex_unlock(&pc_log_lock);
+}
+
+/* pc_log_batch - batch the calling thread's stderr lines until wake(arg)'s flush; NULL ends */
+void pc_log_batch(void (*wake)(void *), void *arg)
+{
+    pc_log_hooks();
+    pthread_mutex_lock(&pc_log_lock);
+    batch_write_locked();
+    pc_batch_wake = wake;
+    pc_batch_arg = arg;
+    pc_batch_thread = pthread_self();
+    pc_batch_woken = false;
+    pthread_mutex_unlock(&pc_log_lock);
+}
+
+/* pc_log_woken - the scheduled flush runs (called by it, on the loop) */
+void pc_log_woken(void)
+{
+    pc_batch_woken = false;
+    pc_log_flush();
+}
+
+/* before_fork - nothing batched may be written twice (by the child too) */
+static void before_fork(void)
+{
+    pthread_mutex_lock(&pc_log_lock);
+    batch_write_locked();
+}
+
+/* after_fork_parent - the lock taken by before_fork */
+static void after_fork_parent(void)
+{
+    pthread_mutex_unlock(&pc_log_lock);
+}
+
+/* after_fork_child - a new pid; the parent's loop is not ours: write at once until we batch */
+static void after_fork_child(void)
+{
+    pc_log_pid = 0;
+    pc_stamp.sec = -1;
+    pc_batch_wake = NULL;
+    pc_batch_woken = false;
+    pthread_mutex_unlock(&pc_log_lock);
+}
+
+/* pc_log_hooks - fork and exit handlers, once */
+static void pc_log_hooks(void)
 {
     static bool hooked;
 
     if (!hooked) {
         hooked = true;
-        pthread_atfork(NULL, NULL, pc_log_forget_pid);
+        pthread_atfork(before_fork, after_fork_parent, after_fork_child);
+        atexit(pc_log_flush);
     }
+}
+
+/* pc_log_getpid - our pid, asked once (and again after a fork) */
+static pid_t pc_log_getpid(void)
+{
+    pc_log_hooks();
     if (pc_log_pid == 0)
         pc_log_pid = getpid();
     return pc_log_pid;
@@ -104,6 +200,8 @@ void pc_log_init(const char *name, enum pc_log_target target, int facility)
     char *dot;
 
     pthread_mutex_lock(&pc_log_lock);
+    batch_write_locked(); /* lines of the old name go out under it */
+    pc_stamp.sec = -1;
     snprintf(pc_log_name, sizeof(pc_log_name), "%s", name && *name ? name : "portcullis");
     if (gethostname(pc_log_host, sizeof(pc_log_host) - 1) < 0)
         snprintf(pc_log_host, sizeof(pc_log_host), "localhost");
@@ -163,12 +261,20 @@ void pc_log_set_verbose(int level)
     pc_verbose = level;
 }
 
-/* ident_for - "name/prog", stable storage for openlog() */
+/* ident_for - "name/prog", stable storage for openlog() (pc_log_lock held) */
 static const char *ident_for(const char *prog)
 {
     char want[96];
     int i;
+    size_t nl = strlen(pc_log_name), pl = strlen(prog);
 
+    /* Most lines name a program of the last line: no formatting then. */
+    if (nl + 1 + pl < sizeof(want) && pc_idents[0][0]) {
+        for (i = 0; i < PC_IDENTS && pc_idents[i][0]; i++)
+            if (memcmp(pc_idents[i], pc_log_name, nl) == 0 && pc_idents[i][nl] == '/' &&
+                strcmp(pc_idents[i] + nl + 1, prog) == 0)
+                return pc_idents[i];
+    }
     snprintf(want, sizeof(want), "%s/%s", pc_log_name, prog);
     for (i = 0; i < PC_IDENTS && pc_idents[i][0]; i++)
         if (strcmp(pc_idents[i], want) == 0)
@@ -176,6 +282,7 @@ static const char *ident_for(const char *prog)
     if (i == PC_IDENTS)
         i = PC_IDENTS - 1; /* more programs than we name: reuse the last slot */
     snprintf(pc_idents[i], sizeof(pc_idents[i]), "%s", want);
+    pc_stamp.sec = -1; /* a reused slot is another ident at the same address */
     return pc_idents[i];
 }
 
@@ -306,36 +413,76 @@ static void json_object(char *out, size_t size, int prio, const char *ident,
     snprintf(out + o, size - o, "}");
 }
 
-/* emit_stderr - one write(2) per line, so that lines from threads never interleave */
+/* stamp - "Mmm dd hh:mm:ss host ident[pid]: ", formatted once per second and ident */
+static const char *stamp(const char *ident, size_t *len)
+{
+    time_t now = time(NULL);
+
+    if (now != pc_stamp.sec || ident != pc_stamp.ident) {
+        char when[32];
+        struct tm tm;
+        localtime_r(&now, &tm);
+        strftime(when, sizeof(when), "%b %e %H:%M:%S", &tm);
+        int n = snprintf(pc_stamp.text, sizeof(pc_stamp.text), "%s %s %s[%ld]: ", when, pc_log_host,
+                         ident, (long)pc_log_getpid());
+        pc_stamp.len = n < 0                               ? 0
+                       : (size_t)n < sizeof(pc_stamp.text) ? (size_t)n
+                                                           : sizeof(pc_stamp.text) - 1;
+        pc_stamp.sec = now;
+        pc_stamp.ident = ident;
+    }
+    *len = pc_stamp.len;
+    return pc_stamp.text;
+}
+
+/* put - one finished line (newline included) to stderr: batched, or written at once */
+static void put(int prio, const char *line, size_t n)
+{
+    size_t have = atomic_load_explicit(&pc_batch_len, memory_order_relaxed);
+
+    if (pc_batch_wake && prio > LOG_ERR && n <= sizeof(pc_batch) &&
+        pthread_equal(pthread_self(), pc_batch_thread)) {
+        if (have + n > sizeof(pc_batch)) {
+            batch_write_locked();
+            have = 0;
+        }
+        memcpy(pc_batch + have, line, n);
+        atomic_store_explicit(&pc_batch_len, have + n, memory_order_relaxed);
+        if (!pc_batch_woken) {
+            pc_batch_woken = true;
+            pc_batch_wake(pc_batch_arg);
+        }
+        return;
+    }
+    batch_write_locked(); /* what came before goes first */
+    if (write(2, line, n) < 0) {
+        /* Nowhere left to say it. */
+    }
+}
+
+/* emit_stderr - one line, one write(2) or a place in the batch: lines never interleave */
 static void emit_stderr(int prio, const char *ident, const char *text, bool bare)
 {
     char buf[8192];
-    int n;
+    size_t n, tl = strlen(text);
 
     if (pc_log_format == PC_LOG_JSON) {
         /* The object has its own time, host and ident: nothing may precede it. */
-        n = snprintf(buf, sizeof(buf), "%s\n", text);
+        n = 0;
     } else if (bare) {
         /* The journal reads "<N>" as the priority (sd-daemon(3)) and adds time and ident. */
-        n = snprintf(buf, sizeof(buf), "<%d>%s\n", prio & 7, text);
+        buf[0] = '<', buf[1] = (char)('0' + (prio & 7)), buf[2] = '>';
+        n = 3;
     } else {
-        char stamp[32];
-        time_t now = time(NULL);
-        struct tm tm;
-        localtime_r(&now, &tm);
-        strftime(stamp, sizeof(stamp), "%b %e %H:%M:%S", &tm);
-        n = snprintf(buf, sizeof(buf), "%s %s %s[%ld]: %s\n", stamp, pc_log_host, ident,
-                     (long)pc_log_getpid(), text);
+        const char *p = stamp(ident, &n);
+        memcpy(buf, p, n);
     }
-    if (n < 0)
-        return;
-    if ((size_t)n >= sizeof(buf)) {
-        n = sizeof(buf) - 1;
-        buf[n - 1] = '\n';
-    }
-    if (write(2, buf, (size_t)n) < 0) {
-        /* Nowhere left to say it. */
-    }
+    if (tl > sizeof(buf) - 1 - n)
+        tl = sizeof(buf) - 1 - n;
+    memcpy(buf + n, text, tl);
+    n += tl;
+    buf[n++] = '\n';
+    put(prio, buf, n);
 }
 
 /* emit_journal - the native protocol with our fields; false when the journal is gone */
@@ -393,7 +540,7 @@ static void emit(int prio, const char *ident, const struct pc_log_fields *f, con
 /* pc_vlogf - format one line and send it */
 static void pc_vlogf(int prio, const struct pc_log_fields *f, const char *fmt, va_list ap)
 {
-    char line[2048], text[2100];
+    char text[2100];
 
     /* Verbosity below zero silences routine lines (fuzzers, benchmarks). */
     if (pc_verbose < 0 && prio >= LOG_NOTICE)
@@ -401,8 +548,11 @@ static void pc_vlogf(int prio, const struct pc_log_fields *f, const char *fmt, v
     /* Below -1 errors and warnings too (fuzz targets that play a hostile peer). */
     if (pc_verbose < -1 && prio >= LOG_ERR)
         return;
-    vsnprintf(line, sizeof(line), fmt, ap);
-    snprintf(text, sizeof(text), "%s%s", level_prefix(prio), line);
+    /* "warning: " and the like, then at most 2047 bytes of the line */
+    const char *lp = level_prefix(prio);
+    size_t pl = strlen(lp);
+    memcpy(text, lp, pl);
+    vsnprintf(text + pl, 2048, fmt, ap);
     pthread_mutex_lock(&pc_log_lock);
     const char *ident = ident_for(f && f->prog ? f->prog : "smtpd");
     if (pc_log_format == PC_LOG_JSON) {
@@ -454,7 +604,7 @@ void pc_fatal(const char *fmt, ...)
     va_start(ap, fmt);
     pc_vlogf(LOG_CRIT, NULL, fmt, ap);
     va_end(ap);
-    exit(1);
+    exit(1); /* atexit: pc_log_flush() */
 }
 
 /* pc_printable - replace control and non-ASCII bytes, in place */

@@ -50,6 +50,15 @@ bool pc_log_parse_target(const char *, enum pc_log_target *);
 /* pc_log_reopen - SIGUSR1: reconnect to syslog, reopen what can be reopened */
 void pc_log_reopen(void);
 void pc_log_set_verbose(int level);
+/* pc_log_batch - from now on, lines of the calling thread (the event loop's) to stderr are
+ * batched: wake(arg) is called once per batch and must make the loop call pc_log_woken()
+ * before it sleeps (an event activated for this pass). NULL writes each line at once again.
+ * Syslog and the journal are never batched; errors and worse are written at once. */
+void pc_log_batch(void (*wake)(void *), void *arg);
+/* pc_log_woken - the flush wake() scheduled */
+void pc_log_woken(void);
+/* pc_log_flush - write what is batched now (before a reply to a peer, before exec or exit) */
+void pc_log_flush(void);
 extern int pc_verbose;
 
 void pc_log(int prio, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

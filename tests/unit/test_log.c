@@ -7,14 +7,20 @@
  *	every byte; queue ids unique within a process and between two
  *	processes that make them at the same instant (fork); the Prometheus
  *	exposition of counters, gauges and histograms, and the cost of one
- *	render (printed, never asserted).
+ *	render (printed, never asserted); the stderr batch of the event loop
+ *	(written whole at the end of the pass, in order, never beyond
+ *	PIPE_BUF, errors at once, nothing written twice across a fork).
  * SEE ALSO
  *	lib/log.h, lib/qid.h, lib/metrics.h
  */
 #include <check.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <regex.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -258,6 +264,121 @@ START_TEST(metrics_render_cost)
 }
 END_TEST
 
+/* What the batch tests see: stderr goes to a file, wakes are counted. */
+static int wakes;
+
+/* count_wake - the loop would activate its flush event */
+static void count_wake(void *arg)
+{
+    (void)arg;
+    wakes++;
+}
+
+/* stderr_to_file - fd 2 into a new temporary file; its path */
+static void stderr_to_file(char *path, size_t size)
+{
+    snprintf(path, size, "/tmp/pc-test-log-XXXXXX");
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(dup2(fd, 2), 2);
+    close(fd);
+}
+
+/* file_size - bytes in the file */
+static long file_size(const char *path)
+{
+    struct stat st;
+    ck_assert_int_eq(stat(path, &st), 0);
+    return (long)st.st_size;
+}
+
+/* slurp - the file's text */
+static char *slurp(const char *path)
+{
+    static char buf[65536];
+    FILE *f = fopen(path, "r");
+    ck_assert_ptr_nonnull(f);
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    buf[n] = 0;
+    fclose(f);
+    return buf;
+}
+
+START_TEST(batch_per_loop_pass)
+{
+    char path[64];
+    regex_t re;
+
+    unsetenv("JOURNAL_STREAM");
+    stderr_to_file(path, sizeof(path));
+    pc_log_init("portcullis", PC_LOG_STDERR, LOG_MAIL);
+    pc_log_batch(count_wake, NULL);
+    pc_info("S1: connect from a[192.0.2.1]:1 to in");
+    struct pc_log_fields f = {.prog = "smtp", .queue_id = "Q1"};
+    pc_logf(LOG_INFO, &f, "Q1: to=<a@b>, status=sent");
+    pc_info("S1: disconnect");
+    /* Nothing written yet, one wake for the whole pass. */
+    ck_assert_int_eq(file_size(path), 0);
+    ck_assert_int_eq(wakes, 1);
+    pc_log_woken();
+    const char *t = slurp(path);
+    ck_assert_int_eq(
+        regcomp(&re,
+                "^[A-Z][a-z][a-z] [ 0-9][0-9] [0-9:]{8} [^ ]+ portcullis/smtpd\\[[0-9]+\\]: "
+                "S1: connect from a\\[192.0.2.1\\]:1 to in\n"
+                "[^\n]* portcullis/smtp\\[[0-9]+\\]: Q1: to=<a@b>, status=sent\n"
+                "[^\n]* portcullis/smtpd\\[[0-9]+\\]: S1: disconnect\n$",
+                REG_EXTENDED),
+        0);
+    ck_assert_msg(regexec(&re, t, 0, NULL, 0) == 0, "%s", t);
+    regfree(&re);
+    long had = file_size(path);
+
+    /* An error goes out at once, after what was batched before it. */
+    pc_info("before the error");
+    pc_err("the error");
+    t = slurp(path) + had;
+    ck_assert_ptr_nonnull(strstr(t, "before the error"));
+    ck_assert_ptr_nonnull(strstr(t, "error: the error\n"));
+    ck_assert(strstr(t, "before the error") < strstr(t, "error: the error"));
+    ck_assert_int_eq(wakes, 2);
+    pc_log_woken(); /* nothing left: writes nothing */
+    ck_assert_int_eq(file_size(path), (long)strlen(slurp(path)));
+
+    /* A batch never exceeds PIPE_BUF: many lines in one pass leave in full batches. */
+    had = file_size(path);
+    char line[120];
+    memset(line, 'x', sizeof(line) - 1);
+    line[sizeof(line) - 1] = 0;
+    long want;
+    for (int i = 0; i < 100; i++)
+        pc_info("%s", line);
+    want = file_size(path) - had;
+    ck_assert_int_gt(want, 0);
+    pc_log_flush();
+    long all = file_size(path) - had;
+    ck_assert_int_le(all - want, PIPE_BUF);
+
+    /* A fork writes what was batched once, not once in each process. */
+    pc_info("batched before the fork");
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0)
+        exit(0); /* atexit flushes: there must be nothing left to flush */
+    waitpid(pid, NULL, 0);
+    pc_log_batch(NULL, NULL);
+    t = slurp(path);
+    const char *a = strstr(t, "batched before the fork");
+    ck_assert_ptr_nonnull(a);
+    ck_assert_ptr_null(strstr(a + 1, "batched before the fork"));
+    /* Unbatched again: each line at once. */
+    had = file_size(path);
+    pc_info("direct");
+    ck_assert_int_gt(file_size(path), had);
+    unlink(path);
+}
+END_TEST
+
 /* main - run the suite */
 int main(void)
 {
@@ -268,6 +389,7 @@ int main(void)
     tcase_add_test(tc, text_escaping);
     tcase_add_test(tc, json_strings);
     tcase_add_test(tc, target_names);
+    tcase_add_test(tc, batch_per_loop_pass);
     tcase_add_test(tc, qid_unique_in_process);
     tcase_add_test(tc, qid_sorts_by_time);
     tcase_add_test(tc, qid_unique_between_processes);
