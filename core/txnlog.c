@@ -63,8 +63,8 @@ static const char *client_of(const struct pc_session *s, char *buf, size_t size)
 /* secs - a duration as Postfix writes it: two decimals at most, "0" for nothing */
 static const char *secs(double v, char *buf, size_t size)
 {
-    if (v < 0.005)
-        return snprintf(buf, size, "0"), buf;
+    if (v < 0.005) /* the usual delay of a step: no formatting */
+        return size > 1 ? memcpy(buf, "0", 2) : buf;
     snprintf(buf, size, v < 100 ? "%.2f" : "%.0f", v);
     char *e = buf + strlen(buf) - 1;
     if (strchr(buf, '.')) {

@@ -1072,29 +1072,49 @@ static void parse_ehlo(struct pc_backend *be)
         known_ext_set(be, be->ext);
 }
 
-/* attr_ok - does the backend take this XCLIENT/XFORWARD attribute */
+/* attr_ok - does the backend take this XCLIENT/XFORWARD attribute (" NAME " in attrs, any case) */
 static bool attr_ok(const char *attrs, const char *name)
 {
-    char w[32];
+    size_t n = strlen(name);
 
-    snprintf(w, sizeof(w), " %s ", name);
-    return strcasestr(attrs, w) != NULL;
+    for (const char *p = strchr(attrs, ' '); p; p = strchr(p + 1, ' '))
+        if (strncasecmp(p + 1, name, n) == 0 && p[1 + n] == ' ')
+            return true;
+    return false;
 }
 
 /* xtext - RFC 3461 xtext encoding of a value into buf */
 static const char *xtext(const char *v, char *buf, size_t size)
 {
+    static const char hex[] = "0123456789ABCDEF";
     size_t o = 0;
 
     for (; *v && o + 4 < size; v++) {
         unsigned char c = (unsigned char)*v;
-        if (c < 33 || c > 126 || c == '+' || c == '=')
-            o += (size_t)snprintf(buf + o, size - o, "+%02X", c);
-        else
+        if (c < 33 || c > 126 || c == '+' || c == '=') {
+            buf[o++] = '+';
+            buf[o++] = hex[c >> 4];
+            buf[o++] = hex[c & 15];
+        } else {
             buf[o++] = (char)c;
+        }
     }
     buf[o] = 0;
     return buf;
+}
+
+/* put_str - append s to out[size] at *o, truncated, always terminated */
+static void put_str(char *out, size_t size, size_t *o, const char *s)
+{
+    size_t n = strlen(s);
+
+    if (*o >= size)
+        return;
+    if (n > size - 1 - *o)
+        n = size - 1 - *o;
+    memcpy(out + *o, s, n);
+    *o += n;
+    out[*o] = 0;
 }
 
 /* identity_line - "XCLIENT NAME=... ADDR=..." with the attributes the backend takes */
@@ -1102,31 +1122,37 @@ static void identity_line(struct pc_backend *be, const char *verb, const char *a
                           size_t size)
 {
     const struct pc_session *s = be->s;
-    char v[600], addr[80];
-    size_t o = (size_t)snprintf(out, size, "%s", verb);
+    char v[600], port[16];
+    size_t o = 0;
     bool xclient = strcmp(verb, "XCLIENT") == 0;
     /* XCLIENT and XFORWARD spell an unknown name alike (Postfix XCLIENT_README) */
     const char *name = strcmp(s->client.name, "unknown") ? s->client.name : "[UNAVAILABLE]";
 
-    snprintf(addr, sizeof(addr), "%s%s", pc_ip_is_v4(&s->client.ip) ? "" : "IPV6:", s->client.addr);
+    if (size == 0)
+        return;
+    out[0] = 0;
+    put_str(out, size, &o, verb);
+    snprintf(port, sizeof(port), "%u", s->client.port);
     struct {
         const char *k, *v;
     } kv[] = {
         {"NAME", name},
-        {"ADDR", addr},
-        {"PORT", NULL},
+        {"ADDR", s->client.addr},
+        {"PORT", port},
         {"PROTO", s->esmtp ? "ESMTP" : "SMTP"},
         {"HELO", s->helo ? s->helo : "[UNAVAILABLE]"},
         {"LOGIN", xclient ? s->auth_user : NULL},
         {"SOURCE", xclient ? NULL : "REMOTE"},
     };
-    char port[16];
-    snprintf(port, sizeof(port), "%u", s->client.port);
-    kv[2].v = port;
     for (size_t i = 0; i < sizeof(kv) / sizeof(kv[0]); i++) {
-        if (kv[i].v == NULL || !attr_ok(attrs, kv[i].k) || o >= size)
+        if (kv[i].v == NULL || !attr_ok(attrs, kv[i].k) || o + 1 >= size)
             continue;
-        o += (size_t)snprintf(out + o, size - o, " %s=%s", kv[i].k, xtext(kv[i].v, v, sizeof(v)));
+        put_str(out, size, &o, " ");
+        put_str(out, size, &o, kv[i].k);
+        put_str(out, size, &o, "=");
+        if (i == 1 && !pc_ip_is_v4(&s->client.ip))
+            put_str(out, size, &o, "IPV6:"); /* xtext of "IPV6:" is itself */
+        put_str(out, size, &o, xtext(kv[i].v, v, sizeof(v)));
     }
 }
 

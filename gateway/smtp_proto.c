@@ -542,12 +542,26 @@ bool pc_stuff(struct pc_stuffer *st, const char *p, size_t n, struct pc_buf *out
     return pc_buf_append(out, p + start, n - start);
 }
 
+/* put_uint - decimal digits of v at p, no terminator; the end */
+static char *put_uint(char *p, unsigned v)
+{
+    char d[12];
+    size_t n = 0;
+
+    do
+        d[n++] = (char)('0' + v % 10);
+    while (v /= 10);
+    while (n)
+        *p++ = d[--n];
+    return p;
+}
+
 /* pc_reply_format - the one reply writer */
 int pc_reply_format(struct pc_buf *out, int code, const struct pc_enh *enh, const char *text,
                     const struct pc_reply_opts *o)
 {
     struct pc_enh e = {0, 0, 0};
-    char es[16] = "";
+    char es[24] = "", *q;
 
     if (code < 200 || code > 599)
         code = 451; /* a bug upstream must still produce a valid, retryable reply */
@@ -560,18 +574,34 @@ int pc_reply_format(struct pc_buf *out, int code, const struct pc_enh *enh, cons
             e.cls = 2;
         else
             e.cls = (uint8_t)(code / 100);
-        snprintf(es, sizeof(es), "%u.%u.%u ", e.cls, e.subject, e.detail);
+        q = put_uint(es, e.cls);
+        *q++ = '.';
+        q = put_uint(q, e.subject);
+        *q++ = '.';
+        q = put_uint(q, e.detail);
+        *q++ = ' ';
+        *q = 0;
     }
+    size_t esl = strlen(es);
     const char *p = text && *text ? text : "";
     do {
         const char *nl = strchr(p, '\n');
         size_t len = nl ? (size_t)(nl - p) : strlen(p);
-        pc_buf_printf(out, "%03d%c%s", code, nl ? '-' : ' ', es);
+        char line[4 + sizeof(es) + 500 + 2];
+        size_t o = 0;
+        line[o++] = (char)('0' + code / 100);
+        line[o++] = (char)('0' + code / 10 % 10);
+        line[o++] = (char)('0' + code % 10);
+        line[o++] = nl ? '-' : ' ';
+        memcpy(line + o, es, esl);
+        o += esl;
         for (size_t i = 0; i < len && i < 500; i++) {
             unsigned char c = (unsigned char)p[i];
-            pc_buf_putc(out, (c < 0x20 || c == 0x7f) ? ' ' : (char)c);
+            line[o++] = (c < 0x20 || c == 0x7f) ? ' ' : (char)c;
         }
-        pc_buf_append(out, "\r\n", 2);
+        line[o++] = '\r';
+        line[o++] = '\n';
+        pc_buf_append(out, line, o);
         p = nl ? nl + 1 : NULL;
     } while (p);
     return code;

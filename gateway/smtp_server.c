@@ -325,9 +325,24 @@ static void on_free(evutil_socket_t fd, short what, void *arg)
 
     (void)fd, (void)what;
     for (int v = 1; v <= PC_VERB_FORBIDDEN && o < sizeof(line) - 40; v++)
-        if (c->counts[v])
-            o += (size_t)snprintf(line + o, sizeof(line) - o, " %s=%u", sm_rows[v].name,
-                                  c->counts[v]);
+        if (c->counts[v]) {
+            /* " helo=1": names are short, counts at most 10 digits */
+            size_t nl = strlen(sm_rows[v].name);
+            if (nl > sizeof(line) - 40 - o)
+                break;
+            line[o++] = ' ';
+            memcpy(line + o, sm_rows[v].name, nl);
+            o += nl;
+            line[o++] = '=';
+            char d[12];
+            size_t k = 0;
+            unsigned n = c->counts[v];
+            do
+                d[k++] = (char)('0' + n % 10);
+            while (n /= 10);
+            while (k)
+                line[o++] = d[--k];
+        }
     line[o] = 0;
     pc_info("%s: disconnect from %s[%s]%s commands=%u", c->s->sid, c->s->client.name,
             c->s->client.addr, line, c->ncmds);

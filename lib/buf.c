@@ -81,14 +81,23 @@ bool pc_buf_putc(struct pc_buf *b, char c)
     return pc_buf_append(b, &c, 1);
 }
 
-/* pc_buf_vprintf - append formatted text */
+/* pc_buf_vprintf - append formatted text: one pass when it fits the room already there */
 bool pc_buf_vprintf(struct pc_buf *b, const char *fmt, va_list ap)
 {
     va_list aq;
+    size_t room = b->cap - b->len;
     va_copy(aq, ap);
-    int n = vsnprintf(NULL, 0, fmt, aq);
+    int n = vsnprintf(room ? b->data + b->len : NULL, room, fmt, aq);
     va_end(aq);
-    if (n < 0 || !pc_buf_reserve(b, (size_t)n))
+    if (n < 0)
+        return false;
+    if ((size_t)n < room && (!b->max || b->len + (size_t)n <= b->max)) {
+        b->len += (size_t)n;
+        return true;
+    }
+    if (room)
+        b->data[b->len] = 0; /* what did not fit is not appended */
+    if (!pc_buf_reserve(b, (size_t)n))
         return false;
     vsnprintf(b->data + b->len, b->cap - b->len, fmt, ap);
     b->len += (size_t)n;
