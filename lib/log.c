@@ -69,13 +69,25 @@ static void *pc_batch_arg;
 static pthread_t pc_batch_thread; /* the loop's thread */
 static bool pc_batch_woken;       /* a flush is scheduled */
 
-/* The "Mmm dd hh:mm:ss host ident[pid]: " of stderr lines, made once per second and ident. */
-static struct {
-    time_t sec;
-    const char *ident;
+/* Idents handed to openlog(): glibc keeps the pointer, so each lives as long as we do. */
+#define PC_IDENTS 16
+static char pc_idents[PC_IDENTS][96];
+static const char *pc_syslog_ident;
+
+/* The "Mmm dd hh:mm:ss host ident[pid]: " of stderr lines, made once per second and ident
+ * (one per slot of pc_idents: a transaction's lines alternate between smtpd and smtp). */
+static struct pc_stamp {
+    time_t sec; /* -1: to be made */
     size_t len;
     char text[200];
-} pc_stamp = {.sec = -1};
+} pc_stamps[PC_IDENTS];
+
+/* stamps_forget - the host, pid or an ident changed */
+static void stamps_forget(void)
+{
+    for (int i = 0; i < PC_IDENTS; i++)
+        pc_stamps[i].sec = -1;
+}
 
 static void pc_log_hooks(void);
 
@@ -137,7 +149,7 @@ static void after_fork_parent(void)
 static void after_fork_child(void)
 {
     pc_log_pid = 0;
-    pc_stamp.sec = -1;
+    stamps_forget();
     pc_batch_wake = NULL;
     pc_batch_woken = false;
     pthread_mutex_unlock(&pc_log_lock);
@@ -163,11 +175,6 @@ static pid_t pc_log_getpid(void)
         pc_log_pid = getpid();
     return pc_log_pid;
 }
-
-/* Idents handed to openlog(): glibc keeps the pointer, so each lives as long as we do. */
-#define PC_IDENTS 16
-static char pc_idents[PC_IDENTS][96];
-static const char *pc_syslog_ident;
 
 /* stderr_is_journal - JOURNAL_STREAM is "device:inode" of the stream stderr is connected to */
 static bool stderr_is_journal(void)
@@ -201,7 +208,7 @@ void pc_log_init(const char *name, enum pc_log_target target, int facility)
 
     pthread_mutex_lock(&pc_log_lock);
     batch_write_locked(); /* lines of the old name go out under it */
-    pc_stamp.sec = -1;
+    stamps_forget();
     snprintf(pc_log_name, sizeof(pc_log_name), "%s", name && *name ? name : "portcullis");
     if (gethostname(pc_log_host, sizeof(pc_log_host) - 1) < 0)
         snprintf(pc_log_host, sizeof(pc_log_host), "localhost");
@@ -282,7 +289,7 @@ static const char *ident_for(const char *prog)
     if (i == PC_IDENTS)
         i = PC_IDENTS - 1; /* more programs than we name: reuse the last slot */
     snprintf(pc_idents[i], sizeof(pc_idents[i]), "%s", want);
-    pc_stamp.sec = -1; /* a reused slot is another ident at the same address */
+    pc_stamps[i].sec = -1; /* a reused slot is another ident at the same address */
     return pc_idents[i];
 }
 
@@ -417,22 +424,25 @@ static void json_object(char *out, size_t size, int prio, const char *ident,
 static const char *stamp(const char *ident, size_t *len)
 {
     time_t now = time(NULL);
+    ptrdiff_t i = (ident - pc_idents[0]) / (ptrdiff_t)sizeof(pc_idents[0]);
+    static struct pc_stamp other; /* not one of ours (cannot happen): made each time */
+    struct pc_stamp *st = i >= 0 && i < PC_IDENTS ? &pc_stamps[i] : &other;
 
-    if (now != pc_stamp.sec || ident != pc_stamp.ident) {
+    if (st == &other)
+        other.sec = -1;
+
+    if (now != st->sec) {
         char when[32];
         struct tm tm;
         localtime_r(&now, &tm);
         strftime(when, sizeof(when), "%b %e %H:%M:%S", &tm);
-        int n = snprintf(pc_stamp.text, sizeof(pc_stamp.text), "%s %s %s[%ld]: ", when, pc_log_host,
-                         ident, (long)pc_log_getpid());
-        pc_stamp.len = n < 0                               ? 0
-                       : (size_t)n < sizeof(pc_stamp.text) ? (size_t)n
-                                                           : sizeof(pc_stamp.text) - 1;
-        pc_stamp.sec = now;
-        pc_stamp.ident = ident;
+        int n = snprintf(st->text, sizeof(st->text), "%s %s %s[%ld]: ", when, pc_log_host, ident,
+                         (long)pc_log_getpid());
+        st->len = n < 0 ? 0 : (size_t)n < sizeof(st->text) ? (size_t)n : sizeof(st->text) - 1;
+        st->sec = now;
     }
-    *len = pc_stamp.len;
-    return pc_stamp.text;
+    *len = st->len;
+    return st->text;
 }
 
 /* put - one finished line (newline included) to stderr: batched, or written at once */
