@@ -68,6 +68,7 @@ static void (*pc_batch_wake)(void *); /* schedules pc_log_flush() at the end of 
 static void *pc_batch_arg;
 static pthread_t pc_batch_thread; /* the loop's thread */
 static bool pc_batch_woken;       /* a flush is scheduled */
+static bool pc_batch_wake_due;    /* call pc_batch_wake once pc_log_lock is released */
 
 /* Idents handed to openlog(): glibc keeps the pointer, so each lives as long as we do. */
 #define PC_IDENTS 16
@@ -121,7 +122,7 @@ void pc_log_batch(void (*wake)(void *), void *arg)
     pc_batch_wake = wake;
     pc_batch_arg = arg;
     pc_batch_thread = pthread_self();
-    pc_batch_woken = false;
+    pc_batch_woken = pc_batch_wake_due = false;
     pthread_mutex_unlock(&pc_log_lock);
 }
 
@@ -151,7 +152,7 @@ static void after_fork_child(void)
     pc_log_pid = 0;
     stamps_forget();
     pc_batch_wake = NULL;
-    pc_batch_woken = false;
+    pc_batch_woken = pc_batch_wake_due = false;
     pthread_mutex_unlock(&pc_log_lock);
 }
 
@@ -458,15 +459,24 @@ static void put(int prio, const char *line, size_t n)
         }
         memcpy(pc_batch + have, line, n);
         atomic_store_explicit(&pc_batch_len, have + n, memory_order_relaxed);
-        if (!pc_batch_woken) {
-            pc_batch_woken = true;
-            pc_batch_wake(pc_batch_arg);
-        }
+        if (!pc_batch_woken) /* the loop's lock is not taken under ours: see wake_if_due */
+            pc_batch_woken = pc_batch_wake_due = true;
         return;
     }
     batch_write_locked(); /* what came before goes first */
     if (write(2, line, n) < 0) {
         /* Nowhere left to say it. */
+    }
+}
+
+/* wake_if_due - after pc_log_lock is released: the loop schedules the flush (only the loop
+ * thread batches, so only it finds this due) */
+static void wake_if_due(void)
+{
+    if (pc_batch_wake_due) {
+        pc_batch_wake_due = false;
+        if (pc_batch_wake)
+            pc_batch_wake(pc_batch_arg);
     }
 }
 
@@ -573,6 +583,7 @@ static void pc_vlogf(int prio, const struct pc_log_fields *f, const char *fmt, v
         emit(prio, ident, f, text);
     }
     pthread_mutex_unlock(&pc_log_lock);
+    wake_if_due();
 }
 
 /* pc_log - log one line */
@@ -605,6 +616,7 @@ void pc_log_event(int prio, const struct pc_log_fields *f, const char *members)
     json_object(obj, sizeof(obj), prio, ident, f, NULL, members);
     emit(prio, ident, f, obj);
     pthread_mutex_unlock(&pc_log_lock);
+    wake_if_due();
 }
 
 /* pc_fatal - log and exit */
