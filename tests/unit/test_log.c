@@ -9,7 +9,8 @@
  *	exposition of counters, gauges and histograms, and the cost of one
  *	render (printed, never asserted); the stderr batch of the event loop
  *	(written whole at the end of the pass, in order, never beyond
- *	PIPE_BUF, errors at once, nothing written twice across a fork).
+ *	PIPE_BUF, errors at once, nothing written twice across a fork);
+ *	pc_buf_printf appending once and respecting its bound.
  * SEE ALSO
  *	lib/log.h, lib/qid.h, lib/metrics.h
  */
@@ -379,6 +380,38 @@ START_TEST(batch_per_loop_pass)
 }
 END_TEST
 
+START_TEST(buf_printf)
+{
+    struct pc_buf b;
+
+    /* From nothing, within the room there, past it (grows), each appended once. */
+    pc_buf_init(&b, 0);
+    ck_assert(pc_buf_printf(&b, "%s=%d", "a", 1));
+    ck_assert(pc_buf_printf(&b, ",%s", "b"));
+    char big[300];
+    memset(big, 'x', sizeof(big) - 1);
+    big[sizeof(big) - 1] = 0;
+    ck_assert(pc_buf_printf(&b, ",%s", big));
+    ck_assert_uint_eq(b.len, 6 + sizeof(big) - 1);
+    ck_assert_int_eq(strncmp(b.data, "a=1,b,xxx", 9), 0);
+    ck_assert_uint_eq(strlen(b.data), b.len);
+    pc_buf_free(&b);
+
+    /* Bounded: what would pass max is refused and leaves the text as it was, even when it
+     * fitted the room already allocated. */
+    pc_buf_init(&b, 10);
+    ck_assert(pc_buf_printf(&b, "%s", "12345"));
+    ck_assert(!pc_buf_printf(&b, "%s", "678901"));
+    ck_assert_uint_eq(b.len, 5);
+    ck_assert_str_eq(b.data, "12345");
+    ck_assert(pc_buf_printf(&b, "%s", "67890"));
+    ck_assert_str_eq(b.data, "1234567890");
+    ck_assert(!pc_buf_printf(&b, "x"));
+    ck_assert_str_eq(b.data, "1234567890");
+    pc_buf_free(&b);
+}
+END_TEST
+
 /* main - run the suite */
 int main(void)
 {
@@ -390,6 +423,7 @@ int main(void)
     tcase_add_test(tc, json_strings);
     tcase_add_test(tc, target_names);
     tcase_add_test(tc, batch_per_loop_pass);
+    tcase_add_test(tc, buf_printf);
     tcase_add_test(tc, qid_unique_in_process);
     tcase_add_test(tc, qid_sorts_by_time);
     tcase_add_test(tc, qid_unique_between_processes);
