@@ -89,11 +89,12 @@ struct pc_mslot {
     struct pc_mseries s[PC_MSERIES];
 };
 
+/* Every worker bumps seq: alone on its cache line, away from slot 0's lists (false sharing). */
 struct pc_metrics_region {
     size_t size;
     unsigned nslots;
-    uint64_t seq; /* orders LATEST gauges across processes */
-    struct pc_mslot slots[];
+    _Alignas(64) uint64_t seq; /* orders LATEST gauges across processes */
+    _Alignas(64) struct pc_mslot slots[];
 };
 
 struct pc_family {

@@ -118,6 +118,19 @@ class Workers(unittest.TestCase):
         with urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5) as r:
             return samples(r.read().decode())
 
+    def hold_on(self, gw, pid):
+        """An open session on worker pid (others that land elsewhere are closed)."""
+        for _ in range(64):
+            n = len(CONNECT.findall(gw.log()))
+            c = h.Chat(gw.port)
+            self.assertEqual(c.reply()[0], 220)
+            self.assertTrue(wait_for(lambda: len(CONNECT.findall(gw.log())) > n))
+            if int(CONNECT.findall(gw.log())[n]) == pid:
+                return c
+            c.cmd("QUIT")
+            c.close()
+        self.fail("no connection reached worker pid %d" % pid)
+
     def test_metrics_are_the_instance_totals(self):
         # Worker 0 serves /metrics; the figures are both workers' work, and a SIGKILLed
         # worker's counts stay in the sum after its replacement: no counter goes back.
@@ -148,8 +161,12 @@ class Workers(unittest.TestCase):
         self.assertEqual(d(size), 24 * len(MSG), size)
         self.assertEqual(s["portcullis_workers"], 2)
         self.assertEqual(s['portcullis_backend_up{backend="mta"}'], 1)
-        # A worker dies: its counts stay, nothing goes back, its replacement adds to them.
+        # A worker dies holding a session: its counts stay, nothing goes back, what it held
+        # (the open connection) leaves the gauge, its replacement adds to the counts.
         old = self.workers(gw)
+        held = self.hold_on(gw, old[1])
+        self.assertTrue(wait_for(lambda: self.scrape(mport)["portcullis_connections_active"] == 1))
+        s = pre = self.scrape(mport)
         os.kill(old[1], signal.SIGKILL)
         self.assertTrue(wait_for(lambda: self.workers(gw)[1] != old[1], timeout=10), gw.log())
         self.assertTrue(wait_for(lambda: gw.log().count("of 2 started") == 3), gw.log())
@@ -160,6 +177,7 @@ class Workers(unittest.TestCase):
         self.assertEqual(after[conn], s[conn])
         self.assertEqual(after[size], s[size])
         self.assertEqual(after["portcullis_connections_active"], 0)
+        held.close()
         served_before = len(CONNECT.findall(gw.log()))
         self.send(gw, 24)
         self.assertTrue(wait_for(lambda: len(self.sink.messages()) == 48))
@@ -167,7 +185,7 @@ class Workers(unittest.TestCase):
                          {old[0], self.workers(gw)[1]})
         self.assertTrue(wait_for(lambda: self.scrape(mport)["portcullis_connections_active"] == 0))
         s = self.scrape(mport)
-        self.assertEqual(d(conn), 48, conn)
+        self.assertEqual(s[conn] - pre[conn], 24, conn)
         self.assertEqual(d(sent), 48, sent)
         self.assertEqual(d(size), 48 * len(MSG), size)
 
