@@ -161,6 +161,8 @@ class Workers(unittest.TestCase):
         self.assertEqual(d(size), 24 * len(MSG), size)
         self.assertEqual(s["portcullis_workers"], 2)
         self.assertEqual(s['portcullis_backend_up{backend="mta"}'], 1)
+        started = s["portcullis_start_time_seconds"]  # the parent's start
+        self.assertLessEqual(abs(started - time.time()), 120)
         # A worker dies holding a session: its counts stay, nothing goes back, what it held
         # (the open connection) leaves the gauge, its replacement adds to the counts.
         old = self.workers(gw)
@@ -177,6 +179,7 @@ class Workers(unittest.TestCase):
         self.assertEqual(after[conn], s[conn])
         self.assertEqual(after[size], s[size])
         self.assertEqual(after["portcullis_connections_active"], 0)
+        self.assertEqual(after["portcullis_start_time_seconds"], started)
         held.close()
         served_before = len(CONNECT.findall(gw.log()))
         self.send(gw, 24)
@@ -199,7 +202,9 @@ class Workers(unittest.TestCase):
         self.assertEqual(len(set(ids)), len(ids), sorted(ids))
 
     def test_reload_reaches_every_worker(self):
-        gw = self.gateway(banner="OLD")
+        mport = h.free_port()
+        gw = self.gateway(f'metrics {{ enabled = true address = "127.0.0.1:{mport}" }}\n',
+                          banner="OLD")
         pids = set(self.workers(gw).values())
         with open(gw.path) as f:
             conf = f.read()
@@ -221,6 +226,10 @@ class Workers(unittest.TestCase):
         time.sleep(0.5)
         self.assertEqual(len(reloaded.findall(gw.log())), 2, gw.log())
         self.send(gw, 2)
+        # One reload each way, though two workers reloaded and the parent alone refused.
+        s = self.scrape(mport)
+        self.assertEqual(s['portcullis_reloads_total{result="ok"}'], 1)
+        self.assertEqual(s['portcullis_reloads_total{result="failed"}'], 1)
 
     def test_sigterm_drains_a_transaction_in_flight(self):
         gw = self.gateway()
