@@ -375,8 +375,8 @@ static int worker_fd(const struct pc_worker_env *w, const char *name)
 
 /* serves_singletons - the only process, or worker 0 of several: what one process alone may
  * serve. The metrics endpoint (one address; it renders every worker's slot of the shared metrics
- * region) and the milter listener (libmilter binds its own
- * socket and runs one smfi_main per process). */
+ * region) and the milter listener (libmilter binds its own socket and runs one smfi_main per
+ * process). */
 static bool serves_singletons(const struct pc_server *srv)
 {
     return srv->wenv == NULL || srv->wenv->index == 0;

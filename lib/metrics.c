@@ -240,9 +240,11 @@ static bool pc_overflow_logged;
 struct pc_metrics_region *pc_metrics_region_new(unsigned nslots, bool shared)
 {
     size_t size = sizeof(struct pc_metrics_region) + (size_t)nslots * sizeof(struct pc_mslot);
-    /* Anonymous pages: untouched series cost no memory. */
-    struct pc_metrics_region *r = mmap(NULL, size, PROT_READ | PROT_WRITE,
-                                       (shared ? MAP_SHARED : MAP_PRIVATE) | MAP_ANONYMOUS, -1, 0);
+    /* Anonymous pages: untouched series cost no memory (about 570 kB of address space per slot,
+     * reserved nowhere). */
+    struct pc_metrics_region *r =
+        mmap(NULL, size, PROT_READ | PROT_WRITE,
+             (shared ? MAP_SHARED : MAP_PRIVATE) | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 
     if (r == MAP_FAILED)
         pc_fatal("out of memory"); /* as lib/pool.c and lib/buf.c: exit, systemd restarts */

@@ -262,8 +262,8 @@ END_TEST
 
 START_TEST(session_ids_unique_across_processes)
 {
-    unsigned long long *counter = mmap(NULL, sizeof(*counter), PROT_READ | PROT_WRITE,
-                                       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    unsigned long long *counter =
+        mmap(NULL, sizeof(*counter), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     unsigned long long *ids = mmap(NULL, 2 * 500 * sizeof(*ids), PROT_READ | PROT_WRITE,
                                    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     pid_t pid[2];
