@@ -12,7 +12,9 @@ is queued), and OpenSSL reads ahead (a batch of records per read, not a header a
     does not count read-ahead records, so without the kick these would wait for ever);
   - a 600 KB message sent in one burst passes the input high mark and still completes;
   - a client that reads nothing until it has sent 6000 pipelined RSETs (a small receive buffer)
-    gets every reply, in order: writes that the socket cannot take fall back to libevent's.
+    gets every reply, in order: writes that the socket cannot take fall back to libevent's;
+  - a TLS 1.3 KeyUpdate that asks for ours (openssl s_client's "K") is answered ahead of our
+    next reply, and the talk goes on under the new keys.
 The client is Python's ssl with memory BIOs, so that the test decides which records share a
 write. Implicit TLS (port 465) takes the same path after its handshake.
 """
@@ -221,6 +223,27 @@ class TlsIo(unittest.TestCase):
         self.assertEqual(c.cmd("QUIT")[0], 221)
         self.assertTrue(self.gw.alive())
 
+    def test_key_update_requested_is_answered_and_talk_goes_on(self):
+        # s_client's interactive "K" sends a TLS 1.3 KeyUpdate that asks for ours in return:
+        # OpenSSL sends it ahead of our next reply, in whichever SSL_write comes first (ours at
+        # once, or libevent's), and the session goes on under the new keys.
+        p = subprocess.Popen(["openssl", "s_client", "-tls1_3", "-msg", "-starttls", "smtp",
+                              "-connect", f"127.0.0.1:{self.gw.port}"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+        # (Lines that start with Q or R are s_client's quit and renegotiate: none here.)
+        for line, pause in (("EHLO a", 1.0), ("K", 0.5), ("NOOP", 0.5), ("K", 0.5),
+                            ("NOOP", 0.5)):
+            time.sleep(pause)
+            p.stdin.write(line + "\n")
+            p.stdin.flush()
+        time.sleep(1.0)
+        p.stdin.close()
+        p.stdin = None
+        out = p.communicate(timeout=15)[0]
+        self.assertEqual(out.count(">>> TLS 1.3, Handshake [length 0005], KeyUpdate"), 2, out)
+        self.assertEqual(out.count("<<< TLS 1.3, Handshake [length 0005], KeyUpdate"), 2, out)
+        self.assertEqual(out.count("250 2.0.0 Ok"), 2, out)
 
 if __name__ == "__main__":
     unittest.main()
