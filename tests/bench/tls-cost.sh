@@ -14,7 +14,11 @@
 #                       one more message inside a TLS session
 #   and the five most frequent calls of the tls/session row;
 #   callgrind: instructions per STARTTLS session ((2 + N sessions) - (2 sessions)) / N, from two
-#   runs of the gateway under valgrind (start-up and certificate loading cancel out).
+#   runs of the gateway under valgrind (start-up and certificate loading cancel out);
+#   with root and Postfix: a plain session (one message) through the gateway to a real Postfix
+#   (smtpd_tls_security_level = may, XCLIENT as README says), backend tls = "none" and
+#   "encrypt" (a STARTTLS handshake to Postfix in every session): the gateway's system calls
+#   per session of each (be-none/session, be-encrypt/session).
 # With a baseline binary the same figures are printed for it, in the same run, with the ratios.
 bin=$(readlink -f "${1:-build/portcullis}")
 base=${2:+$(readlink -f "$2")}
@@ -94,6 +98,20 @@ def syscalls(binary, sink_port, tls):
     return per, ", ".join(f"{k} {v / S:.1f}" for k, v in top)
 
 
+def backend_syscalls(binary, pf):
+    """System calls per plain session through the gateway to Postfix, backend TLS off and on."""
+    h.BIN = binary
+    per = {}
+    for mode in ("none", "encrypt"):
+        be = (f'backend "mta" {{\n  address = {{ "127.0.0.1:{pf.port}" }}\n'
+              f'  identity = "xclient"\n  tls = "{mode}"\n}}\n')
+        with h.Gateway(TMP, h.gateway_conf(be) + 'log = "stderr"\n') as gw:
+            session(gw.port, False, 1)  # warm-up
+            per[f"be-{mode}/session"] = strace_calls(gw.pid(), lambda: [
+                session(gw.port, False, 1) for _ in range(S)])[1] / S
+    return per
+
+
 def instructions(binary, sink_port, tls, sessions):
     path = os.path.join(TMP, f"cg.conf")
     port = h.free_port()
@@ -121,10 +139,15 @@ sink_port = h.free_port()
 sink = h.Proc(["smtp-sink", "-u", "nobody", f"127.0.0.1:{sink_port}", "100"],
               log=os.path.join(TMP, "sink.log"))
 h.wait_port(sink_port)
+pf = None
+if os.geteuid() == 0 and shutil.which("postfix"):
+    pf = h.Postfix(TMP, tls="may", main_extra="virtual_transport = discard:\n")
 try:
     res = {}
     for b in BINS:
         per, top = syscalls(b, sink_port, tls)
+        if pf:
+            per.update(backend_syscalls(b, pf))
         cg = None
         if shutil.which("valgrind"):
             cg = (instructions(b, sink_port, tls, 2 + N) - instructions(b, sink_port, tls, 2)) / N
@@ -141,5 +164,7 @@ try:
               (f", callgrind/session {ca / cb:.3f}" if ca and cb else ""))
 finally:
     sink.stop()
+    if pf:
+        pf.close()
     h.rmtree(TMP)
 PY
