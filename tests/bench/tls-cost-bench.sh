@@ -1,7 +1,7 @@
 #!/bin/sh
 # SPDX-License-Identifier: MIT
-# tls-cost.sh - system calls and instructions the gateway spends per TLS session and per message.
-#   tests/bench/tls-cost.sh [build/portcullis [baseline-binary]]      (S, M, N from the env)
+# tls-cost-bench.sh - system calls and instructions the gateway spends per TLS session and per message.
+#   tests/bench/tls-cost-bench.sh [build/portcullis [baseline-binary]]      (S, M, N from the env)
 #
 # Counts, not time, so that a noisy shared machine still gives repeatable before/after figures.
 # The gateway (one worker) runs a listener with tls = "starttls" in front of smtp-sink; the client
@@ -24,7 +24,7 @@ bin=$(readlink -f "${1:-build/portcullis}")
 base=${2:+$(readlink -f "$2")}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 if ! command -v smtp-sink > /dev/null || ! command -v strace > /dev/null; then
-    echo "tls-cost: needs smtp-sink and strace, skipped"; exit 0
+    echo "tls-cost-bench: needs smtp-sink and strace, skipped"; exit 0
 fi
 export PORTCULLIS_RUN_AS_ROOT=1 PORTCULLIS_WORKERS=1
 exec python3 - "$root" "$bin" "$base" <<'PY'
