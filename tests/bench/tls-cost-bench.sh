@@ -1,6 +1,6 @@
 #!/bin/sh
 # SPDX-License-Identifier: MIT
-# tls-cost-bench.sh - system calls and instructions the gateway spends per TLS session and per message.
+# tls-cost-bench.sh - system calls and instructions per TLS session and per TLS message.
 #   tests/bench/tls-cost-bench.sh [build/portcullis [baseline-binary]]      (S, M, N from the env)
 #
 # Counts, not time, so that a noisy shared machine still gives repeatable before/after figures.
