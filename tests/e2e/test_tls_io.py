@@ -13,6 +13,7 @@ is queued), and OpenSSL reads ahead (a batch of records per read, not a header a
   - a 600 KB message sent in one burst passes the input high mark and still completes;
   - a client that reads nothing until it has sent 6000 pipelined RSETs (a small receive buffer)
     gets every reply, in order: writes that the socket cannot take fall back to libevent's;
+  - QUIT, close_notify and a half-close in one segment still get the 221;
   - a TLS 1.3 KeyUpdate that asks for ours (openssl s_client's "K") is answered ahead of our
     next reply, and the talk goes on under the new keys.
 The client is Python's ssl with memory BIOs, so that the test decides which records share a
@@ -222,6 +223,20 @@ class TlsIo(unittest.TestCase):
         self.assertEqual(codes, [250] * n)
         self.assertEqual(c.cmd("QUIT")[0], 221)
         self.assertTrue(self.gw.alive())
+
+    def test_quit_then_close_notify_and_half_close_still_gets_221(self):
+        # QUIT, our close_notify and a TCP half-close in one segment: the gateway has read all
+        # three at once (read-ahead) and still answers the QUIT before it sees the end.
+        c = self.session()
+        self.assertEqual(c.cmd("EHLO client.example")[0], 250)
+        c.queue("QUIT\r\n")
+        try:
+            c.tls.unwrap()
+        except ssl.SSLWantReadError:
+            pass  # our close_notify is written; theirs has not come yet
+        c.flush()
+        c.s.shutdown(socket.SHUT_WR)
+        self.assertEqual(c.reply()[0], 221)
 
     def test_key_update_requested_is_answered_and_talk_goes_on(self):
         # s_client's interactive "K" sends a TLS 1.3 KeyUpdate that asks for ours in return:
