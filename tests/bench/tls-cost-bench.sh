@@ -11,7 +11,7 @@
 #     plain/session     EHLO, one 5 KB message, QUIT, without TLS
 #     tls/session       the same with STARTTLS (a full handshake: no resumption)
 #     tls/message       ((S sessions of 1 + M messages) - (S sessions of 1 message)) / (S * M):
-#                       one more message inside a TLS session
+#                       one more message inside a TLS session (plain/message: the same without)
 #   and the five most frequent calls of the tls/session row;
 #   callgrind: instructions per STARTTLS session ((2 + N sessions) - (2 sessions)) / N, from two
 #   runs of the gateway under valgrind (start-up and certificate loading cancel out);
@@ -89,10 +89,13 @@ def syscalls(binary, sink_port, tls):
     with h.Gateway(TMP, conf(TMP, sink_port, tls)) as gw:
         session(gw.port, True, 1)  # warm-up
         runs = {}
-        for name, starttls, msgs in (("plain", False, 1), ("tls", True, 1), ("tlsM", True, 1 + M)):
+        for name, starttls, msgs in (("plain", False, 1), ("plainM", False, 1 + M),
+                                     ("tls", True, 1), ("tlsM", True, 1 + M)):
             runs[name] = strace_calls(gw.pid(), lambda: [session(gw.port, starttls, msgs)
                                                          for _ in range(S)])
-    per = {"plain/session": runs["plain"][1] / S, "tls/session": runs["tls"][1] / S,
+    per = {"plain/session": runs["plain"][1] / S,
+           "plain/message": (runs["plainM"][1] - runs["plain"][1]) / (S * M),
+           "tls/session": runs["tls"][1] / S,
            "tls/message": (runs["tlsM"][1] - runs["tls"][1]) / (S * M)}
     top = sorted(runs["tls"][0].items(), key=lambda kv: -kv[1])[:6]
     return per, ", ".join(f"{k} {v / S:.1f}" for k, v in top)
