@@ -1028,14 +1028,11 @@ unsigned pc_backend_ext(const struct pc_backend *be)
     return be->kind->hello ? be->ext : be->kind->local_ext;
 }
 
-/* be_write - bytes to the backend: straight to a plain socket when nothing is queued, but
- * through the bufferevent under TLS (pc_bev_write's send() would bypass the encryption) */
+/* be_write - bytes to the backend: straight to the socket when nothing is queued (encrypted
+ * by SSL_write under TLS), queued behind what is */
 static void be_write(struct pc_backend *be, const void *data, size_t len)
 {
-    if (be->tls_on)
-        bufferevent_write(be->bev, data, len);
-    else
-        pc_bev_write(be->bev, data, len);
+    pc_bev_write(be->bev, data, len);
 }
 
 /* be_send - one command line; its reply is due within timeout_ms */
@@ -1387,7 +1384,8 @@ static void on_tls(struct bufferevent *bev, const char *error, void *arg)
     struct pc_tls_facts f;
 
     if (be->free_req || error) {
-        bufferevent_free(bev);
+        if (bev) /* NULL after a failure: tls.c closed the socket */
+            bufferevent_free(bev);
         if (!be->free_req)
             be->tlsm->failed(be, error);
         be_leave(be);
@@ -1400,7 +1398,8 @@ static void on_tls(struct bufferevent *bev, const char *error, void *arg)
             f.peer_verified ? " verified" : "");
     bufferevent_setcb(bev, on_read, on_write, on_event, be);
     bufferevent_setwatermark(bev, EV_WRITE, PC_BE_FILL / 4, 0);
-    bufferevent_enable(bev, EV_READ | EV_WRITE);
+    /* tls.c enabled it for reading and writing (enabling writing again would add libevent's
+     * write event for nothing: an epoll_ctl now and one at its first idle pass) */
     /* RFC 3207 4.2: forget what the plaintext EHLO said; ask again. */
     be->ext = 0;
     be_ehlo(be, BE_EHLO);
@@ -1431,8 +1430,8 @@ static void tls_start(struct pc_backend *be)
     be->state = BE_TLS;
     /* Until on_tls runs, the handshake holds us: pc_backend_free() only marks us. */
     be->depth++;
-    if (pc_tls_client_wrap(be->bc->tlsc, be->base, fd, name, be->conf->timeouts.backend_command,
-                           on_tls, be) == NULL) {
+    if (!pc_tls_client_wrap(be->bc->tlsc, be->base, fd, name, be->conf->timeouts.backend_command,
+                            on_tls, be)) {
         be->depth--;
         evutil_closesocket(fd);
         be->tlsm->failed(be, "cannot start TLS");

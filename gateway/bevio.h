@@ -8,6 +8,8 @@
  *	removing it again (epoll_ctl): three system calls and a loop pass for
  *	every reply. pc_bev_write() sends at once when nothing is queued and
  *	queues only the rest, so a socket that keeps up costs one send().
+ *	On libevent's OpenSSL bufferevent (the same three calls per reply)
+ *	it does the same with SSL_write(): one write() per record.
  */
 #ifndef PC_BEVIO_H
 #define PC_BEVIO_H

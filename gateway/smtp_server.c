@@ -142,7 +142,6 @@ struct pc_smtp {
     pc_smtp_closed_fn *on_closed;
     void *closed_arg;
     struct pc_buf out;
-    struct bufferevent *tls_bev;  /* a handshake in progress owns it (c->bev is NULL meanwhile) */
     bool tls_starting;            /* STARTTLS answered 220: the handshake starts once it is sent */
     struct event *tls_ev;         /* starts it when the 220 left at once (no write callback) */
     struct pc_sasl sasl;          /* the AUTH exchange (input mode SM_AUTH) */
@@ -1479,7 +1478,9 @@ static void cmd_obsolete(struct pc_smtp *c, const struct pc_cmd *cmd)
 static void bev_setup(struct pc_smtp *c, bool plain)
 {
     bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
-    pc_bev_nodelay(c->bev);
+    /* After STARTTLS the socket has it already (from its plain setup). */
+    if (plain || c->state == SM_CONNECT)
+        pc_bev_nodelay(c->bev);
     bufferevent_setwatermark(c->bev, EV_READ, 0, PC_SMTP_READ_MAX);
     bufferevent_setwatermark(c->bev, EV_WRITE, PC_SMTP_OUT_MAX / 2, 0);
     /* Our own reads on a plain socket (64 KB, no ioctl before each); libevent's under TLS,
@@ -1521,11 +1522,9 @@ static void tls_done(struct bufferevent *bev, const char *error, void *arg)
 {
     struct pc_smtp *c = arg;
 
-    c->tls_bev = NULL;
     if (error) {
         pc_info("%s: TLS handshake failed with %s[%s]: %s", c->s->sid, c->s->client.name,
                 c->s->client.addr, error);
-        bufferevent_free(bev);
         free_now(c);
         return;
     }
@@ -1549,9 +1548,8 @@ static void tls_done(struct bufferevent *bev, const char *error, void *arg)
 /* tls_wrap - hand the socket to a TLS handshake (fd is then the handshake's) */
 static bool tls_wrap(struct pc_smtp *c, evutil_socket_t fd)
 {
-    c->tls_bev = pc_tls_server_wrap(c->lc->tls_server, c->s->svc->base, fd, c->lc->tls_timeout_ms,
-                                    tls_done, c);
-    return c->tls_bev != NULL;
+    return pc_tls_server_wrap(c->lc->tls_server, c->s->svc->base, fd, c->lc->tls_timeout_ms,
+                              tls_done, c);
 }
 
 /* starttls_go - our 220 is sent: plaintext the client sent after STARTTLS is discarded (it
@@ -1559,7 +1557,7 @@ static bool tls_wrap(struct pc_smtp *c, evutil_socket_t fd)
 static void starttls_go(struct pc_smtp *c)
 {
     struct evbuffer *in = bufferevent_get_input(c->bev);
-    evutil_socket_t fd = dup(bufferevent_getfd(c->bev));
+    evutil_socket_t fd = bufferevent_getfd(c->bev);
 
     if (evbuffer_get_length(in) > 0) {
         pc_info("%s: %zu bytes of plaintext after STARTTLS from %s[%s]: possible command "
@@ -1567,14 +1565,16 @@ static void starttls_go(struct pc_smtp *c)
                 c->s->sid, evbuffer_get_length(in), c->s->client.name, c->s->client.addr);
         evbuffer_drain(in, evbuffer_get_length(in));
     }
-    /* The plain bufferevent closes its descriptor; the handshake owns the duplicate. */
+    /* The socket goes from the plain bufferevent to the handshake as it is: detached first,
+     * so that freeing the plain one does not close it (no dup and close of our own). */
     pc_sockread_free(c->rd);
     c->rd = NULL;
+    bufferevent_setfd(c->bev, -1);
     bufferevent_free(c->bev);
     c->bev = NULL;
     if (fd < 0 || !tls_wrap(c, fd)) {
         if (fd >= 0)
-            close(fd);
+            evutil_closesocket(fd);
         free_now(c);
     }
 }

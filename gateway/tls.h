@@ -75,9 +75,10 @@ struct pc_tls_facts {
 struct pc_tls_server;
 struct pc_tls_client;
 
-/* pc_tls_handshake_cb - the handshake ended: error NULL, or why it failed ("timeout", an
- * OpenSSL reason, a verification error; for the log) and the caller frees bev. Until the
- * callback has run the caller must not free bev: the deadline guarantees it runs. */
+/* pc_tls_handshake_cb - the handshake ended: error NULL and bev, an OpenSSL bufferevent that
+ * owns the socket, enabled for reading and writing; or bev NULL (the socket is closed) and why
+ * it failed ("handshake timeout", an OpenSSL reason, a verification error; for the log). It
+ * runs once, on the loop, never within the wrap call; the deadline guarantees that it runs. */
 typedef void pc_tls_handshake_cb(struct bufferevent *bev, const char *error, void *arg);
 
 /* pc_tls_server_new - contexts for pairs[0..n) (n >= 1); ask_client_cert requests (never
@@ -94,17 +95,16 @@ void pc_tls_client_free(struct pc_tls_client *);
 /* pc_tls_client_mode_parse - "none" | "may" | "encrypt" | "verify" */
 bool pc_tls_client_mode_parse(const char *, enum pc_tls_client_mode *);
 
-/* pc_tls_server_wrap - start a server handshake on a connected socket. The new bufferevent
- * owns fd (closed when it is freed); cb runs once, within handshake_ms (a deadline, not an
- * idle timer). NULL if out of memory (fd is then still the caller's). */
-struct bufferevent *pc_tls_server_wrap(struct pc_tls_server *, struct event_base *,
-                                       evutil_socket_t fd, unsigned handshake_ms,
-                                       pc_tls_handshake_cb *cb, void *arg);
+/* pc_tls_server_wrap - start a server handshake on a connected socket, which it owns from
+ * then on; cb runs once, within handshake_ms (a deadline, not an idle timer). False if out of
+ * memory (fd is then still the caller's). The caller must not touch fd meanwhile. */
+bool pc_tls_server_wrap(struct pc_tls_server *, struct event_base *, evutil_socket_t fd,
+                        unsigned handshake_ms, pc_tls_handshake_cb *cb, void *arg);
 /* pc_tls_client_wrap - the same for the backend side; name is sent as SNI and, under VERIFY,
  * is the name the certificate must carry (X509_VERIFY_PARAM_set1_host). */
-struct bufferevent *pc_tls_client_wrap(struct pc_tls_client *, struct event_base *,
-                                       evutil_socket_t fd, const char *name, unsigned handshake_ms,
-                                       pc_tls_handshake_cb *cb, void *arg);
+bool pc_tls_client_wrap(struct pc_tls_client *, struct event_base *, evutil_socket_t fd,
+                        const char *name, unsigned handshake_ms, pc_tls_handshake_cb *cb,
+                        void *arg);
 
 /* pc_tls_facts - fill f from a bufferevent after a successful handshake */
 void pc_tls_facts(struct bufferevent *, struct pc_tls_facts *f);
