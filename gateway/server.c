@@ -24,6 +24,7 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <event2/thread.h>
+#include <malloc.h>
 #include <netdb.h>
 #include <signal.h>
 #include <stdio.h>
@@ -85,6 +86,7 @@ struct pc_server {
     struct event *sigterm, *sigint, *sighup, *grace, *accept_resume;
     struct event *sigusr1, *tick; /* log reopen; systemd watchdog and status */
     struct event *beat;           /* worker: heartbeat to the parent (master.c) */
+    struct event *trim;           /* give freed heap back to the system (on_trim) */
     unsigned long naccepted, nreloads;
     bool stopping;
     bool accept_paused;
@@ -468,6 +470,23 @@ static void on_beat(evutil_socket_t fd, short what, void *arg)
                      __ATOMIC_RELAXED);
 }
 
+/* How often the heap is looked at, and how much of it must lie free before it is given back. */
+#define PC_TRIM_SECONDS 5
+#define PC_TRIM_FREE    (4 * 1024 * 1024)
+
+/* on_trim - return the heap that closed sessions left free. A session is made of small
+ * allocations (below M_MMAP_THRESHOLD, main.c), which glibc keeps in its arenas when they
+ * are freed: after a burst of thousands of connections the process would hold their peak
+ * for ever. malloc_trim(3) gives back every free page of every arena (MADV_DONTNEED), not
+ * only the top of the heap; it runs when at least PC_TRIM_FREE bytes lie free, so a steady
+ * load never pays for it. */
+static void on_trim(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what, (void)arg;
+    if (mallinfo2().fordblks >= PC_TRIM_FREE)
+        malloc_trim(0);
+}
+
 /* beat_start - a worker beats once now and every second while its loop runs */
 static void beat_start(struct pc_server *srv)
 {
@@ -741,12 +760,18 @@ static int serve(struct pc_conf *conf, const struct pc_worker_env *w)
     else
         pc_info("portcullis started: %s, %zu listeners", conf->path, conf->nlisteners);
     beat_start(srv);
+    {
+        struct timeval tv = {PC_TRIM_SECONDS, 0};
+        srv->trim = event_new(srv->base, -1, EV_PERSIST, on_trim, srv);
+        event_add(srv->trim, &tv);
+    }
     if (w && w->ready)
         *w->ready = 1; /* the parent says READY=1 once every worker has */
     notify_status(srv, "READY=1\n");
     if (event_base_dispatch(srv->base) < 0 || pc_milter_failed())
         rc = 1;
     beat_stop(srv);
+    event_free(srv->trim);
     /* A capability probe a reload started just before the stop ends on its own timer: let it,
      * so that its connection and its configuration reference are freed, not abandoned. */
     while (pc_backend_probing())

@@ -306,6 +306,44 @@ class MemoryTests(Base):
         self.assertLess(grown, 3 * 1024, f"RSS grew by {grown} KB over 60,000 MAIL/RSET")
 
 
+    # A burst of idle connections must not leave the process at its peak once they are gone:
+    # the freed heap goes back to the system (server.c on_trim, every 5 s).
+    def test_memory_of_closed_connections_is_returned(self):
+        n = 2000
+        gw = self.gateway(limits=f"  max_connections = {n + 100}\n"
+                                 f"  max_connections_per_ip = {n + 100}\n")
+        if sanitized(gw.pid()):
+            self.skipTest("ASan's quarantine holds freed memory; the plain build asserts this")
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft < n + 200:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, n + 200), hard))
+        before = rss_kb(gw.pid())
+        socks = []
+        try:
+            for _ in range(n):
+                socks.append(socket.create_connection(("127.0.0.1", gw.port)))
+            greeted = 0
+            for s in socks:
+                s.settimeout(30)
+                greeted += s.recv(64).startswith(b"220")
+            self.assertEqual(greeted, n)
+            peak = rss_kb(gw.pid())
+        finally:
+            for s in socks:
+                s.close()
+        grown = peak - before
+        self.assertGreater(grown, 8 * 1024, "the burst did not grow the heap: nothing to measure")
+        deadline, kept = time.time() + 30, grown
+        while time.time() < deadline:
+            kept = rss_kb(gw.pid()) - before
+            if kept < grown / 2:
+                break
+            time.sleep(0.5)
+        print(f"\n  {n} idle connections: RSS {before} KB, +{grown} KB at the peak, "
+              f"+{kept} KB once closed", file=sys.stderr)
+        self.assertLess(kept, grown / 2, f"{kept} of {grown} KB still held after the burst")
+
 
 class DsnParamTests(Base):
     """NOTIFY and ORCPT reach the backend and its DSNs only as RFC 3461 and RFC 6533 allow."""
