@@ -74,6 +74,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/ioctl.h>
+#include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/un.h>
@@ -1494,17 +1495,90 @@ static bool proxy_v1_connected(struct pc_backend *be)
     return proxy_connected(be, false);
 }
 
-/* fill - stream more of the message while the output buffer is low */
+/* body_file - more of a spooled body that needs no stuffing, straight from the spool file:
+ * sendfile(2) now when nothing is queued on a plain socket, and what the socket cannot take
+ * yet queued as a file segment that libevent sends the same way. No byte of it passes
+ * through our memory. Under TLS the bytes must be encrypted: read and written in chunks. */
+static int body_file(struct pc_backend *be, const struct pc_msg *m)
+{
+    struct evbuffer *out = bufferevent_get_output(be->bev);
+    evutil_socket_t fd = bufferevent_getfd(be->bev);
+    off_t off = (off_t)be->cur.off;
+    size_t left = m->body_len - be->cur.off;
+
+    if (be->tls_on) {
+        ssize_t n = pc_msg_body_read(m, be->cur.off, be->chunk, left < 65536 ? left : 65536);
+        if (n <= 0)
+            return -1;
+        be_write(be, be->chunk, (size_t)n);
+        be->cur.off += (size_t)n;
+        return 0;
+    }
+    if (fd >= 0 && evbuffer_get_length(out) == 0 && (bufferevent_get_enabled(be->bev) & EV_WRITE)) {
+        ssize_t n;
+        do
+            n = sendfile(fd, m->body_fd, &off, left);
+        while (n < 0 && errno == EINTR);
+        if (n > 0)
+            left -= (size_t)n;
+        off = (off_t)(m->body_len - left);
+    }
+    /* The segment owns a duplicate: the spool may be closed before libevent is done. */
+    int dup_fd = left ? dup(m->body_fd) : -1;
+    if (left && (dup_fd < 0 || evbuffer_add_file(out, dup_fd, off, (ev_off_t)left) < 0)) {
+        if (dup_fd >= 0)
+            close(dup_fd);
+        return -1;
+    }
+    be->cur.off = m->body_len;
+    return 0;
+}
+
+/* fill - stream more of the message while the output buffer is low. A body with no line to
+ * stuff goes as it is spooled (pc_msg_wire_body): from memory with one copy, or from the
+ * spool file with sendfile; otherwise the cursor reads it and pc_stuff doubles the dots. */
 static void fill(struct pc_backend *be)
 {
     struct evbuffer *out = bufferevent_get_output(be->bev);
+    const struct pc_msg *m = &be->s->txn->msg;
     struct pc_buf b;
 
     if (be->chunk == NULL && (be->chunk = malloc(65536)) == NULL)
         pc_fatal("out of memory");
     pc_buf_init(&b, 0);
     while (evbuffer_get_length(out) < PC_BE_FILL) {
-        ssize_t n = pc_msg_read(&be->s->txn->msg, &be->cur, be->received, be->chunk, 65536);
+        /* Every header line ends in CRLF, so the body starts a line; if it ever did not, the
+         * cursor would read and stuff it. */
+        if (be->cur.head_only && be->cur.phase == PC_MSG_BODY && !be->stuff.bol)
+            be->cur.head_only = false;
+        if (be->cur.head_only && be->cur.phase == PC_MSG_BODY) {
+            size_t left = m->body_len - be->cur.off;
+            if (left == 0) {
+                be->cur.phase = PC_MSG_DONE;
+                continue;
+            }
+            if (m->body_fd < 0) {
+                /* In memory (at most spool_threshold): copied once, with the end of data. */
+                size_t take = left < PC_BE_FILL ? left : PC_BE_FILL;
+                pc_buf_append(&b, m->body.data + be->cur.off, take);
+                be->cur.off += take;
+                if (b.len >= 65536 && be->cur.off < m->body_len) {
+                    be_write(be, b.data, b.len);
+                    pc_buf_reset(&b);
+                }
+                continue;
+            }
+            if (b.len)
+                be_write(be, b.data, b.len);
+            pc_buf_reset(&b);
+            if (body_file(be, m) < 0) {
+                pc_buf_free(&b);
+                be_fail(be, "4.3.0", "Error reading the spooled message");
+                return;
+            }
+            continue;
+        }
+        ssize_t n = pc_msg_read(m, &be->cur, be->received, be->chunk, 65536);
         if (n < 0) {
             pc_buf_free(&b);
             be_fail(be, "4.3.0", "Error reading the spooled message");
@@ -1512,7 +1586,7 @@ static void fill(struct pc_backend *be)
         }
         /* Up to 64 KB per write, the end of data in the same one: a separate small write
          * of ".\r\n" would wait for an ACK (Nagle) the receiver delays. */
-        if (n > 0) {
+        if (n > 0 || (be->cur.head_only && be->cur.phase == PC_MSG_BODY)) {
             pc_stuff(&be->stuff, be->chunk, (size_t)n, &b);
             if (b.len < 65536)
                 continue;
@@ -1720,6 +1794,7 @@ static void handle_reply(struct pc_backend *be)
         if (code == 354) {
             be->state = BE_DATA_BODY;
             pc_msg_cursor_init(&be->cur);
+            be->cur.head_only = pc_msg_wire_body(&be->s->txn->msg);
             pc_stuff_init(&be->stuff);
             memset(&be->reply, 0, sizeof(be->reply));
             struct timeval wt = tv_ms(be->conf->timeouts.backend_data_block);
