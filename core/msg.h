@@ -8,7 +8,11 @@
  *	memory up to a threshold and then in an unlinked temporary file.
  *	Filters read headers by index and the body by offset; they never see
  *	SMTP framing. Header edits are recorded and applied when the message
- *	is written out (to the backend, a Maildir, or a milter reply).
+ *	is written out (to the backend, a Maildir, or a milter reply). The
+ *	spool counts body lines that begin with a dot: without any, the body
+ *	is byte for byte its own dot-stuffed wire form (every line ends in
+ *	CRLF), and the backend sends it as it is, by offset, from memory or
+ *	the file.
  */
 #ifndef PC_MSG_H
 #define PC_MSG_H

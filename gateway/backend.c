@@ -11,7 +11,9 @@
  *
  *	The message goes out through a cursor over the spool, dot-stuffed
  *	again, in blocks bounded by the write watermark, so that a large
- *	spooled message never sits in memory whole. A backend that offers
+ *	spooled message never sits in memory whole. A body with no line to
+ *	stuff skips the stuffer: from memory in one copy, from the spool file
+ *	with sendfile(2) on a plain socket (RFC 5321 4.5.2: nothing to double). A backend that offers
  *	CHUNKING gets it in BDAT chunks of PC_BE_BDAT bytes instead, each
  *	answered before the next goes (RFC 3030): no dot-stuffing, and no
  *	byte of it can look like an end of data.
@@ -1495,34 +1497,38 @@ static bool proxy_v1_connected(struct pc_backend *be)
     return proxy_connected(be, false);
 }
 
-/* body_file - more of a spooled body that needs no stuffing, straight from the spool file:
- * sendfile(2) now when nothing is queued on a plain socket, and what the socket cannot take
- * yet queued as a file segment that libevent sends the same way. No byte of it passes
- * through our memory. Under TLS the bytes must be encrypted: read and written in chunks. */
-static int body_file(struct pc_backend *be, const struct pc_msg *m)
+/* body_file - the next len bytes of a spooled body that is sent as it is (no stuffing), from
+ * the spool file: sendfile(2) now when nothing is queued on a plain socket, and what the
+ * socket cannot take yet queued as a file segment that libevent sends the same way; no byte
+ * of it passes through our memory. Under TLS the bytes must be encrypted: read and written. */
+static int body_file(struct pc_backend *be, const struct pc_msg *m, size_t len)
 {
     struct evbuffer *out = bufferevent_get_output(be->bev);
     evutil_socket_t fd = bufferevent_getfd(be->bev);
-    off_t off = (off_t)be->cur.off;
-    size_t left = m->body_len - be->cur.off;
+    size_t end = be->cur.off + len;
 
     if (be->tls_on) {
-        ssize_t n = pc_msg_body_read(m, be->cur.off, be->chunk, left < 65536 ? left : 65536);
-        if (n <= 0)
-            return -1;
-        be_write(be, be->chunk, (size_t)n);
-        be->cur.off += (size_t)n;
+        while (be->cur.off < end) {
+            size_t want = end - be->cur.off < 65536 ? end - be->cur.off : 65536;
+            ssize_t n = pc_msg_body_read(m, be->cur.off, be->chunk, want);
+            if (n <= 0)
+                return -1;
+            be_write(be, be->chunk, (size_t)n);
+            be->cur.off += (size_t)n;
+        }
         return 0;
     }
-    if (fd >= 0 && evbuffer_get_length(out) == 0 && (bufferevent_get_enabled(be->bev) & EV_WRITE)) {
+    off_t off = (off_t)be->cur.off;
+    if (fd >= 0 && evbuffer_get_length(out) == 0 &&
+        (bufferevent_get_enabled(be->bev) & EV_WRITE)) {
         ssize_t n;
         do
-            n = sendfile(fd, m->body_fd, &off, left);
+            n = sendfile(fd, m->body_fd, &off, end - be->cur.off);
         while (n < 0 && errno == EINTR);
-        if (n > 0)
-            left -= (size_t)n;
-        off = (off_t)(m->body_len - left);
+        /* An error other than EAGAIN: libevent meets it again on the queued rest. */
+        off = (off_t)be->cur.off + (n > 0 ? n : 0);
     }
+    size_t left = end - (size_t)off;
     /* The segment owns a duplicate: the spool may be closed before libevent is done. */
     int dup_fd = left ? dup(m->body_fd) : -1;
     if (left && (dup_fd < 0 || evbuffer_add_file(out, dup_fd, off, (ev_off_t)left) < 0)) {
@@ -1530,7 +1536,7 @@ static int body_file(struct pc_backend *be, const struct pc_msg *m)
             close(dup_fd);
         return -1;
     }
-    be->cur.off = m->body_len;
+    be->cur.off = end;
     return 0;
 }
 
@@ -1571,7 +1577,8 @@ static void fill(struct pc_backend *be)
             if (b.len)
                 be_write(be, b.data, b.len);
             pc_buf_reset(&b);
-            if (body_file(be, m) < 0) {
+            /* Under TLS a chunk at a time, as the stuffing path reads it. */
+            if (body_file(be, m, be->tls_on && left > 65536 ? 65536 : left) < 0) {
                 pc_buf_free(&b);
                 be_fail(be, "4.3.0", "Error reading the spooled message");
                 return;
@@ -1620,10 +1627,13 @@ static void data_sent(struct pc_backend *be)
     be->lmtp_any_ok = be->lmtp_any_fail = false;
 }
 
-/* bdat_next - the next chunk of the message: "BDAT n" and its bytes; LAST once the cursor is
- * at the end (a message that fills its last chunk exactly ends with "BDAT 0 LAST") */
+/* bdat_next - the next chunk of the message: "BDAT n" and its bytes; LAST with the chunk that
+ * ends the message (a message read to its end without body bytes in the chunk, or an empty
+ * one, ends with "BDAT 0 LAST"). The header part comes through the cursor, the body as it is
+ * spooled: from memory, or from the spool file as body_file sends it. */
 static void bdat_next(struct pc_backend *be)
 {
+    const struct pc_msg *m = &be->s->txn->msg;
     struct pc_buf b;
     ssize_t n = 1;
     char head[64];
@@ -1632,7 +1642,7 @@ static void bdat_next(struct pc_backend *be)
         pc_fatal("out of memory");
     pc_buf_init(&b, 0);
     while (b.len < PC_BE_BDAT &&
-           (n = pc_msg_read(&be->s->txn->msg, &be->cur, be->received, be->chunk,
+           (n = pc_msg_read(m, &be->cur, be->received, be->chunk,
                             PC_BE_BDAT - b.len < 65536 ? PC_BE_BDAT - b.len : 65536)) > 0)
         pc_buf_append(&b, be->chunk, (size_t)n);
     if (n < 0) {
@@ -1640,12 +1650,28 @@ static void bdat_next(struct pc_backend *be)
         be_fail(be, "4.3.0", "Error reading the spooled message");
         return;
     }
-    snprintf(head, sizeof(head), "BDAT %zu%s\r\n", b.len, n == 0 ? " LAST" : "");
+    size_t body = 0;
+    if (n == 0 && be->cur.phase == PC_MSG_BODY) {
+        size_t left = m->body_len - be->cur.off, room = PC_BE_BDAT - b.len;
+        body = left < room ? left : room;
+    }
+    bool last = n == 0 && (be->cur.phase != PC_MSG_BODY || be->cur.off + body == m->body_len);
+    snprintf(head, sizeof(head), "BDAT %zu%s\r\n", b.len + body, last ? " LAST" : "");
+    if (body && m->body_fd < 0) {
+        pc_buf_append(&b, m->body.data + be->cur.off, body);
+        be->cur.off += body;
+        body = 0;
+    }
     be_write(be, head, strlen(head));
     if (b.len)
         be_write(be, b.data, b.len);
     pc_buf_free(&b);
-    if (n == 0) {
+    if (body && body_file(be, m, body) < 0) {
+        be_fail(be, "4.3.0", "Error reading the spooled message");
+        return;
+    }
+    if (last) {
+        be->cur.phase = PC_MSG_DONE;
         data_sent(be);
         return;
     }
@@ -2267,6 +2293,7 @@ static void be_data(struct pc_backend *be, const char *received)
     be->bdat = (be->ext & PC_EXT_CHUNKING) != 0;
     if (be->bdat) {
         pc_msg_cursor_init(&be->cur);
+        be->cur.head_only = true; /* BDAT stuffs nothing: the body goes as it is spooled */
         bdat_next(be);
         return;
     }
