@@ -13,10 +13,9 @@
  *	again, in blocks bounded by the write watermark, so that a large
  *	spooled message never sits in memory whole. A body with no line to
  *	stuff skips the stuffer: from memory in one copy, from the spool file
- *	with sendfile(2) on a plain socket (RFC 5321 4.5.2: nothing to double). A backend that offers
- *	CHUNKING gets it in BDAT chunks of PC_BE_BDAT bytes instead, each
- *	answered before the next goes (RFC 3030): no dot-stuffing, and no
- *	byte of it can look like an end of data.
+ *	with sendfile(2) on a plain socket (RFC 5321 4.5.2: nothing to double). A backend that
+ *offers CHUNKING gets it in BDAT chunks of PC_BE_BDAT bytes instead, each answered before the next
+ *goes (RFC 3030): no dot-stuffing, and no byte of it can look like an end of data.
  *
  *	Reply accounting is strict (RFC 2920 3.1): we have at most one command
  *	outstanding (LMTP: one reply per accepted recipient after the dot),
@@ -166,6 +165,7 @@ struct pc_backend {
     bool lmtp_any_ok, lmtp_any_fail;
     struct pc_msg_cursor cur;
     struct pc_stuffer stuff;
+    bool no_sendfile; /* sendfile(2) failed on this connection: the body is read and written */
     char *received;
     char *chunk;
     struct event *synth;
@@ -1497,17 +1497,21 @@ static bool proxy_v1_connected(struct pc_backend *be)
     return proxy_connected(be, false);
 }
 
-/* body_file - the next len bytes of a spooled body that is sent as it is (no stuffing), from
- * the spool file: sendfile(2) now when nothing is queued on a plain socket, and what the
- * socket cannot take yet queued as a file segment that libevent sends the same way; no byte
- * of it passes through our memory. Under TLS the bytes must be encrypted: read and written. */
-static int body_file(struct pc_backend *be, const struct pc_msg *m, size_t len)
+/* body_file - the next len bytes (exact) or up to len bytes of a spooled body that is sent as it
+ * is (no stuffing), from the spool file: sendfile(2) now when nothing is queued on a plain
+ * socket, and what the socket cannot take yet queued as a file segment that libevent sends
+ * the same way; no byte of it passes through our memory. Under TLS the bytes must be
+ * encrypted: read and written, 64 KB per call unless exact. */
+static int body_file(struct pc_backend *be, const struct pc_msg *m, size_t len, bool exact)
 {
     struct evbuffer *out = bufferevent_get_output(be->bev);
     evutil_socket_t fd = bufferevent_getfd(be->bev);
     size_t end = be->cur.off + len;
 
-    if (be->tls_on) {
+    if (be->tls_on || be->no_sendfile) {
+        /* All of it for a BDAT chunk; otherwise 64 KB, and fill calls again. */
+        if (!exact && end - be->cur.off > 65536)
+            end = be->cur.off + 65536;
         while (be->cur.off < end) {
             size_t want = end - be->cur.off < 65536 ? end - be->cur.off : 65536;
             ssize_t n = pc_msg_body_read(m, be->cur.off, be->chunk, want);
@@ -1519,13 +1523,17 @@ static int body_file(struct pc_backend *be, const struct pc_msg *m, size_t len)
         return 0;
     }
     off_t off = (off_t)be->cur.off;
-    if (fd >= 0 && evbuffer_get_length(out) == 0 &&
-        (bufferevent_get_enabled(be->bev) & EV_WRITE)) {
+    if (fd >= 0 && evbuffer_get_length(out) == 0 && (bufferevent_get_enabled(be->bev) & EV_WRITE)) {
         ssize_t n;
         do
             n = sendfile(fd, m->body_fd, &off, end - be->cur.off);
         while (n < 0 && errno == EINTR);
-        /* An error other than EAGAIN: libevent meets it again on the queued rest. */
+        if (n < 0 && errno != EAGAIN) {
+            /* A spool file system without sendfile, or a broken socket: the plain path,
+             * whose write meets a socket error again and reports it as before. */
+            be->no_sendfile = true;
+            return body_file(be, m, len, exact);
+        }
         off = (off_t)be->cur.off + (n > 0 ? n : 0);
     }
     size_t left = end - (size_t)off;
@@ -1577,8 +1585,7 @@ static void fill(struct pc_backend *be)
             if (b.len)
                 be_write(be, b.data, b.len);
             pc_buf_reset(&b);
-            /* Under TLS a chunk at a time, as the stuffing path reads it. */
-            if (body_file(be, m, be->tls_on && left > 65536 ? 65536 : left) < 0) {
+            if (body_file(be, m, left, false) < 0) {
                 pc_buf_free(&b);
                 be_fail(be, "4.3.0", "Error reading the spooled message");
                 return;
@@ -1666,7 +1673,7 @@ static void bdat_next(struct pc_backend *be)
     if (b.len)
         be_write(be, b.data, b.len);
     pc_buf_free(&b);
-    if (body && body_file(be, m, body) < 0) {
+    if (body && body_file(be, m, body, true) < 0) {
         be_fail(be, "4.3.0", "Error reading the spooled message");
         return;
     }

@@ -7,7 +7,10 @@
  *	defence: only CR LF . CR LF ends the data, a CR or LF that is not
  *	part of a CR LF pair never reaches a content line (it ends the line,
  *	and the flag it sets lets the session refuse the message), and the
- *	encoder re-stuffs every line start towards the backend.
+ *	encoder re-stuffs every line start towards the backend. Runs of lines
+ *	that need no decoding at all (CR LF ends, no dot first, no NUL, within
+ *	the line bound) may go to the caller in one block call: the same
+ *	lines, judged by the same rules, without a call per line.
  * SEE ALSO
  *	RFC 5321 section 2.3.8, 4.1.1, 4.5.2; RFC 2920; "SMTP Smuggling" (SEC Consult, 2023)
  */
