@@ -136,7 +136,10 @@ static int body_append(struct pc_msg *m, const char *p, size_t n)
         hold(m, false, -moved);
         hold(m, true, moved);
     }
-    if (m->body_fd >= 0 && m->body.len >= PC_SPOOL_WBUF)
+    /* The buffer grew to spool_threshold before the file was made: writes that size are
+     * fewer system calls for no more memory. */
+    if (m->body_fd >= 0 &&
+        m->body.len >= (m->spool_threshold > PC_SPOOL_WBUF ? m->spool_threshold : PC_SPOOL_WBUF))
         return spool_flush(m);
     return 0;
 }
@@ -196,9 +199,33 @@ int pc_msg_line(struct pc_msg *m, const char *line, size_t len)
         /* Not a header: the body starts here without a separator line. */
         m->in_body = true;
     }
+    if (len > 0 && line[0] == '.')
+        m->body_dots++;
     if (body_append(m, line, len) < 0 || body_append(m, "\r\n", 2) < 0)
         return -1;
     return 0;
+}
+
+/* pc_msg_lines - whole clean lines: the body takes them in one append */
+int pc_msg_lines(struct pc_msg *m, const char *p, size_t n)
+{
+    while (!m->in_body && n > 0) {
+        const char *lf = memchr(p, '\n', n);
+        if (lf == NULL || lf == p) {
+            m->io_error = true; /* not whole lines: a caller's bug, never a wrong message */
+            return -1;
+        }
+        size_t len = (size_t)(lf - p) + 1;
+        if (pc_msg_line(m, p, len - 2) < 0)
+            return -1;
+        p += len;
+        n -= len;
+    }
+    if (n == 0)
+        return 0;
+    m->size += n;
+    hold(m, m->body_fd >= 0, (long long)n);
+    return body_append(m, p, n);
 }
 
 /* pc_msg_finish - flush and resolve header pointers */
@@ -291,6 +318,12 @@ ssize_t pc_msg_body_read(const struct pc_msg *m, size_t off, void *buf, size_t l
     return n;
 }
 
+/* pc_msg_wire_body - no body line to stuff: the spooled body is the wire form */
+bool pc_msg_wire_body(const struct pc_msg *m)
+{
+    return m->body_dots == 0;
+}
+
 /* pc_msg_cursor_init - at the start of the outgoing message */
 void pc_msg_cursor_init(struct pc_msg_cursor *c)
 {
@@ -368,6 +401,8 @@ ssize_t pc_msg_read(const struct pc_msg *m, struct pc_msg_cursor *c, const char 
             }
             break;
         case 4: {
+            if (c->head_only)
+                return (ssize_t)n;
             if (c->off >= m->body_len) {
                 c->phase = 5;
                 break;

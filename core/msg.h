@@ -8,7 +8,11 @@
  *	memory up to a threshold and then in an unlinked temporary file.
  *	Filters read headers by index and the body by offset; they never see
  *	SMTP framing. Header edits are recorded and applied when the message
- *	is written out (to the backend, a Maildir, or a milter reply).
+ *	is written out (to the backend, a Maildir, or a milter reply). The
+ *	spool counts body lines that begin with a dot: without any, the body
+ *	is byte for byte its own dot-stuffed wire form (every line ends in
+ *	CRLF), and the backend sends it as it is, by offset, from memory or
+ *	the file.
  */
 #ifndef PC_MSG_H
 #define PC_MSG_H
@@ -45,9 +49,10 @@ struct pc_msg {
     size_t body_len;
     size_t spool_threshold;
     const char *spool_dir;
-    size_t size;    /* bytes received (unstuffed) */
-    bool in_body;   /* header section has ended */
-    bool separator; /* header section ended with an empty line */
+    size_t body_dots; /* body lines that begin with a dot: 0 = the body is its own wire form */
+    size_t size;      /* bytes received (unstuffed) */
+    bool in_body;     /* header section has ended */
+    bool separator;   /* header section ended with an empty line */
     bool header_overflow;
     bool io_error;
     size_t held_mem, held_file;   /* counted in portcullis_spool_bytes until freed */
@@ -59,6 +64,9 @@ void pc_msg_init(struct pc_msg *, size_t max_header_size, size_t max_headers,
 void pc_msg_free(struct pc_msg *);
 /* pc_msg_line - append one line (without its CRLF). 0, or -1 on a spool I/O error */
 int pc_msg_line(struct pc_msg *, const char *line, size_t len);
+/* pc_msg_lines - append whole lines, each with its CRLF, none beginning with a dot and none
+ * holding a CR or LF before its end (pc_data's block): as pc_msg_line for each. 0 or -1 */
+int pc_msg_lines(struct pc_msg *, const char *p, size_t n);
 /* pc_msg_finish - end of data: flush the spool, fix header pointers. 0 or -1 */
 int pc_msg_finish(struct pc_msg *);
 /* pc_msg_header_find - index of the nth header named name, or -1 */
@@ -70,15 +78,22 @@ void pc_msg_add_header(struct pc_msg *, struct pc_pool *, const char *name, cons
 /* pc_msg_body_read - up to len body bytes from off; bytes read or -1 */
 ssize_t pc_msg_body_read(const struct pc_msg *, size_t off, void *buf, size_t len);
 /* A position in the outgoing message, for streaming it in pieces. */
+enum { PC_MSG_PREFIX, PC_MSG_ADDED, PC_MSG_HEADERS, PC_MSG_SEPARATOR, PC_MSG_BODY, PC_MSG_DONE };
 struct pc_msg_cursor {
-    int phase; /* 0 prefix, 1 added headers, 2 headers, 3 separator, 4 body, 5 done */
+    int phase;      /* PC_MSG_PREFIX ... PC_MSG_DONE */
+    bool head_only; /* pc_msg_read stops at PC_MSG_BODY: the caller sends the body itself */
     const struct pc_hdr_add *add;
     size_t idx, off;
 };
 void pc_msg_cursor_init(struct pc_msg_cursor *);
-/* pc_msg_read - next bytes of the outgoing message into buf; 0 at the end, -1 on I/O error */
+/* pc_msg_read - next bytes of the outgoing message into buf; 0 at the end (or, with head_only,
+ * at the body: phase says which), -1 on I/O error */
 ssize_t pc_msg_read(const struct pc_msg *, struct pc_msg_cursor *, const char *prefix, char *buf,
                     size_t cap);
+/* pc_msg_wire_body - the body as it goes on the wire is its spooled bytes: no line needs a dot
+ * doubled (RFC 5321 4.5.2), and every line ends in CRLF. The body may then be sent as it is,
+ * from memory or straight from the spool file. */
+bool pc_msg_wire_body(const struct pc_msg *);
 /* pc_msg_write - the message as it goes out: added headers, kept headers, separator, body */
 int pc_msg_write(const struct pc_msg *, const char *prefix,
                  int (*out)(void *arg, const char *p, size_t n), void *arg);

@@ -11,10 +11,11 @@
  *
  *	The message goes out through a cursor over the spool, dot-stuffed
  *	again, in blocks bounded by the write watermark, so that a large
- *	spooled message never sits in memory whole. A backend that offers
- *	CHUNKING gets it in BDAT chunks of PC_BE_BDAT bytes instead, each
- *	answered before the next goes (RFC 3030): no dot-stuffing, and no
- *	byte of it can look like an end of data.
+ *	spooled message never sits in memory whole. A body with no line to
+ *	stuff skips the stuffer: from memory in one copy, from the spool file
+ *	with sendfile(2) on a plain socket (RFC 5321 4.5.2: nothing to double). A backend that
+ *offers CHUNKING gets it in BDAT chunks of PC_BE_BDAT bytes instead, each answered before the next
+ *goes (RFC 3030): no dot-stuffing, and no byte of it can look like an end of data.
  *
  *	Reply accounting is strict (RFC 2920 3.1): we have at most one command
  *	outstanding (LMTP: one reply per accepted recipient after the dot),
@@ -74,6 +75,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/ioctl.h>
+#include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/un.h>
@@ -163,6 +165,7 @@ struct pc_backend {
     bool lmtp_any_ok, lmtp_any_fail;
     struct pc_msg_cursor cur;
     struct pc_stuffer stuff;
+    bool no_sendfile; /* sendfile(2) failed on this connection: the body is read and written */
     char *received;
     char *chunk;
     struct event *synth;
@@ -1519,17 +1522,102 @@ static bool proxy_v1_connected(struct pc_backend *be)
     return proxy_connected(be, false);
 }
 
-/* fill - stream more of the message while the output buffer is low */
+/* body_file - the next len bytes (exact) or up to len bytes of a spooled body that is sent as it
+ * is (no stuffing), from the spool file: sendfile(2) now when nothing is queued on a plain
+ * socket, and what the socket cannot take yet queued as a file segment that libevent sends
+ * the same way; no byte of it passes through our memory. Under TLS the bytes must be
+ * encrypted: read and written, 64 KB per call unless exact. */
+static int body_file(struct pc_backend *be, const struct pc_msg *m, size_t len, bool exact)
+{
+    struct evbuffer *out = bufferevent_get_output(be->bev);
+    evutil_socket_t fd = bufferevent_getfd(be->bev);
+    size_t end = be->cur.off + len;
+
+    if (be->tls_on || be->no_sendfile) {
+        /* All of it for a BDAT chunk; otherwise 64 KB, and fill calls again. */
+        if (!exact && end - be->cur.off > 65536)
+            end = be->cur.off + 65536;
+        while (be->cur.off < end) {
+            size_t want = end - be->cur.off < 65536 ? end - be->cur.off : 65536;
+            ssize_t n = pc_msg_body_read(m, be->cur.off, be->chunk, want);
+            if (n <= 0)
+                return -1;
+            be_write(be, be->chunk, (size_t)n);
+            be->cur.off += (size_t)n;
+        }
+        return 0;
+    }
+    off_t off = (off_t)be->cur.off;
+    if (fd >= 0 && evbuffer_get_length(out) == 0 && (bufferevent_get_enabled(be->bev) & EV_WRITE)) {
+        ssize_t n;
+        do
+            n = sendfile(fd, m->body_fd, &off, end - be->cur.off);
+        while (n < 0 && errno == EINTR);
+        if (n < 0 && errno != EAGAIN) {
+            /* A spool file system without sendfile, or a broken socket: the plain path,
+             * whose write meets a socket error again and reports it as before. */
+            be->no_sendfile = true;
+            return body_file(be, m, len, exact);
+        }
+        off = (off_t)be->cur.off + (n > 0 ? n : 0);
+    }
+    size_t left = end - (size_t)off;
+    /* The segment owns a duplicate: the spool may be closed before libevent is done. */
+    int dup_fd = left ? dup(m->body_fd) : -1;
+    if (left && (dup_fd < 0 || evbuffer_add_file(out, dup_fd, off, (ev_off_t)left) < 0)) {
+        if (dup_fd >= 0)
+            close(dup_fd);
+        return -1;
+    }
+    be->cur.off = end;
+    return 0;
+}
+
+/* fill - stream more of the message while the output buffer is low. A body with no line to
+ * stuff goes as it is spooled (pc_msg_wire_body): from memory with one copy, or from the
+ * spool file with sendfile; otherwise the cursor reads it and pc_stuff doubles the dots. */
 static void fill(struct pc_backend *be)
 {
     struct evbuffer *out = bufferevent_get_output(be->bev);
+    const struct pc_msg *m = &be->s->txn->msg;
     struct pc_buf b;
 
     if (be->chunk == NULL && (be->chunk = malloc(65536)) == NULL)
         pc_fatal("out of memory");
     pc_buf_init(&b, 0);
     while (evbuffer_get_length(out) < PC_BE_FILL) {
-        ssize_t n = pc_msg_read(&be->s->txn->msg, &be->cur, be->received, be->chunk, 65536);
+        /* Every header line ends in CRLF, so the body starts a line; if it ever did not, the
+         * cursor would read and stuff it. */
+        if (be->cur.head_only && be->cur.phase == PC_MSG_BODY && !be->stuff.bol)
+            be->cur.head_only = false;
+        if (be->cur.head_only && be->cur.phase == PC_MSG_BODY) {
+            size_t left = m->body_len - be->cur.off;
+            if (left == 0) {
+                be->cur.phase = PC_MSG_DONE;
+                continue;
+            }
+            if (m->body_fd < 0) {
+                /* In memory (at most spool_threshold): copied once, with the end of data. */
+                size_t take = left < PC_BE_FILL ? left : PC_BE_FILL;
+                pc_buf_append(&b, m->body.data + be->cur.off, take);
+                be->cur.off += take;
+                if (b.len >= 65536 && be->cur.off < m->body_len) {
+                    be_write(be, b.data, b.len);
+                    pc_buf_reset(&b);
+                }
+                continue;
+            }
+            if (b.len)
+                be_write(be, b.data, b.len);
+            pc_buf_reset(&b);
+            if (body_file(be, m, left, false) < 0) {
+                pc_buf_free(&b);
+                be_fail(be, "4.3.0", "Error reading the spooled message");
+                return;
+            }
+            continue;
+        }
+        ssize_t n = pc_msg_read(m, &be->cur, be->received, be->chunk, 65536);
         if (n < 0) {
             pc_buf_free(&b);
             be_fail(be, "4.3.0", "Error reading the spooled message");
@@ -1537,7 +1625,7 @@ static void fill(struct pc_backend *be)
         }
         /* Up to 64 KB per write, the end of data in the same one: a separate small write
          * of ".\r\n" would wait for an ACK (Nagle) the receiver delays. */
-        if (n > 0) {
+        if (n > 0 || (be->cur.head_only && be->cur.phase == PC_MSG_BODY)) {
             pc_stuff(&be->stuff, be->chunk, (size_t)n, &b);
             if (b.len < 65536)
                 continue;
@@ -1571,10 +1659,13 @@ static void data_sent(struct pc_backend *be)
     be->lmtp_any_ok = be->lmtp_any_fail = false;
 }
 
-/* bdat_next - the next chunk of the message: "BDAT n" and its bytes; LAST once the cursor is
- * at the end (a message that fills its last chunk exactly ends with "BDAT 0 LAST") */
+/* bdat_next - the next chunk of the message: "BDAT n" and its bytes; LAST with the chunk that
+ * ends the message (a message read to its end without body bytes in the chunk, or an empty
+ * one, ends with "BDAT 0 LAST"). The header part comes through the cursor, the body as it is
+ * spooled: from memory, or from the spool file as body_file sends it. */
 static void bdat_next(struct pc_backend *be)
 {
+    const struct pc_msg *m = &be->s->txn->msg;
     struct pc_buf b;
     ssize_t n = 1;
     char head[64];
@@ -1583,7 +1674,7 @@ static void bdat_next(struct pc_backend *be)
         pc_fatal("out of memory");
     pc_buf_init(&b, 0);
     while (b.len < PC_BE_BDAT &&
-           (n = pc_msg_read(&be->s->txn->msg, &be->cur, be->received, be->chunk,
+           (n = pc_msg_read(m, &be->cur, be->received, be->chunk,
                             PC_BE_BDAT - b.len < 65536 ? PC_BE_BDAT - b.len : 65536)) > 0)
         pc_buf_append(&b, be->chunk, (size_t)n);
     if (n < 0) {
@@ -1591,12 +1682,28 @@ static void bdat_next(struct pc_backend *be)
         be_fail(be, "4.3.0", "Error reading the spooled message");
         return;
     }
-    snprintf(head, sizeof(head), "BDAT %zu%s\r\n", b.len, n == 0 ? " LAST" : "");
+    size_t body = 0;
+    if (n == 0 && be->cur.phase == PC_MSG_BODY) {
+        size_t left = m->body_len - be->cur.off, room = PC_BE_BDAT - b.len;
+        body = left < room ? left : room;
+    }
+    bool last = n == 0 && (be->cur.phase != PC_MSG_BODY || be->cur.off + body == m->body_len);
+    snprintf(head, sizeof(head), "BDAT %zu%s\r\n", b.len + body, last ? " LAST" : "");
+    if (body && m->body_fd < 0) {
+        pc_buf_append(&b, m->body.data + be->cur.off, body);
+        be->cur.off += body;
+        body = 0;
+    }
     be_write(be, head, strlen(head));
     if (b.len)
         be_write(be, b.data, b.len);
     pc_buf_free(&b);
-    if (n == 0) {
+    if (body && body_file(be, m, body, true) < 0) {
+        be_fail(be, "4.3.0", "Error reading the spooled message");
+        return;
+    }
+    if (last) {
+        be->cur.phase = PC_MSG_DONE;
         data_sent(be);
         return;
     }
@@ -1745,6 +1852,7 @@ static void handle_reply(struct pc_backend *be)
         if (code == 354) {
             be->state = BE_DATA_BODY;
             pc_msg_cursor_init(&be->cur);
+            be->cur.head_only = pc_msg_wire_body(&be->s->txn->msg);
             pc_stuff_init(&be->stuff);
             memset(&be->reply, 0, sizeof(be->reply));
             struct timeval wt = tv_ms(be->conf->timeouts.backend_data_block);
@@ -2217,6 +2325,7 @@ static void be_data(struct pc_backend *be, const char *received)
     be->bdat = (be->ext & PC_EXT_CHUNKING) != 0;
     if (be->bdat) {
         pc_msg_cursor_init(&be->cur);
+        be->cur.head_only = true; /* BDAT stuffs nothing: the body goes as it is spooled */
         bdat_next(be);
         return;
     }

@@ -277,6 +277,26 @@ int pc_engine_line(struct pc_engine *e, const char *line, size_t len)
     return pc_msg_line(&t->msg, line, len);
 }
 
+/* pc_engine_lines - whole clean lines (pc_data's block); line by line near the size limit */
+int pc_engine_lines(struct pc_engine *e, const char *p, size_t n)
+{
+    struct pc_txn *t = e->s->txn;
+
+    if (e->too_big)
+        return 0;
+    if (t->msg.size + n <= e->conf->limits.max_message_size)
+        return pc_msg_lines(&t->msg, p, n);
+    while (n > 0) {
+        const char *lf = memchr(p, '\n', n);
+        size_t len = lf ? (size_t)(lf - p) + 1 : n;
+        if (len < 2 || pc_engine_line(e, p, len - 2) < 0)
+            return -1;
+        p += len;
+        n -= len;
+    }
+    return 0;
+}
+
 /* eom_limits - a refusal the message's bytes earn before any filter sees it, or NULL */
 static const char *eom_limits(struct pc_engine *e, unsigned flags, int *code, const char **enh)
 {

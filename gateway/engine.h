@@ -76,6 +76,9 @@ bool pc_engine_data_ready(struct pc_engine *, struct pc_verdict *);
 enum pc_action pc_engine_data(struct pc_engine *, struct pc_verdict *);
 /* pc_engine_line - one content line into the spool, within limits.max_message_size */
 int pc_engine_line(struct pc_engine *, const char *line, size_t len);
+/* pc_engine_lines - whole CRLF-ended lines that need no decoding (pc_data's block), as
+ * pc_engine_line for each */
+int pc_engine_lines(struct pc_engine *, const char *p, size_t n);
 /* pc_engine_eom - limits, then the header, body and end-of-message stages */
 enum pc_action pc_engine_eom(struct pc_engine *, unsigned flags, struct pc_verdict *);
 /* pc_engine_received - our Received header for the message (RFC 5321 4.4) */

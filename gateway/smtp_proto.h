@@ -87,6 +87,8 @@ bool pc_orcpt_valid(const char *, bool smtputf8);
 #define PC_DATA_LONG_LINE 0x4
 #define PC_DATA_NUL       0x8 /* a NUL byte was seen (and left out of the lines) */
 
+typedef int pc_data_emit(void *arg, const char *line, size_t len);
+
 struct pc_data {
     struct pc_buf line;
     size_t max_line;
@@ -99,9 +101,12 @@ struct pc_data {
     bool raw; /* BDAT content (RFC 3030 2): no end marker, no dot-unstuffing */
     unsigned flags;
     size_t bytes; /* wire bytes consumed */
+    /* When set, runs of whole lines that need no decoding (each ends in CR LF, none begins
+     * with a dot, none holds a CR, LF or NUL before its end or is longer than max_line) go
+     * here in one call, CR LFs included, instead of one emit call per line: the same
+     * lines, in the same order, as emit would have had without their CR LF. */
+    pc_data_emit *block;
 };
-
-typedef int pc_data_emit(void *arg, const char *line, size_t len);
 
 void pc_data_init(struct pc_data *, size_t max_line);
 void pc_data_free(struct pc_data *);

@@ -830,6 +830,14 @@ static void backend_cb(void *arg, struct pc_backend_result *r)
     step_over(c);
 }
 
+/* data_block - a run of whole clean lines, CRLFs included */
+static int data_block(void *arg, const char *p, size_t n)
+{
+    struct pc_smtp *c = arg;
+
+    return pc_engine_lines(&c->eng, p, n);
+}
+
 /* data_done - after the DATA stage: go ahead */
 static void data_done(struct pc_smtp *c, enum pc_action a, struct pc_verdict *v)
 {
@@ -840,6 +848,7 @@ static void data_done(struct pc_smtp *c, enum pc_action a, struct pc_verdict *v)
     }
     reply(c, 354, NULL, "End data with <CR><LF>.<CR><LF>");
     pc_data_init(&c->data, c->conf->limits.max_line_length);
+    c->data.block = data_block;
     set_state(c, SM_DATA);
     deadline_at(c, now_ms() + c->conf->timeouts.data);
 }
@@ -1280,6 +1289,7 @@ static void bdat_data_done(struct pc_smtp *c, enum pc_action a, struct pc_verdic
         return;
     }
     pc_data_init_bdat(&c->data, c->conf->limits.max_line_length);
+    c->data.block = data_block;
     c->bdat_open = true;
     bdat_start(c, false);
 }

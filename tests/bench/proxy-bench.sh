@@ -16,6 +16,10 @@
 #   then the RSS portcullis holds per session while 200
 #   sessions send 1 MB messages through the rules at once (peak VmRSS minus idle, / 200).
 # Needs root (a private Postfix instance on loopback, as tests/e2e/harness.py runs it).
+# Opt-in: SIZES=5120,102400,1048576,10485760 (bytes; 10 MB is not in the default run);
+# BASELINE=path/to/another/portcullis adds its relay and relay+rules gateways to the same
+# alternating rounds (before/after of a change in one run); EXTRAS=0 skips the Postfix-backend
+# and memory sections.
 bin=$(readlink -f "${1:-build/portcullis}")
 root=$(cd "$(dirname "$0")/../.." && pwd)
 if [ "$(id -u)" -ne 0 ] || ! command -v postfix > /dev/null; then
@@ -28,6 +32,9 @@ import os, pwd, resource, shutil, signal, socket, subprocess, sys, tempfile, thr
 
 BIN, ROOT = sys.argv[1], sys.argv[2]
 ROUNDS = int(os.environ.get("ROUNDS", "2"))
+SIZES = [int(x) for x in os.environ.get("SIZES", "5120,102400,1048576").split(",")]
+BASELINE = os.environ.get("BASELINE") and os.path.abspath(os.environ["BASELINE"])
+EXTRAS = os.environ.get("EXTRAS", "1") != "0"
 resource.setrlimit(resource.RLIMIT_NOFILE, (4096, 4096))
 
 
@@ -182,6 +189,12 @@ limits {{
         for r in ("default", "gtube", "attachments", "auth", "spam-phrases"))
     relay_port, _ = gateway('"relay"', "")
     rules_port, rules_gw = gateway('"relay", "rules"', rules_sec)
+    targets = [("anchor", anchor), ("relay", relay_port), ("rules", rules_port)]
+    if BASELINE:
+        BIN, mine = BASELINE, BIN
+        targets += [("base relay", gateway('"relay"', "")[0]),
+                    ("base rules", gateway('"relay", "rules"', rules_sec)[0])]
+        BIN = mine
     mta_port, _ = gateway('"relay"', "", backend=mta)
     every_sec = rules_sec + f"""
 dns {{ nameservers = {{ "127.0.0.1:{ns_port}" }} }}
@@ -192,7 +205,8 @@ ratelimit {{
 }}"""
     every_port, _ = gateway('"relay", "rdns", "dnsbl", "spf", "dkim", "dmarc", "rules", '
                             '"ratelimit", "authres"', every_sec)
-    for p in (sink, anchor, mta, relay_port, rules_port, mta_port, every_port, ns_port):
+    targets.insert(3, ("every", every_port))
+    for p in (sink, mta, mta_port, ns_port, *(port for _, port in targets)):
         try:
             wait_port(p)
         except RuntimeError:
@@ -211,11 +225,12 @@ ratelimit {{
 
     print(f"proxy-bench: 20 sessions, best of {ROUNDS} alternating runs; "
           "anchor = Postfix smtpd_proxy_filter -> smtp-sink")
-    for size, n in ((5120, 2000), (102400, 600), (1048576, 100)):
-        best = {"anchor": 1e9, "relay": 1e9, "rules": 1e9, "every": 1e9}
+    counts = {5120: 2000, 102400: 600, 1048576: 100}
+    for size in SIZES:
+        n = counts.get(size, max(20, min(2000, 100 * 1048576 // size)))
+        best = {name: 1e9 for name, _ in targets}
         for _ in range(ROUNDS):
-            for name, port in (("anchor", anchor), ("relay", relay_port), ("rules", rules_port),
-                               ("every", every_port)):
+            for name, port in targets:
                 best[name] = min(best[name], run(port, n, size))
         rate = {k: n / v for k, v in best.items()}
         label = f"{size // 1024}KB" if size < 1048576 else f"{size // 1048576}MB"
@@ -223,6 +238,14 @@ ratelimit {{
               f"{rate['relay']:7.0f} ({rate['relay'] / rate['anchor']:.2f}x), relay+rules "
               f"{rate['rules']:7.0f} ({rate['rules'] / rate['anchor']:.2f}x; target >= 1.2x), "
               f"every filter {rate['every']:7.0f} ({rate['every'] / rate['anchor']:.2f}x)")
+        if BASELINE:
+            print(f"{'':>6}  baseline {BASELINE}: relay {rate['base relay']:7.0f} "
+                  f"({rate['base relay'] / rate['anchor']:.2f}x), relay+rules "
+                  f"{rate['base rules']:7.0f} ({rate['base rules'] / rate['anchor']:.2f}x); "
+                  f"this build / baseline: relay {rate['relay'] / rate['base relay']:.2f}x, "
+                  f"rules {rate['rules'] / rate['base rules']:.2f}x")
+    if not EXTRAS:
+        sys.exit(0)
 
     # A real Postfix backend, reached directly and through portcullis (XCLIENT, reused
     # connections), in the same run.

@@ -431,6 +431,8 @@ class FakeMTA(_Closing):
       ("DELAY", secs, reply)   wait, then reply (or "DROP")
       ("REPLY_DROP", reply)    reply, then close (e.g. a 220 to STARTTLS and no handshake)
     drop_in_data=N closes the connection after N bytes of message content.
+    data_delay=secs waits that long after its 354 before it reads the content, with a small
+    receive buffer (a slow reader: the sender's socket buffer fills).
     With "CHUNKING" in ext it takes BDAT chunks too (replies["BDAT"] answers a chunk that is not
     the last; replies["."] answers LAST); sessions[i]["data"] then holds the chunks joined.
     Per connection, sessions[i] = {"commands": [lines], "data": [raw content], "raw": bytes}.
@@ -442,8 +444,10 @@ class FakeMTA(_Closing):
            "XCLIENT NAME ADDR PORT PROTO HELO LOGIN DESTADDR DESTPORT",
            "XFORWARD NAME ADDR PORT PROTO HELO IDENT SOURCE")
 
-    def __init__(self, replies=None, ext=EXT, drop_in_data=None, greeting="220 fake.test ESMTP"):
+    def __init__(self, replies=None, ext=EXT, drop_in_data=None, greeting="220 fake.test ESMTP",
+                 data_delay=0):
         self.replies = dict(replies or {})
+        self.data_delay = data_delay
         self.ext = ext
         self.drop_in_data = drop_in_data
         self.greeting = greeting
@@ -452,6 +456,8 @@ class FakeMTA(_Closing):
         self.lock = threading.Lock()
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if data_delay:  # a small receive window, inherited by accepted connections
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(128)
         self.port = self.sock.getsockname()[1]
@@ -540,19 +546,28 @@ class FakeMTA(_Closing):
                     continue
                 # Message content: up to the first CRLF.CRLF (the DATA line's own CRLF counts
                 # as the first CRLF, so an empty message is just ".\r\n").
-                content = b""
+                time.sleep(self.data_delay)
+                content = bytearray()
                 while True:
                     if (self.drop_in_data is not None
                             and len(content) + len(buf) >= self.drop_in_data):
-                        sess["data"].append(content + buf)
+                        sess["data"].append(bytes(content) + buf)
                         conn.close()
                         return
-                    end = (b"\r\n" + content + buf).find(b"\r\n.\r\n")
-                    if end >= 0:
+                    # Only the new bytes and the 4 before them can hold the marker (linear
+                    # time for a large message).
+                    seen = max(len(content) - 4, 0)
+                    content += buf
+                    if seen:
+                        end = content.find(b"\r\n.\r\n", seen)
+                        take = end + 5
+                    else:
+                        end = (b"\r\n" + content).find(b"\r\n.\r\n")
                         take = end + 5 - 2
-                        content, buf = (content + buf)[:take], (content + buf)[take:]
+                    if end >= 0:
+                        content, buf = bytes(content[:take]), bytes(content[take:])
                         break
-                    content, buf = content + buf, b""
+                    buf = b""
                     fill()
                 sess["data"].append(content)
                 what = self.replies.get(".", "250 2.0.0 Ok: queued as FAKE%d")

@@ -150,6 +150,33 @@ class WireTests(unittest.TestCase):
         left = [f for f in os.listdir(self.tmp) if not f.startswith(("portcullis", "pc-"))]
         self.assertEqual(left, [])
 
+    def test_large_body_without_dot_lines_goes_from_the_spool_intact(self):
+        # No body line begins with a dot: the body goes as it is spooled (sendfile from the
+        # spool file), the headers and our Received through the stuffer. 8 MB is more than
+        # loopback socket buffers take at once, so part of it waits in the output buffer as a
+        # file segment; a slow reader makes sure of it. A message whose only dot line is its
+        # last takes the stuffing path. A fresh fake per message: it keeps a session's bytes.
+        lines = [(b"%06d " % i) + bytes(range(33, 127)) * 3 for i in range(28000)]
+        content = b"".join(ln + b"\r\n" for ln in lines)
+        for delay in (0, 0.3):
+            for tail in (b"", b"..last\r\n"):
+                with self.subTest(delay=delay, tail=tail):
+                    mta = self.mta(data_delay=delay)
+                    # The harness's timeouts: fast_conf's are too short for 8 MB in Python.
+                    extra = f'spool_dir = "{self.tmp}"\nlimits {{\n spool_threshold = 4096\n}}\n'
+                    gw = h.Gateway(self.tmp, h.gateway_conf(h.backend_conf(mta.port, "xclient"),
+                                                            extra=extra))
+                    self.addCleanup(gw.close)
+                    body = b"Subject: big\r\n\r\n" + content + tail + b".\r\n"
+                    t = Transaction(gw.port, body)
+                    self.assertEqual(t.final[0], 250, t.final)
+                    self.assertEqual(len(mta.accepted), 1)
+                    data = mta.accepted[0]
+                    self.assertTrue(data.startswith(b"Received: "), data[:100])
+                    self.assertTrue(data.endswith(b"\r\n" + body), "content changed on the way")
+                    self.assertTrue(no_bare(data))
+                    self.assertEqual(data.count(b"\r\n.\r\n"), 1)
+
     def test_normalize_turns_bare_newlines_into_crlf(self):
         mta = self.mta()
         gw = self.gateway(mta, extra='bare_newline = "normalize"\n')

@@ -87,6 +87,35 @@ class PostfixRequiresTls(unittest.TestCase):
                                 rb"with ESMTPS")
             self.assertIn("TLS", gw.log())
 
+    def test_large_spooled_message_over_tls_arrives_intact(self):
+        # A body spooled to a file and with no line to stuff is sent from the spool without
+        # sendfile under TLS (the bytes must be encrypted); one with dot lines is stuffed.
+        lines = [b"%06d " % i + bytes(range(33, 127)) * 2 for i in range(3000)]
+        extra = f'spool_dir = "{self.tmp}"\nlimits {{\n spool_threshold = 4096\n}}\n'
+        conf = h.gateway_conf(tls_backend(self.pf.port, "encrypt"), extra=extra)
+        with h.Gateway(self.tmp, conf) as gw:
+            for subject, dots in (("big1", False), ("big2", True)):
+                body = [(b"." + ln if dots and i % 5 == 0 else ln) for i, ln in enumerate(lines)]
+                c = h.Chat(gw.port)
+                try:
+                    self.assertEqual(c.reply()[0], 220)
+                    c.cmd("EHLO client.example")
+                    self.assertEqual(c.cmd("MAIL FROM:<a@b.example>")[0], 250)
+                    self.assertEqual(c.cmd("RCPT TO:<u@example.com>")[0], 250)
+                    self.assertEqual(c.cmd("DATA")[0], 354)
+                    wire = b"".join((b"." + ln if ln.startswith(b".") else ln) + b"\r\n"
+                                    for ln in body)
+                    c.send(f"Subject: {subject}\r\n\r\n".encode() + wire + b".\r\n")
+                    self.assertEqual(c.reply()[0], 250)
+                    c.cmd("QUIT")
+                finally:
+                    c.close()
+                m = self.delivered_with(subject)
+                self.assertIsNotNone(m, self.pf.log()[-3000:])
+                got = m.replace(b"\r\n", b"\n").split(b"\n\n", 1)[1]
+                self.assertEqual(got, b"".join(ln + b"\n" for ln in body))
+            self.assertIn("TLS", gw.log())
+
     def test_verify_delivers(self):
         extra = f'  tls_ca = "{self.pf.tls["ca"]}"\n  tls_name = "backend.test"\n'
         with h.Gateway(self.tmp, h.gateway_conf(tls_backend(self.pf.port, "verify",

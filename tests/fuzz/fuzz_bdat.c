@@ -14,7 +14,8 @@
  *	- the decoder takes every octet of every piece and never ends the
  *	  data by itself (no end marker in BDAT), whatever the bytes;
  *	- lines hold no CR, LF or NUL and respect the bound; split and whole
- *	  give the same lines and flags;
+ *	  give the same lines and flags (the split decoder takes runs of clean
+ *	  lines through its block callback, the whole one line by line);
  *	- with no flag raised, the lines joined by CR LF are the chunks'
  *	  octets exactly (nothing unstuffed, nothing lost), give or take the
  *	  final CR LF that LAST supplies.
@@ -47,6 +48,22 @@ static int take(void *arg, const char *line, size_t len)
         abort();
     pc_buf_append(&o->b, line, len);
     pc_buf_append(&o->b, "\r\n", 2);
+    return 0;
+}
+
+/* take_block - a run of clean lines (pc_data.block): each ends in CR LF and none begins with a
+ * dot; then line by line */
+static int take_block(void *arg, const char *p, size_t n)
+{
+    while (n > 0) {
+        const char *lf = memchr(p, '\n', n);
+        if (lf == NULL || lf == p || lf[-1] != '\r' || p[0] == '.')
+            abort();
+        size_t len = (size_t)(lf - p) + 1;
+        take(arg, p, len - 2);
+        p += len;
+        n -= len;
+    }
     return 0;
 }
 
@@ -98,6 +115,7 @@ static void message_end(struct out *split, struct out *whole, struct pc_buf *raw
         pc_data_init_bdat(&o->d, o->max_line);
         pc_buf_reset(&o->b);
     }
+    split->d.block = take_block;
     pc_buf_reset(raw);
 }
 
@@ -137,6 +155,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     pc_data_init_bdat(&split.d, split.max_line);
     pc_data_init_bdat(&whole.d, whole.max_line);
+    split.d.block = take_block;
     pc_buf_init(&split.b, 0);
     pc_buf_init(&whole.b, 0);
     pc_buf_init(&raw, 0);

@@ -8,13 +8,22 @@
  *	give the same lines and flags), dot-stuffing, the reply writer and
  *	the backend reply reader; the BDAT arguments and the decoder's BDAT
  *	mode (no end marker, no unstuffing, a chunk boundary changes nothing).
+ *	Every decoder case runs twice: line by line, and with the block callback
+ *	(runs of clean lines in one call), which must give the same lines;
+ *	a random model compares the two, and the spools they fill, on
+ *	adversarial inputs (dots, bare CR and LF, NUL, long lines) split at
+ *	every offset.
  */
 #include <check.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/msg.h"
 #include "gateway/smtp_proto.h"
 #include "lib/pool.h"
+
+/* The decoders below hand runs of clean lines to collect_block when this is set. */
+static bool blocks;
 
 START_TEST(cmd_verbs)
 {
@@ -211,6 +220,22 @@ static int collect_line(void *arg, const char *line, size_t len)
     return 0;
 }
 
+/* collect_block - a run of clean lines: check the block contract, then line by line */
+static int collect_block(void *arg, const char *p, size_t n)
+{
+    ck_assert(n > 0 && p[n - 1] == '\n');
+    while (n > 0) {
+        const char *lf = memchr(p, '\n', n);
+        size_t len = (size_t)(lf - p) + 1;
+        ck_assert(len >= 2 && p[len - 2] == '\r' && p[0] != '.' && len - 2 <= 64);
+        ck_assert(memchr(p, '\r', len - 2) == NULL && memchr(p, 0, len) == NULL);
+        collect_line(arg, p, len - 2);
+        p += len;
+        n -= len;
+    }
+    return 0;
+}
+
 /* decode - feed in pieces of at most `step` bytes (0 = all at once) */
 static void decode(const char *in, size_t len, size_t step, size_t split, struct collect *c,
                    unsigned *flags, size_t *used, int *done)
@@ -220,6 +245,7 @@ static void decode(const char *in, size_t len, size_t step, size_t split, struct
 
     memset(c, 0, sizeof(*c));
     pc_data_init(&d, 64);
+    d.block = blocks ? collect_block : NULL;
     while (off < len && !d.done) {
         size_t n = step ? step : len - off;
         if (split && off < split && off + n > split)
@@ -261,34 +287,47 @@ START_TEST(data_decoder)
         {"0123456789012345678901234567890123456789012345678901234567890123456789\r\n.\r\n",
          "0123456789012345678901234567890123456789012345678901234567890123|", PC_DATA_LONG_LINE, 1,
          0},
+        /* Runs of clean lines around what ends a run. */
+        {"a\r\nb\r\n..c\r\nd\r\n\r\ne\r\n.\r\n", "a|b|.c|d||e|", 0, 1, 0},
+        {"a\r\nb\rc\r\nd\ne\r\nf\r\n.\r\n", "a|b|c|d|e|f|", PC_DATA_BARE_CR | PC_DATA_BARE_LF, 1,
+         0},
+        {"012345678901234567890123456789012345678901234567890123456789012\r\n"
+         "0123456789012345678901234567890123456789012345678901234567890123\r\n"
+         "01234567890123456789012345678901234567890123456789012345678901234\r\nz\r\n.\r\n",
+         "012345678901234567890123456789012345678901234567890123456789012|"
+         "0123456789012345678901234567890123456789012345678901234567890123|"
+         "0123456789012345678901234567890123456789012345678901234567890123|z|",
+         PC_DATA_LONG_LINE, 1, 0},
     };
-    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
-        size_t len = strlen(t[i].in);
-        /* strlen stops at NUL: these inputs are written out in full. */
-        if (i == 9)
-            len = 10;
-        if (i == 10)
-            len = 10;
-        struct collect whole, c;
-        unsigned f0, f;
-        size_t u0, u;
-        int d0, d;
-        decode(t[i].in, len, 0, 0, &whole, &f0, &u0, &d0);
-        ck_assert_msg(strcmp(whole.out, t[i].lines) == 0, "%zu: got %s", i, whole.out);
-        ck_assert_msg(f0 == t[i].flags, "%zu: flags %u", i, f0);
-        ck_assert_int_eq(d0, t[i].done);
-        ck_assert_uint_eq(u0, t[i].used ? t[i].used : len);
-        /* Byte by byte and every two-way split give the same result. */
-        decode(t[i].in, len, 1, 0, &c, &f, &u, &d);
-        ck_assert_msg(c.n == whole.n && memcmp(c.out, whole.out, c.n) == 0, "%zu bytewise", i);
-        ck_assert(f == f0 && u == u0 && d == d0);
-        for (size_t s = 1; s < len; s++) {
-            decode(t[i].in, len, len, s, &c, &f, &u, &d);
-            ck_assert_msg(c.n == whole.n && memcmp(c.out, whole.out, c.n) == 0, "%zu split %zu", i,
-                          s);
+    for (int b = 0; b < 2; b++)
+        for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+            blocks = b;
+            size_t len = strlen(t[i].in);
+            /* strlen stops at NUL: these inputs are written out in full. */
+            if (i == 9)
+                len = 10;
+            if (i == 10)
+                len = 10;
+            struct collect whole, c;
+            unsigned f0, f;
+            size_t u0, u;
+            int d0, d;
+            decode(t[i].in, len, 0, 0, &whole, &f0, &u0, &d0);
+            ck_assert_msg(strcmp(whole.out, t[i].lines) == 0, "%zu: got %s", i, whole.out);
+            ck_assert_msg(f0 == t[i].flags, "%zu: flags %u", i, f0);
+            ck_assert_int_eq(d0, t[i].done);
+            ck_assert_uint_eq(u0, t[i].used ? t[i].used : len);
+            /* Byte by byte and every two-way split give the same result. */
+            decode(t[i].in, len, 1, 0, &c, &f, &u, &d);
+            ck_assert_msg(c.n == whole.n && memcmp(c.out, whole.out, c.n) == 0, "%zu bytewise", i);
             ck_assert(f == f0 && u == u0 && d == d0);
+            for (size_t s = 1; s < len; s++) {
+                decode(t[i].in, len, len, s, &c, &f, &u, &d);
+                ck_assert_msg(c.n == whole.n && memcmp(c.out, whole.out, c.n) == 0, "%zu split %zu",
+                              i, s);
+                ck_assert(f == f0 && u == u0 && d == d0);
+            }
         }
-    }
 }
 END_TEST
 
@@ -300,6 +339,7 @@ static void bdat_decode(const char *in, size_t len, size_t split, struct collect
 
     memset(c, 0, sizeof(*c));
     pc_data_init_bdat(&d, 64);
+    d.block = blocks ? collect_block : NULL;
     size_t k = pc_data_feed(&d, in, split, collect_line, c);
     ck_assert_uint_eq(k, split);
     k = pc_data_feed(&d, in + split, len - split, collect_line, c);
@@ -330,19 +370,154 @@ START_TEST(bdat_decoder)
         {"a\r\n\x00.\r\nb\r\n", "a|.|b|", PC_DATA_NUL},
         {"0123456789012345678901234567890123456789012345678901234567890123456789\r\nz\r\n",
          "0123456789012345678901234567890123456789012345678901234567890123|z|", PC_DATA_LONG_LINE},
+        {"a\r\n.b\r\nc\r\n.\r\nd\r\n", "a|.b|c|.|d|", 0},
     };
-    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
-        size_t len = strlen(t[i].in) + (i == 7 ? 7 : 0); /* the NUL case, written out */
-        struct collect whole, c;
-        unsigned f0, f;
-        bdat_decode(t[i].in, len, 0, &whole, &f0);
-        ck_assert_msg(strcmp(whole.out, t[i].lines) == 0, "%zu: got %s", i, whole.out);
-        ck_assert_msg(f0 == t[i].flags, "%zu: flags %u", i, f0);
-        /* A chunk boundary anywhere changes nothing. */
-        for (size_t s = 1; s < len; s++) {
-            bdat_decode(t[i].in, len, s, &c, &f);
-            ck_assert_msg(strcmp(c.out, whole.out) == 0 && f == f0, "%zu split %zu", i, s);
+    for (int b = 0; b < 2; b++)
+        for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+            blocks = b;
+            size_t len = strlen(t[i].in) + (i == 7 ? 7 : 0); /* the NUL case, written out */
+            struct collect whole, c;
+            unsigned f0, f;
+            bdat_decode(t[i].in, len, 0, &whole, &f0);
+            ck_assert_msg(strcmp(whole.out, t[i].lines) == 0, "%zu: got %s", i, whole.out);
+            ck_assert_msg(f0 == t[i].flags, "%zu: flags %u", i, f0);
+            /* A chunk boundary anywhere changes nothing. */
+            for (size_t s = 1; s < len; s++) {
+                bdat_decode(t[i].in, len, s, &c, &f);
+                ck_assert_msg(strcmp(c.out, whole.out) == 0 && f == f0, "%zu split %zu", i, s);
+            }
         }
+}
+END_TEST
+
+/* The model: what a decoder emits, and the spool it fills. */
+struct model {
+    struct collect c;
+    struct pc_msg m;
+};
+
+static int model_line(void *arg, const char *line, size_t len)
+{
+    struct model *o = arg;
+    collect_line(&o->c, line, len);
+    return pc_msg_line(&o->m, line, len);
+}
+
+static int model_block(void *arg, const char *p, size_t n)
+{
+    struct model *o = arg;
+    collect_block(&o->c, p, n);
+    /* collect_block wrote the lines; the spool takes the block whole. */
+    return pc_msg_lines(&o->m, p, n);
+}
+
+/* model_run - decode in (bdat: BDAT mode, then LAST) split at `split` (0 = whole) */
+static void model_run(struct model *o, const char *in, size_t len, size_t split, bool bdat,
+                      bool block, size_t threshold, unsigned *flags, size_t *used)
+{
+    struct pc_data d;
+    size_t off = 0;
+
+    memset(&o->c, 0, sizeof(o->c));
+    pc_msg_init(&o->m, 4096, 100, threshold, "/tmp");
+    if (bdat)
+        pc_data_init_bdat(&d, 8);
+    else
+        pc_data_init(&d, 8);
+    d.block = block ? model_block : NULL;
+    while (off < len && !d.done) {
+        size_t n = split && off < split ? split - off : len - off;
+        size_t k = pc_data_feed(&d, in + off, n, model_line, o);
+        off += k;
+        if (k < n)
+            break;
+    }
+    if (bdat)
+        ck_assert_int_eq(pc_data_finish(&d, model_line, o), 0);
+    ck_assert_int_eq(pc_msg_finish(&o->m), 0);
+    *flags = d.flags;
+    *used = off;
+    pc_data_free(&d);
+}
+
+/* body_of - the spooled body, read back by offset in odd pieces */
+static void body_of(const struct pc_msg *m, struct pc_buf *b)
+{
+    char tmp[7];
+    ssize_t n;
+
+    pc_buf_init(b, 0);
+    for (size_t off = 0; (n = pc_msg_body_read(m, off, tmp, sizeof(tmp))) > 0; off += (size_t)n)
+        pc_buf_append(b, tmp, (size_t)n);
+}
+
+static int model_out(void *arg, const char *p, size_t n)
+{
+    return pc_buf_append(arg, p, n) ? 0 : -1;
+}
+
+START_TEST(block_model)
+{
+    static const char alpha[] = {'a', 'b', '.', '.', '\r', '\n', '\r', '\n', 0, ':', ' '};
+    unsigned seed = 12345;
+    char in[48];
+
+    for (int iter = 0; iter < 2000; iter++) {
+        size_t len = 1 + (seed = seed * 1103515245 + 12345) % sizeof(in);
+        for (size_t i = 0; i < len; i++) {
+            seed = seed * 1103515245 + 12345;
+            in[i] = alpha[(seed >> 16) % sizeof(alpha)];
+        }
+        /* Header-like and clean openings too, so that the body and long runs are reached. */
+        if (iter % 3 == 0 && len > 12)
+            memcpy(in, "S: x\r\n\r\nab\r\n", 12);
+        bool bdat = iter % 2;
+        size_t threshold = (seed >> 8) % 24;
+        struct model a, b;
+        unsigned fa, fb;
+        size_t ua, ub;
+        struct pc_buf wa, wb, ba, bb;
+        model_run(&a, in, len, 0, bdat, false, threshold, &fa, &ua);
+        model_run(&b, in, len, 0, bdat, true, threshold, &fb, &ub);
+        ck_assert_msg(a.c.n == b.c.n && memcmp(a.c.out, b.c.out, a.c.n) == 0, "iter %d", iter);
+        ck_assert(fa == fb && ua == ub);
+        /* The same spool: the outgoing message, the body by offset, sizes and dot count. */
+        pc_buf_init(&wa, 0);
+        pc_buf_init(&wb, 0);
+        ck_assert_int_eq(pc_msg_write(&a.m, "R: 1\r\n", model_out, &wa), 0);
+        ck_assert_int_eq(pc_msg_write(&b.m, "R: 1\r\n", model_out, &wb), 0);
+        ck_assert(wa.len == wb.len && memcmp(wa.data, wb.data, wa.len) == 0);
+        body_of(&a.m, &ba);
+        body_of(&b.m, &bb);
+        ck_assert(ba.len == bb.len && ba.len == a.m.body_len && ba.len == b.m.body_len);
+        ck_assert(memcmp(ba.data, bb.data, ba.len) == 0);
+        ck_assert(a.m.size == b.m.size && a.m.body_dots == b.m.body_dots);
+        ck_assert(a.m.nhdrs == b.m.nhdrs && a.m.in_body == b.m.in_body);
+        /* A body that counts no dot line needs no stuffing: its spooled bytes are its wire
+         * form, as the backend sends it. Otherwise stuffing changes it. */
+        struct pc_stuffer st;
+        struct pc_buf stuffed;
+        pc_stuff_init(&st);
+        pc_buf_init(&stuffed, 0);
+        pc_stuff(&st, ba.data ? ba.data : "", ba.len, &stuffed);
+        ck_assert_msg((stuffed.len == ba.len) == pc_msg_wire_body(&b.m), "iter %d", iter);
+        if (ba.len)
+            ck_assert(ba.len >= 2 && memcmp(ba.data + ba.len - 2, "\r\n", 2) == 0);
+        pc_buf_free(&stuffed);
+        pc_buf_free(&wa);
+        pc_buf_free(&wb);
+        pc_buf_free(&ba);
+        pc_buf_free(&bb);
+        pc_msg_free(&b.m);
+        /* A split anywhere gives the same lines in block mode. */
+        for (size_t s = 1; s < len; s++) {
+            model_run(&b, in, len, s, bdat, true, 1 << 20, &fb, &ub);
+            ck_assert_msg(a.c.n == b.c.n && memcmp(a.c.out, b.c.out, a.c.n) == 0,
+                          "iter %d split %zu", iter, s);
+            ck_assert(fa == fb && ua == ub);
+            pc_msg_free(&b.m);
+        }
+        pc_msg_free(&a.m);
     }
 }
 END_TEST
@@ -463,6 +638,7 @@ int main(void)
 {
     Suite *s = suite_create("smtp_proto");
     TCase *tc = tcase_create("core");
+    tcase_set_timeout(tc, 30); /* block_model: thousands of decodes, on a busy machine too */
     tcase_add_test(tc, cmd_verbs);
     tcase_add_test(tc, cmd_bad_bytes);
     tcase_add_test(tc, path_args);
@@ -470,6 +646,7 @@ int main(void)
     tcase_add_test(tc, dsn_params);
     tcase_add_test(tc, data_decoder);
     tcase_add_test(tc, bdat_decoder);
+    tcase_add_test(tc, block_model);
     tcase_add_test(tc, bdat_args);
     tcase_add_test(tc, stuffing);
     tcase_add_test(tc, reply_writer);
