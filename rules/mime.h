@@ -19,6 +19,14 @@
  *	(no rule reads part.size), so a 10 MB attachment is not decoded just
  *	to be thrown away.
  *
+ *	A message that is one leaf part (no multipart or message/rfc822 at the
+ *	top: most mail) takes a fast path: GMime parses its header block
+ *	alone, so the part's fields come from the same code, and the body is
+ *	read through pc_msg_body_read(), copied when it needs no decoding and
+ *	otherwise run through GMime's decoders in the steps the full parse
+ *	takes. The view is the same as the full parse's, field for field
+ *	(tests/unit/test_mime_fast.c compares them; so does fuzz_mime).
+ *
  *	A view can be parsed off the event loop: pc_mime_src_new() takes a
  *	private snapshot of the spooled message on the loop thread (a copy of
  *	the header block and an in-memory body, a dup of the spool file
@@ -78,8 +86,16 @@ struct pc_mime {
     bool error;        /* GMime could not make a message of it */
 };
 
-/* pc_mime_parse_msg - the spooled message; the body is read through a file-backed stream */
+/* pc_mime_parse_msg - the spooled message, GMime reading all of it (a snapshot) */
 struct pc_mime *pc_mime_parse_msg(const struct pc_msg *, const struct pc_mime_limits *);
+/* pc_mime_parse_fast - a one-part message: GMime reads its header block only, the body is read
+ * through pc_msg_body_read(); NULL when the message is not one leaf part (then parse a snapshot).
+ * The message must not change meanwhile. Same view as pc_mime_parse_msg. */
+struct pc_mime *pc_mime_parse_fast(const struct pc_msg *, const struct pc_mime_limits *,
+                                   const atomic_bool *stop, unsigned long budget_ms);
+/* pc_mime_parse_live - pc_mime_parse_fast, or else a snapshot parsed here */
+struct pc_mime *pc_mime_parse_live(const struct pc_msg *, const struct pc_mime_limits *,
+                                   const atomic_bool *stop, unsigned long budget_ms);
 /* pc_mime_src_new - snapshot of the spooled message, independent of it afterwards */
 struct pc_mime_src *pc_mime_src_new(const struct pc_msg *);
 /* pc_mime_parse_src - parse a snapshot (any thread); the snapshot stays the caller's */
