@@ -228,11 +228,10 @@ static void part_read(struct mime_walk *w, GMimePart *part, struct pc_mime_part 
     part_decode(w, mp, src, g_mime_data_wrapper_get_encoding(dw), text);
 }
 
-/* leaf_fields - one leaf part into the flat list, from its headers; NULL past the parts limit */
-static struct pc_mime_part *leaf_fields(struct mime_walk *w, GMimeObject *obj, unsigned depth)
+/* leaf_new - a slot for one more leaf part; NULL past the parts limit */
+static struct pc_mime_part *leaf_new(struct mime_walk *w, unsigned depth)
 {
     struct pc_mime *m = w->m;
-    struct pc_pool *pool = m->pool;
 
     if (m->nparts >= w->lim->max_parts) {
         set_limit(m, PC_MIME_LIM_PARTS, "parts");
@@ -240,7 +239,7 @@ static struct pc_mime_part *leaf_fields(struct mime_walk *w, GMimeObject *obj, u
     }
     if (m->nparts == w->cap) {
         size_t cap = w->cap ? w->cap * 2 : 8;
-        struct pc_mime_part *v = pc_pool_zalloc(pool, cap * sizeof(*v));
+        struct pc_mime_part *v = pc_pool_zalloc(m->pool, cap * sizeof(*v));
         size_t *o = realloc(w->text_off, cap * sizeof(*o));
         if (o == NULL)
             pc_fatal("out of memory");
@@ -254,7 +253,12 @@ static struct pc_mime_part *leaf_fields(struct mime_walk *w, GMimeObject *obj, u
     memset(mp, 0, sizeof(*mp));
     w->text_off[m->nparts - 1] = 0;
     mp->depth = depth;
-    GMimeContentType *ct = g_mime_object_get_content_type(obj);
+    return mp;
+}
+
+/* leaf_type - content type, its parameters and charset, as rules read them */
+static void leaf_type(struct pc_pool *pool, struct pc_mime_part *mp, GMimeContentType *ct)
+{
     if (ct) {
         char *t = g_mime_content_type_get_mime_type(ct);
         mp->type = lower(pool, t);
@@ -266,16 +270,32 @@ static struct pc_mime_part *leaf_fields(struct mime_walk *w, GMimeObject *obj, u
         mp->type = "text/plain";
         mp->params = "";
     }
-    const char *disp = g_mime_object_get_disposition(obj);
-    mp->disposition = lower(pool, disp);
+}
+
+/* leaf_encoding - the transfer encoding's name, as rules read it */
+static const char *leaf_encoding(struct pc_pool *pool, GMimeContentEncoding enc)
+{
+    const char *es = g_mime_content_encoding_to_string(enc);
+
+    return es ? lower(pool, es) : "";
+}
+
+/* leaf_fields - one leaf part into the flat list, from its headers; NULL past the parts limit */
+static struct pc_mime_part *leaf_fields(struct mime_walk *w, GMimeObject *obj, unsigned depth)
+{
+    struct pc_pool *pool = w->m->pool;
+    struct pc_mime_part *mp = leaf_new(w, depth);
+
+    if (mp == NULL)
+        return NULL;
+    leaf_type(pool, mp, g_mime_object_get_content_type(obj));
+    mp->disposition = lower(pool, g_mime_object_get_disposition(obj));
     mp->encoding = "";
     if (GMIME_IS_PART(obj)) {
         GMimePart *part = GMIME_PART(obj);
         const char *fn = g_mime_part_get_filename(part);
         mp->filename = fn ? pc_pool_strdup(pool, fn) : NULL;
-        GMimeContentEncoding enc = g_mime_part_get_content_encoding(part);
-        const char *es = g_mime_content_encoding_to_string(enc);
-        mp->encoding = es ? lower(pool, es) : "";
+        mp->encoding = leaf_encoding(pool, g_mime_part_get_content_encoding(part));
     }
     return mp;
 }
@@ -870,6 +890,111 @@ static void body_fill(struct mime_walk *w, struct pc_mime_part *mp, const struct
     g_object_unref(s);
 }
 
+/*
+ * Plain headers: most messages are text with at most one each of
+ * Content-Type, Content-Transfer-Encoding and Content-Disposition, and
+ * header names GMime cannot read otherwise. Building a GMime message
+ * for them costs more than reading a 5 KB body, so their values go
+ * straight to the functions GMime's part applies to them as they are
+ * added (the decoded value, then g_mime_content_type_parse() and the
+ * others, as gmime-object.c and gmime-part.c do). Anything else (a
+ * duplicate, an encoded-word in the type, a type that is not text, an
+ * unusual header name) goes through GMime's parse of the header block.
+ */
+
+/* plain_name - a header name GMime reads as the same name: no blank before the colon, no
+ * character it might treat otherwise */
+static bool plain_name(const struct pc_header *h)
+{
+    for (size_t i = 0; i < h->name_len; i++) {
+        unsigned char c = (unsigned char)h->name[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_'))
+            return false;
+    }
+    return h->name_len > 0 && h->name[h->name_len] == ':';
+}
+
+/* plain_value - GMime's decoded value of the one header of that name (NULL: none); *bad when
+ * there is more than one */
+static char *plain_value(const struct pc_msg *msg, const char *name, bool *bad)
+{
+    size_t nl = strlen(name);
+    char *v = NULL;
+
+    for (size_t i = 0; i < msg->nhdrs; i++) {
+        const struct pc_header *h = &msg->hdrs[i]; /* deleted or not: GMime sees the block */
+        if (h->name_len != nl || strncasecmp(h->name, name, nl) != 0)
+            continue;
+        if (v) {
+            *bad = true;
+            break;
+        }
+        char *raw = g_strndup(h->value, h->value_len);
+        v = g_mime_utils_header_decode_text(NULL, raw);
+        if (strstr(raw, "=?"))
+            *bad = true; /* the parser decides the part's class on the undecoded value */
+        g_free(raw);
+    }
+    return v;
+}
+
+/* parse_plain - a text message with plain headers, without a GMime parser; NULL otherwise */
+static struct pc_mime *parse_plain(const struct pc_msg *msg, const struct pc_mime_limits *lim,
+                                   struct mime_budget *b)
+{
+    if (!msg->separator)
+        return NULL;
+    for (size_t i = 0; i < msg->nhdrs; i++)
+        if (!plain_name(&msg->hdrs[i]))
+            return NULL;
+    bool bad = false;
+    char *ctv = plain_value(msg, "Content-Type", &bad);
+    char *cdv = plain_value(msg, "Content-Disposition", &bad);
+    char *cte = plain_value(msg, "Content-Transfer-Encoding", &bad);
+    GMimeContentType *ct = NULL;
+    GMimeContentDisposition *cd = NULL;
+    struct pc_mime *m = NULL;
+    if (bad)
+        goto out;
+    ct = ctv ? g_mime_content_type_parse(NULL, ctv) : g_mime_content_type_new("text", "plain");
+    const char *media = ct ? g_mime_content_type_get_media_type(ct) : NULL;
+    if (media == NULL || g_ascii_strcasecmp(media, "text") != 0)
+        goto out;
+    if (cdv)
+        cd = g_mime_content_disposition_parse(NULL, cdv);
+    GMimeContentEncoding enc =
+        cte ? g_mime_content_encoding_from_string(cte) : GMIME_CONTENT_ENCODING_DEFAULT;
+    m = mime_new();
+    struct mime_walk w = {.m = m, .lim = lim};
+    struct pc_mime_part *mp = leaf_new(&w, 0);
+    if (mp) {
+        leaf_type(m->pool, mp, ct);
+        mp->disposition =
+            lower(m->pool, cd ? g_mime_content_disposition_get_disposition(cd) : NULL);
+        /* g_mime_part_get_filename(): the disposition's filename, else the type's name */
+        const char *fn = cd ? g_mime_content_disposition_get_parameter(cd, "filename") : NULL;
+        if (fn == NULL)
+            fn = g_mime_content_type_get_parameter(ct, "name");
+        mp->filename = fn ? pc_pool_strdup(m->pool, fn) : NULL;
+        mp->encoding = leaf_encoding(m->pool, enc);
+        body_fill(&w, mp, msg, enc, b);
+    }
+    walk_done(&w);
+    if (b->cut)
+        set_limit(m, PC_MIME_LIM_BUDGET, "budget");
+    m->parsed_by = PC_MIME_BY_PLAIN;
+out:
+    if (cd)
+        g_object_unref(cd);
+    if (ct)
+        g_object_unref(ct);
+    g_free(ctv);
+    g_free(cdv);
+    g_free(cte);
+    return m;
+}
+
 /* pc_mime_parse_fast - a one-part message without GMime reading its body; NULL otherwise */
 struct pc_mime *pc_mime_parse_fast(const struct pc_msg *msg, const struct pc_mime_limits *lim,
                                    const atomic_bool *stop, unsigned long budget_ms)
@@ -880,6 +1005,9 @@ struct pc_mime *pc_mime_parse_fast(const struct pc_msg *msg, const struct pc_mim
     pthread_once(&mime_once, mime_init);
     struct mime_budget b;
     budget_init(&b, stop, budget_ms);
+    struct pc_mime *pm = parse_plain(msg, lim, &b);
+    if (pm)
+        return pm;
     /* The bytes the full parse starts with (pc_mime_src_new), up to where the body begins. */
     GByteArray *hb = g_byte_array_sized_new((guint)msg->head.len + 2);
     if (msg->head.len)
@@ -907,6 +1035,7 @@ struct pc_mime *pc_mime_parse_fast(const struct pc_msg *msg, const struct pc_mim
         walk_done(&w);
         if (b.cut)
             set_limit(m, PC_MIME_LIM_BUDGET, "budget");
+        m->parsed_by = PC_MIME_BY_HEADERS;
     }
     if (gm)
         g_object_unref(gm);

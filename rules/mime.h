@@ -21,7 +21,9 @@
  *
  *	A message that is one leaf part (no multipart or message/rfc822 at the
  *	top: most mail) takes a fast path: GMime parses its header block
- *	alone, so the part's fields come from the same code, and the body is
+ *	alone (a text message with plain headers not even that: the values of
+ *	its Content-* headers go to the GMime functions its part would apply
+ *	to them), so the part's fields come from the same code, and the body is
  *	read through pc_msg_body_read(), copied when it needs no decoding and
  *	otherwise run through GMime's decoders in the steps the full parse
  *	takes. The view is the same as the full parse's, field for field
@@ -79,12 +81,17 @@ struct pc_mime {
     size_t nparts;
     char *text; /* text of every text part, joined with newlines, at most max_text */
     size_t text_len;
-    size_t text_map;   /* bytes mapped for text, or 0 when it is malloc'd */
-    unsigned depth;    /* deepest nesting seen */
-    const char *limit; /* first limit reached: "depth", "parts", "text", "budget" or NULL */
-    unsigned limits;   /* PC_MIME_LIM_* of every limit reached */
-    bool error;        /* GMime could not make a message of it */
+    size_t text_map;    /* bytes mapped for text, or 0 when it is malloc'd */
+    unsigned depth;     /* deepest nesting seen */
+    const char *limit;  /* first limit reached: "depth", "parts", "text", "budget" or NULL */
+    unsigned limits;    /* PC_MIME_LIM_* of every limit reached */
+    bool error;         /* GMime could not make a message of it */
+    unsigned parsed_by; /* PC_MIME_BY_*: which path made the view (tests, debugging) */
 };
+
+#define PC_MIME_BY_GMIME   0 /* GMime parsed the whole message */
+#define PC_MIME_BY_HEADERS 1 /* one part: GMime parsed the header block, the body was read */
+#define PC_MIME_BY_PLAIN   2 /* one text part with plain headers: no GMime parser at all */
 
 /* pc_mime_parse_msg - the spooled message, GMime reading all of it (a snapshot) */
 struct pc_mime *pc_mime_parse_msg(const struct pc_msg *, const struct pc_mime_limits *);
