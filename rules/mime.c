@@ -930,8 +930,11 @@ static char *plain_value(const struct pc_msg *msg, const char *name, bool *bad)
             *bad = true;
             break;
         }
+        /* g_mime_header_get_value(): unfolded, then decoded */
         char *raw = g_strndup(h->value, h->value_len);
-        v = g_mime_utils_header_decode_text(NULL, raw);
+        char *unfolded = g_mime_utils_header_unfold(raw);
+        v = g_mime_utils_header_decode_text(NULL, unfolded);
+        g_free(unfolded);
         if (strstr(raw, "=?"))
             *bad = true; /* the parser decides the part's class on the undecoded value */
         g_free(raw);

@@ -143,6 +143,10 @@ static const struct {
      "Content-Type: text/plain;\r\n\tcharset=\"iso-8859-1\";\r\n format=flowed\r\n\r\n"
      "caf\xe9 cr\xe8me br\xfbl\xe9\r\n",
      2},
+    {"folded quoted parameter",
+     "Content-Type: text/plain; name=\"a\r\n\tb.txt\";\r\n\tcharset=\"wind\r\n "
+     "ows-1252\"\r\n\r\n\x80\r\n",
+     2},
     {"charset upper case", "Content-Type: TEXT/Plain; Charset=UTF-8\r\n\r\n\xc3\xa9t\xc3\xa9\r\n",
      2},
     {"unknown charset", "Content-Type: text/plain; charset=x-no-such-charset\r\n\r\n\xff\xfe x\r\n",
