@@ -24,11 +24,14 @@
  *	straight from the spool (pc_mime_parse_fast: linear, and it stops once
  *	cancelled), or else takes a private snapshot of the message
  *	(pc_mime_src_new) and lets go of the lock while GMime parses it; then,
- *	holding the lock again, it evaluates the rules against the session. Each message has a CPU
- *budget (cpu_budget): past it the stage ends with PC_ERROR, i.e. on_error (tempfail by default). If
- *the chain gives up first (timeout, client gone), cancel() tells the worker to stop and waits for
- *it to let go of the session: at most one regex call, bounded by regex_match_limit. Without a
- *worker pool (portcullis test) the stages run inline.
+ *	holding the lock again, it evaluates the rules against the session.
+ *	Each message has a CPU budget (cpu_budget): past it the stage ends
+ *	with PC_ERROR, i.e. on_error (tempfail by default). If the chain
+ *	gives up first (timeout, client gone), cancel() tells the worker to
+ *	stop and waits for it to let go of the session: at most one regex
+ *	call, bounded by regex_match_limit, or one step of the fast path's
+ *	read of the body. Without a worker pool (portcullis test) the stages
+ *	run inline.
  *
  *	The end-of-message verdict known, the MIME view and the raw body are
  *	freed at once instead of at the end of the transaction (after the

@@ -30,10 +30,11 @@
  *	(tests/unit/test_mime_fast.c compares them; so does fuzz_mime).
  *
  *	A view can be parsed off the event loop: pc_mime_src_new() takes a
- *	private snapshot of the spooled message on the loop thread (a copy of
- *	the header block and an in-memory body, a dup of the spool file
- *	descriptor), and pc_mime_parse_src() may then run on any thread, even
- *	after the transaction is gone.
+ *	private snapshot of the spooled message while nothing else changes it
+ *	(the rules filter's worker holds its job's lock) (a copy of the header
+ *	block and an in-memory body, a dup of the spool file descriptor), and
+ *	pc_mime_parse_src() may then run on any thread, even after the
+ *	transaction is gone.
  * SEE ALSO
  *	RFC 2045, RFC 2046, RFC 2047, RFC 2183, RFC 2231
  */
