@@ -24,7 +24,15 @@
 #include "lib/qid.h"
 #include "lib/pool.h"
 
-static uint64_t pc_session_counter;
+/* The last session id: this process's, or the instance's in a page its workers share. */
+static unsigned long long pc_session_local;
+static unsigned long long *pc_session_counter = &pc_session_local;
+
+/* pc_session_ids_share - take ids from a counter other processes take from too */
+void pc_session_ids_share(unsigned long long *counter)
+{
+    pc_session_counter = counter;
+}
 
 /* pc_session_new - a session bound to a configuration generation */
 struct pc_session *pc_session_new(struct pc_services *svc, struct pc_settings *set,
@@ -45,7 +53,7 @@ struct pc_session *pc_session_new(struct pc_services *svc, struct pc_settings *s
     s->door = door;
     s->door_ctx = door_ctx;
     s->listener = listener;
-    s->id = ++pc_session_counter;
+    s->id = __atomic_add_fetch(pc_session_counter, 1, __ATOMIC_RELAXED);
     snprintf(s->sid, sizeof(s->sid), "S%llx", (unsigned long long)s->id);
     s->facts_tail = &s->facts;
     pc_strlcpy(s->client.name, "unknown", sizeof(s->client.name));

@@ -146,6 +146,8 @@ struct pc_session {
     bool holds_refusals;
 };
 
+/* pc_session_ids_share - number sessions from a counter shared by the instance's workers */
+void pc_session_ids_share(unsigned long long *counter);
 /* pc_session_new - a session holding a reference to its configuration generation (or NULL) */
 struct pc_session *pc_session_new(struct pc_services *, struct pc_settings *, const char *listener,
                                   const struct pc_chain *, const struct pc_door *, void *door_ctx);

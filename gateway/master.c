@@ -44,6 +44,15 @@
  *	while no worker is stuck past worker_timeout: one that a SIGKILL does
  *	not remove (uninterruptible sleep) stops the pings and systemd
  *	restarts the whole service.
+ *
+ *	Shared state, all mapped before the first fork: the ready flags and
+ *	heartbeats above; the instance's session id counter (each session
+ *	takes the next with one atomic add, so ids never repeat across
+ *	workers); and the metrics region (metrics 3): a slot per worker and
+ *	one for the parent. A dead worker's slot is kept, its gauges of held
+ *	state (connections open, spool bytes) zeroed, and its replacement
+ *	counts on in it, so the totals worker 0 serves never go back while
+ *	the parent lives.
  * SEE ALSO
  *	socket(7) SO_REUSEPORT, sd_notify(3), prctl(2)
  */
@@ -68,6 +77,7 @@
 #include "gateway/server.h"
 #include "gateway/service.h"
 #include "lib/log.h"
+#include "lib/metrics.h"
 #include "lib/parse.h"
 
 #define PC_BACKLOG        1024
@@ -92,6 +102,8 @@ struct pc_master {
     int *fds;            /* n * nl sockets: worker i's for listener k at i * nl + k */
     volatile int *ready; /* n flags in a shared page */
     long long *beat;     /* n heartbeats in a shared page (monotonic ms; 0: not watched) */
+    unsigned long long *session_ids;   /* shared: the last session id of the instance */
+    struct pc_metrics_region *metrics; /* shared: a slot per worker, then the parent's */
     long long next_check;
     bool stuck; /* a worker was silent past worker_timeout at the last check */
     struct pc_wslot *w;
@@ -204,7 +216,8 @@ static void run_child(struct pc_master *m, unsigned i, pid_t parent)
                                 .names = (const char *const *)m->names,
                                 .fds = m->fds + (size_t)i * m->nl,
                                 .ready = m->ready + i,
-                                .beat = m->beat + i};
+                                .beat = m->beat + i,
+                                .session_ids = m->session_ids};
 
     /* A worker must not outlive its parent (nobody would replace or stop it). */
     if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0 || getppid() != parent)
@@ -214,6 +227,7 @@ static void run_child(struct pc_master *m, unsigned i, pid_t parent)
     unsetenv("WATCHDOG_USEC");
     unsetenv("WATCHDOG_PID");
     child_fds(m, i);
+    pc_metrics_attach(m->metrics, i); /* a replacement counts on where the dead one stopped */
     exit(pc_server_run_worker(m->conf, &env));
 }
 
@@ -273,6 +287,8 @@ static void exited(struct pc_master *m, unsigned i, int status)
         snprintf(how, sizeof(how), "exit status %d", WEXITSTATUS(status));
     pid_t pid = w->pid;
     w->pid = 0;
+    /* Its counters stay in its slot for its replacement; its connections and spool are gone. */
+    pc_metrics_slot_gone(m->metrics, i);
     if (m->stopping) {
         pc_info("worker %u (pid %ld) stopped: %s", i, (long)pid, how);
         return;
@@ -317,6 +333,7 @@ static void reload(struct pc_master *m)
     struct pc_conf *next = pc_conf_load(path, &err);
     if (next == NULL) {
         pc_err("reload failed, keeping the running configuration (workers not told): %s", err.msg);
+        pc_metric_add(PC_M_RELOADS, "failed", NULL, 1); /* no worker counts this one */
     } else {
         pc_conf_unref(m->conf);
         m->conf = next;
@@ -469,8 +486,22 @@ int pc_master_run(struct pc_conf *conf)
     /* Their heartbeats: read by the parent without a system call (check_beats). */
     m->beat = mmap(NULL, m->n * sizeof(long long), PROT_READ | PROT_WRITE,
                    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (m->w == NULL || m->ready == MAP_FAILED || m->beat == MAP_FAILED)
+    /* Session ids: one counter for the instance, so that S1, S2, ... name one session each in
+     * the logs of every worker (an atomic add per session, no system call). */
+    m->session_ids = mmap(NULL, sizeof(*m->session_ids), PROT_READ | PROT_WRITE,
+                          MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (m->w == NULL || m->ready == MAP_FAILED || m->beat == MAP_FAILED ||
+        m->session_ids == MAP_FAILED)
         pc_fatal("out of memory");
+    /* Metrics: a slot per worker, which outlives it (counters never go back while we live),
+     * and one of ours for the start time and the reloads no worker saw. */
+    m->metrics = pc_metrics_region_new(m->n + 1, true);
+    pc_metrics_attach(m->metrics, m->n);
+    {
+        struct timespec now;
+        clock_gettime(CLOCK_REALTIME, &now);
+        pc_metric_set(PC_M_START_TIME, NULL, NULL, (double)now.tv_sec);
+    }
     if (bind_all(m) < 0)
         return EX_UNAVAILABLE;
     if (pc_privs_drop(conf->user, conf->group, conf->run_as_root, &err) < 0) {

@@ -3,9 +3,11 @@
  * NAME
  *	metrics_http 3 - the Prometheus endpoint (GET /metrics)
  * DESCRIPTION
- *	Rendering walks every series under one mutex: its cost grows with
- *	the number of series (filters, rules, stages), never with the
- *	number of sessions. Only GET and HEAD of /metrics are served; the
+ *	Rendering merges every process's series (metrics 3: with workers,
+ *	each counts in its slot of a region the parent shares, and this
+ *	endpoint, in worker 0, serves the instance's totals): its cost grows
+ *	with the number of series (filters, rules, stages) and workers,
+ *	never with the number of sessions. Only GET and HEAD of /metrics are served; the
  *	endpoint has no authentication, which is why it is off by default
  *	and binds to loopback unless told otherwise.
  * SEE ALSO

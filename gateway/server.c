@@ -35,6 +35,7 @@
 #include <unistd.h>
 
 #include "core/filter.h"
+#include "core/session.h"
 #include "gateway/backend.h"
 #include "gateway/conf.h"
 #include "core/dns.h"
@@ -373,9 +374,9 @@ static int worker_fd(const struct pc_worker_env *w, const char *name)
 }
 
 /* serves_singletons - the only process, or worker 0 of several: what one process alone may
- * serve. The metrics endpoint (one scrape address must not land on a different worker's counters
- * each time; the exposition says whose they are) and the milter listener (libmilter binds its own
- * socket and runs one smfi_main per process). */
+ * serve. The metrics endpoint (one address; it renders every worker's slot of the shared metrics
+ * region) and the milter listener (libmilter binds its own socket and runs one smfi_main per
+ * process). */
 static bool serves_singletons(const struct pc_server *srv)
 {
     return srv->wenv == NULL || srv->wenv->index == 0;
@@ -687,11 +688,13 @@ static int serve(struct pc_conf *conf, const struct pc_worker_env *w)
             return EX_UNAVAILABLE;
     if (w == NULL)
         pc_listen_fds_close_unused();
-    {
+    if (w == NULL) { /* with workers, the parent's start (master.c) */
         struct timespec now;
         clock_gettime(CLOCK_REALTIME, &now);
         pc_metric_set(PC_M_START_TIME, NULL, NULL, (double)now.tv_sec);
     }
+    if (w && w->session_ids)
+        pc_session_ids_share(w->session_ids);
     /* Bound before the privileges go, like the listeners (a reload rebinds as the user). */
     if (pc_metrics_http_configure(srv->base, conf->metrics_enabled && serves_singletons(srv),
                                   conf->metrics_address) < 0)

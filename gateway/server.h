@@ -18,6 +18,7 @@ struct pc_worker_env {
     const int *fds;
     volatile int *ready; /* shared page: set once the loop is about to run */
     long long *beat;     /* shared page: monotonic ms of the loop's last heartbeat; 0: leaving */
+    unsigned long long *session_ids; /* shared page: the instance's last session id */
 };
 
 /* pc_server_run - serve until SIGTERM; takes over the configuration reference */

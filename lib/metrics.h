@@ -6,8 +6,10 @@
  *	A fixed set of metric families (declared in lib/metrics.c, so that a
  *	typo in a name cannot make a new one) with up to two labels each.
  *	Series are created on first use; label values are copied. Every call
- *	is thread-safe and cheap (one mutex, a short list walk). Rendering
- *	follows the text exposition format 0.0.4.
+ *	is thread-safe and cheap (a short list walk and atomic instructions,
+ *	no lock, no system call). With workers, each process counts in its
+ *	slot of a region its parent shares, and the exposition is the merge
+ *	of every slot. Rendering follows the text exposition format 0.0.4.
  * SEE ALSO
  *	https://prometheus.io/docs/instrumenting/exposition_formats/
  *	https://prometheus.io/docs/practices/naming/
@@ -18,6 +20,7 @@
 #include <stdbool.h>
 
 struct pc_buf;
+struct pc_metrics_region;
 
 enum pc_metric_id {
     PC_M_CONNECTIONS,         /* counter {listener} */
@@ -43,6 +46,7 @@ enum pc_metric_id {
     PC_M_WORKERS,             /* gauge */
     PC_M_PS_FAILS,            /* counter {check, action} */
     PC_M_PS_RESULTS,          /* counter {result} */
+    PC_M_SERIES_DROPPED,      /* counter */
     PC_M_COUNT
 };
 
@@ -54,7 +58,13 @@ void pc_metric_set(enum pc_metric_id, const char *l1, const char *l2, double v);
 void pc_metric_observe(enum pc_metric_id, const char *l1, double v);
 /* pc_metrics_render - every family, text format */
 void pc_metrics_render(struct pc_buf *);
-/* pc_metrics_reset - drop every series (tests) */
+/* pc_metrics_region_new - nslots empty slots (shared: visible to processes forked later) */
+struct pc_metrics_region *pc_metrics_region_new(unsigned nslots, bool shared);
+/* pc_metrics_attach - this process counts in slot i and renders every slot of the region */
+void pc_metrics_attach(struct pc_metrics_region *, unsigned i);
+/* pc_metrics_slot_gone - slot i's process died: zero the gauges of what it held */
+void pc_metrics_slot_gone(struct pc_metrics_region *, unsigned i);
+/* pc_metrics_reset - drop every series of every slot (tests) */
 void pc_metrics_reset(void);
 /* pc_seconds_since - monotonic seconds since t (a struct timespec *) */
 double pc_seconds_since(const void *t);

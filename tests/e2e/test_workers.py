@@ -6,8 +6,9 @@ Real smtp-sink behind the gateway. Each log line carries the pid of the process 
 so the tests tell the workers apart by it: both take connections, a SIGHUP to the parent
 reaches every worker (and a broken file reaches none), SIGTERM to the parent drains a
 transaction in flight in whichever worker holds it, a SIGKILLed worker is replaced and the
-replacement serves, only the parent speaks to systemd (SCM_CREDENTIALS on NOTIFY_SOCKET), and
-/metrics says whose counters it shows.
+replacement serves, only the parent speaks to systemd (SCM_CREDENTIALS on NOTIFY_SOCKET),
+/metrics serves the instance's totals (a dead worker's counts included, so counters never go
+back) and session ids are unique across workers.
 
 Run alone: PORTCULLIS_BIN=build/portcullis PORTCULLIS_RUN_AS_ROOT=1 python3 tests/e2e/test_workers.py
 """
@@ -26,6 +27,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
 
 CONNECT = re.compile(r"\[(\d+)\]: S[0-9a-f]+: connect from")
+SESSION = re.compile(r"\[\d+\]: (S[0-9a-f]+): connect from")
+SAMPLE = re.compile(r"^([a-z_]+)(\{[^}]*\})? (\S+)$")
 STARTED = re.compile(r"worker (\d+) started, pid (\d+)")
 MSG = b"From: a@example.org\r\nTo: b@example.com\r\nSubject: w\r\n\r\nbody\r\n"
 
@@ -38,6 +41,16 @@ def wait_for(pred, timeout=10.0, step=0.05):
             return v
         time.sleep(step)
     return pred()
+
+
+def samples(text):
+    """{'name{labels}': value} of an exposition (labels as rendered)."""
+    out = {}
+    for line in text.splitlines():
+        m = SAMPLE.match(line)
+        if m:
+            out[m.group(1) + (m.group(2) or "")] = float(m.group(3))
+    return out
 
 
 def kill_quietly(pid):
@@ -99,10 +112,99 @@ class Workers(unittest.TestCase):
         self.assertEqual(served, pids, gw.log())
         body = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5).read()
         self.assertIn(b"\nportcullis_workers 2\n", body)
-        self.assertIn(b"worker 0's alone", body)
+        self.assertIn(b"sum over all of them", body)
+
+    def scrape(self, mport):
+        with urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5) as r:
+            return samples(r.read().decode())
+
+    def hold_on(self, gw, pid):
+        """An open session on worker pid (others that land elsewhere are closed)."""
+        for _ in range(64):
+            n = len(CONNECT.findall(gw.log()))
+            c = h.Chat(gw.port)
+            self.assertEqual(c.reply()[0], 220)
+            self.assertTrue(wait_for(lambda: len(CONNECT.findall(gw.log())) > n))
+            if int(CONNECT.findall(gw.log())[n]) == pid:
+                return c
+            c.cmd("QUIT")
+            c.close()
+        self.fail("no connection reached worker pid %d" % pid)
+
+    def test_metrics_are_the_instance_totals(self):
+        # Worker 0 serves /metrics; the figures are both workers' work, and a SIGKILLed
+        # worker's counts stay in the sum after its replacement: no counter goes back.
+        mport = h.free_port()
+        gw = self.gateway(f'metrics {{ enabled = true address = "127.0.0.1:{mport}" }}\n')
+        pids = set(self.workers(gw).values())
+        self.assertTrue(wait_for(lambda: self.scrape(mport)))
+        before = self.scrape(mport)  # the harness probed the port: count from here
+        served_before = len(CONNECT.findall(gw.log()))
+        self.send(gw, 24)
+        self.assertTrue(wait_for(lambda: len(self.sink.messages()) == 24))
+        # Both workers served (SO_REUSEPORT: 24 connections on one of 2 sockets is 2^-23).
+        self.assertEqual(set(int(p) for p in CONNECT.findall(gw.log())[served_before:]), pids)
+        conn = 'portcullis_connections_total{listener="in"}'
+        sent = 'portcullis_transactions_total{outcome="sent"}'
+        rcpt = 'portcullis_recipients_total{outcome="sent"}'
+        size = "portcullis_message_bytes_total"
+        connect = 'portcullis_stage_duration_seconds_count{stage="connect"}'
+        # The last session's end is counted just after our QUIT.
+        self.assertTrue(wait_for(lambda: self.scrape(mport)["portcullis_connections_active"] == 0))
+        s = self.scrape(mport)
+        d = lambda k: s.get(k, 0) - before.get(k, 0)  # noqa: E731
+        self.assertEqual(d(conn), 24, conn)
+        self.assertEqual(d(sent), 24, sent)
+        self.assertEqual(d(rcpt), 24, rcpt)
+        self.assertEqual(d(connect), 24, connect)
+        self.assertEqual(d('portcullis_replies_total{class="3xx"}'), 24)  # one 354 each
+        self.assertEqual(d(size), 24 * len(MSG), size)
+        self.assertEqual(s["portcullis_workers"], 2)
+        self.assertEqual(s['portcullis_backend_up{backend="mta"}'], 1)
+        started = s["portcullis_start_time_seconds"]  # the parent's start
+        self.assertLessEqual(abs(started - time.time()), 120)
+        # A worker dies holding a session: its counts stay, nothing goes back, what it held
+        # (the open connection) leaves the gauge, its replacement adds to the counts.
+        old = self.workers(gw)
+        held = self.hold_on(gw, old[1])
+        self.assertTrue(wait_for(lambda: self.scrape(mport)["portcullis_connections_active"] == 1))
+        s = pre = self.scrape(mport)
+        os.kill(old[1], signal.SIGKILL)
+        self.assertTrue(wait_for(lambda: self.workers(gw)[1] != old[1], timeout=10), gw.log())
+        self.assertTrue(wait_for(lambda: gw.log().count("of 2 started") == 3), gw.log())
+        after = self.scrape(mport)
+        for k, v in s.items():
+            if k.endswith("_total") or "_seconds_" in k:
+                self.assertGreaterEqual(after.get(k, 0), v, k)
+        self.assertEqual(after[conn], s[conn])
+        self.assertEqual(after[size], s[size])
+        self.assertEqual(after["portcullis_connections_active"], 0)
+        self.assertEqual(after["portcullis_start_time_seconds"], started)
+        held.close()
+        served_before = len(CONNECT.findall(gw.log()))
+        self.send(gw, 24)
+        self.assertTrue(wait_for(lambda: len(self.sink.messages()) == 48))
+        self.assertEqual(set(int(p) for p in CONNECT.findall(gw.log())[served_before:]),
+                         {old[0], self.workers(gw)[1]})
+        self.assertTrue(wait_for(lambda: self.scrape(mport)["portcullis_connections_active"] == 0))
+        s = self.scrape(mport)
+        self.assertEqual(s[conn] - pre[conn], 24, conn)
+        self.assertEqual(d(sent), 48, sent)
+        self.assertEqual(d(size), 48 * len(MSG), size)
+
+    def test_session_ids_are_unique_in_the_instance(self):
+        gw = self.gateway()
+        pids = set(self.workers(gw).values())
+        self.send(gw, 24)
+        self.assertEqual(set(int(p) for p in CONNECT.findall(gw.log())), pids, gw.log())
+        ids = SESSION.findall(gw.log())
+        self.assertGreaterEqual(len(ids), 24)
+        self.assertEqual(len(set(ids)), len(ids), sorted(ids))
 
     def test_reload_reaches_every_worker(self):
-        gw = self.gateway(banner="OLD")
+        mport = h.free_port()
+        gw = self.gateway(f'metrics {{ enabled = true address = "127.0.0.1:{mport}" }}\n',
+                          banner="OLD")
         pids = set(self.workers(gw).values())
         with open(gw.path) as f:
             conf = f.read()
@@ -124,6 +226,10 @@ class Workers(unittest.TestCase):
         time.sleep(0.5)
         self.assertEqual(len(reloaded.findall(gw.log())), 2, gw.log())
         self.send(gw, 2)
+        # One reload each way, though two workers reloaded and the parent alone refused.
+        s = self.scrape(mport)
+        self.assertEqual(s['portcullis_reloads_total{result="ok"}'], 1)
+        self.assertEqual(s['portcullis_reloads_total{result="failed"}'], 1)
 
     def test_sigterm_drains_a_transaction_in_flight(self):
         gw = self.gateway()
