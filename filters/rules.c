@@ -19,15 +19,19 @@
  *	them slow (a catastrophic regex over 999 headers, 100,000 nested
  *	multiparts), so they run on the worker pool and the loop keeps serving
  *	other clients (issue 13 section 5). The hook returns PC_PENDING; the
- *	MIME view is parsed on the worker from a private snapshot of the
- *	message (pc_mime_src_new), then, holding the job's lock, the worker
- *	evaluates the rules against the session, which the loop leaves alone
- *	while the stage is pending. Each message has a CPU budget
- *	(cpu_budget): past it the stage ends with PC_ERROR, i.e. on_error
- *	(tempfail by default). If the chain gives up first (timeout, client
- *	gone), cancel() tells the worker to stop and waits for it to let go
- *	of the session: at most one regex call, bounded by regex_match_limit.
- *	Without a worker pool (portcullis test) the stages run inline.
+ *	worker, holding the job's lock (the loop leaves the session alone
+ *	while the stage is pending), reads a one-part message's MIME view
+ *	straight from the spool (pc_mime_parse_fast: linear, and it stops once
+ *	cancelled), or else takes a private snapshot of the message
+ *	(pc_mime_src_new) and lets go of the lock while GMime parses it; then,
+ *	holding the lock again, it evaluates the rules against the session.
+ *	Each message has a CPU budget (cpu_budget): past it the stage ends
+ *	with PC_ERROR, i.e. on_error (tempfail by default). If the chain
+ *	gives up first (timeout, client gone), cancel() tells the worker to
+ *	stop and waits for it to let go of the session: at most one regex
+ *	call, bounded by regex_match_limit, or one step of the fast path's
+ *	read of the body. Without a worker pool (portcullis test) the stages
+ *	run inline.
  *
  *	The end-of-message verdict known, the MIME view and the raw body are
  *	freed at once instead of at the end of the transaction (after the
@@ -82,7 +86,8 @@ struct rules_job {
     const struct pc_rules *rules;
     struct rules_ctx *x;
     enum pc_rstage stage;
-    struct pc_mime_src *src; /* body stage: the message to parse, owned by the job */
+    bool want_mime;          /* body stage: the rules read the MIME view */
+    struct pc_mime_src *src; /* a snapshot of a message to parse, owned by the job */
     struct pc_mime *mime;    /* parsed, not yet handed to the run */
     struct pc_verdict v;
     enum pc_action a;
@@ -270,16 +275,40 @@ static void job_free(struct rules_job *job)
     free(job);
 }
 
-/* job_work - worker thread: parse (session-free), then evaluate holding the lock */
+/* job_view - holding the lock: a one-part message's view straight from the spool (bounded,
+ * linear, and it checks the cancel flag), or else a snapshot to parse without the lock */
+static void job_view(struct rules_job *job, uint64_t *parse_ns)
+{
+    const struct pc_msg *msg = &job->s->txn->msg;
+    unsigned long budget = pc_rules_budget_left(job->rules, job->x->run);
+    uint64_t t0 = thread_ns();
+
+    job->mime = pc_mime_parse_fast(msg, pc_rules_mime_limits(job->rules), &job->cancelled, budget);
+    if (job->mime == NULL) {
+        job->src = pc_mime_src_new(msg);
+        /* The parse stops (as if the input ended) past the budget or once cancelled, so an
+         * abandoned or hostile message does not keep a worker busy for seconds. */
+        pc_mime_src_budget(job->src, &job->cancelled, budget);
+    }
+    *parse_ns += thread_ns() - t0;
+}
+
+/* job_work - worker thread: the MIME view, then evaluate holding the lock */
 static void job_work(void *arg)
 {
     struct rules_job *job = arg;
     uint64_t parse_ns = 0;
 
+    if (job->want_mime) {
+        pthread_mutex_lock(&job->lock);
+        if (!atomic_load(&job->cancelled))
+            job_view(job, &parse_ns);
+        pthread_mutex_unlock(&job->lock);
+    }
     if (job->src && !atomic_load(&job->cancelled)) {
         uint64_t t0 = thread_ns();
         job->mime = pc_mime_parse_src(job->src, pc_rules_mime_limits(job->rules));
-        parse_ns = thread_ns() - t0;
+        parse_ns += thread_ns() - t0;
     }
     pthread_mutex_lock(&job->lock);
     if (!atomic_load(&job->cancelled)) {
@@ -385,12 +414,7 @@ static enum pc_action run(struct pc_session *s, void *conf, void *ctx, struct pc
     job->x = x;
     job->stage = stage;
     pc_verdict_clear(&job->v);
-    if (stage == PC_RS_BODY && pc_rules_needs_mime(c->rules)) {
-        job->src = pc_mime_src_new(&s->txn->msg);
-        /* The parse stops (as if the input ended) past the budget or once cancelled, so an
-         * abandoned or hostile message does not keep a worker busy for seconds. */
-        pc_mime_src_budget(job->src, &job->cancelled, pc_rules_budget_left(c->rules, x->run));
-    }
+    job->want_mime = stage == PC_RS_BODY && pc_rules_needs_mime(c->rules);
     pc_rules_stop(x->run, false);
     x->job = job;
     pc_worker_submit(s->svc->workers, job_work, job_done, job);

@@ -203,10 +203,9 @@ static const struct pc_mime *pc_rules_mime(const struct pc_rules *rs, struct pc_
 {
     if (run->mime || s->txn == NULL)
         return run->mime;
-    struct pc_mime_src *src = pc_mime_src_new(&s->txn->msg);
-    pc_mime_src_budget(src, &run->stop, pc_rules_budget_left(rs, run));
-    pc_rules_set_mime(run, s, pc_mime_parse_src(src, &rs->lim.mime));
-    pc_mime_src_free(src);
+    pc_rules_set_mime(
+        run, s,
+        pc_mime_parse_live(&s->txn->msg, &rs->lim.mime, &run->stop, pc_rules_budget_left(rs, run)));
     return run->mime;
 }
 

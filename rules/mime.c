@@ -92,6 +92,23 @@ static char *text_resize(char *old, size_t oldcap, size_t cap)
     return p;
 }
 
+/* text_exact - a text buffer of its final size: a large one is mapped with its pages at once,
+ * which costs far less than a page fault per 4 KB as the copy first touches them */
+static char *text_exact(size_t cap)
+{
+    if (cap < BIG_TEXT) {
+        char *t = malloc(cap);
+        if (t == NULL)
+            pc_fatal("out of memory");
+        return t;
+    }
+    void *p =
+        mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+    if (p == MAP_FAILED)
+        pc_fatal("out of memory");
+    return p;
+}
+
 /* text_free - pool cleanup: the text buffer, mapped or malloc'd */
 static void text_free(void *arg)
 {
@@ -145,27 +162,34 @@ static const char *part_params(struct pc_pool *pool, GMimeContentType *ct)
     return out;
 }
 
-/* part_read - decode a leaf's content: its decoded size, and its text when it is text */
-static void part_read(struct mime_walk *w, GMimePart *part, struct pc_mime_part *mp, bool text)
+/* text_wanted - is the leaf's text kept: a text part, not an attachment, and some rule reads
+ * body */
+static bool text_wanted(const struct mime_walk *w, const struct pc_mime_part *mp)
 {
-    GMimeDataWrapper *dw = g_mime_part_get_content(part);
+    return strncmp(mp->type, "text/", 5) == 0 && strcmp(mp->disposition, "attachment") != 0 &&
+           !(w->lim->skip & PC_MIME_SKIP_TEXT);
+}
+
+/* charset_filter - UTF-8 conversion for a text part's charset; NULL when none is needed or
+ * iconv does not know the charset (the bytes are kept as they are) */
+static GMimeFilter *charset_filter(const struct pc_mime_part *mp)
+{
+    if (mp->charset == NULL || strcasecmp(mp->charset, "utf-8") == 0 ||
+        strcasecmp(mp->charset, "us-ascii") == 0)
+        return NULL;
+    return g_mime_filter_charset_new(mp->charset, "UTF-8");
+}
+
+/* part_decode - read a leaf's content stream through its decoders: decoded size, text */
+static void part_decode(struct mime_walk *w, struct pc_mime_part *mp, GMimeStream *src,
+                        GMimeContentEncoding enc, bool text)
+{
     char buf[8192];
     ssize_t n;
     bool keep = text;
 
-    if (dw == NULL)
-        return;
-    if (text && (w->lim->skip & PC_MIME_SKIP_TEXT))
-        text = keep = false;
-    /* Decoding is the costly part; only for what some rule reads. */
-    if (!text && (w->lim->skip & PC_MIME_SKIP_SIZE))
-        return;
-    GMimeStream *src = g_mime_data_wrapper_get_stream(dw);
-    if (src == NULL)
-        return;
     g_mime_stream_reset(src);
     GMimeStream *fs = g_mime_stream_filter_new(src);
-    GMimeContentEncoding enc = g_mime_data_wrapper_get_encoding(dw);
     if (enc != GMIME_CONTENT_ENCODING_DEFAULT) {
         GMimeFilter *f = g_mime_filter_basic_new(enc, FALSE);
         if (f) {
@@ -173,13 +197,10 @@ static void part_read(struct mime_walk *w, GMimePart *part, struct pc_mime_part 
             g_object_unref(f);
         }
     }
-    if (text && mp->charset && strcasecmp(mp->charset, "utf-8") != 0 &&
-        strcasecmp(mp->charset, "us-ascii") != 0) {
-        GMimeFilter *f = g_mime_filter_charset_new(mp->charset, "UTF-8");
-        if (f) { /* NULL: a charset iconv does not know; keep the bytes */
-            g_mime_stream_filter_add(GMIME_STREAM_FILTER(fs), f);
-            g_object_unref(f);
-        }
+    GMimeFilter *cf = text ? charset_filter(mp) : NULL;
+    if (cf) {
+        g_mime_stream_filter_add(GMIME_STREAM_FILTER(fs), cf);
+        g_object_unref(cf);
     }
     if (text && w->m->text_len)
         keep = text_append(w, "\n", 1);
@@ -190,29 +211,52 @@ static void part_read(struct mime_walk *w, GMimePart *part, struct pc_mime_part 
             size_t before = w->m->text_len;
             keep = text_append(w, buf, (size_t)n);
             mp->text_len += w->m->text_len - before;
+        } else if (text) {
+            set_limit(w->m, PC_MIME_LIM_TEXT, "text"); /* text past the limit: cut */
         }
-        /* Past the text limit, read on only when a rule wants the part's size. */
-        if (!keep && (w->lim->skip & PC_MIME_SKIP_SIZE))
+        /* Past the text limit, read on only when a rule wants the part's size; but when the
+         * text filled the limit exactly, whether it was cut is known only from what follows. */
+        if (!keep && (w->lim->skip & PC_MIME_SKIP_SIZE)) {
+            if (text && !(w->m->limits & PC_MIME_LIM_TEXT) &&
+                g_mime_stream_read(fs, buf, sizeof(buf)) > 0)
+                set_limit(w->m, PC_MIME_LIM_TEXT, "text");
             break;
+        }
     }
     if (text)
         mp->text = ""; /* pointed into m->text at the end */
     g_object_unref(fs);
 }
 
-/* add_leaf - one leaf part into the flat list */
-static void add_leaf(struct mime_walk *w, GMimeObject *obj, unsigned depth)
+/* part_read - decode a leaf's content: its decoded size, and its text when it is text */
+static void part_read(struct mime_walk *w, GMimePart *part, struct pc_mime_part *mp)
+{
+    GMimeDataWrapper *dw = g_mime_part_get_content(part);
+    bool text = text_wanted(w, mp);
+
+    if (dw == NULL)
+        return;
+    /* Decoding is the costly part; only for what some rule reads. */
+    if (!text && (w->lim->skip & PC_MIME_SKIP_SIZE))
+        return;
+    GMimeStream *src = g_mime_data_wrapper_get_stream(dw);
+    if (src == NULL)
+        return;
+    part_decode(w, mp, src, g_mime_data_wrapper_get_encoding(dw), text);
+}
+
+/* leaf_new - a slot for one more leaf part; NULL past the parts limit */
+static struct pc_mime_part *leaf_new(struct mime_walk *w, unsigned depth)
 {
     struct pc_mime *m = w->m;
-    struct pc_pool *pool = m->pool;
 
     if (m->nparts >= w->lim->max_parts) {
         set_limit(m, PC_MIME_LIM_PARTS, "parts");
-        return;
+        return NULL;
     }
     if (m->nparts == w->cap) {
         size_t cap = w->cap ? w->cap * 2 : 8;
-        struct pc_mime_part *v = pc_pool_zalloc(pool, cap * sizeof(*v));
+        struct pc_mime_part *v = pc_pool_zalloc(m->pool, cap * sizeof(*v));
         size_t *o = realloc(w->text_off, cap * sizeof(*o));
         if (o == NULL)
             pc_fatal("out of memory");
@@ -226,7 +270,12 @@ static void add_leaf(struct mime_walk *w, GMimeObject *obj, unsigned depth)
     memset(mp, 0, sizeof(*mp));
     w->text_off[m->nparts - 1] = 0;
     mp->depth = depth;
-    GMimeContentType *ct = g_mime_object_get_content_type(obj);
+    return mp;
+}
+
+/* leaf_type - content type, its parameters and charset, as rules read them */
+static void leaf_type(struct pc_pool *pool, struct pc_mime_part *mp, GMimeContentType *ct)
+{
     if (ct) {
         char *t = g_mime_content_type_get_mime_type(ct);
         mp->type = lower(pool, t);
@@ -238,20 +287,43 @@ static void add_leaf(struct mime_walk *w, GMimeObject *obj, unsigned depth)
         mp->type = "text/plain";
         mp->params = "";
     }
-    const char *disp = g_mime_object_get_disposition(obj);
-    mp->disposition = lower(pool, disp);
+}
+
+/* leaf_encoding - the transfer encoding's name, as rules read it */
+static const char *leaf_encoding(struct pc_pool *pool, GMimeContentEncoding enc)
+{
+    const char *es = g_mime_content_encoding_to_string(enc);
+
+    return es ? lower(pool, es) : "";
+}
+
+/* leaf_fields - one leaf part into the flat list, from its headers; NULL past the parts limit */
+static struct pc_mime_part *leaf_fields(struct mime_walk *w, GMimeObject *obj, unsigned depth)
+{
+    struct pc_pool *pool = w->m->pool;
+    struct pc_mime_part *mp = leaf_new(w, depth);
+
+    if (mp == NULL)
+        return NULL;
+    leaf_type(pool, mp, g_mime_object_get_content_type(obj));
+    mp->disposition = lower(pool, g_mime_object_get_disposition(obj));
     mp->encoding = "";
     if (GMIME_IS_PART(obj)) {
         GMimePart *part = GMIME_PART(obj);
         const char *fn = g_mime_part_get_filename(part);
         mp->filename = fn ? pc_pool_strdup(pool, fn) : NULL;
-        GMimeContentEncoding enc = g_mime_part_get_content_encoding(part);
-        const char *es = g_mime_content_encoding_to_string(enc);
-        mp->encoding = es ? lower(pool, es) : "";
-        bool text =
-            strncmp(mp->type, "text/", 5) == 0 && strcmp(mp->disposition, "attachment") != 0;
-        part_read(w, part, mp, text);
+        mp->encoding = leaf_encoding(pool, g_mime_part_get_content_encoding(part));
     }
+    return mp;
+}
+
+/* add_leaf - one leaf part: what its headers say, then its content */
+static void add_leaf(struct mime_walk *w, GMimeObject *obj, unsigned depth)
+{
+    struct pc_mime_part *mp = leaf_fields(w, obj, depth);
+
+    if (mp && GMIME_IS_PART(obj))
+        part_read(w, GMIME_PART(obj), mp);
 }
 
 /* walk - depth-first over the tree, bounded */
@@ -286,15 +358,41 @@ static void walk(struct mime_walk *w, GMimeObject *obj, unsigned depth)
     add_leaf(w, obj, depth);
 }
 
+/* walk_done - point the parts' text into the joined text; the text buffer goes with the pool */
+static void walk_done(struct mime_walk *w)
+{
+    struct pc_mime *m = w->m;
+
+    for (size_t i = 0; i < m->nparts; i++)
+        if (m->parts[i].text)
+            m->parts[i].text = m->text ? m->text + w->text_off[i] : "";
+    if (m->text == NULL)
+        m->text = pc_pool_strdup(m->pool, "");
+    else {
+        m->text_map = w->text_cap >= BIG_TEXT ? w->text_cap : 0;
+        pc_pool_cleanup(m->pool, text_free, m);
+    }
+    free(w->text_off);
+    w->text_off = NULL;
+}
+
+/* mime_new - an empty view */
+static struct pc_mime *mime_new(void)
+{
+    struct pc_pool *pool = pc_pool_create(4096);
+    struct pc_mime *m = pc_pool_zalloc(pool, sizeof(*m));
+
+    m->pool = pool;
+    return m;
+}
+
 /* parse_stream - parse and flatten */
 static struct pc_mime *parse_stream(GMimeStream *stream, bool persist,
                                     const struct pc_mime_limits *lim)
 {
-    struct pc_pool *pool = pc_pool_create(4096);
-    struct pc_mime *m = pc_pool_zalloc(pool, sizeof(*m));
+    struct pc_mime *m = mime_new();
     struct mime_walk w = {.m = m, .lim = lim};
 
-    m->pool = pool;
     GMimeParser *p = g_mime_parser_new_with_stream(stream);
     g_mime_parser_set_persist_stream(p, persist);
     GMimeMessage *msg = g_mime_parser_construct_message(p, NULL);
@@ -302,16 +400,7 @@ static struct pc_mime *parse_stream(GMimeStream *stream, bool persist,
         m->error = true;
     else
         walk(&w, g_mime_message_get_mime_part(msg), 0);
-    for (size_t i = 0; i < m->nparts; i++)
-        if (m->parts[i].text)
-            m->parts[i].text = m->text ? m->text + w.text_off[i] : "";
-    if (m->text == NULL)
-        m->text = pc_pool_strdup(pool, "");
-    else {
-        m->text_map = w.text_cap >= BIG_TEXT ? w.text_cap : 0;
-        pc_pool_cleanup(pool, text_free, m);
-    }
-    free(w.text_off);
+    walk_done(&w);
     if (msg)
         g_object_unref(msg);
     g_object_unref(p);
@@ -335,26 +424,12 @@ struct pc_mime_src {
     unsigned long budget_ms; /* CPU the parse may use; 0 = unbounded */
 };
 
-/*
- * A stream that ends early: GMime's parser is one call that we cannot
- * interrupt, and 100,000 nested multiparts keep it busy for seconds (its
- * boundary stack is searched for every line). This wrapper reports the
- * end of the input once the parse has used its CPU or was abandoned, so
- * the parser finishes with what it has and the worker is free again.
- */
-typedef struct {
-    GMimeStream parent;
-    GMimeStream *inner;
+/* A parse's CPU budget, and the flag that abandons it. */
+struct mime_budget {
     const atomic_bool *stop;
     uint64_t wall0, cpu0, budget_ns; /* budget_ns 0: no budget */
     bool cut;
-} PcBudgetStream;
-
-typedef struct {
-    GMimeStreamClass parent_class;
-} PcBudgetStreamClass;
-
-G_DEFINE_TYPE(PcBudgetStream, pc_budget_stream, GMIME_TYPE_STREAM)
+};
 
 /* clock_ns - one clock in nanoseconds */
 static uint64_t clock_ns(clockid_t id)
@@ -365,8 +440,18 @@ static uint64_t clock_ns(clockid_t id)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-/* bs_over - has the parse used its budget or been abandoned */
-static bool bs_over(PcBudgetStream *b)
+/* budget_init - start the clocks */
+static void budget_init(struct mime_budget *b, const atomic_bool *stop, unsigned long ms)
+{
+    b->stop = stop;
+    b->budget_ns = (uint64_t)ms * 1000000u;
+    b->wall0 = clock_ns(CLOCK_MONOTONIC);
+    b->cpu0 = clock_ns(CLOCK_THREAD_CPUTIME_ID);
+    b->cut = false;
+}
+
+/* budget_over - has the parse used its budget or been abandoned */
+static bool budget_over(struct mime_budget *b)
 {
     if (b->cut)
         return true;
@@ -377,6 +462,31 @@ static bool bs_over(PcBudgetStream *b)
     if (b->budget_ns == 0 || clock_ns(CLOCK_MONOTONIC) - b->wall0 <= b->budget_ns)
         return false;
     return b->cut = clock_ns(CLOCK_THREAD_CPUTIME_ID) - b->cpu0 > b->budget_ns;
+}
+
+/*
+ * A stream that ends early: GMime's parser is one call that we cannot
+ * interrupt, and 100,000 nested multiparts keep it busy for seconds (its
+ * boundary stack is searched for every line). This wrapper reports the
+ * end of the input once the parse has used its CPU or was abandoned, so
+ * the parser finishes with what it has and the worker is free again.
+ */
+typedef struct {
+    GMimeStream parent;
+    GMimeStream *inner;
+    struct mime_budget b;
+} PcBudgetStream;
+
+typedef struct {
+    GMimeStreamClass parent_class;
+} PcBudgetStreamClass;
+
+G_DEFINE_TYPE(PcBudgetStream, pc_budget_stream, GMIME_TYPE_STREAM)
+
+/* bs_over - has the parse used its budget or been abandoned */
+static bool bs_over(PcBudgetStream *b)
+{
+    return budget_over(&b->b);
 }
 
 /* bs_read - the inner stream's bytes, or the end once over budget */
@@ -417,7 +527,7 @@ static gboolean bs_eos(GMimeStream *stream)
 {
     PcBudgetStream *b = (PcBudgetStream *)stream;
 
-    return b->cut || g_mime_stream_eos(b->inner);
+    return b->b.cut || g_mime_stream_eos(b->inner);
 }
 
 /* bs_reset - back to the start */
@@ -491,10 +601,7 @@ static GMimeStream *budget_stream_new(GMimeStream *inner, const atomic_bool *sto
 
     g_mime_stream_construct(GMIME_STREAM(b), 0, -1);
     b->inner = g_object_ref(inner);
-    b->stop = stop;
-    b->budget_ns = (uint64_t)budget_ms * 1000000u;
-    b->wall0 = clock_ns(CLOCK_MONOTONIC);
-    b->cpu0 = clock_ns(CLOCK_THREAD_CPUTIME_ID);
+    budget_init(&b->b, stop, budget_ms);
     return GMIME_STREAM(b);
 }
 
@@ -550,7 +657,7 @@ struct pc_mime *pc_mime_parse_src(struct pc_mime_src *src, const struct pc_mime_
         return parse_stream(src->stream, src->persist, lim);
     GMimeStream *b = budget_stream_new(src->stream, src->stop, src->budget_ms);
     struct pc_mime *m = parse_stream(b, src->persist, lim);
-    if (((PcBudgetStream *)b)->cut)
+    if (((PcBudgetStream *)b)->b.cut)
         set_limit(m, PC_MIME_LIM_BUDGET, "budget");
     g_object_unref(b);
     return m;
@@ -591,4 +698,382 @@ char *pc_mime_decode_header(const char *value)
     if (out == NULL)
         pc_fatal("out of memory");
     return out;
+}
+
+/*
+ * The fast path: a message that is one leaf part (no multipart, no
+ * message/rfc822 at the top) is most mail, and for it GMime's parser does
+ * nothing but copy the body line by line, looking for boundaries that
+ * cannot be there. GMime parses the header block alone (the same bytes the
+ * full parse starts with, cut where the body begins), so the part's
+ * fields come from the same code; the body is then read through
+ * pc_msg_body_read(): copied as it is when it needs no decoding, or else
+ * through GMime's own decoders in the same 4 KB steps as the full parse
+ * (GMimeStreamFilter), so that the decoded text and size are the same.
+ */
+
+/* A spooled message's body as a GMime stream (through pc_msg_body_read), cut at a budget. */
+typedef struct {
+    GMimeStream parent;
+    const struct pc_msg *msg;
+    struct mime_budget *b;
+    bool error;
+} PcBodyStream;
+
+typedef struct {
+    GMimeStreamClass parent_class;
+} PcBodyStreamClass;
+
+G_DEFINE_TYPE(PcBodyStream, pc_body_stream, GMIME_TYPE_STREAM)
+
+/* body_read - the next body bytes, or the end once over budget */
+static ssize_t body_read(GMimeStream *stream, char *buf, size_t len)
+{
+    PcBodyStream *s = (PcBodyStream *)stream;
+
+    if (s->error || budget_over(s->b) || stream->position >= stream->bound_end)
+        return s->error ? -1 : 0;
+    if ((gint64)len > stream->bound_end - stream->position)
+        len = (size_t)(stream->bound_end - stream->position);
+    ssize_t n = pc_msg_body_read(s->msg, (size_t)stream->position, buf, len);
+    if (n > 0)
+        stream->position += n;
+    else
+        s->error = true; /* a short spool: the end, as a failed read of the file would be */
+    return n > 0 ? n : -1;
+}
+
+/* body_write - read-only */
+static ssize_t body_write(GMimeStream *stream, const char *buf, size_t len)
+{
+    (void)stream, (void)buf, (void)len;
+    return -1;
+}
+
+/* body_eos - at the end, cut, or failed */
+static gboolean body_eos(GMimeStream *stream)
+{
+    PcBodyStream *s = (PcBodyStream *)stream;
+
+    return s->error || s->b->cut || stream->position >= stream->bound_end;
+}
+
+/* body_reset - back to the start */
+static int body_reset(GMimeStream *stream)
+{
+    stream->position = stream->bound_start;
+    return 0;
+}
+
+/* body_seek - within the body */
+static gint64 body_seek(GMimeStream *stream, gint64 offset, GMimeSeekWhence whence)
+{
+    gint64 to = whence == GMIME_STREAM_SEEK_SET   ? stream->bound_start + offset
+                : whence == GMIME_STREAM_SEEK_CUR ? stream->position + offset
+                                                  : stream->bound_end + offset;
+
+    if (to < stream->bound_start || to > stream->bound_end)
+        return -1;
+    return stream->position = to;
+}
+
+/* body_tell, body_length - position and size */
+static gint64 body_tell(GMimeStream *stream)
+{
+    return stream->position;
+}
+
+static gint64 body_length(GMimeStream *stream)
+{
+    return stream->bound_end - stream->bound_start;
+}
+
+/* body_substream - not needed by the decoders */
+static GMimeStream *body_substream(GMimeStream *stream, gint64 start, gint64 end)
+{
+    (void)stream, (void)start, (void)end;
+    return NULL;
+}
+
+/* body_flush, body_close - nothing to do */
+static int body_flush(GMimeStream *stream)
+{
+    (void)stream;
+    return 0;
+}
+
+static int body_close(GMimeStream *stream)
+{
+    (void)stream;
+    return 0;
+}
+
+/* pc_body_stream_class_init - the vtable */
+static void pc_body_stream_class_init(PcBodyStreamClass *klass)
+{
+    GMimeStreamClass *sc = GMIME_STREAM_CLASS(klass);
+
+    sc->read = body_read;
+    sc->write = body_write;
+    sc->flush = body_flush;
+    sc->close = body_close;
+    sc->eos = body_eos;
+    sc->reset = body_reset;
+    sc->seek = body_seek;
+    sc->tell = body_tell;
+    sc->length = body_length;
+    sc->substream = body_substream;
+}
+
+/* pc_body_stream_init - nothing before construction */
+static void pc_body_stream_init(PcBodyStream *s)
+{
+    (void)s;
+}
+
+/* identity - a transfer encoding GMime decodes by copying */
+static bool identity(GMimeContentEncoding enc)
+{
+    return enc == GMIME_CONTENT_ENCODING_DEFAULT || enc == GMIME_CONTENT_ENCODING_7BIT ||
+           enc == GMIME_CONTENT_ENCODING_8BIT || enc == GMIME_CONTENT_ENCODING_BINARY;
+}
+
+/* READ_STEP - what GMime's filter stream reads from its source at a time (gmime-stream-filter.c):
+ * with a text limit and no part.size rule the full parse stops at the end of such a step */
+#define READ_STEP 4096
+/* COPY_STEP - bytes copied between two looks at the budget */
+#define COPY_STEP (1024 * 1024)
+
+/* body_copy - a body that needs no decoding: its text is its bytes */
+static void body_copy(struct mime_walk *w, struct pc_mime_part *mp, const struct pc_msg *msg,
+                      bool text, struct mime_budget *b)
+{
+    struct pc_mime *m = w->m;
+    size_t len = msg->body_len;
+
+    mp->size = len;
+    if (!text)
+        return;
+    mp->text = ""; /* pointed into m->text at the end */
+    size_t want = len;
+    if (len > w->lim->max_text) {
+        want = w->lim->max_text;
+        set_limit(m, PC_MIME_LIM_TEXT, "text");
+        /* The full parse stops reading at the step that reached the limit. */
+        if (w->lim->skip & PC_MIME_SKIP_SIZE) {
+            size_t read = (want + READ_STEP - 1) / READ_STEP * READ_STEP;
+            mp->size = read < len ? read : len;
+        }
+    }
+    if (want == 0)
+        return;
+    char *t = text_exact(want + 1);
+    m->text = t;
+    w->text_cap = want + 1;
+    size_t got = 0;
+    while (got < want && !budget_over(b)) {
+        size_t step = want - got < COPY_STEP ? want - got : COPY_STEP;
+        ssize_t n = pc_msg_body_read(msg, got, t + got, step);
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+    }
+    t[got] = 0;
+    m->text_len = mp->text_len = got;
+}
+
+/* body_fill - the single leaf's size and text from the spooled body */
+static void body_fill(struct mime_walk *w, struct pc_mime_part *mp, const struct pc_msg *msg,
+                      GMimeContentEncoding enc, struct mime_budget *b)
+{
+    bool text = text_wanted(w, mp);
+
+    if (!text && (w->lim->skip & PC_MIME_SKIP_SIZE))
+        return;
+    GMimeFilter *cf = text ? charset_filter(mp) : NULL;
+    if (cf == NULL && identity(enc)) {
+        body_copy(w, mp, msg, text, b);
+        return;
+    }
+    if (cf)
+        g_object_unref(cf);
+    PcBodyStream *s = g_object_new(pc_body_stream_get_type(), NULL);
+    g_mime_stream_construct(GMIME_STREAM(s), 0, (gint64)msg->body_len);
+    s->msg = msg;
+    s->b = b;
+    part_decode(w, mp, GMIME_STREAM(s), enc, text);
+    g_object_unref(s);
+}
+
+/*
+ * Plain headers: most messages are text with at most one each of
+ * Content-Type, Content-Transfer-Encoding and Content-Disposition, and
+ * header names GMime cannot read otherwise. Building a GMime message
+ * for them costs more than reading a 5 KB body, so their values go
+ * straight to the functions GMime's part applies to them as they are
+ * added (the decoded value, then g_mime_content_type_parse() and the
+ * others, as gmime-object.c and gmime-part.c do). Anything else (a
+ * duplicate, an encoded-word in the type, a type that is not text, an
+ * unusual header name) goes through GMime's parse of the header block.
+ */
+
+/* plain_name - a header name GMime reads as the same name: no blank before the colon, no
+ * character it might treat otherwise */
+static bool plain_name(const struct pc_header *h)
+{
+    for (size_t i = 0; i < h->name_len; i++) {
+        unsigned char c = (unsigned char)h->name[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_'))
+            return false;
+    }
+    return h->name_len > 0 && h->name[h->name_len] == ':';
+}
+
+/* plain_value - GMime's decoded value of the one header of that name (NULL: none); *bad when
+ * there is more than one */
+static char *plain_value(const struct pc_msg *msg, const char *name, bool *bad)
+{
+    size_t nl = strlen(name);
+    char *v = NULL;
+
+    for (size_t i = 0; i < msg->nhdrs; i++) {
+        const struct pc_header *h = &msg->hdrs[i]; /* deleted or not: GMime sees the block */
+        if (h->name_len != nl || strncasecmp(h->name, name, nl) != 0)
+            continue;
+        if (v) {
+            *bad = true;
+            break;
+        }
+        /* g_mime_header_get_value(): unfolded, then decoded */
+        char *raw = g_strndup(h->value, h->value_len);
+        char *unfolded = g_mime_utils_header_unfold(raw);
+        v = g_mime_utils_header_decode_text(NULL, unfolded);
+        g_free(unfolded);
+        if (strstr(raw, "=?"))
+            *bad = true; /* the parser decides the part's class on the undecoded value */
+        g_free(raw);
+    }
+    return v;
+}
+
+/* parse_plain - a text message with plain headers, without a GMime parser; NULL otherwise */
+static struct pc_mime *parse_plain(const struct pc_msg *msg, const struct pc_mime_limits *lim,
+                                   struct mime_budget *b)
+{
+    if (!msg->separator)
+        return NULL;
+    for (size_t i = 0; i < msg->nhdrs; i++)
+        if (!plain_name(&msg->hdrs[i]))
+            return NULL;
+    bool bad = false;
+    char *ctv = plain_value(msg, "Content-Type", &bad);
+    char *cdv = plain_value(msg, "Content-Disposition", &bad);
+    char *cte = plain_value(msg, "Content-Transfer-Encoding", &bad);
+    GMimeContentType *ct = NULL;
+    GMimeContentDisposition *cd = NULL;
+    struct pc_mime *m = NULL;
+    if (bad)
+        goto out;
+    ct = ctv ? g_mime_content_type_parse(NULL, ctv) : g_mime_content_type_new("text", "plain");
+    const char *media = ct ? g_mime_content_type_get_media_type(ct) : NULL;
+    if (media == NULL || g_ascii_strcasecmp(media, "text") != 0)
+        goto out;
+    if (cdv)
+        cd = g_mime_content_disposition_parse(NULL, cdv);
+    GMimeContentEncoding enc =
+        cte ? g_mime_content_encoding_from_string(cte) : GMIME_CONTENT_ENCODING_DEFAULT;
+    m = mime_new();
+    struct mime_walk w = {.m = m, .lim = lim};
+    struct pc_mime_part *mp = leaf_new(&w, 0);
+    if (mp) {
+        leaf_type(m->pool, mp, ct);
+        mp->disposition =
+            lower(m->pool, cd ? g_mime_content_disposition_get_disposition(cd) : NULL);
+        /* g_mime_part_get_filename(): the disposition's filename, else the type's name */
+        const char *fn = cd ? g_mime_content_disposition_get_parameter(cd, "filename") : NULL;
+        if (fn == NULL)
+            fn = g_mime_content_type_get_parameter(ct, "name");
+        mp->filename = fn ? pc_pool_strdup(m->pool, fn) : NULL;
+        mp->encoding = leaf_encoding(m->pool, enc);
+        body_fill(&w, mp, msg, enc, b);
+    }
+    walk_done(&w);
+    if (b->cut)
+        set_limit(m, PC_MIME_LIM_BUDGET, "budget");
+    m->parsed_by = PC_MIME_BY_PLAIN;
+out:
+    if (cd)
+        g_object_unref(cd);
+    if (ct)
+        g_object_unref(ct);
+    g_free(ctv);
+    g_free(cdv);
+    g_free(cte);
+    return m;
+}
+
+/* pc_mime_parse_fast - a one-part message without GMime reading its body; NULL otherwise */
+struct pc_mime *pc_mime_parse_fast(const struct pc_msg *msg, const struct pc_mime_limits *lim,
+                                   const atomic_bool *stop, unsigned long budget_ms)
+{
+    /* Without a body the full parse reads no more than this one would. */
+    if (!msg->separator && msg->body_len == 0)
+        return NULL;
+    pthread_once(&mime_once, mime_init);
+    struct mime_budget b;
+    budget_init(&b, stop, budget_ms);
+    struct pc_mime *pm = parse_plain(msg, lim, &b);
+    if (pm)
+        return pm;
+    /* The bytes the full parse starts with (pc_mime_src_new), up to where the body begins. */
+    GByteArray *hb = g_byte_array_sized_new((guint)msg->head.len + 2);
+    if (msg->head.len)
+        g_byte_array_append(hb, (const guint8 *)msg->head.data, (guint)msg->head.len);
+    g_byte_array_append(hb, (const guint8 *)"\r\n", 2);
+    GMimeStream *hs = g_mime_stream_mem_new_with_byte_array(hb);
+    GMimeParser *p = g_mime_parser_new_with_stream(hs);
+    GMimeMessage *gm = g_mime_parser_construct_message(p, NULL);
+    GMimeObject *obj = gm ? g_mime_message_get_mime_part(gm) : NULL;
+    GMimeDataWrapper *dw = NULL;
+    /* Exactly a leaf: not a multipart, not message/rfc822, nor a subclass with its own rules. */
+    if (obj &&
+        (G_OBJECT_TYPE(obj) == GMIME_TYPE_PART || G_OBJECT_TYPE(obj) == GMIME_TYPE_TEXT_PART))
+        dw = g_mime_part_get_content(GMIME_PART(obj));
+    GMimeStream *cs = dw ? g_mime_data_wrapper_get_stream(dw) : NULL;
+    struct pc_mime *m = NULL;
+    /* Content in the header-only parse: GMime ended the headers before the separator (a line
+     * it does not take for a header), so its body is not ours: the full parse decides. */
+    if (cs && g_mime_stream_length(cs) == 0) {
+        m = mime_new();
+        struct mime_walk w = {.m = m, .lim = lim};
+        struct pc_mime_part *mp = leaf_fields(&w, obj, 0);
+        if (mp)
+            body_fill(&w, mp, msg, g_mime_data_wrapper_get_encoding(dw), &b);
+        walk_done(&w);
+        if (b.cut)
+            set_limit(m, PC_MIME_LIM_BUDGET, "budget");
+        m->parsed_by = PC_MIME_BY_HEADERS;
+    }
+    if (gm)
+        g_object_unref(gm);
+    g_object_unref(p);
+    g_object_unref(hs);
+    return m;
+}
+
+/* pc_mime_parse_live - the spooled message on the calling thread: the fast path, or a snapshot
+ * parsed by GMime */
+struct pc_mime *pc_mime_parse_live(const struct pc_msg *msg, const struct pc_mime_limits *lim,
+                                   const atomic_bool *stop, unsigned long budget_ms)
+{
+    struct pc_mime *m = pc_mime_parse_fast(msg, lim, stop, budget_ms);
+
+    if (m)
+        return m;
+    struct pc_mime_src *src = pc_mime_src_new(msg);
+    pc_mime_src_budget(src, stop, budget_ms);
+    m = pc_mime_parse_src(src, lim);
+    pc_mime_src_free(src);
+    return m;
 }

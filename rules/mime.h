@@ -19,11 +19,22 @@
  *	(no rule reads part.size), so a 10 MB attachment is not decoded just
  *	to be thrown away.
  *
+ *	A message that is one leaf part (no multipart or message/rfc822 at the
+ *	top: most mail) takes a fast path: GMime parses its header block
+ *	alone (a text message with plain headers not even that: the values of
+ *	its Content-* headers go to the GMime functions its part would apply
+ *	to them), so the part's fields come from the same code, and the body is
+ *	read through pc_msg_body_read(), copied when it needs no decoding and
+ *	otherwise run through GMime's decoders in the steps the full parse
+ *	takes. The view is the same as the full parse's, field for field
+ *	(tests/unit/test_mime_fast.c compares them; so does fuzz_mime).
+ *
  *	A view can be parsed off the event loop: pc_mime_src_new() takes a
- *	private snapshot of the spooled message on the loop thread (a copy of
- *	the header block and an in-memory body, a dup of the spool file
- *	descriptor), and pc_mime_parse_src() may then run on any thread, even
- *	after the transaction is gone.
+ *	private snapshot of the spooled message while nothing else changes it
+ *	(the rules filter's worker holds its job's lock) (a copy of the header
+ *	block and an in-memory body, a dup of the spool file descriptor), and
+ *	pc_mime_parse_src() may then run on any thread, even after the
+ *	transaction is gone.
  * SEE ALSO
  *	RFC 2045, RFC 2046, RFC 2047, RFC 2183, RFC 2231
  */
@@ -71,15 +82,28 @@ struct pc_mime {
     size_t nparts;
     char *text; /* text of every text part, joined with newlines, at most max_text */
     size_t text_len;
-    size_t text_map;   /* bytes mapped for text, or 0 when it is malloc'd */
-    unsigned depth;    /* deepest nesting seen */
-    const char *limit; /* first limit reached: "depth", "parts", "text", "budget" or NULL */
-    unsigned limits;   /* PC_MIME_LIM_* of every limit reached */
-    bool error;        /* GMime could not make a message of it */
+    size_t text_map;    /* bytes mapped for text, or 0 when it is malloc'd */
+    unsigned depth;     /* deepest nesting seen */
+    const char *limit;  /* first limit reached: "depth", "parts", "text", "budget" or NULL */
+    unsigned limits;    /* PC_MIME_LIM_* of every limit reached */
+    bool error;         /* GMime could not make a message of it */
+    unsigned parsed_by; /* PC_MIME_BY_*: which path made the view (tests, debugging) */
 };
 
-/* pc_mime_parse_msg - the spooled message; the body is read through a file-backed stream */
+#define PC_MIME_BY_GMIME   0 /* GMime parsed the whole message */
+#define PC_MIME_BY_HEADERS 1 /* one part: GMime parsed the header block, the body was read */
+#define PC_MIME_BY_PLAIN   2 /* one text part with plain headers: no GMime parser at all */
+
+/* pc_mime_parse_msg - the spooled message, GMime reading all of it (a snapshot) */
 struct pc_mime *pc_mime_parse_msg(const struct pc_msg *, const struct pc_mime_limits *);
+/* pc_mime_parse_fast - a one-part message: GMime reads its header block only, the body is read
+ * through pc_msg_body_read(); NULL when the message is not one leaf part (then parse a snapshot).
+ * The message must not change meanwhile. Same view as pc_mime_parse_msg. */
+struct pc_mime *pc_mime_parse_fast(const struct pc_msg *, const struct pc_mime_limits *,
+                                   const atomic_bool *stop, unsigned long budget_ms);
+/* pc_mime_parse_live - pc_mime_parse_fast, or else a snapshot parsed here */
+struct pc_mime *pc_mime_parse_live(const struct pc_msg *, const struct pc_mime_limits *,
+                                   const atomic_bool *stop, unsigned long budget_ms);
 /* pc_mime_src_new - snapshot of the spooled message, independent of it afterwards */
 struct pc_mime_src *pc_mime_src_new(const struct pc_msg *);
 /* pc_mime_parse_src - parse a snapshot (any thread); the snapshot stays the caller's */

@@ -10,14 +10,41 @@
  *	rule set that reads no text and no sizes skips: the same parts, no
  *	text, no sizes. Then once more as the gateway does: lines into a
  *	spooled message, a snapshot of it, parsed through the stream that
- *	can cut the parse at a budget.
+ *	can cut the parse at a budget; and differentially: when the one-part
+ *	fast path (pc_mime_parse_fast) takes the message, every field a rule
+ *	can read must be what the full GMime parse gave.
  */
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/msg.h"
 #include "rules/mime.h"
+
+/* same - both NULL or equal */
+static bool same(const char *a, const char *b)
+{
+    return (a == NULL) == (b == NULL) && (a == NULL || strcmp(a, b) == 0);
+}
+
+/* differ - the fast path's view against GMime's: abort on any difference a rule could see */
+static void differ(const struct pc_mime *f, const struct pc_mime *g)
+{
+    if (f->nparts != g->nparts || f->depth != g->depth || f->limits != g->limits ||
+        !same(f->limit, g->limit) || f->error != g->error || f->text_len != g->text_len ||
+        memcmp(f->text, g->text, f->text_len) != 0)
+        abort();
+    for (size_t i = 0; i < f->nparts; i++) {
+        const struct pc_mime_part *a = &f->parts[i], *b = &g->parts[i];
+        if (!same(a->type, b->type) || !same(a->params, b->params) ||
+            !same(a->charset, b->charset) || !same(a->disposition, b->disposition) ||
+            !same(a->filename, b->filename) || !same(a->encoding, b->encoding) ||
+            a->size != b->size || a->depth != b->depth || (a->text == NULL) != (b->text == NULL) ||
+            a->text_len != b->text_len || (a->text && memcmp(a->text, b->text, a->text_len) != 0))
+            abort();
+    }
+}
 
 /* LLVMFuzzerTestOneInput - one message */
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -58,6 +85,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct pc_mime *g = pc_mime_parse_src(src, &lim);
     if (g->nparts > lim.max_parts || g->text_len > lim.max_text)
         abort();
+    struct pc_mime *f = pc_mime_parse_fast(&msg, &lim, NULL, 0);
+    if (f) {
+        differ(f, g);
+        pc_mime_free(f);
+    }
     pc_mime_free(g);
     pc_mime_src_free(src);
     pc_msg_free(&msg);

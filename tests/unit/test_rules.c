@@ -413,6 +413,19 @@ START_TEST(test_mime_limits)
     ck_assert_int_eq(m->nparts, 3);
     ck_assert_int_eq(m->text_len, 10);
     pc_mime_free(m);
+    /* One text part that fills the limit exactly at the end of one of GMime's 4 KB reads and
+     * goes on: its text was cut, so the limit is recorded, whether or not rules read sizes. */
+    char exact[16384] = "Subject: x\n\n";
+    size_t hl = strlen(exact);
+    memset(exact + hl, 'a', 8192);
+    for (unsigned skip = 0; skip <= PC_MIME_SKIP_SIZE; skip += PC_MIME_SKIP_SIZE) {
+        struct pc_mime_limits el = {.max_depth = 3, .max_parts = 3, .max_text = 4096, .skip = skip};
+        m = pc_mime_parse_buf(exact, hl + 8192, &el);
+        ck_assert_uint_eq(m->limits, PC_MIME_LIM_TEXT);
+        ck_assert_str_eq(m->limit, "text");
+        ck_assert_int_eq(m->text_len, 4096);
+        pc_mime_free(m);
+    }
 }
 END_TEST
 
