@@ -396,6 +396,27 @@ static struct pc_authdb *dovecot_db(bool inet, unsigned timeout_ms)
     return db;
 }
 
+/* cheap_user - add user "many", password "secret", at the cheapest sha512-crypt (1,000 rounds).
+ * Dovecot's auth process checks hashes one at a time on one CPU: at the default yescrypt cost
+ * a loaded machine runs these cases past their deadlines, and they are about our client, not
+ * about hashing. Before dovecot_start. */
+static void cheap_user(void)
+{
+    char h[256], text[sizeof(passwd_text) + 300];
+    hash_cost("$6$", 1000, "secret", h, sizeof(h));
+    snprintf(text, sizeof(text), "%smany:{SHA512-CRYPT}%s\n", passwd_text, h);
+    write_file("passwd", text);
+}
+
+/* dovecot_serving - after dovecot_start: wait, with a deadline no load reaches, until Dovecot
+ * answers (its socket exists before its auth process has started) */
+static void dovecot_serving(void)
+{
+    struct pc_authdb *db = dovecot_db(false, 20000);
+    ck_assert_int_eq(check_one(db, "many", "secret"), PC_AUTH_OK);
+    pc_authdb_free(db);
+}
+
 START_TEST(dovecot_answers)
 {
     if (access("/usr/sbin/dovecot", X_OK) != 0) {
@@ -421,17 +442,11 @@ START_TEST(dovecot_concurrent_one_connection)
     enum { N = 50 };
     static struct answer a[N];
     char user[N][16], addr[N][32];
-    char h[256], text[sizeof(passwd_text) + 300];
     if (access("/usr/sbin/dovecot", X_OK) != 0)
         return;
-    /* Dovecot's auth process checks hashes one at a time, on one CPU: 40 at the default
-     * yescrypt cost took 7 s of the 10 s deadline at load 4 on 2 cores, and past it at load 8,
-     * where every later request was answered by its deadline. This case is about ids on one
-     * connection, not about hashing: a user with the cheapest sha512-crypt (1,000 rounds), so the
-     * answers come within Dovecot's 2 s failure delay, load or no load. */
-    hash_cost("$6$", 1000, "secret", h, sizeof(h));
-    snprintf(text, sizeof(text), "%smany:{SHA512-CRYPT}%s\n", passwd_text, h);
-    write_file("passwd", text);
+    /* 40 at the default yescrypt cost took 7 s of the 10 s deadline at load 4 on 2 cores; at
+     * load 8 the deadline answered every later request. */
+    cheap_user();
     dovecot_start();
     struct pc_authdb *db = dovecot_db(false, 10000);
     memset(a, 0, sizeof(a));
@@ -473,14 +488,16 @@ START_TEST(dovecot_down_hung_and_back)
 {
     if (access("/usr/sbin/dovecot", X_OK) != 0)
         return;
+    cheap_user();
     dovecot_start();
+    dovecot_serving();
     /* Our log lines go to stderr: capture them to show the credential never appears. */
     char logpath[300];
     snprintf(logpath, sizeof(logpath), "%s/ours.log", dir);
     ck_assert_ptr_nonnull(freopen(logpath, "w", stderr));
     struct pc_authdb *udb = dovecot_db(false, 1500), *idb = dovecot_db(true, 1500);
-    ck_assert_int_eq(check_one(udb, "alice", "secret"), PC_AUTH_OK);
-    ck_assert_int_eq(check_one(idb, "alice", "secret"), PC_AUTH_OK);
+    ck_assert_int_eq(check_one(udb, "many", "secret"), PC_AUTH_OK);
+    ck_assert_int_eq(check_one(idb, "many", "secret"), PC_AUTH_OK);
 
     /* Hung: every Dovecot process stopped; the connection stays open and silent. */
     char cmd[200];
@@ -488,7 +505,7 @@ START_TEST(dovecot_down_hung_and_back)
     ck_assert_int_eq(system(cmd), 0);
     struct timeval t0;
     gettimeofday(&t0, NULL);
-    ck_assert_int_eq(check_one(udb, "alice", "secret"), PC_AUTH_TEMPFAIL);
+    ck_assert_int_eq(check_one(udb, "many", "secret"), PC_AUTH_TEMPFAIL);
     long ms = elapsed_ms(&t0);
     ck_assert_msg(ms >= 1400 && ms < 6000, "answered after %ld ms, deadline 1500", ms);
     snprintf(cmd, sizeof(cmd), "kill -CONT %d $(ps -o pid= --ppid %d)", dovecot_pid, dovecot_pid);
@@ -496,15 +513,16 @@ START_TEST(dovecot_down_hung_and_back)
 
     /* Stopped: the connection closes, then connecting fails. */
     dovecot_stop();
-    ck_assert_int_eq(check_one(udb, "alice", "secret"), PC_AUTH_TEMPFAIL);
-    ck_assert_int_eq(check_one(idb, "alice", "secret"), PC_AUTH_TEMPFAIL);
-    ck_assert_int_eq(check_one(udb, "alice", "secret"), PC_AUTH_TEMPFAIL);
-    ck_assert_int_eq(check_one(idb, "alice", "secret"), PC_AUTH_TEMPFAIL);
+    ck_assert_int_eq(check_one(udb, "many", "secret"), PC_AUTH_TEMPFAIL);
+    ck_assert_int_eq(check_one(idb, "many", "secret"), PC_AUTH_TEMPFAIL);
+    ck_assert_int_eq(check_one(udb, "many", "secret"), PC_AUTH_TEMPFAIL);
+    ck_assert_int_eq(check_one(idb, "many", "secret"), PC_AUTH_TEMPFAIL);
 
     /* Back: the next request connects again. */
     dovecot_start();
-    ck_assert_int_eq(check_one(udb, "alice", "secret"), PC_AUTH_OK);
-    ck_assert_int_eq(check_one(idb, "alice", "secret"), PC_AUTH_OK);
+    dovecot_serving();
+    ck_assert_int_eq(check_one(udb, "many", "secret"), PC_AUTH_OK);
+    ck_assert_int_eq(check_one(idb, "many", "secret"), PC_AUTH_OK);
     pc_authdb_free(udb);
     pc_authdb_free(idb);
     dovecot_stop();
@@ -516,7 +534,7 @@ START_TEST(dovecot_down_hung_and_back)
     logged[n] = 0;
     ck_assert_msg(strstr(logged, "auth: dovecot") != NULL, "nothing logged: %s", logged);
     ck_assert_ptr_null(strstr(logged, "secret"));
-    ck_assert_ptr_null(strstr(logged, "AGFsaWNlAHNlY3JldA")); /* base64 of the PLAIN message */
+    ck_assert_ptr_null(strstr(logged, "AG1hbnkAc2VjcmV0")); /* base64 of the PLAIN message */
 }
 END_TEST
 
