@@ -12,6 +12,10 @@ FakeMTA     an in-process scripted SMTP server: records the exact bytes it recei
             line endings, XCLIENT/XFORWARD lines) and fails where told (reply, drop, delay, or
             drop in the middle of the message content).
 Chat        a raw SMTP client: exact bytes out, replies in.
+Listener    a bare TCP listener for a hand-written peer (one thread per connection).
+PeersCase   a TestCase whose peers (and gateway) live as long as the class, closed in reverse.
+backend_block, wait_message, s_client_smtp: a backend "mta" block, polling for a delivered
+            message, openssl s_client -starttls smtp.
 
 Every helper is a context manager; close() is idempotent. If the gateway binary cannot serve yet
 (it exits saying "not yet"), Gateway raises unittest.SkipTest so proxy tests skip instead of fail.
@@ -397,6 +401,13 @@ def backend_conf(sink_port, identity="xclient", lmtp=False, extra_addresses=()):
             f'  lmtp = {"true" if lmtp else "false"}\n}}\n')
 
 
+def backend_block(port, identity, tls=None, extra=""):
+    """backend "mta" at 127.0.0.1:port with this identity, tls (when given) and extra lines."""
+    tls_line = f'  tls = "{tls}"\n' if tls is not None else ""
+    return (f'backend "mta" {{\n  address = {{ "127.0.0.1:{port}" }}\n  identity = "{identity}"\n'
+            f'{tls_line}{extra}}}\n')
+
+
 def gateway_conf(backend, filters='"relay"', extra=""):
     return f"""hostname = "gw.test"
 listener "in" {{
@@ -637,6 +648,35 @@ class FakeMTA(_Closing):
                 c.close()
 
 
+class Listener(_Closing):
+    """A TCP listener on a free port of 127.0.0.1 for a hand-written peer: every connection, with
+    its number (1, 2, ...), goes to session(conn, n) in a thread of its own. A subclass sets what
+    session() needs before it calls Listener.__init__ (which starts accepting)."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        n = 0
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            n += 1
+            threading.Thread(target=self.session, args=(c, n), daemon=True).start()
+
+    def session(self, conn, n):
+        raise NotImplementedError
+
+    def close(self):
+        self.sock.close()
+
+
 class Chat(_Closing):
     """A raw SMTP client: send exact bytes, read whole (multi-line) replies."""
 
@@ -653,12 +693,9 @@ class Chat(_Closing):
         lines = []
         while True:
             while b"\n" not in self.buf:
-                try:
-                    chunk = self.s.recv(65536)
-                except socket.timeout:
+                chunk = self._recv()
+                if chunk is None:
                     return (-1, "timeout")
-                except ConnectionResetError:
-                    chunk = b""  # closed while our unread data was in flight: EOF
                 if not chunk:
                     return (0, "\n".join(lines))
                 self.buf += chunk
@@ -667,6 +704,15 @@ class Chat(_Closing):
             lines.append(line)
             if len(line) < 4 or line[3] != "-":
                 return (int(line[:3]) if line[:3].isdigit() else -2, "\n".join(lines))
+
+    def _recv(self):
+        """The next bytes from the server; b"" at EOF, None on a timeout."""
+        try:
+            return self.s.recv(65536)
+        except socket.timeout:
+            return None
+        except ConnectionResetError:
+            return b""  # closed while our unread data was in flight: EOF
 
     def cmd(self, line):
         self.send(line + "\r\n")
@@ -739,6 +785,73 @@ def tempdir():
 
 def rmtree(d):
     shutil.rmtree(d, ignore_errors=True)
+
+
+def wait_message(messages, needle, timeout, pause=0.0):
+    """The first of messages() that contains needle (bytes), asked again until timeout seconds
+    have passed (pause seconds between rounds); None if none did."""
+    end = time.time() + timeout
+    while time.time() < end:
+        for m in messages():
+            if needle in m:
+                return m
+        time.sleep(pause)
+    return None
+
+
+class PeersCase(unittest.TestCase):
+    """A test class whose peers (Postfix, Exim, smtp-sink, a gateway, ...) live as long as the
+    class, in one temporary directory cls.tmp. A subclass starts them in start_peers() and hands
+    each to cls.keep(); they are closed in reverse order (the gateway before its backend), then
+    the directory is removed, also when start_peers() fails halfway. The first error a close()
+    raises (a sanitizer report in the gateway's log) is raised again once all are closed."""
+
+    @classmethod
+    def start_peers(cls):
+        pass
+
+    @classmethod
+    def keep(cls, peer):
+        cls._peers.append(peer)
+        return peer
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempdir()
+        cls._peers = []
+        try:
+            cls.start_peers()
+        except BaseException:
+            cls._close_peers()  # the start's own error (or SkipTest) is the one that counts
+            raise
+
+    @classmethod
+    def _close_peers(cls):
+        """Close every peer kept, newest first, and remove cls.tmp; the first error, if any."""
+        first = None
+        while cls._peers:
+            try:
+                cls._peers.pop().close()
+            except Exception as e:  # noqa: BLE001 - close all, report the first
+                first = first or e
+        rmtree(cls.tmp)
+        return first
+
+    @classmethod
+    def tearDownClass(cls):
+        first = cls._close_peers()
+        if first is not None:
+            raise first
+
+
+def s_client_smtp(port, *opts, timeout=20):
+    """openssl s_client -starttls smtp to 127.0.0.1:port with opts; it says EHLO client.test and
+    QUIT inside TLS. Returns its standard output."""
+    argv = ["openssl", "s_client", "-starttls", "smtp", "-connect", f"127.0.0.1:{port}", *opts,
+            "-ign_eof"]
+    r = subprocess.run(argv, input="EHLO client.test\r\nQUIT\r\n", capture_output=True,
+                       text=True, timeout=timeout)
+    return r.stdout
 
 
 class PostfixSender(Postfix):

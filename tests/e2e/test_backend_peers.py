@@ -66,18 +66,12 @@ def session(port, src, helo, msgs, rcpt="u@example.com", mail_params=""):
 
 
 @unittest.skipUnless(os.geteuid() == 0, "a private Postfix instance needs root")
-class PostfixIdentityTests(unittest.TestCase):
+class PostfixIdentityTests(h.PeersCase):
     """Issue 12 items 1 and 2, issue 13 section 6, with a real Postfix."""
 
     @classmethod
-    def setUpClass(cls):
-        cls.tmp = h.tempdir()
-        cls.pf = h.Postfix(cls.tmp)
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.pf.close()
-        h.rmtree(cls.tmp)
+    def start_peers(cls):
+        cls.pf = cls.keep(h.Postfix(cls.tmp))
 
     def delivered(self, subject, timeout=15.0):
         def find():

@@ -16,7 +16,6 @@ import os
 import re
 import socket
 import sys
-import threading
 import time
 import unittest
 
@@ -28,30 +27,18 @@ PP2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
 
 
 def proxy_backend(port, identity):
-    return (f'backend "mta" {{\n  address = {{ "127.0.0.1:{port}" }}\n'
-            f'  identity = "{identity}"\n}}\n')
+    return h.backend_block(port, identity)
 
 
 @unittest.skipUnless(os.geteuid() == 0, "a private Exim instance needs root")
-class EximBehindGateway(unittest.TestCase):
+class EximBehindGateway(h.PeersCase):
     @classmethod
-    def setUpClass(cls):
-        cls.tmp = h.tempdir()
-        cls.exim = h.EximInstance(cls.tmp, hosts_proxy="127.0.0.1")
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.exim.close()
-        h.rmtree(cls.tmp)
+    def start_peers(cls):
+        cls.exim = cls.keep(h.EximInstance(cls.tmp, hosts_proxy="127.0.0.1"))
 
     def received_for(self, subject, timeout=10):
-        end = time.time() + timeout
-        while time.time() < end:
-            for m in self.exim.messages("u"):
-                if f"Subject: {subject}".encode() in m:
-                    return m
-            time.sleep(0.2)
-        return None
+        return h.wait_message(lambda: self.exim.messages("u"), f"Subject: {subject}".encode(),
+                              timeout, pause=0.2)
 
     def check_real_client(self, identity):
         with h.Gateway(self.tmp, h.gateway_conf(proxy_backend(self.exim.port, identity))) as gw:
@@ -92,32 +79,14 @@ class EximBehindGateway(unittest.TestCase):
         self.assertIsNone(self.received_for("noheader", timeout=1))
 
 
-class HeaderFirst(unittest.TestCase):
-    """A listener that records what arrives before it greets: the header, whole, and nothing
-    else; one connection per client session (never pooled)."""
+class FirstBytesBackend(h.Listener):
+    """A backend that records what arrives before it greets (first: bytes, per connection)."""
 
-    def setUp(self):
-        self.tmp = h.tempdir()
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        self.first = []  # bytes before the greeting, per connection
-        threading.Thread(target=self.serve, daemon=True).start()
+    def __init__(self):
+        self.first = []
+        super().__init__()
 
-    def tearDown(self):
-        self.sock.close()
-        h.rmtree(self.tmp)
-
-    def serve(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self.session, args=(c,), daemon=True).start()
-
-    def session(self, c):
+    def session(self, c, n):
         c.settimeout(5)
         try:
             time.sleep(0.3)  # everything the gateway writes before our greeting is here now
@@ -145,6 +114,21 @@ class HeaderFirst(unittest.TestCase):
             pass
         finally:
             c.close()
+
+
+class HeaderFirst(unittest.TestCase):
+    """A listener that records what arrives before it greets: the header, whole, and nothing
+    else; one connection per client session (never pooled)."""
+
+    def setUp(self):
+        self.tmp = h.tempdir()
+        self.backend = FirstBytesBackend()
+        self.port = self.backend.port
+        self.first = self.backend.first  # bytes before the greeting, per connection
+
+    def tearDown(self):
+        self.backend.close()
+        h.rmtree(self.tmp)
 
     def run_identity(self, identity):
         with h.Gateway(self.tmp, h.gateway_conf(proxy_backend(self.port, identity))) as gw:

@@ -49,29 +49,18 @@ def send_one(port, subject, rcpt="u@example.com", source="127.0.0.1"):
 
 
 def tls_backend(port, tls, identity="xclient", extra=""):
-    return (f'backend "mta" {{\n  address = {{ "127.0.0.1:{port}" }}\n  identity = "{identity}"\n'
-            f'  tls = "{tls}"\n{extra}}}\n')
+    return h.backend_block(port, identity, tls=tls, extra=extra)
 
 
 @unittest.skipUnless(os.geteuid() == 0, "a private Postfix instance needs root")
-class PostfixRequiresTls(unittest.TestCase):
+class PostfixRequiresTls(h.PeersCase):
     @classmethod
-    def setUpClass(cls):
-        cls.tmp = h.tempdir()
-        cls.pf = h.Postfix(cls.tmp, tls="encrypt")
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.pf.close()
-        h.rmtree(cls.tmp)
+    def start_peers(cls):
+        cls.pf = cls.keep(h.Postfix(cls.tmp, tls="encrypt"))
 
     def delivered_with(self, subject, timeout=15):
-        end = time.time() + timeout
-        while time.time() < end:
-            for m in self.pf.delivered(timeout=0.5):
-                if f"Subject: {subject}".encode() in m:
-                    return m
-        return None
+        return h.wait_message(lambda: self.pf.delivered(timeout=0.5),
+                              f"Subject: {subject}".encode(), timeout)
 
     def test_encrypt_delivers_over_tls(self):
         with h.Gateway(self.tmp, h.gateway_conf(tls_backend(self.pf.port, "encrypt"))) as gw:
@@ -238,38 +227,21 @@ class FakeTlsFaults(unittest.TestCase):
         self.assertEqual(self.mails(fake), [])
 
 
-class TlsFake:
+class TlsFake(h.Listener):
     """A backend that really speaks STARTTLS (Python's ssl, a certificate for backend.test) and
     appends `inject` to its 220 to STARTTLS, in the same write: a reply sent in plaintext that
     a client must never take for the answer to a command it sends under TLS."""
 
     def __init__(self, tmp, inject=b"", handshake_delay=0):
-        import socket
         import ssl
         self.certs = h.make_certs(os.path.join(tmp, "fakecerts"), "backend.test")
         self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.ctx.load_cert_chain(self.certs["cert"], self.certs["key"])
         self.inject = inject
         self.handshake_delay = handshake_delay
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
         self.log = []  # (connection number, tls?, line)
         self.accepted = 0
-        import threading
-        threading.Thread(target=self.serve, daemon=True).start()
-
-    def serve(self):
-        import threading
-        n = 0
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            n += 1
-            threading.Thread(target=self.session, args=(c, n), daemon=True).start()
+        super().__init__()
 
     def session(self, c, n):
         tls = False
@@ -307,9 +279,6 @@ class TlsFake:
             pass
         finally:
             c.close()
-
-    def close(self):
-        self.sock.close()
 
 
 class ResponseInjection(unittest.TestCase):

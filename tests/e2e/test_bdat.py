@@ -76,18 +76,12 @@ MSG = (b"Subject: chunked\r\n" + HDRS + b"Message-ID: <1@sender.example>\r\n\r\n
        b".a line that starts with a dot\r\n..two dots\r\n.\r\nlast line\r\n")
 
 
-class BdatPostfix(unittest.TestCase):
+class BdatPostfix(h.PeersCase):
     """Postfix behind the gateway: it offers CHUNKING, so BDAT goes on to it."""
 
     @classmethod
-    def setUpClass(cls):
-        cls.tmp = h.tempdir()
-        cls.pf = h.Postfix(cls.tmp)
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.pf.close()
-        h.rmtree(cls.tmp)
+    def start_peers(cls):
+        cls.pf = cls.keep(h.Postfix(cls.tmp))
 
     def setUp(self):
         for f in h.glob.glob(os.path.join(self.pf.maildir, "inbox", "new", "*")):
@@ -386,22 +380,15 @@ class BdatRulesMaildir(unittest.TestCase):
             h.rmtree(tmp)
 
 
-class BdatSink(unittest.TestCase):
+class BdatSink(h.PeersCase):
     """smtp-sink behind the gateway: BDAT in, DATA out (dot-stuffed, CRLF)."""
 
     @classmethod
-    def setUpClass(cls):
-        cls.tmp = h.tempdir()
-        cls.sink = h.Sink(cls.tmp)
+    def start_peers(cls):
+        cls.sink = cls.keep(h.Sink(cls.tmp))
         conf = h.gateway_conf(h.backend_conf(cls.sink.port, identity="none"),
                               extra='bare_newline = "normalize"\nnul = "strip"\n')
-        cls.gw = h.Gateway(cls.tmp, conf)
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.gw.close()
-        cls.sink.close()
-        h.rmtree(cls.tmp)
+        cls.gw = cls.keep(h.Gateway(cls.tmp, conf))
 
     def test_data_out_byte_exact(self):
         before = len(self.sink.messages())

@@ -57,8 +57,9 @@ def no_verify():
     return ctx
 
 
-class Client:
-    """A raw SMTP client that can turn on TLS (Chat cannot)."""
+class Client(h.Chat):
+    """A raw SMTP client that can turn on TLS (Chat cannot). A timeout or a TLS error reads as
+    the end of the connection: reply() gives (0, ...)."""
 
     def __init__(self, port, implicit=False, ctx=None, sni="gw.test"):
         self.s = socket.create_connection(("127.0.0.1", port), timeout=10)
@@ -66,37 +67,28 @@ class Client:
         if implicit:
             self.tls(ctx, sni)
 
+    @classmethod
+    def after_starttls(cls, port):
+        """A client that has said EHLO x, STARTTLS, and EHLO x again inside TLS (replies not
+        checked: the test's own commands show what went wrong)."""
+        c = cls(port)
+        c.reply()
+        c.cmd("EHLO x")
+        c.cmd("STARTTLS")
+        c.tls()
+        c.cmd("EHLO x")
+        return c
+
     def tls(self, ctx=None, sni="gw.test"):
         self.s = (ctx or no_verify()).wrap_socket(self.s, server_hostname=sni)
         self.buf = b""
         return self.s
 
-    def send(self, data):
-        self.s.sendall(data.encode() if isinstance(data, str) else data)
-
-    def reply(self):
-        lines = []
-        while True:
-            while b"\n" not in self.buf:
-                try:
-                    chunk = self.s.recv(65536)
-                except (socket.timeout, ConnectionResetError, ssl.SSLError):
-                    chunk = b""
-                if not chunk:
-                    return (0, "\n".join(lines))
-                self.buf += chunk
-            line, self.buf = self.buf.split(b"\n", 1)
-            line = line.rstrip(b"\r").decode(errors="replace")
-            lines.append(line)
-            if len(line) < 4 or line[3] != "-":
-                return (int(line[:3]) if line[:3].isdigit() else -2, "\n".join(lines))
-
-    def cmd(self, line):
-        self.send(line + "\r\n")
-        return self.reply()
-
-    def close(self):
-        self.s.close()
+    def _recv(self):
+        try:
+            return self.s.recv(65536)
+        except (socket.timeout, ConnectionResetError, ssl.SSLError):
+            return b""
 
 
 def swaks(port, *args, timeout=30):
@@ -215,11 +207,7 @@ class StartTLS(Base):
         self.assertEqual(len(self.messages()), 1)
 
     def test_openssl_s_client_starttls(self):
-        r = subprocess.run(["openssl", "s_client", "-starttls", "smtp", "-connect",
-                            f"127.0.0.1:{self.port}", "-servername", "gw.test", "-ign_eof"],
-                           input="EHLO client.test\r\nQUIT\r\n", capture_output=True, text=True,
-                           timeout=20)
-        out = r.stdout
+        out = h.s_client_smtp(self.port, "-servername", "gw.test")
         self.assertRegex(out, r"Protocol\s*:\s*TLSv1\.[23]")
         # s_client shows only what comes inside TLS: EHLO offers AUTH, not STARTTLS again.
         self.assertRegex(out, r"250[ -]AUTH PLAIN LOGIN")
@@ -232,11 +220,7 @@ class StartTLS(Base):
         sess = os.path.join(self.tmp, "tls.sess")
         outs = []
         for opt in ("-sess_out", "-sess_in"):
-            r = subprocess.run(["openssl", "s_client", "-tls1_3", "-msg", "-starttls", "smtp",
-                                "-connect", f"127.0.0.1:{self.port}", opt, sess, "-ign_eof"],
-                               input="EHLO client.test\r\nQUIT\r\n", capture_output=True,
-                               text=True, timeout=20)
-            outs.append(r.stdout)
+            outs.append(h.s_client_smtp(self.port, "-tls1_3", "-msg", opt, sess))
         self.assertIn("221 2.0.0", outs[0])
         self.assertEqual(outs[0].count("NewSessionTicket"), 1, outs[0])
         self.assertIn("Reused, TLSv1.3", outs[1])
@@ -309,12 +293,7 @@ class StartTLS(Base):
         c.close()
 
     def test_auth_cancel_and_bad_base64(self):
-        c = Client(self.port)
-        c.reply()
-        c.cmd("EHLO x")
-        c.cmd("STARTTLS")
-        c.tls()
-        c.cmd("EHLO x")
+        c = Client.after_starttls(self.port)
         self.assertEqual(c.cmd("AUTH LOGIN")[0], 334)
         self.assertEqual(c.cmd("*")[0], 501)
         self.assertEqual(c.cmd("AUTH PLAIN !!!")[0], 501)
@@ -323,12 +302,7 @@ class StartTLS(Base):
         c.close()
 
     def test_wrong_password_535_then_421(self):
-        c = Client(self.port)
-        c.reply()
-        c.cmd("EHLO x")
-        c.cmd("STARTTLS")
-        c.tls()
-        c.cmd("EHLO x")
+        c = Client.after_starttls(self.port)
         for i in range(self.MAX_FAILURES - 1):
             t0 = time.time()
             code, text = c.cmd(f"AUTH PLAIN {plain_b64('alice', 'wrong')}")
@@ -338,12 +312,7 @@ class StartTLS(Base):
         self.assertEqual(c.reply()[0], 0)  # closed
         c.close()
         # The address stays locked out: even the right password is refused now.
-        c = Client(self.port)
-        c.reply()
-        c.cmd("EHLO x")
-        c.cmd("STARTTLS")
-        c.tls()
-        c.cmd("EHLO x")
+        c = Client.after_starttls(self.port)
         self.assertEqual(c.cmd(f"AUTH PLAIN {plain_b64('alice', PASSWORD)}")[0], 421)
         c.close()
         log = self.gw.log()

@@ -116,13 +116,11 @@ class TlsPipe:
         self.s.close()
 
 
-class TlsIo(unittest.TestCase):
+class TlsIo(h.PeersCase):
     @classmethod
-    def setUpClass(cls):
-        cls.tmp = h.tempdir()
-        os.chmod(cls.tmp, 0o755)
+    def start_peers(cls):
         certs = h.make_certs(os.path.join(cls.tmp, "certs"), "gw.test")
-        cls.sink = h.Sink(cls.tmp)
+        cls.sink = cls.keep(h.Sink(cls.tmp))
         conf = h.gateway_conf(h.backend_conf(cls.sink.port, identity="none"), extra="""limits {
   max_commands = 100000
   max_junk_commands = 100000
@@ -133,13 +131,7 @@ class TlsIo(unittest.TestCase):
                             f'  filters = {{ "relay" }}\n  tls = "starttls"\n'
                             f'  tls_certificate = {{ "{certs["cert"]}" }}\n'
                             f'  tls_key = {{ "{certs["key"]}" }}\n', 1)
-        cls.gw = h.Gateway(cls.tmp, conf)
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.gw.close()
-        cls.sink.close()
-        h.rmtree(cls.tmp)
+        cls.gw = cls.keep(h.Gateway(cls.tmp, conf))
 
     def session(self, hold_finished=False, rcvbuf=None):
         c = TlsPipe(self.gw.port, rcvbuf)
