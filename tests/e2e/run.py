@@ -22,7 +22,7 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--binary", default="build/portcullis")
-    ap.add_argument("--timeout", type=int, default=900, help="seconds per script")
+    ap.add_argument("--timeout", type=int, default=1500, help="seconds per script (a hang guard: test_tls_auth runs testssl, 4-11 minutes on a loaded 2-core machine)")
     ap.add_argument("scripts", nargs="*", help="only these (default: all test_*.py)")
     a = ap.parse_args()
     env = dict(os.environ, PORTCULLIS_BIN=os.path.abspath(a.binary), PYTHONUNBUFFERED="1")
