@@ -27,9 +27,10 @@ bench_tmp rlbench
 
 # gateway BIN GWPORT SINKPORT NAME -> starts it, prints its pid
 gateway() {
-    local rules="" f
+    local rules="" f filters='"relay", "rules"'
+    [ -z "${GW_FILTERS:-}" ] || filters=$GW_FILTERS
     for f in default gtube attachments auth spam-phrases; do rules+="\"$ROOT/rules/$f.rules\", "; done
-    gw_conf "$2" "$3" "${GW_FILTERS:-"relay", "rules"}" "    max_message_size = 20000000
+    gw_conf "$2" "$3" "$filters" "    max_message_size = 20000000
     max_connections = 2000" "rules {
     files = { ${rules%, } }
 }" > "$TMP/$4.conf"
