@@ -21,59 +21,28 @@
 #
 # Each throughput figure is the best of ROUNDS alternating runs, because these machines are noisy.
 # Only loopback is used. Sub-benchmarks of other parts (tests/bench/*-bench.sh) run afterwards
-# (BENCH_SUBS=0: not), their output kept; the last lines are one table of issue 14's targets
-# (figure, measured, target, met?) gathered from every line above.
+# (BENCH_SUBS=0: not), their output kept; proxy-bench.sh at 5 KB, 100 KB, 1 MB and 10 MB (the
+# sizes of issue 14's target; PROXY_SIZES=bytes,... for others). The last lines are one table of
+# issue 14's targets (figure, measured, target, met?) gathered from every line above.
 set -euo pipefail
 export PORTCULLIS_WORKERS=${PORTCULLIS_WORKERS:-1}  # one process: the figures read one pid
 BIN=$(readlink -f "${1:-build/portcullis}")
-export PORTCULLIS_RUN_AS_ROOT=1  # benchmarks run as root without "user" on purpose
 HERE=$(cd "$(dirname "$0")" && pwd)
+. "$HERE/lib.sh"  # port, wait_port, start_sink, calc, best, gw_conf; the cleanup of $pids and $TMP
 ROUNDS=${ROUNDS:-3}
 MSGS=${MSGS:-3000}
-TMP=$(mktemp -d /tmp/pc-bench-XXXXXX)
-chmod 755 "$TMP"
+bench_tmp bench
 OUT="$TMP/figures.txt"  # every figure line, for the summary table at the end
 : > "$OUT"
 say() { printf "$@" | tee -a "$OUT"; }
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; [ -n "${KEEP:-}" ] || rm -rf "$TMP"; }
-trap cleanup EXIT
-
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "no listener on $1" >&2; exit 1; }
 
 SINK=$(port); GW=$(port)
-sinkuser=(); [ "$(id -u)" -eq 0 ] && sinkuser=(-u nobody)
-smtp-sink "${sinkuser[@]}" -c 127.0.0.1:"$SINK" 1000 > "$TMP/sink.log" 2>&1 & SINKPID=$!; pids+=($SINKPID)
-cat > "$TMP/bench.conf" <<CONF
-hostname = "bench.test"
-log = "stderr"
-listener "in" {
-    address = "127.0.0.1:$GW"
-    backend = "sink"
-    filters = { "relay" }
-}
-backend "sink" {
-    address = { "127.0.0.1:$SINK" }
-}
-relay {
-    mynetworks = { "127.0.0.0/8" }
-}
-limits {
-    max_connections = 20000
-}
-workers = 1
-CONF
+start_sink "$SINK" "$TMP/sink.log"; SINKPID=$SINK_PID
+gw_conf "$GW" "$SINK" '"relay"' "    max_connections = 20000" "workers = 1" > "$TMP/bench.conf"
 ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 "$BIN" -c "$TMP/bench.conf" > "$TMP/gw.log" 2>&1 & GWPID=$!; pids+=($GWPID)
 wait_port "$SINK"; wait_port "$GW"
 
-# run SESSIONS COUNT SIZE PORT -> seconds
-run() { local t0 t1; t0=$(date +%s.%N)
-        smtp-source -s "$1" -m "$2" -l "$3" -f bench@example.org -t rcpt@example.com 127.0.0.1:"$4"
-        t1=$(date +%s.%N); calc "$t1 - $t0"; }
-best() { sort -g | head -1; }
-calc() { awk "BEGIN { printf \"%.6f\", $1 }"; }  # floating point without bc
 # On-CPU seconds of a process, all its threads (nanoseconds, /proc/PID/task/*/schedstat field 1):
 # finer than the clock ticks of /proc/PID/stat.
 cpu_of() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ t += $1 } END { printf "%.6f", t / 1e9 }'; }
@@ -230,7 +199,9 @@ if [ "${BENCH_SUBS:-1}" != 0 ]; then  # BENCH_SUBS=0: the main figures only
     for sub in "$HERE"/*-bench.sh; do
         [ -x "$sub" ] || continue
         echo "--- $(basename "$sub")"
-        { "$sub" "$BIN" || echo "$(basename "$sub") failed"; } 2>&1 | tee "$TMP/sub-$(basename "$sub" .sh).txt"
+        # proxy-bench: every size of issue 14's target, 5 KB to 10 MB (PROXY_SIZES to change)
+        pre=(); [ "$(basename "$sub")" != proxy-bench.sh ] || pre=(env SIZES="${PROXY_SIZES:-5120,102400,1048576,10485760}")
+        { "${pre[@]}" "$sub" "$BIN" || echo "$(basename "$sub") failed"; } 2>&1 | tee "$TMP/sub-$(basename "$sub" .sh).txt"
     done
 fi
 

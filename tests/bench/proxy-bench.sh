@@ -16,7 +16,7 @@
 #   then the RSS portcullis holds per session while 200
 #   sessions send 1 MB messages through the rules at once (peak VmRSS minus idle, / 200).
 # Needs root (a private Postfix instance on loopback, as tests/e2e/harness.py runs it).
-# Opt-in: SIZES=5120,102400,1048576,10485760 (bytes; 10 MB is not in the default run);
+# SIZES=5120,102400,1048576,10485760 (bytes; 10 MB is not in the default run, bench.sh asks for it);
 # BASELINE=path/to/another/portcullis adds its relay and relay+rules gateways to the same
 # alternating rounds (before/after of a change in one run); EXTRAS=0 skips the Postfix-backend
 # and memory sections.

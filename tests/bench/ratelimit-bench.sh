@@ -11,50 +11,29 @@
 # interleaved in rounds so that machine noise falls on all of them alike. Prints one summary
 # line per variant and a last machine-readable line:
 #   ratelimit-bench: n=... base_us=... memory_us=... redis_us=... redis_added_us=... redis_ratio=...
-# Ports: 24900-24949 (the ratelimit helper's range).
-set -eu
+set -euo pipefail
 export PORTCULLIS_WORKERS=${PORTCULLIS_WORKERS:-1}  # one process: the figures read one pid
 bin=$(readlink -f "${1:-build/portcullis}")
-export PORTCULLIS_RUN_AS_ROOT=1  # benchmarks run as root without "user" on purpose
+HERE=$(cd "$(dirname "$0")" && pwd)
+. "$HERE/lib.sh"  # port, wait_port, start_sink; the cleanup of $pids and $TMP
 N=${N:-2000}
 ROUNDS=${ROUNDS:-3}
-dir=$(mktemp -d /tmp/pc-rl-bench.XXXXXX)
-pids=""
-cleanup() {
-    for p in $pids; do kill "$p" 2>/dev/null || true; done
-    for p in $pids; do wait "$p" 2>/dev/null || true; done
-    rm -rf "$dir"
-}
-trap cleanup EXIT INT TERM
+bench_tmp rl-bench
+dir=$TMP
 
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-pick() { p=$1; while ! port_free "$p"; do p=$((p + 1)); done; echo "$p"; }
-wait_port() {
-    i=0
-    until (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; do
-        i=$((i + 1)); [ $i -lt 200 ] || { echo "ratelimit-bench: nothing on port $1" >&2; exit 1; }
-        sleep 0.05
-    done
-}
-
-rport=$(pick 24900)
+rport=$(port)
 redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no --dir "$dir" \
     >/dev/null 2>&1 &
-pids="$pids $!"
-sport=$(pick $((rport + 1)))
-sinkuser=""
-[ "$(id -u)" -ne 0 ] || sinkuser="-u nobody"
-# shellcheck disable=SC2086
-smtp-sink $sinkuser -c "127.0.0.1:$sport" 1000 >/dev/null 2>&1 &
-pids="$pids $!"
-wait_port "$rport"
-wait_port "$sport"
+pids+=($!)
+sport=$(port)
+start_sink "$sport" /dev/null
+wait_port "$rport" 10
+wait_port "$sport" 10
 
 limits='limit "rcpts" { key = { "client_ip" } count = "recipients" rate = "1000000000/1h" }
     limit "msgs" { key = { "sender", "client_net" } count = "messages" rate = "1000000000/1h" }'
-port=$((sport + 1))
 for v in base memory redis; do
-    port=$(pick $((port + 1)))
+    port=$(port)
     case $v in
         base) filters='"relay"'; rl='' ;;
         memory) filters='"relay", "ratelimit"'; rl="ratelimit { $limits }" ;;
@@ -70,8 +49,8 @@ relay { domains = { "example.com" } }
 $rl
 EOF
     "$bin" -c "$dir/$v.conf" >"$dir/$v.log" 2>&1 &
-    pids="$pids $!"
-    wait_port "$port"
+    pids+=($!)
+    wait_port "$port" 10
     eval "port_$v=$port"
 done
 

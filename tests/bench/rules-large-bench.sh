@@ -16,68 +16,36 @@
 #
 # Best of ROUNDS (default 3) per figure, since these machines are noisy. Loopback only.
 set -euo pipefail
-export PORTCULLIS_RUN_AS_ROOT=1  # benchmarks run as root without "user" on purpose (as bench.sh)
 export PORTCULLIS_WORKERS=${PORTCULLIS_WORKERS:-1}  # one process: the figures read one pid
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 BINS=("$(readlink -f "${1:-build/portcullis}")")
 [ $# -ge 2 ] && BINS+=("$(readlink -f "$2")")
 ROUNDS=${ROUNDS:-3}
-TMP=$(mktemp -d /tmp/pc-rlbench-XXXXXX)
-chmod 755 "$TMP"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; [ -n "${KEEP:-}" ] || rm -rf "$TMP"; }
-trap cleanup EXIT
-
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "no listener on $1" >&2; exit 1; }
-calc() { awk "BEGIN { printf \"%.6f\", $1 }"; }
-best() { sort -g | head -1; }
-sinkuser=(); [ "$(id -u)" -eq 0 ] && sinkuser=(-u nobody)
+. "$HERE/lib.sh"  # port, wait_port, start_sink, calc, best, run, gw_conf; the cleanup of $pids and $TMP
+bench_tmp rlbench
 
 # gateway BIN GWPORT SINKPORT NAME -> starts it, prints its pid
 gateway() {
-    local rules="" f
+    local rules="" f filters='"relay", "rules"'
+    [ -z "${GW_FILTERS:-}" ] || filters=$GW_FILTERS
     for f in default gtube attachments auth spam-phrases; do rules+="\"$ROOT/rules/$f.rules\", "; done
-    cat > "$TMP/$4.conf" <<CONF
-hostname = "bench.test"
-log = "stderr"
-listener "in" {
-    address = "127.0.0.1:$2"
-    backend = "sink"
-    filters = { ${FILTERS:-"relay", "rules"} }
-}
-backend "sink" {
-    address = { "127.0.0.1:$3" }
-}
-relay {
-    mynetworks = { "127.0.0.0/8" }
-}
-limits {
-    max_message_size = 20000000
-    max_connections = 2000
-}
-rules {
+    gw_conf "$2" "$3" "$filters" "    max_message_size = 20000000
+    max_connections = 2000" "rules {
     files = { ${rules%, } }
-}
-CONF
+}" > "$TMP/$4.conf"
     "$1" -c "$TMP/$4.conf" > "$TMP/$4.log" 2>&1 &
     echo $!
 }
 
 SINK=$(port)
-smtp-sink "${sinkuser[@]}" -c 127.0.0.1:"$SINK" 1000 > "$TMP/sink.log" 2>&1 & pids+=($!)
+start_sink "$SINK" "$TMP/sink.log"
 GWS=(); GWPIDS=()
 for i in "${!BINS[@]}"; do
     p=$(port); pid=$(gateway "${BINS[$i]}" "$p" "$SINK" "gw$i"); pids+=("$pid")
     GWS+=("$p"); GWPIDS+=("$pid")
 done
 wait_port "$SINK"; for p in "${GWS[@]}"; do wait_port "$p"; done
-
-# run SESSIONS COUNT SIZE PORT -> seconds
-run() { local t0 t1; t0=$(date +%s.%N)
-        smtp-source -s "$1" -m "$2" -l "$3" -f bench@example.org -t rcpt@example.com 127.0.0.1:"$4"
-        t1=$(date +%s.%N); calc "$t1 - $t0"; }
 
 echo "rules-large-bench: $(nproc) cores, best of $ROUNDS alternating runs, relay + shipped rules"
 for spec in ${SIZES-5120:2000 102400:600 1048576:100 10485760:12}; do  # SIZES="" : memory only
@@ -101,13 +69,13 @@ done
 
 # Memory held while sessions wait for the backend's end-of-data reply.
 SLOW=$(port)
-smtp-sink "${sinkuser[@]}" -W .:3 -c 127.0.0.1:"$SLOW" 1000 > "$TMP/slow.log" 2>&1 & pids+=($!)
+start_sink "$SLOW" "$TMP/slow.log" -W .:3
 wait_port "$SLOW"
 # The last run is the new binary without the rules filter: what the rest of the gateway holds.
 runs=("${!BINS[@]}" norules)
 for i in "${runs[@]}"; do
     if [ "$i" = norules ]; then
-        p=$(port); pid=$(FILTERS='"relay"' gateway "${BINS[0]}" "$p" "$SLOW" memnorules)
+        p=$(port); pid=$(GW_FILTERS='"relay"' gateway "${BINS[0]}" "$p" "$SLOW" memnorules)
     else
         p=$(port); pid=$(gateway "${BINS[$i]}" "$p" "$SLOW" "mem$i")
     fi
