@@ -135,11 +135,16 @@ static int body_append(struct pc_msg *m, const char *p, size_t n)
         long long moved = (long long)m->held_mem;
         hold(m, false, -moved);
         hold(m, true, moved);
+        /* The buffer grew to spool_threshold: write it out and give it back, so that a
+         * session streaming a large message holds PC_SPOOL_WBUF, not the threshold, for
+         * the rest of it (issue 14: at most 0.5 MB a session). */
+        if (spool_flush(m) < 0)
+            return -1;
+        pc_buf_free(&m->body);
+        pc_buf_init(&m->body, 0);
+        return 0;
     }
-    /* The buffer grew to spool_threshold before the file was made: writes that size are
-     * fewer system calls for no more memory. */
-    if (m->body_fd >= 0 &&
-        m->body.len >= (m->spool_threshold > PC_SPOOL_WBUF ? m->spool_threshold : PC_SPOOL_WBUF))
+    if (m->body_fd >= 0 && m->body.len >= PC_SPOOL_WBUF)
         return spool_flush(m);
     return 0;
 }

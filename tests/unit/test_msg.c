@@ -302,6 +302,35 @@ START_TEST(spool_and_stream)
 }
 END_TEST
 
+/* A large message streams through the file: once spooled, the session holds a write buffer,
+ * not the spool_threshold it had grown to (issue 14: memory per session while large messages
+ * stream). */
+START_TEST(spooled_body_gives_back_its_buffer)
+{
+    struct pc_msg m;
+    char line[1000];
+
+    pc_msg_init(&m, 4096, 100, 256 * 1024, spool);
+    ck_assert_int_eq(pc_msg_line(&m, "Subject: big", 12), 0);
+    ck_assert_int_eq(pc_msg_line(&m, "", 0), 0);
+    memset(line, 'x', sizeof(line));
+    size_t peak_cap = 0;
+    for (int i = 0; i < 1024; i++) { /* 1 MB */
+        ck_assert_int_eq(pc_msg_line(&m, line, sizeof(line)), 0);
+        if (m.body_fd >= 0 && m.body.cap > peak_cap)
+            peak_cap = m.body.cap;
+    }
+    ck_assert_int_ge(m.body_fd, 0);
+    ck_assert_msg(peak_cap <= 2 * 65536, "%zu bytes buffered while spooling", peak_cap);
+    ck_assert_int_eq(pc_msg_finish(&m), 0);
+    char piece[4];
+    ck_assert_int_eq(pc_msg_body_read(&m, 1002 * 1023, piece, 4), 4);
+    ck_assert(memcmp(piece, "xxxx", 4) == 0);
+    ck_assert_uint_eq(m.body_len, 1024 * 1002);
+    pc_msg_free(&m);
+}
+END_TEST
+
 START_TEST(spool_dir_missing)
 {
     struct pc_msg m;
@@ -331,6 +360,7 @@ int main(void)
     tcase_add_test(tc, header_lookup);
     tcase_add_test(tc, added_headers);
     tcase_add_test(tc, spool_and_stream);
+    tcase_add_test(tc, spooled_body_gives_back_its_buffer);
     tcase_add_test(tc, spool_dir_missing);
     tcase_set_timeout(tc, 60);
     suite_add_tcase(s, tc);
