@@ -502,14 +502,14 @@ static ssize_t bs_read(GMimeStream *stream, char *buf, size_t len)
     return n;
 }
 
-/* bs_write - read-only */
+/* bs_write - read-only (the body stream too) */
 static ssize_t bs_write(GMimeStream *stream, const char *buf, size_t len)
 {
     (void)stream, (void)buf, (void)len;
     return -1;
 }
 
-/* bs_flush, bs_close - nothing to do */
+/* bs_flush, bs_close - nothing to do (the body stream's too) */
 static int bs_flush(GMimeStream *stream)
 {
     (void)stream;
@@ -743,13 +743,6 @@ static ssize_t body_read(GMimeStream *stream, char *buf, size_t len)
     return n > 0 ? n : -1;
 }
 
-/* body_write - read-only */
-static ssize_t body_write(GMimeStream *stream, const char *buf, size_t len)
-{
-    (void)stream, (void)buf, (void)len;
-    return -1;
-}
-
 /* body_eos - at the end, cut, or failed */
 static gboolean body_eos(GMimeStream *stream)
 {
@@ -795,28 +788,15 @@ static GMimeStream *body_substream(GMimeStream *stream, gint64 start, gint64 end
     return NULL;
 }
 
-/* body_flush, body_close - nothing to do */
-static int body_flush(GMimeStream *stream)
-{
-    (void)stream;
-    return 0;
-}
-
-static int body_close(GMimeStream *stream)
-{
-    (void)stream;
-    return 0;
-}
-
 /* pc_body_stream_class_init - the vtable */
 static void pc_body_stream_class_init(PcBodyStreamClass *klass)
 {
     GMimeStreamClass *sc = GMIME_STREAM_CLASS(klass);
 
     sc->read = body_read;
-    sc->write = body_write;
-    sc->flush = body_flush;
-    sc->close = body_close;
+    sc->write = bs_write;
+    sc->flush = bs_flush; /* read-only streams both: nothing to flush or close */
+    sc->close = bs_close;
     sc->eos = body_eos;
     sc->reset = body_reset;
     sc->seek = body_seek;
